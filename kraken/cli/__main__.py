@@ -1,0 +1,5 @@
+import sys
+
+from kraken.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""YAML configuration shared by every kraken server, and the twistd ``Options`` that load it.
+
+A server declares its configuration as a *schema*: a nested ``dict`` whose leaves are
+:class:`Key` objects (kind, default, help). :func:`load_config` reads a YAML file, applies
+command-line overrides, rejects unknown keys and wrong types with a message naming the key
+and the file, and returns plain nested dicts filled with defaults.
+
+Every server's options accept ``--config FILE``, ``--set KEY=VALUE`` (repeatable, dotted
+keys, YAML values) and one ``--dotted-key-with-dashes VALUE`` flag per leaf key, e.g.
+``--tls-require-client-cert false`` or ``--pubsub-num-router-shards 8``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from twisted.python import usage
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(Exception):
+    """A configuration problem, described so that the user knows which key to fix."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration value: its kind, default and meaning.
+
+    Kinds: ``int``, ``float``, ``str``, ``bool``, ``path`` (relative paths resolve against the
+    config file's directory), ``list`` (of ``item`` kind), ``dict`` (free-form mapping).
+    A key whose default is ``None`` also accepts ``null``.
+    """
+
+    kind: str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    item: str = "str"
+
+
+Schema = dict[str, Any]
+
+_KIND_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "path": "a file path",
+    "list": "a list",
+    "dict": "a mapping",
+}
+
+
+def common_schema(listen: list[str], server_tls_default: bool = True) -> Schema:
+    """The keys every server has; *listen* is the server's default list of endpoints."""
+    return {
+        "listen": Key("list", listen, "Twisted endpoint strings; prefix 'tls:' for mutual TLS"),
+        "tls": {
+            "ca": Key("path", None, "PEM bundle of the CA that signs peer certificates"),
+            "cert": Key("path", None, "our certificate chain (PEM)"),
+            "key": Key("path", None, "our private key (PEM)"),
+            "require_client_cert": Key(
+                "bool", server_tls_default, "refuse TLS clients that present no certificate"
+            ),
+        },
+        "log": {
+            "level": Key("str", "info", "lowest level logged", choices=LOG_LEVELS),
+            "format": Key("str", "text", "text, or json for one JSON object per line", ("text", "json")),
+            "file": Key("path", None, "log file; standard output when unset"),
+        },
+        "port_file": Key("path", None, "write {listener: port} JSON here once listening"),
+    }
+
+
+def _kind_ok(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in ("str", "path"):
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list":
+        return isinstance(value, list)
+    if kind == "dict":
+        return isinstance(value, dict)
+    raise AssertionError(f"unknown config kind {kind}")
+
+
+def _check_leaf(key: Key, dotted: str, value: Any, where: str, base: Path | None) -> Any:
+    if value is None and key.default is None:
+        return None
+    if not _kind_ok(key.kind, value):
+        raise ConfigError(
+            f"{where}: {dotted}: expected {_KIND_NAMES[key.kind]}, got {value!r}"
+        )
+    if key.kind == "list":
+        for i, item in enumerate(value):
+            if not _kind_ok(key.item, item):
+                raise ConfigError(
+                    f"{where}: {dotted}[{i}]: expected {_KIND_NAMES[key.item]}, got {item!r}"
+                )
+    if key.choices is not None and value not in key.choices:
+        allowed = ", ".join(str(c) for c in key.choices)
+        raise ConfigError(f"{where}: {dotted}: {value!r} is not one of: {allowed}")
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(f"{where}: {dotted}: {value!r} is below the minimum {key.minimum}")
+    if key.kind == "float":
+        return float(value)
+    if key.kind == "path" and base is not None:
+        expanded = os.path.expanduser(value)
+        return str(base / expanded) if not os.path.isabs(expanded) else expanded
+    return copy.deepcopy(value)
+
+
+def _merge(schema: Schema, data: Any, prefix: str, where: str, base: Path | None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {data!r}")
+    for name in data:
+        if name not in schema:
+            dotted = f"{prefix}{name}"
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"{where}: unknown key {dotted!r} (known here: {known})")
+    out: dict[str, Any] = {}
+    for name, spec in schema.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(spec, Key):
+            if name in data:
+                out[name] = _check_leaf(spec, dotted, data[name], where, base)
+            else:
+                out[name] = copy.deepcopy(spec.default)
+        else:
+            out[name] = _merge(spec, data.get(name) or {}, f"{dotted}.", where, base)
+    return out
+
+
+def leaf_keys(schema: Schema, prefix: str = "") -> Iterable[tuple[str, Key]]:
+    """Every ``(dotted.key, Key)`` of *schema*, depth first."""
+    for name, spec in schema.items():
+        if isinstance(spec, Key):
+            yield f"{prefix}{name}", spec
+        else:
+            yield from leaf_keys(spec, f"{prefix}{name}.")
+
+
+def _lookup(schema: Schema, dotted: str) -> Key:
+    node: Any = schema
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"command line: unknown key {dotted!r}")
+        node = node[part]
+    if not isinstance(node, Key):
+        raise ConfigError(f"command line: {dotted!r} is a section, name one of its keys")
+    return node
+
+
+def _parse_override(key: Key, dotted: str, text: str) -> Any:
+    if key.kind in ("str", "path"):
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"command line: {dotted}: cannot parse {text!r}: {e}") from e
+    if key.kind == "list" and not isinstance(value, list):
+        return [text]
+    return value
+
+
+def load_config(
+    schema: Schema, path: str | os.PathLike[str] | None = None, overrides: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """Read *path* (YAML), apply ``(dotted_key, text)`` *overrides*, validate, fill defaults."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    base: Path | None = None
+    if path is not None:
+        where = str(path)
+        base = Path(path).resolve().parent
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data = loaded if loaded is not None else {}
+    config = _merge(schema, data, "", where, base)
+    for dotted, text in overrides:
+        key = _lookup(schema, dotted)
+        value = _check_leaf(key, dotted, _parse_override(key, dotted, text), "command line", Path.cwd())
+        node = config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def _flag(dotted: str) -> str:
+    return dotted.replace(".", "-").replace("_", "-")
+
+
+class KrakenOptions(usage.Options):
+    """Base ``twistd`` options: ``--config``, ``--set`` and one flag per schema key.
+
+    Subclasses set ``schema`` (and may set ``example_config``, shown in ``--help``).
+    After parsing, ``self.config`` holds the validated configuration.
+    """
+
+    schema: ClassVar[Schema] = {}
+    _flags: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        flags = {_flag(dotted): dotted for dotted, _ in leaf_keys(cls.schema)}
+        cls._flags = flags
+        cls.optParameters = [["config", "c", None, "YAML configuration file"]] + [
+            [flag, None, None, f"{spec.help} [config key {dotted}]"]
+            for flag, dotted in flags.items()
+            for spec in [_lookup(cls.schema, dotted)]
+        ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overrides: list[tuple[str, str]] = []
+        self.config: dict[str, Any] = {}
+
+    def opt_set(self, assignment: str) -> None:
+        """Override one config key: --set pubsub.num_router_shards=8 (repeatable)."""
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise usage.UsageError(f"--set expects KEY=VALUE, got {assignment!r}")
+        self.overrides.append((key.strip(), value))
+
+    def postOptions(self) -> None:  # noqa: N802 - Twisted's name
+        flag_overrides = [
+            (dotted, self.opts[flag]) for flag, dotted in self._flags.items() if self.opts.get(flag) is not None
+        ]
+        try:
+            self.config = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
+        except ConfigError as e:
+            # twistd would print its whole usage text for a UsageError; one line is clearer.
+            raise SystemExit(f"{self.prog_name()}: config error: {e}") from None
+
+    def prog_name(self) -> str:
+        return getattr(self, "tapname", type(self).__module__)

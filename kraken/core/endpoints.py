@@ -1,0 +1,65 @@
+"""Endpoint strings as kraken configs spell them.
+
+A listen entry is any Twisted server endpoint string (``tcp:12355:interface=127.0.0.1``,
+``unix:/run/kraken.sock``); prefixed with ``tls:`` the listener speaks mutual TLS with the
+settings of the ``tls`` section and admits only the roles the server names for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+
+from kraken.core.tls import IdentifiedFactory, TLSConfigError, TLSSettings, client_creator, wrap_server_factory
+
+TLS_PREFIX = "tls:"
+
+
+def is_tls(description: str) -> bool:
+    return description.startswith(TLS_PREFIX)
+
+
+def server_endpoint(
+    reactor: Any,
+    description: str,
+    factory: IProtocolFactory,
+    tls: TLSSettings | None,
+    allowed_roles: Iterable[str] | None = None,
+) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
+    """The endpoint for *description* and the factory to listen with (TLS-wrapped if asked)."""
+    if is_tls(description):
+        if tls is None:
+            raise TLSConfigError(f"listen {description!r} asks for TLS but the tls section is empty")
+        endpoint = serverFromString(reactor, description[len(TLS_PREFIX) :])
+        return endpoint, wrap_server_factory(factory, tls, allowed_roles)
+    return serverFromString(reactor, description), factory
+
+
+def connect(
+    reactor: Any,
+    host: str,
+    port: int,
+    factory: IProtocolFactory,
+    tls: TLSSettings | None = None,
+    expected_roles: Iterable[str] | None = None,
+    timeout: float = 10,
+) -> Deferred[Any]:
+    """Connect *factory* to *host*:*port*; fires with the connected protocol *factory* built.
+
+    With *tls*, the server's certificate and name are verified and its role must be one of
+    *expected_roles* (when given); the result fires only after the handshake, when the
+    protocol's ``connectionMade`` has run with ``transport.peer`` set, and fails if the
+    handshake does.
+    """
+    tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls is None:
+        return tcp.connect(factory)
+    ready: Deferred[Any] = Deferred()
+    wrapped = IdentifiedFactory(factory, expected_roles, ready)
+    connecting = wrapClientTLS(client_creator(tls, host), tcp).connect(wrapped)
+    connecting.addErrback(lambda f: ready.errback(f) if not ready.called else None)
+    return ready

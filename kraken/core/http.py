@@ -1,0 +1,267 @@
+"""HTTP/JSON plumbing every kraken HTTP server shares.
+
+:class:`Router` maps ``(method, path pattern)`` to handlers. A pattern segment ``{name}``
+matches one path segment, ``{name:path}`` one or more (repository names such as
+``test/alpine``), ``{name:REGEX}`` a regular expression. A handler gets the request and the
+matched values as keyword arguments and returns:
+
+- a JSON-able value (sent as ``200`` ``application/json``),
+- a :class:`Response` (status, body bytes or JSON value, headers),
+- ``NOT_DONE_YET`` after taking over the request (streaming),
+- or a ``Deferred`` of any of these.
+
+Raising :class:`HTTPError` (or returning a failed Deferred with one) sends the uniform error
+body ``{"error": {"code": ..., "message": ...}}``; any other exception is logged with its
+traceback and answered ``500`` without one. ``HEAD`` falls back to the ``GET`` handler.
+
+:func:`make_site` mounts ``/health`` and ``/metrics`` beside a router.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from kraken.core.metrics import Metrics
+
+log = Logger(namespace="kraken.http")
+
+Handler = Callable[..., Any]
+
+
+class HTTPError(Exception):
+    """An error answer: HTTP status, a machine-readable code and a message for people."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None, detail: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return {"error": error}
+
+
+@dataclass
+class Response:
+    """A complete answer; *body* bytes are sent as they are, anything else as JSON."""
+
+    status: int = 200
+    body: Any = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
+    """The request body parsed as JSON, or a ``400`` naming what is wrong with it."""
+    content = request.content
+    content.seek(0, 2)
+    if content.tell() > limit:
+        raise HTTPError(413, "BODY_TOO_LARGE", f"request body over {limit} bytes")
+    content.seek(0)
+    raw = content.read()
+    if not raw.strip():
+        raise HTTPError(400, "BAD_JSON", "request body is empty; a JSON document is expected")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HTTPError(400, "BAD_JSON", f"request body is not valid JSON: {e}") from None
+
+
+def query_arg(request: Request, name: str, default: str | None = None) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else default
+
+
+def query_int(request: Request, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    text = query_arg(request, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPError(400, "BAD_PARAMETER", f"query parameter {name!r} must be an integer") from None
+    if value < minimum:
+        raise HTTPError(400, "BAD_PARAMETER", f"query parameter {name!r} must be at least {minimum}")
+    return value
+
+
+def write_response(request: Request, result: Any) -> None:
+    """Send *result* (a :class:`Response`, bytes-free JSON value) and finish the request."""
+    if not isinstance(result, Response):
+        result = Response(200, result)
+    request.setResponseCode(result.status)
+    body = result.body
+    if not isinstance(body, bytes):
+        body = json_bytes(body)
+        request.setHeader(b"content-type", b"application/json")
+    for name, value in result.headers.items():
+        request.setHeader(name.encode("latin-1"), str(value).encode("latin-1"))
+    request.setHeader(b"content-length", str(len(body)).encode())
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+def write_error(request: Request, error: HTTPError) -> None:
+    write_response(request, Response(error.status, error.body(), error.headers))
+
+
+_SEGMENT = re.compile(r"\{(\w+)(?::([^}]+))?\}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    out, pos = [], 0
+    for m in _SEGMENT.finditer(pattern):
+        out.append(re.escape(pattern[pos : m.start()]))
+        name, kind = m.group(1), m.group(2)
+        regex = "[^/]+" if kind is None else ".+?" if kind == "path" else kind
+        out.append(f"(?P<{name}>{regex})")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+class Router(Resource):
+    """A resource that dispatches every path below it through a route table."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self._index: dict[str, dict[str, Handler]] = {}
+
+    def route(self, method: str | Iterable[str], pattern: str, handler: Handler) -> None:
+        methods = [method] if isinstance(method, str) else list(method)
+        if pattern not in self._index:
+            self._index[pattern] = {}
+            self._routes.append((_compile(pattern), self._index[pattern]))
+        for m in methods:
+            self._index[pattern][m.upper()] = handler
+
+    def _match(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+        for regex, handlers in self._routes:
+            m = regex.match(path)
+            if m:
+                return handlers, m.groupdict()
+        return None
+
+    def render(self, request: Request) -> Any:
+        try:
+            path = request.path.decode("utf-8")
+        except UnicodeDecodeError:
+            write_error(request, HTTPError(400, "BAD_PATH", "path is not UTF-8"))
+            return NOT_DONE_YET
+        found = self._match(path)
+        if found is None:
+            write_error(request, HTTPError(404, "NOT_FOUND", f"no such resource: {path}"))
+            return NOT_DONE_YET
+        handlers, params = found
+        method = request.method.decode("ascii", "replace")
+        handler = handlers.get(method) or (handlers.get("GET") if method == "HEAD" else None)
+        if handler is None:
+            allowed = ", ".join(sorted(handlers))
+            write_error(
+                request,
+                HTTPError(405, "METHOD_NOT_ALLOWED", f"{method} not allowed on {path}", {"Allow": allowed}),
+            )
+            return NOT_DONE_YET
+        d = maybeDeferred(handler, request, **params)
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: d.cancel())
+        d.addCallbacks(lambda result: self._done(request, result), lambda f: self._failed(request, f))
+        return NOT_DONE_YET
+
+    def _done(self, request: Request, result: Any) -> None:
+        if result is NOT_DONE_YET or request.finished or request._disconnected:
+            return
+        write_response(request, result)
+
+    def _failed(self, request: Request, failure: Failure) -> None:
+        if request.finished or request._disconnected:
+            return
+        if failure.check(HTTPError):
+            write_error(request, failure.value)
+            return
+        log.failure("unhandled error in {method} {path}", failure, method=request.method, path=request.path)
+        write_error(request, HTTPError(500, "INTERNAL", "internal error; see the server log"))
+
+
+class HealthResource(Resource):
+    """``/health``: ``200 {"status": "ok"}`` while every check passes, else ``503``."""
+
+    isLeaf = True
+
+    def __init__(self, checks: dict[str, Callable[[], bool]] | None = None) -> None:
+        super().__init__()
+        self.checks = checks or {}
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        failing = sorted(name for name, check in self.checks.items() if not check())
+        status = 503 if failing else 200
+        body: dict[str, Any] = {"status": "ok" if not failing else "unhealthy"}
+        if failing:
+            body["failing"] = failing
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json_bytes(body)
+
+
+class _Root(Resource):
+    def __init__(self, app: Resource, extra: dict[bytes, Resource]) -> None:
+        super().__init__()
+        self.app = app
+        self.extra = extra
+
+    def getChildWithDefault(self, name: bytes, request: Request) -> Resource:  # noqa: N802
+        if name in self.extra and len(request.postpath) == 0:
+            return self.extra[name]
+        request.postpath.insert(0, name)
+        request.prepath.pop()
+        return self.app
+
+
+class QuietSite(Site):
+    """A ``Site`` that logs requests through ``twisted.logger`` at debug level."""
+
+    def log(self, request: Request) -> None:
+        log.debug(
+            "{method} {uri} {code}",
+            method=request.method.decode("ascii", "replace"),
+            uri=request.uri.decode("utf-8", "replace"),
+            code=request.code,
+        )
+
+
+def make_site(
+    app: Resource,
+    metrics: Metrics,
+    health_checks: dict[str, Callable[[], bool]] | None = None,
+    extra: dict[str, Resource] | None = None,
+) -> Site:
+    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it."""
+    mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
+    for name, resource in (extra or {}).items():
+        mounts[name.encode()] = resource
+    return QuietSite(_Root(app, mounts))
+

@@ -1,0 +1,58 @@
+"""Structured logging through ``twisted.logger``: text for people, JSON lines for machines.
+
+A server's ``log`` config section picks the format, file and level; :class:`LogControl` holds
+the level so it can change while the server runs (``kraken pubsub log-level debug``).
+``twistd --logger kraken.core.logging.json_observer`` selects JSON lines without a config.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+
+
+class LogControl:
+    """The live log level of one process."""
+
+    def __init__(self, level: str = "info") -> None:
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+        self.level = level
+
+    def set_level(self, level: str) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r}; levels: {', '.join(LEVELS)}")
+        self.predicate.setLogLevelForNamespace("", LEVELS[level])
+        self.level = level
+
+    def observer(self, fmt: str = "text", stream: IO[Any] | None = None) -> ILogObserver:
+        stream = stream if stream is not None else sys.stdout
+        base = jsonFileLogObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+        return FilteringLogObserver(base, [self.predicate])
+
+
+def open_log_file(path: str | None) -> IO[Any]:
+    if path is None:
+        return sys.stdout
+    return open(path, "a", buffering=1, encoding="utf-8")
+
+
+def json_observer() -> ILogObserver:
+    """``twistd --logger`` factory: JSON lines on standard output, level info."""
+    return LogControl("info").observer("json")

@@ -1,0 +1,53 @@
+"""Prometheus metrics: one registry per server, and the ``/metrics`` resource that shows it.
+
+Each server owns a :class:`Metrics` (its own ``CollectorRegistry``), so several servers can
+run in one process (as in tests) without their series colliding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 - Twisted's name
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+
+class Metrics:
+    """A server's metric family factory; names get the ``kraken_<server>_`` prefix."""
+
+    def __init__(self, server: str) -> None:
+        self.prefix = "kraken_" + server.replace("-", "_") + "_"
+        self.registry = CollectorRegistry(auto_describe=True)
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(self.prefix + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(self.prefix + name, doc, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] | None = None
+    ) -> Histogram:
+        if buckets is None:
+            return Histogram(self.prefix + name, doc, labels, registry=self.registry)
+        return Histogram(self.prefix + name, doc, labels, registry=self.registry, buckets=buckets)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def resource(self) -> MetricsResource:
+        return MetricsResource(self.registry)

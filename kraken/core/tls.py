@@ -1,0 +1,317 @@
+"""Mutual TLS between kraken components, and the identity of the peer at the other end.
+
+Servers build a :class:`ServerTLS` from the ``tls`` config section; it verifies the peer
+certificate against our CA during the handshake and, when the endpoint names the roles it
+admits, refuses any other role before a single application byte moves. Clients build
+:func:`client_creator` contexts that verify the server's certificate *and* its hostname or IP
+address (service_identity), and present their own certificate.
+
+Protocols learn who they talk to with :func:`peer_identity` (raw TCP) or
+:func:`request_identity` (``twisted.web``); :func:`wrap_server_factory` and
+:func:`wrap_client_factory` make TLS factories whose inner protocol only sees
+``connectionMade`` once the handshake is complete, so it can authorise at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory, IProtocolFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import directlyProvides, implementer, providedBy
+
+log = Logger(namespace="kraken.tls")
+
+_VERIFY_ERRORS = {
+    2: "issuer certificate not found",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in chain",
+    20: "certificate not issued by our CA",
+    21: "unable to verify the first certificate",
+}
+
+
+class TLSConfigError(Exception):
+    """The ``tls`` section names files that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """The ``tls`` config section: CA bundle, our certificate and key, client-cert policy."""
+
+    ca: str
+    cert: str
+    key: str
+    require_client_cert: bool = True
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> TLSSettings | None:
+        """The settings of a ``tls`` section, or ``None`` when TLS is not configured."""
+        if not section or not section.get("cert"):
+            return None
+        missing = [k for k in ("ca", "cert", "key") if not section.get(k)]
+        if missing:
+            raise TLSConfigError(f"tls: missing {', '.join(missing)}")
+        for k in ("ca", "cert", "key"):
+            if not Path(section[k]).is_file():
+                raise TLSConfigError(f"tls.{k}: no such file: {section[k]}")
+        return cls(
+            ca=str(section["ca"]),
+            cert=str(section["cert"]),
+            key=str(section["key"]),
+            require_client_cert=bool(section.get("require_client_cert", True)),
+        )
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who a verified certificate says the peer is."""
+
+    name: str
+    role: str
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_x509(cls, cert: crypto.X509) -> PeerIdentity:
+        c = cert.to_cryptography()
+
+        def attr(oid: x509.ObjectIdentifier) -> str:
+            values = c.subject.get_attributes_for_oid(oid)
+            return str(values[0].value) if values else ""
+
+        try:
+            san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            hosts = tuple(str(v) for v in san.get_values_for_type(x509.DNSName)) + tuple(
+                str(v) for v in san.get_values_for_type(x509.IPAddress)
+            )
+        except x509.ExtensionNotFound:
+            hosts = ()
+        return cls(
+            name=attr(NameOID.COMMON_NAME),
+            role=attr(NameOID.ORGANIZATIONAL_UNIT_NAME),
+            hosts=hosts,
+        )
+
+
+def peer_identity(transport: Any) -> PeerIdentity | None:
+    """The verified identity of the peer on *transport*, or ``None`` without TLS or certificate."""
+    getter = getattr(transport, "getPeerCertificate", None)
+    if getter is None:
+        return None
+    cert = getter()
+    return PeerIdentity.from_x509(cert) if cert is not None else None
+
+
+def request_identity(request: Any) -> PeerIdentity | None:
+    """The verified identity of the client of a ``twisted.web`` request."""
+    channel = getattr(request, "channel", None)
+    return peer_identity(getattr(channel, "transport", None) or request.transport)
+
+
+def _load_pem_chain(path: str) -> list[crypto.X509]:
+    data = Path(path).read_bytes()
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [b + marker for b in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in b]
+    if not blocks:
+        raise TLSConfigError(f"{path}: no PEM certificate in it")
+    return [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in blocks]
+
+
+@implementer(IOpenSSLContextFactory)
+class ServerTLS:
+    """A server context factory: our certificate, peer verification, role admission.
+
+    *allowed_roles* ``None`` admits any certificate from our CA; a set admits only those
+    roles. With ``require_client_cert`` false a client without a certificate is admitted
+    (and has no identity); a certificate it does present is still verified.
+    """
+
+    def __init__(self, settings: TLSSettings, allowed_roles: Iterable[str] | None = None) -> None:
+        self.settings = settings
+        self.allowed_roles = frozenset(allowed_roles) if allowed_roles is not None else None
+        self._context = self._make_context()
+
+    def _make_context(self) -> SSL.Context:
+        s = self.settings
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        try:
+            ctx.use_certificate_chain_file(s.cert.encode())
+            ctx.use_privatekey_file(s.key.encode())
+            ctx.check_privatekey()
+            ctx.load_verify_locations(s.ca.encode())
+        except SSL.Error as e:
+            raise TLSConfigError(f"cannot load tls files ({s.cert}, {s.key}, {s.ca}): {e}") from e
+        ctx.set_session_id(b"kraken")
+        flags = SSL.VERIFY_PEER
+        if s.require_client_cert:
+            flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        ctx.set_verify(flags, self._verify)
+        return ctx
+
+    def _verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        if not ok:
+            subject = PeerIdentity.from_x509(cert).name
+            reason = _VERIFY_ERRORS.get(errno, f"verify error {errno}")
+            log.warn(
+                "rejected TLS peer {subject!r}: {reason}", subject=subject, reason=reason, errno=errno
+            )
+            return False
+        if depth == 0 and self.allowed_roles is not None:
+            who = PeerIdentity.from_x509(cert)
+            if who.role not in self.allowed_roles:
+                log.warn(
+                    "rejected TLS peer {name!r}: role {role!r} not allowed here (allowed: {allowed})",
+                    name=who.name,
+                    role=who.role,
+                    allowed=", ".join(sorted(self.allowed_roles)),
+                )
+                return False
+        return True
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 - Twisted's interface name
+        return self._context
+
+
+def client_creator(settings: TLSSettings, hostname: str) -> Any:
+    """A client connection creator that checks the server's certificate and *hostname*."""
+    trust = ssl.Certificate.loadPEM(Path(settings.ca).read_bytes())
+    chain = _load_pem_chain(settings.cert)
+    own = ssl.PrivateCertificate.loadPEM(
+        Path(settings.key).read_bytes() + crypto.dump_certificate(crypto.FILETYPE_PEM, chain[0])
+    )
+    return ssl.optionsForClientTLS(
+        hostname,
+        trustRoot=trust,
+        clientCertificate=own,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
+
+
+@implementer(IPolicyForHTTPS)
+class ClientTLSPolicy:
+    """An HTTPS policy for ``twisted.web.client.Agent``/treq: our CA and our client certificate."""
+
+    def __init__(self, settings: TLSSettings) -> None:
+        self.settings = settings
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802
+        return client_creator(self.settings, hostname.decode("ascii"))
+
+
+@implementer(IHandshakeListener)
+class IdentifiedProtocol(ProtocolWrapper):
+    """Holds the inner protocol back until the TLS handshake is done, then exposes the peer.
+
+    The inner protocol's ``transport`` is this wrapper: ``transport.peer`` is the peer's
+    :class:`PeerIdentity` (``None`` without a client certificate), and the usual transport
+    methods (``getPeerCertificate``, ``write``, ``registerProducer``...) pass through.
+    """
+
+    peer: PeerIdentity | None = None
+    _handshake_done = False
+    _refused: Exception | None = None
+
+    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+        directlyProvides(self, providedBy(transport))
+        self.connected = 1
+        self.transport = transport
+        self.factory.registerProtocol(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        self.peer = peer_identity(self.transport)
+        expected = getattr(self.factory, "expected_roles", None)
+        if expected is not None and (self.peer is None or self.peer.role not in expected):
+            log.warn(
+                "refused TLS peer {name!r} with role {role!r}: expected {expected}",
+                name=self.peer.name if self.peer else None,
+                role=self.peer.role if self.peer else None,
+                expected=", ".join(sorted(expected)),
+            )
+            self._refused = RoleRefused(self.peer, expected)
+            self.transport.abortConnection()
+            return
+        self._handshake_done = True
+        self.wrappedProtocol.makeConnection(self)
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+        ready, self.factory.ready = self.factory.ready, None
+        if ready is not None:
+            ready.callback(self.wrappedProtocol)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        self.factory.unregisterProtocol(self)
+        if self._handshake_done:
+            self.wrappedProtocol.connectionLost(reason)
+            return
+        log.info(
+            "TLS connection with {peer} closed before the handshake completed: {reason}",
+            peer=self.transport.getPeer() if self.transport else None,
+            reason=reason.getErrorMessage(),
+        )
+        ready, self.factory.ready = self.factory.ready, None
+        if ready is not None:
+            ready.errback(Failure(self._refused) if self._refused else reason)
+
+
+class RoleRefused(Exception):
+    """The peer's certificate is valid but names a role this side does not talk to."""
+
+    def __init__(self, peer: PeerIdentity | None, expected: Iterable[str]) -> None:
+        role = peer.role if peer else None
+        super().__init__(f"peer role {role!r} is not one of: {', '.join(sorted(expected))}")
+
+
+class IdentifiedFactory(WrappingFactory):
+    """Wraps a factory for :class:`IdentifiedProtocol`.
+
+    For one client connection, ``ready`` (when set) fires with the inner protocol once the
+    handshake is done, or fails with the reason the connection closed before that.
+    """
+
+    protocol = IdentifiedProtocol
+
+    def __init__(
+        self,
+        wrapped: IProtocolFactory,
+        expected_roles: Iterable[str] | None = None,
+        ready: Deferred[Any] | None = None,
+    ) -> None:
+        super().__init__(wrapped)
+        self.expected_roles = frozenset(expected_roles) if expected_roles is not None else None
+        self.ready = ready
+
+
+def wrap_server_factory(
+    factory: IProtocolFactory, settings: TLSSettings, allowed_roles: Iterable[str] | None = None
+) -> TLSMemoryBIOFactory:
+    """A TLS server factory around *factory* that admits only *allowed_roles*."""
+    return TLSMemoryBIOFactory(ServerTLS(settings, allowed_roles), False, IdentifiedFactory(factory))
+
+
+def wrap_client_factory(
+    factory: IProtocolFactory,
+    settings: TLSSettings,
+    hostname: str,
+    expected_roles: Iterable[str] | None = None,
+) -> TLSMemoryBIOFactory:
+    """A TLS client factory around *factory* that checks the server name and, optionally, role."""
+    return TLSMemoryBIOFactory(
+        client_creator(settings, hostname), True, IdentifiedFactory(factory, expected_roles)
+    )
