@@ -263,5 +263,7 @@ def make_site(
     mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
     for name, resource in (extra or {}).items():
         mounts[name.encode()] = resource
-    return QuietSite(_Root(app, mounts))
+    site = QuietSite(_Root(app, mounts))
+    site.noisy = False
+    return site
 
