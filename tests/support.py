@@ -117,7 +117,11 @@ class ServerProcess:
             self.started: list[ServerProcess] = []
 
         def start(
-            self, plugin: str, config: dict[str, Any], name: str | None = None, extra_args: list[str] | None = None
+            self,
+            plugin: str,
+            config: dict[str, Any],
+            name: str | None = None,
+            extra_args: list[str] | None = None,
         ) -> ServerProcess:
             name = name or f"{plugin}-{len(self.started)}"
             proc = ServerProcess(plugin, config, self.root / name, extra_args or [])

@@ -26,8 +26,10 @@ def add_parser(sub: Any) -> None:
     issue.add_argument("name")
     issue.add_argument("--role", required=True, choices=certs.ROLES)
     issue.add_argument(
-        "--host", action="append", default=[], help="DNS name or IP the holder serves (repeatable; "
-        "default localhost, 127.0.0.1, ::1)"
+        "--host",
+        action="append",
+        default=[],
+        help="DNS name or IP the holder serves (repeatable; default localhost, 127.0.0.1, ::1)",
     )
     issue.add_argument("--days", type=int, default=certs.LEAF_VALIDITY.days)
     issue.set_defaults(func=_issue)

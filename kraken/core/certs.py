@@ -79,7 +79,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def create_ca(
@@ -218,9 +218,7 @@ def issue(
     )
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
     _write_private(key_path, _key_pem(key))
-    chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
-        serialization.Encoding.PEM
-    )
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
     _write_public(cert_path, chain)
     return IssuedFiles(cert_path, key_path)
 

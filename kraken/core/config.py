@@ -100,15 +100,11 @@ def _check_leaf(key: Key, dotted: str, value: Any, where: str, base: Path | None
     if value is None and key.default is None:
         return None
     if not _kind_ok(key.kind, value):
-        raise ConfigError(
-            f"{where}: {dotted}: expected {_KIND_NAMES[key.kind]}, got {value!r}"
-        )
+        raise ConfigError(f"{where}: {dotted}: expected {_KIND_NAMES[key.kind]}, got {value!r}")
     if key.kind == "list":
         for i, item in enumerate(value):
             if not _kind_ok(key.item, item):
-                raise ConfigError(
-                    f"{where}: {dotted}[{i}]: expected {_KIND_NAMES[key.item]}, got {item!r}"
-                )
+                raise ConfigError(f"{where}: {dotted}[{i}]: expected {_KIND_NAMES[key.item]}, got {item!r}")
     if key.choices is not None and value not in key.choices:
         allowed = ", ".join(str(c) for c in key.choices)
         raise ConfigError(f"{where}: {dotted}: {value!r} is not one of: {allowed}")
@@ -124,7 +120,7 @@ def _check_leaf(key: Key, dotted: str, value: Any, where: str, base: Path | None
 
 def _merge(schema: Schema, data: Any, prefix: str, where: str, base: Path | None) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
     for name in data:
         if name not in schema:
             dotted = f"{prefix}{name}"
@@ -139,7 +135,8 @@ def _merge(schema: Schema, data: Any, prefix: str, where: str, base: Path | None
             else:
                 out[name] = copy.deepcopy(spec.default)
         else:
-            out[name] = _merge(spec, data.get(name) or {}, f"{dotted}.", where, base)
+            section = data.get(name)
+            out[name] = _merge(spec, {} if section is None else section, f"{dotted}.", where, base)
     return out
 
 
@@ -244,9 +241,11 @@ class KrakenOptions(usage.Options):
             raise usage.UsageError(f"--set expects KEY=VALUE, got {assignment!r}")
         self.overrides.append((key.strip(), value))
 
-    def postOptions(self) -> None:  # noqa: N802 - Twisted's name
+    def postOptions(self) -> None:
         flag_overrides = [
-            (dotted, self.opts[flag]) for flag, dotted in self._flags.items() if self.opts.get(flag) is not None
+            (dotted, self.opts[flag])
+            for flag, dotted in self._flags.items()
+            if self.opts.get(flag) is not None
         ]
         try:
             self.config = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)

@@ -10,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 
-from kraken.core.tls import IdentifiedFactory, TLSConfigError, TLSSettings, client_creator, wrap_server_factory
+from kraken.core.tls import (
+    IdentifiedFactory,
+    TLSConfigError,
+    TLSSettings,
+    client_creator,
+    wrap_server_factory,
+)
 
 TLS_PREFIX = "tls:"
 

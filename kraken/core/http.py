@@ -216,7 +216,7 @@ class HealthResource(Resource):
         super().__init__()
         self.checks = checks or {}
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         failing = sorted(name for name, check in self.checks.items() if not check())
         status = 503 if failing else 200
         body: dict[str, Any] = {"status": "ok" if not failing else "unhealthy"}
@@ -233,7 +233,7 @@ class _Root(Resource):
         self.app = app
         self.extra = extra
 
-    def getChildWithDefault(self, name: bytes, request: Request) -> Resource:  # noqa: N802
+    def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         if name in self.extra and len(request.postpath) == 0:
             return self.extra[name]
         request.postpath.insert(0, name)
@@ -266,4 +266,3 @@ def make_site(
     site = QuietSite(_Root(app, mounts))
     site.noisy = False
     return site
-

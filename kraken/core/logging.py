@@ -15,9 +15,11 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    jsonFileLogObserver,
+    eventAsJSON,
+    formatEvent,
     textFileLogObserver,
 )
+from zope.interface import implementer
 
 LEVELS = {
     "debug": LogLevel.debug,
@@ -43,8 +45,22 @@ class LogControl:
 
     def observer(self, fmt: str = "text", stream: IO[Any] | None = None) -> ILogObserver:
         stream = stream if stream is not None else sys.stdout
-        base = jsonFileLogObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+        base = JSONLinesObserver(stream) if fmt == "json" else textFileLogObserver(stream)
         return FilteringLogObserver(base, [self.predicate])
+
+
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """One JSON object per line: the event's fields plus ``text``, the formatted message."""
+
+    def __init__(self, stream: IO[Any]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        record = dict(event)
+        record["text"] = formatEvent(event)
+        self.stream.write(eventAsJSON(record) + "\n")
+        self.stream.flush()
 
 
 def open_log_file(path: str | None) -> IO[Any]:

@@ -21,7 +21,7 @@ class MetricsResource(Resource):
         super().__init__()
         self.registry = registry
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802 - Twisted's name
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.registry)
 

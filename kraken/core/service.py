@@ -49,7 +49,7 @@ class KrakenService(MultiService):
         self.ports: dict[str, int] = {}
         self._listeners: list[tuple[str, StreamServerEndpointService]] = []
 
-    def setServiceParent(self, parent: Any) -> None:  # noqa: N802 - Twisted's name
+    def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
         if isinstance(parent, Componentized):
             # twistd asks the application for its log observer when no --logger is given.
@@ -84,7 +84,7 @@ class KrakenService(MultiService):
         for description in descriptions:
             self.listen(name, description, factory, allowed_roles)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         waits: list[Deferred[Any]] = []
         for name, svc in self._listeners:
@@ -99,7 +99,9 @@ class KrakenService(MultiService):
         number = getattr(port.getHost(), "port", None)
         if number is not None:
             self.ports.setdefault(name, number)
-            log.info("{server} listening for {name} on port {port}", server=self.server, name=name, port=number)
+            log.info(
+                "{server} listening for {name} on port {port}", server=self.server, name=name, port=number
+            )
         return port
 
     def _all_bound(self, _: Any) -> None:

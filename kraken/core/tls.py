@@ -169,9 +169,7 @@ class ServerTLS:
         if not ok:
             subject = PeerIdentity.from_x509(cert).name
             reason = _VERIFY_ERRORS.get(errno, f"verify error {errno}")
-            log.warn(
-                "rejected TLS peer {subject!r}: {reason}", subject=subject, reason=reason, errno=errno
-            )
+            log.warn("rejected TLS peer {subject!r}: {reason}", subject=subject, reason=reason, errno=errno)
             return False
         if depth == 0 and self.allowed_roles is not None:
             who = PeerIdentity.from_x509(cert)
@@ -185,7 +183,7 @@ class ServerTLS:
                 return False
         return True
 
-    def getContext(self) -> SSL.Context:  # noqa: N802 - Twisted's interface name
+    def getContext(self) -> SSL.Context:
         return self._context
 
 
@@ -211,7 +209,7 @@ class ClientTLSPolicy:
     def __init__(self, settings: TLSSettings) -> None:
         self.settings = settings
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
         return client_creator(self.settings, hostname.decode("ascii"))
 
 
@@ -228,13 +226,13 @@ class IdentifiedProtocol(ProtocolWrapper):
     _handshake_done = False
     _refused: Exception | None = None
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+    def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         self.connected = 1
         self.transport = transport
         self.factory.registerProtocol(self)
 
-    def handshakeCompleted(self) -> None:  # noqa: N802
+    def handshakeCompleted(self) -> None:
         self.peer = peer_identity(self.transport)
         expected = getattr(self.factory, "expected_roles", None)
         if expected is not None and (self.peer is None or self.peer.role not in expected):
@@ -255,7 +253,7 @@ class IdentifiedProtocol(ProtocolWrapper):
         if ready is not None:
             ready.callback(self.wrappedProtocol)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         self.factory.unregisterProtocol(self)
         if self._handshake_done:
             self.wrappedProtocol.connectionLost(reason)

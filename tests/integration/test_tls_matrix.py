@@ -47,7 +47,7 @@ def extra_pki(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> dict[str, 
     other = tmp_path_factory.mktemp("other-ca")
     certs.create_ca(other, "some other CA")
     certs.issue(other, "stranger", "client")
-    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
     certs.issue(pki, "expired", "client", validity=datetime.timedelta(days=1), not_before=long_ago)
     certs.issue(pki, "elsewhere", "origin", hosts=["origin.example"])
     return {"other": other}
@@ -70,7 +70,9 @@ def log_lines() -> Any:
 def serve(pki: Path, allowed: set[str] | None, server_name: str = "origin") -> tuple[Any, Any]:
     factory = protocol.Factory.forProtocol(Echo)
     factory.seen, factory.received = [], []
-    port = reactor.listenTCP(0, wrap_server_factory(factory, tls_settings(pki, server_name), allowed), interface="127.0.0.1")
+    port = reactor.listenTCP(
+        0, wrap_server_factory(factory, tls_settings(pki, server_name), allowed), interface="127.0.0.1"
+    )
     return port, factory
 
 
@@ -121,7 +123,9 @@ def test_valid_client_is_accepted_and_its_role_seen(pki: Path) -> Any:
     ],
 )
 @pytest_twisted.inlineCallbacks
-def test_bad_clients_are_refused_with_a_log_line(pki: Path, extra_pki: dict[str, Path], log_lines: list[str], who: str, reason: str) -> Any:
+def test_bad_clients_are_refused_with_a_log_line(
+    pki: Path, extra_pki: dict[str, Path], log_lines: list[str], who: str, reason: str
+) -> Any:
     port, server = serve(pki, {"client"})
     if who == "no-cert":
         settings = tls_settings(pki, "client")
@@ -211,7 +215,9 @@ class WhoAmI(Resource):
 @pytest_twisted.inlineCallbacks
 def test_web_site_sees_client_role(pki: Path) -> Any:
     site = Site(WhoAmI())
-    port = reactor.listenTCP(0, wrap_server_factory(site, tls_settings(pki, "tracker")), interface="127.0.0.1")
+    port = reactor.listenTCP(
+        0, wrap_server_factory(site, tls_settings(pki, "tracker")), interface="127.0.0.1"
+    )
     from twisted.web.client import Agent, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=False)
