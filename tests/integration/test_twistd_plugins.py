@@ -1,0 +1,47 @@
+"""Every kraken plugin through the real ``twistd``: listed in --help, config errors in one line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kraken.cli.cluster import built_servers
+from tests.support import run_twistd
+
+SERVERS = built_servers()
+
+
+def test_at_least_one_server_is_built() -> None:
+    assert SERVERS, "no kraken-* twistd plugin is registered"
+
+
+def test_help_lists_every_kraken_plugin_quickly() -> None:
+    started = time.monotonic()
+    result = run_twistd("--help")
+    elapsed = time.monotonic() - started
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.strip().startswith("kraken-")]
+    assert sorted(listed) == sorted(SERVERS)
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("kraken-"):
+            assert len(line.split(None, 1)) == 2, f"no description: {line!r}"
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize("tapname", SERVERS)
+def test_config_errors_exit_nonzero_with_one_clear_line(tapname: str, tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad-key.yaml"
+    bad_key.write_text("no_such_key: 1\n")
+    bad_type = tmp_path / "bad-type.yaml"
+    bad_type.write_text("listen: 12\n")
+    cases = [
+        (str(bad_key), f"{bad_key}: unknown key 'no_such_key'"),
+        (str(bad_type), f"{bad_type}: listen: expected a list, got 12"),
+        (str(tmp_path / "missing.yaml"), f"config file not found: {tmp_path / 'missing.yaml'}"),
+    ]
+    for path, message in cases:
+        result = run_twistd(tapname, "--config", path)
+        assert result.returncode != 0
+        errors = result.stderr.strip().splitlines()
+        assert errors == [f"{tapname}: config error: {message}"], result.stderr
