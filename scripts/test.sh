@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-.venv/bin/ruff check kraken twisted tests benchmarks
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
