@@ -45,3 +45,35 @@ def test_config_errors_exit_nonzero_with_one_clear_line(tapname: str, tmp_path: 
         assert result.returncode != 0
         errors = result.stderr.strip().splitlines()
         assert errors == [f"{tapname}: config error: {message}"], result.stderr
+
+
+ROLE_OF = {"kraken-build-index": "build-index"}
+
+
+@pytest.mark.parametrize("tapname", SERVERS)
+def test_make_service_takes_a_fake_reactor(
+    tapname: str, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """makeService(options, reactor=...) listens on the reactor it is given, not the global one."""
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.plugin import getPlugins
+
+    monkeypatch.chdir(tmp_path)
+    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == tapname)
+    role = ROLE_OF.get(tapname, tapname.removeprefix("kraken-"))
+    options = maker.options()
+    options.parseOptions(
+        [
+            "--set", f"tls.ca={pki / 'ca.pem'}",
+            "--set", f"tls.cert={pki / (role + '.pem')}",
+            "--set", f"tls.key={pki / (role + '.key')}",
+        ]
+    )  # fmt: skip
+    fake = MemoryReactorClock()
+    service = maker.makeService(options, reactor=fake)
+    service.startService()
+    try:
+        assert fake.tcpServers or fake.unixServers, f"{tapname} listened on nothing"
+    finally:
+        service.stopService()
