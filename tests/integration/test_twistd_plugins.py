@@ -71,7 +71,7 @@ def test_make_service_takes_a_fake_reactor(
         ]
     )  # fmt: skip
     fake = MemoryReactorClock()
-    service = maker.makeService(options, reactor=fake)
+    service = maker.module.makeService(options, reactor=fake)
     service.startService()
     try:
         assert fake.tcpServers or fake.unixServers, f"{tapname} listened on nothing"
