@@ -1,0 +1,79 @@
+"""The retained stream of one router shard, for retroactive subscription.
+
+Every published record that names a topic of the shard is kept as an :class:`Entry`, up to
+``capacity`` entries per shard (oldest evicted first). Entries carry the router's global
+sequence number, so ``register`` can record an exact position instead of a whole second, and
+the shard remembers how far back it is complete, by position and by time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+
+class Entry:
+    """One published record as one shard saw it: its topics in that shard, in publish order."""
+
+    __slots__ = ("payload", "publisher", "seq", "shard", "time", "topics")
+
+    def __init__(
+        self, seq: int, time: float, shard: int, topics: tuple[bytes, ...], payload: bytes, publisher: int
+    ) -> None:
+        self.seq = seq
+        self.time = time
+        self.shard = shard
+        self.topics = topics
+        self.payload = payload
+        self.publisher = publisher
+
+
+class RetainedShard:
+    """A bounded FIFO of entries with a per-topic index."""
+
+    def __init__(self, capacity: int, started: float) -> None:
+        self.capacity = capacity
+        self.entries: deque[Entry] = deque()
+        self.by_topic: dict[bytes, deque[Entry]] = {}
+        # Everything published after these is still here (or was never published).
+        self.complete_after_seq = 0
+        self.complete_after_time = started
+
+    def add(self, entry: Entry) -> None:
+        if self.capacity <= 0:
+            self._forget(entry)
+            return
+        self.entries.append(entry)
+        by_topic = self.by_topic
+        for topic in dict.fromkeys(entry.topics):
+            queue = by_topic.get(topic)
+            if queue is None:
+                by_topic[topic] = queue = deque()
+            queue.append(entry)
+        if len(self.entries) > self.capacity:
+            oldest = self.entries.popleft()
+            for topic in dict.fromkeys(oldest.topics):
+                queue = by_topic[topic]
+                queue.popleft()
+                if not queue:
+                    del by_topic[topic]
+            self._forget(oldest)
+
+    def _forget(self, entry: Entry) -> None:
+        self.complete_after_seq = entry.seq
+        self.complete_after_time = max(self.complete_after_time, entry.time)
+
+    def newer_than_seq(self, topic: bytes, seq: int) -> Iterator[Entry]:
+        for entry in reversed(self.by_topic.get(topic, ())):
+            if entry.seq <= seq:
+                return
+            yield entry
+
+    def newer_than_time(self, topic: bytes, horizon: float) -> Iterator[Entry]:
+        for entry in reversed(self.by_topic.get(topic, ())):
+            if entry.time <= horizon:
+                return
+            yield entry
+
+    def __len__(self) -> int:
+        return len(self.entries)

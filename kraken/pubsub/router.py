@@ -1,0 +1,262 @@
+"""Topics, subscriptions and fan-out: the pub/sub core every front end shares.
+
+Topics belong to ``shards`` router shards by ``erlang:phash2``; a published record reaches a
+subscriber as one ``MESSAGE`` record per shard, naming the matched topics of that shard in
+publish order (repeats kept), shards in ascending order — the original server's bytes.
+The router is single-threaded: subscribe, publish and replay are atomic with respect to each
+other, and time comes from an injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from kraken.pubsub import wire
+from kraken.pubsub.phash2 import shard_of
+from kraken.pubsub.retro import Entry, RetainedShard
+from kraken.pubsub.subscriber import Subscriber
+
+log = Logger(namespace="kraken.pubsub.router")
+
+
+class Stats:
+    """Running totals, read by the metrics collector and the admin endpoint."""
+
+    __slots__ = ("delivered", "published", "publishes", "replayed")
+
+    def __init__(self) -> None:
+        self.publishes = 0
+        self.published = 0
+        self.delivered = 0
+        self.replayed = 0
+
+
+class Router:
+    def __init__(
+        self,
+        clock: Any,
+        shards: int = 4,
+        retained_per_shard: int = 10000,
+        fanout_to_warn: int = 1000,
+        topics_to_warn: int = 1000,
+    ) -> None:
+        self.clock = clock
+        self.shards = shards
+        self.fanout_to_warn = fanout_to_warn
+        self.topics_to_warn = topics_to_warn
+        self.started = clock.seconds()
+        self.retained = [RetainedShard(retained_per_shard, self.started) for _ in range(shards)]
+        self.subscribers: dict[bytes, dict[Subscriber, None]] = {}
+        self.clients: dict[int, Subscriber] = {}
+        self.seq = 0
+        self._last_time = self.started
+        self._next_id = 0
+        self.stats = Stats()
+
+    # --- clients -------------------------------------------------------------------------
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def now(self) -> float:
+        """The clock's time, never running backwards (retained entries are in time order)."""
+        now = self.clock.seconds()
+        if now < self._last_time:
+            return self._last_time
+        self._last_time = now
+        return now
+
+    def connect(self, client: Subscriber) -> None:
+        self.clients[client.id] = client
+
+    def disconnect(self, client: Subscriber) -> None:
+        self.clients.pop(client.id, None)
+        for topic in client.topics:
+            subs = self.subscribers.get(topic)
+            if subs is not None:
+                subs.pop(client, None)
+                if not subs:
+                    del self.subscribers[topic]
+        client.topics.clear()
+        client.ended.clear()
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def subscribe(self, client: Subscriber, topics: Iterable[bytes]) -> bool:
+        """Subscribe; after ``register`` also replay from the registered position.
+
+        Returns ``False`` (reply NOT_FOUND) when the retained stream no longer reaches back to
+        the position; the subscription stands either way.
+        """
+        topics = list(topics)
+        self._add(client, topics)
+        horizon, client.horizon = client.horizon, None
+        if horizon is None:
+            return True
+        return self._replay(client, topics, seq=horizon)
+
+    def retro_subscribe(self, client: Subscriber, horizon: float, topics: Sequence[bytes]) -> bool:
+        """Subscribe and replay what was published after Unix time *horizon*."""
+        self._add(client, topics)
+        return self._replay(client, topics, time=horizon)
+
+    def register(self, client: Subscriber) -> None:
+        """Remember the current position: the next subscribe replays everything after it."""
+        client.horizon = self.seq
+
+    def unsubscribe(self, client: Subscriber, topics: Iterable[bytes]) -> None:
+        for topic in topics:
+            since = client.topics.pop(topic, None)
+            if since is None:
+                continue
+            client.subscription_ended(topic, since, self.seq)
+            subs = self.subscribers[topic]
+            del subs[client]
+            if not subs:
+                del self.subscribers[topic]
+        if len(client.ended) > 1024:
+            client.forget_history_before(min(r.complete_after_seq for r in self.retained))
+
+    def _add(self, client: Subscriber, topics: Iterable[bytes]) -> None:
+        seq = self.seq
+        for topic in topics:
+            if topic in client.topics:
+                continue
+            client.topics[topic] = seq
+            subs = self.subscribers.get(topic)
+            if subs is None:
+                self.subscribers[topic] = subs = {}
+            subs[client] = None
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def publish(self, publisher: Subscriber | None, records: Iterable[wire.Record]) -> None:
+        """Route each record in order to every subscriber except *publisher*."""
+        pub_id = publisher.id if publisher is not None else 0
+        now = self.now()
+        stats = self.stats
+        stats.publishes += 1
+        for topics, payload in records:
+            self.seq += 1
+            stats.published += 1
+            if len(topics) == 1:
+                self._publish_one(publisher, pub_id, now, topics[0], payload)
+            elif topics:
+                self._publish_many(publisher, pub_id, now, topics, payload)
+
+    def _publish_one(
+        self, publisher: Subscriber | None, pub_id: int, now: float, topic: bytes, payload: bytes
+    ) -> None:
+        shard = shard_of(topic, self.shards)
+        self.retained[shard].add(Entry(self.seq, now, shard, (topic,), payload, pub_id))
+        subs = self.subscribers.get(topic)
+        if not subs:
+            return
+        data = b"MESSAGE %s %d\r\n%s\r\n" % (topic, len(payload), payload)
+        count = 0
+        for sub in subs:
+            if sub is not publisher:
+                sub.deliver(data)
+                count += 1
+        self.stats.delivered += count
+        if count >= self.fanout_to_warn:
+            self._warn_fanout(count, publisher, [topic], payload)
+
+    def _publish_many(
+        self, publisher: Subscriber | None, pub_id: int, now: float, topics: list[bytes], payload: bytes
+    ) -> None:
+        if len(topics) >= self.topics_to_warn:
+            log.warn(
+                "Publish topic fanout of {count}, publisher {publisher}, message {message}",
+                count=len(topics),
+                publisher=publisher.name if publisher else None,
+                message=payload[:100],
+            )
+        groups: dict[int, list[bytes]] = {}
+        for topic in topics:
+            groups.setdefault(shard_of(topic, self.shards), []).append(topic)
+        for shard in sorted(groups):
+            group = groups[shard]
+            self.retained[shard].add(Entry(self.seq, now, shard, tuple(group), payload, pub_id))
+            matched: dict[Subscriber, list[bytes]] = {}
+            for topic in group:
+                for sub in self.subscribers.get(topic, ()):
+                    if sub is not publisher:
+                        matched.setdefault(sub, []).append(topic)
+            if not matched:
+                continue
+            encoded: dict[tuple[bytes, ...], bytes] = {}
+            for sub, names in matched.items():
+                key = tuple(names)
+                data = encoded.get(key)
+                if data is None:
+                    encoded[key] = data = wire.record(names, payload)
+                sub.deliver(data)
+            self.stats.delivered += len(matched)
+            if len(matched) >= self.fanout_to_warn:
+                self._warn_fanout(len(matched), publisher, group, payload)
+
+    def _warn_fanout(
+        self, count: int, publisher: Subscriber | None, topics: list[bytes], payload: bytes
+    ) -> None:
+        log.warn(
+            "Publish subscriber fanout of {count}, publisher {publisher}, topics {topics}, message {message}",
+            count=count,
+            publisher=publisher.name if publisher else None,
+            topics=topics[:20],
+            message=payload[:100],
+        )
+
+    # --- retroactive replay --------------------------------------------------------------
+
+    def _replay(
+        self, client: Subscriber, topics: Sequence[bytes], seq: int | None = None, time: float | None = None
+    ) -> bool:
+        wanted = set(topics)
+        shards = {shard_of(t, self.shards) for t in wanted}
+        for index in shards:
+            kept = self.retained[index]
+            if seq is not None and kept.complete_after_seq > seq:
+                return self._too_old(client, seq, kept.complete_after_seq)
+            if time is not None and kept.complete_after_time > time:
+                return self._too_old(client, time, kept.complete_after_time)
+        found: dict[int, Entry] = {}
+        for topic in wanted:
+            kept = self.retained[shard_of(topic, self.shards)]
+            if seq is not None:
+                entries = kept.newer_than_seq(topic, seq)
+            else:
+                assert time is not None
+                entries = kept.newer_than_time(topic, time)
+            for entry in entries:
+                found[id(entry)] = entry
+        for entry in sorted(found.values(), key=lambda e: (e.seq, e.shard)):
+            if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
+                continue
+            names = [t for t in entry.topics if t in wanted]
+            client.deliver(wire.record(names, entry.payload))
+            self.stats.replayed += 1
+        return True
+
+    def _too_old(self, client: Subscriber, asked: float, oldest: float) -> bool:
+        log.warn(
+            "Client {name} requested messages from too far in the past. Requested: {asked} "
+            "oldest complete: {oldest}",
+            name=client.name,
+            asked=asked,
+            oldest=oldest,
+        )
+        return False
+
+    # --- inspection ----------------------------------------------------------------------
+
+    def topic_counts(self) -> list[tuple[bytes, int]]:
+        """``(topic, subscriber count)``, most subscribed first."""
+        return sorted(((t, len(s)) for t, s in self.subscribers.items()), key=lambda ts: (-ts[1], ts[0]))
+
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self.subscribers.values())

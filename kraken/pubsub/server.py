@@ -1,0 +1,96 @@
+"""The memcached-protocol listener: a thin Twisted adapter around :class:`Session`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from kraken.pubsub import wire
+from kraken.pubsub.router import Router
+from kraken.pubsub.session import Session
+from kraken.pubsub.subscriber import QueueSubscriber
+
+log = Logger(namespace="kraken.pubsub.server")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_clients: int = 1000
+    idle_timeout: float = 3600.0
+    max_queue_messages: int = 100_000
+    max_queue_bytes: int = 64 * 1024 * 1024
+    max_line: int = wire.DEFAULT_MAX_LINE
+    max_value: int = wire.DEFAULT_MAX_VALUE
+
+
+class MemcachedProtocol(Protocol, TimeoutMixin):
+    factory: MemcachedFactory
+    session: Session | None = None
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.callLater = factory.clock.callLater
+        factory.open += 1
+        if factory.open > factory.limits.max_clients:
+            factory.rejected += 1
+            log.info("Server reached max clients. Rejecting connection.")
+            self.transport.write(wire.TOO_MANY_CLIENTS)
+            self.transport.loseConnection()
+            return
+        router = factory.router
+        peer = self.transport.getPeer()
+        name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} (memcached)"
+        limits = factory.limits
+        client = QueueSubscriber(
+            router.new_id(), name, router.now(), limits.max_queue_messages, limits.max_queue_bytes
+        )
+        router.connect(client)
+        self.session = Session(router, client, factory.limits.max_line, factory.limits.max_value)
+        if factory.limits.idle_timeout > 0:
+            self.setTimeout(factory.limits.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        session = self.session
+        if session is None or session.closing:
+            return
+        self.resetTimeout()
+        reply = session.receive(data)
+        if reply:
+            self.transport.write(reply)
+        if session.closing:
+            if session.error is not None:
+                self.factory.malformed += 1
+            self.setTimeout(None)
+            self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        if self.session is not None:
+            log.info("closing {name}: idle timeout", name=self.session.client.name)
+        self.factory.idle_closed += 1
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        self.factory.open -= 1
+        if self.session is not None:
+            self.factory.router.disconnect(self.session.client)
+            self.session = None
+
+
+class MemcachedFactory(Factory):
+    protocol = MemcachedProtocol
+    noisy = False
+
+    def __init__(self, router: Router, clock: Any, limits: Limits | None = None) -> None:
+        self.router = router
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.open = 0
+        self.rejected = 0
+        self.malformed = 0
+        self.idle_closed = 0

@@ -1,0 +1,85 @@
+"""One memcached client's conversation: command events in, reply bytes out (no I/O).
+
+The Twisted protocol in :mod:`kraken.pubsub.server` feeds received bytes to :meth:`receive`
+and writes what it returns; ``closing`` tells it to drop the connection afterwards.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from kraken.pubsub import wire
+from kraken.pubsub.router import Router
+from kraken.pubsub.subscriber import QueueSubscriber
+
+log = Logger(namespace="kraken.pubsub.session")
+
+
+class Session:
+    def __init__(
+        self,
+        router: Router,
+        client: QueueSubscriber,
+        max_line: int = wire.DEFAULT_MAX_LINE,
+        max_value: int = wire.DEFAULT_MAX_VALUE,
+    ) -> None:
+        self.router = router
+        self.client = client
+        self.parser = wire.CommandParser(max_line, max_value)
+        self.closing = False
+        self.error: str | None = None
+
+    def receive(self, data: bytes) -> bytes:
+        """Handle every complete command in *data*; the concatenated replies."""
+        if self.closing:
+            return b""
+        out: list[bytes] = []
+        for event in self.parser.feed(data):
+            if isinstance(event, wire.Set):
+                out.append(self._set(event))
+            elif isinstance(event, wire.Get):
+                out.append(self._get(event))
+            elif isinstance(event, wire.Quit):
+                self.closing = True
+            else:
+                out.append(self._refuse(event.reply, event.reason))
+            if self.closing:
+                break
+        return b"".join(out)
+
+    def _refuse(self, reply: bytes, reason: str) -> bytes:
+        self.closing = True
+        self.error = reason
+        log.info("closing {name}: {reason}", name=self.client.name, reason=reason)
+        return reply
+
+    def _get(self, event: wire.Get) -> bytes:
+        if event.key == b"messages":
+            return wire.value_reply(self.client.drain(self.router.now()))
+        self.router.register(self.client)
+        return wire.STORED
+
+    def _set(self, event: wire.Set) -> bytes:
+        key = event.key
+        router = self.router
+        if key == b"publish":
+            try:
+                records = wire.parse_publish(event.data)
+            except wire.WireError as e:
+                return self._refuse(wire.client_error("bad publish body"), str(e))
+            router.publish(self.client, records)
+            return wire.STORED
+        if key == b"subscribe":
+            found = router.subscribe(self.client, wire.parse_topics(event.data))
+            return wire.STORED if found else wire.NOT_FOUND
+        if key == b"unsubscribe":
+            router.unsubscribe(self.client, wire.parse_topics(event.data))
+            return wire.STORED
+        if key == b"register":
+            router.register(self.client)
+            return wire.STORED
+        try:
+            horizon, topics = wire.parse_retro(event.data)
+        except wire.WireError as e:
+            return self._refuse(wire.client_error("bad retro_subscribe data"), str(e))
+        return wire.STORED if router.retro_subscribe(self.client, horizon, topics) else wire.NOT_FOUND

@@ -1,0 +1,138 @@
+"""What the router delivers to: a connection's subscriptions and its bounded message queue."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger(namespace="kraken.pubsub.queue")
+
+# Ended subscriptions kept per topic for replay de-duplication; older ones fall off.
+_HISTORY_PER_TOPIC = 8
+
+
+class Subscriber:
+    """One client of the router (a memcached connection or a WebSocket).
+
+    ``topics`` maps each subscribed topic to the router position at which the subscription
+    started; ``ended`` keeps recent ``(since, until)`` spans of former subscriptions, so a
+    retroactive replay can skip what this client already received live.
+    """
+
+    kind = "subscriber"
+
+    def __init__(self, ident: int, name: str, now: float) -> None:
+        self.id = ident
+        self.name = name
+        self.topics: dict[bytes, int] = {}
+        self.ended: dict[bytes, list[tuple[int, int]]] = {}
+        self.horizon: int | None = None
+        self.started = now
+        self.last_receive = now
+        self.received = 0
+        self.dropped = 0
+
+    def deliver(self, record: bytes) -> None:
+        raise NotImplementedError
+
+    def depth(self) -> int:
+        return 0
+
+    def queued_bytes(self) -> int:
+        return 0
+
+    def got_live(self, topics: tuple[bytes, ...], seq: int) -> bool:
+        """Whether a record at position *seq* naming *topics* reached this client live."""
+        for topic in topics:
+            since = self.topics.get(topic)
+            if since is not None and since < seq:
+                return True
+            for start, stop in self.ended.get(topic, ()):
+                if start < seq <= stop:
+                    return True
+        return False
+
+    def subscription_ended(self, topic: bytes, since: int, until: int) -> None:
+        spans = self.ended.setdefault(topic, [])
+        spans.append((since, until))
+        if len(spans) > _HISTORY_PER_TOPIC:
+            del spans[0]
+
+    def forget_history_before(self, seq: int) -> None:
+        """Drop spans that ended before *seq*: no retained entry can be that old."""
+        for topic in [t for t, spans in self.ended.items() if spans[-1][1] < seq]:
+            del self.ended[topic]
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "subscriptions": len(self.topics),
+            "length": self.depth(),
+            "bytes": self.queued_bytes(),
+            "received_message_count": self.received,
+            "dropped": self.dropped,
+            "time_since_start": now - self.started,
+            "time_since_last_receive_messages": now - self.last_receive,
+        }
+
+
+class QueueSubscriber(Subscriber):
+    """A memcached client: records wait in a queue until ``get messages`` drains it.
+
+    The queue is bounded by record count and bytes. On overflow the **oldest** records are
+    dropped (a polling client wants the freshest data) and counted in ``dropped``.
+    """
+
+    kind = "memcached"
+
+    def __init__(self, ident: int, name: str, now: float, max_messages: int, max_bytes: int) -> None:
+        super().__init__(ident, name, now)
+        self.queue: deque[bytes] = deque()
+        self.size = 0
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.overflowing = False
+
+    def deliver(self, record: bytes) -> None:
+        self.queue.append(record)
+        self.size += len(record)
+        self.received += 1
+        if self.size > self.max_bytes or len(self.queue) > self.max_messages:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        queue = self.queue
+        dropped = 0
+        while queue and (self.size > self.max_bytes or len(queue) > self.max_messages):
+            self.size -= len(queue.popleft())
+            dropped += 1
+        self.dropped += dropped
+        if not self.overflowing:
+            self.overflowing = True
+            log.warn(
+                "queue of {name} is full ({limit} messages / {bytes} bytes): dropping its oldest messages",
+                name=self.name,
+                limit=self.max_messages,
+                bytes=self.max_bytes,
+            )
+
+    def drain(self, now: float) -> bytes:
+        """Everything queued, oldest first, as one block of records; the queue is emptied."""
+        self.last_receive = now
+        self.overflowing = False
+        if not self.queue:
+            return b""
+        block = b"".join(self.queue)
+        self.queue.clear()
+        self.size = 0
+        return block
+
+    def depth(self) -> int:
+        return len(self.queue)
+
+    def queued_bytes(self) -> int:
+        return self.size

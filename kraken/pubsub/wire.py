@@ -1,0 +1,304 @@
+"""The memcached-text-protocol codec of kraken-pubsub, without any I/O.
+
+:class:`CommandParser` turns the bytes a client sends into :class:`Get`, :class:`Set`,
+:class:`Quit` and :class:`Malformed` events; the helpers below parse the data blocks of
+``set publish|subscribe|retro_subscribe`` and serialise ``MESSAGE`` records and replies.
+:class:`ReplyParser` is the client side: server bytes to replies.
+
+Valid input gives the original server's bytes exactly. Malformed input gives a
+:class:`Malformed` event carrying the reply to send before closing (the original closed
+most such connections silently); after it the parser ignores further input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+CRLF = b"\r\n"
+STORED = b"STORED\r\n"
+END = b"END\r\n"
+NOT_FOUND = b"NOT_FOUND\r\n"
+ERROR = b"ERROR\r\n"
+TOO_MANY_CLIENTS = b"SERVER_ERROR Too many clients\r\n"
+
+GET_KEYS = frozenset({b"messages", b"register"})
+SET_KEYS = frozenset({b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe"})
+
+DEFAULT_MAX_LINE = 4096
+DEFAULT_MAX_VALUE = 8 * 1024 * 1024
+
+_COUNT = re.compile(rb"[+-]?[0-9]+\Z")
+_LENGTH = re.compile(rb"[0-9]+\Z")
+_HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
+
+Record = tuple[list[bytes], bytes]
+
+
+class WireError(ValueError):
+    """A data block or reply that does not follow the protocol; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    key: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """Input the server cannot accept: send ``reply``, then close."""
+
+    reply: bytes
+    reason: str
+
+
+Event = Get | Set | Quit | Malformed
+
+
+def client_error(reason: str) -> bytes:
+    return b"CLIENT_ERROR " + reason.encode("ascii") + CRLF
+
+
+def _tokens(rest: bytes) -> list[bytes]:
+    """Split on single spaces and drop trailing empty pieces, as the original does."""
+    parts = rest.split(b" ")
+    while parts and not parts[-1]:
+        parts.pop()
+    return parts
+
+
+class CommandParser:
+    """Bytes from a client in, command events out; arbitrary segmentation and pipelining."""
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_value: int = DEFAULT_MAX_VALUE) -> None:
+        self.max_line = max_line
+        self.max_value = max_value
+        self._buf = bytearray()
+        self._pending: tuple[bytes, int] | None = None
+        self.failed = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.failed:
+            return []
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        pos = 0
+        size = len(buf)
+        while True:
+            if self._pending is not None:
+                key, count = self._pending
+                end = pos + count
+                if size < end + 2:
+                    break
+                if buf[end : end + 2] != CRLF:
+                    events.append(self._fail("bad data chunk", "data block not followed by CRLF"))
+                    break
+                events.append(Set(key, bytes(buf[pos:end])))
+                self._pending = None
+                pos = end + 2
+                continue
+            eol = buf.find(b"\n", pos)
+            if eol < 0:
+                if size - pos > self.max_line:
+                    events.append(self._fail("line too long", f"no LF within {self.max_line} bytes"))
+                break
+            if eol - pos >= self.max_line:
+                events.append(self._fail("line too long", f"command line over {self.max_line} bytes"))
+                break
+            line = bytes(buf[pos : eol + 1])
+            pos = eol + 1
+            event = self._command(line)
+            if event is not None:
+                events.append(event)
+                if isinstance(event, (Malformed, Quit)):
+                    self.failed = True
+                    break
+        if self.failed:
+            buf.clear()
+        elif pos:
+            del buf[:pos]
+        return events
+
+    def _fail(self, reply_reason: str, reason: str) -> Malformed:
+        self.failed = True
+        return Malformed(client_error(reply_reason), reason)
+
+    def _command(self, line: bytes) -> Event | None:
+        if not line.endswith(CRLF):
+            return self._fail("line must end with CRLF", f"LF-only line {line[:40]!r}")
+        body = line[:-2]
+        if body == b"quit":
+            return Quit()
+        if body.startswith(b"get "):
+            tokens = _tokens(body[4:])
+            if len(tokens) != 1 or not tokens[0]:
+                return self._fail("bad command line format", "get takes exactly one key")
+            if tokens[0] not in GET_KEYS:
+                self.failed = True
+                return Malformed(ERROR, f"unknown get key {tokens[0][:40]!r}")
+            return Get(tokens[0])
+        if body.startswith(b"set "):
+            tokens = _tokens(body[4:])
+            if len(tokens) == 5 and tokens[4] == b"noreply":
+                return self._fail("noreply is not supported", "set with noreply")
+            if len(tokens) != 4 or not all(tokens[:3]):
+                return self._fail("bad command line format", "set takes <key> <flags> <exptime> <bytes>")
+            key, _flags, _exptime, count_text = tokens
+            if key not in SET_KEYS:
+                self.failed = True
+                return Malformed(ERROR, f"unknown set key {key[:40]!r}")
+            if not _COUNT.match(count_text):
+                return self._fail("bad data chunk", f"byte count {count_text[:40]!r} is not a number")
+            count = int(count_text)
+            if count < 0:
+                return self._fail("bad data chunk", f"negative byte count {count}")
+            if count > self.max_value:
+                return self._fail(
+                    f"value of {count} bytes is over the limit of {self.max_value}", "value too large"
+                )
+            self._pending = (key, count)
+            return None
+        self.failed = True
+        return Malformed(ERROR, f"unknown command {body[:40]!r}")
+
+
+def parse_topics(data: bytes) -> list[bytes]:
+    """``set subscribe|unsubscribe`` data: every single space separates (``a  b`` has ``''``)."""
+    return data.split(b" ")
+
+
+def parse_publish(data: bytes) -> list[Record]:
+    """A publish body (``MESSAGE <topics…> <len>\\r\\n<payload>\\r\\n`` repeated) to records."""
+    records: list[Record] = []
+    pos = 0
+    size = len(data)
+    while pos < size:
+        eol = data.find(CRLF, pos)
+        if eol < 0:
+            raise WireError(f"record header at byte {pos} has no CRLF")
+        if data[pos : pos + 8] != b"MESSAGE ":
+            raise WireError(f"record at byte {pos} does not start with 'MESSAGE '")
+        parts = data[pos + 8 : eol].split(b" ")
+        length_text = parts.pop()
+        if not _LENGTH.match(length_text):
+            raise WireError(f"record at byte {pos}: length {length_text[:20]!r} is not a number")
+        start = eol + 2
+        end = start + int(length_text)
+        if end + 2 > size:
+            raise WireError(f"record at byte {pos}: payload runs past the end of the block")
+        if data[end : end + 2] != CRLF:
+            raise WireError(f"record at byte {pos}: payload not followed by CRLF (wrong length?)")
+        records.append((parts, data[start:end]))
+        pos = end + 2
+    return records
+
+
+def parse_retro(data: bytes) -> tuple[float, list[bytes]]:
+    """``set retro_subscribe`` data: ``<unix seconds>\\r\\n<topics>`` (trailing spaces dropped)."""
+    pieces = data.split(CRLF)
+    if len(pieces) != 2:
+        raise WireError("retro_subscribe data must be <unix seconds>CRLF<topics>")
+    horizon_text, topics = pieces
+    if not _HORIZON.match(horizon_text):
+        raise WireError(f"horizon {horizon_text[:40]!r} is not a Unix time in seconds")
+    return float(horizon_text), _tokens(topics)
+
+
+def record(topics: Sequence[bytes], payload: bytes) -> bytes:
+    """One ``MESSAGE`` record as it appears in a publish body or a ``get messages`` reply."""
+    head = b"MESSAGE " + b"".join([t + b" " for t in topics]) if topics else b"MESSAGE "
+    return b"%s%d\r\n%s\r\n" % (head, len(payload), payload)
+
+
+def publish_body(records: Iterable[tuple[Sequence[bytes], bytes]]) -> bytes:
+    return b"".join(record(topics, payload) for topics, payload in records)
+
+
+def value_reply(block: bytes) -> bytes:
+    """The ``get messages`` reply for the concatenated records *block* (``END`` when empty)."""
+    if not block:
+        return END
+    return b"VALUE messages 0 %d\r\n%sEND\r\n" % (len(block) - 2, block)
+
+
+def set_command(key: bytes, data: bytes) -> bytes:
+    return b"set %s 0 0 %d\r\n%s\r\n" % (key, len(data), data)
+
+
+def get_command(key: bytes = b"messages") -> bytes:
+    return b"get %s\r\n" % key
+
+
+# --- client side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One server reply: ``kind`` is STORED, END, NOT_FOUND, ERROR, CLIENT_ERROR, SERVER_ERROR
+    or VALUE; ``text`` is the error reason or, for VALUE, the record block (with its last CRLF)."""
+
+    kind: str
+    text: bytes = b""
+
+    def records(self) -> list[Record]:
+        return parse_publish(self.text) if self.kind == "VALUE" else []
+
+
+_SIMPLE = {b"STORED": "STORED", b"END": "END", b"NOT_FOUND": "NOT_FOUND", b"ERROR": "ERROR"}
+
+
+class ReplyParser:
+    """Server bytes in, :class:`Reply` objects out."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Reply]:
+        buf = self._buf
+        buf += data
+        replies: list[Reply] = []
+        pos = 0
+        while True:
+            eol = buf.find(CRLF, pos)
+            if eol < 0:
+                break
+            line = bytes(buf[pos:eol])
+            if line in _SIMPLE:
+                replies.append(Reply(_SIMPLE[line]))
+                pos = eol + 2
+                continue
+            if line.startswith(b"VALUE "):
+                parts = line.split(b" ")
+                if len(parts) != 4 or not _COUNT.match(parts[3]):
+                    raise WireError(f"bad VALUE line {line[:60]!r}")
+                start = eol + 2
+                end = start + int(parts[3]) + 2
+                if len(buf) < end + 5:
+                    break
+                if buf[end : end + 5] != END:
+                    raise WireError("VALUE block not followed by END")
+                replies.append(Reply("VALUE", bytes(buf[start:end])))
+                pos = end + 5
+                continue
+            kind, _, text = line.partition(b" ")
+            if kind in (b"CLIENT_ERROR", b"SERVER_ERROR"):
+                replies.append(Reply(kind.decode(), text))
+                pos = eol + 2
+                continue
+            raise WireError(f"unexpected reply line {line[:60]!r}")
+        if pos:
+            del buf[:pos]
+        return replies
