@@ -1,0 +1,239 @@
+"""Client of the origin HTTP API: chunked upload, stat, download (polling 202), locations.
+
+``OriginClient(reactor, base_url, tls)`` talks to one origin; :class:`OriginCluster` asks any
+origin which ring members own a digest and uploads to the first of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+import treq
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.task import deferLater
+from twisted.web.client import FileBodyProducer
+
+from kraken.backends.base import BlobNotFound
+from kraken.core.digest import Digest
+from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.tls import TLSSettings
+
+CHUNK_SIZE = 32 * 1024 * 1024
+
+
+class _FileSlice:
+    """A read-only file-like window ``[start, start+length)`` of a file (for FileBodyProducer)."""
+
+    def __init__(self, path: str, start: int, length: int) -> None:
+        self.f = open(path, "rb")
+        self.start, self.length, self.pos = start, length, 0
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.length - self.pos
+        n = left if n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.length + offset}[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def ns_path(namespace: str) -> str:
+    return quote(namespace, safe="")
+
+
+class OriginClient:
+    def __init__(
+        self,
+        reactor: Any,
+        base: str,
+        tls: TLSSettings | None,
+        http: treq.HTTPClient | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        poll_interval: float = 0.2,
+        poll_timeout: float = 900.0,
+    ) -> None:
+        self.reactor = reactor
+        self.tls = tls
+        self.base = base_url(base, tls)
+        self.http = http or make_http_client(reactor, tls)
+        self.chunk_size = chunk_size
+        self.poll_interval = poll_interval
+        self.poll_timeout = poll_timeout
+
+    def _blob_url(self, namespace: str, digest: Digest, suffix: str = "") -> str:
+        return f"{self.base}/namespace/{ns_path(namespace)}/blobs/{digest}{suffix}"
+
+    @inlineCallbacks
+    def _call(self, method: str, url: str, ok: tuple[int, ...], **kwargs: Any) -> Any:
+        response = yield self.http.request(method, url, **kwargs)
+        if response.code not in ok:
+            body = yield response.content()
+            raise HTTPStatusError(method, url, response.code, body)
+        returnValue(response)
+
+    @inlineCallbacks
+    def upload(self, namespace: str, digest: Digest, path: str) -> Any:
+        """Chunked upload of the file at *path*; an origin that already has it counts as success."""
+        url = self._blob_url(namespace, digest, "/uploads")
+        response = yield self._call("POST", url, (200, 201, 202, 409))
+        if response.code == 409:
+            yield response.content()
+            return
+        uid = response.headers.getRawHeaders("location", [""])[0].rsplit("/", 1)[-1]
+        yield response.content()
+        size = os.path.getsize(path)
+        start = 0
+        while start < size or (size == 0 and start == 0):
+            length = min(self.chunk_size, size - start)
+            window = _FileSlice(path, start, length)
+            try:
+                response = yield self._call(
+                    "PATCH",
+                    f"{url}/{uid}",
+                    (200, 202, 204, 409),
+                    data=FileBodyProducer(window, readSize=256 * 1024),
+                    headers={"Content-Range": f"{start}-{start + length}"},
+                )
+            finally:
+                window.close()
+            yield response.content()
+            if response.code == 409:
+                return
+            start += length
+            if size == 0:
+                break
+        response = yield self._call("PUT", f"{url}/{uid}", (200, 201, 204, 409))
+        yield response.content()
+
+    @inlineCallbacks
+    def stat(self, namespace: str, digest: Digest) -> Any:
+        """Size of the blob on the origin or its backend, or ``None`` when neither has it."""
+        url = f"{self.base}/internal/namespace/{ns_path(namespace)}/blobs/{digest}"
+        response = yield self._call("HEAD", url, (200, 404))
+        yield response.content()
+        if response.code == 404:
+            return None
+        return int(response.headers.getRawHeaders("kraken-blob-size", ["0"])[0])
+
+    @inlineCallbacks
+    def locations(self, digest: Digest) -> Any:
+        """``host:port`` of the origins owning *digest*, best first."""
+        response = yield self._call("GET", f"{self.base}/blobs/{digest}/locations", (200,))
+        yield response.content()
+        raw = response.headers.getRawHeaders("origin-locations", [""])[0]
+        return [h.strip() for h in raw.split(",") if h.strip()]
+
+    @inlineCallbacks
+    def _poll(self, method: str, url: str, **kwargs: Any) -> Any:
+        """Repeat while the origin answers 202 (fetching from its backend)."""
+        waited = 0.0
+        interval = self.poll_interval
+        while True:
+            response = yield self.http.request(method, url, **kwargs)
+            if response.code != 202:
+                return response
+            yield response.content()
+            if waited >= self.poll_timeout:
+                raise HTTPStatusError(method, url, 202, b"still fetching from the backend; gave up")
+            yield deferLater(self.reactor, interval, lambda: None)
+            waited += interval
+            interval = min(interval * 1.3, 2.0)
+
+    @inlineCallbacks
+    def download(self, namespace: str, digest: Digest, dest_path: str) -> Any:
+        """Stream the blob into *dest_path*; fails with :class:`BlobNotFound` on 404."""
+        url = self._blob_url(namespace, digest)
+        response = yield self._poll("GET", url, unbuffered=True)
+        if response.code == 404:
+            yield response.content()
+            raise BlobNotFound(str(digest))
+        if response.code != 200:
+            body = yield response.content()
+            raise HTTPStatusError("GET", url, response.code, body)
+        with open(dest_path, "wb") as f:
+            yield treq.collect(response, f.write)
+
+    @inlineCallbacks
+    def metainfo(self, namespace: str, digest: Digest) -> Any:
+        """``(status, body)`` of one metainfo request (200 JSON, 202 fetching, 404 unknown)."""
+        response = yield self.http.get(self._blob_url(namespace, digest, "/metainfo"))
+        body = yield response.content()
+        return response.code, body
+
+    @inlineCallbacks
+    def peer_context(self) -> Any:
+        response = yield self._call("GET", f"{self.base}/internal/peercontext", (200,))
+        data = yield response.json()
+        return data
+
+
+class OriginCluster:
+    """The origins one component knows; owners are asked of any reachable member."""
+
+    def __init__(self, reactor: Any, addresses: list[str], tls: TLSSettings | None) -> None:
+        if not addresses:
+            raise ValueError("an origin cluster needs at least one address")
+        self.reactor = reactor
+        self.tls = tls
+        self.http = make_http_client(reactor, tls)
+        self.clients = {a: OriginClient(reactor, a, tls, self.http) for a in addresses}
+
+    def client(self, address: str) -> OriginClient:
+        if address not in self.clients:
+            self.clients[address] = OriginClient(self.reactor, address, self.tls, self.http)
+        return self.clients[address]
+
+    @inlineCallbacks
+    def owners(self, digest: Digest) -> Any:
+        """Clients of the origins owning *digest*, best first (asks members in turn)."""
+        last: Exception | None = None
+        for client in list(self.clients.values()):
+            try:
+                hosts = yield client.locations(digest)
+            except Exception as e:
+                last = e
+                continue
+            if hosts:
+                return [self.client(h) for h in hosts]
+        raise last or RuntimeError("no origin answered the locations request")
+
+    @inlineCallbacks
+    def upload(self, namespace: str, digest: Digest, path: str) -> Any:
+        """Upload to the first owner that accepts it (next owner on failure)."""
+        owners = yield self.owners(digest)
+        last: Exception | None = None
+        for client in owners:
+            try:
+                yield client.upload(namespace, digest, path)
+                return client.base
+            except Exception as e:
+                last = e
+        assert last is not None
+        raise last
+
+    @inlineCallbacks
+    def stat(self, namespace: str, digest: Digest) -> Any:
+        owners = yield self.owners(digest)
+        size = yield owners[0].stat(namespace, digest)
+        return size
+
+    @inlineCallbacks
+    def download(self, namespace: str, digest: Digest, dest_path: str) -> Any:
+        owners = yield self.owners(digest)
+        yield owners[0].download(namespace, digest, dest_path)
+
+

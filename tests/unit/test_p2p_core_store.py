@@ -1,0 +1,139 @@
+"""Digest parsing, the content-addressed store, the rendezvous ring and the fs backend."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from kraken.backends import BlobNotFound, make_backend
+from kraken.backends.base import BackendError, BackendRouter
+from kraken.core.cas import CAStore, DigestMismatch, UnknownUpload
+from kraken.core.digest import Digest
+from kraken.core.hashring import Ring
+
+HEX = "a" * 64
+
+
+def test_digest_parse_and_str() -> None:
+    d = Digest.parse(f"sha256:{HEX}")
+    assert str(d) == f"sha256:{HEX}" and d.hex == HEX and d.algo == "sha256"
+    assert Digest.parse_loose(HEX) == d
+    assert Digest.of_bytes(b"abc").hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (HEX, "lacks the 'sha256:' prefix"),
+        (f"md5:{HEX}", "unsupported digest algorithm"),
+        ("sha256:abc", "64 lowercase hex"),
+        (f"sha256:{HEX.upper()}", "64 lowercase hex"),
+        (f"sha256:{HEX}0", "64 lowercase hex"),
+    ],
+)
+def test_digest_parse_errors_are_clear(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        Digest.parse(text)
+
+
+def test_cas_upload_commit_and_verify(tmp_path: Path) -> None:
+    store = CAStore(tmp_path)
+    data = os.urandom(100_000)
+    d = Digest.of_bytes(data)
+    uid = store.start_upload()
+    store.write_upload(uid, 50_000, data[50_000:])
+    assert not store.has(d)
+    store.write_upload(uid, 0, data[:50_000])
+    store.commit_upload(uid, d)
+    assert store.blob_path(d).read_bytes() == data
+    assert store.size(d) == len(data)
+    with pytest.raises(UnknownUpload):
+        store.upload_path(uid)
+    store.write_meta(d, "metainfo", b"{}")
+    assert store.read_meta(d, "metainfo") == b"{}"
+    assert [e.digest for e in store.entries()] == [d]
+
+
+def test_cas_rejects_wrong_content_and_leaves_nothing(tmp_path: Path) -> None:
+    store = CAStore(tmp_path)
+    uid = store.start_upload()
+    store.write_upload(uid, 0, b"hello")
+    wrong = Digest.of_bytes(b"other")
+    with pytest.raises(DigestMismatch):
+        store.commit_upload(uid, wrong)
+    assert not store.has(wrong)
+    assert list(store.upload_dir.iterdir()) == []
+
+
+def test_cas_ingest_twice_is_idempotent_and_cleanup_by_tti(tmp_path: Path) -> None:
+    store = CAStore(tmp_path)
+    d = Digest.of_bytes(b"x")
+    for _ in range(2):
+        tmp = store.temp_path()
+        tmp.write_bytes(b"x")
+        store.ingest(tmp, d)
+    assert store.has(d)
+    assert store.cleanup(tti=10, now=store.blob_path(d).stat().st_atime + 5) == []
+    assert store.cleanup(tti=10, now=store.blob_path(d).stat().st_atime + 11) == [d]
+    assert not store.has(d)
+
+
+def test_ring_is_stable_and_balanced() -> None:
+    nodes = [f"10.0.0.{i}:80" for i in range(5)]
+    ring = Ring(nodes, max_replica=2)
+    owners = Counter()
+    for i in range(2000):
+        key = Digest.of_bytes(str(i).encode()).hex
+        locs = ring.locations(key)
+        assert len(locs) == 2 and locs == ring.locations(key)
+        owners[locs[0]] += 1
+    assert all(300 < owners[n] < 500 for n in nodes), owners
+    smaller = Ring(nodes[:-1], max_replica=1)
+    moved = sum(
+        1
+        for i in range(500)
+        if (k := Digest.of_bytes(str(i).encode()).hex) and ring.ranked(k)[0] != nodes[-1]
+        and smaller.locations(k)[0] != ring.ranked(k)[0]
+    )
+    assert moved == 0, "removing a node must move only the keys it owned"
+
+
+def test_ring_skips_unhealthy_owners() -> None:
+    ring = Ring(["a:1", "b:1", "c:1"], max_replica=1)
+    top = ring.ranked("k")
+    assert ring.locations("k", healthy=lambda n: n != top[0]) == [top[1]]
+    assert ring.locations("k", healthy=lambda n: False) == [top[0]]
+
+
+@pytest_twisted.inlineCallbacks
+def test_fs_backend_roundtrip(tmp_path: Path) -> Any:
+    backend = make_backend({"type": "fs", "root": str(tmp_path / "remote")})
+    src = tmp_path / "src"
+    src.write_bytes(b"payload")
+    yield backend.upload("ns", HEX, str(src))
+    yield backend.upload("tags", "repo/x:latest", str(src))
+    size = yield backend.stat("ns", HEX)
+    assert size == 7
+    yield backend.download("ns", HEX, str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == b"payload"
+    names = yield backend.list("repo/")
+    assert names == ["repo/x:latest"]
+    with pytest.raises(BlobNotFound):
+        yield backend.stat("ns", "b" * 64)
+    with pytest.raises(BackendError):
+        yield backend.stat("ns", "../etc/passwd")
+
+
+def test_backend_config_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backend type 'nope'"):
+        make_backend({"type": "nope"})
+    router = BackendRouter.from_config(
+        [{"namespace": "^docker/", "backend": {"type": "fs", "root": str(tmp_path)}}]
+    )
+    assert router.for_namespace("docker/x") is not None
+    assert router.for_namespace("other") is None
