@@ -1,0 +1,189 @@
+"""The malformed-input table (spec 2.6) with our replies, limits, and a fuzz of the codec."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kraken.pubsub import wire
+from kraken.pubsub.testing import Harness
+
+BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
+BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
+LF_ONLY = b"CLIENT_ERROR line must end with CRLF\r\n"
+
+# input on a fresh connection -> our reply before the close (the original closed silently
+# in most of these cases; see docs/pubsub.md)
+TABLE = [
+    (b"get messages\n", LF_ONLY),
+    (b"get foo\r\n", b"ERROR\r\n"),
+    (b"get messages foo\r\n", BAD_FORMAT),
+    (b"get  messages\r\n", BAD_FORMAT),
+    (b"get \r\n", BAD_FORMAT),
+    (b"get\r\n", b"ERROR\r\n"),
+    (b"get quit\r\n", b"ERROR\r\n"),
+    (b"get subscribe\r\n", b"ERROR\r\n"),
+    (b"GET messages\r\n", b"ERROR\r\n"),
+    (b"QUIT\r\n", b"ERROR\r\n"),
+    (b"quit\n", LF_ONLY),
+    (b"quit \r\n", b"ERROR\r\n"),
+    (b"stats\r\n", b"ERROR\r\n"),
+    (b"version\r\n", b"ERROR\r\n"),
+    (b"delete foo\r\n", b"ERROR\r\n"),
+    (b"\r\n", b"ERROR\r\n"),
+    (b"set foo 0 0 3\r\nabc\r\n", b"ERROR\r\n"),
+    (b"set messages 0 0 3\r\nabc\r\n", b"ERROR\r\n"),
+    (b"set SUBSCRIBE 0 0 1\r\na\r\n", b"ERROR\r\n"),
+    (b"set subscribe 0 0\r\n", BAD_FORMAT),
+    (b"set subscribe 0 0 1 noreply\r\n", b"CLIENT_ERROR noreply is not supported\r\n"),
+    (b"set subscribe 0 0 abc\r\n", BAD_CHUNK),
+    (b"set subscribe 0 0 1\n", LF_ONLY),
+    (b"set subscribe 0 0 2\r\nabc\r\n", BAD_CHUNK),
+    (b"set subscribe 0 0 1\r\naX\n", BAD_CHUNK),
+    (b"set subscribe 0 0 -2\r\n", BAD_CHUNK),
+    (b"set publish 0 0 5\r\nhello\r\n", b"CLIENT_ERROR bad publish body\r\n"),
+    (b"set publish 0 0 17\r\nMESSAGE a 5\r\nhi\r\n\r\n", b"CLIENT_ERROR bad publish body\r\n"),
+    (b"set publish 0 0 15\r\nMESSAGE a 2\r\nhi\r\n\r\n", b"CLIENT_ERROR bad publish body\r\n"),
+    (b"set retro_subscribe 0 0 4\r\n1 t1\r\n", b"CLIENT_ERROR bad retro_subscribe data\r\n"),
+    (b"set retro_subscribe 0 0 6\r\nx\r\nt1 \r\n", b"CLIENT_ERROR bad retro_subscribe data\r\n"),
+]
+
+
+@pytest.mark.parametrize(("data", "reply"), TABLE)
+def test_malformed_input_gets_a_reply_then_close(data: bytes, reply: bytes) -> None:
+    h = Harness()
+    bystander, conn = h.connect(), h.connect()
+    bystander.send(b"set subscribe 0 0 1\r\na\r\n")
+    assert conn.send(data + b"get messages\r\n") == reply
+    assert conn.closed
+    assert h.factory.malformed == 1
+    assert not bystander.closed
+    assert bystander.send(b"get messages\r\n") == b"END\r\n"
+
+
+def test_short_data_block_waits_for_more() -> None:
+    h = Harness()
+    conn = h.connect()
+    assert conn.send(b"set subscribe 0 0 5\r\nabc\r\n") == b""
+    assert not conn.closed
+    assert conn.send(b"\r\n") == b"STORED\r\n"  # the data was b"abc\r\n" minus nothing: 5 bytes
+
+
+def test_a_bad_publish_delivers_none_of_its_records() -> None:
+    h = Harness()
+    sub, pub = h.connect(), h.connect()
+    sub.send(b"set subscribe 0 0 1\r\na\r\n")
+    body = b"MESSAGE a 2\r\nok\r\nMESSAGE a 9\r\nbad\r\n"
+    assert pub.send(wire.set_command(b"publish", body)) == b"CLIENT_ERROR bad publish body\r\n"
+    assert sub.send(b"get messages\r\n") == b"END\r\n"
+
+
+def test_overlong_line_and_value_are_refused() -> None:
+    h = Harness(max_line=64, max_value=100)
+    a = h.connect()
+    assert a.send(b"x" * 65) == b"CLIENT_ERROR line too long\r\n"
+    b = h.connect()
+    too_big = b"CLIENT_ERROR value of 101 bytes is over the limit of 100\r\n"
+    assert b.send(b"set publish 0 0 101\r\n") == too_big
+    assert a.closed and b.closed
+
+
+def test_max_clients() -> None:
+    h = Harness(max_clients=3)
+    conns = [h.connect() for _ in range(3)]
+    extra = h.connect()
+    assert extra.read() == b"SERVER_ERROR Too many clients\r\n"
+    assert extra.closed
+    assert all(c.send(b"get messages\r\n") == b"END\r\n" for c in conns)
+    conns[0].send(b"quit\r\n")
+    assert conns[0].closed
+    again = h.connect()
+    assert again.send(b"get messages\r\n") == b"END\r\n"
+    assert h.factory.rejected == 1
+
+
+def test_idle_timeout_closes_silently_and_traffic_resets_it() -> None:
+    h = Harness(idle_timeout=3600)
+    busy, idle = h.connect(), h.connect()
+    h.clock.advance(3000)
+    busy.send(b"get messages\r\n")
+    h.clock.advance(700)
+    assert idle.closed and idle.read() == b""
+    assert not busy.closed
+    h.clock.advance(2900)
+    assert busy.closed
+    assert h.factory.idle_closed == 2
+    assert h.router.clients == {}
+
+
+def test_queue_overflow_drops_oldest_and_counts() -> None:
+    h = Harness(max_queue_messages=3, max_queue_bytes=10_000)
+    sub, pub = h.connect(), h.connect()
+    sub.send(b"set subscribe 0 0 1\r\na\r\n")
+    for i in range(5):
+        pub.send(wire.set_command(b"publish", wire.record([b"a"], b"m%d" % i)))
+    got = wire.ReplyParser().feed(sub.send(b"get messages\r\n"))
+    assert [p for _, p in got[0].records()] == [b"m2", b"m3", b"m4"]
+    assert sub.protocol.session.client.dropped == 2
+    h2 = Harness(max_queue_messages=100, max_queue_bytes=40)
+    sub, pub = h2.connect(), h2.connect()
+    sub.send(b"set subscribe 0 0 1\r\na\r\n")
+    for i in range(3):
+        pub.send(wire.set_command(b"publish", wire.record([b"a"], b"%020d" % i)))
+    got = wire.ReplyParser().feed(sub.send(b"get messages\r\n"))
+    assert [p for _, p in got[0].records()] == [b"%020d" % 2]
+
+
+# --- fuzz ------------------------------------------------------------------------------------
+
+_tokens = st.sampled_from(
+    [b"get", b"set", b"messages", b"subscribe", b"publish", b"register", b"retro_subscribe",
+     b"unsubscribe", b"quit", b"MESSAGE", b" ", b"  ", b"0", b"5", b"-1", b"\r\n", b"\n", b"\r",
+     b"a", b"noreply", b"\x00\xff", b"17", b"1.5"]
+)
+_garbage = st.lists(st.one_of(_tokens, st.binary(max_size=8)), max_size=30).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_garbage, cut=st.integers(min_value=1, max_value=16))
+def test_fuzzed_input_never_crashes_and_bystanders_are_unaffected(data: bytes, cut: int) -> None:
+    h = Harness(max_line=128, max_value=256)
+    good, pub, bad = h.connect(), h.connect(), h.connect()
+    good.send(b"set subscribe 0 0 1\r\na\r\n")
+    bad.send(data, chunk=cut)
+    for chunk in range(0, len(data), cut):
+        wire.CommandParser().feed(data[chunk : chunk + cut])
+    pub.send(wire.set_command(b"publish", wire.record([b"a"], b"hello")))
+    assert good.send(b"get messages\r\n") == b"VALUE messages 0 18\r\nMESSAGE a 5\r\nhello\r\nEND\r\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=64))
+def test_publish_body_parser_accepts_or_raises_wire_error(body: bytes) -> None:
+    try:
+        records = wire.parse_publish(body)
+    except wire.WireError:
+        return
+    assert wire.publish_body(records) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.lists(st.binary(max_size=6).filter(lambda t: b" " not in t and b"\r\n" not in t),
+                           max_size=4),
+                  st.binary(max_size=40)),
+        max_size=5,
+    ),
+    cut=st.integers(min_value=1, max_value=50),
+)
+def test_publish_round_trip_through_the_command_parser(records: list, cut: int) -> None:
+    body = wire.publish_body(records)
+    data = wire.set_command(b"publish", body)
+    parser = wire.CommandParser()
+    events = []
+    for i in range(0, len(data), cut):
+        events += parser.feed(data[i : i + cut])
+    assert events == [wire.Set(b"publish", body)]
+    assert wire.parse_publish(body) == [(list(t), p) for t, p in records]
