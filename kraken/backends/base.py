@@ -48,6 +48,7 @@ class Backend(Protocol):
 
 BACKEND_TYPES: dict[str, str] = {
     "fs": "kraken.backends.fs:from_config",
+    "s3": "kraken.backends.s3:from_config",
 }
 
 
