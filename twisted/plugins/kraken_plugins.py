@@ -7,3 +7,4 @@ and imports it only when that server starts, so ``twistd --help`` stays fast.
 from twisted.application.service import ServiceMaker
 
 # One line per built server, in the order of the README's table.
+kraken_pubsub = ServiceMaker("kraken-pubsub", "kraken.pubsub.tap", "Pub/sub over the memcached text protocol, with WebSocket push", "kraken-pubsub")
