@@ -1,0 +1,1 @@
+"""State engine modules: each declares mutations and discoverables and performs them."""

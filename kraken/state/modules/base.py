@@ -1,0 +1,117 @@
+"""What a module declares (mutations, discoverables) and the API the engine hands it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Protocol
+
+from kraken.state import model
+from kraken.state.model import Node
+
+
+class Context(Enum):
+    SELF = "SELF"
+    CHILD = "CHILD"
+    ALL = "ALL"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One declared state change; values are typed (enum members), URLs are node paths."""
+
+    si: str
+    id: str
+    mutates: dict[str, tuple[Any, Any]]
+    requires: dict[str, Any] = field(default_factory=dict)
+    excludes: dict[str, Any] = field(default_factory=dict)
+    context: Context = Context.CHILD
+    timeout: float = 0.0
+    fail_to: tuple[str, Any] | None = None
+    cost: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.si}/{self.id}"
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def declare(
+    si: str,
+    mutation_id: str,
+    mutates: dict[str, tuple[str, str]],
+    requires: dict[str, str] | None = None,
+    excludes: dict[str, str] | None = None,
+    context: Context | str = Context.CHILD,
+    timeout: float = 0.0,
+    fail_to: tuple[str, str] | None = None,
+    cost: float = 1.0,
+) -> Mutation:
+    """Build a :class:`Mutation` from value names; URLs both mutated and required are dropped
+    from requires/excludes, as in the original."""
+    typed_mutates = {url: (model.value_of(url, a), model.value_of(url, b)) for url, (a, b) in mutates.items()}
+    req = {u: model.value_of(u, v) for u, v in (requires or {}).items() if u not in typed_mutates}
+    exc = {u: model.value_of(u, v) for u, v in (excludes or {}).items() if u not in typed_mutates}
+    fail = (fail_to[0], model.value_of(fail_to[0], fail_to[1])) if fail_to else None
+    if cost <= 0:
+        raise ValueError(f"{si}/{mutation_id}: cost must be positive")
+    return Mutation(si, mutation_id, typed_mutates, req, exc, Context(context), timeout, fail, cost)
+
+
+class ModuleAPI(Protocol):
+    """What the engine offers a module."""
+
+    clock: Any
+    reactor: Any
+    self_id: str
+
+    def discover(self, si: str, node_id: str, url: str, value: str) -> bool: ...
+
+    def fail(self, si: str, node_id: str, mutation_id: str, reason: str) -> None: ...
+
+    def cfg_nodes(self) -> list[Node]: ...
+
+    def dsc_node(self, node_id: str) -> Node | None: ...
+
+
+class Module:
+    """Base class: subclasses set ``si``, build ``mutations`` and implement ``mutate``."""
+
+    si: ClassVar[str] = ""
+    module_url: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = dict(config or {})
+        self.api: ModuleAPI | None = None
+        self.mutations: list[Mutation] = self.declare_mutations()
+        self.extra_discoverables: dict[str, set[str]] = {}
+
+    def declare_mutations(self) -> list[Mutation]:
+        return []
+
+    def discoverables(self) -> dict[str, set[str]]:
+        """URL → value names this module may report: every from/to/fail-to value plus extras."""
+        out: dict[str, set[str]] = {f"/Services/{self.si}/State": {"RUN", "STOP", "ERROR", "INIT"}}
+        for m in self.mutations:
+            for url, (a, b) in m.mutates.items():
+                out.setdefault(url, set()).update({model.printable(a), model.printable(b)})
+            if m.fail_to is not None:
+                out.setdefault(m.fail_to[0], set()).add(model.printable(m.fail_to[1]))
+        for url, names in self.extra_discoverables.items():
+            out.setdefault(url, set()).update(names)
+        return out
+
+    def start(self, api: ModuleAPI) -> Any:
+        """Start the module's service; may return a Deferred."""
+        self.api = api
+
+    def stop(self) -> Any:
+        return None
+
+    def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
+        raise NotImplementedError
+
+    def interrupt(self, node_id: str) -> None:
+        """Drop queued work for *node_id* (its mutation timed out)."""

@@ -1,0 +1,179 @@
+"""The Cfg (intended) and Dsc (discovered) stores, their diff events, and Cfg persistence in SQLite.
+
+Both stores hold the same node ids: CREATE and DELETE act on both (a new Dsc node starts
+empty). Every write diffs against the stored node and emits one STATE_CHANGE event per
+changed URL: CFG_UPDATE for Cfg, UPDATE for Dsc; a write that changes nothing emits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from kraken.state import model
+from kraken.state.events import ChangeKind, Event, EventBus, EventType, StateChange
+from kraken.state.model import ModelError, Node
+
+log = Logger(namespace="kraken.state.store")
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done (unknown node, duplicate id); ``status`` for HTTP."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _change(kind: ChangeKind, node_id: str, path: str, value: Any) -> Event:
+    return Event(EventType.STATE_CHANGE, f"{node_id}:{path}", StateChange(kind, value))
+
+
+class StateStore:
+    """Cfg and Dsc node maps; single-threaded (the reactor thread owns it)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.cfg: dict[str, Node] = {}
+        self.dsc: dict[str, Node] = {}
+        self.cfg_writers: list[Any] = []
+
+    def _cfg_written(self, node_id: str) -> None:
+        for writer in self.cfg_writers:
+            writer(node_id)
+
+    def create(self, node: Node, dsc: Node | None = None) -> Node:
+        if node.id in self.cfg:
+            raise StoreError(409, "NODE_EXISTS", f"node {node.id} already exists")
+        self.cfg[node.id] = node.copy()
+        self.dsc[node.id] = dsc.copy() if dsc is not None else Node(node.id)
+        self._cfg_written(node.id)
+        self.bus.emit_one(_change(ChangeKind.CREATE, node.id, "", node))
+        return self.cfg[node.id].copy()
+
+    def read(self, node_id: str) -> Node:
+        return self._get(self.cfg, node_id).copy()
+
+    def read_dsc(self, node_id: str) -> Node:
+        return self._get(self.dsc, node_id).copy()
+
+    def _get(self, where: dict[str, Node], node_id: str) -> Node:
+        node = where.get(node_id)
+        if node is None:
+            raise StoreError(404, "NODE_NOT_FOUND", f"no node {node_id}")
+        return node
+
+    def ids(self) -> list[str]:
+        return sorted(self.cfg)
+
+    def update(self, node: Node) -> Node:
+        """Replace a Cfg node; emits CFG_UPDATE per changed URL."""
+        return self._replace(self.cfg, node, ChangeKind.CFG_UPDATE)
+
+    def update_dsc(self, node: Node) -> Node:
+        return self._replace(self.dsc, node, ChangeKind.UPDATE)
+
+    def _replace(self, where: dict[str, Node], node: Node, kind: ChangeKind) -> Node:
+        old = self._get(where, node.id)
+        changes = model.diff(old, node)
+        if not changes:
+            return old.copy()
+        where[node.id] = node.copy()
+        if kind is ChangeKind.CFG_UPDATE:
+            self._cfg_written(node.id)
+        self.bus.emit(_change(kind, node.id, path, value) for path, value in changes)
+        return where[node.id].copy()
+
+    def set_value(self, node_id: str, path: str, value: Any, dsc: bool = False) -> bool:
+        """Set one value (typed via the URL's enum); True if it changed anything."""
+        where = self.dsc if dsc else self.cfg
+        node = self._get(where, node_id)
+        value = model.value_of(path, value)
+        if model.get_value(node, path) == value:
+            return False
+        model.set_value(node, path, value)
+        kind = ChangeKind.UPDATE if dsc else ChangeKind.CFG_UPDATE
+        if not dsc:
+            self._cfg_written(node_id)
+        self.bus.emit_one(_change(kind, node_id, path, model.get_value(node, path)))
+        return True
+
+    def set_values(self, node_id: str, values: Iterable[tuple[str, Any]], dsc: bool = False) -> Node:
+        """Set several values at once: they are validated first, then applied as one diff."""
+        where = self.dsc if dsc else self.cfg
+        node = self._get(where, node_id).copy()
+        for path, value in values:
+            model.set_value(node, path, model.value_of(path, value))
+        return self._replace(where, node, ChangeKind.UPDATE if dsc else ChangeKind.CFG_UPDATE)
+
+    def delete(self, node_id: str) -> Node:
+        node = self._get(self.cfg, node_id)
+        del self.cfg[node_id]
+        self.dsc.pop(node_id, None)
+        self._cfg_written(node_id)
+        self.bus.emit_one(_change(ChangeKind.DELETE, node_id, "", node))
+        return node
+
+
+class SqliteCfg:
+    """Keeps the Cfg store in an SQLite file: dirty nodes are written in one transaction per flush.
+
+    *schedule* is ``clock.callLater``; writes are batched ``delay`` seconds after the first change.
+    """
+
+    def __init__(self, path: str | Path, store: StateStore, clock: Any, delay: float = 0.2) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS cfg (id TEXT PRIMARY KEY, node TEXT NOT NULL)")
+        self.db.commit()
+        self.store = store
+        self.clock = clock
+        self.delay = delay
+        self._dirty: set[str] = set()
+        self._call: Any = None
+
+    def load(self) -> list[Node]:
+        nodes = []
+        for node_id, text in self.db.execute("SELECT id, node FROM cfg ORDER BY id"):
+            try:
+                nodes.append(model.from_json(json.loads(text)))
+            except (ModelError, ValueError) as e:
+                log.error("skipping stored node {id}: {error}", id=node_id, error=str(e))
+        return nodes
+
+    def attach(self) -> None:
+        self.store.cfg_writers.append(self.mark)
+
+    def mark(self, node_id: str) -> None:
+        self._dirty.add(node_id)
+        if self._call is None:
+            self._call = self.clock.callLater(self.delay, self.flush)
+
+    def flush(self) -> None:
+        self._call = None
+        dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return
+        with self.db:
+            for node_id in sorted(dirty):
+                node = self.store.cfg.get(node_id)
+                if node is None:
+                    self.db.execute("DELETE FROM cfg WHERE id = ?", (node_id,))
+                else:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO cfg (id, node) VALUES (?, ?)",
+                        (node_id, json.dumps(model.to_json(node), separators=(",", ":"))),
+                    )
+
+    def close(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self.flush()
+        self.db.close()
