@@ -1,0 +1,58 @@
+"""Prometheus view of the router: read at scrape time, so the fan-out path stays free of locks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kraken.pubsub.router import Router
+from kraken.pubsub.server import MemcachedFactory
+
+
+class PubSubCollector(Collector):
+    def __init__(self, prefix: str, router: Router, memcached: MemcachedFactory) -> None:
+        self.prefix = prefix
+        self.router = router
+        self.memcached = memcached
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        p = self.prefix
+        router = self.router
+        kinds: dict[str, list[int]] = {"memcached": [0, 0, 0], "websocket": [0, 0, 0]}
+        dropped = 0
+        for client in router.clients.values():
+            row = kinds.setdefault(client.kind, [0, 0, 0])
+            row[0] += 1
+            row[1] += client.depth()
+            row[2] += client.queued_bytes()
+            dropped += client.dropped
+        conns = GaugeMetricFamily(p + "connections", "open client connections", labels=["kind"])
+        depth = GaugeMetricFamily(p + "queue_depth", "messages waiting in client queues", labels=["kind"])
+        qbytes = GaugeMetricFamily(p + "queue_bytes", "bytes waiting in client queues", labels=["kind"])
+        for kind, (n, d, b) in sorted(kinds.items()):
+            conns.add_metric([kind], n)
+            depth.add_metric([kind], d)
+            qbytes.add_metric([kind], b)
+        yield conns
+        yield depth
+        yield qbytes
+        yield GaugeMetricFamily(p + "topics", "topics with a subscriber", value=len(router.subscribers))
+        yield GaugeMetricFamily(p + "subscriptions", "topic subscriptions", value=router.subscription_count())
+        yield GaugeMetricFamily(
+            p + "retained_messages", "records kept for retroactive subscription",
+            value=sum(len(r) for r in router.retained),
+        )
+        s = router.stats
+        yield CounterMetricFamily(p + "publishes", "publish commands", value=s.publishes)
+        yield CounterMetricFamily(p + "messages_in", "published records", value=s.published)
+        yield CounterMetricFamily(p + "messages_out", "records delivered to subscribers", value=s.delivered)
+        yield CounterMetricFamily(p + "messages_replayed", "records replayed retroactively", value=s.replayed)
+        yield CounterMetricFamily(
+            p + "queue_dropped", "records dropped from full queues (open connections)", value=dropped
+        )
+        m = self.memcached
+        yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=m.rejected)
+        yield CounterMetricFamily(p + "malformed_closes", "closed for bad input", value=m.malformed)
+        yield CounterMetricFamily(p + "idle_closes", "connections closed for idleness", value=m.idle_closed)

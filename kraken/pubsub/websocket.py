@@ -1,0 +1,168 @@
+"""WebSocket push on the same router: no polling, mixes freely with memcached clients.
+
+Client → server
+  text frame, a JSON object: ``{"op": "subscribe"|"unsubscribe", "topics": [...]}``,
+  ``{"op": "publish", "topics": [...], "payload": "text"}``, ``{"op": "register"}``,
+  ``{"op": "retro_subscribe", "since": <unix seconds>, "topics": [...]}``; an optional
+  ``"id"`` is echoed in the answer ``{"ok": true, "op": ..., "id": ..., "found": bool}`` or
+  ``{"ok": false, "error": "..."}``.
+  binary frame: a publish body (``MESSAGE`` records, exactly as ``set publish`` data).
+Server → client
+  binary frame: one or more ``MESSAGE <topics…> <len>\\r\\n<payload>\\r\\n`` records, the same
+  bytes a memcached client gets from ``get messages``; deliveries made in one reactor turn
+  travel in one frame.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+
+from kraken.pubsub import wire
+from kraken.pubsub.router import Router
+from kraken.pubsub.subscriber import Subscriber
+
+log = Logger(namespace="kraken.pubsub.websocket")
+
+
+class PushSubscriber(Subscriber):
+    """Delivers to a WebSocket: records gathered during one reactor turn go out in one frame.
+
+    Records not yet flushed are bounded like a memcached queue (oldest dropped first)."""
+
+    kind = "websocket"
+
+    def __init__(self, ident: int, name: str, now: float, protocol: PushProtocol, max_bytes: int) -> None:
+        super().__init__(ident, name, now)
+        self.protocol = protocol
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.max_bytes = max_bytes
+        self._flush_call: Any = None
+
+    def deliver(self, record: bytes) -> None:
+        self.pending.append(record)
+        self.size += len(record)
+        self.received += 1
+        if self.size > self.max_bytes:
+            while self.pending and self.size > self.max_bytes:
+                self.size -= len(self.pending.pop(0))
+                self.dropped += 1
+        if self._flush_call is None:
+            self._flush_call = self.protocol.factory.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._flush_call = None
+        if not self.pending:
+            return
+        block = b"".join(self.pending)
+        self.pending.clear()
+        self.size = 0
+        self.last_receive = self.protocol.factory.router.now()
+        self.protocol.sendMessage(block, isBinary=True)
+
+    def cancel(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+
+    def depth(self) -> int:
+        return len(self.pending)
+
+    def queued_bytes(self) -> int:
+        return self.size
+
+
+class CommandError(ValueError):
+    pass
+
+
+def _topics(message: dict[str, Any]) -> list[bytes]:
+    topics = message.get("topics", [])
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        raise CommandError("'topics' must be a list of strings")
+    return [t.encode("utf-8") for t in topics]
+
+
+class PushProtocol(WebSocketServerProtocol):
+    factory: PushFactory
+    client: PushSubscriber | None = None
+
+    def onOpen(self) -> None:
+        router = self.factory.router
+        peer = self.transport.getPeer()
+        name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} (websocket)"
+        self.client = PushSubscriber(router.new_id(), name, router.now(), self, self.factory.max_queue_bytes)
+        router.connect(self.client)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn's name
+        if self.client is None:
+            return
+        if isBinary:
+            try:
+                records = wire.parse_publish(payload)
+            except wire.WireError as e:
+                self._answer({"ok": False, "op": "publish", "error": str(e)})
+                return
+            self.factory.router.publish(self.client, records)
+            self._answer({"ok": True, "op": "publish", "records": len(records)})
+            return
+        try:
+            message = json.loads(payload.decode("utf-8"))
+            if not isinstance(message, dict):
+                raise CommandError("a command is a JSON object")
+            self._answer(self._command(message))
+        except (ValueError, CommandError) as e:
+            self._answer({"ok": False, "error": str(e)})
+
+    def _command(self, message: dict[str, Any]) -> dict[str, Any]:
+        router = self.factory.router
+        client = self.client
+        assert client is not None
+        op = message.get("op")
+        answer: dict[str, Any] = {"ok": True, "op": op}
+        if "id" in message:
+            answer["id"] = message["id"]
+        if op == "subscribe":
+            answer["found"] = router.subscribe(client, _topics(message))
+        elif op == "unsubscribe":
+            router.unsubscribe(client, _topics(message))
+        elif op == "publish":
+            data = message.get("payload")
+            if not isinstance(data, str):
+                raise CommandError("'payload' must be a string")
+            router.publish(client, [(_topics(message), data.encode("utf-8"))])
+        elif op == "register":
+            router.register(client)
+        elif op == "retro_subscribe":
+            since = message.get("since")
+            if not isinstance(since, (int, float)) or isinstance(since, bool):
+                raise CommandError("'since' must be a Unix time in seconds")
+            answer["found"] = router.retro_subscribe(client, float(since), _topics(message))
+        else:
+            raise CommandError(f"unknown op {op!r}")
+        return answer
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        self.sendMessage(json.dumps(answer).encode("utf-8"), isBinary=False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
+        if self.client is not None:
+            self.client.cancel()
+            self.factory.router.disconnect(self.client)
+            self.client = None
+
+
+class PushFactory(WebSocketServerFactory):
+    protocol = PushProtocol
+
+    def __init__(self, router: Router, clock: Any, max_queue_bytes: int, max_message: int) -> None:
+        super().__init__()
+        self.router = router
+        self.clock = clock
+        self.max_queue_bytes = max_queue_bytes
+        self.setProtocolOptions(maxMessagePayloadSize=max_message, maxFramePayloadSize=max_message)
+        self.noisy = False
