@@ -1,0 +1,259 @@
+"""Per-blob piece exchange with the connected peers: what to request from whom, and when.
+
+The dispatcher holds no sockets: it talks to connections through the small :class:`Link`
+interface and reads time from an injected clock, so tests drive it with ``task.Clock``.
+
+Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
+agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
+those the peer has; a piece is requested from one peer at a time until only
+``endgame_threshold`` (3) pieces are missing, then from several; a request older than
+``max(min_timeout, timeout_per_mib * piece MiB)`` expires and goes to another peer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kraken.p2p.bitfield import Bitfield
+from kraken.p2p.storage import Torrent
+
+
+class Link(Protocol):
+    """What the dispatcher needs from one peer connection."""
+
+    peer_id: bytes
+    is_origin: bool
+
+    def send_request(self, index: int) -> None: ...
+    def send_announce(self, index: int) -> None: ...
+    def send_complete(self) -> None: ...
+    def send_error(self, index: int, code: int, message: str) -> None: ...
+    def send_piece(self, index: int) -> None: ...
+    def close(self, reason: str) -> None: ...
+
+
+@dataclass
+class DispatchConfig:
+    pipeline_limit: int = 3
+    origin_pipeline_limit: int = 5
+    endgame_threshold: int = 3
+    piece_request_min_timeout: float = 4.0
+    piece_request_timeout_per_mib: float = 4.0
+    rarest_first: bool = True
+
+    def timeout(self, piece_length: int) -> float:
+        return max(self.piece_request_min_timeout, self.piece_request_timeout_per_mib * piece_length / 2**20)
+
+
+@dataclass
+class PeerState:
+    link: Link
+    bitfield: Bitfield
+    last_useful: float
+    pieces_in: int = 0
+    pieces_out: int = 0
+    invalid: set[int] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return self.bitfield.complete()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        torrent: Torrent,
+        clock: Any,
+        config: DispatchConfig | None = None,
+        on_complete: Callable[[], None] | None = None,
+        on_bad_peer: Callable[[bytes, str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.torrent = torrent
+        self.clock = clock
+        self.config = config or DispatchConfig()
+        self.on_complete = on_complete
+        self.on_bad_peer = on_bad_peer
+        self.rng = rng or random.Random()
+        self.peers: dict[bytes, PeerState] = {}
+        self.pending: dict[int, dict[bytes, float]] = {}
+        self.availability = [0] * torrent.mi.num_pieces
+        self.last_activity = clock.seconds()
+        self.completed = torrent.complete()
+
+    # -- peers ------------------------------------------------------------------------------
+    def add_peer(self, link: Link, bitfield: Bitfield) -> None:
+        if link.peer_id in self.peers:
+            self.remove_peer(link.peer_id)
+        state = PeerState(link, bitfield.copy(), self.clock.seconds())
+        self.peers[link.peer_id] = state
+        for i in bitfield.indices():
+            self.availability[i] += 1
+        if self.completed and state.complete:
+            link.close("both sides complete")
+            return
+        self._fill(state)
+
+    def remove_peer(self, peer_id: bytes) -> None:
+        state = self.peers.pop(peer_id, None)
+        if state is None:
+            return
+        for i in state.bitfield.indices():
+            self.availability[i] -= 1
+        for index in [i for i, who in self.pending.items() if peer_id in who]:
+            self._drop_request(index, peer_id)
+        self._fill_all()
+
+    # -- events from a peer ------------------------------------------------------------------
+    def on_request(self, peer_id: bytes, index: int) -> None:
+        state = self.peers.get(peer_id)
+        if state is None:
+            return
+        if index not in self.torrent.have:
+            state.link.send_error(index, 0, "piece not available")
+            return
+        state.link.send_piece(index)
+        state.pieces_out += 1
+        state.last_useful = self.last_activity = self.clock.seconds()
+        # The requester will have it soon; do not count it as missing there.
+        self._peer_has(state, index)
+
+    def on_announce(self, peer_id: bytes, index: int) -> None:
+        state = self.peers.get(peer_id)
+        if state is None or not 0 <= index < self.torrent.mi.num_pieces:
+            return
+        self._peer_has(state, index)
+        self._fill(state)
+
+    def on_peer_complete(self, peer_id: bytes) -> None:
+        state = self.peers.get(peer_id)
+        if state is None:
+            return
+        for i in range(self.torrent.mi.num_pieces):
+            self._peer_has(state, i)
+        if self.completed:
+            state.link.close("both sides complete")
+        else:
+            self._fill(state)
+
+    def on_error(self, peer_id: bytes, index: int) -> None:
+        state = self.peers.get(peer_id)
+        if state is None:
+            return
+        state.invalid.add(index)
+        self._drop_request(index, peer_id)
+        self._fill_all()
+
+    def on_piece(self, peer_id: bytes, index: int, ok: bool | None) -> None:
+        """A piece from *peer_id* arrived: verified (True), corrupt (False) or a duplicate (None)."""
+        state = self.peers.get(peer_id)
+        self._drop_request(index, peer_id)
+        if ok is False:
+            if self.on_bad_peer is not None:
+                self.on_bad_peer(peer_id, f"piece {index} failed its hash check")
+            if state is not None:
+                state.link.close(f"sent a corrupt piece {index}")
+                self.remove_peer(peer_id)
+            return
+        now = self.clock.seconds()
+        if state is not None:
+            state.last_useful = now
+        if ok:
+            self.last_activity = now
+            if state is not None:
+                state.pieces_in += 1
+            # Endgame duplicates still in flight are simply ignored when they arrive.
+            self.pending.pop(index, None)
+            for pid, other_state in self.peers.items():
+                if pid != peer_id and index not in other_state.bitfield:
+                    other_state.link.send_announce(index)
+            if self.torrent.complete():
+                self._completed()
+                return
+        self._fill_all()
+
+    # -- timers -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Expire old requests and hand their pieces to other peers."""
+        now = self.clock.seconds()
+        timeout = self.config.timeout(self.torrent.mi.piece_length)
+        expired = [(i, p) for i, who in self.pending.items() for p, t in who.items() if now - t >= timeout]
+        for index, peer_id in expired:
+            self._drop_request(index, peer_id)
+            if peer_id in self.peers:
+                self.peers[peer_id].invalid.add(index)
+        if expired:
+            self._fill_all()
+
+    def idle_peers(self, idle: float) -> list[bytes]:
+        now = self.clock.seconds()
+        return [p for p, s in self.peers.items() if now - s.last_useful >= idle and not self._pending_of(p)]
+
+    # -- internals ------------------------------------------------------------------------------
+    def _peer_has(self, state: PeerState, index: int) -> None:
+        if state.bitfield.set(index):
+            self.availability[index] += 1
+
+    def _pending_of(self, peer_id: bytes) -> int:
+        return sum(1 for who in self.pending.values() if peer_id in who)
+
+    def _drop_request(self, index: int, peer_id: bytes) -> None:
+        who = self.pending.get(index)
+        if who is not None:
+            who.pop(peer_id, None)
+            if not who:
+                del self.pending[index]
+
+    def _limit(self, state: PeerState) -> int:
+        return self.config.origin_pipeline_limit if state.link.is_origin else self.config.pipeline_limit
+
+    def missing_count(self) -> int:
+        return self.torrent.mi.num_pieces - self.torrent.have.count()
+
+    def _candidates(self, state: PeerState, slots: int) -> list[int]:
+        endgame = self.missing_count() <= self.config.endgame_threshold
+        have = self.torrent.have
+        options = [
+            i
+            for i in state.bitfield.indices()
+            if i not in have
+            and i not in state.invalid
+            and (endgame or i not in self.pending)
+            and state.link.peer_id not in self.pending.get(i, ())
+        ]
+        if not options:
+            return []
+        if self.config.rarest_first:
+            self.rng.shuffle(options)
+            options.sort(key=lambda i: self.availability[i])
+            return options[:slots]
+        return self.rng.sample(options, min(slots, len(options)))
+
+    def _fill(self, state: PeerState) -> None:
+        if self.completed:
+            return
+        slots = self._limit(state) - self._pending_of(state.link.peer_id)
+        if slots <= 0:
+            return
+        now = self.clock.seconds()
+        for index in self._candidates(state, slots):
+            self.pending.setdefault(index, {})[state.link.peer_id] = now
+            state.link.send_request(index)
+
+    def _fill_all(self) -> None:
+        for state in list(self.peers.values()):
+            self._fill(state)
+
+    def _completed(self) -> None:
+        self.completed = True
+        self.pending.clear()
+        for state in list(self.peers.values()):
+            if state.complete:
+                state.link.close("both sides complete")
+            else:
+                state.link.send_complete()
+        if self.on_complete is not None:
+            self.on_complete()

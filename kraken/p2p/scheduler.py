@@ -1,0 +1,438 @@
+"""The P2P scheduler of one host: its blobs, their connections, announces and timers.
+
+One :class:`Scheduler` per process (agent or origin). It admits incoming peers (capacity per
+blob, duplicate and mutual-connection limits, blacklist), dials peers the tracker hands out,
+announces round-robin, closes idle connections and drops idle blobs. All time comes from the
+injected reactor, so tests drive it with a ``MemoryReactorClock``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
+from kraken.core.tls import TLSSettings
+from kraken.p2p import wire
+from kraken.p2p.bandwidth import TokenBucket
+from kraken.p2p.bitfield import Bitfield
+from kraken.p2p.conn import DialFactory, PeerProtocol
+from kraken.p2p.dispatch import DispatchConfig, Dispatcher
+from kraken.p2p.storage import Torrent
+
+log = Logger(namespace="kraken.p2p.scheduler")
+
+
+@dataclass
+class SchedulerConfig:
+    max_open_conn: int = 10
+    max_mutual_conn: int = 10
+    blacklist_duration: float = 30.0
+    conn_tti: float = 30.0
+    seeder_tti: float = 300.0
+    leecher_tti: float = 300.0
+    handshake_timeout: float = 5.0
+    tick_interval: float = 1.0
+    announce_interval: float = 3.0
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: bytes
+    ip: str
+    port: int
+    origin: bool = False
+    complete: bool = False
+
+
+class TorrentControl:
+    """One blob this host exchanges: its pieces, dispatcher and connections."""
+
+    def __init__(self, torrent: Torrent, namespace: str, dispatcher: Dispatcher, now: float) -> None:
+        self.torrent = torrent
+        self.namespace = namespace
+        self.dispatcher = dispatcher
+        self.conns: dict[bytes, PeerProtocol] = {}
+        self.dialing: set[bytes] = set()
+        self.waiters: list[Deferred[Any]] = []
+        self.last_read = now
+        self.finished = torrent.complete()
+        self.final_announce_done = self.finished
+
+    @property
+    def info_hash(self) -> bytes:
+        return self.torrent.info_hash
+
+    def open_count(self) -> int:
+        return len(self.conns) + len(self.dialing)
+
+
+class AnnounceRefused(Exception):
+    pass
+
+
+# announce(ctl, complete) -> Deferred[(list[PeerInfo], interval seconds)]
+Announcer = Callable[[TorrentControl, bool], Deferred[Any]]
+# seed_source(namespace, digest, info_hash) -> Deferred[Torrent | None]
+SeedSource = Callable[[str, Digest, bytes], Deferred[Any]]
+# commit(ctl) -> Deferred[Torrent]: verify a finished download and return the seeding torrent
+Committer = Callable[[TorrentControl], Deferred[Any]]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        reactor: Any,
+        tls: TLSSettings | None,
+        config: SchedulerConfig | None = None,
+        seed_source: SeedSource | None = None,
+        announcer: Announcer | None = None,
+        committer: Committer | None = None,
+        metrics: Metrics | None = None,
+        peer_id: bytes | None = None,
+        egress: TokenBucket | None = None,
+        ingress: TokenBucket | None = None,
+        connector: Callable[..., Deferred[Any]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.tls = tls
+        self.config = config or SchedulerConfig()
+        self.seed_source = seed_source
+        self.announcer = announcer
+        self.committer = committer
+        self.peer_id = peer_id or os.urandom(20)
+        self.egress = egress
+        self.ingress = ingress
+        self.rng = rng or random.Random()
+        self.torrents: dict[bytes, TorrentControl] = {}
+        self.blacklist: dict[tuple[bytes, bytes], float] = {}
+        self.announce_queue: deque[bytes] = deque()
+        self.interval = self.config.announce_interval
+        self._connector = connector
+        self._announce_call: Any = None
+        self._tick_call: Any = None
+        self.running = False
+        self._metrics(metrics or Metrics("p2p"))
+
+    def _metrics(self, m: Metrics) -> None:
+        self.m_pieces_in = m.counter("pieces_received", "verified pieces received", ["from_role"])
+        self.m_pieces_bad = m.counter("pieces_corrupt", "pieces that failed their hash check")
+        self.m_pieces_dup = m.counter("pieces_duplicate", "pieces received that we already had")
+        self.m_pieces_out = m.counter("pieces_sent", "pieces sent to peers", ["to_role"])
+        self.m_bytes_in = m.counter("piece_bytes_received", "piece bytes received")
+        self.m_bytes_out = m.counter("piece_bytes_sent", "piece bytes sent")
+        self.m_conns = m.gauge("peer_connections", "active peer connections")
+        self.m_blacklisted = m.counter("peers_blacklisted", "peers blacklisted for a blob", ["reason"])
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.running = True
+        self._tick_call = self.reactor.callLater(self.config.tick_interval, self._tick)
+        self._schedule_announce(self.interval)
+
+    def stop(self) -> None:
+        self.running = False
+        for call in (self._tick_call, self._announce_call):
+            if call is not None and call.active():
+                call.cancel()
+        for ctl in list(self.torrents.values()):
+            self._drop(ctl, RuntimeError("scheduler stopped"))
+
+    def probe(self) -> bool:
+        return self.running
+
+    # -- torrents -------------------------------------------------------------------------------
+    def add_torrent(self, torrent: Torrent, namespace: str) -> TorrentControl:
+        existing = self.torrents.get(torrent.info_hash)
+        if existing is not None:
+            return existing
+        dispatcher = Dispatcher(torrent, self.reactor, self.config.dispatch, rng=self.rng)
+        ctl = TorrentControl(torrent, namespace, dispatcher, self.reactor.seconds())
+        dispatcher.on_complete = lambda: self._completed(ctl)
+        dispatcher.on_bad_peer = lambda pid, why: self._blacklist(pid, ctl.info_hash, "corrupt")
+        self.torrents[torrent.info_hash] = ctl
+        if not ctl.finished and self.announcer is not None:
+            self.announce_queue.append(ctl.info_hash)
+            self._announce(ctl)
+        return ctl
+
+    def wait(self, ctl: TorrentControl) -> Deferred[Any]:
+        """Fires with the seeding torrent once *ctl* is complete and verified."""
+        if ctl.finished:
+            return succeed(ctl.torrent)
+        d: Deferred[Any] = Deferred()
+        ctl.waiters.append(d)
+        return d
+
+    def remove(self, info_hash: bytes, reason: Exception | None = None) -> None:
+        ctl = self.torrents.get(info_hash)
+        if ctl is not None:
+            self._drop(ctl, reason or RuntimeError("removed"))
+
+    def _drop(self, ctl: TorrentControl, reason: Exception) -> None:
+        self.torrents.pop(ctl.info_hash, None)
+        for conn in list(ctl.conns.values()):
+            conn.close("blob dropped")
+        waiters, ctl.waiters = ctl.waiters, []
+        for d in waiters:
+            d.errback(reason)
+        ctl.torrent.close()
+
+    def _completed(self, ctl: TorrentControl) -> None:
+        if self.committer is None:
+            self._finished(ctl, ctl.torrent)
+            return
+        d = maybeDeferred(self.committer, ctl)
+        d.addCallbacks(lambda seed: self._finished(ctl, seed), lambda f: self._drop(ctl, f.value))
+
+    def _finished(self, ctl: TorrentControl, seed: Torrent) -> None:
+        old, ctl.torrent = ctl.torrent, seed
+        ctl.dispatcher.torrent = seed
+        if old is not seed:
+            old.close()
+        ctl.finished = True
+        ctl.last_read = self.reactor.seconds()
+        for key in [k for k in self.blacklist if k[1] == ctl.info_hash]:
+            del self.blacklist[key]
+        waiters, ctl.waiters = ctl.waiters, []
+        for d in waiters:
+            d.callback(seed)
+        if self.announcer is not None:
+            self._announce(ctl)
+
+    # -- handshakes ----------------------------------------------------------------------------
+    def handshake_message(self, ctl: TorrentControl) -> bytes:
+        return wire.encode_handshake(
+            wire.Handshake(
+                self.peer_id,
+                ctl.info_hash,
+                ctl.torrent.digest.hex,
+                ctl.namespace,
+                ctl.torrent.have.copy(),
+                tuple(ctl.conns),
+            )
+        )
+
+    def _refuse(self, conn: PeerProtocol, why: str) -> None:
+        log.debug("refusing peer {peer}: {why}", peer=conn.peer_id.hex()[:12], why=why)
+        conn.abort(wire.E_REFUSED, why)
+
+    def accept(self, conn: PeerProtocol, hs: wire.Handshake) -> Deferred[Any]:
+        """Admission of an incoming peer: fires with the blob's control, or ``None`` (refused)."""
+        if self._blacklisted(hs.peer_id, hs.info_hash):
+            self._refuse(conn, "blacklisted")
+            return succeed(None)
+        ctl = self.torrents.get(hs.info_hash)
+        if ctl is not None:
+            return succeed(self._admit(conn, hs, ctl))
+        if self.seed_source is None:
+            self._refuse(conn, "unknown blob")
+            return succeed(None)
+        digest = Digest("sha256", hs.digest_hex)
+        d = maybeDeferred(self.seed_source, hs.namespace, digest, hs.info_hash)
+
+        def loaded(torrent: Torrent | None) -> TorrentControl | None:
+            if torrent is None or torrent.info_hash != hs.info_hash:
+                conn.abort(wire.E_UNKNOWN_BLOB, "blob not available here (yet)")
+                return None
+            return self._admit(conn, hs, self.add_torrent(torrent, hs.namespace))
+
+        return d.addCallback(loaded)
+
+    def _admit(self, conn: PeerProtocol, hs: wire.Handshake, ctl: TorrentControl) -> TorrentControl | None:
+        if conn.closed:
+            return None
+        if hs.peer_id == self.peer_id:
+            self._refuse(conn, "that is us")
+            return None
+        if hs.peer_id in ctl.conns or hs.peer_id in ctl.dialing:
+            self._refuse(conn, "already connected")
+            return None
+        if ctl.open_count() >= self.config.max_open_conn:
+            self._refuse(conn, "at capacity for this blob")
+            return None
+        mutual = sum(1 for n in hs.neighbours if n in ctl.conns)
+        if mutual > self.config.max_mutual_conn:
+            self._refuse(conn, "too many mutual connections")
+            return None
+        return ctl
+
+    def activated(self, conn: PeerProtocol, ctl: TorrentControl, bitfield: Bitfield) -> None:
+        ctl.dialing.discard(conn.peer_id)
+        if conn.peer_id in ctl.conns:
+            conn.close("duplicate connection")
+            return
+        ctl.conns[conn.peer_id] = conn
+        self.m_conns.inc()
+        ctl.dispatcher.add_peer(conn, bitfield)
+
+    def connection_lost(self, conn: PeerProtocol) -> None:
+        ctl = conn.ctl
+        if ctl is None:
+            return
+        ctl.dialing.discard(conn.peer_id)
+        if ctl.conns.get(conn.peer_id) is conn:
+            del ctl.conns[conn.peer_id]
+            self.m_conns.dec()
+            ctl.dispatcher.remove_peer(conn.peer_id)
+
+    # -- piece accounting (metrics, idleness) ---------------------------------------------------
+    def piece_received(self, conn: PeerProtocol, index: int, ok: bool | None) -> None:
+        if conn.ctl is None:
+            return
+        if ok:
+            self.m_pieces_in.labels("origin" if conn.is_origin else "agent").inc()
+            self.m_bytes_in.inc(conn.ctl.torrent.mi.piece_size(index))
+        elif ok is None:
+            self.m_pieces_dup.inc()
+        else:
+            self.m_pieces_bad.inc()
+
+    def piece_sent(self, conn: PeerProtocol, index: int) -> None:
+        if conn.ctl is None:
+            return
+        conn.ctl.last_read = self.reactor.seconds()
+        self.m_pieces_out.labels("origin" if conn.is_origin else "agent").inc()
+        self.m_bytes_out.inc(conn.ctl.torrent.mi.piece_size(index))
+
+    def penalise(self, conn: PeerProtocol, reason: str) -> None:
+        if conn.ctl is not None and conn.peer_id:
+            self._blacklist(conn.peer_id, conn.ctl.info_hash, "protocol")
+
+    # -- blacklist -----------------------------------------------------------------------------
+    def _blacklist(self, peer_id: bytes, info_hash: bytes, reason: str) -> None:
+        log.info(
+            "blacklisting peer {peer} for blob {blob} ({reason})",
+            peer=peer_id.hex()[:12],
+            blob=info_hash.hex()[:12],
+            reason=reason,
+        )
+        self.m_blacklisted.labels(reason).inc()
+        self.blacklist[(peer_id, info_hash)] = self.reactor.seconds() + self.config.blacklist_duration
+
+    def _blacklisted(self, peer_id: bytes, info_hash: bytes) -> bool:
+        until = self.blacklist.get((peer_id, info_hash))
+        if until is None:
+            return False
+        if until <= self.reactor.seconds():
+            del self.blacklist[(peer_id, info_hash)]
+            return False
+        return True
+
+    def blacklist_view(self) -> list[dict[str, Any]]:
+        now = self.reactor.seconds()
+        return [
+            {"peer_id": p.hex(), "info_hash": h.hex(), "remaining": round(t - now, 3)}
+            for (p, h), t in self.blacklist.items()
+            if t > now
+        ]
+
+    # -- dialing -------------------------------------------------------------------------------
+    def connect_peers(self, ctl: TorrentControl, peers: list[PeerInfo]) -> None:
+        if ctl.finished or ctl.info_hash not in self.torrents:
+            return
+        for peer in peers:
+            if ctl.open_count() >= self.config.max_open_conn:
+                break
+            pid = peer.peer_id
+            if pid == self.peer_id or pid in ctl.conns or pid in ctl.dialing:
+                continue
+            if self._blacklisted(pid, ctl.info_hash):
+                continue
+            ctl.dialing.add(pid)
+            self._dial(ctl, peer)
+
+    def _dial(self, ctl: TorrentControl, peer: PeerInfo) -> None:
+        factory = DialFactory(self, ctl, peer.peer_id)
+        if self._connector is not None:
+            d = self._connector(peer, factory)
+        else:
+            from kraken.core.endpoints import connect
+
+            d = connect(
+                self.reactor,
+                peer.ip,
+                peer.port,
+                factory,
+                self.tls,
+                {"agent", "origin"} if self.tls is not None else None,
+                timeout=self.config.handshake_timeout,
+            )
+
+        def failed(f: Any) -> None:
+            ctl.dialing.discard(peer.peer_id)
+            self._blacklist(peer.peer_id, ctl.info_hash, "dial")
+            log.info("could not connect to peer {ip}:{port}: {e}", ip=peer.ip, port=peer.port, e=f.value)
+
+        d.addErrback(failed)
+
+    # -- announces -----------------------------------------------------------------------------
+    def _schedule_announce(self, delay: float) -> None:
+        if self.announcer is None or not self.running:
+            return
+        if self._announce_call is not None and self._announce_call.active():
+            self._announce_call.cancel()
+        self._announce_call = self.reactor.callLater(delay, self._announce_next)
+
+    def _announce_next(self) -> None:
+        self._announce_call = None
+        for _ in range(len(self.announce_queue)):
+            info_hash = self.announce_queue.popleft()
+            ctl = self.torrents.get(info_hash)
+            if ctl is None or ctl.final_announce_done:
+                continue
+            self.announce_queue.append(info_hash)
+            if ctl.open_count() >= self.config.max_open_conn and not ctl.finished:
+                continue
+            self._announce(ctl)
+            break
+        self._schedule_announce(self.interval)
+
+    def _announce(self, ctl: TorrentControl) -> None:
+        assert self.announcer is not None
+        complete = ctl.finished
+        d = maybeDeferred(self.announcer, ctl, complete)
+
+        def answered(result: tuple[list[PeerInfo], float]) -> None:
+            peers, interval = result
+            if 0 < interval <= 60:
+                self.interval = interval
+            if complete:
+                ctl.final_announce_done = True
+                return
+            self.connect_peers(ctl, peers)
+
+        def failed(f: Any) -> None:
+            log.info("announce for {blob} failed: {e}", blob=ctl.info_hash.hex()[:12], e=f.value)
+
+        d.addCallbacks(answered, failed)
+
+    # -- timers --------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.reactor.seconds()
+        cfg = self.config
+        for ctl in list(self.torrents.values()):
+            ctl.dispatcher.tick()
+            for pid in ctl.dispatcher.idle_peers(cfg.conn_tti):
+                conn = ctl.conns.get(pid)
+                if conn is not None:
+                    conn.close("idle")
+            if ctl.finished:
+                if not ctl.conns and now - ctl.last_read >= cfg.seeder_tti:
+                    self._drop(ctl, RuntimeError("seeder idle"))
+            elif now - ctl.dispatcher.last_activity >= cfg.leecher_tti:
+                log.warn(
+                    "download of {d} stalled for {s}s; giving up", d=ctl.torrent.digest, s=cfg.leecher_tti
+                )
+                self._drop(ctl, TimeoutError(f"no progress for {cfg.leecher_tti:g}s"))
+        self._tick_call = self.reactor.callLater(cfg.tick_interval, self._tick)

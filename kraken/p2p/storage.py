@@ -1,0 +1,180 @@
+"""Pieces on disk: a complete blob to seed, or a download in progress that survives restarts.
+
+A download lives in ``<cas root>/download/<hex>/``: ``data`` (pre-sized), ``metainfo`` and
+``status`` (one byte per piece, 1 = verified). Pieces are written where they belong as they
+arrive, hashed on the way, and only marked in ``status`` once their SHA-256 matches. When
+every piece is there the whole file is hashed against the blob digest before it is moved
+into the content-addressed store, so nothing unverified is ever served as a blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from kraken.core.cas import CAStore
+from kraken.core.digest import Digest
+from kraken.p2p.bitfield import Bitfield
+from kraken.p2p.metainfo import MetaInfo
+
+METAINFO = "metainfo"
+
+
+class Torrent:
+    """Read access to the pieces of one blob, and (for downloads) verified writes."""
+
+    def __init__(self, mi: MetaInfo, path: Path, have: Bitfield) -> None:
+        self.mi = mi
+        self.path = path
+        self.have = have
+        self._fd: int | None = None
+        self._writing: set[int] = set()
+
+    @property
+    def info_hash(self) -> bytes:
+        return self.mi.info_hash
+
+    @property
+    def digest(self) -> Digest:
+        return self.mi.digest
+
+    def complete(self) -> bool:
+        return self.have.complete()
+
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR if not self.complete() else os.O_RDONLY)
+        return self._fd
+
+    def read(self, index: int, offset: int, length: int) -> bytes:
+        return os.pread(self.fd(), length, self.mi.piece_offset(index) + offset)
+
+    def begin_piece(self, index: int) -> PieceWriter | None:
+        """A writer for *index*, or ``None`` if we have it or another peer is writing it."""
+        if index in self.have or index in self._writing:
+            return None
+        self._writing.add(index)
+        return PieceWriter(self, index)
+
+    def _piece_done(self, index: int, ok: bool) -> None:
+        self._writing.discard(index)
+        if ok:
+            self.have.set(index)
+            self._mark(index)
+
+    def _mark(self, index: int) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class PieceWriter:
+    def __init__(self, torrent: Torrent, index: int) -> None:
+        self.torrent = torrent
+        self.index = index
+        self.size = torrent.mi.piece_size(index)
+        self.pos = 0
+        self.hash = hashlib.sha256()
+        self.open = True
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.pos + len(data) > self.size:
+            raise ValueError(f"piece {self.index}: more bytes than its size {self.size}")
+        os.pwrite(self.torrent.fd(), data, self.torrent.mi.piece_offset(self.index) + self.pos)
+        self.hash.update(data)
+        self.pos += len(data)
+
+    def finish(self) -> bool:
+        """Verify the piece; True if it matches its hash (then it counts as ours)."""
+        self.open = False
+        ok = self.pos == self.size and self.hash.digest() == self.torrent.mi.piece_hashes[self.index]
+        self.torrent._piece_done(self.index, ok)
+        return ok
+
+    def abort(self) -> None:
+        if self.open:
+            self.open = False
+            self.torrent._piece_done(self.index, False)
+
+
+class DownloadTorrent(Torrent):
+    def __init__(self, mi: MetaInfo, directory: Path) -> None:
+        self.directory = directory
+        status_path = directory / "status"
+        raw = status_path.read_bytes() if status_path.exists() else b""
+        have = Bitfield(mi.num_pieces)
+        if len(raw) == mi.num_pieces:
+            for i, b in enumerate(raw):
+                if b == 1:
+                    have.set(i)
+        super().__init__(mi, directory / "data", have)
+        self._status_fd = os.open(status_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if len(raw) != mi.num_pieces:
+            os.ftruncate(self._status_fd, 0)
+            os.pwrite(self._status_fd, bytes(mi.num_pieces), 0)
+
+    def _mark(self, index: int) -> None:
+        os.pwrite(self._status_fd, b"\x01", index)
+
+    def close(self) -> None:
+        super().close()
+        if self._status_fd is not None:
+            os.close(self._status_fd)
+            self._status_fd = None  # type: ignore[assignment]
+
+
+class PieceStore:
+    """Torrents of one host: complete blobs from the CAS, downloads in ``download/``."""
+
+    def __init__(self, cas: CAStore) -> None:
+        self.cas = cas
+        self.download_root = cas.root / "download"
+        self.download_root.mkdir(parents=True, exist_ok=True)
+
+    def metainfo(self, d: Digest) -> MetaInfo | None:
+        raw = self.cas.read_meta(d, METAINFO)
+        return MetaInfo.from_json(raw) if raw else None
+
+    def seed(self, mi: MetaInfo) -> Torrent | None:
+        """The complete blob as a torrent, or ``None`` if we do not have it."""
+        path = self.cas.blob_path(mi.digest)
+        if not path.is_file():
+            return None
+        return Torrent(mi, path, Bitfield.full(mi.num_pieces))
+
+    def open_download(self, mi: MetaInfo) -> DownloadTorrent:
+        """Start or resume the download of *mi* (pieces already verified are kept)."""
+        directory = self.download_root / mi.digest.hex
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = directory / METAINFO
+        if meta.exists() and meta.read_bytes() != mi.to_json():
+            shutil.rmtree(directory)
+            directory.mkdir()
+        meta.write_bytes(mi.to_json())
+        data = directory / "data"
+        with open(data, "ab") as f:
+            f.truncate(mi.length)
+        return DownloadTorrent(mi, directory)
+
+    def commit(self, torrent: DownloadTorrent) -> Path:
+        """Hash the finished download against its digest and move it into the CAS (blocking)."""
+        torrent.close()
+        tmp = self.cas.temp_path()
+        os.replace(torrent.path, tmp)
+        try:
+            path = self.cas.ingest(tmp, torrent.digest, verify=True)
+        finally:
+            shutil.rmtree(torrent.directory, ignore_errors=True)
+        self.cas.write_meta(torrent.digest, METAINFO, torrent.mi.to_json())
+        return path
+
+    def delete(self, d: Digest) -> None:
+        shutil.rmtree(self.download_root / d.hex, ignore_errors=True)
+        self.cas.delete(d)
+
+

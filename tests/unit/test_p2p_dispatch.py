@@ -1,0 +1,216 @@
+"""The dispatcher with a Clock and fake links: pipeline limits, rarest-first, endgame, timeouts."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from kraken.core.cas import CAStore
+from kraken.core.digest import Digest
+from kraken.p2p.bandwidth import TokenBucket
+from kraken.p2p.bitfield import Bitfield
+from kraken.p2p.dispatch import DispatchConfig, Dispatcher
+from kraken.p2p.metainfo import generate
+from kraken.p2p.storage import PieceStore
+
+PIECE = 1024
+
+
+class FakeLink:
+    def __init__(self, name: str, is_origin: bool = False) -> None:
+        self.peer_id = name.encode().ljust(20, b".")
+        self.is_origin = is_origin
+        self.requests: list[int] = []
+        self.announces: list[int] = []
+        self.sent: list[int] = []
+        self.errors: list[int] = []
+        self.completes = 0
+        self.closed: str | None = None
+
+    def send_request(self, index: int) -> None:
+        self.requests.append(index)
+
+    def send_announce(self, index: int) -> None:
+        self.announces.append(index)
+
+    def send_complete(self) -> None:
+        self.completes += 1
+
+    def send_error(self, index: int, code: int, message: str) -> None:
+        self.errors.append(index)
+
+    def send_piece(self, index: int) -> None:
+        self.sent.append(index)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    data = os.urandom(PIECE * 10)
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    mi = generate(src, Digest.of_bytes(data), PIECE)
+    store = PieceStore(CAStore(tmp_path / "cas"))
+    torrent = store.open_download(mi)
+    clock = Clock()
+    done: list[bool] = []
+    bad: list[bytes] = []
+    d = Dispatcher(
+        torrent, clock, DispatchConfig(piece_request_min_timeout=4, piece_request_timeout_per_mib=0),
+        on_complete=lambda: done.append(True), on_bad_peer=lambda p, why: bad.append(p), rng=random.Random(1),
+    )
+    return d, data, clock, done, bad, store, mi
+
+
+def bits(n: int, have) -> Bitfield:
+    b = Bitfield(n)
+    for i in have:
+        b.set(i)
+    return b
+
+
+def deliver(d: Dispatcher, link: FakeLink, index: int, data: bytes) -> bool:
+    writer = d.torrent.begin_piece(index)
+    if writer is None:
+        d.on_piece(link.peer_id, index, None)
+        return False
+    writer.write(data[index * PIECE : (index + 1) * PIECE])
+    ok = writer.finish()
+    d.on_piece(link.peer_id, index, ok)
+    return ok
+
+
+def test_pipeline_limits_agent_3_origin_5(setup) -> None:
+    d, *_ = setup
+    agent, origin = FakeLink("agent"), FakeLink("origin", is_origin=True)
+    d.add_peer(agent, Bitfield.full(10))
+    d.add_peer(origin, Bitfield.full(10))
+    assert len(agent.requests) == 3 and len(origin.requests) == 5
+    assert not set(agent.requests) & set(origin.requests), "no duplicate requests before endgame"
+
+
+def test_rarest_first(setup) -> None:
+    d, *_ = setup
+    a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
+    d.config.pipeline_limit = 1
+    d.add_peer(b, bits(10, [0, 1, 2]))
+    d.add_peer(c, bits(10, [0, 1, 2]))
+    d.add_peer(a, bits(10, [0, 1, 2, 7]))
+    # Pieces 0-2 are held by three peers, piece 7 by a alone: the rarest a can give.
+    assert a.requests == [7]
+
+
+def test_piece_flow_announces_and_completes(setup) -> None:
+    d, data, clock, done, bad, store, mi = setup
+    a, b = FakeLink("a"), FakeLink("b")
+    d.add_peer(a, Bitfield.full(10))
+    d.add_peer(b, Bitfield(10))
+    first = a.requests[0]
+    assert deliver(d, a, first, data)
+    assert first in b.announces and first not in a.announces
+    for _ in range(20):
+        if done:
+            break
+        for i in list(a.requests):
+            if i not in d.torrent.have:
+                deliver(d, a, i, data)
+    assert done and d.torrent.complete()
+    assert b.completes == 1 and a.closed == "both sides complete"
+    path = store.commit(d.torrent)
+    assert path.read_bytes() == data
+
+
+def test_endgame_duplicates_requests(setup) -> None:
+    d, data, *_ = setup
+    for i in range(8):
+        w = d.torrent.begin_piece(i)
+        w.write(data[i * PIECE : (i + 1) * PIECE])
+        assert w.finish()
+    a, b = FakeLink("a"), FakeLink("b")
+    d.add_peer(a, Bitfield.full(10))
+    d.add_peer(b, Bitfield.full(10))
+    assert sorted(a.requests) == [8, 9] and sorted(b.requests) == [8, 9]
+
+
+def test_timeout_moves_request_to_another_peer(setup) -> None:
+    d, _data, clock, *_ = setup
+    d.config.pipeline_limit = 1
+    d.config.endgame_threshold = 0
+    slow, fast = FakeLink("slow"), FakeLink("fast")
+    d.add_peer(slow, bits(10, [4]))
+    assert slow.requests == [4]
+    d.add_peer(fast, bits(10, [4]))
+    assert fast.requests == [], "piece 4 is already requested from slow"
+    clock.advance(3.9)
+    d.tick()
+    assert fast.requests == []
+    clock.advance(0.2)
+    d.tick()
+    assert fast.requests == [4]
+    assert slow.requests == [4], "a timed-out piece is not re-requested from the same peer"
+
+
+def test_error_reply_marks_piece_invalid_for_that_peer(setup) -> None:
+    d, *_ = setup
+    d.config.pipeline_limit = 1
+    a, b = FakeLink("a"), FakeLink("b")
+    d.add_peer(a, bits(10, [3]))
+    d.on_error(a.peer_id, 3)
+    assert a.requests == [3]
+    d.add_peer(b, bits(10, [3]))
+    assert b.requests == [3]
+
+
+def test_corrupt_piece_reports_and_drops_peer(setup) -> None:
+    d, data, clock, done, bad, *_ = setup
+    evil = FakeLink("evil")
+    d.add_peer(evil, Bitfield.full(10))
+    index = evil.requests[0]
+    w = d.torrent.begin_piece(index)
+    w.write(b"\0" * PIECE)
+    assert not w.finish()
+    d.on_piece(evil.peer_id, index, False)
+    assert bad == [evil.peer_id] and evil.closed and evil.peer_id not in d.peers
+    assert index not in d.torrent.have
+
+
+def test_serving_requests_and_idle_detection(setup) -> None:
+    d, data, clock, *_ = setup
+    w = d.torrent.begin_piece(0)
+    w.write(data[:PIECE])
+    assert w.finish()
+    leech = FakeLink("leech")
+    d.add_peer(leech, Bitfield(10))
+    d.on_request(leech.peer_id, 0)
+    d.on_request(leech.peer_id, 1)
+    assert leech.sent == [0] and leech.errors == [1]
+    clock.advance(31)
+    assert d.idle_peers(30) == [leech.peer_id]
+
+
+def test_download_resumes_from_status(tmp_path: Path, setup) -> None:
+    d, data, clock, done, bad, store, mi = setup
+    for i in (0, 5):
+        w = d.torrent.begin_piece(i)
+        w.write(data[i * PIECE : (i + 1) * PIECE])
+        assert w.finish()
+    d.torrent.close()
+    again = store.open_download(mi)
+    assert again.have.indices() == [0, 5]
+
+
+def test_token_bucket() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=1000, burst=500, clock=clock)
+    assert bucket.consume(500) == 0
+    assert bucket.consume(250) == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert bucket.delay() == 0
+    clock.advance(10)
+    assert bucket.tokens <= 500 or bucket.consume(0) == 0
