@@ -171,7 +171,13 @@ class MutationGraph:
                     values[self.index[url]] = want
             for url, (before, _) in m.mutates.items():
                 values[self.index[url]] = before
-            spec = Spec(tuple(values))
+            constraints: frozenset[Constraint] = frozenset()
+            if fixed is None:
+                constraints = frozenset(
+                    {(u, True, v) for u, v in m.requires.items() if u not in self.index}
+                    | {(u, False, v) for u, v in m.excludes.items() if u not in self.index}
+                )
+            spec = Spec(tuple(values), constraints)
             if self.forget(spec.values) == spec.values and self._apply(m, spec, fixed) is not None:
                 seeds.append(spec)
         return seeds
