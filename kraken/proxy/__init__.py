@@ -1,0 +1,1 @@
+"""``kraken-proxy``: the read-write registry users push to; blobs go to origins, tags to the build-index."""

@@ -1,0 +1,190 @@
+"""The proxy's registry storage: a local blob cache, the origin cluster, and a tag source.
+
+Blobs committed by an upload are verified by the registry API, kept in the local cache and
+pushed to the origins owning them under the real repository namespace before the client gets
+its 201. Reads come from the cache or are fetched from the origins (and verified).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from kraken.backends.base import BlobNotFound
+from kraken.core.digest import Digest
+from kraken.origin.client import OriginCluster
+from kraken.registry.cas import BlobDirectory
+from kraken.registry.errors import RegistryError, blob_unknown
+from kraken.registry.tagclient import TagClient
+from kraken.registry.tagstore import TagStore
+
+log = Logger(namespace="kraken.proxy.storage")
+
+
+class Tags(Protocol):
+    def get(self, repo: str, tag: str) -> Deferred[str | None]: ...
+    def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]: ...
+    def tags(self, repo: str) -> Deferred[list[str] | None]: ...
+    def repositories(self) -> Deferred[list[str]]: ...
+
+
+class LocalTags:
+    """Tags in a directory of this proxy (no build-index configured)."""
+
+    def __init__(self, store: TagStore) -> None:
+        self.store = store
+
+    def get(self, repo: str, tag: str) -> Deferred[str | None]:
+        return succeed(self.store.get(repo, tag))
+
+    def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
+        return succeed(self.store.put(repo, tag, digest))
+
+    def tags(self, repo: str) -> Deferred[list[str] | None]:
+        return succeed(self.store.tags(repo))
+
+    def repositories(self) -> Deferred[list[str]]:
+        return succeed(self.store.repositories())
+
+
+class BuildIndexTags:
+    """Tags kept by the build-index cluster."""
+
+    def __init__(self, client: TagClient) -> None:
+        self.client = client
+
+    def get(self, repo: str, tag: str) -> Deferred[str | None]:
+        return _unavailable(self.client.get(repo, tag), "build-index")
+
+    def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
+        return _unavailable(self.client.put(repo, tag, digest), "build-index")
+
+    @inlineCallbacks
+    def tags(self, repo: str) -> Any:
+        entries = yield _unavailable(self.client.list(f"{repo}:"), "build-index")
+        return [e[len(repo) + 1:] for e in entries] or None
+
+    @inlineCallbacks
+    def repositories(self) -> Any:
+        entries = yield _unavailable(self.client.list(""), "build-index")
+        return sorted({e.rpartition(":")[0] for e in entries})
+
+
+def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:
+    def fail(f: Any) -> None:
+        if f.check(RegistryError):
+            return f
+        log.warn("{what} request failed: {error}", what=what, error=f.getErrorMessage())
+        raise RegistryError("UNAVAILABLE", f"the {what} failed: {f.getErrorMessage()[:300]}", status=503)
+
+    return d.addErrback(fail)
+
+
+class ProxyStorage:
+    read_only = False
+
+    def __init__(self, cache: BlobDirectory, tags: Tags, origins: OriginCluster | None) -> None:
+        self.cache = cache
+        self.tags = tags
+        self.origins = origins
+        self._fetching: dict[str, list[Deferred[str]]] = {}
+
+    @inlineCallbacks
+    def blob_size(self, name: str, digest: str) -> Any:
+        size = self.cache.size(digest)
+        if size is not None or self.origins is None:
+            return size
+        try:
+            size = yield self.origins.stat(name, Digest.parse(digest))
+        except Exception as e:
+            # a push must go on while an origin is down: report "unknown", the upload follows
+            log.warn("origin stat of {digest} failed: {error}", digest=digest, error=str(e))
+            return None
+        return size
+
+    def blob_path(self, name: str, digest: str) -> Deferred[str]:
+        path = self.cache.path(digest)
+        if path.exists():
+            return succeed(str(path))
+        if self.origins is None:
+            raise blob_unknown(digest)
+        waiting: Deferred[str] = Deferred()
+        if digest in self._fetching:
+            self._fetching[digest].append(waiting)
+            return waiting
+        self._fetching[digest] = [waiting]
+        self._fetch(name, digest).addBoth(self._fetched, digest)
+        return waiting
+
+    def _fetched(self, result: Any, digest: str) -> None:
+        for d in self._fetching.pop(digest, []):
+            d.callback(result) if isinstance(result, str) else d.errback(result)
+
+    @inlineCallbacks
+    def _fetch(self, name: str, digest: str) -> Any:
+        assert self.origins is not None
+        fd, tmp = tempfile.mkstemp(dir=self.cache.root, suffix=".fetch")
+        os.close(fd)
+        try:
+            try:
+                yield self.origins.download(name, Digest.parse(digest), tmp)
+            except BlobNotFound:
+                raise blob_unknown(digest) from None
+            except Exception as e:
+                message = f"origin download failed: {str(e)[:300]}"
+                raise RegistryError("UNAVAILABLE", message, status=503) from None
+            actual = yield deferToThread(Digest.of_file, tmp)
+            if str(actual) != digest:
+                raise RegistryError("UNAVAILABLE", f"origin sent {actual} for {digest}", status=503)
+            return str(self.cache.adopt(digest, Path(tmp)))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    @inlineCallbacks
+    def commit_blob(self, name: str, digest: str, path: Path) -> Any:
+        stored = self.cache.adopt(digest, path)
+        yield self._push(name, digest, stored)
+
+    @inlineCallbacks
+    def _push(self, name: str, digest: str, path: Path) -> Any:
+        if self.origins is None:
+            return
+        try:
+            yield self.origins.upload(name, Digest.parse(digest), str(path))
+        except Exception as e:
+            log.error("upload of {digest} ({name}) to origins failed: {error}", digest=digest, name=name,
+                      error=str(e))
+            raise RegistryError("UNAVAILABLE", f"storing the blob on the origins failed: {str(e)[:300]}",
+                                status=503) from None
+
+    @inlineCallbacks
+    def mount_blob(self, source: str | None, name: str, digest: str) -> Any:
+        path = self.cache.path(digest)
+        if path.exists():
+            # the origins write back per namespace: give the new repository its own copy there
+            yield self._push(name, digest, path)
+            return True
+        size = yield self.blob_size(source or name, digest)
+        if size is None:
+            return False
+        yield self.blob_path(source or name, digest)
+        yield self._push(name, digest, path)
+        return True
+
+    def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
+        return self.tags.get(name, tag)
+
+    def put_tag(self, name: str, tag: str, digest: str) -> Deferred[Any]:
+        return self.tags.put(name, tag, digest)
+
+    def list_tags(self, name: str) -> Deferred[list[str] | None]:
+        return self.tags.tags(name)
+
+    def list_repositories(self) -> Deferred[list[str]]:
+        return self.tags.repositories()

@@ -1,0 +1,468 @@
+"""The ``/v2/`` HTTP resource: routing, the error envelope, manifests, blobs, uploads, listings.
+
+Request bodies of uploads never pass through memory or a spool file: :mod:`request` asks
+:meth:`RegistryResource.body_sink` for a sink when the headers arrive, and chunks are hashed
+and written to the upload session as they come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.static import SingleRangeStaticProducer
+
+from kraken.core.http import Response
+from kraken.core.metrics import Metrics
+from kraken.registry import manifests as mf
+from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
+from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
+from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
+from kraken.registry.ranges import parse_chunk_range, parse_get_range, progress_header
+from kraken.registry.storage import RegistryStorage
+from kraken.registry.uploads import ChunkSink, UploadManager
+
+log = Logger(namespace="kraken.registry.api")
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+MAX_PAGE = 10000
+
+
+class BlobProducer(SingleRangeStaticProducer):
+    """Streams one byte range of a blob file with a larger read size than twisted's default."""
+
+    bufferSize = 256 * 1024
+
+
+def _arg(request: Request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _page(request: Request, items: list[str], link_path: str) -> tuple[list[str], dict[str, str]]:
+    """Apply ``n``/``last``; return the page and a ``Link`` header when more follow."""
+    n_text, last = _arg(request, "n"), _arg(request, "last")
+    items = sorted(items)
+    if last:
+        items = [i for i in items if i > last]
+    if n_text is None:
+        return items, {}
+    try:
+        n = int(n_text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise RegistryError("PAGINATION_NUMBER_INVALID", f"n must be a non-negative integer, got {n_text!r}")
+    n = min(n, MAX_PAGE)
+    page = items[:n]
+    headers = {}
+    if n and len(items) > n:
+        query = urlencode({"n": n, "last": page[-1]})
+        headers["Link"] = f'<{link_path}?{query}>; rel="next"'
+    return page, headers
+
+
+class RegistryResource(Resource):
+    """Serves the registry API over *storage*; *uploads* is ``None`` for a read-only registry."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        storage: RegistryStorage,
+        uploads: UploadManager | None,
+        metrics: Metrics,
+        read_only_hint: str = "this registry is read-only",
+        allow_cidrs: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self.uploads = uploads
+        self.read_only_hint = read_only_hint
+        self.networks = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs] if allow_cidrs else None
+        self.requests = metrics.counter("registry_requests", "registry API requests", ["endpoint", "method",
+                                                                                        "status"])
+        self.blob_bytes = metrics.counter("registry_blob_bytes_sent", "blob bytes sent (before ranges)")
+        self.upload_bytes = metrics.counter("registry_upload_bytes", "blob bytes received in uploads")
+
+    # -- request body routing (called from RegistryRequest.gotLength) ---------------------------
+
+    def body_sink(self, method: bytes, uri: bytes, headers: Any, length: int | None) -> ChunkSink | None:
+        if self.uploads is None:
+            return None
+        path, _, query = uri.partition(b"?")
+        try:
+            route = parse_v2_path(path.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        if route is None or route.name is None:
+            return None
+        if route.kind == "upload" and method in (b"PATCH", b"PUT") and route.ref:
+            try:
+                check_name(route.name)
+            except RegistryError as e:
+                return ChunkSink(self.uploads, None, e)
+            sink = self.uploads.open_chunk(route.name, route.ref)
+            header = headers.getRawHeaders(b"content-range")
+            if sink.session is not None and header:
+                try:
+                    sink.expected = parse_chunk_range(header[0].decode("latin-1"), sink.session.size, length)
+                except RegistryError as e:
+                    sink.rollback()
+                    return ChunkSink(self.uploads, None, e)
+            return sink
+        if route.kind == "uploads" and method == b"POST" and b"digest=" in query and b"mount=" not in query:
+            try:
+                check_name(route.name)
+            except RegistryError as e:
+                return ChunkSink(self.uploads, None, e)
+            session = self.uploads.create(route.name)
+            sink = self.uploads.open_chunk(route.name, session.id)
+            sink.owns_session = True
+            return sink
+        if length is not None and length > mf.MAX_MANIFEST_SIZE and route.kind == "manifest":
+            too_big = RegistryError("SIZE_INVALID", f"manifest over {mf.MAX_MANIFEST_SIZE} bytes", status=413)
+            return ChunkSink(self.uploads, None, too_big)
+        return None
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(API_VERSION[0], API_VERSION[1])
+        endpoint = "other"
+        try:
+            route = self._route(request)
+            endpoint = route.kind
+            d = maybeDeferred(self._handle, request, route)
+        except RegistryError as e:
+            d = Deferred()
+            d.errback(Failure(e))
+        method = request.method.decode("ascii", "replace")
+        d.addCallbacks(lambda r: self._done(request, r), lambda f: self._failed(request, f))
+        d.addBoth(lambda _: self.requests.labels(endpoint, method, str(request.code)).inc())
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        return NOT_DONE_YET
+
+    def _route(self, request: Request) -> Route:
+        if self.networks is not None:
+            host = request.getClientAddress()
+            address = getattr(host, "host", None)
+            try:
+                allowed = address is not None and any(
+                    ipaddress.ip_address(address) in net for net in self.networks
+                )
+            except ValueError:
+                allowed = False
+            if not allowed:
+                raise RegistryError("DENIED", f"client address {address} is not allowed here")
+        try:
+            path = request.path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RegistryError("NAME_INVALID", "request path is not UTF-8") from None
+        route = parse_v2_path(path)
+        if route is None:
+            raise RegistryError("NOT_FOUND", f"no registry endpoint at {path[:200]}", status=404)
+        method = request.method.decode("ascii", "replace")
+        if method not in METHODS[route.kind]:
+            raise RegistryError(
+                "UNSUPPORTED", f"{method} is not supported on this endpoint",
+                headers={"Allow": ", ".join(METHODS[route.kind])},
+            )
+        if route.name is not None:
+            check_name(route.name)
+        if (route.kind, method) in WRITES and self.uploads is None:
+            raise RegistryError("UNSUPPORTED", self.read_only_hint)
+        return route
+
+    def _handle(self, request: Request, route: Route) -> Any:
+        method = request.method.decode("ascii")
+        if route.kind == "base":
+            return Response(200, b"{}", {"Content-Type": "application/json"})
+        handler: Callable[..., Any] = getattr(self, f"_{route.kind}_{method.lower()}", None) or getattr(
+            self, f"_{route.kind}_get"
+        )
+        return ensureDeferred(handler(request, route))
+
+    def _done(self, request: Request, result: Any) -> None:
+        if result is NOT_DONE_YET or request.finished or request._disconnected:
+            return
+        if not isinstance(result, Response):
+            result = Response(200, result)
+        self._write(request, result.status, result.body, result.headers)
+
+    def _failed(self, request: Request, failure: Failure) -> None:
+        sink = request.content
+        if isinstance(sink, ChunkSink):
+            sink.abort()
+        if request.finished or request._disconnected:
+            return
+        if failure.check(RegistryError):
+            error = failure.value
+        else:
+            log.failure("unhandled error in {method} {path}", failure, method=request.method,
+                        path=request.path)
+            error = RegistryError("UNKNOWN", "internal error; see the server log")
+        headers = {"Content-Type": "application/json", **error.headers}
+        self._write(request, error.status, error.body(), headers)
+
+    def _write(self, request: Request, status: int, body: Any, headers: dict[str, str]) -> None:
+        if not isinstance(body, bytes):
+            body = json.dumps(body, separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json", **headers}
+        request.setResponseCode(status)
+        for name, value in headers.items():
+            request.setHeader(name, str(value))
+        if "Content-Length" not in headers:
+            request.setHeader("Content-Length", str(len(body)))
+        if request.method != b"HEAD" and body:
+            request.write(body)
+        request.finish()
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    async def _resolve(self, name: str, reference: str) -> str:
+        if is_digest(reference):
+            return parse_digest(reference)
+        check_tag(reference)
+        digest = await self.storage.resolve_tag(name, reference)
+        if digest is None:
+            raise manifest_unknown(reference)
+        return digest
+
+    async def _read_manifest(self, name: str, digest: str, reference: str) -> tuple[bytes, mf.Manifest]:
+        try:
+            path = await self.storage.blob_path(name, digest)
+        except RegistryError as e:
+            if e.code == "BLOB_UNKNOWN":
+                raise manifest_unknown(reference) from None
+            raise
+        with open(path, "rb") as f:
+            body = f.read(mf.MAX_MANIFEST_SIZE + 1)
+        try:
+            return body, mf.parse_manifest(body)
+        except RegistryError:
+            raise manifest_unknown(reference) from None
+
+    async def _manifest_get(self, request: Request, route: Route) -> Response:
+        assert route.name is not None and route.ref is not None
+        digest = await self._resolve(route.name, route.ref)
+        body, manifest = await self._read_manifest(route.name, digest, route.ref)
+        accepted = mf.parse_accept([h.decode("latin-1") for h in request.requestHeaders.getRawHeaders(
+            b"accept", [])])
+        if not mf.accepts(accepted, manifest.media_type):
+            child = mf.pick_platform(manifest) if manifest.is_list else None
+            if child is not None and not is_digest(route.ref):
+                digest = child
+                body, manifest = await self._read_manifest(route.name, child, child)
+            if not mf.accepts(accepted, manifest.media_type):
+                raise RegistryError(
+                    "MANIFEST_UNKNOWN",
+                    f"the manifest is {manifest.media_type}, which the Accept header does not include",
+                    detail={"reference": route.ref, "mediaType": manifest.media_type},
+                )
+        return Response(200, body, {
+            "Content-Type": manifest.media_type,
+            "Docker-Content-Digest": digest,
+            "Etag": f'"{digest}"',
+        })
+
+    async def _manifest_put(self, request: Request, route: Route) -> Response:
+        assert route.name is not None and route.ref is not None and self.uploads is not None
+        content = request.content
+        if isinstance(content, ChunkSink):
+            raise content.error or RegistryError("MANIFEST_INVALID", "no manifest body")
+        content.seek(0)
+        body = content.read(mf.MAX_MANIFEST_SIZE + 1)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        tag = None
+        if is_digest(route.ref):
+            if parse_digest(route.ref) != digest:
+                raise RegistryError("DIGEST_INVALID", "the manifest does not match the digest in the URL",
+                                    detail={"expected": route.ref, "actual": digest})
+        else:
+            tag = check_tag(route.ref)
+        manifest = mf.parse_manifest(body, _header(request, "content-type"))
+        for ref in (*manifest.blobs, *manifest.children):
+            if await self.storage.blob_size(route.name, ref) is None:
+                raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob",
+                                    detail={"digest": ref})
+        fd, tmp = tempfile.mkstemp(dir=self.uploads.directory, suffix=".manifest")
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        await self.storage.commit_blob(route.name, digest, Path(tmp))
+        if tag is not None:
+            await self.storage.put_tag(route.name, tag, digest)
+        return Response(201, b"", {
+            "Location": f"/v2/{route.name}/manifests/{digest}",
+            "Docker-Content-Digest": digest,
+        })
+
+    async def _manifest_delete(self, request: Request, route: Route) -> Response:
+        raise RegistryError("UNSUPPORTED", "deleting manifests is not supported by kraken")
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    async def _blob_head(self, request: Request, route: Route) -> Response:
+        assert route.name is not None
+        digest = parse_digest(route.ref)
+        size = await self.storage.blob_size(route.name, digest)
+        if size is None:
+            raise blob_unknown(digest)
+        return Response(200, b"", {
+            "Content-Length": str(size),
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": digest,
+            "Accept-Ranges": "bytes",
+            "Etag": f'"{digest}"',
+        })
+
+    async def _blob_get(self, request: Request, route: Route) -> Any:
+        assert route.name is not None
+        digest = parse_digest(route.ref)
+        path = await self.storage.blob_path(route.name, digest)
+        f = open(path, "rb")
+        try:
+            size = os.fstat(f.fileno()).st_size
+            wanted = parse_get_range(_header(request, "range"), size)
+        except BaseException:
+            f.close()
+            raise
+        request.setHeader("Content-Type", "application/octet-stream")
+        request.setHeader("Docker-Content-Digest", digest)
+        request.setHeader("Accept-Ranges", "bytes")
+        request.setHeader("Etag", f'"{digest}"')
+        start, length = wanted if wanted is not None else (0, size)
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader("Content-Range", f"bytes {start}-{start + length - 1}/{size}")
+        request.setHeader("Content-Length", str(length))
+        self.blob_bytes.inc(length)
+        if length == 0:
+            f.close()
+            request.finish()
+        else:
+            BlobProducer(request, f, start, length).start()
+        return NOT_DONE_YET
+
+    async def _blob_delete(self, request: Request, route: Route) -> Response:
+        raise RegistryError("UNSUPPORTED", "deleting blobs is not supported by kraken")
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def _session_headers(self, name: str, sid: str, size: int) -> dict[str, str]:
+        return {
+            "Location": f"/v2/{name}/blobs/uploads/{sid}",
+            "Range": progress_header(size),
+            "Docker-Upload-UUID": sid,
+        }
+
+    async def _uploads_post(self, request: Request, route: Route) -> Response:
+        assert route.name is not None and self.uploads is not None
+        name = route.name
+        mount = _arg(request, "mount")
+        if mount is not None:
+            digest = parse_digest(mount)
+            source = _arg(request, "from")
+            if source is not None:
+                check_name(source)
+            if await self.storage.mount_blob(source, name, digest):
+                return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}",
+                                           "Docker-Content-Digest": digest})
+        if isinstance(request.content, ChunkSink):
+            return await self._commit(request, name, self._sink(request))
+        session = self.uploads.create(name)
+        return Response(202, b"", self._session_headers(name, session.id, 0))
+
+    def _sink(self, request: Request) -> ChunkSink:
+        sink = request.content
+        if not isinstance(sink, ChunkSink):
+            raise RegistryError("BLOB_UPLOAD_INVALID", "upload body was not received")
+        if sink.error is not None:
+            raise sink.error
+        expected = sink.expected
+        if expected is not None and sink.received != expected:
+            message = f"Content-Range announced {expected} bytes, got {sink.received}"
+            raise RegistryError("RANGE_INVALID", message, status=416,
+                                headers={"Range": progress_header(sink.start)})
+        return sink
+
+    async def _upload_patch(self, request: Request, route: Route) -> Response:
+        assert route.name is not None
+        sink = self._sink(request)
+        assert sink.session is not None
+        sink.release()
+        self.upload_bytes.inc(sink.received)
+        return Response(202, b"", self._session_headers(route.name, sink.session.id, sink.session.size))
+
+    async def _upload_put(self, request: Request, route: Route) -> Response:
+        assert route.name is not None
+        return await self._commit(request, route.name, self._sink(request))
+
+    async def _commit(self, request: Request, name: str, sink: ChunkSink) -> Response:
+        assert self.uploads is not None
+        session = sink.session
+        assert session is not None
+        try:
+            digest = parse_digest(_arg(request, "digest"))
+        except RegistryError:
+            sink.abort()
+            raise
+        self.upload_bytes.inc(sink.received)
+        sink.release()
+        actual = session.digest()
+        if actual != digest:
+            self.uploads.discard(session)
+            raise RegistryError("DIGEST_INVALID", "uploaded content does not match the digest",
+                                detail={"expected": digest, "actual": actual})
+        path = self.uploads.finish(session)
+        try:
+            await self.storage.commit_blob(name, digest, path)
+        finally:
+            path.unlink(missing_ok=True)
+        return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+    async def _upload_get(self, request: Request, route: Route) -> Response:
+        assert route.name is not None and route.ref is not None and self.uploads is not None
+        session = self.uploads.get(route.name, route.ref)
+        return Response(204, b"", self._session_headers(route.name, session.id, session.size))
+
+    async def _upload_delete(self, request: Request, route: Route) -> Response:
+        assert route.name is not None and route.ref is not None and self.uploads is not None
+        session = self.uploads.get(route.name, route.ref)
+        if session.busy:
+            raise RegistryError("BLOB_UPLOAD_INVALID", "the upload is receiving data", status=409)
+        self.uploads.discard(session)
+        return Response(204, b"", {})
+
+    # -- listings ------------------------------------------------------------------------------
+
+    async def _tags_get(self, request: Request, route: Route) -> Any:
+        assert route.name is not None
+        tags = await self.storage.list_tags(route.name)
+        if tags is None:
+            raise RegistryError("NAME_UNKNOWN", "repository name not known to registry",
+                                detail={"name": route.name})
+        page, headers = _page(request, tags, f"/v2/{quote(route.name)}/tags/list")
+        return Response(200, {"name": route.name, "tags": page}, headers)
+
+    async def _catalog_get(self, request: Request, route: Route) -> Any:
+        repos = await self.storage.list_repositories()
+        page, headers = _page(request, repos, "/v2/_catalog")
+        return Response(200, {"repositories": page}, headers)

@@ -1,0 +1,39 @@
+"""A small content-addressed blob directory: ``<root>/sha256/<2 hex>/<hex>``, atomic renames."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kraken.registry.names import digest_hex
+
+
+class BlobDirectory:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        hex_ = digest_hex(digest)
+        return self.root / "sha256" / hex_[:2] / hex_
+
+    def size(self, digest: str) -> int | None:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def adopt(self, digest: str, src: Path) -> Path:
+        """Move the verified file *src* into place (same file system) and return the blob's path."""
+        dest = self.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        return dest
+
+    def write(self, digest: str, data: bytes) -> Path:
+        dest = self.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        return dest

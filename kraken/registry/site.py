@@ -1,0 +1,43 @@
+"""A twisted.web ``Site`` for a registry: the API, ``/health``, ``/metrics``, streamed uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+from kraken.core.http import make_site
+from kraken.core.metrics import Metrics
+from kraken.registry.api import RegistryResource
+from kraken.registry.request import RegistryRequest
+
+TLS_HANDSHAKE = b"\x16"
+
+
+class RegistryChannel(HTTPChannel):
+    """Closes at once when a client opens with a TLS handshake on a plain listener.
+
+    Registry clients (skopeo, docker) try HTTPS first and fall back to HTTP; without this
+    they wait ten seconds for a handshake timeout on every connection.
+    """
+
+    _first_data = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first_data:
+            self._first_data = False
+            if data[:1] == TLS_HANDSHAKE:
+                self.transport.abortConnection()
+                return
+        super().dataReceived(data)
+
+
+def make_registry_site(
+    api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
+) -> Site:
+    site = make_site(api, metrics, health_checks)
+    site.requestFactory = RegistryRequest
+    site.protocol = RegistryChannel
+    site.upload_router = api  # type: ignore[attr-defined]
+    return site

@@ -1,0 +1,39 @@
+"""What the registry API needs from the place blobs and tags live.
+
+The proxy implements it over a local CAS, the origin cluster and the build-index; the agent
+over P2P downloads and the build-index. Manifests are blobs too (namespace = repository).
+Every method returns a Deferred; failures the client should see are ``RegistryError``\\ s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+
+class RegistryStorage(Protocol):
+    read_only: bool
+
+    def blob_size(self, name: str, digest: str) -> Deferred[int | None]:
+        """The blob's size, or ``None`` when it is unknown."""
+
+    def blob_path(self, name: str, digest: str) -> Deferred[str]:
+        """A local path of the complete, verified blob; fails with ``BLOB_UNKNOWN``."""
+
+    def commit_blob(self, name: str, digest: str, path: Path) -> Deferred[Any]:
+        """Take over the verified file at *path* (moved or deleted) as blob *digest* of *name*."""
+
+    def mount_blob(self, source: str | None, name: str, digest: str) -> Deferred[bool]:
+        """Make an existing blob available in *name*; ``False`` when it does not exist."""
+
+    def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
+        """The digest *name*:*tag* points at now, or ``None``."""
+
+    def put_tag(self, name: str, tag: str, digest: str) -> Deferred[Any]: ...
+
+    def list_tags(self, name: str) -> Deferred[list[str] | None]:
+        """Every tag of *name*, or ``None`` when the repository is unknown."""
+
+    def list_repositories(self) -> Deferred[list[str]]: ...

@@ -1,0 +1,64 @@
+"""Client of the build-index tag API, used by the proxy and the agent's registry port."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import treq
+from twisted.internet.defer import inlineCallbacks
+
+from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.tls import TLSSettings
+
+LIST_PAGE = 1000
+
+
+class TagClient:
+    def __init__(
+        self, reactor: Any, address: str, tls: TLSSettings | None, http: treq.HTTPClient | None = None
+    ) -> None:
+        self.base = base_url(address, tls)
+        self.http = http or make_http_client(reactor, tls)
+
+    def _tag_url(self, repo: str, tag: str) -> str:
+        return f"{self.base}/tags/{quote(f'{repo}:{tag}', safe='')}"
+
+    @inlineCallbacks
+    def get(self, repo: str, tag: str) -> Any:
+        """The digest the tag points at now, or ``None``."""
+        url = self._tag_url(repo, tag)
+        response = yield self.http.get(url)
+        body = yield response.content()
+        if response.code == 404:
+            return None
+        if response.code != 200:
+            raise HTTPStatusError("GET", url, response.code, body)
+        return body.decode("ascii").strip()
+
+    @inlineCallbacks
+    def put(self, repo: str, tag: str, digest: str) -> Any:
+        url = f"{self._tag_url(repo, tag)}/digest/{digest}"
+        response = yield self.http.put(url, data=b"")
+        body = yield response.content()
+        if response.code not in (200, 201, 204):
+            raise HTTPStatusError("PUT", url, response.code, body)
+
+    @inlineCallbacks
+    def list(self, prefix: str) -> Any:
+        """Every ``repo:tag`` starting with *prefix* (follows the pagination)."""
+        out: list[str] = []
+        offset = ""
+        while True:
+            url = f"{self.base}/list/{quote(prefix, safe='')}?limit={LIST_PAGE}"
+            if offset:
+                url += f"&offset={quote(offset, safe='')}"
+            response = yield self.http.get(url)
+            if response.code != 200:
+                body = yield response.content()
+                raise HTTPStatusError("GET", url, response.code, body)
+            page = yield response.json()
+            out.extend(page["result"])
+            offset = page.get("next_offset") or ""
+            if not offset:
+                return out
