@@ -7,4 +7,5 @@ and imports it only when that server starts, so ``twistd --help`` stays fast.
 from twisted.application.service import ServiceMaker
 
 # One line per built server, in the order of the README's table.
+kraken_proxy = ServiceMaker("kraken-proxy", "kraken.proxy.tap", "Docker/OCI registry for pushes: blobs to origins, tags to the build-index", "kraken-proxy")
 kraken_pubsub = ServiceMaker("kraken-pubsub", "kraken.pubsub.tap", "Pub/sub over the memcached text protocol, with WebSocket push", "kraken-pubsub")
