@@ -9,3 +9,6 @@ from twisted.application.service import ServiceMaker
 # One line per built server, in the order of the README's table.
 kraken_proxy = ServiceMaker("kraken-proxy", "kraken.proxy.tap", "Docker/OCI registry for pushes: blobs to origins, tags to the build-index", "kraken-proxy")
 kraken_pubsub = ServiceMaker("kraken-pubsub", "kraken.pubsub.tap", "Pub/sub over the memcached text protocol, with WebSocket push", "kraken-pubsub")
+kraken_tracker = ServiceMaker("kraken-tracker", "kraken.tracker.tap", "P2P tracker: peer handout and metainfo from origins", "kraken-tracker")
+kraken_origin = ServiceMaker("kraken-origin", "kraken.origin.tap", "P2P origin: blob uploads, backend fetches, seeding", "kraken-origin")
+kraken_agent = ServiceMaker("kraken-agent", "kraken.agent.tap", "P2P agent: downloads blobs from peers and serves them locally", "kraken-agent")
