@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import treq
+from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kraken.core.tls import ClientTLSPolicy, TLSSettings
@@ -20,19 +20,19 @@ class HTTPStatusError(Exception):
         self.body = body
 
 
-def make_http_client(reactor: Any, tls: TLSSettings | None, persistent: bool = True) -> treq.HTTPClient:
+def make_http_client(reactor: Any, tls: TLSSettings | None, persistent: bool = True) -> HTTPClient:
     """A treq client presenting our certificate (when *tls*) and pooling connections."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.maxPersistentPerHost = 8
     pool.retryAutomatically = False
     policy = ClientTLSPolicy(tls) if tls is not None else None
     agent = Agent(reactor, policy, pool=pool) if policy is not None else Agent(reactor, pool=pool)
-    client = treq.HTTPClient(agent)
+    client = HTTPClient(agent)
     client._kraken_pool = pool  # closed by close_http_client
     return client
 
 
-def close_http_client(client: treq.HTTPClient) -> Any:
+def close_http_client(client: HTTPClient) -> Any:
     return client._kraken_pool.closeCachedConnections()
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import quote
 
 import treq
-from twisted.internet.defer import inlineCallbacks, returnValue
+from treq.client import HTTPClient
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.web.client import FileBodyProducer
 
@@ -61,7 +62,7 @@ class OriginClient:
         reactor: Any,
         base: str,
         tls: TLSSettings | None,
-        http: treq.HTTPClient | None = None,
+        http: HTTPClient | None = None,
         chunk_size: int = CHUNK_SIZE,
         poll_interval: float = 0.2,
         poll_timeout: float = 900.0,
@@ -83,12 +84,18 @@ class OriginClient:
         if response.code not in ok:
             body = yield response.content()
             raise HTTPStatusError(method, url, response.code, body)
-        returnValue(response)
+        return response
 
-    @inlineCallbacks
     def upload(self, namespace: str, digest: Digest, path: str) -> Any:
         """Chunked upload of the file at *path*; an origin that already has it counts as success."""
-        url = self._blob_url(namespace, digest, "/uploads")
+        return self._upload(self._blob_url(namespace, digest, "/uploads"), path)
+
+    def transfer(self, digest: Digest, path: str) -> Any:
+        """Origin-to-origin copy (no write-back, no further replication)."""
+        return self._upload(f"{self.base}/internal/blobs/{digest}/uploads", path)
+
+    @inlineCallbacks
+    def _upload(self, url: str, path: str) -> Any:
         response = yield self._call("POST", url, (200, 201, 202, 409))
         if response.code == 409:
             yield response.content()

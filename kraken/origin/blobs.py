@@ -1,0 +1,176 @@
+"""The origin's blob keeping: local CAS, on-demand backend fetches, metainfo, write-back.
+
+Fetches are deduplicated per digest (one in flight; callers see "fetching" until it is in
+the store) and a failed fetch is remembered for ``error_ttl`` seconds. Write-back to the
+namespace's backend runs in the background and retries until it succeeds (kept in memory:
+a restart forgets pending write-backs — see docs/p2p.md).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from kraken.backends.base import BackendRouter, BlobNotFound
+from kraken.core.cas import CAStore
+from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
+from kraken.p2p.metainfo import MetaInfo, generate, piece_length_for
+from kraken.p2p.storage import METAINFO, PieceStore, Torrent
+
+log = Logger(namespace="kraken.origin.blobs")
+
+
+class State(enum.Enum):
+    READY = "ready"
+    FETCHING = "fetching"
+
+
+class FetchFailed(Exception):
+    pass
+
+
+class OriginBlobs:
+    def __init__(
+        self,
+        reactor: Any,
+        cas: CAStore,
+        backends: BackendRouter,
+        piece_lengths: dict[int, int],
+        metrics: Metrics,
+        error_ttl: float = 15.0,
+        writeback_retry: float = 30.0,
+    ) -> None:
+        self.reactor = reactor
+        self.cas = cas
+        self.pieces = PieceStore(cas)
+        self.backends = backends
+        self.piece_lengths = piece_lengths
+        self.error_ttl = error_ttl
+        self.writeback_retry = writeback_retry
+        self.fetching: dict[str, Deferred[Any]] = {}
+        self.failed: dict[str, tuple[float, str]] = {}
+        self.writebacks: set[tuple[str, str]] = set()
+        self.m_fetches = metrics.counter("backend_fetches", "blobs fetched from a backend", ["result"])
+        self.m_writeback = metrics.gauge("writebacks_pending", "uploads not yet written to a backend")
+        self.m_writeback_done = metrics.counter("writebacks", "write-backs finished", ["result"])
+
+    def _thread(self, f: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
+    # -- metainfo ------------------------------------------------------------------------------
+    def metainfo(self, d: Digest) -> Deferred[MetaInfo | None]:
+        """Metainfo of a local blob (generated on first use), or ``None`` if not local."""
+        mi = self.pieces.metainfo(d)
+        if mi is not None:
+            return succeed(mi)
+        size = self.cas.size(d)
+        if size is None:
+            return succeed(None)
+        return self._thread(self._generate, d, size)
+
+    def _generate(self, d: Digest, size: int) -> MetaInfo:
+        mi = generate(self.cas.blob_path(d), d, piece_length_for(size, self.piece_lengths))
+        self.cas.write_meta(d, METAINFO, mi.to_json())
+        return mi
+
+    @inlineCallbacks
+    def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Any:
+        """The scheduler's seed source: a torrent for a local blob; else start fetching, ``None``."""
+        if not self.cas.has(d):
+            self.start_fetch(namespace, d)
+            return None
+        mi = yield self.metainfo(d)
+        if mi is None:
+            return None
+        torrent: Torrent | None = self.pieces.seed(mi)
+        return torrent
+
+    # -- backend fetches ------------------------------------------------------------------------
+    @inlineCallbacks
+    def ensure(self, namespace: str, d: Digest) -> Any:
+        """READY if local, FETCHING if a fetch runs or was started; BlobNotFound/FetchFailed otherwise."""
+        if self.cas.has(d):
+            return State.READY
+        if d.hex in self.fetching:
+            return State.FETCHING
+        failure = self.failed.get(d.hex)
+        if failure is not None and self.reactor.seconds() - failure[0] < self.error_ttl:
+            raise FetchFailed(failure[1])
+        backend = self.backends.for_namespace(namespace)
+        if backend is None:
+            raise BlobNotFound(f"{d} is not here and no backend serves namespace {namespace!r}")
+        yield backend.stat(namespace, d.hex)
+        if self.cas.has(d):
+            return State.READY
+        self.start_fetch(namespace, d)
+        return State.FETCHING
+
+    def start_fetch(self, namespace: str, d: Digest) -> None:
+        if d.hex in self.fetching or self.cas.has(d):
+            return
+        backend = self.backends.for_namespace(namespace)
+        if backend is None:
+            return
+        self.fetching[d.hex] = self._fetch(backend, namespace, d)
+
+    @inlineCallbacks
+    def _fetch(self, backend: Any, namespace: str, d: Digest) -> Any:
+        tmp = self.cas.temp_path()
+        try:
+            yield backend.download(namespace, d.hex, str(tmp))
+            yield self._thread(self.cas.ingest, tmp, d, True)
+            yield self.metainfo(d)
+            self.failed.pop(d.hex, None)
+            self.m_fetches.labels("ok").inc()
+            log.info("fetched {digest} from the backend", digest=d)
+        except Exception as e:
+            tmp.unlink(missing_ok=True)
+            result = "missing" if isinstance(e, BlobNotFound) else "error"
+            self.m_fetches.labels(result).inc()
+            self.failed[d.hex] = (self.reactor.seconds(), f"backend fetch of {d} failed: {e}")
+            log.warn("backend fetch of {digest} failed: {e}", digest=d, e=e)
+        finally:
+            self.fetching.pop(d.hex, None)
+
+    # -- uploads -------------------------------------------------------------------------------
+    @inlineCallbacks
+    def commit_upload(self, uid: str, d: Digest) -> Any:
+        """Verify and store an upload, then make its metainfo."""
+        yield self._thread(self.cas.commit_upload, uid, d, True)
+        yield self.metainfo(d)
+
+    def write_back(self, namespace: str, d: Digest) -> None:
+        backend = self.backends.for_namespace(namespace)
+        if backend is None or (namespace, d.hex) in self.writebacks:
+            return
+        self.writebacks.add((namespace, d.hex))
+        self.m_writeback.set(len(self.writebacks))
+        self._write_back(backend, namespace, d)
+
+    @inlineCallbacks
+    def _write_back(self, backend: Any, namespace: str, d: Digest) -> Any:
+        while True:
+            try:
+                try:
+                    yield backend.stat(namespace, d.hex)
+                    result = "present"
+                except BlobNotFound:
+                    if not self.cas.has(d):
+                        result = "lost"
+                    else:
+                        yield backend.upload(namespace, d.hex, str(self.cas.blob_path(d)))
+                        result = "ok"
+                break
+            except Exception as e:
+                log.warn("write-back of {digest} failed, retrying: {e}", digest=d, e=e)
+                self.m_writeback_done.labels("retry").inc()
+                yield deferLater(self.reactor, self.writeback_retry, lambda: None)
+        self.writebacks.discard((namespace, d.hex))
+        self.m_writeback.set(len(self.writebacks))
+        self.m_writeback_done.labels(result).inc()

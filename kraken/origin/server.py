@@ -1,0 +1,210 @@
+"""The origin's HTTP API: chunked uploads, blob and metainfo reads (202 while fetching), locations."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.web import static
+from twisted.web.server import NOT_DONE_YET, Request
+
+from kraken.backends.base import BlobNotFound
+from kraken.core.cas import DigestMismatch, UnknownUpload
+from kraken.core.digest import Digest
+from kraken.core.hashring import Ring
+from kraken.core.http import HTTPError, Response, Router
+from kraken.core.tls import request_identity
+from kraken.origin.blobs import FetchFailed, OriginBlobs, State
+
+log = Logger(namespace="kraken.origin.server")
+_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+COPY_CHUNK = 1 << 20
+
+
+def parse_digest(text: str) -> Digest:
+    try:
+        return Digest.parse(unquote(text))
+    except ValueError as e:
+        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
+
+
+def serve_file(request: Request, path: str) -> Any:
+    """Stream a file (Range and HEAD handled by twisted.web's static file producer)."""
+    resource = static.File(path, defaultType="application/octet-stream")
+    resource.type, resource.encoding = "application/octet-stream", None
+    result = resource.render(request)
+    if result is NOT_DONE_YET:
+        return NOT_DONE_YET
+    if result:
+        request.write(result)
+    request.finish()
+    return NOT_DONE_YET
+
+
+class OriginAPI:
+    def __init__(
+        self,
+        blobs: OriginBlobs,
+        ring: Callable[[], Ring],
+        self_address: Callable[[], str],
+        peer_context: Callable[[], dict[str, Any]],
+        write_roles: set[str],
+        replicate: Callable[[Digest], None] | None = None,
+    ) -> None:
+        self.blobs = blobs
+        self.ring = ring
+        self.self_address = self_address
+        self.peer_context = peer_context
+        self.write_roles = write_roles
+        self.replicate = replicate
+
+    def router(self) -> Router:
+        r = Router()
+        blob = "/namespace/{ns}/blobs/{digest}"
+        r.route("GET", "/readiness", lambda req: {"status": "ok"})
+        r.route("GET", "/blobs/{digest}/locations", self.locations)
+        r.route("POST", blob + "/uploads", self.start_upload)
+        r.route("PATCH", blob + "/uploads/{uid}", self.patch_upload)
+        r.route("PUT", blob + "/uploads/{uid}", self.commit_upload)
+        r.route("POST", "/internal/blobs/{digest}/uploads", self.start_upload)
+        r.route("PATCH", "/internal/blobs/{digest}/uploads/{uid}", self.patch_upload)
+        r.route("PUT", "/internal/blobs/{digest}/uploads/{uid}", self.commit_upload)
+        r.route("GET", blob, self.get_blob)
+        r.route("GET", blob + "/metainfo", self.get_metainfo)
+        r.route("POST", blob + "/prefetch", self.prefetch)
+        r.route("HEAD", "/internal/namespace/{ns}/blobs/{digest}", self.stat)
+        r.route("GET", "/internal/peercontext", lambda req: self.peer_context())
+        return r
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _check_writer(self, request: Request) -> None:
+        who = request_identity(request)
+        if who is None:
+            raise HTTPError(403, "FORBIDDEN", "writes need a client certificate")
+        if who.role not in self.write_roles:
+            raise HTTPError(403, "FORBIDDEN", f"role {who.role!r} may not write blobs here")
+
+    @inlineCallbacks
+    def _ensure(self, ns: str, d: Digest) -> Any:
+        try:
+            state = yield self.blobs.ensure(unquote(ns), d)
+        except BlobNotFound:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}") from None
+        except FetchFailed as e:
+            raise HTTPError(500, "BACKEND_ERROR", str(e)) from None
+        except HTTPError:
+            raise
+        except Exception as e:
+            log.warn("backend stat of {d} failed: {e}", d=d, e=e)
+            raise HTTPError(502, "BACKEND_ERROR", f"backend error: {e}") from None
+        return state
+
+    # -- routes -----------------------------------------------------------------------------------
+    def locations(self, request: Request, digest: str) -> Response:
+        d = parse_digest(digest)
+        hosts = self.ring().locations(d.hex)
+        return Response(200, b"", {"Origin-Locations": ",".join(hosts)})
+
+    def start_upload(self, request: Request, digest: str, ns: str | None = None) -> Response:
+        self._check_writer(request)
+        d = parse_digest(digest)
+        if self.blobs.cas.has(d):
+            if ns is not None:
+                self.blobs.write_back(unquote(ns), d)
+            raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
+        uid = self.blobs.cas.start_upload()
+        return Response(200, {"uid": uid}, {"Location": uid})
+
+    def patch_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Response:
+        self._check_writer(request)
+        d = parse_digest(digest)
+        header = (request.getHeader("content-range") or "").strip()
+        m = _RANGE.match(header)
+        if not m:
+            raise HTTPError(400, "BAD_RANGE", "Content-Range must be 'START-END' (END exclusive)")
+        start, end = int(m.group(1)), int(m.group(2))
+        content = request.content
+        content.seek(0, 2)
+        length = content.tell()
+        if end < start or end - start != length:
+            raise HTTPError(400, "BAD_RANGE", f"range {start}-{end} does not match a body of {length} bytes")
+        if self.blobs.cas.has(d):
+            raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
+        try:
+            path = self.blobs.cas.upload_path(uid)
+        except UnknownUpload:
+            raise HTTPError(404, "UPLOAD_UNKNOWN", f"no upload {uid}") from None
+        content.seek(0)
+        with open(path, "r+b") as f:
+            f.seek(start)
+            while chunk := content.read(COPY_CHUNK):
+                f.write(chunk)
+        return Response(200, {"uid": uid, "received": end})
+
+    @inlineCallbacks
+    def commit_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Any:
+        self._check_writer(request)
+        d = parse_digest(digest)
+        if self.blobs.cas.has(d):
+            self.blobs.cas.abort_upload(uid)
+            raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
+        try:
+            yield self.blobs.commit_upload(uid, d)
+        except UnknownUpload:
+            raise HTTPError(404, "UPLOAD_UNKNOWN", f"no upload {uid}") from None
+        except DigestMismatch as e:
+            raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
+        if ns is not None:
+            self.blobs.write_back(unquote(ns), d)
+            if self.replicate is not None:
+                self.replicate(d)
+        return Response(201, {"digest": str(d)})
+
+    @inlineCallbacks
+    def get_blob(self, request: Request, ns: str, digest: str) -> Any:
+        d = parse_digest(digest)
+        state = yield self._ensure(ns, d)
+        if state is State.FETCHING:
+            return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
+        self.blobs.cas.touch(d)
+        return serve_file(request, str(self.blobs.cas.blob_path(d)))
+
+    @inlineCallbacks
+    def get_metainfo(self, request: Request, ns: str, digest: str) -> Any:
+        d = parse_digest(digest)
+        state = yield self._ensure(ns, d)
+        if state is State.FETCHING:
+            return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
+        mi = yield self.blobs.metainfo(d)
+        if mi is None:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
+        return Response(200, mi.to_dict())
+
+    @inlineCallbacks
+    def prefetch(self, request: Request, ns: str, digest: str) -> Any:
+        d = parse_digest(digest)
+        state = yield self._ensure(ns, d)
+        return Response(200 if state is State.READY else 202, {"status": state.value})
+
+    @inlineCallbacks
+    def stat(self, request: Request, ns: str, digest: str) -> Any:
+        d = parse_digest(digest)
+        size = self.blobs.cas.size(d)
+        if size is None and (request.args.get(b"local") or [b""])[0] != b"true":
+            backend = self.blobs.backends.for_namespace(unquote(ns))
+            if backend is not None:
+                try:
+                    size = yield backend.stat(unquote(ns), d.hex)
+                except BlobNotFound:
+                    size = None
+        if size is None:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
+        request.setResponseCode(200)
+        request.setHeader(b"kraken-blob-size", str(size).encode())
+        request.setHeader(b"content-length", str(size).encode())
+        request.finish()
+        return NOT_DONE_YET

@@ -1,0 +1,119 @@
+"""``twistd kraken-origin``: a seeder of blobs, owning digests by rendezvous hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from kraken.backends.base import BackendRouter
+from kraken.core.cas import CAStore
+from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.digest import Digest
+from kraken.core.hashring import Ring
+from kraken.core.http import make_site
+from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.service import KrakenService
+from kraken.origin.blobs import OriginBlobs
+from kraken.origin.client import OriginClient
+from kraken.origin.server import OriginAPI
+from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
+from kraken.p2p.conn import PeerFactory
+from kraken.p2p.metainfo import parse_thresholds
+from kraken.p2p.scheduler import Scheduler
+from kraken.p2p.service import SchedulerService
+
+log = Logger(namespace="kraken.origin")
+CLIENT_ROLES = {"agent", "origin", "tracker", "proxy", "build-index", "client"}
+
+
+class Options(KrakenOptions):
+    tapname = "kraken-origin"
+    schema = {
+        **common_schema(listen=["tls:tcp:15002:interface=127.0.0.1"]),
+        "origin": {
+            "store": Key("path", "run/origin/store", "directory of the content-addressed store"),
+            "peer_listen": Key("list", ["tls:tcp:15003:interface=127.0.0.1"], "peer-wire endpoints (tls:)"),
+            "advertise_host": Key("str", None, "address peers dial (default: the peer listener's interface)"),
+            "cluster": Key("list", [], "host:port of every origin's HTTP API (empty: this origin alone)"),
+            "self_address": Key("str", None, "this origin's host:port in cluster (default host:bound port)"),
+            "max_replica": Key("int", 2, "how many origins own each digest", minimum=1),
+            "piece_lengths": Key("dict", {0: 4 * 1024 * 1024}, "blob size threshold -> piece length"),
+            "write_roles": Key("list", ["proxy", "client", "origin", "build-index"], "roles that may upload"),
+            "backends": Key(
+                "list", [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins", item="dict"
+            ),
+            "cache_tti": Key("float", 0.0, "delete blobs not read for this many seconds (0 = keep)"),
+            "cleanup_interval": Key("float", 1800.0, "seconds between cache cleanups"),
+        },
+        "scheduler": scheduler_schema(),
+        "bandwidth": bandwidth_schema(),
+    }
+
+
+def _resolve_backend_paths(entries: list[Any], base: Path) -> list[Any]:
+    out = []
+    for entry in entries:
+        entry = dict(entry)
+        backend = dict(entry.get("backend") or {})
+        if backend.get("type") == "fs" and "root" in backend and not Path(backend["root"]).is_absolute():
+            backend["root"] = str(base / backend["root"])
+        entry["backend"] = backend
+        out.append(entry)
+    return out
+
+
+def makeService(options: Options, reactor: Any = None) -> KrakenService:
+    config = options.config
+    svc = KrakenService("origin", config, reactor)
+    reactor = svc.reactor
+    section = config["origin"]
+    base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
+    backends = BackendRouter.from_config(_resolve_backend_paths(section["backends"], base), reactor)
+    cas = CAStore(section["store"])
+    blobs = OriginBlobs(reactor, cas, backends, parse_thresholds(section["piece_lengths"]), svc.metrics)
+    egress, ingress = buckets(config["bandwidth"], reactor)
+    scheduler = Scheduler(
+        reactor,
+        svc.tls,
+        scheduler_config(config["scheduler"]),
+        seed_source=blobs.seed,
+        metrics=svc.metrics,
+        egress=egress,
+        ingress=ingress,
+    )
+    host = advertised_host(section["advertise_host"], section["peer_listen"])
+    http = make_http_client(reactor, svc.tls)
+
+    def self_address() -> str:
+        return section["self_address"] or f"{host}:{svc.ports.get('http', 0)}"
+
+    def ring() -> Ring:
+        return Ring(section["cluster"] or [self_address()], section["max_replica"])
+
+    def peer_context() -> dict[str, Any]:
+        return {"peer_id": scheduler.peer_id.hex(), "ip": host, "port": svc.ports.get("peer"), "origin": True}
+
+    @inlineCallbacks
+    def replicate(d: Digest) -> Any:
+        me = self_address()
+        for address in ring().locations(d.hex):
+            if address == me:
+                continue
+            try:
+                yield OriginClient(reactor, address, svc.tls, http).transfer(d, str(cas.blob_path(d)))
+            except Exception as e:
+                log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
+
+    api = OriginAPI(blobs, ring, self_address, peer_context, set(section["write_roles"]), replicate)
+    site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
+    svc.listen_all("http", config["listen"], site, allowed_roles=CLIENT_ROLES)
+    svc.listen_all("peer", section["peer_listen"], PeerFactory(scheduler), allowed_roles={"agent", "origin"})
+    SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
+    if section["cache_tti"] > 0:
+        from twisted.application.internet import TimerService
+
+        TimerService(section["cleanup_interval"], cas.cleanup, section["cache_tti"]).setServiceParent(svc)
+    return svc

@@ -1,0 +1,73 @@
+"""Config sections shared by the origin and agent: ``scheduler``, ``bandwidth`` and peer listening."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kraken.core.config import Key
+from kraken.p2p.bandwidth import TokenBucket, bucket_from_config
+from kraken.p2p.dispatch import DispatchConfig
+from kraken.p2p.scheduler import SchedulerConfig
+
+
+def scheduler_schema() -> dict[str, Key]:
+    return {
+        "max_open_conn": Key("int", 10, "connections per blob (both directions)", minimum=1),
+        "max_mutual_conn": Key("int", 10, "refuse a peer sharing more neighbours than this", minimum=0),
+        "pipeline_limit": Key("int", 3, "outstanding piece requests per agent peer", minimum=1),
+        "origin_pipeline_limit": Key("int", 5, "outstanding piece requests per origin peer", minimum=1),
+        "endgame_threshold": Key("int", 3, "missing pieces at which requests may go to several peers"),
+        "piece_request_min_timeout": Key("float", 4.0, "seconds before a piece request expires", minimum=0.1),
+        "piece_request_timeout_per_mib": Key("float", 4.0, "extra timeout seconds per MiB of piece"),
+        "rarest_first": Key("bool", True, "request the pieces fewest peers have first"),
+        "blacklist_duration": Key("float", 30.0, "seconds a failing peer is shunned for a blob"),
+        "conn_tti": Key("float", 30.0, "close a connection idle this long (seconds)"),
+        "seeder_tti": Key("float", 300.0, "forget a complete blob nobody read for this long"),
+        "leecher_tti": Key("float", 300.0, "fail a download that made no progress for this long"),
+        "handshake_timeout": Key("float", 5.0, "seconds to dial and exchange handshakes"),
+        "tick_interval": Key("float", 1.0, "seconds between timeout checks"),
+        "announce_interval": Key("float", 3.0, "announce interval until the tracker names one"),
+    }
+
+
+def bandwidth_schema() -> dict[str, Key]:
+    return {
+        "egress_bits_per_sec": Key("int", 0, "upload cap for piece traffic of this host (0 = none)"),
+        "ingress_bits_per_sec": Key("int", 0, "download cap for piece traffic of this host (0 = none)"),
+    }
+
+
+def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
+    dispatch = DispatchConfig(
+        pipeline_limit=section["pipeline_limit"],
+        origin_pipeline_limit=section["origin_pipeline_limit"],
+        endgame_threshold=section["endgame_threshold"],
+        piece_request_min_timeout=section["piece_request_min_timeout"],
+        piece_request_timeout_per_mib=section["piece_request_timeout_per_mib"],
+        rarest_first=section["rarest_first"],
+    )
+    names = (
+        "max_open_conn max_mutual_conn blacklist_duration conn_tti seeder_tti leecher_tti "
+        "handshake_timeout tick_interval announce_interval"
+    ).split()
+    return SchedulerConfig(dispatch=dispatch, **{n: section[n] for n in names})
+
+
+def buckets(section: dict[str, Any], clock: Any) -> tuple[TokenBucket | None, TokenBucket | None]:
+    return (
+        bucket_from_config(section["egress_bits_per_sec"], clock),
+        bucket_from_config(section["ingress_bits_per_sec"], clock),
+    )
+
+
+def advertised_host(explicit: str | None, listen: list[str]) -> str:
+    """The address peers should dial: explicit, else the ``interface=`` of the first listener."""
+    if explicit:
+        return explicit
+    for description in listen:
+        for part in description.split(":"):
+            if part.startswith("interface="):
+                host = part.split("=", 1)[1]
+                if host not in ("", "0.0.0.0", "::"):
+                    return host
+    return "127.0.0.1"
