@@ -1,0 +1,94 @@
+"""Service clients: how a service's ``call`` step reaches the thing behind it.
+
+A client is built per started service from its start config; ``call(prepared, call_config)``
+returns a value or a Deferred of one. A client *returns* :class:`ClientError` for failures
+that the service's ``error`` step may turn into a result; anything it raises is a call error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kraken.pipeline.names import modulize
+
+
+@dataclass
+class ClientError:
+    """A failure the client reports as a value (``{:error, reason}`` in the original)."""
+
+    error: Any
+    message: str
+
+
+class ClientStartError(Exception):
+    """The client cannot start with this configuration."""
+
+
+@dataclass
+class ClientContext:
+    """What clients may use: the reactor, our TLS settings, and the server's safety settings."""
+
+    reactor: Any
+    tls: Any = None
+    allow_code: bool = False
+    lambda_modules: list[str] = field(default_factory=list)
+    cli_commands: list[str] = field(default_factory=list)
+    http_timeout: float = 30.0
+
+
+class Client:
+    """Base client; subclasses implement ``call`` and may override ``start``/``stop``."""
+
+    def __init__(self, ctx: ClientContext, service: str) -> None:
+        self.ctx = ctx
+        self.service = service
+
+    def start(self, config: dict[str, Any]) -> Any:
+        """Start; the returned JSON value is the state shown by the API."""
+        return {}
+
+    def stop(self, config: dict[str, Any]) -> Any:
+        return None
+
+    def state(self) -> Any:
+        return {}
+
+    def call(self, prepared: Any, config: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+ClientFactory = Callable[[ClientContext, str], Client]
+_CLIENTS: dict[str, ClientFactory] = {}
+
+
+def register_client(names: list[str], factory: ClientFactory) -> None:
+    for name in names:
+        _CLIENTS[_key(name)] = factory
+
+
+def _key(name: str) -> str:
+    return modulize(name).lower()
+
+
+def find_client(name: str) -> ClientFactory | None:
+    key = _key(name)
+    if key in _CLIENTS:
+        return _CLIENTS[key]
+    return _CLIENTS.get(key.rsplit(".", 1)[-1])
+
+
+def _register_builtin() -> None:
+    from kraken.pipeline.clients.cli import CliClient
+    from kraken.pipeline.clients.http import HttpClient
+    from kraken.pipeline.clients.kv import KVStoreClient
+    from kraken.pipeline.clients.lambdas import LambdaClient
+
+    register_client(["OctopusClientHttpFinch", "http", "kraken.http"], HttpClient)
+    register_client(["Octopus.Lambda", "Octopus.ElixirModuleClient", "lambda", "kraken.lambda"], LambdaClient)
+    register_client(["OctopusClientAgentKVStore", "KVStore", "kv", "kraken.kv"], KVStoreClient)
+    register_client(["OctopusClientCliRambo", "cli", "kraken.cli"], CliClient)
+
+
+_register_builtin()

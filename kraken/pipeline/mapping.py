@@ -1,0 +1,56 @@
+"""Mappings (``prepare``, ``transform``, ``error``, ``compose`` ...): JSON templates whose
+strings are expressions when they contain ``args`` and literals otherwise.
+
+A mapping object yields a new object with exactly its keys; arrays map element-wise;
+numbers, booleans and null are literals. An absent (or ``false``) mapping passes its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kraken.pipeline.expr import ExprError, compile_expression, to_json
+
+Template = Callable[[Any], Any]
+
+
+class DefinitionError(Exception):
+    """A definition is invalid; *field* names where (``components[2].condition``)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+
+def compile_template(spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template:
+    if isinstance(spec, dict):
+        items = [(k, compile_template(v, helpers, f"{field}.{k}")) for k, v in spec.items()]
+        return lambda args: {k: f(args) for k, f in items}
+    if isinstance(spec, list):
+        parts = [compile_template(v, helpers, f"{field}[{i}]") for i, v in enumerate(spec)]
+        return lambda args: [f(args) for f in parts]
+    if isinstance(spec, str) and "args" in spec:
+        return compile_code(spec, helpers, field)
+    return lambda args: spec
+
+
+def compile_code(source: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template:
+    if not isinstance(source, str):
+        raise DefinitionError(f"expected an expression string, got {source!r}", field)
+    try:
+        expr = compile_expression(source, helpers)
+    except ExprError as e:
+        raise DefinitionError(str(e), field) from None
+    evaluate = expr.evaluate
+    return lambda args: to_json(evaluate(args))
+
+
+def compile_mapping(spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template | None:
+    """``None`` for an absent mapping (pass-through); a mapping must be an object."""
+    if spec is None or spec is False:
+        return None
+    if not isinstance(spec, dict):
+        raise DefinitionError(f"a mapping must be a JSON object, got {type(spec).__name__}", field)
+    return compile_template(spec, helpers, field)
