@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark: kraken-pubsub against redis-server PUBLISH/SUBSCRIBE, same load generator.
+
+One publisher and N subscribers (1, 10, 100) share one selectors loop in this process; the
+publisher pipelines 100-byte messages on one topic (a bounded window of unanswered commands)
+and every subscriber counts what it receives. Measured: delivered messages per second and the
+p99 publish→receive latency (each received batch weighted by its size, timed by its oldest
+message). Both servers start here on 127.0.0.1 and are stopped at the end.
+
+    .venv/bin/python benchmarks/pubsub_fanout.py [--seconds 3] [--subscribers 1,10,100]
+
+Modes: ``redis`` (baseline), ``kraken`` (memcached polling, one record per ``set publish``),
+``kraken-batch`` (memcached polling, 50 records per ``set publish``), ``kraken-ws`` (WebSocket push).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import selectors
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PAYLOAD_SIZE = 100
+WINDOW = 2000  # published messages allowed in flight (sent, not yet acknowledged)
+STAMP = struct.Struct("<d")
+
+
+def payload() -> bytes:
+    return STAMP.pack(time.monotonic()) + b"p" * (PAYLOAD_SIZE - STAMP.size)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc, {"redis": port}
+
+
+def start_kraken(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    port_file = workdir / "ports.json"
+    config = {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "log": {"level": "warn"},
+        "port_file": str(port_file),
+        "pubsub": {
+            "websocket_listen": ["tcp:0:interface=127.0.0.1"],
+            "admin_listen": ["tcp:0:interface=127.0.0.1"],
+            "max_tcp_clients": 10000,
+        },
+    }
+    (workdir / "pubsub.json").write_text(json.dumps(config))  # JSON is YAML
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [twistd, "--pidfile=", "-n", "kraken-pubsub", "--config", str(workdir / "pubsub.json")],
+        cwd=workdir, env=env, stdout=open(workdir / "kraken.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("kraken-pubsub did not start:\n" + (workdir / "kraken.log").read_text())
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())
+
+
+# --- wire formats ----------------------------------------------------------------------------
+
+KRAKEN_HEAD = b"MESSAGE t %d\r\n" % PAYLOAD_SIZE
+KRAKEN_RECORD = len(KRAKEN_HEAD) + PAYLOAD_SIZE + 2
+REDIS_HEAD = b"*3\r\n$7\r\nmessage\r\n$1\r\nt\r\n$%d\r\n" % PAYLOAD_SIZE
+REDIS_RECORD = len(REDIS_HEAD) + PAYLOAD_SIZE + 2
+
+
+class Subscriber:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.count = 0
+        self.samples: list[tuple[float, int]] = []
+        self.next_poll = 0.0
+
+    def take(self, block: memoryview | bytes, head: int, size: int, now: float) -> None:
+        """Count the fixed-size records in *block*; time the oldest."""
+        n = len(block) // size
+        if n:
+            sent = STAMP.unpack_from(block, head)[0]
+            self.samples.append((now - sent, n))
+            self.count += n
+
+
+class RedisSub(Subscriber):
+    def start(self) -> None:
+        self.sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nt\r\n")
+        expect = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nt\r\n:1\r\n"
+        got = b""
+        while len(got) < len(expect):
+            got += self.sock.recv(100)
+        assert got == expect, got
+
+    def readable(self, now: float) -> None:
+        self.buf += self.sock.recv(262144)
+        n = len(self.buf) // REDIS_RECORD * REDIS_RECORD
+        if n:
+            self.take(memoryview(self.buf)[:n], len(REDIS_HEAD), REDIS_RECORD, now)
+            del self.buf[:n]
+
+
+class KrakenPollSub(Subscriber):
+    def start(self) -> None:
+        self.sock.sendall(b"set subscribe 0 0 1\r\nt\r\n")
+        assert self.sock.recv(100) == b"STORED\r\n"
+        self.sock.sendall(b"get messages\r\n")
+
+    def readable(self, now: float) -> None:
+        self.buf += self.sock.recv(262144)
+        buf = self.buf
+        while True:
+            if buf[:5] == b"END\r\n":
+                del buf[:5]
+                self.next_poll = now + 0.001  # an empty poll: wait a little, as a client would
+                continue
+            eol = buf.find(b"\r\n")
+            if eol < 0 or not buf.startswith(b"VALUE "):
+                return
+            n = int(buf[17:eol])
+            end = eol + 2 + n + 2
+            if len(buf) < end + 5:
+                return
+            self.take(memoryview(buf)[eol + 2 : end], len(KRAKEN_HEAD), KRAKEN_RECORD, now)
+            del buf[: end + 5]
+            self.sock.sendall(b"get messages\r\n")
+
+    def poll_due(self, now: float) -> None:
+        if self.next_poll and now >= self.next_poll:
+            self.next_poll = 0.0
+            self.sock.sendall(b"get messages\r\n")
+
+
+class KrakenPushSub(Subscriber):
+    def start(self) -> None:
+        key = base64.b64encode(os.urandom(16))
+        host, port = self.sock.getpeername()[:2]
+        self.sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, key)
+        )
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += self.sock.recv(4096)
+        assert got.startswith(b"HTTP/1.1 101"), got
+        self.buf += got.split(b"\r\n\r\n", 1)[1]
+        self.send_text(b'{"op": "subscribe", "topics": ["t"]}')
+        self.pending_answers = 1
+
+    def send_text(self, text: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+        assert len(text) < 126
+        self.sock.sendall(bytes([0x81, 0x80 | len(text)]) + mask + masked)
+
+    def readable(self, now: float) -> None:
+        self.buf += self.sock.recv(262144)
+        buf = self.buf
+        while len(buf) >= 2:
+            opcode, size, head = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    return
+                size, head = struct.unpack_from(">H", buf, 2)[0], 4
+            elif size == 127:
+                if len(buf) < 10:
+                    return
+                size, head = struct.unpack_from(">Q", buf, 2)[0], 10
+            if len(buf) < head + size:
+                return
+            if opcode == 2:
+                self.take(memoryview(buf)[head : head + size], len(KRAKEN_HEAD), KRAKEN_RECORD, now)
+            del buf[: head + size]
+
+
+# --- publishers ------------------------------------------------------------------------------
+
+
+class Publisher:
+    batch = 100  # commands per write
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.outstanding = 0
+        self.sent = 0
+
+    def pump(self) -> None:
+        step = self.batch * self.per_command
+        while self.outstanding + step <= WINDOW:
+            self.sock.sendall(self.commands())
+            self.outstanding += step
+            self.sent += step
+
+    per_command = 1
+
+    def commands(self) -> bytes:
+        raise NotImplementedError
+
+    def readable(self) -> None:
+        self.outstanding -= self.count_acks(self.sock.recv(262144)) * self.per_command
+
+
+class RedisPub(Publisher):
+    def commands(self) -> bytes:
+        cmd = b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nt\r\n$%d\r\n%s\r\n" % (PAYLOAD_SIZE, payload())
+        return cmd * self.batch
+
+    @staticmethod
+    def count_acks(data: bytes) -> int:
+        return data.count(b"\n")
+
+
+class KrakenPub(Publisher):
+    def commands(self) -> bytes:
+        record = KRAKEN_HEAD + payload() + b"\r\n"
+        body = record * self.per_command
+        return (b"set publish 0 0 %d\r\n%s\r\n" % (len(body), body)) * self.batch
+
+    @staticmethod
+    def count_acks(data: bytes) -> int:
+        return data.count(b"\n")
+
+
+class KrakenBatchPub(KrakenPub):
+    batch = 4
+    per_command = 25
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def run(mode: str, ports: dict[str, int], subscribers: int, seconds: float) -> dict[str, float]:
+    sel = selectors.DefaultSelector()
+    sub_class, port = {
+        "redis": (RedisSub, ports.get("redis")),
+        "kraken": (KrakenPollSub, ports.get("memcached")),
+        "kraken-batch": (KrakenPollSub, ports.get("memcached")),
+        "kraken-ws": (KrakenPushSub, ports.get("websocket")),
+    }[mode]
+    subs: list[Any] = []
+    for _ in range(subscribers):
+        sock = socket.create_connection(("127.0.0.1", port or 0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sub = sub_class(sock)
+        sub.start()
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, sub)
+        subs.append(sub)
+    pub_port = ports["redis"] if mode == "redis" else ports["memcached"]
+    pub_sock = socket.create_connection(("127.0.0.1", pub_port))
+    pub_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pub = {"redis": RedisPub, "kraken": KrakenPub, "kraken-batch": KrakenBatchPub,
+           "kraken-ws": KrakenPub}[mode](pub_sock)
+    sel.register(pub_sock, selectors.EVENT_READ, pub)
+    time.sleep(0.2)
+    warmup_end = time.monotonic() + 0.5
+    end = warmup_end + seconds
+    measuring = False
+    polling = mode in ("kraken", "kraken-batch")
+    while True:
+        now = time.monotonic()
+        if not measuring and now >= warmup_end:
+            measuring = True
+            for sub in subs:
+                sub.count = 0
+                sub.samples.clear()
+            started = now
+        if now >= end:
+            break
+        pub.pump()
+        for key, _ in sel.select(timeout=0.001):
+            if key.data is pub:
+                pub.readable()
+            else:
+                key.data.readable(now)
+        if polling:
+            for sub in subs:
+                sub.poll_due(now)
+    elapsed = time.monotonic() - started
+    delivered = sum(s.count for s in subs)
+    samples = sorted(x for s in subs for x in s.samples)
+    total = sum(n for _, n in samples)
+    p99 = 0.0
+    seen = 0
+    for latency, n in samples:
+        seen += n
+        if seen >= 0.99 * total:
+            p99 = latency
+            break
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    sel.close()
+    return {"rate": delivered / elapsed, "p99_ms": p99 * 1000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--subscribers", default="1,10,100")
+    parser.add_argument("--modes", default="kraken,kraken-batch,kraken-ws")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.subscribers.split(",")]
+    modes = args.modes.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc, redis_ports = start_redis(Path(tmp))
+        kraken_proc, kraken_ports = start_kraken(Path(tmp))
+        ports = {**redis_ports, **kraken_ports}
+        try:
+            print(f"{PAYLOAD_SIZE}-byte messages, 1 publisher, {args.seconds:g} s per run\n")
+            print(f"{'subs':>5} {'mode':<13} {'msgs/s':>11} {'p99 ms':>8} {'rate vs redis':>14} "
+                  f"{'p99 vs redis':>13}")
+            for n in counts:
+                base = run("redis", ports, n, args.seconds)
+                print(f"{n:>5} {'redis':<13} {base['rate']:>11,.0f} {base['p99_ms']:>8.2f} {'1.00':>14} "
+                      f"{'1.00':>13}")
+                for mode in modes:
+                    r = run(mode, ports, n, args.seconds)
+                    print(f"{n:>5} {mode:<13} {r['rate']:>11,.0f} {r['p99_ms']:>8.2f} "
+                          f"{r['rate'] / base['rate']:>14.2f} "
+                          f"{r['p99_ms'] / base['p99_ms'] if base['p99_ms'] else float('nan'):>13.2f}")
+                sys.stdout.flush()
+        finally:
+            for proc in (kraken_proc, redis_proc):
+                proc.terminate()
+                proc.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
