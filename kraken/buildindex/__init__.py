@@ -1,0 +1,1 @@
+"""``kraken-build-index``: repository tags (``repo:tag`` → manifest digest) for the proxy and agents."""

@@ -1,0 +1,99 @@
+"""The build-index HTTP API (JSON errors from kraken.core.http).
+
+- ``PUT /tags/{repo:tag}/digest/{digest}``: store, after checking the manifest and its blobs
+  exist on the origins. ``repo:tag`` may be percent-encoded (``test%2Fhello:v1``) or not.
+- ``GET``/``HEAD /tags/{repo:tag}``: ``200`` with the digest as plain text, or ``404``.
+- ``GET /list/{prefix}?limit=N&offset=TOKEN``: ``repo:tag`` entries in order, paginated.
+- ``GET /repositories/{repo}/tags``: the tags of one repository.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.server import Request
+
+from kraken.buildindex.tags import MissingDependency, TagService
+from kraken.core.digest import Digest
+from kraken.core.http import HTTPError, Response, Router, query_arg, query_int
+from kraken.core.metrics import Metrics
+from kraken.registry.errors import RegistryError
+from kraken.registry.names import check_name, is_tag
+
+MAX_LIMIT = 10000
+
+
+def split_tag(raw: str) -> tuple[str, str]:
+    text = unquote(raw)
+    repo, sep, tag = text.rpartition(":")
+    if not sep or "/" in tag or not is_tag(tag):
+        raise HTTPError(400, "TAG_INVALID", f"expected <repository>:<tag>, got {text[:200]!r}")
+    try:
+        check_name(repo)
+    except RegistryError:
+        raise HTTPError(400, "NAME_INVALID", f"invalid repository name {repo[:200]!r}") from None
+    return repo, tag
+
+
+class BuildIndexAPI:
+    def __init__(self, tags: TagService, metrics: Metrics) -> None:
+        self.tags = tags
+        self.puts = metrics.counter("tag_puts", "tags stored", ["outcome"])
+        self.router = Router()
+        self.router.route("PUT", "/tags/{tag:path}/digest/{digest}", self.put_tag)
+        self.router.route("GET", "/tags/{tag:path}", self.get_tag)
+        self.router.route("GET", "/list/{prefix:path}", self.list)
+        self.router.route("GET", "/list/", self.list)
+        self.router.route("GET", "/repositories/{repo:path}/tags", self.repo_tags)
+
+    @inlineCallbacks
+    def put_tag(self, request: Request, tag: str, digest: str) -> Any:
+        repo, name = split_tag(tag)
+        try:
+            parsed = str(Digest.parse(unquote(digest)))
+        except ValueError as e:
+            raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
+        try:
+            yield self.tags.put(repo, name, parsed)
+        except MissingDependency as e:
+            self.puts.labels("missing_dependency").inc()
+            raise HTTPError(424, "MISSING_DEPENDENCY", str(e), detail={"missing": e.missing}) from None
+        except ValueError as e:
+            self.puts.labels("invalid").inc()
+            raise HTTPError(400, "MANIFEST_INVALID", str(e)) from None
+        self.puts.labels("stored").inc()
+        return Response(200, {"tag": f"{repo}:{name}", "digest": parsed})
+
+    @inlineCallbacks
+    def get_tag(self, request: Request, tag: str) -> Any:
+        repo, name = split_tag(tag)
+        digest = yield self.tags.get(repo, name)
+        if digest is None:
+            raise HTTPError(404, "TAG_UNKNOWN", f"no tag {repo}:{name}")
+        return Response(200, digest.encode(), {"Content-Type": "text/plain"})
+
+    @inlineCallbacks
+    def list(self, request: Request, prefix: str = "") -> Any:
+        prefix = unquote(prefix)
+        limit = query_int(request, "limit", MAX_LIMIT, minimum=1)
+        assert limit is not None
+        limit = min(limit, MAX_LIMIT)
+        offset = query_arg(request, "offset", "") or ""
+        entries = yield self.tags.list(prefix)
+        if offset:
+            entries = [e for e in entries if e > offset]
+        page = entries[:limit]
+        next_offset = page[-1] if len(entries) > limit else None
+        links = {"self": request.uri.decode("utf-8", "replace"), "next": None}
+        if next_offset is not None:
+            token = quote(next_offset, safe="")
+            links["next"] = f"/list/{quote(prefix, safe='')}?limit={limit}&offset={token}"
+        return {"links": links, "size": len(page), "result": page, "next_offset": next_offset}
+
+    @inlineCallbacks
+    def repo_tags(self, request: Request, repo: str) -> Any:
+        repo = unquote(repo)
+        entries = yield self.tags.list(f"{repo}:")
+        return {"size": len(entries), "result": [e[len(repo) + 1 :] for e in entries]}

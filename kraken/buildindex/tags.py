@@ -1,0 +1,128 @@
+"""The build-index's tag logic: dependency checks on origins, disk store, backend write-through.
+
+Reads go to the local disk first and fall back to the backend (which may be a read-through
+``registry`` backend); a tag read from the backend is kept on disk. Nothing is cached in
+memory, so a moved tag resolves to its newest digest on the very next read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from kraken.backends.base import Backend, BlobNotFound
+from kraken.core.digest import Digest
+from kraken.origin.client import OriginCluster
+from kraken.registry.errors import RegistryError
+from kraken.registry.manifests import parse_manifest
+from kraken.registry.tagstore import TagStore
+
+log = Logger(namespace="kraken.buildindex.tags")
+
+
+class MissingDependency(Exception):
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"missing on the origins: {', '.join(missing)}")
+        self.missing = missing
+
+
+class TagService:
+    def __init__(
+        self,
+        store: TagStore,
+        scratch: Path,
+        origins: OriginCluster | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.store = store
+        self.scratch = scratch
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.origins = origins
+        self.backend = backend
+
+    def _tmp(self, suffix: str) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.scratch, suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    @inlineCallbacks
+    def dependencies(self, repo: str, digest: str) -> Any:
+        """Check that the manifest and what it references exist on the origins (namespace *repo*)."""
+        if self.origins is None:
+            return []
+        tmp = self._tmp(".manifest")
+        try:
+            try:
+                yield self.origins.download(repo, Digest.parse(digest), str(tmp))
+            except BlobNotFound:
+                raise MissingDependency([digest]) from None
+            try:
+                manifest = parse_manifest(tmp.read_bytes())
+            except RegistryError as e:
+                raise ValueError(f"{digest} is not a manifest: {e.message}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        deps = [*manifest.blobs, *manifest.children]
+        missing = []
+        for dep in deps:
+            size = yield self.origins.stat(repo, Digest.parse(dep))
+            if size is None:
+                missing.append(dep)
+        if missing:
+            raise MissingDependency(missing)
+        return [digest, *deps]
+
+    @inlineCallbacks
+    def put(self, repo: str, tag: str, digest: str) -> Any:
+        yield self.dependencies(repo, digest)
+        self.store.put(repo, tag, digest)
+        if self.backend is not None:
+            tmp = self._tmp(".tag")
+            try:
+                tmp.write_text(digest)
+                yield self.backend.upload(repo, f"{repo}:{tag}", str(tmp))
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    @inlineCallbacks
+    def get(self, repo: str, tag: str) -> Any:
+        digest = self.store.get(repo, tag)
+        if digest is not None or self.backend is None:
+            return digest
+        tmp = self._tmp(".tag")
+        try:
+            try:
+                yield self.backend.download(repo, f"{repo}:{tag}", str(tmp))
+            except BlobNotFound:
+                return None
+            except Exception as e:
+                # a backend outage must not block a push that looks the tag up first
+                log.warn("backend lookup of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
+                return None
+            text = tmp.read_text().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:
+            digest = str(Digest.parse(text))
+        except ValueError:
+            log.warn("backend holds no digest for {repo}:{tag}: {text!r}", repo=repo, tag=tag,
+                     text=text[:100])
+            return None
+        self.store.put(repo, tag, digest)
+        return digest
+
+    @inlineCallbacks
+    def list(self, prefix: str) -> Any:
+        entries = set(self.store.entries(prefix))
+        if self.backend is not None:
+            try:
+                remote = yield self.backend.list(prefix)
+                entries.update(e for e in remote if ":" in e)
+            except Exception as e:
+                log.warn("backend list of {prefix!r} failed: {error}", prefix=prefix, error=str(e))
+        return sorted(entries)

@@ -1,0 +1,119 @@
+"""Push to kraken-proxy, blobs land on a real kraken-origin, tags on a real kraken-build-index.
+
+A second proxy with an empty cache then serves the image from the origins, and the
+build-index refuses tags whose manifest or blobs are not on the origins.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.integration.p2p_fixtures import origin_config
+from tests.integration.registry_support import build_oci_layout, sha256, skopeo
+from tests.support import tls_section
+
+
+class TLSClient:
+    """Synchronous HTTPS with our dev PKI's client certificate."""
+
+    def __init__(self, pki: Path, port: int, role: str = "client") -> None:
+        self.context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        self.context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
+        self.port = port
+
+    def request(self, method: str, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+
+def build_index_config(pki: Path, root: Path, origin_port: int) -> dict[str, Any]:
+    return {
+        "listen": ["tls:tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "build-index"),
+        "buildindex": {"storage": str(root), "origins": [f"127.0.0.1:{origin_port}"]},
+    }
+
+
+def proxy_config(pki: Path, root: Path, origin_port: int, index_port: int) -> dict[str, Any]:
+    return {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "proxy"),
+        "proxy": {
+            "storage": str(root),
+            "origins": [f"127.0.0.1:{origin_port}"],
+            "build_index": f"127.0.0.1:{index_port}",
+        },
+    }
+
+
+@pytest.fixture
+def cluster(servers: Any, pki: Path, tmp_path: Path) -> dict[str, Any]:
+    origin = servers.start("kraken-origin", origin_config(pki, tmp_path / "o", tmp_path / "backend"),
+                           name="origin")
+    index = servers.start("kraken-build-index", build_index_config(pki, tmp_path / "bi", origin.port("http")),
+                          name="build-index")
+    proxy = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "p1", origin.port("http"),
+                                                       index.port("http")), name="proxy")
+    return {"origin": origin, "index": index, "proxy": proxy}
+
+
+def test_push_lands_on_origins_and_build_index(cluster: dict[str, Any], servers: Any, pki: Path,
+                                               tmp_path: Path) -> None:
+    origin, index, proxy = cluster["origin"], cluster["index"], cluster["proxy"]
+    image = build_oci_layout(tmp_path / "layout", "v1", [{"a.txt": b"A" * 5000}, {"b.txt": b"B" * 7000}])
+    address = f"127.0.0.1:{proxy.port('registry')}"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{image.layout}:v1", f"docker://{address}/test/hello:v1")
+
+    tags = TLSClient(pki, index.port("http"))
+    status, body = tags.request("GET", f"/tags/{quote('test/hello:v1', safe='')}")
+    assert status == 200 and body.decode() == image.manifest_digest
+    status, body = tags.request("GET", "/list/test%2Fhello:")
+    assert status == 200 and json.loads(body)["result"] == ["test/hello:v1"]
+
+    origin_http = TLSClient(pki, origin.port("http"))
+    for blob in (image.manifest, image.config, *image.layers):
+        status, _ = origin_http.request("HEAD", f"/internal/namespace/test%2Fhello/blobs/{sha256(blob)}")
+        assert status == 200, sha256(blob)
+
+    # a fresh proxy has nothing cached: everything comes back from the origins
+    fresh = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "p2", origin.port("http"),
+                                                       index.port("http")), name="proxy-2")
+    fresh_address = f"127.0.0.1:{fresh.port('registry')}"
+    out = tmp_path / "pulled"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{fresh_address}/test/hello:v1", f"dir:{out}")
+    assert (out / "manifest.json").read_bytes() == image.manifest
+    for layer in image.layers:
+        assert (out / sha256(layer).split(":")[1]).read_bytes() == layer
+    listed = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{fresh_address}/test/hello").stdout)
+    assert listed["Tags"] == ["v1"]
+
+    # a moved tag resolves to the new digest at once
+    moved = build_oci_layout(tmp_path / "layout2", "v1", [{"c.txt": b"moved"}])
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{moved.layout}:v1", f"docker://{address}/test/hello:v1")
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{fresh_address}/test/hello:v1").stdout)
+    assert inspected["Digest"] == moved.manifest_digest
+
+
+def test_build_index_refuses_missing_dependencies(cluster: dict[str, Any], pki: Path) -> None:
+    tags = TLSClient(pki, cluster["index"].port("http"), role="proxy")
+    unknown = sha256(b"no such manifest")
+    status, body = tags.request("PUT", f"/tags/{quote('test/x:v1', safe='')}/digest/{unknown}")
+    assert status == 424 and json.loads(body)["error"]["code"] == "MISSING_DEPENDENCY"
+    status, body = tags.request("PUT", "/tags/test%2Fx:v1/digest/sha256:nothex")
+    assert status == 400 and json.loads(body)["error"]["code"] == "DIGEST_INVALID"
+    status, body = tags.request("PUT", f"/tags/Bad%20Name:v1/digest/{unknown}")
+    assert status == 400 and json.loads(body)["error"]["code"] == "NAME_INVALID"
+    status, _ = tags.request("GET", "/tags/test%2Fx:v1")
+    assert status == 404
