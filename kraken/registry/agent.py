@@ -1,0 +1,122 @@
+"""The agent's registry port: a read-only registry whose blobs arrive through P2P.
+
+Tags resolve through the build-index on every request (no cache: a moved tag is seen at
+once); manifests and blobs come from ``blobs.fetch(namespace, digest)``, which downloads
+them from peers (namespace = repository) and returns the verified local file. Pushes are
+answered ``405 UNSUPPORTED`` with a pointer to the proxy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from kraken.backends.base import BlobNotFound
+from kraken.core.metrics import Metrics
+from kraken.core.tls import TLSSettings
+from kraken.registry.api import RegistryResource
+from kraken.registry.errors import RegistryError, blob_unknown
+from kraken.registry.site import make_registry_site
+from kraken.registry.tagclient import TagClient
+
+log = Logger(namespace="kraken.registry.agent")
+
+PUSH_HINT = (
+    "this kraken agent serves pulls only; push images to the kraken proxy "
+    "(twistd kraken-proxy), and pull them here"
+)
+
+
+class BlobSource(Protocol):
+    def fetch(self, namespace: str, digest: str) -> Deferred[str]: ...
+
+
+def _unavailable(f: Any, what: str) -> Any:
+    if f.check(RegistryError):
+        return f
+    log.warn("{what} failed: {error}", what=what, error=f.getErrorMessage())
+    raise RegistryError("UNAVAILABLE", f"{what} failed: {f.getErrorMessage()[:300]}", status=503)
+
+
+class AgentStorage:
+    read_only = True
+
+    def __init__(self, blobs: BlobSource, tags: TagClient | None) -> None:
+        self.blobs = blobs
+        self.tags = tags
+
+    @inlineCallbacks
+    def blob_path(self, name: str, digest: str) -> Any:
+        try:
+            path = yield self.blobs.fetch(name, digest)
+        except BlobNotFound:
+            raise blob_unknown(digest) from None
+        except RegistryError:
+            raise
+        except Exception as e:
+            log.warn("P2P download of {digest} ({name}) failed: {error}", digest=digest, name=name,
+                     error=str(e))
+            raise RegistryError("UNAVAILABLE", f"P2P download failed: {str(e)[:300]}", status=503) from None
+        return str(path)
+
+    @inlineCallbacks
+    def blob_size(self, name: str, digest: str) -> Any:
+        # as in the original, the size is only known once the blob is here
+        try:
+            path = yield self.blob_path(name, digest)
+        except RegistryError as e:
+            if e.code == "BLOB_UNKNOWN":
+                return None
+            raise
+        return os.path.getsize(path)
+
+    def _need_tags(self) -> TagClient:
+        if self.tags is None:
+            message = "no build-index is configured (registry.build_index)"
+            raise RegistryError("UNSUPPORTED", message, status=404)
+        return self.tags
+
+    def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
+        return self._need_tags().get(name, tag).addErrback(_unavailable, "build-index lookup")
+
+    @inlineCallbacks
+    def list_tags(self, name: str) -> Any:
+        entries = yield self._need_tags().list(f"{name}:").addErrback(_unavailable, "build-index list")
+        return [e[len(name) + 1 :] for e in entries] or None
+
+    @inlineCallbacks
+    def list_repositories(self) -> Any:
+        entries = yield self._need_tags().list("").addErrback(_unavailable, "build-index list")
+        return sorted({e.rpartition(":")[0] for e in entries})
+
+    def commit_blob(self, name: str, digest: str, path: Path) -> Deferred[Any]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def mount_blob(self, source: str | None, name: str, digest: str) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def put_tag(self, name: str, tag: str, digest: str) -> Deferred[Any]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+
+def make_agent_registry(
+    blobs: BlobSource,
+    config: dict[str, Any],
+    tls: TLSSettings | None,
+    metrics: Metrics,
+    reactor: Any,
+) -> Site:
+    """The site the agent listens with on ``registry.listen``."""
+    section = config.get("registry") or {}
+    address = section.get("build_index")
+    tags = TagClient(reactor, address, tls) if address else None
+    api = RegistryResource(
+        AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
+        allow_cidrs=section.get("allow_cidrs") or None,
+    )
+    return make_registry_site(api, metrics)
