@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import tls_section
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -152,3 +154,23 @@ class DockerRegistry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+
+
+def build_index_config(pki: Path, root: Path, origin_port: int) -> dict[str, Any]:
+    return {
+        "listen": ["tls:tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "build-index"),
+        "buildindex": {"storage": str(root), "origins": [f"127.0.0.1:{origin_port}"]},
+    }
+
+
+def proxy_config(pki: Path, root: Path, origin_port: int, index_port: int) -> dict[str, Any]:
+    return {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "proxy"),
+        "proxy": {
+            "storage": str(root),
+            "origins": [f"127.0.0.1:{origin_port}"],
+            "build_index": f"127.0.0.1:{index_port}",
+        },
+    }

@@ -16,8 +16,13 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration.p2p_fixtures import origin_config
-from tests.integration.registry_support import build_oci_layout, sha256, skopeo
-from tests.support import tls_section
+from tests.integration.registry_support import (
+    build_index_config,
+    build_oci_layout,
+    proxy_config,
+    sha256,
+    skopeo,
+)
 
 
 class TLSClient:
@@ -36,26 +41,6 @@ class TLSClient:
             return response.status, response.read()
         finally:
             conn.close()
-
-
-def build_index_config(pki: Path, root: Path, origin_port: int) -> dict[str, Any]:
-    return {
-        "listen": ["tls:tcp:0:interface=127.0.0.1"],
-        "tls": tls_section(pki, "build-index"),
-        "buildindex": {"storage": str(root), "origins": [f"127.0.0.1:{origin_port}"]},
-    }
-
-
-def proxy_config(pki: Path, root: Path, origin_port: int, index_port: int) -> dict[str, Any]:
-    return {
-        "listen": ["tcp:0:interface=127.0.0.1"],
-        "tls": tls_section(pki, "proxy"),
-        "proxy": {
-            "storage": str(root),
-            "origins": [f"127.0.0.1:{origin_port}"],
-            "build_index": f"127.0.0.1:{index_port}",
-        },
-    }
 
 
 @pytest.fixture
