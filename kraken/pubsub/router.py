@@ -5,6 +5,11 @@ subscriber as one ``MESSAGE`` record per shard, naming the matched topics of tha
 publish order (repeats kept), shards in ascending order — the original server's bytes.
 The router is single-threaded: subscribe, publish and replay are atomic with respect to each
 other, and time comes from an injected clock.
+
+Consecutive single-topic records from one publisher to one topic form a *run*: they are
+serialised once and handed to each subscriber as one shared chunk when the run ends. A front
+end calls :meth:`Router.flush` after each batch of input it handled (one ``dataReceived``);
+every other router operation flushes first, so ordering is never affected.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class Stats:
 
 
 class Router:
+    RUN_RECORDS = 64
+    RUN_BYTES = 64 * 1024
+
     def __init__(
         self,
         clock: Any,
@@ -55,6 +63,10 @@ class Router:
         self._last_time = self.started
         self._next_id = 0
         self.stats = Stats()
+        self._run_topic: bytes | None = None
+        self._run_publisher: Subscriber | None = None
+        self._run: list[bytes] = []
+        self._run_bytes = 0
 
     # --- clients -------------------------------------------------------------------------
 
@@ -74,6 +86,7 @@ class Router:
         self.clients[client.id] = client
 
     def disconnect(self, client: Subscriber) -> None:
+        self.flush()
         self.clients.pop(client.id, None)
         for topic in client.topics:
             subs = self.subscribers.get(topic)
@@ -92,6 +105,7 @@ class Router:
         Returns ``False`` (reply NOT_FOUND) when the retained stream no longer reaches back to
         the position; the subscription stands either way.
         """
+        self.flush()
         topics = list(topics)
         self._add(client, topics)
         horizon, client.horizon = client.horizon, None
@@ -101,14 +115,17 @@ class Router:
 
     def retro_subscribe(self, client: Subscriber, horizon: float, topics: Sequence[bytes]) -> bool:
         """Subscribe and replay what was published after Unix time *horizon*."""
+        self.flush()
         self._add(client, topics)
         return self._replay(client, topics, time=horizon)
 
     def register(self, client: Subscriber) -> None:
         """Remember the current position: the next subscribe replays everything after it."""
+        self.flush()
         client.horizon = self.seq
 
     def unsubscribe(self, client: Subscriber, topics: Iterable[bytes]) -> None:
+        self.flush()
         for topic in topics:
             since = client.topics.pop(topic, None)
             if since is None:
@@ -153,22 +170,45 @@ class Router:
     ) -> None:
         shard = shard_of(topic, self.shards)
         self.retained[shard].add(Entry(self.seq, now, shard, (topic,), payload, pub_id))
-        subs = self.subscribers.get(topic)
+        if topic not in self.subscribers:
+            return
+        if topic != self._run_topic or publisher is not self._run_publisher:
+            self.flush()
+            self._run_topic = topic
+            self._run_publisher = publisher
+        data = b"MESSAGE %s %d\r\n%s\r\n" % (topic, len(payload), payload)
+        self._run.append(data)
+        self._run_bytes += len(data)
+        if len(self._run) >= self.RUN_RECORDS or self._run_bytes >= self.RUN_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the pending run of records to its subscribers."""
+        run = self._run
+        if not run:
+            return
+        topic, publisher = self._run_topic, self._run_publisher
+        self._run = []
+        self._run_bytes = 0
+        self._run_topic = self._run_publisher = None
+        subs = self.subscribers.get(topic)  # type: ignore[arg-type]
         if not subs:
             return
-        data = b"MESSAGE %s %d\r\n%s\r\n" % (topic, len(payload), payload)
+        n = len(run)
+        data = run[0] if n == 1 else b"".join(run)
         count = 0
         for sub in subs:
             if sub is not publisher:
-                sub.deliver(data)
+                sub.deliver(data, n)
                 count += 1
-        self.stats.delivered += count
+        self.stats.delivered += count * n
         if count >= self.fanout_to_warn:
-            self._warn_fanout(count, publisher, [topic], payload)
+            self._warn_fanout(count, publisher, [topic], run[-1])  # type: ignore[list-item]
 
     def _publish_many(
         self, publisher: Subscriber | None, pub_id: int, now: float, topics: list[bytes], payload: bytes
     ) -> None:
+        self.flush()
         if len(topics) >= self.topics_to_warn:
             log.warn(
                 "Publish topic fanout of {count}, publisher {publisher}, message {message}",

@@ -45,6 +45,7 @@ class Session:
                 out.append(self._refuse(event.reply, event.reason))
             if self.closing:
                 break
+        self.router.flush()
         return b"".join(out)
 
     def _refuse(self, reply: bytes, reason: str) -> bytes:
@@ -55,6 +56,7 @@ class Session:
 
     def _get(self, event: wire.Get) -> bytes:
         if event.key == b"messages":
+            self.router.flush()
             return wire.value_reply(self.client.drain(self.router.now()))
         self.router.register(self.client)
         return wire.STORED

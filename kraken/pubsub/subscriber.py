@@ -34,7 +34,8 @@ class Subscriber:
         self.received = 0
         self.dropped = 0
 
-    def deliver(self, record: bytes) -> None:
+    def deliver(self, records: bytes, count: int = 1) -> None:
+        """Take *count* serialised records (one chunk, shared with other subscribers)."""
         raise NotImplementedError
 
     def depth(self) -> int:
@@ -84,7 +85,9 @@ class QueueSubscriber(Subscriber):
     """A memcached client: records wait in a queue until ``get messages`` drains it.
 
     The queue is bounded by record count and bytes. On overflow the **oldest** records are
-    dropped (a polling client wants the freshest data) and counted in ``dropped``.
+    dropped (a polling client wants the freshest data) and counted in ``dropped``. Records that
+    arrived together stay together: a chunk (at most ``Router.RUN_RECORDS`` records) is dropped
+    whole.
     """
 
     kind = "memcached"
@@ -92,25 +95,30 @@ class QueueSubscriber(Subscriber):
     def __init__(self, ident: int, name: str, now: float, max_messages: int, max_bytes: int) -> None:
         super().__init__(ident, name, now)
         self.queue: deque[bytes] = deque()
+        self.counts: deque[int] = deque()
+        self.records = 0
         self.size = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.overflowing = False
 
-    def deliver(self, record: bytes) -> None:
-        self.queue.append(record)
-        self.size += len(record)
-        self.received += 1
-        if self.size > self.max_bytes or len(self.queue) > self.max_messages:
+    def deliver(self, records: bytes, count: int = 1) -> None:
+        self.queue.append(records)
+        self.counts.append(count)
+        self.size += len(records)
+        self.records += count
+        self.received += count
+        if self.size > self.max_bytes or self.records > self.max_messages:
             self._overflow()
 
     def _overflow(self) -> None:
         queue = self.queue
-        dropped = 0
-        while queue and (self.size > self.max_bytes or len(queue) > self.max_messages):
+        counts = self.counts
+        while queue and (self.size > self.max_bytes or self.records > self.max_messages):
             self.size -= len(queue.popleft())
-            dropped += 1
-        self.dropped += dropped
+            dropped = counts.popleft()
+            self.records -= dropped
+            self.dropped += dropped
         if not self.overflowing:
             self.overflowing = True
             log.warn(
@@ -128,11 +136,13 @@ class QueueSubscriber(Subscriber):
             return b""
         block = b"".join(self.queue)
         self.queue.clear()
+        self.counts.clear()
         self.size = 0
+        self.records = 0
         return block
 
     def depth(self) -> int:
-        return len(self.queue)
+        return self.records
 
     def queued_bytes(self) -> int:
         return self.size

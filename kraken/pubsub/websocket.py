@@ -39,18 +39,20 @@ class PushSubscriber(Subscriber):
         super().__init__(ident, name, now)
         self.protocol = protocol
         self.pending: list[bytes] = []
+        self.counts: list[int] = []
         self.size = 0
         self.max_bytes = max_bytes
         self._flush_call: Any = None
 
-    def deliver(self, record: bytes) -> None:
-        self.pending.append(record)
-        self.size += len(record)
-        self.received += 1
+    def deliver(self, records: bytes, count: int = 1) -> None:
+        self.pending.append(records)
+        self.counts.append(count)
+        self.size += len(records)
+        self.received += count
         if self.size > self.max_bytes:
             while self.pending and self.size > self.max_bytes:
                 self.size -= len(self.pending.pop(0))
-                self.dropped += 1
+                self.dropped += self.counts.pop(0)
         if self._flush_call is None:
             self._flush_call = self.protocol.factory.clock.callLater(0, self.flush)
 
@@ -60,6 +62,7 @@ class PushSubscriber(Subscriber):
             return
         block = b"".join(self.pending)
         self.pending.clear()
+        self.counts.clear()
         self.size = 0
         self.last_receive = self.protocol.factory.router.now()
         self.protocol.sendMessage(block, isBinary=True)
@@ -70,7 +73,7 @@ class PushSubscriber(Subscriber):
         self._flush_call = None
 
     def depth(self) -> int:
-        return len(self.pending)
+        return sum(self.counts)
 
     def queued_bytes(self) -> int:
         return self.size
@@ -108,13 +111,16 @@ class PushProtocol(WebSocketServerProtocol):
                 self._answer({"ok": False, "op": "publish", "error": str(e)})
                 return
             self.factory.router.publish(self.client, records)
+            self.factory.router.flush()
             self._answer({"ok": True, "op": "publish", "records": len(records)})
             return
         try:
             message = json.loads(payload.decode("utf-8"))
             if not isinstance(message, dict):
                 raise CommandError("a command is a JSON object")
-            self._answer(self._command(message))
+            answer = self._command(message)
+            self.factory.router.flush()
+            self._answer(answer)
         except (ValueError, CommandError) as e:
             self._answer({"ok": False, "error": str(e)})
 

@@ -18,6 +18,7 @@ def client(router: Router) -> QueueSubscriber:
 
 
 def drained(router: Router, c: QueueSubscriber) -> list[tuple[list[bytes], bytes]]:
+    router.flush()
     block = c.drain(router.now())
     return wire.parse_publish(block) if block else []
 

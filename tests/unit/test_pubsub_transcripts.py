@@ -140,3 +140,22 @@ def test_disconnect_drops_queue_and_subscriptions() -> None:
     assert h.router.subscribers == {}
     assert list(h.router.clients) == [pub.protocol.session.client.id]
     assert h.factory.open == 1
+
+
+def test_pipelined_publishes_keep_order_across_runs() -> None:
+    from kraken.pubsub import wire
+
+    h = Harness()
+    sub, pub, other = h.connect(), h.connect(), h.connect()
+    sub.send(b"set subscribe 0 0 3\r\nt u\r\n")
+    pub.send(b"set subscribe 0 0 1\r\nt\r\n")
+    other.send(b"set subscribe 0 0 1\r\nt\r\n")
+    names = [b"t", b"t", b"u", b"t", b"t", b"t"] + [b"t"] * 150
+    data = b"".join(wire.set_command(b"publish", wire.record([n], b"%d" % i)) for i, n in enumerate(names))
+    assert pub.send(data) == b"STORED\r\n" * len(names)
+    got = wire.ReplyParser().feed(sub.send(b"get messages\r\n"))[0].records()
+    assert got == [([n], b"%d" % i) for i, n in enumerate(names)]
+    assert pub.send(b"get messages\r\n") == b"END\r\n"
+    t_only = wire.ReplyParser().feed(other.send(b"get messages\r\n"))[0].records()
+    assert [p for _, p in t_only] == [b"%d" % i for i, n in enumerate(names) if n == b"t"]
+    assert h.router.stats.delivered == len(names) + len(t_only)
