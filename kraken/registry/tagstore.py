@@ -54,4 +54,4 @@ class TagStore:
             if not (repo.startswith(prefix) or prefix.startswith(repo)):
                 continue
             out.extend(f"{repo}:{tag}" for tag in self.tags(repo) or ())
-        return [e for e in out if e.startswith(prefix)]
+        return sorted(e for e in out if e.startswith(prefix))
