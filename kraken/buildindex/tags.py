@@ -86,6 +86,9 @@ class TagService:
             try:
                 tmp.write_text(digest)
                 yield self.backend.upload(repo, f"{repo}:{tag}", str(tmp))
+            except Exception as e:
+                # the tag is stored here; a read-only or failing backend must not lose the push
+                log.warn("backend write of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
             finally:
                 tmp.unlink(missing_ok=True)
 

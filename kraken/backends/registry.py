@@ -1,0 +1,230 @@
+"""A read-only backend that reads blobs and tags from any Docker/OCI registry.
+
+Origins use it to pull blobs a registry already holds (``name`` = digest hex or
+``sha256:<hex>``, ``namespace`` = repository); the build-index uses it for tags
+(``name`` = ``repo:tag``; the "content" of a tag is the manifest digest it points at).
+
+Config (``type: registry``)::
+
+    address: https://registry.example:5000   # or host:port (https unless scheme: http)
+    username: alice                           # optional: basic auth, or basic credentials
+    password: secret                          #   for a bearer-token service
+    ca: /etc/ssl/registry-ca.pem              # optional: trust only this CA
+    cert: client.pem, key: client.key         # optional: client certificate
+    timeout: 60                               # seconds per request
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import treq
+from twisted.internet import ssl
+from twisted.internet.defer import fail, inlineCallbacks
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from kraken.backends.base import BackendError, BlobNotFound
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
+_HEX = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+KNOWN_KEYS = {"address", "username", "password", "ca", "cert", "key", "timeout", "scheme"}
+
+
+@implementer(IPolicyForHTTPS)
+class _RegistryTLS:
+    def __init__(self, ca: str | None, cert: str | None, key: str | None) -> None:
+        self.trust = ssl.Certificate.loadPEM(Path(ca).read_bytes()) if ca else None
+        self.own = None
+        if cert and key:
+            self.own = ssl.PrivateCertificate.loadPEM(Path(key).read_bytes() + Path(cert).read_bytes())
+        self.default = BrowserLikePolicyForHTTPS()
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        if self.trust is None and self.own is None:
+            return self.default.creatorForNetloc(hostname, port)
+        extra: dict[str, Any] = {}
+        if self.own is not None:
+            extra["clientCertificate"] = self.own
+        return ssl.optionsForClientTLS(hostname.decode("ascii"), trustRoot=self.trust, **extra)
+
+
+class RegistryBackend:
+    def __init__(
+        self,
+        reactor: Any,
+        address: str,
+        username: str | None = None,
+        password: str | None = None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base = address.rstrip("/") if "://" in address else f"https://{address}"
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 8
+        agent = Agent(reactor, _RegistryTLS(ca, cert, key), pool=pool)
+        self.http = treq.HTTPClient(agent)
+        self.timeout = timeout
+        self.basic = None
+        if username is not None:
+            raw = f"{username}:{password or ''}".encode()
+            self.basic = "Basic " + base64.b64encode(raw).decode("ascii")
+        self._tokens: dict[str, str] = {}
+
+    # -- HTTP with basic or bearer-token auth --------------------------------------------------
+
+    @inlineCallbacks
+    def _request(self, method: str, path: str, scope: str, headers: dict[str, str] | None = None,
+                 unbuffered: bool = False) -> Any:
+        url = self.base + path
+        for attempt in range(2):
+            sent = dict(headers or {})
+            auth = self._tokens.get(scope) or self.basic
+            if auth:
+                sent["Authorization"] = auth
+            response = yield self.http.request(method, url, headers=sent, timeout=self.timeout,
+                                               unbuffered=unbuffered)
+            if response.code != 401 or attempt:
+                return response
+            challenge = (response.headers.getRawHeaders("www-authenticate") or [""])[0]
+            yield response.content()
+            if not challenge.lower().startswith("bearer"):
+                return response
+            yield self._fetch_token(challenge, scope)
+        raise AssertionError("unreachable")
+
+    @inlineCallbacks
+    def _fetch_token(self, challenge: str, scope: str) -> Any:
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            raise BackendError(f"registry {self.base} sent a bearer challenge without a realm")
+        query = {k: v for k, v in params.items() if k in ("service",)}
+        query["scope"] = scope
+        headers = {"Authorization": self.basic} if self.basic else {}
+        response = yield self.http.get(f"{realm}?{urlencode(query)}", headers=headers, timeout=self.timeout)
+        if response.code != 200:
+            body = yield response.content()
+            raise BackendError(f"token service {realm} answered {response.code}: {body[:200]!r}")
+        data = yield response.json()
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise BackendError(f"token service {realm} sent no token")
+        self._tokens[scope] = f"Bearer {token}"
+
+    @staticmethod
+    def _scope(repo: str) -> str:
+        return f"repository:{repo}:pull"
+
+    @inlineCallbacks
+    def _check(self, response: Any, what: str) -> Any:
+        if response.code == 404:
+            yield response.content()
+            raise BlobNotFound(what)
+        if response.code not in (200, 206):
+            body = yield response.content()
+            raise BackendError(f"registry {self.base}: {what}: HTTP {response.code}: {body[:200]!r}")
+        return response
+
+    # -- names ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _split(namespace: str, name: str) -> tuple[str, str | None, str | None]:
+        """``(repo, digest, tag)`` for a blob name or a ``repo:tag`` name."""
+        m = _HEX.fullmatch(name)
+        if m:
+            return namespace, f"sha256:{m.group(1)}", None
+        repo, sep, tag = name.rpartition(":")
+        if not sep or not repo or not tag:
+            raise BackendError(f"registry backend: {name!r} is neither a digest nor repo:tag")
+        return repo, None, tag
+
+    # -- Backend -------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def _blob_response(self, method: str, repo: str, digest: str, unbuffered: bool = False) -> Any:
+        """The blob, or the manifest of that digest (kraken stores manifests as blobs)."""
+        scope = self._scope(repo)
+        response = yield self._request(method, f"/v2/{repo}/blobs/{digest}", scope, unbuffered=unbuffered)
+        if response.code == 404:
+            yield response.content()
+            response = yield self._request(method, f"/v2/{repo}/manifests/{digest}", scope,
+                                           {"Accept": MANIFEST_TYPES}, unbuffered=unbuffered)
+        return (yield self._check(response, f"{repo}@{digest}"))
+
+    @inlineCallbacks
+    def _tag_digest(self, repo: str, tag: str) -> Any:
+        response = yield self._request("HEAD", f"/v2/{repo}/manifests/{tag}", self._scope(repo),
+                                       {"Accept": MANIFEST_TYPES})
+        yield self._check(response, f"{repo}:{tag}")
+        yield response.content()
+        digest = (response.headers.getRawHeaders("docker-content-digest") or [""])[0]
+        if not _HEX.fullmatch(digest):
+            raise BackendError(f"registry {self.base} sent no usable Docker-Content-Digest for {repo}:{tag}")
+        return digest
+
+    @inlineCallbacks
+    def stat(self, namespace: str, name: str) -> Any:
+        repo, digest, tag = self._split(namespace, name)
+        if tag is not None:
+            found = yield self._tag_digest(repo, tag)
+            return len(found)
+        response = yield self._blob_response("HEAD", repo, digest or "")
+        yield response.content()
+        return int((response.headers.getRawHeaders("content-length") or ["0"])[0])
+
+    @inlineCallbacks
+    def download(self, namespace: str, name: str, dest_path: str) -> Any:
+        repo, digest, tag = self._split(namespace, name)
+        if tag is not None:
+            found = yield self._tag_digest(repo, tag)
+            Path(dest_path).write_text(found)
+            return
+        response = yield self._blob_response("GET", repo, digest or "", unbuffered=True)
+        with open(dest_path, "wb") as f:
+            yield treq.collect(response, f.write)
+
+    def upload(self, namespace: str, name: str, src_path: str) -> Any:
+        return fail(BackendError("the registry backend is read-only"))
+
+    @inlineCallbacks
+    def list(self, prefix: str) -> Any:
+        """``repo:tag`` names: the tags of the repository *prefix* names (``repo:`` or ``repo:v``)."""
+        repo, sep, tag_prefix = prefix.partition(":")
+        if not sep or not repo:
+            return []
+        response = yield self._request("GET", f"/v2/{repo}/tags/list", self._scope(repo))
+        if response.code == 404:
+            yield response.content()
+            return []
+        yield self._check(response, f"{repo} tags")
+        data = yield response.json()
+        tags = data.get("tags") or []
+        return sorted(f"{repo}:{t}" for t in tags if t.startswith(tag_prefix))
+
+
+def from_config(config: dict[str, Any], reactor: Any) -> RegistryBackend:
+    unknown = set(config) - KNOWN_KEYS
+    if unknown or "address" not in config:
+        raise ValueError(f"registry backend needs address; known keys: {', '.join(sorted(KNOWN_KEYS))}"
+                         + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+    address = config["address"]
+    if "://" not in address and config.get("scheme"):
+        address = f"{config['scheme']}://{address}"
+    return RegistryBackend(
+        reactor, address, config.get("username"), config.get("password"), config.get("ca"),
+        config.get("cert"), config.get("key"), float(config.get("timeout", 60.0)),
+    )
