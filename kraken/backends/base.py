@@ -49,6 +49,7 @@ class Backend(Protocol):
 BACKEND_TYPES: dict[str, str] = {
     "fs": "kraken.backends.fs:from_config",
     "s3": "kraken.backends.s3:from_config",
+    "registry": "kraken.backends.registry:from_config",
 }
 
 
