@@ -43,16 +43,19 @@ class RetainedShard:
         if self.capacity <= 0:
             self._forget(entry)
             return
-        self.entries.append(entry)
+        entries = self.entries
+        entries.append(entry)
         by_topic = self.by_topic
-        for topic in dict.fromkeys(entry.topics):
+        topics = entry.topics
+        for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
             queue = by_topic.get(topic)
             if queue is None:
                 by_topic[topic] = queue = deque()
             queue.append(entry)
-        if len(self.entries) > self.capacity:
-            oldest = self.entries.popleft()
-            for topic in dict.fromkeys(oldest.topics):
+        if len(entries) > self.capacity:
+            oldest = entries.popleft()
+            topics = oldest.topics
+            for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
                 queue = by_topic[topic]
                 queue.popleft()
                 if not queue:
@@ -61,7 +64,8 @@ class RetainedShard:
 
     def _forget(self, entry: Entry) -> None:
         self.complete_after_seq = entry.seq
-        self.complete_after_time = max(self.complete_after_time, entry.time)
+        if entry.time > self.complete_after_time:
+            self.complete_after_time = entry.time
 
     def newer_than_seq(self, topic: bytes, seq: int) -> Iterator[Entry]:
         for entry in reversed(self.by_topic.get(topic, ())):

@@ -40,23 +40,23 @@ class WireError(ValueError):
     """A data block or reply that does not follow the protocol; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Get:
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Set:
     key: bytes
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quit:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Malformed:
     """Input the server cannot accept: send ``reply``, then close."""
 
@@ -137,6 +137,20 @@ class CommandParser:
         return Malformed(client_error(reply_reason), reason)
 
     def _command(self, line: bytes) -> Event | None:
+        if line.startswith(b"set "):
+            # the common case, without the general tokenizer: set <key> <flags> <exptime> <digits>
+            tokens = line[4:-2].split(b" ")
+            if (
+                len(tokens) == 4
+                and line.endswith(CRLF)
+                and tokens[0] in SET_KEYS
+                and tokens[1]
+                and tokens[2]
+                and tokens[3].isdigit()
+                and int(tokens[3]) <= self.max_value
+            ):
+                self._pending = (tokens[0], int(tokens[3]))
+                return None
         if not line.endswith(CRLF):
             return self._fail("line must end with CRLF", f"LF-only line {line[:40]!r}")
         body = line[:-2]
