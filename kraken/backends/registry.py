@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import treq
+from treq.client import HTTPClient
 from twisted.internet import ssl
 from twisted.internet.defer import fail, inlineCallbacks
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -76,7 +77,7 @@ class RegistryBackend:
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 8
         agent = Agent(reactor, _RegistryTLS(ca, cert, key), pool=pool)
-        self.http = treq.HTTPClient(agent)
+        self.http = HTTPClient(agent)
         self.timeout = timeout
         self.basic = None
         if username is not None:
