@@ -24,23 +24,32 @@ def _log(event: Any) -> Any:
     return event
 
 
-register_lambda("SimpleMath", SimpleNamespace(
-    add=lambda a: {"sum": _num(a, "a") + _num(a, "b")},
-    mult_by_two=lambda a: {"result": _num(a, "x") * 2},
-    add_one=lambda a: {"result": _num(a, "x") + 1},
-    log=_log,
-))
+register_lambda(
+    "SimpleMath",
+    SimpleNamespace(
+        add=lambda a: {"sum": _num(a, "a") + _num(a, "b")},
+        mult_by_two=lambda a: {"result": _num(a, "x") * 2},
+        add_one=lambda a: {"result": _num(a, "x") + 1},
+        log=_log,
+    ),
+)
 
-register_lambda("AddMultMinus", SimpleNamespace(
-    add_one=lambda a: {"event": _num(a, "event") + 1},
-    mult_by_two=lambda a: {"event": _num(a, "event") * 2},
-    minus_three=lambda a: {"event": _num(a, "event") - 3},
-))
+register_lambda(
+    "AddMultMinus",
+    SimpleNamespace(
+        add_one=lambda a: {"event": _num(a, "event") + 1},
+        mult_by_two=lambda a: {"event": _num(a, "event") * 2},
+        minus_three=lambda a: {"event": _num(a, "event") - 3},
+    ),
+)
 
-register_lambda("Greeter", SimpleNamespace(
-    greet=lambda a: {"message": f"Hello, {a['name']}!"},
-    no_greet=lambda a: {"message": f"I've already said hello to you, {a['name']}."},
-))
+register_lambda(
+    "Greeter",
+    SimpleNamespace(
+        greet=lambda a: {"message": f"Hello, {a['name']}!"},
+        no_greet=lambda a: {"message": f"I've already said hello to you, {a['name']}."},
+    ),
+)
 
 
 def _clone(args: dict[str, Any]) -> dict[str, Any]:
@@ -62,9 +71,14 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-register_lambda("Distance", SimpleNamespace(
-    closest=lambda a: {"closest": min(a["names"], key=lambda n: _levenshtein(a["name"], n)) if a["names"] else None},
-))
+register_lambda(
+    "Distance",
+    SimpleNamespace(
+        closest=lambda a: {
+            "closest": min(a["names"], key=lambda n: _levenshtein(a["name"], n)) if a["names"] else None
+        },
+    ),
+)
 
 
 def _decompose(args: dict[str, Any]) -> dict[str, Any]:

@@ -68,12 +68,25 @@ def _arities(func: Callable[..., Any], skip: int) -> tuple[int, int]:
 
 
 _BINOPS: dict[str, Callable[[Budget, Any, Any], Any]] = {
-    "+": op_add, "-": op_sub, "*": op_mul, "/": op_div, "**": op_pow, "<>": op_concat,
-    "++": op_lconcat, "--": op_lsub, "..": op_range, "in": op_in, "=~": op_match_str,
-    "==": lambda c, a, b: term_eq(a, b), "!=": lambda c, a, b: not term_eq(a, b),
-    "===": lambda c, a, b: term_eq(a, b, True), "!==": lambda c, a, b: not term_eq(a, b, True),
-    "<": lambda c, a, b: term_cmp(a, b) < 0, ">": lambda c, a, b: term_cmp(a, b) > 0,
-    "<=": lambda c, a, b: term_cmp(a, b) <= 0, ">=": lambda c, a, b: term_cmp(a, b) >= 0,
+    "+": op_add,
+    "-": op_sub,
+    "*": op_mul,
+    "/": op_div,
+    "**": op_pow,
+    "<>": op_concat,
+    "++": op_lconcat,
+    "--": op_lsub,
+    "..": op_range,
+    "in": op_in,
+    "=~": op_match_str,
+    "==": lambda c, a, b: term_eq(a, b),
+    "!=": lambda c, a, b: not term_eq(a, b),
+    "===": lambda c, a, b: term_eq(a, b, True),
+    "!==": lambda c, a, b: not term_eq(a, b, True),
+    "<": lambda c, a, b: term_cmp(a, b) < 0,
+    ">": lambda c, a, b: term_cmp(a, b) > 0,
+    "<=": lambda c, a, b: term_cmp(a, b) <= 0,
+    ">=": lambda c, a, b: term_cmp(a, b) >= 0,
     "not in": lambda c, a, b: not op_in(c, a, b),
 }
 
@@ -122,6 +135,7 @@ class Compiler:
                 raise e.locate(pos, src) from None
             except RecursionError:
                 raise LimitError("expression recursion too deep").locate(pos, src) from None
+
         return run
 
     # -- expressions -----------------------------------------------------------------------------
@@ -158,6 +172,7 @@ class Compiler:
             if len(out) > ctx.max_size:
                 raise LimitError(f"string longer than {ctx.max_size} characters")
             return out
+
         return self.located(run, node[1])
 
     def c_list(self, node: Node, scope: set[str]) -> Code:
@@ -173,6 +188,7 @@ class Compiler:
                 out.extend(rest)
                 ctx.size(out)
             return out
+
         return self.located(run, node[1])
 
     def c_tuple(self, node: Node, scope: set[str]) -> Code:
@@ -204,6 +220,7 @@ class Compiler:
                 except TypeError:
                     raise ExprError(f"unsupported map key {inspect(k)}", "ArgumentError") from None
             return out
+
         return self.located(run, node[1])
 
     def c_access(self, node: Node, scope: set[str]) -> Code:
@@ -214,6 +231,7 @@ class Compiler:
                 return access_get(obj(ctx, env), key(ctx, env))
             except TypeError:
                 raise ExprError("unsupported key type for Access", "ArgumentError") from None
+
         return self.located(run, node[1])
 
     def c_block(self, node: Node, scope: set[str]) -> Code:
@@ -225,36 +243,46 @@ class Compiler:
             for c in codes:
                 result = c(ctx, env)
             return result
+
         return run
 
     def c_binop(self, node: Node, scope: set[str]) -> Code:
         op = node[2]
         left, right = self.compile(node[3], scope), self.compile(node[4], scope)
         if op == "&&":
+
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 v = left(ctx, env)
                 return right(ctx, env) if v is not None and v is not False else v
+
             return run
         if op == "||":
+
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 v = left(ctx, env)
                 return v if v is not None and v is not False else right(ctx, env)
+
             return run
         if op in ("and", "or"):
+
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 v = left(ctx, env)
                 if not isinstance(v, bool):
-                    raise ExprError(f"expected a boolean on the left-hand side of {op!r}, got: {inspect(v)}",
-                                    "BadBooleanError")
+                    raise ExprError(
+                        f"expected a boolean on the left-hand side of {op!r}, got: {inspect(v)}",
+                        "BadBooleanError",
+                    )
                 if (op == "and") == v:
                     return right(ctx, env)
                 return v
+
             return self.located(run, node[1])
         fn = _BINOPS[op]
 
         def run(ctx: Budget, env: dict[str, Any]) -> Any:
             ctx.tick()
             return fn(ctx, left(ctx, env), right(ctx, env))
+
         return self.located(run, node[1])
 
     def c_unop(self, node: Node, scope: set[str]) -> Code:
@@ -274,6 +302,7 @@ class Compiler:
             if not is_number(v):
                 raise ExprError(f"bad argument in arithmetic expression: {op}{inspect(v)}", "ArithmeticError")
             return -v if op == "-" else v
+
         return self.located(run, node[1])
 
     def c_if(self, node: Node, scope: set[str]) -> Code:
@@ -284,6 +313,7 @@ class Compiler:
         def run(ctx: Budget, env: dict[str, Any]) -> Any:
             v = cond(ctx, env)
             return then(ctx, env) if v is not None and v is not False else other(ctx, env)
+
         return run
 
     def c_cond(self, node: Node, scope: set[str]) -> Code:
@@ -295,6 +325,7 @@ class Compiler:
                 if truthy(c(ctx, env)):
                     return b(ctx, env)
             raise ExprError("no cond clause evaluated to a truthy value", "CondClauseError")
+
         return self.located(run, node[1])
 
     def c_case(self, node: Node, scope: set[str]) -> Code:
@@ -319,6 +350,7 @@ class Compiler:
                         continue
                     return b(ctx, inner_env)
             raise ExprError(f"no case clause matching: {inspect(v)}", "CaseClauseError")
+
         return self.located(run, node[1])
 
     def c_match(self, node: Node, scope: set[str]) -> Code:
@@ -332,6 +364,7 @@ class Compiler:
                 raise ExprError(f"no match of right hand side value: {inspect(v)}", "MatchError")
             env.update(binds)
             return v
+
         return self.located(run, node[1])
 
     def c_fn(self, node: Node, scope: set[str]) -> Code:
@@ -353,7 +386,9 @@ class Compiler:
             def m(ctx: Budget, env: dict[str, Any], v: Any, binds: dict[str, Any]) -> bool:
                 binds[name] = v
                 return True
+
             return m
+
         matchers = [bind(n) for n in names]
         return lambda ctx, env: Closure([(matchers, None, body)], env, arity)
 
@@ -378,11 +413,13 @@ class Compiler:
         else:
             table = MODULES.get(mod)
             if table is None:
-                raise self.err(f"Non local call: {mod}.{name}/{arity} (module {mod} is not allowed)", pos,
-                               "RuntimeError")
+                raise self.err(
+                    f"Non local call: {mod}.{name}/{arity} (module {mod} is not allowed)", pos, "RuntimeError"
+                )
             if name not in table:
-                raise self.err(f"function {mod}.{name}/{arity} is undefined or private", pos,
-                               "UndefinedFunctionError")
+                raise self.err(
+                    f"function {mod}.{name}/{arity} is undefined or private", pos, "UndefinedFunctionError"
+                )
             func, skip, shown = table[name], 1, f"{mod}.{name}"
         low, high = _arities(func, skip)
         if not low <= arity <= high:
@@ -404,10 +441,12 @@ class Compiler:
     def _call(self, func: Callable[..., Any], skip: int, args: list[Node], scope: set[str], pos: int) -> Code:
         codes = [self.compile(a, scope) for a in args]
         if skip:
+
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 ctx.tick()
                 return func(ctx, *[c(ctx, env) for c in codes])
         else:
+
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 ctx.tick()
                 values = [to_json(c(ctx, env)) for c in codes]
@@ -417,6 +456,7 @@ class Compiler:
                     raise
                 except Exception as e:
                     raise ExprError(f"helper failed: {type(e).__name__}: {e}", "RuntimeError") from None
+
         return self.located(run, pos)
 
     def c_dcall(self, node: Node, scope: set[str]) -> Code:
@@ -425,6 +465,7 @@ class Compiler:
 
         def run(ctx: Budget, env: dict[str, Any]) -> Any:
             return apply(ctx, fexpr(ctx, env), *[c(ctx, env) for c in codes])
+
         return self.located(run, node[1])
 
     # -- patterns ----------------------------------------------------------------------------------
@@ -446,6 +487,7 @@ class Compiler:
                     return term_eq(b[name], v, strict=True)
                 b[name] = v
                 return True
+
             return bind
         if kind == "unop" and node[2] == "^" and node[3][0] == "var":
             name = node[3][2]
@@ -454,8 +496,11 @@ class Compiler:
             return lambda ctx, env, v, b: term_eq(env[name], v, strict=True)
         if kind == "tuple":
             subs = [self.pattern(x, scope) for x in node[2]]
-            return lambda ctx, env, v, b: (isinstance(v, tuple) and len(v) == len(subs)
-                                           and all(m(ctx, env, x, b) for m, x in zip(subs, v)))
+            return lambda ctx, env, v, b: (
+                isinstance(v, tuple)
+                and len(v) == len(subs)
+                and all(m(ctx, env, x, b) for m, x in zip(subs, v))
+            )
         if kind == "list":
             subs = [self.pattern(x, scope) for x in node[2]]
             tail = self.pattern(node[3], scope) if node[3] is not None else None
@@ -467,6 +512,7 @@ class Compiler:
                 if not all(m(ctx, env, x, b) for m, x in zip(subs, v)):
                     return False
                 return tail is None or tail(ctx, env, v[n:], b)
+
             return match_list
         if kind == "map" and node[3] is None:
             pairs = [(self.compile(k, scope), self.pattern(p, scope)) for k, p in node[2]]
@@ -479,14 +525,23 @@ class Compiler:
                     if k not in v or not m(ctx, env, v[k], b):
                         return False
                 return True
+
             return match_map
         if kind == "kwlist":
-            return self.pattern(("list", node[1], [("tuple", node[1], [("lit", node[1], Atom(k)), p])
-                                                   for k, p in node[2]], None), scope)
+            return self.pattern(
+                (
+                    "list",
+                    node[1],
+                    [("tuple", node[1], [("lit", node[1], Atom(k)), p]) for k, p in node[2]],
+                    None,
+                ),
+                scope,
+            )
         if kind == "binop" and node[2] == "<>" and node[3][0] == "lit" and isinstance(node[3][2], str):
             prefix, rest = node[3][2], self.pattern(node[4], scope)
-            return lambda ctx, env, v, b: (isinstance(v, str) and v.startswith(prefix)
-                                           and rest(ctx, env, v[len(prefix):], b))
+            return lambda ctx, env, v, b: (
+                isinstance(v, str) and v.startswith(prefix) and rest(ctx, env, v[len(prefix) :], b)
+            )
         if kind == "match":
             left, right = self.pattern(node[2], scope), self.pattern(node[3], scope)
             return lambda ctx, env, v, b: left(ctx, env, v, b) and right(ctx, env, v, b)

@@ -180,8 +180,10 @@ def enumerable(value: Any) -> list[Any]:
         return value
     if isinstance(value, dict):
         return [(k, value[k]) for k in sorted_terms(list(value))]
-    raise ExprError(f"protocol Enumerable not implemented for {inspect(value)} of type {type_name(value)}",
-                    "Protocol.UndefinedError")
+    raise ExprError(
+        f"protocol Enumerable not implemented for {inspect(value)} of type {type_name(value)}",
+        "Protocol.UndefinedError",
+    )
 
 
 def op_in(ctx: Budget, a: Any, b: Any) -> bool:
@@ -263,14 +265,16 @@ def access_get(data: Any, key: Any) -> Any:
         return None
     if isinstance(data, list):
         if not isinstance(key, Atom):
-            raise ExprError(f"the Access calls for keywords expect an atom key, got: {inspect(key)}",
-                            "ArgumentError")
+            raise ExprError(
+                f"the Access calls for keywords expect an atom key, got: {inspect(key)}", "ArgumentError"
+            )
         for item in data:
             if isinstance(item, tuple) and len(item) == 2 and item[0] == key:
                 return item[1]
         return None
-    raise ExprError(f"Access is not implemented for {inspect(data)} of type {type_name(data)}",
-                    "UndefinedFunctionError")
+    raise ExprError(
+        f"Access is not implemented for {inspect(data)} of type {type_name(data)}", "UndefinedFunctionError"
+    )
 
 
 def _path(keys: Any) -> list[Any]:
@@ -305,8 +309,10 @@ def update_in(ctx: Budget, data: Any, keys: Any, fun: Any) -> Any:
         if i == len(path) - 1:
             inner = (lambda v: apply(ctx, fun, v)) if isinstance(fun, Fn) else fun
         else:
+
             def inner(v: Any) -> Any:
                 return walk(v, i + 1)
+
         if isinstance(step, AccessFn):
             return step.update(ctx, value, inner)
         if value is None:
@@ -343,8 +349,9 @@ def pop_in(ctx: Budget, data: Any, keys: Any) -> tuple[Any, Any]:
 # -- Kernel -------------------------------------------------------------------------------------
 def _int_op(name: str, a: Any, b: Any) -> None:
     if not (isinstance(a, int) and isinstance(b, int)) or isinstance(a, bool) or isinstance(b, bool):
-        raise ExprError(f"bad argument in arithmetic expression: {name}({inspect(a)}, {inspect(b)})",
-                        "ArithmeticError")
+        raise ExprError(
+            f"bad argument in arithmetic expression: {name}({inspect(a)}, {inspect(b)})", "ArithmeticError"
+        )
     if b == 0:
         raise ExprError(f"bad argument in arithmetic expression: {name}({a}, 0)", "ArithmeticError")
 
@@ -397,7 +404,7 @@ def k_elem(ctx: Budget, t: Any, i: Any) -> Any:
 def k_put_elem(ctx: Budget, t: Any, i: Any, v: Any) -> Any:
     if not isinstance(t, tuple) or not isinstance(i, int) or not 0 <= i < len(t):
         raise bad_arg("put_elem/3 expects a tuple and an index in range, got", (t, i))
-    return (*t[:i], v, *t[i + 1:])
+    return (*t[:i], v, *t[i + 1 :])
 
 
 def _is(pred: Callable[[Any], bool]) -> Callable[..., bool]:
@@ -417,6 +424,7 @@ def k_size(kind: type, name: str) -> Callable[..., int]:
         if not isinstance(x, kind):
             raise bad_arg(f"{name} expects a {kind.__name__}, got", x)
         return len(x)
+
     return size
 
 
@@ -436,6 +444,7 @@ def _rounding(name: str, fn: Callable[[float], int]) -> Callable[..., int]:
     def f(ctx: Budget, x: Any) -> int:
         _need_num(name, x)
         return fn(x)
+
     return f
 
 
@@ -700,7 +709,7 @@ def e_chunk_every(ctx: Budget, e: Any, n: Any) -> list[Any]:
     if not isinstance(n, int) or n < 1:
         raise bad_arg("Enum.chunk_every/2 expects a positive integer, got", n)
     items = _items(ctx, e)
-    return [items[i:i + n] for i in range(0, len(items), n)]
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 def e_slice(ctx: Budget, e: Any, start: Any, amount: Any) -> list[Any]:
@@ -709,7 +718,7 @@ def e_slice(ctx: Budget, e: Any, start: Any, amount: Any) -> list[Any]:
         raise bad_arg("Enum.slice/3 expects integers, got", (start, amount))
     if start < 0:
         start += len(items)
-    return items[max(start, 0):max(start, 0) + amount]
+    return items[max(start, 0) : max(start, 0) + amount]
 
 
 def e_take(ctx: Budget, e: Any, n: Any) -> list[Any]:
@@ -986,7 +995,7 @@ def s_slice(ctx: Budget, s: Any, start: Any, length: Any = None) -> str:
         start += len(s)
         if start < 0:
             return ""
-    return s[start:start + max(length, 0)]
+    return s[start : start + max(length, 0)]
 
 
 def s_to_integer(ctx: Budget, s: Any) -> int:
@@ -1023,6 +1032,7 @@ def s_pad(leading: bool) -> Callable[..., str]:
         missing = max(n - len(s), 0)
         fill = (p * (missing // len(p) + 1))[:missing]
         return fill + s if leading else s + fill
+
     return pad
 
 
@@ -1076,8 +1086,11 @@ STRING: dict[str, Callable[..., Any]] = {
 
 ACCESS: dict[str, Callable[..., Any]] = {
     "all": lambda ctx: AccessFn("all"),
-    "at": lambda ctx, i: AccessFn("at", i) if isinstance(i, int) and not isinstance(i, bool)
-    else (_ for _ in ()).throw(bad_arg("Access.at/1 expects an integer, got", i)),
+    "at": lambda ctx, i: (
+        AccessFn("at", i)
+        if isinstance(i, int) and not isinstance(i, bool)
+        else (_ for _ in ()).throw(bad_arg("Access.at/1 expects an integer, got", i))
+    ),
     "key": lambda ctx, k, d=None: AccessFn("key", k, d),
     "filter": lambda ctx, f: AccessFn("filter", f),
     "elem": lambda ctx, i: AccessFn("elem", i),

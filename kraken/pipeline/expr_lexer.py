@@ -17,16 +17,59 @@ DIGITS = "0123456789"
 
 OPERATORS = sorted(
     [
-        "===", "!==", "|>", "<>", "++", "--", "==", "!=", "<=", ">=", "&&", "||", "->", "=>", "=~",
-        "..", "**", "::", "+", "-", "*", "/", "<", ">", "=", "!", "&", "|", ".", "^", "\\\\",
+        "===",
+        "!==",
+        "|>",
+        "<>",
+        "++",
+        "--",
+        "==",
+        "!=",
+        "<=",
+        ">=",
+        "&&",
+        "||",
+        "->",
+        "=>",
+        "=~",
+        "..",
+        "**",
+        "::",
+        "+",
+        "-",
+        "*",
+        "/",
+        "<",
+        ">",
+        "=",
+        "!",
+        "&",
+        "|",
+        ".",
+        "^",
+        "\\\\",
     ],
     key=len,
     reverse=True,
 )
 PUNCT = "()[]{},"
 _CONTINUE_AFTER = set(OPERATORS) - {"."} | {",", "(", "[", "{", "%{"}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "#": "#",
-            "e": "\x1b", "s": " ", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "0": "\0",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "#": "#",
+    "e": "\x1b",
+    "s": " ",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +98,10 @@ class Lexer:
     def _push(self, out: list[Token], tok: Token) -> None:
         if tok.kind == "sep":
             last = out[-1] if out else None
-            if last is None or last.kind == "sep" or (
-                last.kind in ("op", "punct") and last.value in _CONTINUE_AFTER
+            if (
+                last is None
+                or last.kind == "sep"
+                or (last.kind in ("op", "punct") and last.value in _CONTINUE_AFTER)
             ):
                 return
             if out[-1].kind == "ident" and out[-1].value == "do":
@@ -111,7 +156,7 @@ class Lexer:
                 j = self.i
                 while self.i < len(src) and src[self.i] in DIGITS:
                     self.i += 1
-                out.append(Token("caparg", int(src[j:self.i][:3]), start))
+                out.append(Token("caparg", int(src[j : self.i][:3]), start))
             elif c == "%" and src.startswith("%{", self.i):
                 self.i += 2
                 depth += 1
@@ -141,7 +186,7 @@ class Lexer:
             self.i += 1
         if self.i < len(src) and src[self.i] in "?!":
             self.i += 1
-        return src[j:self.i]
+        return src[j : self.i]
 
     def _number(self) -> Token:
         src, start = self.src, self.i
@@ -152,7 +197,7 @@ class Lexer:
             while self.i < len(src) and (src[self.i].isalnum() or src[self.i] == "_"):
                 self.i += 1
             try:
-                return Token("int", int(src[j:self.i].replace("_", ""), base), start)
+                return Token("int", int(src[j : self.i].replace("_", ""), base), start)
             except ValueError:
                 raise _syntax("invalid number", start, src) from None
         while self.i < len(src) and (src[self.i] in DIGITS or src[self.i] == "_"):
@@ -171,7 +216,7 @@ class Lexer:
                     self.i = j
                     while self.i < len(src) and src[self.i] in DIGITS:
                         self.i += 1
-        text = src[start:self.i].replace("_", "")
+        text = src[start : self.i].replace("_", "")
         if len(text) > 400:
             raise ExprError("number literal too long", "LimitError", start, src)
         if is_float:
@@ -201,13 +246,13 @@ class Lexer:
                 if e == "u" and src.startswith("{", self.i):
                     end = src.find("}", self.i)
                     try:
-                        buf.append(chr(int(src[self.i + 1:end], 16)))
+                        buf.append(chr(int(src[self.i + 1 : end], 16)))
                     except (ValueError, OverflowError):
                         raise _syntax("invalid \\u escape", self.i, src) from None
                     self.i = end + 1
                 elif e == "u":
                     try:
-                        buf.append(chr(int(src[self.i:self.i + 4], 16)))
+                        buf.append(chr(int(src[self.i : self.i + 4], 16)))
                     except ValueError:
                         raise _syntax("invalid \\u escape", self.i, src) from None
                     self.i += 4

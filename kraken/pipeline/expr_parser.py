@@ -18,15 +18,29 @@ Node = tuple[Any, ...]
 # operator -> (left binding power, right binding power)
 INFIX: dict[str, tuple[int, int]] = {
     "=": (6, 5),
-    "||": (10, 11), "or": (10, 11),
-    "&&": (20, 21), "and": (20, 21),
-    "==": (30, 31), "!=": (30, 31), "===": (30, 31), "!==": (30, 31), "=~": (30, 31),
-    "<": (40, 41), ">": (40, 41), "<=": (40, 41), ">=": (40, 41),
+    "||": (10, 11),
+    "or": (10, 11),
+    "&&": (20, 21),
+    "and": (20, 21),
+    "==": (30, 31),
+    "!=": (30, 31),
+    "===": (30, 31),
+    "!==": (30, 31),
+    "=~": (30, 31),
+    "<": (40, 41),
+    ">": (40, 41),
+    "<=": (40, 41),
+    ">=": (40, 41),
     "|>": (50, 51),
     "in": (55, 56),
-    "++": (61, 60), "--": (61, 60), "<>": (61, 60), "..": (61, 60),
-    "+": (70, 71), "-": (70, 71),
-    "*": (80, 81), "/": (80, 81),
+    "++": (61, 60),
+    "--": (61, 60),
+    "<>": (61, 60),
+    "..": (61, 60),
+    "+": (70, 71),
+    "-": (70, 71),
+    "*": (80, 81),
+    "/": (80, 81),
     "**": (86, 85),
 }
 UNARY_BP = 90
@@ -117,8 +131,12 @@ class Parser:
                     op = tok.value
                 elif tok.kind == "ident" and tok.value in WORD_OPS:
                     op = tok.value
-                elif tok.kind == "ident" and tok.value == "not" and self.peek(1).kind == "ident" \
-                        and self.peek(1).value == "in":
+                elif (
+                    tok.kind == "ident"
+                    and tok.value == "not"
+                    and self.peek(1).kind == "ident"
+                    and self.peek(1).value == "in"
+                ):
                     op = "not in"
                 else:
                     break
@@ -166,8 +184,12 @@ class Parser:
         if k == "op":
             if v in ("-", "+", "!", "^"):
                 operand = self.expr(UNARY_BP)
-                if v == "-" and operand[0] == "lit" and isinstance(operand[2], (int, float)) \
-                        and not isinstance(operand[2], bool):
+                if (
+                    v == "-"
+                    and operand[0] == "lit"
+                    and isinstance(operand[2], (int, float))
+                    and not isinstance(operand[2], bool)
+                ):
                     return ("lit", tok.pos, -operand[2])
                 return ("unop", tok.pos, v, operand)
             if v == "&":
@@ -208,8 +230,12 @@ class Parser:
                 self.skip_seps()
                 self.expect("punct", "]")
                 node = ("access", tok.pos, node, key)
-            elif tok.kind == "op" and tok.value == "." and self.peek(1).kind == "punct" \
-                    and self.peek(1).value == "(":
+            elif (
+                tok.kind == "op"
+                and tok.value == "."
+                and self.peek(1).kind == "punct"
+                and self.peek(1).value == "("
+            ):
                 self.next()
                 self.next()
                 args = self.args(")")
@@ -220,8 +246,9 @@ class Parser:
                 if self.at("punct", "("):
                     self.next()
                     self.args(")")
-                raise ExprError(f"Non local call: {name.value} on an expression", "RuntimeError",
-                                tok.pos, self.src)
+                raise ExprError(
+                    f"Non local call: {name.value} on an expression", "RuntimeError", tok.pos, self.src
+                )
             else:
                 return node
 
@@ -459,7 +486,7 @@ class Parser:
 
     def _clause_ahead(self) -> bool:
         depth = 0
-        for tok in self.toks[self.i:]:
+        for tok in self.toks[self.i :]:
             if tok.kind == "punct":
                 if tok.value in ("(", "[", "{", "%{"):
                     depth += 1

@@ -13,8 +13,9 @@ from typing import Any
 class ExprError(Exception):
     """An expression failed: *kind* is the Elixir-style error class shown to users."""
 
-    def __init__(self, message: str, kind: str = "RuntimeError", pos: int | None = None,
-                 source: str | None = None) -> None:
+    def __init__(
+        self, message: str, kind: str = "RuntimeError", pos: int | None = None, source: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -254,8 +255,10 @@ def to_string(value: Any) -> str:
         return format_float(value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "".join(value)
-    raise ExprError(f"protocol String.Chars not implemented for {inspect(value)} of type {type_name(value)}",
-                    "Protocol.UndefinedError")
+    raise ExprError(
+        f"protocol String.Chars not implemented for {inspect(value)} of type {type_name(value)}",
+        "Protocol.UndefinedError",
+    )
 
 
 def to_json(value: Any) -> Any:

@@ -56,16 +56,26 @@ def _get_path(data: Any, path: Any) -> Any:
     return data
 
 
-register_helper("Helpers.FetchHelper", {
-    "fetch": lambda args, key: args[key],
-    "get": lambda args, key: args.get(key) if isinstance(args, dict) else None,
-})
-register_helper("YesNoBranch", {
-    "yes_or_no": lambda args, path: "no" if _get_path(args, path) is None or _get_path(args, path) is False
-    else "yes",
-})
-register_helper("Helpers.Math", {
-    "inc_by_one": lambda x: x + 1,
-    "mult_by_two": lambda x: x * 2,
-    "dec_by_five": lambda args: args["x"] - 5,
-})
+register_helper(
+    "Helpers.FetchHelper",
+    {
+        "fetch": lambda args, key: args[key],
+        "get": lambda args, key: args.get(key) if isinstance(args, dict) else None,
+    },
+)
+register_helper(
+    "YesNoBranch",
+    {
+        "yes_or_no": lambda args, path: (
+            "no" if _get_path(args, path) is None or _get_path(args, path) is False else "yes"
+        ),
+    },
+)
+register_helper(
+    "Helpers.Math",
+    {
+        "inc_by_one": lambda x: x + 1,
+        "mult_by_two": lambda x: x * 2,
+        "dec_by_five": lambda args: args["x"] - 5,
+    },
+)

@@ -19,8 +19,13 @@ from kraken.pipeline.mapping import DefinitionError
 Check = Callable[[Any], "str | None"]
 
 _TYPE_NAMES = {
-    "string": "String", "integer": "Integer", "number": "Number", "boolean": "Boolean",
-    "null": "Null", "array": "Array", "object": "Object",
+    "string": "String",
+    "integer": "Integer",
+    "number": "Number",
+    "boolean": "Boolean",
+    "null": "Null",
+    "array": "Array",
+    "object": "Object",
 }
 
 
@@ -67,15 +72,20 @@ def full_schema(spec: Any, field: str) -> dict[str, Any]:
         Draft7Validator.check_schema(schema)
     except SchemaError as e:
         where = "/".join(str(p) for p in e.path)
-        raise DefinitionError(f"schema did not pass validation: {e.message} (at {where or 'top'})", field) from None
+        raise DefinitionError(
+            f"schema did not pass validation: {e.message} (at {where or 'top'})", field
+        ) from None
     return schema
 
 
 def compile_schema(spec: Any, field: str) -> Check:
     """A check returning ``None`` for a valid value or the error message."""
     schema = full_schema(spec, field)
-    trivial = not schema.get("properties") and not schema.get("required") and set(schema) <= {
-        "type", "properties", "required"}
+    trivial = (
+        not schema.get("properties")
+        and not schema.get("required")
+        and set(schema) <= {"type", "properties", "required"}
+    )
 
     def check_object(value: Any) -> str | None:
         if isinstance(value, dict):

@@ -40,7 +40,12 @@ class CallError(Exception):
         return f'%Octopus.CallError{{step: :{self.step}, message: "{message}"}}'
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "error": self.error, "message": self.message, "stacktrace": self.stacktrace}
+        return {
+            "step": self.step,
+            "error": self.error,
+            "message": self.message,
+            "stacktrace": self.stacktrace,
+        }
 
 
 @dataclass
@@ -127,7 +132,9 @@ def _step(step: str, fn: Callable[[Any], Any], value: Any) -> Any:
     except CallError:
         raise
     except Exception as e:
-        raise CallError(step, type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)) from None
+        raise CallError(
+            step, type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)
+        ) from None
 
 
 def _finish(function: Function, result: Any) -> Any:
@@ -153,8 +160,11 @@ def call_function(client: Client, function: Function, args: Any) -> Any:
     try:
         result = client.call(prepared, function.call_config)
     except Exception as e:
-        raise CallError("call", type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)) from None
+        raise CallError(
+            "call", type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)
+        ) from None
     if isinstance(result, defer.Deferred):
+
         def failed(f: Any) -> Any:
             if f.check(CallError):
                 return f
@@ -167,7 +177,9 @@ def call_function(client: Client, function: Function, args: Any) -> Any:
 class ServiceRegistry:
     """Every defined service by canonical name; management operations are serialised per name."""
 
-    def __init__(self, ctx: ClientContext, on_change: Callable[[str, Service | None], None] | None = None) -> None:
+    def __init__(
+        self, ctx: ClientContext, on_change: Callable[[str, Service | None], None] | None = None
+    ) -> None:
         self.ctx = ctx
         self.services: dict[str, Service] = {}
         self.locks = KeyedLock()
@@ -214,7 +226,9 @@ class ServiceRegistry:
         for svc in compiled:
             if self.status(svc.name) == READY:
                 raise ApiError(ALREADY_STARTED, {"service": svc.name})
-        return defer.gatherResults([self.locks.run(s.key, self._define, s) for s in compiled], consumeErrors=True)
+        return defer.gatherResults(
+            [self.locks.run(s.key, self._define, s) for s in compiled], consumeErrors=True
+        )
 
     def _define(self, svc: Service) -> str:
         old = self.services.get(svc.key)
@@ -237,10 +251,10 @@ class ServiceRegistry:
         try:
             state = yield defer.maybeDeferred(client.start, {**svc.start_config, **args})
         except ClientStartError as e:
-            raise ApiError(f"%RuntimeError{{message: \"{e}\"}}") from None
+            raise ApiError(f'%RuntimeError{{message: "{e}"}}') from None
         except Exception as e:
             log.failure("service {name} failed to start", name=svc.name)
-            raise ApiError(f"%RuntimeError{{message: \"{type(e).__name__}: {e}\"}}") from None
+            raise ApiError(f'%RuntimeError{{message: "{type(e).__name__}: {e}"}}') from None
         svc.client, svc.state = client, state
         self.on_change(svc.key, svc)
         log.info("service {name} started", name=svc.name)

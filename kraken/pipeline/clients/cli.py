@@ -69,7 +69,9 @@ class CliClient(Client):
                 out = [line for line in out.split("\n") if line]
             if code != 0:
                 err = proto.err.decode("utf-8", "replace")
-                return ClientError({"status": code, "out": out, "err": err}, f"exit status {code}: {err.strip()}")
+                return ClientError(
+                    {"status": code, "out": out, "err": err}, f"exit status {code}: {err.strip()}"
+                )
             return {"status": 0, "out": out}
 
         return done.addCallback(finished)

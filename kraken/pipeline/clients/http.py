@@ -77,7 +77,12 @@ class HttpClient(Client):
         return self.state()
 
     def state(self) -> Any:
-        return {"name": self.name, "base_url": self.base_url, "headers": self.headers, "pool_size": self.pool_size}
+        return {
+            "name": self.name,
+            "base_url": self.base_url,
+            "headers": self.headers,
+            "pool_size": self.pool_size,
+        }
 
     def stop(self, config: dict[str, Any]) -> Any:
         return self.pool.closeCachedConnections()
@@ -113,8 +118,9 @@ class HttpClient(Client):
                     headers["Content-Type"] = "application/json"
         url = self.url(prepared.get("path"), prepared.get("params"))
         timeout = float(config.get("timeout") or self.timeout)
-        d = self.http.request(method, url, headers={k: [v] for k, v in headers.items()}, data=data,
-                              timeout=timeout)
+        d = self.http.request(
+            method, url, headers={k: [v] for k, v in headers.items()}, data=data, timeout=timeout
+        )
         parse = bool(config.get("parse_json_body"))
         d.addCallbacks(self._read, _transport_error, callbackArgs=(parse,))
         return d
@@ -124,8 +130,10 @@ class HttpClient(Client):
         raw = yield treq.content(response)
         if len(raw) > MAX_BODY:
             raise ValueError(f"response body over {MAX_BODY} bytes")
-        headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1")
-                   for k, v in response.headers.getAllRawHeaders()}
+        headers = {
+            k.decode("latin-1").lower(): v[-1].decode("latin-1")
+            for k, v in response.headers.getAllRawHeaders()
+        }
         text: Any = raw.decode("utf-8", "replace")
         if parse:
             try:

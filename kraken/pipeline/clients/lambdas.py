@@ -49,7 +49,7 @@ class LambdaClient(Client):
             raise ClientStartError('"code" must be a string or a list of lines')
         namespace: dict[str, Any] = {"__name__": f"kraken_lambda_{self.service}"}
         try:
-            exec(compile(source, f"<lambda code of {self.service}>", "exec"), namespace)  # noqa: S102
+            exec(compile(source, f"<lambda code of {self.service}>", "exec"), namespace)
         except Exception as e:
             raise ClientStartError(f"lambda code failed to load: {type(e).__name__}: {e}") from None
         self.target = SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})

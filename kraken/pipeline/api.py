@@ -1,0 +1,404 @@
+"""The HTTP JSON API of spec section 2: services, pipelines, routes, type-routed events,
+plus stats and a live span stream.
+
+Errors keep the original's bodies: ``400 {"error": ":undefined"}`` and friends, with a
+``details`` object where we know more (the field of a bad definition). Errors inside a
+pipeline are ``200`` error events. Streams are NDJSON: one JSON document per line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from kraken.core.http import Response, Router, json_bytes, query_arg
+from kraken.pipeline.lifecycle import ApiError
+from kraken.pipeline.mapping import DefinitionError
+from kraken.pipeline.pipelines import PipelineRegistry
+from kraken.pipeline.routes import Routes, call_many, routing_error
+from kraken.pipeline.runtime import Pipeline
+from kraken.pipeline.services import CallError, ServiceRegistry
+
+log = Logger(namespace="kraken.pipeline.api")
+
+MAX_BODY = 16 * 1024 * 1024
+NDJSON = b"application/x-ndjson"
+
+
+class BadRequest(Exception):
+    def __init__(self, error: str, details: Any = None) -> None:
+        super().__init__(error)
+        self.error, self.details = error, details
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _error_response(e: BaseException, struct: str = "RuntimeError") -> Response:
+    if isinstance(e, ApiError):
+        body: dict[str, Any] = {"error": e.error}
+        if e.details is not None:
+            body["details"] = e.details
+        return Response(400, body)
+    if isinstance(e, DefinitionError):
+        return Response(
+            400,
+            {
+                "error": f'%{struct}{{message: "{_quote(str(e))}"}}',
+                "details": {"field": e.field, "message": e.message},
+            },
+        )
+    if isinstance(e, CallError):
+        return Response(400, {"error": e.inspect(), "details": e.to_json()})
+    if isinstance(e, BadRequest):
+        body = {"error": e.error}
+        if e.details is not None:
+            body["details"] = e.details
+        return Response(400, body)
+    raise e
+
+
+def handler(fn: Callable[..., Any], struct: str = "RuntimeError") -> Callable[..., Any]:
+    """Turn API errors (raised now or later) into the original's 400 bodies."""
+
+    def run(request: Request, **params: Any) -> Any:
+        try:
+            result = fn(request, **params)
+        except (ApiError, DefinitionError, CallError, BadRequest) as e:
+            return _error_response(e, struct)
+        if isinstance(result, defer.Deferred):
+
+            def failed(f: Any) -> Any:
+                if f.check(ApiError, DefinitionError, CallError, BadRequest):
+                    return _error_response(f.value, struct)
+                return f
+
+            return result.addErrback(failed)
+        return result
+
+    return run
+
+
+def body(request: Request, default: Any = None) -> Any:
+    content = request.content
+    content.seek(0, 2)
+    if content.tell() > MAX_BODY:
+        raise BadRequest(f"request body over {MAX_BODY} bytes")
+    content.seek(0)
+    raw = content.read()
+    if not raw.strip():
+        if default is not None:
+            return default
+        raise BadRequest('%Jason.DecodeError{message: "unexpected end of input: the body is empty"}')
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}') from None
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = query_arg(request, name)
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise BadRequest(f"query parameter {name} must be true or false")
+    return value == "true"
+
+
+def _timeout(request: Request) -> float | None:
+    value = query_arg(request, "timeout")
+    if value is None:
+        return None
+    try:
+        ms = int(value)
+    except ValueError:
+        raise BadRequest("query parameter timeout must be an integer number of milliseconds") from None
+    if not 1 <= ms <= 3_600_000:
+        raise BadRequest("query parameter timeout must be between 1 and 3600000 ms")
+    return ms / 1000.0
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """Writes NDJSON lines to a request; notices pauses (slow reader) and disconnects."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.paused = False
+        self.closed = False
+        self.dropped = 0
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", NDJSON)
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._gone)
+        self.on_close: list[Callable[[], None]] = []
+
+    def _gone(self, _: Any) -> None:
+        self.closed = True
+        for cb in self.on_close:
+            cb()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.closed = True
+
+    def write(self, value: Any) -> None:
+        if not self.closed:
+            self.request.write(json_bytes(value) + b"\n")
+
+    def finish(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.request.unregisterProducer()
+            self.request.finish()
+
+
+class Api:
+    def __init__(
+        self, services: ServiceRegistry, pipelines: PipelineRegistry, routes: Routes, metrics: Any = None
+    ) -> None:
+        self.services = services
+        self.pipelines = pipelines
+        self.routes = routes
+        self.events = (
+            metrics.counter("events_total", "events injected through the API", ["pipeline", "mode"])
+            if metrics is not None
+            else None
+        )
+
+    def _count(self, pipeline: Pipeline, mode: str, n: int = 1) -> None:
+        if self.events is not None:
+            self.events.labels(pipeline.name, mode).inc(n)
+
+    def router(self) -> Router:
+        r = Router()
+        s = lambda fn: handler(fn, "Octopus.Error")  # noqa: E731
+        p = handler
+        r.route("GET", "/", lambda req: Response(200, b"Hey! I'm Kraken!", {"Content-Type": "text/plain"}))
+        r.route(
+            "GET",
+            "/favicon.ico",
+            lambda req: Response(200, b"sorry, no icon", {"Content-Type": "text/plain"}),
+        )
+        r.route("POST", "/services/define", s(self.service_define))
+        r.route("GET", "/services", s(lambda req: self.services.names()))
+        r.route(
+            ["GET", "POST"],
+            "/services/status/{name}",
+            s(lambda req, name: {"status": self.services.status(name)}),
+        )
+        r.route("GET", "/services/definition/{name}", s(lambda req, name: self.services.definition(name)))
+        r.route("GET", "/services/state/{name}", s(lambda req, name: self.services.state(name)))
+        r.route("POST", "/services/start/{name}", s(self.service_start))
+        r.route("POST", "/services/stop/{name}", s(self.service_stop))
+        r.route(
+            "POST",
+            "/services/delete/{name}",
+            s(lambda req, name: self.services.delete(name).addCallback(lambda ok: {"ok": ok})),
+        )
+        r.route("POST", "/services/call/{name}/{function}", s(self.service_call))
+        r.route("POST", "/pipelines/define", p(self.pipeline_define))
+        r.route("GET", "/pipelines", p(lambda req: self.pipelines.names()))
+        r.route(
+            ["GET", "POST"],
+            "/pipelines/status/{name}",
+            p(lambda req, name: {"status": self.pipelines.status(name)}),
+        )
+        r.route(
+            "GET", "/pipelines/definition/{name}", p(lambda req, name: self.pipelines.get(name).definition)
+        )
+        r.route("POST", "/pipelines/start/{name}", p(self.pipeline_start))
+        r.route(
+            "POST",
+            "/pipelines/stop/{name}",
+            p(lambda req, name: self.pipelines.stop(name).addCallback(lambda ok: {"ok": ok})),
+        )
+        r.route(
+            "POST",
+            "/pipelines/delete/{name}",
+            p(lambda req, name: self.pipelines.delete(name).addCallback(lambda ok: {"ok": ok})),
+        )
+        r.route("POST", "/pipelines/call/{name}", p(self.pipeline_call))
+        r.route("POST", "/pipelines/cast/{name}", p(self.pipeline_cast))
+        r.route("POST", "/pipelines/stream/{name}", p(self.pipeline_stream))
+        r.route("GET", "/pipelines/stats/{name}", p(lambda req, name: self.pipelines.runtime(name).stats()))
+        r.route("GET", "/pipelines/components/{name}", p(self.pipeline_components))
+        r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
+        r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(body(req))}))
+        r.route("GET", "/routes", p(lambda req: self.routes.get()))
+        r.route("POST", "/call", p(self.routed_call))
+        r.route("POST", "/cast", p(self.routed_cast))
+        r.route("POST", "/stream", p(self.routed_stream))
+        return r
+
+    # -- services ----------------------------------------------------------------------------------
+    def service_define(self, request: Request) -> Any:
+        data = body(request)
+        if isinstance(data, list):
+            return self.services.define_many(data).addCallback(lambda names: {"ok": names})
+        return self.services.define(data).addCallback(lambda name: {"ok": name})
+
+    def service_start(self, request: Request, name: str) -> Any:
+        args = body(request, {})
+        if not isinstance(args, dict):
+            raise BadRequest("start arguments must be a JSON object")
+        return self.services.start(name, args).addCallback(lambda state: {"ok": state})
+
+    def service_stop(self, request: Request, name: str) -> Any:
+        args = body(request, {})
+        if not isinstance(args, dict):
+            raise BadRequest("stop arguments must be a JSON object")
+        return self.services.stop(name, args).addCallback(lambda ok: {"ok": ok})
+
+    def service_call(self, request: Request, name: str, function: str) -> Any:
+        args = body(request, {})
+        result = self.services.call(name, function, args)
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(lambda r: {"ok": r})
+        return {"ok": result}
+
+    # -- pipelines ---------------------------------------------------------------------------------
+    def pipeline_define(self, request: Request) -> Any:
+        return self.pipelines.define(body(request)).addCallback(lambda name: {"ok": name})
+
+    def pipeline_start(self, request: Request, name: str) -> Any:
+        opts = body(request, {})
+        if not isinstance(opts, dict):
+            raise BadRequest("start options must be a JSON object")
+        flags = {}
+        for key in ("sync", "telemetry"):
+            value = opts.get(key, query_arg(request, key, "false"))
+            if value in (True, "true"):
+                flags[key] = True
+            elif value in (False, "false", None):
+                flags[key] = False
+            else:
+                raise BadRequest(f"{key} must be true or false", {"field": key})
+        return self.pipelines.start(name, **flags).addCallback(lambda module: {"ok": module})
+
+    def pipeline_call(self, request: Request, name: str) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = body(request)
+        pipeline = self.pipelines.runtime(name)
+        if isinstance(data, list):
+            out: list[Any] = []
+            self._count(pipeline, "call", len(data))
+            return pipeline.stream(data, out.append, debug=debug, timeout=timeout).addCallback(lambda _: out)
+        self._count(pipeline, "call")
+        return pipeline.call(data, debug=debug, timeout=timeout)
+
+    def pipeline_cast(self, request: Request, name: str) -> Any:
+        data = body(request)
+        pipeline = self.pipelines.runtime(name)
+        if isinstance(data, list):
+            self._count(pipeline, "cast", len(data))
+            return {"ok": [pipeline.cast(e) for e in data]}
+        self._count(pipeline, "cast")
+        return {"ok": pipeline.cast(data)}
+
+    def pipeline_stream(self, request: Request, name: str) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = body(request)
+        events = data if isinstance(data, list) else [data]
+        pipeline = self.pipelines.runtime(name)
+        self._count(pipeline, "stream", len(events))
+        out = _Stream(request)
+        running = pipeline.stream(events, out.write, debug=debug, timeout=timeout)
+        out.on_close.append(running.cancel)
+        running.addBoth(lambda _: out.finish())
+        return NOT_DONE_YET
+
+    def pipeline_components(self, request: Request, name: str) -> Any:
+        found = self.pipelines.get(name)
+        comps = found.runtime.components if found.runtime is not None else found.compiled.components
+        return [
+            {
+                "name": c.name,
+                "type": c.kind,
+                "count": c.count,
+                "next": c.next.name if c.next is not None else None,
+                **(
+                    {"branches": {k: (v.name if v else None) for k, v in c.branches.items()}}
+                    if hasattr(c, "branches")
+                    else {}
+                ),
+                **({"to": c.to} if hasattr(c, "to") and isinstance(c.to, str) else {}),
+            }
+            for c in comps
+        ]
+
+    def pipeline_spans(self, request: Request, name: str) -> Any:
+        pipeline = self.pipelines.runtime(name)
+        limit = query_arg(request, "limit")
+        remaining = [int(limit)] if limit and limit.isdigit() else [None]
+        out = _Stream(request)
+        request.write(b"")
+
+        def sink(record: dict[str, Any]) -> None:
+            if out.closed:
+                return
+            if out.paused:
+                out.dropped += 1
+                return
+            out.write(record)
+            if remaining[0] is not None:
+                remaining[0] -= 1
+                if remaining[0] <= 0:
+                    unsubscribe()
+                    out.finish()
+
+        unsubscribe = pipeline.subscribe(sink)
+        out.on_close.append(unsubscribe)
+        return NOT_DONE_YET
+
+    # -- type-routed events ------------------------------------------------------------------------
+    def routed_call(self, request: Request) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = body(request)
+        if isinstance(data, list):
+            return call_many(self.routes.groups(data), debug, timeout)
+        pipeline = self.routes.resolve(data)
+        self._count(pipeline, "call")
+        return pipeline.call(data, debug=debug, timeout=timeout)
+
+    def routed_cast(self, request: Request) -> Any:
+        data = body(request)
+        if isinstance(data, list):
+            refs: list[Any] = []
+            for event in data:
+                try:
+                    refs.append(self.routes.resolve(event).cast(event))
+                except ApiError as e:
+                    refs.append(routing_error(e.error))
+            return {"ok": refs}
+        pipeline = self.routes.resolve(data)
+        self._count(pipeline, "cast")
+        return {"ok": pipeline.cast(data)}
+
+    def routed_stream(self, request: Request) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = body(request)
+        events = data if isinstance(data, list) else [data]
+        out = _Stream(request)
+        running: list[defer.Deferred[None]] = []
+        for pipeline, group, error in self.routes.groups(events):
+            if pipeline is None:
+                out.write(routing_error(error or ":no_type"))
+                continue
+            running.append(pipeline.stream(group, out.write, debug=debug, timeout=timeout))
+        out.on_close.extend(d.cancel for d in running)
+        defer.DeferredList(running).addBoth(lambda _: out.finish())
+        return NOT_DONE_YET

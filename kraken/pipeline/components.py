@@ -1,0 +1,376 @@
+"""Pipeline components at run time: each ``process(rt, ip)`` returns the next component, ``None``
+at the end of the pipeline, or :data:`CONSUMED` when it took the packet (finished it, dropped
+it, queued it, or is waiting on a service).
+
+Synchronous service calls run inline: no Deferred, no reactor turn per event per stage.
+A component with ``count`` N runs at most N events at once; the others wait in its queue
+and the next free copy takes them (demand-driven load balancing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+
+from kraken.pipeline.expr_terms import truthy
+from kraken.pipeline.mapping import Template
+
+if TYPE_CHECKING:
+    from kraken.pipeline.events import IP
+    from kraken.pipeline.runtime import Pipeline
+
+CONSUMED: Any = object()
+perf = time.perf_counter
+
+
+class StageFailure(Exception):
+    """A component failed; *kind* and *message* go into the error event."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Component:
+    kind = "component"
+
+    def __init__(self, name: str, count: int = 1, source: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.count = count
+        self.source = source or {}
+        self.next: Component | None = None
+        self.calls = 0
+        self.errors = 0
+        self.time = 0.0
+        self.busy = 0
+        self.waiting: deque[IP] = deque()
+        self.free = list(range(count - 1, -1, -1))
+
+    def describe(self, pipeline: str, number: int = 0) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "number": number,
+            "pipeline": pipeline,
+            "count": self.count,
+        }
+
+    def process(self, rt: Pipeline, ip: IP) -> Any:
+        started = perf()
+        if ip.history is not None:
+            ip.history.append([[self.name, 0], ip.event])
+        try:
+            nxt = self.step(rt, ip)
+        except Exception as e:
+            self.errors += 1
+            self.time += perf() - started
+            self.calls += 1
+            rt.fail(ip, self, e, 0)
+            return CONSUMED
+        self.calls += 1
+        self.time += perf() - started
+        if rt.spans:
+            rt.span(self, 0, ip, started, "ok")
+        return nxt
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        return self.next
+
+
+class GotoPoint(Component):
+    kind = "goto_point"
+
+
+class Tbd(Component):
+    kind = "tbd"
+
+
+class DeadEnd(Component):
+    kind = "dead_end"
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        ip.collector.release()
+        return CONSUMED
+
+
+class Done(Component):
+    kind = "done"
+
+    def __init__(self, name: str, condition: Template | None, source: dict[str, Any]) -> None:
+        super().__init__(name, 1, source)
+        self.condition = condition
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        if self.condition is None or truthy(self.condition(ip.event)):
+            rt.deliver(ip)
+            return CONSUMED
+        return self.next
+
+
+class Goto(Component):
+    kind = "goto"
+
+    def __init__(self, name: str, to: str, condition: Template | None, source: dict[str, Any]) -> None:
+        super().__init__(name, 1, source)
+        self.to = to
+        self.target: Component | None = None
+        self.condition = condition
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        if self.condition is None or truthy(self.condition(ip.event)):
+            return self.target
+        return self.next
+
+
+class Switch(Component):
+    kind = "switch"
+
+    def __init__(
+        self, name: str, prepare: Template | None, condition: Template, source: dict[str, Any]
+    ) -> None:
+        super().__init__(name, 1, source)
+        self.prepare = prepare
+        self.condition = condition
+        self.branches: dict[str, Component | None] = {}
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        args = ip.event if self.prepare is None else self.prepare(ip.event)
+        key = self.condition(args)
+        if isinstance(key, bool):
+            key = "true" if key else "false"
+        if not isinstance(key, str) or key not in self.branches:
+            known = ", ".join(sorted(self.branches))
+            raise StageFailure(
+                "RuntimeError", f"unknown branch {key!r} in switch {self.name} (branches: {known})"
+            )
+        return self.branches[key]
+
+
+class Plug(Component):
+    kind = "plug"
+
+    def __init__(self, name: str, prepare: Template | None, source: dict[str, Any]) -> None:
+        super().__init__(name, 1, source)
+        self.prepare = prepare
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        ip.plugs.append(ip.event)
+        if self.prepare is not None:
+            ip.event = self.prepare(ip.event)
+        return self.next
+
+
+class Unplug(Component):
+    kind = "unplug"
+
+    def __init__(self, name: str, transform: Template | None, source: dict[str, Any]) -> None:
+        super().__init__(name, 1, source)
+        self.transform = transform
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        outer = ip.plugs.pop()
+        if self.transform is not None:
+            outer = {**outer, **self.transform(ip.event)}
+        ip.event = outer
+        return self.next
+
+
+class Clone(Component):
+    """Legacy: a copy runs through ``to`` (usually ending in a dead-end); the original goes on."""
+
+    kind = "clone"
+
+    def __init__(self, name: str, source: dict[str, Any]) -> None:
+        super().__init__(name, 1, source)
+        self.branch: Component | None = None
+
+    def step(self, rt: Pipeline, ip: IP) -> Any:
+        ip.collector.add(1)
+        rt.run(ip.spawn(ip.event), self.branch)
+        return self.next
+
+
+class Working(Component):
+    """A component that may call a service: slots (copies), queueing, async completion."""
+
+    service: tuple[str, str] | None = None
+
+    def process(self, rt: Pipeline, ip: IP) -> Any:
+        if not rt.sync and self.busy >= self.count:
+            self.waiting.append(ip)
+            return CONSUMED
+        self.busy += 1
+        copy = self.free.pop() if self.free else 0
+        return self.work(rt, ip, copy)
+
+    def work(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+        started = perf()
+        if ip.history is not None:
+            ip.history.append([[self.name, copy], ip.event])
+        try:
+            if not isinstance(ip.event, dict):
+                raise StageFailure("RuntimeError", "Event must be a map")
+            args = self.before(rt, ip, copy)
+            result = args if self.service is None else rt.call_service(self.service, args)
+            if isinstance(result, defer.Deferred):
+                result.addCallbacks(
+                    self._resumed, self._failed, (rt, ip, copy, started), None, (rt, ip, copy, started)
+                )
+                return CONSUMED
+            nxt = self.after(rt, ip, copy, result)
+        except Exception as e:
+            self._release(rt, copy)
+            self._account(rt, ip, copy, started, e)
+            return CONSUMED
+        self._release(rt, copy)
+        self._account(rt, ip, copy, started, None)
+        if self.waiting:
+            self._drain(rt)
+        return nxt
+
+    def _resumed(self, result: Any, rt: Pipeline, ip: IP, copy: int, started: float) -> None:
+        try:
+            nxt = self.after(rt, ip, copy, result)
+        except Exception as e:
+            self._release(rt, copy)
+            self._account(rt, ip, copy, started, e)
+            self._drain(rt)
+            return
+        self._release(rt, copy)
+        self._account(rt, ip, copy, started, None)
+        if nxt is not CONSUMED:
+            rt.run(ip, nxt)
+        self._drain(rt)
+
+    def _failed(self, failure: Any, rt: Pipeline, ip: IP, copy: int, started: float) -> None:
+        self._release(rt, copy)
+        self._account(rt, ip, copy, started, failure.value)
+        self._drain(rt)
+
+    def _release(self, rt: Pipeline, copy: int) -> None:
+        self.busy -= 1
+        self.free.append(copy)
+
+    def _drain(self, rt: Pipeline) -> None:
+        while self.waiting and self.busy < self.count:
+            nxt_ip = self.waiting.popleft()
+            if nxt_ip.collector.finished:
+                continue
+            rt.run(nxt_ip, self)
+
+    def _account(self, rt: Pipeline, ip: IP, copy: int, started: float, error: BaseException | None) -> None:
+        self.calls += 1
+        self.time += perf() - started
+        if error is not None:
+            self.errors += 1
+            rt.fail(ip, self, error, copy)
+        elif rt.spans:
+            rt.span(self, copy, ip, started, "ok")
+
+    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+        raise NotImplementedError
+
+    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+        raise NotImplementedError
+
+
+class Stage(Working):
+    kind = "stage"
+
+    def __init__(
+        self,
+        name: str,
+        service: tuple[str, str] | None,
+        prepare: Template | None,
+        transform: Template | None,
+        count: int,
+        source: dict[str, Any],
+    ) -> None:
+        super().__init__(name, count, source)
+        self.service = service
+        self.prepare = prepare
+        self.transform = transform
+
+    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+        return ip.event if self.prepare is None else self.prepare(ip.event)
+
+    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+        if self.transform is not None:
+            ip.event = {**ip.event, **self.transform(result)}
+        return self.next
+
+
+class Composer(Working):
+    """Many-to-many with a memo per stream (``call``/``cast`` share one) and per copy.
+
+    ``mode`` is ``composer``, or the legacy ``decomposer``/``recomposer`` built on the same
+    mechanics.
+    """
+
+    kind = "composer"
+
+    def __init__(
+        self,
+        name: str,
+        service: tuple[str, str] | None,
+        prepare: Template | None,
+        compose: Template,
+        memo: Any,
+        count: int,
+        mode: str,
+        source: dict[str, Any],
+    ) -> None:
+        super().__init__(name, count, source)
+        self.kind = mode
+        self.service = service
+        self.prepare = prepare
+        self.compose = compose
+        self.initial_memo = memo
+        self.memos: dict[tuple[str, int], Any] = {}
+
+    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+        args = ip.event if self.prepare is None else self.prepare(ip.event)
+        memo = self.memos.get((ip.collector.scope, copy), self.initial_memo)
+        if self.kind == "recomposer":
+            return {"event": args, "events": memo if memo is not None else []}
+        if self.kind == "composer" and isinstance(args, dict):
+            args = {k: memo if v == "memo" else v for k, v in args.items()}
+        return args
+
+    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+        out = self.compose(result)
+        events = out.get("events")
+        if self.kind == "recomposer":
+            self.memos[(ip.collector.scope, copy)] = events if isinstance(events, list) else []
+            event = out.get("event")
+            if event is None:
+                ip.collector.release()
+                return CONSUMED
+            ip.event = event
+            return self.next
+        if events is None and self.kind == "decomposer":
+            events = []
+        if not isinstance(events, list):
+            raise StageFailure(
+                "RuntimeError", f"composer {self.name}: 'events' must be a list, got {events!r}"
+            )
+        if self.kind == "composer":
+            self.memos[(ip.collector.scope, copy)] = out.get("memo")
+        children = [ip.spawn(e) for e in events]
+        keep_original = self.kind == "decomposer" and out.get("event") is not None
+        if keep_original:
+            ip.event = out["event"]
+        ip.collector.add(len(children) - (0 if keep_original else 1))
+        for child in children:
+            rt.run(child, self.next)
+        if ip.collector.pending <= 0:
+            ip.collector.finish()
+        return self.next if keep_original else CONSUMED
+
+    def forget(self, scope: str) -> None:
+        for key in [k for k in self.memos if k[0] == scope]:
+            del self.memos[key]

@@ -1,0 +1,264 @@
+"""Pipeline definitions (JSON) → a graph of run-time components.
+
+Accepts the original's component types (stage, switch, goto, goto-point, done, dead-end,
+composer, plug), the legacy ones (clone, decomposer, recomposer; ``download``/``upload`` for
+``prepare``/``transform``), ``tbd``, and components without ``type`` as stages. Everything is
+checked at define time; errors name the field (``components[1].branches.yes[0].service``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kraken.pipeline.components import (
+    Clone,
+    Component,
+    Composer,
+    DeadEnd,
+    Done,
+    Goto,
+    GotoPoint,
+    Plug,
+    Stage,
+    Switch,
+    Tbd,
+    Unplug,
+)
+from kraken.pipeline.helpers import Functions, resolve_helpers
+from kraken.pipeline.mapping import DefinitionError, compile_code, compile_mapping
+from kraken.pipeline.names import modulize
+
+TYPES = {
+    "stage",
+    "switch",
+    "goto",
+    "goto_point",
+    "done",
+    "dead_end",
+    "composer",
+    "plug",
+    "tbd",
+    "clone",
+    "decomposer",
+    "recomposer",
+}
+MAX_COMPONENTS = 10_000
+MAX_COUNT = 64
+
+Lookup = Callable[[str], "dict[str, Any] | None"]
+
+
+@dataclass
+class Compiled:
+    head: Component | None
+    components: list[Component] = field(default_factory=list)
+
+
+class _Scope:
+    """Names and gotos of one pipeline body (a plugged pipeline has its own)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Component] = {}
+        self.gotos: list[tuple[Goto, str]] = []
+
+
+class Builder:
+    def __init__(self, lookup: Lookup, pipeline_helpers: Functions) -> None:
+        self.lookup = lookup
+        self.pipeline_helpers = pipeline_helpers
+        self.all: list[Component] = []
+        self.counter = 0
+
+    def sequence(
+        self, comps: Any, cont: Component | None, where: str, scope: _Scope, plugged: tuple[str, ...] = ()
+    ) -> Component | None:
+        if not isinstance(comps, list):
+            raise DefinitionError("must be a list of components", where)
+        current = cont
+        for i in range(len(comps) - 1, -1, -1):
+            current = self.component(comps[i], current, f"{where}[{i}]", scope, plugged)
+        return current
+
+    def _add(self, comp: Component, scope: _Scope, where: str) -> Component:
+        if comp.name in scope.names:
+            raise DefinitionError(
+                f"component name '{comp.name}' is used twice in this pipeline", f"{where}.name"
+            )
+        scope.names[comp.name] = comp
+        self.all.append(comp)
+        if len(self.all) > MAX_COMPONENTS:
+            raise DefinitionError(f"more than {MAX_COMPONENTS} components", where)
+        return comp
+
+    def component(
+        self, spec: Any, nxt: Component | None, where: str, scope: _Scope, plugged: tuple[str, ...]
+    ) -> Component | None:
+        if not isinstance(spec, dict):
+            raise DefinitionError("a component must be a JSON object", where)
+        raw_type = spec.get("type", "stage")
+        if not isinstance(raw_type, str):
+            raise DefinitionError("Missing type", f"{where}.type")
+        kind = raw_type.strip().lower().replace("-", "_")
+        if kind not in TYPES:
+            raise DefinitionError(f"Unknown component type {raw_type}", f"{where}.type")
+        name = spec.get("name")
+        if name is None:
+            self.counter += 1
+            name = f"{kind}_{self.counter}"
+        if not isinstance(name, str) or not name:
+            raise DefinitionError("name must be a non-empty string", f"{where}.name")
+        helpers = {**self.pipeline_helpers, **resolve_helpers(spec.get("helpers"), f"{where}.helpers")}
+        prepare_spec = spec.get("prepare", spec.get("download"))
+        transform_spec = spec.get("transform", spec.get("upload"))
+        prepare = compile_mapping(prepare_spec, helpers, f"{where}.prepare")
+        count = spec.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+            raise DefinitionError(f"count must be an integer from 1 to {MAX_COUNT}", f"{where}.count")
+
+        def condition(required: bool) -> Any:
+            source = spec.get("condition")
+            if source is None:
+                if required:
+                    raise DefinitionError("Missing condition", f"{where}.condition")
+                return None
+            if isinstance(source, bool):
+                return lambda args: source
+            return compile_code(source, helpers, f"{where}.condition")
+
+        comp: Component
+        if kind == "stage":
+            service = self.service(spec, where, required=False)
+            transform = compile_mapping(transform_spec, helpers, f"{where}.transform")
+            comp = Stage(name, service, prepare, transform, count, spec)
+        elif kind in ("tbd", "goto_point"):
+            comp = (Tbd if kind == "tbd" else GotoPoint)(name, 1, spec)
+        elif kind == "dead_end":
+            comp = DeadEnd(name, 1, spec)
+        elif kind == "done":
+            comp = Done(name, condition(False), spec)
+        elif kind == "goto":
+            to = spec.get("to")
+            if not isinstance(to, str) or not to:
+                raise DefinitionError("Missing 'to'", f"{where}.to")
+            comp = Goto(name, to, condition(False), spec)
+            scope.gotos.append((comp, f"{where}.to"))
+        elif kind == "switch":
+            branches = spec.get("branches")
+            if not isinstance(branches, dict) or not branches:
+                raise DefinitionError("Missing branches", f"{where}.branches")
+            sw = Switch(name, prepare, condition(True), spec)
+            self._add(sw, scope, where)
+            sw.next = nxt
+            for key, comps in branches.items():
+                sw.branches[key] = self.sequence(comps, nxt, f"{where}.branches.{key}", scope, plugged)
+            return sw
+        elif kind == "clone":
+            cl = Clone(name, spec)
+            self._add(cl, scope, where)
+            cl.next = nxt
+            cl.branch = self.sequence(spec.get("to", []), None, f"{where}.to", scope, plugged)
+            return cl
+        elif kind in ("composer", "decomposer", "recomposer"):
+            rules_key = {"composer": "compose", "decomposer": "decompose", "recomposer": "recompose"}[kind]
+            rules = spec.get(rules_key)
+            if not isinstance(rules, dict):
+                raise DefinitionError(f"Missing '{rules_key}' rules", f"{where}.{rules_key}")
+            if kind != "recomposer" and "events" not in rules:
+                raise DefinitionError(
+                    f"'events' must be present in the '{rules_key}' rules", f"{where}.{rules_key}"
+                )
+            compose = compile_mapping(rules, helpers, f"{where}.{rules_key}")
+            service = self.service(spec, where, required=False)
+            comp = Composer(name, service, prepare, compose, spec.get("memo"), count, kind, spec)
+        else:
+            return self.plug(spec, name, nxt, where, scope, plugged, helpers, prepare, transform_spec)
+        comp.next = nxt
+        return self._add(comp, scope, where)
+
+    def plug(
+        self,
+        spec: dict[str, Any],
+        name: str,
+        nxt: Component | None,
+        where: str,
+        scope: _Scope,
+        plugged: tuple[str, ...],
+        helpers: Functions,
+        prepare: Any,
+        transform_spec: Any,
+    ) -> Component:
+        target = spec.get("pipeline")
+        if not isinstance(target, str) or not target:
+            raise DefinitionError('"pipeline" must be provided', f"{where}.pipeline")
+        if modulize(target) in plugged:
+            raise DefinitionError(f"pipeline '{target}' plugs itself", f"{where}.pipeline")
+        inner = self.lookup(target)
+        if inner is None:
+            raise DefinitionError(f"pipeline '{target}' is not defined", f"{where}.pipeline")
+        transform = compile_mapping(transform_spec, helpers, f"{where}.transform")
+        plug = Plug(name, prepare, spec)
+        unplug = Unplug(f"{name}.unplug", transform, spec)
+        self._add(plug, scope, where)
+        self._add(unplug, scope, where)
+        unplug.next = nxt
+        inner_scope = _Scope()
+        inner_helpers = resolve_helpers(inner.get("helpers"), f"{where}.pipeline({target}).helpers")
+        saved = self.pipeline_helpers
+        self.pipeline_helpers = inner_helpers
+        try:
+            plug.next = self.sequence(
+                inner.get("components"),
+                unplug,
+                f"{where}.pipeline({target}).components",
+                inner_scope,
+                (*plugged, modulize(target)),
+            )
+        finally:
+            self.pipeline_helpers = saved
+        self.resolve_gotos(inner_scope)
+        return plug
+
+    def service(self, spec: dict[str, Any], where: str, required: bool) -> tuple[str, str] | None:
+        service = spec.get("service")
+        if service is None:
+            if required:
+                raise DefinitionError("Missing service", f"{where}.service")
+            return None
+        if not isinstance(service, dict):
+            raise DefinitionError("service must be an object with name and function", f"{where}.service")
+        if not isinstance(service.get("name"), str):
+            raise DefinitionError("Missing service name!", f"{where}.service.name")
+        if not isinstance(service.get("function"), str):
+            raise DefinitionError("Missing service function!", f"{where}.service.function")
+        return (service["name"], service["function"])
+
+    def resolve_gotos(self, scope: _Scope) -> None:
+        for goto, where in scope.gotos:
+            target = scope.names.get(goto.to)
+            if target is None or not isinstance(target, GotoPoint):
+                raise DefinitionError(f"no goto-point named '{goto.to}'", where)
+            goto.target = target
+
+
+def compile_pipeline(definition: Any, lookup: Lookup) -> tuple[str, Compiled]:
+    """Check *definition*; the pipeline's name and its component graph."""
+    if not isinstance(definition, dict):
+        raise DefinitionError("a pipeline definition must be a JSON object")
+    name = definition.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError("Pipeline must have name!", "name")
+    if "components" not in definition:
+        raise DefinitionError("Missing 'components'!", "components")
+    helpers = resolve_helpers(definition.get("helpers"), "helpers")
+    builder = Builder(lookup, helpers)
+    scope = _Scope()
+    head = builder.sequence(definition["components"], None, "components", scope, (modulize(name),))
+    builder.resolve_gotos(scope)
+    return name, Compiled(head, builder.all)
+
+
+def stored_copy(definition: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(definition)

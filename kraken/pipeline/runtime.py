@@ -1,0 +1,286 @@
+"""A started pipeline: injects events, walks packets through components, collects results.
+
+The walk is a plain loop of ``component.process`` calls. It hands the packet back to the
+reactor every ``YIELD_EVERY`` components (so goto loops cannot starve other work and their
+caller's timeout can fire) and gives up after ``MAX_STEPS`` components per packet.
+The clock/reactor is injected: tests drive it with ``twisted.internet.task.Clock``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from kraken.pipeline.components import CONSUMED, Component, Composer, StageFailure
+from kraken.pipeline.dsl import Compiled
+from kraken.pipeline.events import IP, Collector, error_event, exception_error, new_ref
+from kraken.pipeline.expr import ExprError
+from kraken.pipeline.lifecycle import ApiError
+from kraken.pipeline.names import pipeline_module
+from kraken.pipeline.services import CallError, ServiceRegistry
+
+log = Logger(namespace="kraken.pipeline.runtime")
+
+YIELD_EVERY = 1000
+MAX_STEPS = 1_000_000
+STREAM_WINDOW = 200
+
+_END: Any = object()
+
+SpanSink = Callable[[dict[str, Any]], None]
+
+
+def describe_error(error: BaseException) -> tuple[str, str]:
+    """The error kind and message an error event shows (the original's inspect() texts)."""
+    if isinstance(error, CallError):
+        return "RuntimeError", error.inspect()
+    if isinstance(error, ApiError):
+        return "RuntimeError", error.error
+    if isinstance(error, ExprError):
+        return error.kind, str(error)
+    if isinstance(error, StageFailure):
+        return error.kind, error.message
+    return type(error).__name__, f"{type(error).__name__}: {error}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        name: str,
+        compiled: Compiled,
+        services: ServiceRegistry,
+        clock: Any,
+        default_timeout: float,
+        sync: bool = False,
+        telemetry: bool = False,
+    ) -> None:
+        self.name = name
+        self.module = pipeline_module(name)
+        self.head = compiled.head
+        self.components = compiled.components
+        self.services = services
+        self.clock = clock
+        self.default_timeout = default_timeout
+        self.sync = sync
+        self.telemetry = telemetry
+        self.running = True
+        self.since = time.time()
+        self.injected = 0
+        self.delivered = 0
+        self.failed = 0
+        self.live: set[Collector] = set()
+        self.sinks: list[SpanSink] = []
+        self.spans = telemetry
+
+    # -- the walk --------------------------------------------------------------------------------
+    def run(self, ip: IP, node: Component | None) -> None:
+        collector = ip.collector
+        while True:
+            if collector.finished:
+                return
+            if not self.running:
+                self.fail(ip, None, StageFailure("RuntimeError", f"pipeline {self.name} was stopped"), 0)
+                return
+            if node is None:
+                self.deliver(ip)
+                return
+            ip.steps += 1
+            if ip.steps % YIELD_EVERY == 0:
+                if ip.steps >= MAX_STEPS:
+                    self.fail(
+                        ip, node, StageFailure("RuntimeError", f"event visited {MAX_STEPS} components"), 0
+                    )
+                    return
+                self.clock.callLater(0, self.run, ip, node)
+                return
+            node = node.process(self, ip)
+            if node is CONSUMED:
+                return
+
+    def deliver(self, ip: IP) -> None:
+        self.delivered += 1
+        ip.collector.result(ip.envelope(self.module) if ip.collector.debug else ip.event)
+
+    def fail(self, ip: IP, component: Component | None, error: BaseException, copy: int) -> None:
+        self.failed += 1
+        kind, message = describe_error(error)
+        stack: list[str] = []
+        if not isinstance(error, (CallError, ApiError, ExprError, StageFailure)):
+            stack = traceback.format_exception(type(error), error, error.__traceback__, limit=5)
+            log.debug(
+                "component {component} of {pipeline} raised {error}",
+                component=getattr(component, "name", None),
+                pipeline=self.name,
+                error=message,
+            )
+        described = component.describe(self.name, copy) if component is not None else "no_info"
+        body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described, stack)
+        if self.spans and component is not None:
+            self.span(component, copy, ip, time.perf_counter(), "error", message)
+        ip.collector.result(body)
+
+    def call_service(self, service: tuple[str, str], args: Any) -> Any:
+        return self.services.call(service[0], service[1], args)
+
+    # -- telemetry -------------------------------------------------------------------------------
+    def span(
+        self, comp: Component, copy: int, ip: IP, started: float, outcome: str, error: str | None = None
+    ) -> None:
+        record = {
+            "pipeline": self.name,
+            "component": comp.name,
+            "type": comp.kind,
+            "number": copy,
+            "ref": ip.collector.ref,
+            "duration_us": round((time.perf_counter() - started) * 1e6, 1),
+            "at": time.time(),
+            "outcome": outcome,
+            "event": ip.event,
+        }
+        if error is not None:
+            record["error"] = error
+        for sink in list(self.sinks):
+            try:
+                sink(record)
+            except Exception:
+                log.failure("span subscriber failed")
+
+    def subscribe(self, sink: SpanSink) -> Callable[[], None]:
+        self.sinks.append(sink)
+        self.spans = True
+
+        def unsubscribe() -> None:
+            if sink in self.sinks:
+                self.sinks.remove(sink)
+            self.spans = self.telemetry or bool(self.sinks)
+
+        return unsubscribe
+
+    def stats(self) -> dict[str, Any]:
+        comps = {}
+        for c in self.components:
+            comps[c.name] = {
+                "type": c.kind,
+                "count": c.count,
+                "calls": c.calls,
+                "errors": c.errors,
+                "sum_time_micro": round(c.time * 1e6, 1),
+                "avg_time_micro": round(c.time * 1e6 / c.calls, 2) if c.calls else None,
+                "busy": c.busy,
+                "queued": len(c.waiting),
+            }
+        return {
+            "pipeline": self.name,
+            "since": self.since,
+            "injected": self.injected,
+            "delivered": self.delivered,
+            "errors": self.failed,
+            "in_flight": len(self.live),
+            "components": comps,
+        }
+
+    # -- injection -------------------------------------------------------------------------------
+    def inject(self, collector: Collector, event: Any, timeout: float | None) -> None:
+        self.injected += 1
+        self.run(IP(event, collector), self.head)
+        if collector.finished or timeout is None:
+            return
+        self.live.add(collector)
+        collector.owner = self
+        collector.timer = self.clock.callLater(timeout, self._timeout, collector)
+
+    def _timeout(self, collector: Collector) -> None:
+        collector.timer = None
+        if collector.finished:
+            return
+        body = error_event(None, collector, self.module, "timeout", "no_info")
+        collector.result(body, alive=True)
+        collector.finish()
+
+    def call(self, event: Any, debug: bool = False, timeout: float | None = None) -> Any:
+        """The result now when everything ran synchronously, else a Deferred of it."""
+        collector = Collector(debug=debug)
+        self.inject(collector, event, self.default_timeout if timeout is None else timeout)
+        if collector.finished:
+            return collector.value()
+        d: defer.Deferred[Any] = defer.Deferred()
+        collector.on_done = lambda c: d.callback(c.value())
+        return d
+
+    def cast(self, event: Any) -> str:
+        collector = Collector()
+        self.inject(collector, event, None)
+        return collector.ref
+
+    def stream(
+        self,
+        events: list[Any],
+        on_result: Callable[[Any], None],
+        debug: bool = False,
+        timeout: float | None = None,
+        window: int = STREAM_WINDOW,
+    ) -> defer.Deferred[None]:
+        """Feed *events* with at most *window* in flight (one in sync mode, keeping order).
+
+        Cancelling the returned Deferred stops feeding (the client went away).
+        """
+        stream_ref = new_ref()
+        timeout = self.default_timeout if timeout is None else timeout
+        window = 1 if self.sync else window
+        source = iter(events)
+        state = {"open": 0, "exhausted": False, "feeding": False, "cancelled": False}
+
+        def cancel(_: Any) -> None:
+            state["cancelled"] = True
+
+        finished: defer.Deferred[None] = defer.Deferred(cancel)
+
+        def done(_: Collector) -> None:
+            state["open"] -= 1
+            pump()
+
+        def pump() -> None:
+            if state["feeding"]:
+                return
+            state["feeding"] = True
+            try:
+                while not state["cancelled"] and state["open"] < window:
+                    event = next(source, _END)
+                    if event is _END:
+                        state["exhausted"] = True
+                        break
+                    state["open"] += 1
+                    collector = Collector(
+                        debug=debug, scope=stream_ref, stream_ref=stream_ref, on_result=on_result
+                    )
+                    collector.on_done = done
+                    self.inject(collector, event, timeout)
+            finally:
+                state["feeding"] = False
+            if state["open"] == 0 and (state["exhausted"] or state["cancelled"]) and not finished.called:
+                for c in self.components:
+                    if isinstance(c, Composer):
+                        c.forget(stream_ref)
+                finished.callback(None)
+
+        pump()
+        return finished
+
+    def stop(self) -> None:
+        self.running = False
+        for collector in list(self.live):
+            if not collector.finished:
+                body = error_event(
+                    None,
+                    collector,
+                    self.module,
+                    exception_error("RuntimeError", f"pipeline {self.name} was stopped"),
+                    "no_info",
+                )
+                collector.result(body, alive=True)
+                collector.finish()

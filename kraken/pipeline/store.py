@@ -1,0 +1,88 @@
+"""Definitions that survive restarts: a SQLite file kept in step with every change, and a
+project folder of JSON files applied at start.
+
+SQLite table ``definitions(kind, key, name, body, started, options, seq)``: one row per
+service or pipeline (``kind`` service/pipeline) and one for the routing table. Writes are
+small and synchronous (one row per management operation).
+
+Project folder layout (the original's ``lib/kraken``): ``services/*.json`` (an object or an
+array of them), ``pipelines/*.json``, ``routes.json``. At start the stored state is restored
+first, then the folder is applied on top (defined and started), so edited files win.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger(namespace="kraken.pipeline.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS definitions (
+    kind TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+    started INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}', seq INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+)
+"""
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(_SCHEMA)
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM definitions").fetchone()
+        self.seq = int(row[0])
+
+    def put(
+        self, kind: str, key: str, name: str, body: Any, started: bool, options: dict[str, Any] | None
+    ) -> None:
+        old = self.db.execute(
+            "SELECT seq, body FROM definitions WHERE kind=? AND key=?", (kind, key)
+        ).fetchone()
+        text = json.dumps(body, separators=(",", ":"))
+        if old is not None and old[1] == text:
+            seq = old[0]
+        else:
+            self.seq += 1
+            seq = self.seq
+        self.db.execute(
+            "INSERT OR REPLACE INTO definitions(kind, key, name, body, started, options, seq)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (kind, key, name, text, int(started), json.dumps(options or {}), seq),
+        )
+
+    def delete(self, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM definitions WHERE kind=? AND key=?", (kind, key))
+
+    def load(self, kind: str) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
+        rows = self.db.execute(
+            "SELECT body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
+        ).fetchall()
+        for body, started, options in rows:
+            yield json.loads(body), bool(started), json.loads(options)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def read_project(folder: str) -> tuple[list[Any], list[Any], dict[str, str] | None]:
+    """Service definitions, pipeline definitions (file order) and routes of a project folder."""
+    root = Path(folder)
+    services: list[Any] = []
+    pipelines: list[Any] = []
+    for path in sorted((root / "services").glob("*.json")):
+        data = json.loads(path.read_text())
+        services.extend(data if isinstance(data, list) else [data])
+    for path in sorted((root / "pipelines").glob("*.json")):
+        data = json.loads(path.read_text())
+        pipelines.extend(data if isinstance(data, list) else [data])
+    routes_file = root / "routes.json"
+    routes = json.loads(routes_file.read_text()) if routes_file.is_file() else None
+    return services, pipelines, routes
