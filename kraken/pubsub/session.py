@@ -57,7 +57,7 @@ class Session:
     def _get(self, event: wire.Get) -> bytes:
         if event.key == b"messages":
             self.router.flush()
-            return wire.value_reply(self.client.drain(self.router.now()))
+            return self.client.drain_reply(self.router.now())
         self.router.register(self.client)
         return wire.STORED
 

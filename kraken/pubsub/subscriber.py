@@ -135,11 +135,27 @@ class QueueSubscriber(Subscriber):
         if not self.queue:
             return b""
         block = b"".join(self.queue)
+        self._clear()
+        return block
+
+    def drain_reply(self, now: float) -> bytes:
+        """The whole ``get messages`` reply, built with a single copy of the queued records."""
+        self.last_receive = now
+        self.overflowing = False
+        if not self.queue:
+            return b"END\r\n"
+        queue = self.queue
+        queue.appendleft(b"VALUE messages 0 %d\r\n" % (self.size - 2))
+        queue.append(b"END\r\n")
+        reply = b"".join(queue)
+        self._clear()
+        return reply
+
+    def _clear(self) -> None:
         self.queue.clear()
         self.counts.clear()
         self.size = 0
         self.records = 0
-        return block
 
     def depth(self) -> int:
         return self.records
