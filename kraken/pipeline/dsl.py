@@ -71,12 +71,18 @@ class Builder:
         self.pipeline_helpers = pipeline_helpers
         self.all: list[Component] = []
         self.counter = 0
+        self.auto_names: dict[int, str] = {}
 
     def sequence(
         self, comps: Any, cont: Component | None, where: str, scope: _Scope, plugged: tuple[str, ...] = ()
     ) -> Component | None:
         if not isinstance(comps, list):
             raise DefinitionError("must be a list of components", where)
+        for spec in comps:
+            if isinstance(spec, dict) and spec.get("name") is None and id(spec) not in self.auto_names:
+                self.counter += 1
+                kind = str(spec.get("type", "stage")).strip().lower().replace("-", "_")
+                self.auto_names[id(spec)] = f"{kind}_{self.counter}"
         current = cont
         for i in range(len(comps) - 1, -1, -1):
             current = self.component(comps[i], current, f"{where}[{i}]", scope, plugged)
@@ -106,8 +112,7 @@ class Builder:
             raise DefinitionError(f"Unknown component type {raw_type}", f"{where}.type")
         name = spec.get("name")
         if name is None:
-            self.counter += 1
-            name = f"{kind}_{self.counter}"
+            name = self.auto_names[id(spec)]
         if not isinstance(name, str) or not name:
             raise DefinitionError("name must be a non-empty string", f"{where}.name")
         helpers = {**self.pipeline_helpers, **resolve_helpers(spec.get("helpers"), f"{where}.helpers")}
