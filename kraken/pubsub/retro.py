@@ -60,7 +60,9 @@ class RetainedShard:
                 queue.popleft()
                 if not queue:
                     del by_topic[topic]
-            self._forget(oldest)
+            self.complete_after_seq = oldest.seq
+            if oldest.time > self.complete_after_time:
+                self.complete_after_time = oldest.time
 
     def _forget(self, entry: Entry) -> None:
         self.complete_after_seq = entry.seq

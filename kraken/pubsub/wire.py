@@ -30,7 +30,6 @@ DEFAULT_MAX_LINE = 4096
 DEFAULT_MAX_VALUE = 8 * 1024 * 1024
 
 _COUNT = re.compile(rb"[+-]?[0-9]+\Z")
-_LENGTH = re.compile(rb"[0-9]+\Z")
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
 
 Record = tuple[list[bytes], bytes]
@@ -207,7 +206,7 @@ def parse_publish(data: bytes) -> list[Record]:
             raise WireError(f"record at byte {pos} does not start with 'MESSAGE '")
         parts = data[pos + 8 : eol].split(b" ")
         length_text = parts.pop()
-        if not _LENGTH.match(length_text):
+        if not length_text.isdigit():
             raise WireError(f"record at byte {pos}: length {length_text[:20]!r} is not a number")
         start = eol + 2
         end = start + int(length_text)
