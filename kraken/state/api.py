@@ -1,0 +1,181 @@
+"""The REST API of the original (spec §4.1) on the core Router, with JSON 4xx errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.web.server import Request
+
+from kraken.core.http import HTTPError, Response, Router, read_json
+from kraken.state import model
+from kraken.state.engine import Engine
+from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
+from kraken.state.store import StateStore, StoreError
+
+DOT_TYPE = "text/vnd.graphviz; charset=utf-8"
+
+
+def _node_from(body: Any) -> Node:
+    try:
+        return model.from_json(body)
+    except ModelError as e:
+        raise HTTPError(400, "BAD_NODE", str(e)) from None
+
+
+def _nodes_from(body: Any) -> list[Node]:
+    if not isinstance(body, dict) or not isinstance(body.get("nodes"), list):
+        raise HTTPError(400, "BAD_NODE_LIST", 'expected {"nodes": [...]}')
+    out = []
+    for i, item in enumerate(body["nodes"]):
+        try:
+            out.append(model.from_json(item))
+        except ModelError as e:
+            raise HTTPError(400, "BAD_NODE", f"nodes[{i}]: {e}") from None
+    return out
+
+
+def _id(text: str) -> str:
+    try:
+        return model.canonical_id(text)
+    except ModelError as e:
+        raise HTTPError(400, "BAD_NODE_ID", str(e)) from None
+
+
+def _store_call(fn: Callable[..., Node], *args: Any) -> dict[str, Any]:
+    try:
+        return model.to_json(fn(*args))
+    except StoreError as e:
+        raise HTTPError(e.status, e.code, str(e)) from None
+    except ModelError as e:
+        raise HTTPError(400, "BAD_NODE", str(e)) from None
+
+
+class StateAPI:
+    """Routes of the original REST API (plus ``/graph/.../dot`` and ``/sme/path/{id}``)."""
+
+    def __init__(self, store: StateStore, engine: Engine, ws_port: Callable[[], int | None]) -> None:
+        self.store = store
+        self.engine = engine
+        self.ws_port = ws_port
+
+    def router(self) -> Router:
+        r = Router()
+        r.route("GET", "/cfg/nodes", lambda req: self._all(self.store.cfg))
+        r.route("GET", "/dsc/nodes", lambda req: self._all(self.store.dsc))
+        r.route("POST", "/cfg/nodes", self.create_nodes)
+        r.route("PUT", "/cfg/nodes", lambda req: self.update_nodes(req, self.store.update))
+        r.route("PUT", "/dsc/nodes", lambda req: self.update_nodes(req, self.store.update_dsc))
+        r.route("GET", "/cfg/node/{node_id}", lambda req, node_id: _store_call(self.store.read, _id(node_id)))
+        r.route(
+            "GET", "/dsc/node/{node_id}", lambda req, node_id: _store_call(self.store.read_dsc, _id(node_id))
+        )
+        for path in ("/cfg/node", "/cfg/node/{node_id}"):
+            r.route("POST", path, self.create_node)
+            r.route("PUT", path, lambda req, node_id=None: self.update_node(req, self.store.update))
+        for path in ("/dsc/node", "/dsc/node/{node_id}"):
+            r.route("PUT", path, lambda req, node_id=None: self.update_node(req, self.store.update_dsc))
+        r.route(
+            "DELETE", "/cfg/node/{node_id}", lambda req, node_id: _store_call(self.store.delete, _id(node_id))
+        )
+        r.route("GET", "/graph/json", lambda req: self.engine.graph.to_json(self.engine.graph.graph()))
+        r.route("GET", "/graph/dot", lambda req: self._dot(self.engine.graph.graph()))
+        r.route("GET", "/graph/node/{node_id}/json", self.node_graph)
+        r.route("GET", "/graph/node/{node_id}/dot", self.node_graph_dot)
+        r.route("GET", "/enumerables", self.enumerables)
+        r.route("GET", "/ws", self.ws)
+        r.route(["GET", "POST"], "/sme/freeze", self.freeze)
+        r.route(["GET", "POST"], "/sme/thaw", self.thaw)
+        r.route("GET", "/sme/frozen", lambda req: {"frozen": self.engine.frozen})
+        r.route("GET", "/sme/path/{node_id}", self.path)
+        return r
+
+    @staticmethod
+    def _all(where: dict[str, Node]) -> dict[str, Any]:
+        return {"nodes": [model.to_json(where[k]) for k in sorted(where)]}
+
+    def create_nodes(self, request: Request) -> Response:
+        nodes = _nodes_from(read_json(request))
+        created, errors = [], []
+        for node in nodes:
+            try:
+                created.append(model.to_json(self.store.create(node)))
+            except StoreError as e:
+                errors.append({"id": node.id, "code": e.code, "message": str(e)})
+        body: dict[str, Any] = {"nodes": created}
+        if errors:
+            body["errors"] = errors
+        return Response(201 if created else 409, body)
+
+    def update_nodes(self, request: Request, update: Callable[[Node], Node]) -> dict[str, Any]:
+        nodes = _nodes_from(read_json(request))
+        missing = [n.id for n in nodes if n.id not in self.store.cfg]
+        if missing:
+            raise HTTPError(404, "NODE_NOT_FOUND", f"no node {missing[0]}", detail={"missing": missing})
+        return {"nodes": [model.to_json(update(n)) for n in nodes]}
+
+    def create_node(self, request: Request, node_id: str | None = None) -> Response:
+        node = _node_from(read_json(request))
+        return Response(201, _store_call(self.store.create, node))
+
+    def update_node(self, request: Request, update: Callable[[Node], Node]) -> dict[str, Any]:
+        return _store_call(update, _node_from(read_json(request)))
+
+    def _dot(self, g: Any) -> Response:
+        return Response(200, self.engine.graph.to_dot(g).encode(), {"Content-Type": DOT_TYPE})
+
+    def _node_graph(self, node_id: str) -> tuple[Any, dict[str, Any]]:
+        nid = _id(node_id)
+        cfg = self.store.cfg.get(nid)
+        if cfg is None:
+            raise HTTPError(404, "NODE_NOT_FOUND", f"no node {nid}")
+        ap = self.engine.paths.get(nid)
+        if ap is None:
+            raise HTTPError(409, "NO_PATH", f"node {nid} has no active path")
+        g = self.engine.graph.node_graph(cfg)
+        return g, self.engine.graph.to_json(g, ap.chain, -1 if ap.complete else ap.cur)
+
+    def node_graph(self, request: Request, node_id: str) -> dict[str, Any]:
+        return self._node_graph(node_id)[1]
+
+    def node_graph_dot(self, request: Request, node_id: str) -> Response:
+        g, _ = self._node_graph(node_id)
+        return self._dot(g)
+
+    def path(self, request: Request, node_id: str) -> dict[str, Any]:
+        nid = _id(node_id)
+        found = self.engine.path_json(nid)
+        if found is None:
+            raise HTTPError(409, "NO_PATH", f"node {nid} has no active path")
+        return found
+
+    def enumerables(self, request: Request) -> list[dict[str, Any]]:
+        out = [
+            {"name": "PhysState", "url": "physState", "options": {str(m.value): m.name for m in PhysState}},
+            {"name": "RunState", "url": "runState", "options": {str(m.value): m.name for m in RunState}},
+        ]
+        for url in sorted(EXTENSIONS):
+            for path, enum in sorted(EXTENSIONS[url].enums.items()):
+                out.append(
+                    {
+                        "name": enum.__name__,
+                        "url": url + path,
+                        "options": {str(m.value): m.name for m in enum},
+                    }
+                )
+        return out
+
+    def ws(self, request: Request) -> dict[str, Any]:
+        port = self.ws_port()
+        if port is None:
+            raise HTTPError(503, "NO_WEBSOCKET", "the websocket listener is not running")
+        host = (request.getHeader("host") or "127.0.0.1").rsplit(":", 1)[0]
+        return {"host": host, "port": str(port), "url": "/ws"}
+
+    def freeze(self, request: Request) -> dict[str, Any]:
+        self.engine.freeze()
+        return {"frozen": True}
+
+    def thaw(self, request: Request) -> dict[str, Any]:
+        self.engine.thaw()
+        return {"frozen": False}

@@ -1,0 +1,164 @@
+"""IPMI power through pyghmi (IPMI 2.0 / RMCP+), run in a thread pool because pyghmi blocks.
+
+Nodes with ``platform: ipmi`` carry the extension ``type.googleapis.com/IPMI.BMC``
+``{host, port, user, password | passwordFile}``. Mutations: UKtoOFF (read the power state),
+OFFtoON, ONtoOFF, HANGtoOFF. Any BMC error fails the mutation at once (→ PHYS_HANG), it never
+blocks the engine. Every ``poll`` seconds the power of every IPMI node is read again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from kraken.state import model
+from kraken.state.model import ExtensionType, Node, register_extension
+from kraken.state.modules.base import Module, ModuleAPI, Mutation
+from kraken.state.modules.power import power_mutations
+
+log = Logger(namespace="kraken.state.ipmi")
+
+BMC = register_extension(ExtensionType("IPMI.BMC"))
+PLATFORM = "ipmi"
+
+
+class BMCConfigError(Exception):
+    pass
+
+
+def bmc_of(node: Node) -> dict[str, Any]:
+    """Connection settings of a node's BMC, or a :class:`BMCConfigError` naming what is missing."""
+    ext = node.extensions.get(BMC.url)
+    if not ext:
+        raise BMCConfigError(f"node {node.id} has no {BMC.url} extension")
+    host = ext.get("host")
+    if not isinstance(host, str) or not host:
+        raise BMCConfigError(f"node {node.id}: {BMC.url}/Host is missing")
+    port = ext.get("port", 623)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise BMCConfigError(f"node {node.id}: {BMC.url}/Port must be a port number")
+    password = ext.get("password")
+    if password is None and ext.get("passwordFile"):
+        try:
+            password = Path(ext["passwordFile"]).read_text().strip()
+        except OSError as e:
+            raise BMCConfigError(f"node {node.id}: cannot read passwordFile: {e.strerror}") from None
+    return {"bmc": host, "port": port, "userid": str(ext.get("user", "")), "password": str(password or "")}
+
+
+def _power(settings: dict[str, Any], action: str | None) -> str:
+    """Blocking: set (``on``/``off``) or read the power; returns ``on`` or ``off``."""
+    from pyghmi.ipmi.command import Command
+
+    cmd = Command(**settings)
+    try:
+        if action is None:
+            return str(cmd.get_power()["powerstate"])
+        result = cmd.set_power(action, wait=True)
+        return str(result.get("powerstate", action))
+    finally:
+        try:
+            cmd.ipmi_session.logout()
+        except Exception:  # a session that failed to log in has nothing to log out
+            pass
+
+
+class IpmiPower(Module):
+    si = "ipmi"
+    module_url = "kraken.state.modules.ipmi"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.poll_interval = float(self.config.get("poll", 30.0))
+        self.pool = ThreadPool(
+            minthreads=0, maxthreads=int(self.config.get("threads", 4)), name="kraken-ipmi"
+        )
+        self._poller: LoopingCall | None = None
+        self._generation: dict[str, int] = {}
+
+    def declare_mutations(self) -> list[Mutation]:
+        timeout = float(self.config.get("timeout", 20.0))
+        return power_mutations(
+            self.si, PLATFORM, timeout, float(self.config.get("hang_timeout", timeout * 2))
+        )
+
+    def start(self, api: ModuleAPI) -> None:
+        super().start(api)
+        self.pool.start()
+        reactor = api.reactor
+        if hasattr(reactor, "addSystemEventTrigger"):
+            reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        if self.poll_interval > 0:
+            self._poller = LoopingCall(self.poll)
+            self._poller.clock = api.clock
+            self._poller.start(self.poll_interval, now=False)
+
+    def stop(self) -> None:
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        self._poller = None
+        if self.pool.started:
+            self.pool.stop()
+
+    def _call(self, settings: dict[str, Any], action: str | None) -> Any:
+        assert self.api is not None
+        return deferToThreadPool(self.api.reactor, self.pool, _power, settings, action)
+
+    def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
+        assert self.api is not None
+        api = self.api
+        try:
+            settings = bmc_of(cfg)
+        except BMCConfigError as e:
+            api.fail(self.si, cfg.id, mutation.id, str(e))
+            return
+        action = {"OFFtoON": "on", "ONtoOFF": "off", "HANGtoOFF": "off"}.get(mutation.id)
+        generation = self._generation.get(cfg.id, 0)
+        d = self._call(settings, action)
+
+        def done(state: str) -> None:
+            if self._generation.get(cfg.id, 0) != generation:
+                return  # interrupted meanwhile
+            api.discover(self.si, cfg.id, "/PhysState", "POWER_ON" if state == "on" else "POWER_OFF")
+
+        def failed(failure: Any) -> None:
+            if self._generation.get(cfg.id, 0) == generation:
+                api.fail(
+                    self.si,
+                    cfg.id,
+                    mutation.id,
+                    f"BMC {settings['bmc']}:{settings['port']}: {failure.getErrorMessage()}",
+                )
+
+        d.addCallbacks(done, failed)
+
+    def interrupt(self, node_id: str) -> None:
+        self._generation[node_id] = self._generation.get(node_id, 0) + 1
+
+    def poll(self) -> None:
+        assert self.api is not None
+        api = self.api
+        for cfg in api.cfg_nodes():
+            if cfg.platform != PLATFORM:
+                continue
+            dsc = api.dsc_node(cfg.id)
+            if dsc is None or dsc.phys_state is model.PhysState.PHYS_HANG:
+                continue
+            try:
+                settings = bmc_of(cfg)
+            except BMCConfigError:
+                continue
+            node_id = cfg.id
+
+            def seen(state: str, node_id: str = node_id) -> None:
+                api.discover(self.si, node_id, "/PhysState", "POWER_ON" if state == "on" else "POWER_OFF")
+
+            def unreachable(failure: Any, node_id: str = node_id) -> None:
+                log.info("poll of {node}'s BMC failed: {why}", node=node_id, why=failure.getErrorMessage())
+
+            self._call(settings, None).addCallbacks(seen, unreachable)

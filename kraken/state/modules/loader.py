@@ -1,0 +1,61 @@
+"""Find module classes by name: built-ins, the ``kraken.state.modules`` entry-point group, or
+``package.module:Class``."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from kraken.state.modules.base import Module
+
+BUILTIN = {
+    "sim": "kraken.state.modules.sim:SimPower",
+    "ipmi": "kraken.state.modules.ipmi:IpmiPower",
+    "freebusy": "kraken.state.modules.freebusy:FreeBusy",
+}
+ENTRY_POINT_GROUP = "kraken.state.modules"
+
+
+class ModuleLoadError(Exception):
+    pass
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ModuleLoadError(f"cannot load state module {target!r}: {e}") from None
+
+
+def module_class(name: str) -> type[Module]:
+    if name in BUILTIN:
+        cls = _import(BUILTIN[name])
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if found:
+            cls = found[0].load()
+        elif ":" in name:
+            cls = _import(name)
+        else:
+            known = ", ".join(sorted(BUILTIN))
+            raise ModuleLoadError(
+                f"unknown state module {name!r} (built in: {known}; or an entry point "
+                f"in {ENTRY_POINT_GROUP!r}, or package.module:Class)"
+            )
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise ModuleLoadError(f"state module {name!r} is not a kraken.state.modules.base.Module")
+    return cls
+
+
+def load_modules(names: list[str], configs: dict[str, Any]) -> list[Module]:
+    modules = []
+    for name in names:
+        cls = module_class(name)
+        modules.append(cls(configs.get(cls.si) or configs.get(name) or {}))
+    sis = [m.si for m in modules]
+    dupes = {s for s in sis if sis.count(s) > 1}
+    if dupes:
+        raise ModuleLoadError(f"two state modules share the service id {sorted(dupes)[0]!r}")
+    return modules

@@ -1,0 +1,127 @@
+"""``twistd -n kraken-state``: the cluster state engine (REST, websocket, parent/child sync)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.http import make_site
+from kraken.core.service import KrakenService
+from kraken.core.tls import TLSConfigError
+from kraken.state.api import StateAPI
+from kraken.state.model import DEFAULT_ID, ModelError
+from kraken.state.modules.loader import ModuleLoadError, load_modules
+from kraken.state.service import StateError, StateService
+from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
+from kraken.state.websocket import EventSocketFactory
+
+LOOPBACK = "interface=127.0.0.1"
+
+
+class Options(KrakenOptions):
+    tapname = "kraken-state"
+    schema = {
+        **common_schema(listen=[f"tls:tcp:3141:{LOOPBACK}"]),
+        "state": {
+            "id": Key("str", DEFAULT_ID, "this kraken's node id (a UUID)"),
+            "db": Key("path", None, "SQLite file that keeps Cfg across restarts; null keeps it in memory"),
+            "state_file": Key("path", None, 'initial Cfg as {"nodes": [...]}; adds nodes the db lacks'),
+            "parent": Key("str", None, "HOST:PORT of the parent kraken; makes this kraken a child"),
+            "freeze": Key("bool", False, "start with the mutation engine frozen"),
+            "ws_listen": Key("list", [f"tls:tcp:3142:{LOOPBACK}"], "endpoints of the event websocket"),
+            "sync_listen": Key("list", [f"tls:tcp:31415:{LOOPBACK}"], "endpoints where children phone home"),
+            "api_roles": Key("list", ["client", "state"], "certificate roles admitted to REST and websocket"),
+            "hello": Key("float", 10.0, "seconds between sync messages to each neighbour", minimum=0.01),
+            "dead": Key("float", 40.0, "seconds without a message before a neighbour is dead", minimum=0.05),
+            "retry_delay": Key(
+                "float", 10.0, "seconds before retrying a node whose mutation failed", minimum=0
+            ),
+            "sse_timeout": Key("float", 90.0, "seconds a booted child has to phone home", minimum=0),
+            "modules": Key(
+                "list", ["sim", "ipmi", "freebusy"], "state modules: built-in, entry point or pkg:Class"
+            ),
+            "module_config": Key("dict", {}, "per-module settings keyed by module name"),
+        },
+    }
+
+    def postOptions(self) -> None:
+        if self.opts.get("parent"):
+            self.overrides.append(("state.parent", self.opts["parent"]))
+        if self.opts.get("state"):
+            self.overrides.append(("state.state_file", self.opts["state"]))
+        if self.opts.get("freeze"):
+            self.overrides.append(("state.freeze", "true"))
+        super().postOptions()
+
+
+# Extra twistd flags beside the schema's: the original's -parent, -state and -freeze.
+Options.optParameters = [
+    *Options.optParameters,
+    ["parent", None, None, "HOST:PORT of the parent kraken (same as --state-parent)"],
+    ["state", None, None, "initial state file (same as --state-state-file)"],
+]
+Options.optFlags = [["freeze", None, "start frozen (same as --state-freeze true)"]]
+
+
+def makeService(options: Options, reactor: Any = None) -> KrakenService:
+    config = options.config
+    st = config["state"]
+    svc = KrakenService("state", config, reactor)
+    try:
+        modules = load_modules(list(st["modules"]), st["module_config"])
+        parent = parse_parent(st["parent"]) if st["parent"] else None
+        metrics = {
+            "mutations": svc.metrics.counter(
+                "mutations_total", "mutations the engine asked a module to perform"
+            ),
+            "discoveries": svc.metrics.counter("discoveries_total", "discoveries accepted"),
+            "failures": svc.metrics.counter("mutation_failures_total", "mutations that timed out or failed"),
+        }
+        state = StateService(
+            modules,
+            svc.reactor,
+            self_id=st["id"],
+            db=st["db"],
+            state_file=st["state_file"],
+            full_state=parent is None,
+            freeze=st["freeze"],
+            retry_delay=st["retry_delay"],
+            sse_timeout=st["sse_timeout"],
+            metrics=metrics,
+        )
+    except (ModuleLoadError, StateError, ModelError, ValueError) as e:
+        raise SystemExit(f"kraken-state: {e}") from None
+    state.setServiceParent(svc)
+    try:
+        _listen(svc, state, config, parent)
+    except TLSConfigError as e:
+        raise SystemExit(f"kraken-state: {e}") from None
+    return svc
+
+
+def _listen(
+    svc: KrakenService, state: StateService, config: dict[str, Any], parent: tuple[str, int] | None
+) -> None:
+    st = config["state"]
+    svc.metrics.gauge("nodes", "nodes in the Cfg store").set_function(lambda: len(state.store.cfg))
+    svc.metrics.gauge("active_paths", "nodes with a mutation path in progress").set_function(
+        state.engine.active_paths
+    )
+    svc.metrics.gauge("frozen", "1 while the mutation engine is frozen").set_function(
+        lambda: int(state.engine.frozen)
+    )
+    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"))
+    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: state.running})
+    roles = list(st["api_roles"])
+    svc.listen_all("http", config["listen"], site, allowed_roles=roles)
+    svc.listen_all("ws", st["ws_listen"], EventSocketFactory(state.bus), allowed_roles=roles)
+    sync_args = {"hello": st["hello"], "dead": st["dead"]}
+    if parent is None:
+        svc.listen_all(
+            "sync", st["sync_listen"], SyncServerFactory(state, svc.reactor, **sync_args), ["state"]
+        )
+    else:
+        if svc.tls is None:
+            raise SystemExit("kraken-state: a child needs the tls section to phone home to its parent")
+        client = SyncClientService(state, svc.reactor, parent[0], parent[1], svc.tls, **sync_args)
+        client.setServiceParent(svc)

@@ -1,0 +1,113 @@
+"""The event websocket (spec §4.2) with autobahn: subscribe by event type, one JSON object per event."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+from kraken.state import model
+from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData
+
+log = Logger(namespace="kraken.state.websocket")
+
+_TYPES = {t.name: t for t in (EventType.STATE_CHANGE, EventType.STATE_MUTATION, EventType.DISCOVERY)}
+_COMMANDS = {"SUBSCRIBE": 0, "UNSUBSCRIBE": 1}
+_ids = itertools.count(1)
+
+
+class CommandError(ValueError):
+    pass
+
+
+def parse_command(payload: bytes) -> tuple[int, EventType]:
+    """``{"command": 0|1|"SUBSCRIBE"|"UNSUBSCRIBE", "type": name|number}`` → (command, type)."""
+    try:
+        msg = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise CommandError("message is not JSON") from None
+    if not isinstance(msg, dict):
+        raise CommandError("message must be a JSON object")
+    command = msg.get("command", 0)
+    if isinstance(command, str):
+        command = _COMMANDS.get(command.upper(), command)
+    if command not in (0, 1) or isinstance(command, bool):
+        raise CommandError("command must be 0 (SUBSCRIBE) or 1 (UNSUBSCRIBE)")
+    kind = msg.get("type")
+    if isinstance(kind, str) and kind in _TYPES:
+        return command, _TYPES[kind]
+    if isinstance(kind, int) and not isinstance(kind, bool) and kind in {t.value for t in _TYPES.values()}:
+        return command, EventType(kind)
+    raise CommandError("type must be STATE_CHANGE, STATE_MUTATION or DISCOVERY")
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    node_id, path = model.split_url(event.url)
+    data = event.data
+    if isinstance(data, MutationData):
+        value = data.mutation
+    elif isinstance(data, DiscoveryData):
+        value = data.value
+    else:
+        value = model.printable(data.value)
+    return {"type": int(event.type), "url": path, "data": event.describe(), "nodeid": node_id, "value": value}
+
+
+def tls_transport(transport: Any) -> Any:
+    """The TLS protocol under kraken's handshake wrapper: autobahn reads TLS details from it."""
+    inner = getattr(transport, "transport", None)
+    return inner if isinstance(inner, TLSMemoryBIOProtocol) else transport
+
+
+class EventSocket(WebSocketServerProtocol):
+    factory: EventSocketFactory
+    identity: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.identity = getattr(transport, "peer", None)
+        super().makeConnection(tls_transport(transport))
+
+    def onOpen(self) -> None:
+        self.sub_name = f"ws-{next(_ids)}"
+        self.types: set[EventType] = set()
+        who = self.identity.name if self.identity is not None else self.peer
+        log.info("websocket client {who} connected", who=who)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn names
+        try:
+            command, kind = parse_command(payload)
+        except CommandError as e:
+            self.sendMessage(json.dumps({"error": str(e)}).encode())
+            return
+        if command == 0:
+            self.types.add(kind)
+        else:
+            self.types.discard(kind)
+        bus = self.factory.bus
+        if self.types:
+            bus.subscribe(self.sub_name, self.types, self._send)
+        else:
+            bus.unsubscribe(self.sub_name)
+
+    def _send(self, event: Event) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            self.factory.bus.unsubscribe(self.sub_name)
+            return
+        self.sendMessage(json.dumps(event_message(event)).encode())
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
+        if hasattr(self, "sub_name"):
+            self.factory.bus.unsubscribe(self.sub_name)
+
+
+class EventSocketFactory(WebSocketServerFactory):
+    protocol = EventSocket
+
+    def __init__(self, bus: EventBus) -> None:
+        super().__init__()
+        self.bus = bus
+        self.setProtocolOptions(maxMessagePayloadSize=512, autoPingInterval=54, autoPingTimeout=6)
