@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from kraken.pubsub import wire
 from kraken.pubsub.router import Router
@@ -28,7 +30,11 @@ class Limits:
     max_value: int = wire.DEFAULT_MAX_VALUE
 
 
+@implementer(IPushProducer)
 class MemcachedProtocol(Protocol, TimeoutMixin):
+    """Back-pressure: while the client does not read our replies (the transport's buffer is
+    full and it pauses us), we stop reading its commands."""
+
     factory: MemcachedFactory
     session: Session | None = None
 
@@ -53,6 +59,17 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         self.session = Session(router, client, factory.limits.max_line, factory.limits.max_value)
         if factory.limits.idle_timeout > 0:
             self.setTimeout(factory.limits.idle_timeout)
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.session is not None and not self.session.closing:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
     def dataReceived(self, data: bytes) -> None:
         session = self.session
@@ -66,6 +83,7 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
             if session.error is not None:
                 self.factory.malformed += 1
             self.setTimeout(None)
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:

@@ -19,7 +19,9 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from kraken.pubsub import wire
 from kraken.pubsub.router import Router
@@ -28,10 +30,13 @@ from kraken.pubsub.subscriber import Subscriber
 log = Logger(namespace="kraken.pubsub.websocket")
 
 
+@implementer(IPushProducer)
 class PushSubscriber(Subscriber):
     """Delivers to a WebSocket: records gathered during one reactor turn go out in one frame.
 
-    Records not yet flushed are bounded like a memcached queue (oldest dropped first)."""
+    It is the push producer of its connection: while the client does not keep up (the
+    transport pauses it) records wait here, bounded like a memcached queue (oldest dropped
+    first), and go out together when the transport resumes it."""
 
     kind = "websocket"
 
@@ -43,6 +48,7 @@ class PushSubscriber(Subscriber):
         self.size = 0
         self.max_bytes = max_bytes
         self._flush_call: Any = None
+        self.paused = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
         self.pending.append(records)
@@ -53,12 +59,22 @@ class PushSubscriber(Subscriber):
             while self.pending and self.size > self.max_bytes:
                 self.size -= len(self.pending.pop(0))
                 self.dropped += self.counts.pop(0)
-        if self._flush_call is None:
+        if self._flush_call is None and not self.paused:
             self._flush_call = self.protocol.factory.clock.callLater(0, self.flush)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.flush()
+
+    def stopProducing(self) -> None:
+        self.paused = True
 
     def flush(self) -> None:
         self._flush_call = None
-        if not self.pending:
+        if not self.pending or self.paused:
             return
         block = b"".join(self.pending)
         self.pending.clear()
@@ -100,6 +116,7 @@ class PushProtocol(WebSocketServerProtocol):
         name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} (websocket)"
         self.client = PushSubscriber(router.new_id(), name, router.now(), self, self.factory.max_queue_bytes)
         router.connect(self.client)
+        self.transport.registerProducer(self.client, True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn's name
         if self.client is None:

@@ -187,3 +187,15 @@ def test_publish_round_trip_through_the_command_parser(records: list, cut: int) 
         events += parser.feed(data[i : i + cut])
     assert events == [wire.Set(b"publish", body)]
     assert wire.parse_publish(body) == [(list(t), p) for t, p in records]
+
+
+def test_a_client_that_does_not_read_is_not_read_from() -> None:
+    h = Harness()
+    conn = h.connect()
+    transport = conn.transport
+    assert transport.producer is conn.protocol and transport.streaming
+    transport.producer.pauseProducing()  # what a full write buffer does
+    assert transport.producerState == "paused"
+    transport.producer.resumeProducing()
+    assert transport.producerState == "producing"
+    assert conn.send(b"quit\r\n") == b"" and transport.producer is None
