@@ -19,6 +19,7 @@ from kraken.buildindex.tags import MissingDependency, TagService
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, query_arg, query_int
 from kraken.core.metrics import Metrics
+from kraken.core.tls import request_identity
 from kraken.registry.errors import RegistryError
 from kraken.registry.names import check_name, is_tag
 
@@ -43,6 +44,7 @@ class BuildIndexAPI:
         self.puts = metrics.counter("tag_puts", "tags stored", ["outcome"])
         self.router = Router()
         self.router.route("PUT", "/tags/{tag:path}/digest/{digest}", self.put_tag)
+        self.router.route("PUT", "/internal/duplicate/tags/{tag:path}/digest/{digest}", self.put_duplicate)
         self.router.route("GET", "/tags/{tag:path}", self.get_tag)
         self.router.route("GET", "/list/{prefix:path}", self.list)
         self.router.route("GET", "/list/", self.list)
@@ -64,6 +66,20 @@ class BuildIndexAPI:
             self.puts.labels("invalid").inc()
             raise HTTPError(400, "MANIFEST_INVALID", str(e)) from None
         self.puts.labels("stored").inc()
+        return Response(200, {"tag": f"{repo}:{name}", "digest": parsed})
+
+    @inlineCallbacks
+    def put_duplicate(self, request: Request, tag: str, digest: str) -> Any:
+        peer = request_identity(request)
+        if peer is None or peer.role != "build-index":
+            raise HTTPError(403, "FORBIDDEN", "only build-index peers may send duplicates")
+        repo, name = split_tag(tag)
+        try:
+            parsed = str(Digest.parse(unquote(digest)))
+        except ValueError as e:
+            raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
+        yield self.tags.put(repo, name, parsed, duplicate=True)
+        self.puts.labels("duplicate").inc()
         return Response(200, {"tag": f"{repo}:{name}", "digest": parsed})
 
     @inlineCallbacks

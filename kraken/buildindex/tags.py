@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from kraken.backends.base import Backend, BlobNotFound
+from kraken.buildindex.duplicate import Duplicator
 from kraken.core.digest import Digest
 from kraken.origin.client import OriginCluster
 from kraken.registry.errors import RegistryError
@@ -38,12 +39,14 @@ class TagService:
         scratch: Path,
         origins: OriginCluster | None = None,
         backend: Backend | None = None,
+        duplicator: Duplicator | None = None,
     ) -> None:
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.origins = origins
         self.backend = backend
+        self.duplicator = duplicator
 
     def _tmp(self, suffix: str) -> Path:
         fd, name = tempfile.mkstemp(dir=self.scratch, suffix=suffix)
@@ -78,9 +81,13 @@ class TagService:
         return [digest, *deps]
 
     @inlineCallbacks
-    def put(self, repo: str, tag: str, digest: str) -> Any:
-        yield self.dependencies(repo, digest)
+    def put(self, repo: str, tag: str, digest: str, duplicate: bool = False) -> Any:
+        """Store a tag; a *duplicate* (a neighbour's copy) skips the checks and is not passed on."""
+        if not duplicate:
+            yield self.dependencies(repo, digest)
         self.store.put(repo, tag, digest)
+        if self.duplicator is not None and not duplicate:
+            self.duplicator.tag_stored(repo, tag, digest)
         if self.backend is not None:
             tmp = self._tmp(".tag")
             try:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from twisted.application.service import Service
 
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
+from kraken.buildindex.duplicate import Duplicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
+from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
 from kraken.core.service import KrakenService
 from kraken.origin.client import OriginCluster
 from kraken.registry.tagstore import TagStore
@@ -23,11 +28,29 @@ class Options(KrakenOptions):
             "storage": Key("path", "build-index-data", "directory holding the tags"),
             "origins": Key("list", [], "origin host:port list for dependency checks; empty skips them"),
             "backend": Key("dict", {}, "backend tags are written through to and read from ({type: ...})"),
+            "cluster": Key("list", [], "other build-indexes (host:port); stored tags are copied there"),
             "allowed_roles": Key(
                 "list", ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
             ),
         },
     }
+
+
+class _StopDuplicator(Service):
+    def __init__(self, duplicator: Duplicator) -> None:
+        self.duplicator = duplicator
+
+    def stopService(self) -> Any:
+        self.duplicator.stop()
+        return super().stopService()
+
+
+def _expect_ok(response: Any, url: str) -> Any:
+    def check(body: bytes) -> None:
+        if response.code != 200:
+            raise HTTPStatusError("PUT", url, response.code, body)
+
+    return response.content().addCallback(check)
 
 
 def makeService(options: Options, reactor: Any = None) -> KrakenService:
@@ -37,7 +60,19 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     root = Path(section["storage"])
     origins = OriginCluster(svc.reactor, section["origins"], svc.tls) if section["origins"] else None
     backend = make_backend(section["backend"], svc.reactor) if section["backend"] else None
-    tags = TagService(TagStore(root / "tags"), root / "tmp", origins, backend)
+    duplicator = None
+    if section["cluster"]:
+        http = make_http_client(svc.reactor, svc.tls)
+        outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
+
+        def send(neighbour: str, repo: str, tag: str, digest: str) -> Any:
+            url = f"{base_url(neighbour, svc.tls)}/internal/duplicate/tags/{quote(f'{repo}:{tag}', safe='')}"
+            return http.put(f"{url}/digest/{digest}", data=b"").addCallback(_expect_ok, url)
+
+        duplicator = Duplicator(section["cluster"], send, svc.reactor,
+                                on_result=lambda outcome: outcomes.labels(outcome).inc())
+        _StopDuplicator(duplicator).setServiceParent(svc)
+    tags = TagService(TagStore(root / "tags"), root / "tmp", origins, backend, duplicator)
     api = BuildIndexAPI(tags, svc.metrics)
     site = make_site(api.router, svc.metrics, {"storage": lambda: root.is_dir()})
     svc.listen_all("http", config["listen"], site, allowed_roles=section["allowed_roles"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,10 +20,12 @@ from tests.integration.p2p_fixtures import origin_config
 from tests.integration.registry_support import (
     build_index_config,
     build_oci_layout,
+    free_port,
     proxy_config,
     sha256,
     skopeo,
 )
+from tests.support import tls_section
 
 
 class TLSClient:
@@ -102,3 +105,28 @@ def test_build_index_refuses_missing_dependencies(cluster: dict[str, Any], pki: 
     assert status == 400 and json.loads(body)["error"]["code"] == "NAME_INVALID"
     status, _ = tags.request("GET", "/tags/test%2Fx:v1")
     assert status == 404
+
+
+def test_build_index_copies_tags_to_neighbours(servers: Any, pki: Path, tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    indexes = []
+    for i, port in enumerate(ports):
+        other = ports[1 - i]
+        indexes.append(servers.start("kraken-build-index", {
+            "listen": [f"tls:tcp:{port}:interface=127.0.0.1"],
+            "tls": tls_section(pki, "build-index"),
+            "buildindex": {"storage": str(tmp_path / f"bi{i}"), "cluster": [f"127.0.0.1:{other}"]},
+        }, name=f"build-index-{i}"))
+    first = TLSClient(pki, ports[0], role="proxy")
+    second = TLSClient(pki, ports[1], role="proxy")
+    digest = sha256(b"manifest")
+    status, _ = first.request("PUT", f"/tags/test%2Fdup:v1/digest/{digest}")
+    assert status == 200
+    deadline = time.monotonic() + 10
+    while second.request("GET", "/tags/test%2Fdup:v1")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.request("GET", "/tags/test%2Fdup:v1") == (200, digest.encode())
+    # only build-indexes may send copies
+    status, _ = second.request("PUT", f"/internal/duplicate/tags/test%2Fdup:v1/digest/{sha256(b'x')}")
+    assert status == 403
+    assert second.request("GET", "/tags/test%2Fdup:v1") == (200, digest.encode())

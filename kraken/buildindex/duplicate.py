@@ -1,0 +1,99 @@
+"""Copies of every stored tag to the neighbour build-indexes of the same cluster.
+
+After a tag is stored (not when it arrives as a duplicate), each neighbour gets
+``PUT /internal/duplicate/tags/<repo:tag>/digest/<d>``; failures are retried with exponential
+backoff on the injected clock, up to ``attempts`` times, and then counted and logged. A newer
+digest for the same tag replaces a pending older one, so neighbours never move a tag back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+log = Logger(namespace="kraken.buildindex.duplicate")
+
+Send = Callable[[str, str, str, str], "Deferred[Any]"]
+
+
+@dataclass
+class _Task:
+    neighbour: str
+    repo: str
+    tag: str
+    digest: str
+    attempt: int = 0
+    call: IDelayedCall | None = None
+
+
+class Duplicator:
+    def __init__(
+        self,
+        neighbours: list[str],
+        send: Send,
+        clock: IReactorTime,
+        attempts: int = 8,
+        first_delay: float = 0.5,
+        max_delay: float = 60.0,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.neighbours = neighbours
+        self.send = send
+        self.clock = clock
+        self.attempts = attempts
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.on_result = on_result or (lambda outcome: None)
+        self.pending: dict[tuple[str, str, str], _Task] = {}
+
+    def tag_stored(self, repo: str, tag: str, digest: str) -> None:
+        for neighbour in self.neighbours:
+            key = (neighbour, repo, tag)
+            old = self.pending.pop(key, None)
+            if old is not None and old.call is not None and old.call.active():
+                old.call.cancel()
+            task = _Task(neighbour, repo, tag, digest)
+            self.pending[key] = task
+            self._try(task)
+
+    def _try(self, task: _Task) -> None:
+        task.call = None
+        task.attempt += 1
+        d = maybeDeferred(self.send, task.neighbour, task.repo, task.tag, task.digest)
+        d.addCallbacks(lambda _: self._done(task), lambda f: self._failed(task, f))
+
+    def _current(self, task: _Task) -> bool:
+        return self.pending.get((task.neighbour, task.repo, task.tag)) is task
+
+    def _done(self, task: _Task) -> None:
+        if self._current(task):
+            del self.pending[(task.neighbour, task.repo, task.tag)]
+        self.on_result("ok")
+
+    def _failed(self, task: _Task, failure: Any) -> None:
+        if not self._current(task):
+            return
+        if task.attempt >= self.attempts:
+            del self.pending[(task.neighbour, task.repo, task.tag)]
+            log.error("gave up copying {repo}:{tag} to {neighbour} after {n} attempts: {error}",
+                      repo=task.repo, tag=task.tag, neighbour=task.neighbour, n=task.attempt,
+                      error=failure.getErrorMessage())
+            self.on_result("gave_up")
+            return
+        delay = min(self.first_delay * 2 ** (task.attempt - 1), self.max_delay)
+        log.warn("copying {repo}:{tag} to {neighbour} failed ({error}); retry in {delay}s",
+                 repo=task.repo, tag=task.tag, neighbour=task.neighbour, error=failure.getErrorMessage(),
+                 delay=delay)
+        self.on_result("retry")
+        task.call = self.clock.callLater(delay, self._try, task)
+
+    def stop(self) -> None:
+        for task in self.pending.values():
+            if task.call is not None and task.call.active():
+                task.call.cancel()
+        self.pending.clear()

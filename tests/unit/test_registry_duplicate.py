@@ -1,0 +1,82 @@
+"""Build-index neighbour copies: retries with backoff on a Clock, newest digest wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from kraken.buildindex.duplicate import Duplicator
+
+
+class Neighbours:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.calls: list[tuple[str, str, str, str]] = []
+        self.stored: dict[tuple[str, str, str], str] = {}
+        self.held: list[Deferred[Any]] = []
+
+    def send(self, neighbour: str, repo: str, tag: str, digest: str) -> Deferred[Any]:
+        self.calls.append((neighbour, repo, tag, digest))
+        if self.failures:
+            self.failures -= 1
+            return fail(ConnectionRefusedError("down"))
+        self.stored[(neighbour, repo, tag)] = digest
+        return succeed(None)
+
+
+def test_copies_to_every_neighbour() -> None:
+    n = Neighbours()
+    outcomes: list[str] = []
+    dup = Duplicator(["a:1", "b:2"], n.send, Clock(), on_result=outcomes.append)
+    dup.tag_stored("test/x", "v1", "sha256:1")
+    assert n.stored == {("a:1", "test/x", "v1"): "sha256:1", ("b:2", "test/x", "v1"): "sha256:1"}
+    assert outcomes == ["ok", "ok"] and not dup.pending
+
+
+def test_retries_with_backoff_then_succeeds() -> None:
+    clock = Clock()
+    n = Neighbours(failures=3)
+    dup = Duplicator(["a:1"], n.send, clock, first_delay=1.0)
+    dup.tag_stored("r", "t", "sha256:1")
+    assert len(n.calls) == 1
+    clock.advance(1.0)
+    assert len(n.calls) == 2
+    clock.advance(1.9)
+    assert len(n.calls) == 2  # second retry waits 2 s
+    clock.advance(0.1)
+    assert len(n.calls) == 3
+    clock.advance(4.0)
+    assert len(n.calls) == 4 and n.stored == {("a:1", "r", "t"): "sha256:1"}
+    assert not dup.pending
+
+
+def test_gives_up_after_the_attempts() -> None:
+    clock = Clock()
+    n = Neighbours(failures=100)
+    outcomes: list[str] = []
+    dup = Duplicator(["a:1"], n.send, clock, attempts=3, first_delay=1.0, on_result=outcomes.append)
+    dup.tag_stored("r", "t", "sha256:1")
+    clock.pump([10.0] * 5)
+    assert len(n.calls) == 3 and outcomes == ["retry", "retry", "gave_up"] and not dup.pending
+
+
+def test_newer_digest_replaces_a_pending_retry() -> None:
+    clock = Clock()
+    n = Neighbours(failures=1)
+    dup = Duplicator(["a:1"], n.send, clock, first_delay=5.0)
+    dup.tag_stored("r", "t", "sha256:old")
+    dup.tag_stored("r", "t", "sha256:new")
+    clock.advance(60)
+    assert n.stored == {("a:1", "r", "t"): "sha256:new"}
+    assert [c[3] for c in n.calls] == ["sha256:old", "sha256:new"]
+
+
+def test_stop_cancels_retries() -> None:
+    clock = Clock()
+    n = Neighbours(failures=1)
+    dup = Duplicator(["a:1"], n.send, clock)
+    dup.tag_stored("r", "t", "sha256:1")
+    dup.stop()
+    assert not clock.getDelayedCalls()
