@@ -80,14 +80,30 @@ def test_publish_receive_commands() -> None:
 
 
 def test_many_topics_and_fanout_warnings_do_not_change_delivery() -> None:
+    from twisted.logger import formatEvent
+
+    from kraken.pubsub import router as router_module
+
+    events: list[dict] = []
     r = Router(Clock(), fanout_to_warn=2, topics_to_warn=2)
     subs = [client(r) for _ in range(3)]
     for s in subs:
         r.subscribe(s, [b"a", b"b"])
-    r.publish(None, [([b"a", b"b"], b"x")])
+    saved = router_module.log.observer
+    router_module.log.observer = events.append
+    try:
+        r.publish(None, [([b"a", b"b"], b"x")])
+        r.publish(None, [([b"a"], b"y")])
+        r.flush()
+    finally:
+        router_module.log.observer = saved
+    lines = [formatEvent(e) for e in events]
+    assert lines[0].startswith("Publish topic fanout of 2, publisher None")
+    # one warning per shard (b: shard 2, a: shard 3), then one for the single-topic run
+    assert [line.split(",")[0] for line in lines[1:]] == ["Publish subscriber fanout of 3"] * 3
     # b is in shard 2, a in shard 3
-    assert all(drained(r, s) == [([b"b"], b"x"), ([b"a"], b"x")] for s in subs)
-    assert r.stats.delivered == 6
+    assert all(drained(r, s) == [([b"b"], b"x"), ([b"a"], b"x"), ([b"a"], b"y")] for s in subs)
+    assert r.stats.delivered == 9
 
 
 def test_time_delta_in_words() -> None:
