@@ -1,0 +1,223 @@
+"""``kraken pipeline``: a thin client of the kraken-pipeline HTTP JSON API.
+
+JSON arguments are inline JSON, ``@FILE`` or ``-`` (standard input). Query commands print
+pretty JSON; ``stream`` and ``spans`` print each NDJSON line as it arrives. The exit code is
+0 for a 2xx answer and 1 otherwise (the error body goes to standard error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+SERVICE_QUERIES = ("status", "definition", "state", "start", "stop", "delete")
+PIPELINE_QUERIES = ("status", "definition", "start", "stop", "delete", "stats", "components")
+_POSTS = {"start", "stop", "delete"}
+
+
+class Client:
+    def __init__(
+        self, url: str, cacert: str | None, cert: str | None, key: str | None, timeout: float
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.context: ssl.SSLContext | None = None
+        if self.url.startswith("https://"):
+            self.context = ssl.create_default_context(cafile=cacert)
+            if cert:
+                self.context.load_cert_chain(cert, key)
+
+    def open(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        return urllib.request.urlopen(req, timeout=self.timeout, context=self.context)
+
+    def run(self, method: str, path: str, body: Any = None, lines: bool = False) -> int:
+        try:
+            with self.open(method, path, body) as resp:
+                if lines:
+                    for line in resp:
+                        if line.strip():
+                            print(json.dumps(json.loads(line)), flush=True)
+                    return 0
+                raw = resp.read()
+                print(json.dumps(json.loads(raw), indent=2) if raw.strip() else "null")
+                return 0
+        except urllib.error.HTTPError as e:
+            print(e.read().decode("utf-8", "replace") or f"HTTP {e.code}", file=sys.stderr)
+            return 1
+        except urllib.error.URLError as e:
+            print(f"cannot reach {self.url}: {e.reason}", file=sys.stderr)
+            return 1
+
+
+def load_json(text: str) -> Any:
+    if text == "-":
+        return json.load(sys.stdin)
+    if text.startswith("@"):
+        return json.loads(Path(text[1:]).read_text())
+    return json.loads(text)
+
+
+def _files(paths: list[str]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        path = Path(p)
+        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+        for f in files:
+            data = json.loads(f.read_text())
+            out.extend(data if isinstance(data, list) else [data])
+    return out
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.cacert, args.cert, args.key, args.timeout)
+
+
+def _services(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        return c.run("GET", "/services")
+    if action == "define":
+        return c.run("POST", "/services/define", _files(args.args))
+    if action == "call":
+        if len(args.args) != 3:
+            raise SystemExit("usage: kraken pipeline services call NAME FUNCTION JSON")
+        name, function, payload = args.args
+        return c.run("POST", f"/services/call/{quote(name)}/{quote(function)}", load_json(payload))
+    name = _one_name(args)
+    method = "POST" if action in _POSTS else "GET"
+    body = load_json(args.args[1]) if len(args.args) > 1 else ({} if method == "POST" else None)
+    return c.run(method, f"/services/{action}/{quote(name)}", body)
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        return c.run("GET", "/pipelines")
+    if action == "define":
+        code = 0
+        for definition in _files(args.args):
+            code |= c.run("POST", "/pipelines/define", definition)
+        return code
+    name = _one_name(args)
+    if action in ("call", "cast", "stream"):
+        if len(args.args) != 2:
+            raise SystemExit(f"usage: kraken pipeline pipelines {action} NAME JSON")
+        query = "?debug=true" if args.debug else ""
+        return c.run(
+            "POST",
+            f"/pipelines/{action}/{quote(name)}{query}",
+            load_json(args.args[1]),
+            lines=action == "stream",
+        )
+    if action == "spans":
+        return c.run(
+            "GET",
+            f"/pipelines/spans/{quote(name)}" + (f"?limit={args.limit}" if args.limit else ""),
+            lines=True,
+        )
+    method = "POST" if action in _POSTS else "GET"
+    body = (load_json(args.args[1]) if len(args.args) > 1 else {}) if method == "POST" else None
+    return c.run(method, f"/pipelines/{action}/{quote(name)}", body)
+
+
+def _one_name(args: argparse.Namespace) -> str:
+    if not args.args:
+        raise SystemExit(f"usage: kraken pipeline {args.area} {args.action} NAME")
+    return args.args[0]
+
+
+def _routes(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.table is None:
+        return c.run("GET", "/routes")
+    return c.run("POST", "/routes/define", load_json(args.table))
+
+
+def _event(args: argparse.Namespace) -> int:
+    query = "?debug=true" if getattr(args, "debug", False) else ""
+    return _client(args).run(
+        "POST", f"/{args.mode}{query}", load_json(args.event), lines=args.mode == "stream"
+    )
+
+
+def _apply(args: argparse.Namespace) -> int:
+    """Define and start a project folder: services/*.json, pipelines/*.json, routes.json."""
+    c, root, code = _client(args), Path(args.dir), 0
+    for kind in ("services", "pipelines"):
+        for definition in _files([str(root / kind)]) if (root / kind).is_dir() else []:
+            name = quote(definition.get("name", ""))
+            if _status(c, kind, name) == ":ready":
+                c.run("POST", f"/{kind}/stop/{name}", {})
+            code |= c.run("POST", f"/{kind}/define", definition)
+            code |= c.run("POST", f"/{kind}/start/{name}", {})
+    if (root / "routes.json").is_file():
+        code |= c.run("POST", "/routes/define", json.loads((root / "routes.json").read_text()))
+    return code
+
+
+def _status(c: Client, kind: str, name: str) -> str:
+    try:
+        with c.open("GET", f"/{kind}/status/{name}") as resp:
+            return json.loads(resp.read())["status"]
+    except (urllib.error.URLError, ValueError, KeyError):
+        return ":undefined"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("pipeline", help="flow pipelines: services, pipelines, routes, events")
+    p.add_argument(
+        "--url", default="http://127.0.0.1:4001", help="the kraken-pipeline API (https:// for TLS)"
+    )
+    p.add_argument("--cacert", help="CA bundle to verify an https server")
+    p.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--key", help="client key (PEM)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    psub = p.add_subparsers(dest="area", metavar="AREA", required=True)
+
+    s = psub.add_parser(
+        "services",
+        help="list | define FILE|DIR... | status|definition|state|start|stop|delete "
+        "NAME [JSON] | call NAME FUNCTION JSON",
+    )
+    s.add_argument("action", choices=("list", "define", "call", *SERVICE_QUERIES))
+    s.add_argument("args", nargs="*")
+    s.set_defaults(func=_services)
+
+    pl = psub.add_parser(
+        "pipelines",
+        help="list | define FILE|DIR... | status|definition|start|stop|delete|stats|"
+        "components NAME | call|cast|stream NAME JSON | spans NAME",
+    )
+    pl.add_argument(
+        "action", choices=("list", "define", "call", "cast", "stream", "spans", *PIPELINE_QUERIES)
+    )
+    pl.add_argument("args", nargs="*")
+    pl.add_argument("--debug", action="store_true", help="return debug envelopes")
+    pl.add_argument("--limit", type=int, help="spans: stop after this many")
+    pl.set_defaults(func=_pipelines)
+
+    r = psub.add_parser("routes", help="show the routing table, or define it from JSON")
+    r.add_argument("table", nargs="?")
+    r.set_defaults(func=_routes)
+
+    for mode in ("call", "cast", "stream"):
+        e = psub.add_parser(mode, help=f"{mode} a type-routed event (or array of events)")
+        e.add_argument("event")
+        e.add_argument("--debug", action="store_true")
+        e.set_defaults(func=_event, mode=mode)
+
+    a = psub.add_parser(
+        "apply", help="define and start a project folder (services/, pipelines/, routes.json)"
+    )
+    a.add_argument("dir")
+    a.set_defaults(func=_apply)
