@@ -111,6 +111,8 @@ class ProxyStorage:
     def blob_path(self, name: str, digest: str) -> Deferred[str]:
         path = self.cache.path(digest)
         if path.exists():
+            if self.origins is not None:
+                self.cache.touch(digest)
             return succeed(str(path))
         if self.origins is None:
             raise blob_unknown(digest)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 
 from kraken.core.config import Key, KrakenOptions, common_schema
@@ -30,6 +32,8 @@ class Options(KrakenOptions):
             "max_blob_size": Key("int", 10 * 1024**3, "largest blob accepted, in bytes", minimum=1),
             "upload_ttl": Key("float", 3600.0, "seconds an idle upload session is kept", minimum=1),
             "allowed_roles": Key("list", ["client", "proxy"], "certificate roles admitted on tls: listeners"),
+            "cache_tti": Key("float", 0.0, "with origins: drop cached blobs idle this long, s (0 = keep)"),
+            "cleanup_interval": Key("float", 600.0, "seconds between cache cleanups", minimum=1),
         },
     }
 
@@ -64,4 +68,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     site = make_registry_site(api, svc.metrics, {"storage": lambda: root.is_dir()})
     svc.listen_all("registry", config["listen"], site, allowed_roles=section["allowed_roles"])
     _Expiry(uploads).setServiceParent(svc)
+    if origins is not None and section["cache_tti"] > 0:
+        cache, idle = storage.cache, section["cache_tti"]
+        cleanup = TimerService(section["cleanup_interval"], lambda: cache.cleanup(idle, time.time()))
+        cleanup.setServiceParent(svc)
     return svc

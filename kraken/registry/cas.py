@@ -30,6 +30,25 @@ class BlobDirectory:
         os.replace(src, dest)
         return dest
 
+    def touch(self, digest: str) -> None:
+        """Mark the blob as used now (the idle cleanup goes by modification time)."""
+        try:
+            os.utime(self.path(digest))
+        except FileNotFoundError:
+            pass
+
+    def cleanup(self, idle: float, now: float) -> int:
+        """Delete blobs not used for *idle* seconds; returns how many went."""
+        removed = 0
+        for path in self.root.glob("sha256/*/*"):
+            try:
+                if now - path.stat().st_mtime > idle:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
     def write(self, digest: str, data: bytes) -> Path:
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
