@@ -9,7 +9,6 @@ from urllib.parse import unquote
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
-from twisted.web import static
 from twisted.web.server import NOT_DONE_YET, Request
 
 from kraken.backends.base import BlobNotFound
@@ -19,6 +18,7 @@ from kraken.core.hashring import Ring
 from kraken.core.http import HTTPError, Response, Router
 from kraken.core.tls import request_identity
 from kraken.origin.blobs import FetchFailed, OriginBlobs, State
+from kraken.p2p.httpfile import serve_file
 
 log = Logger(namespace="kraken.origin.server")
 _RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
@@ -30,19 +30,6 @@ def parse_digest(text: str) -> Digest:
         return Digest.parse(unquote(text))
     except ValueError as e:
         raise HTTPError(400, "BAD_DIGEST", str(e)) from None
-
-
-def serve_file(request: Request, path: str) -> Any:
-    """Stream a file (Range and HEAD handled by twisted.web's static file producer)."""
-    resource = static.File(path, defaultType="application/octet-stream")
-    resource.type, resource.encoding = "application/octet-stream", None
-    result = resource.render(request)
-    if result is NOT_DONE_YET:
-        return NOT_DONE_YET
-    if result:
-        request.write(result)
-    request.finish()
-    return NOT_DONE_YET
 
 
 class OriginAPI:

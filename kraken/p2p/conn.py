@@ -48,6 +48,7 @@ class PeerProtocol(Protocol):
         self._incoming: tuple[int, int] | None = None
         self._sendq: deque[int] = deque()
         self._send_pos = 0
+        self._held: list[bytes] = []
         self._paused = False
         self._pump_call: Any = None
         self._read_paused: Any = None
@@ -84,7 +85,8 @@ class PeerProtocol(Protocol):
     def abort(self, code: int, reason: str) -> None:
         """Tell the peer what went wrong, then close."""
         if not self.closed:
-            self.transport.write(wire.encode_error(0, code, reason))
+            if not self._send_pos:
+                self.transport.write(wire.encode_error(0, code, reason))
             self.close(reason)
 
     # -- receiving -----------------------------------------------------------------------------
@@ -206,21 +208,26 @@ class PeerProtocol(Protocol):
         self.scheduler.activated(self, ctl, hs.bitfield)
 
     # -- the Link interface the dispatcher uses ---------------------------------------------------
+    def _send(self, frame: bytes) -> None:
+        """Write a control frame, or hold it until the piece being streamed is complete."""
+        if self.closed:
+            return
+        if self._send_pos:
+            self._held.append(frame)
+        else:
+            self.transport.write(frame)
+
     def send_request(self, index: int) -> None:
-        if not self.closed:
-            self.transport.write(wire.encode_request(index))
+        self._send(wire.encode_request(index))
 
     def send_announce(self, index: int) -> None:
-        if not self.closed:
-            self.transport.write(wire.encode_announce(index))
+        self._send(wire.encode_announce(index))
 
     def send_complete(self) -> None:
-        if not self.closed:
-            self.transport.write(wire.encode_complete())
+        self._send(wire.encode_complete())
 
     def send_error(self, index: int, code: int, message: str) -> None:
-        if not self.closed:
-            self.transport.write(wire.encode_error(index, code, message))
+        self._send(wire.encode_error(index, code, message))
 
     def send_piece(self, index: int) -> None:
         self._sendq.append(index)
@@ -270,6 +277,9 @@ class PeerProtocol(Protocol):
             if self._send_pos >= size:
                 self._sendq.popleft()
                 self._send_pos = 0
+                if self._held:
+                    self.transport.writeSequence(self._held)
+                    self._held = []
                 self.scheduler.piece_sent(self, index)
 
 

@@ -1,0 +1,123 @@
+"""The agent's blobs: downloads through the scheduler, a local cache, and the registry's fetch().
+
+``AgentBlobs.fetch(namespace, digest)`` is what the agent's HTTP API and its registry port
+use: it fires with the local path of the complete, verified blob (downloading it through
+P2P first when needed) or fails with :class:`~kraken.backends.base.BlobNotFound`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
+from kraken.p2p.scheduler import Scheduler, TorrentControl
+from kraken.p2p.storage import DownloadTorrent, PieceStore, Torrent
+
+log = Logger(namespace="kraken.agent.blobs")
+
+
+class AgentBlobs:
+    def __init__(self, reactor: Any, store: PieceStore, tracker: Any, metrics: Metrics) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.tracker = tracker
+        self.scheduler: Scheduler | None = None
+        self.starting: dict[str, list[Deferred[Any]]] = {}
+        self.m_downloads = metrics.counter("downloads", "blob downloads", ["result"])
+
+    # -- hooks the scheduler calls ------------------------------------------------------------------
+    def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Torrent | None:
+        mi = self.store.metainfo(d)
+        if mi is None or mi.info_hash != info_hash:
+            return None
+        return self.store.seed(mi)
+
+    @inlineCallbacks
+    def commit(self, ctl: TorrentControl) -> Any:
+        """Hash the whole download against its digest (in a thread), then move it into the cache."""
+        torrent = ctl.torrent
+        assert isinstance(torrent, DownloadTorrent)
+        actual = yield deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), Digest.of_file, torrent.path
+        )
+        if actual != torrent.digest:
+            self.store.delete(torrent.digest)
+            raise ValueError(f"assembled blob hashes to {actual}, not {torrent.digest}")
+        self.store.commit_verified(torrent)
+        seed = self.store.seed(torrent.mi)
+        assert seed is not None
+        return seed
+
+    # -- public -------------------------------------------------------------------------------------
+    def local_path(self, d: Digest) -> str | None:
+        if self.store.cas.has(d):
+            self.store.cas.touch(d)
+            return str(self.store.cas.blob_path(d))
+        return None
+
+    @inlineCallbacks
+    def fetch(self, namespace: str, digest: str) -> Any:
+        """Local path of the complete verified blob, downloading it through P2P if needed."""
+        d = Digest.parse_loose(digest)
+        path = self.local_path(d)
+        if path is not None:
+            return path
+        assert self.scheduler is not None
+        waiter: Deferred[Any] = Deferred()
+        if d.hex in self.starting:
+            self.starting[d.hex].append(waiter)
+        else:
+            self.starting[d.hex] = [waiter]
+            self._start(namespace, d).addBoth(self._started, d.hex)
+        ctl = yield waiter
+        if ctl is None:
+            return self.local_path(d)
+        try:
+            yield self.scheduler.wait(ctl)
+        except Exception:
+            self.m_downloads.labels("failed").inc()
+            raise
+        self.m_downloads.labels("ok").inc()
+        path = self.local_path(d)
+        if path is None:
+            raise RuntimeError(f"{d} finished but is not in the cache")
+        return path
+
+    def _started(self, result: Any, key: str) -> None:
+        for waiter in self.starting.pop(key, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    @inlineCallbacks
+    def _start(self, namespace: str, d: Digest) -> Any:
+        assert self.scheduler is not None
+        for ctl in self.scheduler.torrents.values():
+            if ctl.torrent.digest == d:
+                return ctl
+        mi = yield self.tracker.metainfo(namespace, d)
+        if self.store.cas.has(d):
+            return None
+        torrent = self.store.open_download(mi)
+        if torrent.have.count():
+            log.info("resuming {d}: {n} of {t} pieces on disk", d=d, n=torrent.have.count(), t=mi.num_pieces)
+        ctl = self.scheduler.add_torrent(torrent, namespace)
+        if torrent.complete() and not ctl.finished:
+            self.scheduler._completed(ctl)
+        return ctl
+
+    def delete(self, d: Digest) -> bool:
+        assert self.scheduler is not None
+        for info_hash, ctl in list(self.scheduler.torrents.items()):
+            if ctl.torrent.digest == d:
+                self.scheduler.remove(info_hash, RuntimeError("deleted"))
+        existed = self.store.cas.has(d)
+        self.store.delete(d)
+        return existed

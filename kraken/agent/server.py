@@ -1,0 +1,64 @@
+"""The agent's own HTTP API: download a blob (through P2P), delete it, readiness, blacklist."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from kraken.agent.blobs import AgentBlobs
+from kraken.backends.base import BlobNotFound
+from kraken.core.digest import Digest
+from kraken.core.http import HTTPError, Response, Router
+from kraken.p2p.httpfile import serve_file
+from kraken.p2p.scheduler import Scheduler
+
+log = Logger(namespace="kraken.agent.server")
+
+
+def parse_digest(text: str) -> Digest:
+    try:
+        return Digest.parse_loose(unquote(text))
+    except ValueError as e:
+        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
+
+
+class AgentAPI:
+    def __init__(self, blobs: AgentBlobs, scheduler: Scheduler) -> None:
+        self.blobs = blobs
+        self.scheduler = scheduler
+
+    def router(self) -> Router:
+        r = Router()
+        r.route("GET", "/readiness", self.readiness)
+        r.route("GET", "/namespace/{ns}/blobs/{digest}", self.get_blob)
+        r.route("DELETE", "/blobs/{digest}", self.delete_blob)
+        r.route("GET", "/x/blacklist", lambda req: self.scheduler.blacklist_view())
+        return r
+
+    def readiness(self, request: Request) -> Any:
+        if not self.scheduler.probe():
+            raise HTTPError(503, "NOT_READY", "scheduler is not running")
+        return {"status": "ok"}
+
+    @inlineCallbacks
+    def get_blob(self, request: Request, ns: str, digest: str) -> Any:
+        d = parse_digest(digest)
+        try:
+            path = yield self.blobs.fetch(unquote(ns), str(d))
+        except BlobNotFound:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d} on the origins or their backends") from None
+        except HTTPError:
+            raise
+        except Exception as e:
+            log.warn("download of {d} failed: {e}", d=d, e=e)
+            raise HTTPError(500, "DOWNLOAD_FAILED", f"download of {d} failed: {e}") from None
+        return serve_file(request, path)
+
+    def delete_blob(self, request: Request, digest: str) -> Response:
+        d = parse_digest(digest)
+        existed = self.blobs.delete(d)
+        return Response(200, {"deleted": existed})
