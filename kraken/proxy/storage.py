@@ -7,6 +7,7 @@ its 201. Reads come from the cache or are fetched from the origins (and verified
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
+from kraken.core.httpclient import HTTPStatusError
 from kraken.origin.client import OriginCluster
 from kraken.registry.cas import BlobDirectory
 from kraken.registry.errors import RegistryError, blob_unknown
@@ -63,7 +65,14 @@ class BuildIndexTags:
         return _unavailable(self.client.get(repo, tag), "build-index")
 
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
-        return _unavailable(self.client.put(repo, tag, digest), "build-index")
+        def refused(f: Any) -> Any:
+            if f.check(HTTPStatusError) and f.value.status == 424:
+                detail = _error_detail(f.value.body)
+                message = "the build-index found blobs missing on the origins"
+                raise RegistryError("MANIFEST_BLOB_UNKNOWN", message, detail=detail)
+            return f
+
+        return _unavailable(self.client.put(repo, tag, digest).addErrback(refused), "build-index")
 
     @inlineCallbacks
     def tags(self, repo: str) -> Any:
@@ -74,6 +83,13 @@ class BuildIndexTags:
     def repositories(self) -> Any:
         entries = yield _unavailable(self.client.list(""), "build-index")
         return sorted({e.rpartition(":")[0] for e in entries})
+
+
+def _error_detail(body: bytes) -> Any:
+    try:
+        return json.loads(body)["error"].get("detail")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:

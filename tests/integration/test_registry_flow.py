@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration.p2p_fixtures import origin_config
+from tests.integration.registry_http import Registry
 from tests.integration.registry_support import (
     build_index_config,
     build_oci_layout,
@@ -130,3 +131,18 @@ def test_build_index_copies_tags_to_neighbours(servers: Any, pki: Path, tmp_path
     status, _ = second.request("PUT", f"/internal/duplicate/tags/test%2Fdup:v1/digest/{sha256(b'x')}")
     assert status == 403
     assert second.request("GET", "/tags/test%2Fdup:v1") == (200, digest.encode())
+
+
+def test_tag_refused_by_build_index_is_a_registry_error(cluster: dict[str, Any], servers: Any, pki: Path,
+                                                        tmp_path: Path) -> None:
+    origin, index = cluster["origin"].port("http"), cluster["index"].port("http")
+    config = proxy_config(pki, tmp_path / "local", origin, index)
+    config["proxy"]["origins"] = []  # blobs stay in this proxy: the build-index finds none of them
+    proxy = servers.start("kraken-proxy", config, name="proxy-local")
+    reg = Registry("127.0.0.1", proxy.port("registry"))
+    image = build_oci_layout(tmp_path / "layout")
+    for blob in (image.config, *image.layers):
+        assert reg.upload("test/local", blob, sha256(blob)).status == 201
+    reply = reg.put_manifest("test/local", "v1", image.manifest, "application/vnd.oci.image.manifest.v1+json")
+    assert reply.status == 400 and reply.error_codes() == ["MANIFEST_BLOB_UNKNOWN"]
+    assert image.manifest_digest in reply.json()["errors"][0]["detail"]["missing"]
