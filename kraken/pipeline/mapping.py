@@ -7,12 +7,17 @@ numbers, booleans and null are literals. An absent (or ``false``) mapping passes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kraken.pipeline.expr import ExprError, compile_expression, to_json
 
 Template = Callable[[Any], Any]
+
+# ``args``, ``args['a']``, ``args["a"]['b']``...: plain lookups, evaluated without the interpreter.
+_PATH = re.compile(r"""\s*args(\[\s*(?:'[^'"\\#]*'|"[^'"\\#]*")\s*\])*\s*""")
+_KEY = re.compile(r"""\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 
 
 class DefinitionError(Exception):
@@ -44,7 +49,26 @@ def compile_code(source: Any, helpers: Mapping[str, Callable[..., Any]], field: 
     except ExprError as e:
         raise DefinitionError(str(e), field) from None
     evaluate = expr.evaluate
-    return lambda args: to_json(evaluate(args))
+
+    def slow(args: Any) -> Any:
+        return to_json(evaluate(args))
+
+    if _PATH.fullmatch(source):
+        keys = [a or b for a, b in _KEY.findall(source)]
+
+        def path(args: Any) -> Any:
+            value = args
+            for key in keys:
+                if isinstance(value, dict):
+                    value = value.get(key)
+                elif value is None:
+                    return None
+                else:
+                    return slow(args)
+            return value
+
+        return path
+    return slow
 
 
 def compile_mapping(spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=4096)
 def modulize(name: str) -> str:
     """The original's module name for *name*: ``-`` → ``_``, CamelCase each ``.`` part."""
     parts = []

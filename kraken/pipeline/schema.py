@@ -95,11 +95,65 @@ def compile_schema(spec: Any, field: str) -> Check:
     if trivial:
         return check_object
     validator = Draft7Validator(schema)
+    is_valid = _fast_predicate(schema) or validator.is_valid
 
     def check(value: Any) -> str | None:
-        if validator.is_valid(value):
+        if is_valid(value):
             return None
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         return "; ".join(_message(e) for e in errors)
 
     return check
+
+
+def _is_integer(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+
+
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": _is_integer,
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _fast_predicate(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """A plain-Python validity test for the common shape (properties with only ``type``,
+    ``required``); ``None`` when the schema needs the full validator. Messages for invalid
+    values still come from jsonschema."""
+    if set(schema) - {"type", "properties", "required"}:
+        return None
+    required = schema.get("required") or []
+    props = schema.get("properties") or {}
+    if not isinstance(props, dict) or not isinstance(required, list):
+        return None
+    tests: list[tuple[str, Callable[[Any], bool]]] = []
+    for name, sub in props.items():
+        if not isinstance(sub, dict) or set(sub) - {"type"}:
+            return None
+        if "type" not in sub:
+            continue
+        kinds = sub["type"] if isinstance(sub["type"], list) else [sub["type"]]
+        if not all(k in _TYPE_TESTS for k in kinds):
+            return None
+        fns = [_TYPE_TESTS[k] for k in kinds]
+        tests.append((name, fns[0] if len(fns) == 1 else (lambda v, fns=fns: any(f(v) for f in fns))))
+
+    def valid(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        for name in required:
+            if name not in value:
+                return False
+        for name, test in tests:
+            if name in value and not test(value[name]):
+                return False
+        return True
+
+    return valid

@@ -1,0 +1,211 @@
+"""Throughput and latency of a 5-stage pipeline of Lambda stages, against plain Python calls.
+
+    .venv/bin/python benchmarks/pipeline_throughput.py [--events 20000] [--http-events 20000]
+
+Measured in one run:
+  floor       the same five functions called directly in Python (the floor);
+  in-process  ``Pipeline.call`` of the started pipeline (prepare/transform mappings, schemas,
+              stats), one event at a time, synchronous;
+  stream API  ``POST /pipelines/stream`` of a real ``twistd kraken-pipeline`` on loopback,
+              one request carrying all events (NDJSON back), against the same request to a
+              pipeline with no components (the HTTP + JSON floor);
+  call API    sequential ``POST /pipelines/call`` latency (p50/p99).
+Figures are printed with their ratios to the floors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from twisted.internet.task import Clock  # noqa: E402
+
+from kraken.pipeline.clients import ClientContext  # noqa: E402
+from kraken.pipeline.example_lambdas import _num  # noqa: E402
+from kraken.pipeline.pipelines import PipelineRegistry  # noqa: E402
+from kraken.pipeline.services import ServiceRegistry  # noqa: E402
+
+FUNCTIONS = ["add_one", "mult_by_two", "minus_three", "add_one", "minus_three"]
+SERVICE = {
+    "name": "add-mult-minus",
+    "client": {"module": "octopus.lambda", "start": {"module": "AddMultMinus"}},
+    "interface": {
+        name: {
+            "input": {"event": {"type": "number"}},
+            "call": {"function": name},
+            "output": {"event": {"type": "number"}},
+        }
+        for name in set(FUNCTIONS)
+    },
+}
+PIPELINE = {
+    "name": "five-stages",
+    "components": [
+        {
+            "type": "stage",
+            "name": f"s{i}",
+            "service": {"name": "add-mult-minus", "function": fn},
+            "prepare": {"event": "args['event']"},
+            "transform": {"event": "args['event']"},
+        }
+        for i, fn in enumerate(FUNCTIONS)
+    ],
+}
+EMPTY = {"name": "no-stages", "components": []}
+
+
+def plain(event: dict[str, Any]) -> dict[str, Any]:
+    """The floor: the five lambda bodies as plain calls."""
+    e = {"event": _num(event, "event") + 1}
+    e = {"event": _num(e, "event") * 2}
+    e = {"event": _num(e, "event") - 3}
+    e = {"event": _num(e, "event") + 1}
+    return {**event, "event": _num(e, "event") - 3}
+
+
+def p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100)[98]
+
+
+def timed(fn: Any, events: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    latencies = []
+    start = time.perf_counter()
+    for e in events:
+        t = time.perf_counter()
+        fn(e)
+        latencies.append(time.perf_counter() - t)
+    return time.perf_counter() - start, latencies
+
+
+def in_process(n: int) -> dict[str, float]:
+    clock = Clock()
+    services = ServiceRegistry(ClientContext(clock))
+    services.define(SERVICE)
+    services.start("add-mult-minus")
+    pipelines = PipelineRegistry(services, clock)
+    pipelines.define(PIPELINE)
+    pipelines.start("five-stages")
+    rt = pipelines.runtime("five-stages")
+    events = [{"event": i} for i in range(n)]
+    assert rt.call({"event": 2}) == plain({"event": 2}) == {"event": 1}
+    timed(plain, events[:2000])
+    timed(rt.call, events[:2000])
+    floor_total, floor_lat = timed(plain, events)
+    total, lat = timed(rt.call, events)
+    return {
+        "floor_eps": n / floor_total,
+        "floor_p99_us": p99(floor_lat) * 1e6,
+        "eps": n / total,
+        "p99_us": p99(lat) * 1e6,
+        "per_stage_us": (total - floor_total) / n / len(FUNCTIONS) * 1e6,
+    }
+
+
+def post(port: int, path: str, body: Any) -> bytes:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        return resp.read()
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = workdir / "ports.json"
+    config = workdir / "pipeline.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "listen": ["tcp:0:interface=127.0.0.1"],
+                "log": {"level": "warn"},
+                "port_file": str(port_file),
+                "pipeline": {"default_timeout": 300.0},
+            }
+        )
+    )
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    proc = subprocess.Popen(
+        [twistd, "--pidfile=", "-n", "kraken-pipeline", "--config", str(config)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("kraken-pipeline did not start")
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())["http"]
+
+
+def over_http(n: int, calls: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(Path(tmp))
+        try:
+            post(port, "/services/define", SERVICE)
+            post(port, "/services/start/add-mult-minus", {})
+            for definition in (PIPELINE, EMPTY):
+                post(port, "/pipelines/define", definition)
+                post(port, f"/pipelines/start/{definition['name']}", {})
+            events = [{"event": i} for i in range(n)]
+            post(port, "/pipelines/stream/five-stages", events[:2000])
+            out: dict[str, float] = {}
+            for name, key in (("no-stages", "empty"), ("five-stages", "stream")):
+                start = time.perf_counter()
+                lines = post(port, f"/pipelines/stream/{name}", events).splitlines()
+                out[f"{key}_eps"] = n / (time.perf_counter() - start)
+                assert len(lines) == n
+            latencies = []
+            for i in range(calls):
+                t = time.perf_counter()
+                post(port, "/pipelines/call/five-stages", {"event": i})
+                latencies.append(time.perf_counter() - t)
+            out["call_p50_ms"] = statistics.median(latencies) * 1e3
+            out["call_p99_ms"] = p99(latencies) * 1e3
+            out["http_per_stage_us"] = (1 / out["stream_eps"] - 1 / out["empty_eps"]) / len(FUNCTIONS) * 1e6
+            return out
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20000, help="events for the in-process run")
+    parser.add_argument("--http-events", type=int, default=20000, help="events per stream request")
+    parser.add_argument("--calls", type=int, default=1000, help="sequential single-event HTTP calls")
+    args = parser.parse_args()
+    a = in_process(args.events)
+    print(f"5 Lambda stages, {args.events} events in-process, {args.http_events} per stream request")
+    print(f"floor (plain Python calls):  {a['floor_eps']:>10,.0f} events/s  p99 {a['floor_p99_us']:7.1f} µs")
+    print(
+        f"in-process Pipeline.call:    {a['eps']:>10,.0f} events/s  p99 {a['p99_us']:7.1f} µs"
+        f"  = {a['eps'] / a['floor_eps']:.3f}x floor; overhead {a['per_stage_us']:.1f} µs per stage"
+    )
+    h = over_http(args.http_events, args.calls)
+    print(f"stream API, no stages:       {h['empty_eps']:>10,.0f} events/s  (HTTP + JSON floor)")
+    print(
+        f"stream API, 5 stages:        {h['stream_eps']:>10,.0f} events/s"
+        f"  = {h['stream_eps'] / h['empty_eps']:.3f}x HTTP floor,"
+        f" {h['stream_eps'] / a['floor_eps']:.4f}x Python floor;"
+        f" {h['http_per_stage_us']:.1f} µs per stage"
+    )
+    print(f"call API, one event/request: p50 {h['call_p50_ms']:.2f} ms  p99 {h['call_p99_ms']:.2f} ms")
+    ok = a["eps"] >= 10_000 and a["per_stage_us"] < 20
+    print(f"targets (>= 10,000 events/s in-process, < 20 µs per stage): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
