@@ -10,22 +10,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from operator import itemgetter
 
 
-class Entry:
-    """One published record as one shard saw it: its topics in that shard, in publish order."""
+class Entry(tuple):  # type: ignore[type-arg]
+    """One published record as one shard saw it: its topics in that shard, in publish order.
 
-    __slots__ = ("payload", "publisher", "seq", "shard", "time", "topics")
+    Built as ``Entry((seq, time, shard, topics, payload, publisher))``: a tuple, because one is
+    made for every published record and a tuple is the cheapest object to build.
+    """
 
-    def __init__(
-        self, seq: int, time: float, shard: int, topics: tuple[bytes, ...], payload: bytes, publisher: int
-    ) -> None:
-        self.seq = seq
-        self.time = time
-        self.shard = shard
-        self.topics = topics
-        self.payload = payload
-        self.publisher = publisher
+    __slots__ = ()
+    seq: int = property(itemgetter(0))  # type: ignore[assignment]
+    time: float = property(itemgetter(1))  # type: ignore[assignment]
+    shard: int = property(itemgetter(2))  # type: ignore[assignment]
+    topics: tuple[bytes, ...] = property(itemgetter(3))  # type: ignore[assignment]
+    payload: bytes = property(itemgetter(4))  # type: ignore[assignment]
+    publisher: int = property(itemgetter(5))  # type: ignore[assignment]
 
 
 class RetainedShard:
@@ -46,28 +47,27 @@ class RetainedShard:
         entries = self.entries
         entries.append(entry)
         by_topic = self.by_topic
-        topics = entry.topics
+        topics = entry[3]
         for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
             queue = by_topic.get(topic)
             if queue is None:
-                by_topic[topic] = queue = deque()
-            queue.append(entry)
+                by_topic[topic] = deque((entry,))
+            else:
+                queue.append(entry)
         if len(entries) > self.capacity:
             oldest = entries.popleft()
-            topics = oldest.topics
+            topics = oldest[3]
             for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
                 queue = by_topic[topic]
                 queue.popleft()
                 if not queue:
                     del by_topic[topic]
-            self.complete_after_seq = oldest.seq
-            if oldest.time > self.complete_after_time:
-                self.complete_after_time = oldest.time
+            self._forget(oldest)
 
     def _forget(self, entry: Entry) -> None:
-        self.complete_after_seq = entry.seq
-        if entry.time > self.complete_after_time:
-            self.complete_after_time = entry.time
+        self.complete_after_seq = entry[0]
+        if entry[1] > self.complete_after_time:
+            self.complete_after_time = entry[1]
 
     def newer_than_seq(self, topic: bytes, seq: int) -> Iterator[Entry]:
         for entry in reversed(self.by_topic.get(topic, ())):

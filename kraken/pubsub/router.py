@@ -67,6 +67,7 @@ class Router:
         self._run_publisher: Subscriber | None = None
         self._run: list[bytes] = []
         self._run_bytes = 0
+        self._shard_cache: dict[bytes, int] = {}
 
     # --- clients -------------------------------------------------------------------------
 
@@ -165,11 +166,21 @@ class Router:
             elif topics:
                 self._publish_many(publisher, pub_id, now, topics, payload)
 
+    def shard(self, topic: bytes) -> int:
+        shard = self._shard_cache.get(topic)
+        if shard is None:
+            if len(self._shard_cache) >= 100_000:
+                self._shard_cache.clear()
+            shard = self._shard_cache[topic] = shard_of(topic, self.shards)
+        return shard
+
     def _publish_one(
         self, publisher: Subscriber | None, pub_id: int, now: float, topic: bytes, payload: bytes
     ) -> None:
-        shard = shard_of(topic, self.shards)
-        self.retained[shard].add(Entry(self.seq, now, shard, (topic,), payload, pub_id))
+        shard = self._shard_cache.get(topic)
+        if shard is None:
+            shard = self.shard(topic)
+        self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
         if topic not in self.subscribers:
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
@@ -221,7 +232,7 @@ class Router:
             groups.setdefault(shard_of(topic, self.shards), []).append(topic)
         for shard in sorted(groups):
             group = groups[shard]
-            self.retained[shard].add(Entry(self.seq, now, shard, tuple(group), payload, pub_id))
+            self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.subscribers.get(topic, ()):

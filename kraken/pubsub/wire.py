@@ -97,12 +97,13 @@ class CommandParser:
         pos = 0
         size = len(buf)
         while True:
-            if self._pending is not None:
-                key, count = self._pending
+            pending = self._pending
+            if pending is not None:
+                key, count = pending
                 end = pos + count
                 if size < end + 2:
                     break
-                if buf[end : end + 2] != CRLF:
+                if not buf.startswith(CRLF, end):
                     events.append(self._fail("bad data chunk", "data block not followed by CRLF"))
                     break
                 events.append(Set(key, bytes(buf[pos:end])))
@@ -117,6 +118,20 @@ class CommandParser:
             if eol - pos >= self.max_line:
                 events.append(self._fail("line too long", f"command line over {self.max_line} bytes"))
                 break
+            if buf.startswith(b"set ", pos) and buf[eol - 1] == 13:
+                # the common case without the general tokenizer: set <key> <flags> <exptime> <digits>
+                tokens = bytes(buf[pos + 4 : eol - 1]).split(b" ")
+                if (
+                    len(tokens) == 4
+                    and tokens[0] in SET_KEYS
+                    and tokens[1]
+                    and tokens[2]
+                    and tokens[3].isdigit()
+                    and int(tokens[3]) <= self.max_value
+                ):
+                    self._pending = (tokens[0], int(tokens[3]))
+                    pos = eol + 1
+                    continue
             line = bytes(buf[pos : eol + 1])
             pos = eol + 1
             event = self._command(line)
@@ -136,20 +151,6 @@ class CommandParser:
         return Malformed(client_error(reply_reason), reason)
 
     def _command(self, line: bytes) -> Event | None:
-        if line.startswith(b"set "):
-            # the common case, without the general tokenizer: set <key> <flags> <exptime> <digits>
-            tokens = line[4:-2].split(b" ")
-            if (
-                len(tokens) == 4
-                and line.endswith(CRLF)
-                and tokens[0] in SET_KEYS
-                and tokens[1]
-                and tokens[2]
-                and tokens[3].isdigit()
-                and int(tokens[3]) <= self.max_value
-            ):
-                self._pending = (tokens[0], int(tokens[3]))
-                return None
         if not line.endswith(CRLF):
             return self._fail("line must end with CRLF", f"LF-only line {line[:40]!r}")
         body = line[:-2]
