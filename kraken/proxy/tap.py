@@ -31,6 +31,7 @@ class Options(KrakenOptions):
             "build_index": Key("str", None, "build-index address (host:port); unset keeps tags locally"),
             "max_blob_size": Key("int", 10 * 1024**3, "largest blob accepted, in bytes", minimum=1),
             "upload_ttl": Key("float", 3600.0, "seconds an idle upload session is kept", minimum=1),
+            "max_uploads": Key("int", 1000, "open upload sessions at most (more: 429)", minimum=1),
             "allowed_roles": Key("list", ["client", "proxy"], "certificate roles admitted on tls: listeners"),
             "cache_tti": Key("float", 0.0, "with origins: drop cached blobs idle this long, s (0 = keep)"),
             "cleanup_interval": Key("float", 600.0, "seconds between cache cleanups", minimum=1),
@@ -56,7 +57,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     svc = KrakenService("proxy", config, reactor)
     section = config["proxy"]
     root = Path(section["storage"])
-    uploads = UploadManager(root / "uploads", svc.reactor, section["upload_ttl"], section["max_blob_size"])
+    uploads = UploadManager(root / "uploads", svc.reactor, section["upload_ttl"], section["max_blob_size"],
+                            section["max_uploads"])
     if section["build_index"]:
         tags: Any = BuildIndexTags(TagClient(svc.reactor, section["build_index"], svc.tls))
     else:

@@ -131,9 +131,9 @@ class RegistryResource(Resource):
         if route.kind == "uploads" and method == b"POST" and b"digest=" in query and b"mount=" not in query:
             try:
                 check_name(route.name)
+                session = self.uploads.create(route.name)
             except RegistryError as e:
                 return ChunkSink(self.uploads, None, e)
-            session = self.uploads.create(route.name)
             sink = self.uploads.open_chunk(route.name, session.id)
             sink.owns_session = True
             return sink

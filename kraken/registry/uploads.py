@@ -3,7 +3,8 @@
 A session is a file in the upload directory plus a running SHA-256. Each request body
 (``PATCH`` chunk, final ``PUT`` chunk, monolithic ``POST``) is one :class:`ChunkSink`; a
 chunk either lands completely or is rolled back (file truncated, hash restored), so the
-session's ``Range`` is always what the client can resume from.
+session's ``Range`` is always what the client can resume from. The file is open only while
+a chunk is being written, so idle sessions hold no file descriptor.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class ChunkSink:
         if s is None or self._saved_hash is None:
             return
         s.file.truncate(self.start)
-        s.file.seek(self.start)
         s.size = self.start
         s.hasher = self._saved_hash
         self.release()
@@ -98,7 +98,8 @@ class ChunkSink:
         if self.session is not None and not self.done:
             self.done = True
             self.session.busy = False
-            self.session.file.flush()
+            self.session.file.close()
+            self.session.file = None
             self.session.touched = self.manager.clock.seconds()
 
     # the file-object surface twisted.web.http.Request uses
@@ -120,7 +121,7 @@ class UploadManager:
 
     def __init__(
         self, directory: str | os.PathLike[str], clock: IReactorTime, ttl: float = 3600.0,
-        max_size: int = 10 * 1024**3,
+        max_size: int = 10 * 1024**3, max_sessions: int = 1000,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,7 @@ class UploadManager:
         self.clock = clock
         self.ttl = ttl
         self.max_size = max_size
+        self.max_sessions = max_sessions
         self.sessions: dict[str, UploadSession] = {}
         self.bytes_received = 0
         self._expiry: LoopingCall | None = None
@@ -146,8 +148,13 @@ class UploadManager:
         sid = uuid.uuid4().hex
         path = self.directory / f"{sid}.upload"
         now = self.clock.seconds()
+        if len(self.sessions) >= self.max_sessions:
+            self.expire()
+            if len(self.sessions) >= self.max_sessions:
+                message = f"{self.max_sessions} uploads are open; try again later"
+                raise RegistryError("TOOMANYREQUESTS", message)
         session = UploadSession(sid, name, path, now, now)
-        session.file = open(path, "w+b")
+        path.touch()
         self.sessions[sid] = session
         return session
 
@@ -169,18 +176,23 @@ class UploadManager:
                 RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", status=409),
             )
         session.busy = True
+        session.file = open(session.path, "r+b")
+        session.file.seek(session.size)
         return ChunkSink(self, session, None)
 
     def discard(self, session: UploadSession) -> None:
         self.sessions.pop(session.id, None)
         if session.file is not None:
             session.file.close()
+            session.file = None
         session.path.unlink(missing_ok=True)
 
     def finish(self, session: UploadSession) -> Path:
         """Close *session* and hand its file over to the caller, who must move or delete it."""
         self.sessions.pop(session.id, None)
-        session.file.close()
+        if session.file is not None:
+            session.file.close()
+            session.file = None
         return session.path
 
     def expire(self) -> int:

@@ -67,6 +67,22 @@ def test_one_writer_per_session_and_names_bind(tmp_path: Path) -> None:
     assert isinstance(other.error, RegistryError) and other.error.code == "BLOB_UPLOAD_UNKNOWN"
 
 
+def test_session_cap_and_no_idle_descriptors(tmp_path: Path) -> None:
+    clock = Clock()
+    manager = UploadManager(tmp_path, clock, ttl=100, max_sessions=2)
+    first = manager.create("a")
+    manager.create("a")
+    assert first.file is None  # idle sessions hold no file open
+    try:
+        manager.create("a")
+    except RegistryError as e:
+        assert e.code == "TOOMANYREQUESTS" and e.status == 429
+    else:
+        raise AssertionError("a third session was allowed")
+    clock.advance(101)
+    manager.create("a")  # the idle ones expired to make room
+
+
 def test_idle_sessions_expire(tmp_path: Path) -> None:
     clock = Clock()
     manager = UploadManager(tmp_path, clock, ttl=100)
