@@ -76,7 +76,7 @@ def test_five_agents_download_concurrently_mostly_from_each_other(
         from_agents += yield metric(http, url, 'kraken_agent_pieces_received_total{from_role="agent"}')
     origin_metrics = f"https://127.0.0.1:{origin.port('http')}/metrics"
     sent_by_origin = yield metric(http, origin_metrics, "kraken_origin_pieces_sent_total")
-    print(f"5 x 20 MiB in {elapsed:.2f}s; pieces from origin {from_origin:.0f}, from agents {from_agents:.0f}")
+    print(f"5 x 20 MiB: {elapsed:.2f}s; pieces from origin {from_origin:.0f}, from agents {from_agents:.0f}")
     assert from_origin + from_agents >= 5 * 20
     assert sent_by_origin >= from_origin  # endgame duplicates are sent but discarded
     assert from_agents > from_origin, "most pieces must come from other agents"
