@@ -296,7 +296,7 @@ class ReplyParser:
                 continue
             if line.startswith(b"VALUE "):
                 parts = line.split(b" ")
-                if len(parts) != 4 or not _COUNT.match(parts[3]):
+                if len(parts) != 4 or not parts[3].isdigit():
                     raise WireError(f"bad VALUE line {line[:60]!r}")
                 start = eol + 2
                 end = start + int(parts[3]) + 2

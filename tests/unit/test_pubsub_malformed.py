@@ -199,3 +199,19 @@ def test_a_client_that_does_not_read_is_not_read_from() -> None:
     transport.producer.resumeProducing()
     assert transport.producerState == "producing"
     assert conn.send(b"quit\r\n") == b"" and transport.producer is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.one_of(st.sampled_from(
+    [b"STORED\r\n", b"END\r\n", b"VALUE messages 0 ", b"\r\n", b"-2", b"17", b"CLIENT_ERROR x\r\n",
+     b"MESSAGE a 2\r\nhi\r\n"]), st.binary(max_size=6)), max_size=12).map(b"".join))
+def test_reply_parser_accepts_or_raises_wire_error(data: bytes) -> None:
+    parser = wire.ReplyParser()
+    try:
+        for reply in parser.feed(data):
+            try:
+                reply.records()
+            except wire.WireError:
+                pass
+    except wire.WireError:
+        pass
