@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft7Validator
 from twisted.internet.task import Clock
 
 from kraken.pipeline.clients import ClientContext, ClientError, register_client
 from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.expr import ExprError, evaluate
 from kraken.pipeline.lifecycle import ApiError
-from kraken.pipeline.mapping import DefinitionError
+from kraken.pipeline.mapping import DefinitionError, compile_code
+from kraken.pipeline.schema import _fast_predicate, compile_schema, full_schema
 from kraken.pipeline.services import CallError, ServiceRegistry
 from tests.unit.pipeline_fixtures import SIMPLE_MATH, done
 
@@ -314,3 +319,43 @@ def test_kv_store_client() -> None:
     with pytest.raises(CallError) as info:
         reg.call("kv-store", "wrong", {})
     assert info.value.step == "call" and "invalid_operation" in info.value.message
+
+
+SCHEMAS = [
+    {"a": {"type": "number"}, "b": {"type": "integer"}, "required": ["a"]},
+    {"s": {"type": ["string", "null"]}, "l": {"type": "array"}, "o": {"type": "object"}, "x": {}},
+    {"properties": {"t": {"type": "boolean"}}, "required": ["t"]},
+]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(SCHEMAS), st.dictionaries(st.sampled_from("abslotx"), _JSON, max_size=5) | _JSON)
+def test_fast_schema_checks_agree_with_jsonschema(spec: dict[str, Any], value: Any) -> None:
+    schema = full_schema(spec, "f")
+    fast = _fast_predicate(schema)
+    assert fast is not None
+    assert fast(value) == Draft7Validator(schema).is_valid(value)
+    assert (compile_schema(spec, "f")(value) is None) == fast(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["a", "b"]), _JSON, max_size=2),
+    st.sampled_from(["args", "args['a']", 'args["a"]["b"]', "args['b']['a']['b']"]),
+)
+def test_plain_lookups_agree_with_the_interpreter(args: dict[str, Any], source: str) -> None:
+    fast = compile_code(source, {}, "f")
+    try:
+        expected: Any = evaluate(source, args)
+    except ExprError as e:
+        expected = e.kind
+    try:
+        got: Any = fast(args)
+    except ExprError as e:
+        got = e.kind
+    assert got == expected

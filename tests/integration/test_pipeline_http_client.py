@@ -1,0 +1,90 @@
+"""The HTTP service client (treq) against a real twisted.web server on loopback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from kraken.pipeline.clients import ClientContext, ClientError
+from kraken.pipeline.clients.http import HttpClient
+
+
+class Recorder(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, Any]] = []
+
+    def render(self, request: Request) -> Any:
+        self.seen.append(
+            {
+                "method": request.method.decode(),
+                "path": request.path.decode(),
+                "uri": request.uri.decode(),
+                "headers": {
+                    k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()
+                },
+                "body": request.content.read().decode(),
+            }
+        )
+        if request.path.endswith(b"/slow"):
+            return NOT_DONE_YET
+        request.setResponseCode(404 if request.path.endswith(b"/missing") else 200)
+        request.setHeader(b"X-Reply", b"yes")
+        return json.dumps({"path": request.path.decode()}).encode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_bodies_params_headers_and_errors() -> Any:
+    recorder = Recorder()
+    port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
+    client = HttpClient(ClientContext(reactor), "svc")
+    try:
+        state = client.start(
+            {
+                "base_url": f"http://127.0.0.1:{port.getHost().port}/api/",
+                "headers": {"Accept": "application/json"},
+                "timeout": 0.5,
+            }
+        )
+        assert state["pool_size"] == 10 and state["name"] == "Elixir.Octopus.Services.Svc"
+        result = yield client.call(
+            {
+                "method": "post",
+                "path": "items",
+                "params": {"q": "a b", "none": None, "n": 2},
+                "headers": {"X-Trace": "t1"},
+                "body": {"k": [1, 2]},
+            },
+            {"parse_json_body": True},
+        )
+        assert result["status"] == 200 and result["body"] == {"path": "/api/items"}
+        assert result["headers"]["x-reply"] == "yes"
+        seen = recorder.seen[-1]
+        assert seen["method"] == "POST" and seen["uri"] == "/api/items?q=a+b&none=&n=2"
+        assert seen["headers"]["accept"] == "application/json" and seen["headers"]["x-trace"] == "t1"
+        assert (
+            json.loads(seen["body"]) == {"k": [1, 2]}
+            and seen["headers"]["content-type"] == "application/json"
+        )
+        assert seen["headers"]["content-length"] == str(len(seen["body"]))
+        raw = yield client.call({"method": "GET", "path": "/missing", "body": "ignored"}, {})
+        assert raw["status"] == 404 and raw["body"] == '{"path": "/api/missing"}'
+        assert recorder.seen[-1]["body"] == ""
+        text = yield client.call({"method": "PUT", "body": "plain"}, {})
+        assert text["status"] == 200 and recorder.seen[-1]["body"] == "plain"
+        slow = yield client.call({"path": "/slow"}, {"timeout": 0.2})
+        assert isinstance(slow, ClientError) and slow.message == "timeout"
+    finally:
+        yield client.stop({})
+        yield port.stopListening()
+        for call in reactor.getDelayedCalls():
+            if "slow" in repr(call):
+                call.cancel()
+    yield defer.succeed(None)
