@@ -209,7 +209,7 @@ class Pipeline:
         if collector.finished:
             return collector.value()
         d: defer.Deferred[Any] = defer.Deferred()
-        collector.on_done = lambda c: d.callback(c.value())
+        collector.on_done = lambda c: None if d.called else d.callback(c.value())
         return d
 
     def cast(self, event: Any) -> str:

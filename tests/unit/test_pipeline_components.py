@@ -581,3 +581,23 @@ def test_management_operations_on_one_name_are_serialised(world: World) -> None:
     world.clock.advance(1)
     assert order == ["start-begin", "start-end", "stop"]
     assert done(started) == {"ok": 1} and done(stopped) == "ok"
+
+
+def test_cancelled_call_is_harmless(world: World) -> None:
+    rt = world.pipeline(
+        {
+            "name": "p",
+            "components": [
+                {
+                    "type": "stage",
+                    "service": {"name": "slow-math", "function": "add_one"},
+                    "prepare": {"x": "args['x']"},
+                }
+            ],
+        }
+    )
+    d = rt.call({"x": 1})
+    d.addErrback(lambda f: None)
+    d.cancel()
+    world.clock.advance(30)
+    assert rt.stats()["in_flight"] == 0 and rt.stats()["delivered"] == 1
