@@ -123,3 +123,44 @@ def test_killed_agent_resumes_from_pieces_on_disk(servers: Any, pki: Path, tmp_p
                            "kraken_agent_pieces_received_total")
     assert fetched <= 16 - had, f"only the missing pieces are fetched after the restart ({fetched}, {had})"
     assert "resuming" in agent.log()
+
+
+def run_cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    from tests.support import REPO, _env
+
+    return subprocess.run(
+        [sys.executable, "-m", "kraken.cli.main", "blob", *args], capture_output=True, text=True,
+        cwd=REPO, env=_env(), timeout=60,
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_cli_push_and_pull(servers: Any, pki: Path, tmp_path: Path) -> Any:
+    from twisted.internet.threads import deferToThread
+
+    origin, tracker = start_cluster(servers, pki, tmp_path)
+    agent = start_agent(servers, pki, tmp_path, tracker, "a0")
+    data = os.urandom(1_500_000)
+    src = tmp_path / "file.bin"
+    src.write_bytes(data)
+    pushed = yield deferToThread(
+        run_cli, "push", str(src), "--origin", f"127.0.0.1:{origin.port('http')}", "--pki", str(pki)
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    digest = pushed.stdout.strip()
+    assert digest == str(Digest.of_bytes(data))
+    out = tmp_path / "out.bin"
+    pulled = yield deferToThread(
+        run_cli, "pull", digest, "-o", str(out), "--agent", f"127.0.0.1:{agent.port('http')}"
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert out.read_bytes() == data
+    missing = yield deferToThread(
+        run_cli, "pull", "sha256:" + "0" * 64, "-o", str(out), "--agent", f"127.0.0.1:{agent.port('http')}"
+    )
+    assert missing.returncode == 1 and "404" in missing.stderr
+    bad = yield deferToThread(run_cli, "pull", "nonsense")
+    assert bad.returncode == 2 and "sha256" in bad.stderr
