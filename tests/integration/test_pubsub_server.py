@@ -147,3 +147,31 @@ def test_max_clients_and_admin_cli(server: ServerProcess) -> None:
     server.stop()
     code, text = cli("status")
     assert code == 1 and "Not running" in text
+
+
+def test_200_misbehaving_sockets_do_not_disturb_a_subscriber(servers: ServerProcess.Pool, pki: Path) -> None:
+    import random
+
+    proc = servers.start("kraken-pubsub", pubsub_config(pki, max_tcp_clients=300))
+    port = proc.port("memcached")
+    rng = random.Random(7)
+    good, pub = Wire(port), Wire(port)
+    assert good.send(b"set subscribe 0 0 1\r\nt\r\n", 8) == b"STORED\r\n"
+    junk = [
+        b"get foo\r\n", b"set subscribe 0 0 9\r\nt", b"\xff\x00garbage\n", b"set publish 0 0 3\r\nabc\r\n",
+        b"set subscribe 0 0 1\r\nt\r\n", b"set retro_subscribe 0 0 1\r\nx\r\n", b"stats\r\n",
+    ]
+    chaos = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+    expected = []
+    for i, sock in enumerate(chaos):
+        noise = bytes(rng.randrange(256) for _ in range(20))
+        sock.sendall(b"".join(rng.choice(junk) for _ in range(3)) + noise)
+        if i % 2 == 0:
+            record = wire.record([b"t"], b"message %d" % i)
+            expected.append(record)
+            assert pub.send(wire.set_command(b"publish", record), 8) == b"STORED\r\n"
+    want = wire.value_reply(b"".join(expected))
+    assert good.send(b"get messages\r\n", len(want)) == want
+    for sock in chaos:
+        sock.close()
+    assert "Traceback" not in proc.log()
