@@ -1,0 +1,158 @@
+"""Scheduler + peer protocol wired in memory (iosim): downloads, admission limits, blacklist, idling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.test.iosim import FakeTransport, connect
+
+from kraken.core.cas import CAStore
+from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
+from kraken.p2p import wire
+from kraken.p2p.conn import PeerProtocol
+from kraken.p2p.metainfo import MetaInfo, generate
+from kraken.p2p.scheduler import Scheduler, SchedulerConfig
+from kraken.p2p.storage import PieceStore
+
+PIECE = 64 * 1024
+
+
+class Host:
+    def __init__(self, root: Path, name: str, mi: MetaInfo, data: bytes | None, **cfg: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        self.store = PieceStore(CAStore(root / name))
+        if data is not None:
+            tmp = self.store.cas.temp_path()
+            tmp.write_bytes(data)
+            self.store.cas.ingest(tmp, mi.digest)
+        self.mi = mi
+        idle = cfg.pop("idle", False)
+        self.scheduler = Scheduler(
+            self.reactor, None, SchedulerConfig(**cfg), seed_source=self.seed,
+            committer=self.commit, metrics=Metrics(f"t{name}"),
+        )
+        if idle:  # requests nothing, so connections stay open and quiet
+            self.scheduler.config.dispatch.pipeline_limit = 0
+
+    def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Any:
+        return self.store.seed(self.mi) if self.store.cas.has(d) else None
+
+    def commit(self, ctl: Any) -> Any:
+        self.store.commit(ctl.torrent)
+        return self.store.seed(self.mi)
+
+
+@pytest.fixture
+def blob(tmp_path: Path) -> tuple[MetaInfo, bytes]:
+    data = os.urandom(PIECE * 7 + 100)
+    path = tmp_path / "src"
+    path.write_bytes(data)
+    return generate(path, Digest.of_bytes(data), PIECE), data
+
+
+def dial(leecher: Host, seeder: Host, ctl: Any) -> tuple[PeerProtocol, PeerProtocol, Any]:
+    server = PeerProtocol(seeder.scheduler)
+    client = PeerProtocol(leecher.scheduler, ctl, seeder.scheduler.peer_id)
+    ctl.dialing.add(seeder.scheduler.peer_id)
+    pump = connect(server, FakeTransport(server, True), client, FakeTransport(client, False), greet=True)
+    return server, client, pump
+
+
+def test_leecher_downloads_from_seeder_in_memory(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data)
+    leecher = Host(tmp_path, "l", mi, None)
+    ctl = leecher.scheduler.add_torrent(leecher.store.open_download(mi), "ns")
+    done = leecher.scheduler.wait(ctl)
+    _, _, pump = dial(leecher, seeder, ctl)
+    for _ in range(200):
+        pump.flush()
+        if done.called:
+            break
+    assert done.called
+    assert leecher.store.cas.blob_path(mi.digest).read_bytes() == data
+
+
+def test_capacity_and_blacklist_refuse_peers(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data, max_open_conn=1)
+    a = Host(tmp_path, "a", mi, None, idle=True)
+    b = Host(tmp_path, "b", mi, None, idle=True)
+    ctl_a = a.scheduler.add_torrent(a.store.open_download(mi), "ns")
+    ctl_b = b.scheduler.add_torrent(b.store.open_download(mi), "ns")
+    server_a, client_a, pump_a = dial(a, seeder, ctl_a)
+    pump_a.flush()
+    assert client_a.active and server_a.active
+    server_b, client_b, pump_b = dial(b, seeder, ctl_b)
+    pump_b.flush()
+    assert not client_b.active and server_b.closed, "the seeder is at capacity for this blob"
+    # A blacklisted peer is refused even with room.
+    seeder.scheduler.config.max_open_conn = 10
+    seeder.scheduler._blacklist(b.scheduler.peer_id, mi.info_hash, "test")
+    server_b, client_b, pump_b = dial(b, seeder, ctl_b)
+    pump_b.flush()
+    assert not client_b.active
+    seeder.reactor.advance(31)
+    server_b, client_b, pump_b = dial(b, seeder, ctl_b)
+    pump_b.flush()
+    assert client_b.active, "the blacklist entry expires after 30 s"
+
+
+def test_mutual_connection_limit(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data, max_mutual_conn=0)
+    a, b = Host(tmp_path, "a", mi, None, idle=True), Host(tmp_path, "b", mi, None, idle=True)
+    ctl_a = a.scheduler.add_torrent(a.store.open_download(mi), "ns")
+    _, client_a, pump = dial(a, seeder, ctl_a)
+    pump.flush()
+    assert client_a.active
+    ctl_b = b.scheduler.add_torrent(b.store.open_download(mi), "ns")
+    # b is already connected to a, which the seeder also holds: one mutual neighbour > 0.
+    ctl_b.conns[a.scheduler.peer_id] = object()  # type: ignore[assignment]
+    _, client_b, pump = dial(b, seeder, ctl_b)
+    pump.flush()
+    assert not client_b.active
+
+
+def test_idle_connection_and_leecher_timeout(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data, conn_tti=30, tick_interval=1)
+    leecher = Host(tmp_path, "l", mi, None, leecher_tti=60, tick_interval=1, idle=True)
+    seeder.scheduler.start()
+    leecher.scheduler.start()
+    ctl = leecher.scheduler.add_torrent(leecher.store.open_download(mi), "ns")
+    failed: list[Any] = []
+    leecher.scheduler.wait(ctl).addErrback(failed.append)
+    server, _client, pump = dial(leecher, seeder, ctl)
+    # Nothing flows (the pump is never flushed again): both sides see an idle connection.
+    pump.flush()
+    server.transport.loseConnection = lambda: setattr(server, "closed_by_idle", True)  # type: ignore
+    for _ in range(31):
+        seeder.reactor.advance(1)
+    assert getattr(server, "closed_by_idle", False) or server.closed
+    for _ in range(61):
+        leecher.reactor.advance(1)
+    assert failed and "no progress" in str(failed[0].value)
+    assert mi.info_hash not in leecher.scheduler.torrents
+
+
+def test_control_frames_wait_for_a_piece_being_streamed(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data)
+    ctl = seeder.scheduler.add_torrent(seeder.store.seed(mi), "ns")
+    conn = PeerProtocol(seeder.scheduler, ctl, b"x" * 20)
+    transport = StringTransport()
+    conn.makeConnection(transport)
+    transport.clear()
+    conn.send_piece(0)
+    conn.pauseProducing()  # as the transport would when its buffer fills
+    conn.send_announce(3)
+    conn.resumeProducing()
+    events = wire.Decoder().feed(transport.value())
+    kinds = [type(e).__name__ for e in events if not isinstance(e, wire.PieceChunk)]
+    assert kinds == ["PiecePayload", "PieceEnd", "AnnouncePiece"]
