@@ -166,6 +166,13 @@ class Router:
             elif topics:
                 self._publish_many(publisher, pub_id, now, topics, payload)
 
+    def publish_encoded(self, publisher: Subscriber, topic: bytes, payload: bytes, record: bytes) -> None:
+        """Publish one one-topic record whose canonical bytes *record* the caller already has."""
+        self.seq += 1
+        self.stats.publishes += 1
+        self.stats.published += 1
+        self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
+
     def shard(self, topic: bytes) -> int:
         shard = self._shard_cache.get(topic)
         if shard is None:
@@ -175,7 +182,13 @@ class Router:
         return shard
 
     def _publish_one(
-        self, publisher: Subscriber | None, pub_id: int, now: float, topic: bytes, payload: bytes
+        self,
+        publisher: Subscriber | None,
+        pub_id: int,
+        now: float,
+        topic: bytes,
+        payload: bytes,
+        data: bytes | None = None,
     ) -> None:
         shard = self._shard_cache.get(topic)
         if shard is None:
@@ -187,7 +200,8 @@ class Router:
             self.flush()
             self._run_topic = topic
             self._run_publisher = publisher
-        data = b"MESSAGE %s %d\r\n%s\r\n" % (topic, len(payload), payload)
+        if data is None:
+            data = b"MESSAGE %s %d\r\n%s\r\n" % (topic, len(payload), payload)
         self._run.append(data)
         self._run_bytes += len(data)
         if len(self._run) >= self.RUN_RECORDS or self._run_bytes >= self.RUN_BYTES:

@@ -65,6 +65,10 @@ class Session:
         key = event.key
         router = self.router
         if key == b"publish":
+            single = wire.single_record(event.data)
+            if single is not None:
+                router.publish_encoded(self.client, single[0], single[1], event.data)
+                return wire.STORED
             try:
                 records = wire.parse_publish(event.data)
             except wire.WireError as e:

@@ -220,6 +220,26 @@ def parse_publish(data: bytes) -> list[Record]:
     return records
 
 
+def single_record(data: bytes) -> tuple[bytes, bytes] | None:
+    """``(topic, payload)`` when *data* is exactly one one-topic record in canonical form (the
+    bytes a subscriber would receive), else ``None``: the publisher's bytes can then be
+    forwarded as they are. Anything else goes through :func:`parse_publish`."""
+    eol = data.find(CRLF)
+    if eol < 0 or not data.startswith(b"MESSAGE "):
+        return None
+    parts = data[8:eol].split(b" ")
+    if len(parts) != 2:
+        return None
+    topic, length_text = parts
+    if not length_text.isdigit() or (length_text[0] == 48 and length_text != b"0"):
+        return None
+    start = eol + 2
+    end = start + int(length_text)
+    if end + 2 != len(data) or not data.endswith(CRLF):
+        return None
+    return topic, data[start:end]
+
+
 def parse_retro(data: bytes) -> tuple[float, list[bytes]]:
     """``set retro_subscribe`` data: ``<unix seconds>\\r\\n<topics>`` (trailing spaces dropped)."""
     pieces = data.split(CRLF)

@@ -215,3 +215,28 @@ def test_reply_parser_accepts_or_raises_wire_error(data: bytes) -> None:
                 pass
     except wire.WireError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(
+    st.binary(max_size=40),
+    st.tuples(st.binary(max_size=5), st.binary(max_size=12), st.sampled_from([b"", b"0", b"+", b" "])).map(
+        lambda t: b"MESSAGE %s %s%d\r\n%s\r\n" % (t[0], t[2], len(t[1]), t[1])
+    ),
+))
+def test_single_record_fast_path_agrees_with_the_parser(body: bytes) -> None:
+    single = wire.single_record(body)
+    if single is None:
+        return
+    topic, payload = single
+    assert wire.parse_publish(body) == [([topic], payload)]
+    assert wire.record([topic], payload) == body
+
+
+def test_non_canonical_length_is_delivered_canonically() -> None:
+    h = Harness()
+    sub, pub = h.connect(), h.connect()
+    sub.send(b"set subscribe 0 0 1\r\na\r\n")
+    assert wire.single_record(b"MESSAGE a 02\r\nhi\r\n") is None
+    pub.send(wire.set_command(b"publish", b"MESSAGE a 02\r\nhi\r\n"))
+    assert sub.send(b"get messages\r\n") == b"VALUE messages 0 15\r\nMESSAGE a 2\r\nhi\r\nEND\r\n"
