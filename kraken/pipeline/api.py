@@ -74,6 +74,8 @@ def handler(fn: Callable[..., Any], struct: str = "RuntimeError") -> Callable[..
             result = fn(request, **params)
         except (ApiError, DefinitionError, CallError, BadRequest) as e:
             return _error_response(e, struct)
+        except RecursionError:
+            return _error_response(BadRequest("the request nests too deeply"), struct)
         if isinstance(result, defer.Deferred):
 
             def failed(f: Any) -> Any:
@@ -102,6 +104,8 @@ def body(request: Request, default: Any = None) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}') from None
+    except RecursionError:
+        raise BadRequest('%Jason.DecodeError{message: "JSON nested too deeply"}') from None
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -47,6 +47,7 @@ TYPES = {
 }
 MAX_COMPONENTS = 10_000
 MAX_COUNT = 64
+MAX_NESTING = 32
 
 Lookup = Callable[[str], "dict[str, Any] | None"]
 
@@ -71,6 +72,7 @@ class Builder:
         self.pipeline_helpers = pipeline_helpers
         self.all: list[Component] = []
         self.counter = 0
+        self.depth = 0
         self.auto_names: dict[int, str] = {}
 
     def sequence(
@@ -78,6 +80,9 @@ class Builder:
     ) -> Component | None:
         if not isinstance(comps, list):
             raise DefinitionError("must be a list of components", where)
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise DefinitionError(f"components nested deeper than {MAX_NESTING} levels", where)
         for spec in comps:
             if isinstance(spec, dict) and spec.get("name") is None and id(spec) not in self.auto_names:
                 self.counter += 1
@@ -86,6 +91,7 @@ class Builder:
         current = cont
         for i in range(len(comps) - 1, -1, -1):
             current = self.component(comps[i], current, f"{where}[{i}]", scope, plugged)
+        self.depth -= 1
         return current
 
     def _add(self, comp: Component, scope: _Scope, where: str) -> Component:

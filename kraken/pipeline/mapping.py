@@ -29,12 +29,19 @@ class DefinitionError(Exception):
         self.field = field
 
 
-def compile_template(spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template:
+MAX_DEPTH = 32
+
+
+def compile_template(
+    spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str, depth: int = 0
+) -> Template:
+    if depth > MAX_DEPTH:
+        raise DefinitionError(f"mapping nested deeper than {MAX_DEPTH} levels", field)
     if isinstance(spec, dict):
-        items = [(k, compile_template(v, helpers, f"{field}.{k}")) for k, v in spec.items()]
+        items = [(k, compile_template(v, helpers, f"{field}.{k}", depth + 1)) for k, v in spec.items()]
         return lambda args: {k: f(args) for k, f in items}
     if isinstance(spec, list):
-        parts = [compile_template(v, helpers, f"{field}[{i}]") for i, v in enumerate(spec)]
+        parts = [compile_template(v, helpers, f"{field}[{i}]", depth + 1) for i, v in enumerate(spec)]
         return lambda args: [f(args) for f in parts]
     if isinstance(spec, str) and "args" in spec:
         return compile_code(spec, helpers, field)

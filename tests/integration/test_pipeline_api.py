@@ -83,6 +83,13 @@ def test_pipelines_routes(servers: ServerProcess.Pool, tmp_path: Path) -> None:
         "/pipelines/define", {"name": "x", "components": [{"type": "goto", "to": "nowhere"}]}
     )
     assert bad_field.status == 400 and bad_field.json["details"]["field"] == "components[0].to"
+    deep = api.post("/pipelines/define", raw=b'{"name": "d", "components": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert deep.status == 400 and "nested too deeply" in deep.json["error"]
+    nested: Any = {"type": "tbd"}
+    for _ in range(60):
+        nested = {"type": "switch", "condition": "true", "branches": {"true": [nested]}}
+    too_deep = api.post("/pipelines/define", {"name": "d", "components": [nested]})
+    assert too_deep.status == 400 and "nested deeper than" in too_deep.json["error"]
     assert api.ok("GET", "/pipelines") == ["the-pipeline"]
     for spelling in ("the-pipeline", "the_pipeline", "ThePipeline"):
         assert api.ok("GET", f"/pipelines/status/{spelling}") == {"status": ":not_ready"}
