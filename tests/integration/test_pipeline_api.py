@@ -83,7 +83,9 @@ def test_pipelines_routes(servers: ServerProcess.Pool, tmp_path: Path) -> None:
         "/pipelines/define", {"name": "x", "components": [{"type": "goto", "to": "nowhere"}]}
     )
     assert bad_field.status == 400 and bad_field.json["details"]["field"] == "components[0].to"
-    deep = api.post("/pipelines/define", raw=b'{"name": "d", "components": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    deep = api.post(
+        "/pipelines/define", raw=b'{"name": "d", "components": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
     assert deep.status == 400 and "nested too deeply" in deep.json["error"]
     nested: Any = {"type": "tbd"}
     for _ in range(60):
