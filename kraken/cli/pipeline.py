@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import sys
 import urllib.error
@@ -24,9 +25,16 @@ _POSTS = {"start", "stop", "delete"}
 
 class Client:
     def __init__(
-        self, url: str, cacert: str | None, cert: str | None, key: str | None, timeout: float
+        self,
+        url: str,
+        cacert: str | None,
+        cert: str | None,
+        key: str | None,
+        timeout: float,
+        token: str | None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.token = token
         self.timeout = timeout
         self.context: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
@@ -38,6 +46,8 @@ class Client:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         return urllib.request.urlopen(req, timeout=self.timeout, context=self.context)
 
     def run(self, method: str, path: str, body: Any = None, lines: bool = False) -> int:
@@ -79,7 +89,14 @@ def _files(paths: list[str]) -> list[Any]:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, args.cacert, args.cert, args.key, args.timeout)
+    return Client(
+        args.url,
+        args.cacert,
+        args.cert,
+        args.key,
+        args.timeout,
+        args.token or os.environ.get("KRAKEN_PIPELINE_TOKEN"),
+    )
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -182,6 +199,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
     p.add_argument("--key", help="client key (PEM)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    p.add_argument("--token", help="API token (default: $KRAKEN_PIPELINE_TOKEN)")
     psub = p.add_subparsers(dest="area", metavar="AREA", required=True)
 
     s = psub.add_parser(

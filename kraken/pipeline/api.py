@@ -8,6 +8,7 @@ pipeline are ``200`` error events. Streams are NDJSON: one JSON document per lin
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable
 from typing import Any
@@ -170,10 +171,34 @@ class _Stream:
             self.request.finish()
 
 
+class GuardedRouter(Router):
+    """A router that, when *token* is set, admits only ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str | None) -> None:
+        super().__init__()
+        self.token = f"Bearer {token}".encode() if token else None
+
+    def render(self, request: Request) -> Any:
+        if self.token is not None:
+            given = request.getHeader(b"authorization") or b""
+            if not hmac.compare_digest(given, self.token):
+                request.setResponseCode(401)
+                request.setHeader(b"content-type", b"application/json")
+                request.setHeader(b"www-authenticate", b"Bearer")
+                return json_bytes({"error": ":unauthorized"})
+        return super().render(request)
+
+
 class Api:
     def __init__(
-        self, services: ServiceRegistry, pipelines: PipelineRegistry, routes: Routes, metrics: Any = None
+        self,
+        services: ServiceRegistry,
+        pipelines: PipelineRegistry,
+        routes: Routes,
+        metrics: Any = None,
+        token: str | None = None,
     ) -> None:
+        self.token = token
         self.services = services
         self.pipelines = pipelines
         self.routes = routes
@@ -188,7 +213,7 @@ class Api:
             self.events.labels(pipeline.name, mode).inc(n)
 
     def router(self) -> Router:
-        r = Router()
+        r = GuardedRouter(self.token)
         s = lambda fn: handler(fn, "Octopus.Error")  # noqa: E731
         p = handler
         r.route("GET", "/", lambda req: Response(200, b"Hey! I'm Kraken!", {"Content-Type": "text/plain"}))

@@ -42,6 +42,7 @@ class Options(KrakenOptions):
             ),
             "lambda_modules": Key("list", [], "Python module prefixes lambda services may name"),
             "cli_commands": Key("list", [], "programs the CLI client may run"),
+            "api_token": Key("str", None, "when set, API requests need 'Authorization: Bearer <token>'"),
         },
     }
 
@@ -84,7 +85,7 @@ class PipelineApp:
             self.services, clock, cfg["default_timeout"], self._pipeline_changed
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
-        self.api = Api(self.services, self.pipelines, self.routes, metrics)
+        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg["api_token"])
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:
         if self.store is None or self.booting:

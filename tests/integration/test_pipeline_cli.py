@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.support import REPO, ServerProcess, _env
@@ -39,3 +40,14 @@ def test_cli_apply_call_stream_and_errors(servers: ServerProcess.Pool, tmp_path:
     assert json.loads(missing.stdout) == {"status": ":undefined"}
     refused = kraken(port, "pipelines", "start", "nope")
     assert refused.returncode == 1 and json.loads(refused.stderr) == {"error": ":undefined"}
+
+
+def test_cli_and_api_token(servers: ServerProcess.Pool) -> None:
+    cfg = {"listen": ["tcp:0:interface=127.0.0.1"], "pipeline": {"api_token": "s3cret"}}
+    port = servers.start("kraken-pipeline", cfg).port("http")
+    refused = kraken(port, "pipelines", "list")
+    assert refused.returncode == 1 and json.loads(refused.stderr) == {"error": ":unauthorized"}
+    allowed = kraken(port, "--token", "s3cret", "pipelines", "list")
+    assert allowed.returncode == 0 and json.loads(allowed.stdout) == []
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"status": "ok"}
