@@ -30,56 +30,48 @@ class Entry(tuple):  # type: ignore[type-arg]
 
 
 class RetainedShard:
-    """A bounded FIFO of entries with a per-topic index."""
+    """A bounded FIFO of entries, oldest evicted first.
+
+    Adding is what every publish pays, so it is a bare append; finding a topic's entries is a
+    scan from the newest back to the horizon, paid only by a retroactive subscribe.
+    """
 
     def __init__(self, capacity: int, started: float) -> None:
         self.capacity = capacity
-        self.entries: deque[Entry] = deque()
-        self.by_topic: dict[bytes, deque[Entry]] = {}
+        self.entries: deque[Entry] = deque(maxlen=max(capacity, 1))
         # Everything published after these is still here (or was never published).
         self.complete_after_seq = 0
         self.complete_after_time = started
 
     def add(self, entry: Entry) -> None:
+        entries = self.entries
         if self.capacity <= 0:
             self._forget(entry)
             return
-        entries = self.entries
+        if len(entries) == self.capacity:
+            self._forget(entries[0])  # the append below evicts it
         entries.append(entry)
-        by_topic = self.by_topic
-        topics = entry[3]
-        for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
-            queue = by_topic.get(topic)
-            if queue is None:
-                by_topic[topic] = deque((entry,))
-            else:
-                queue.append(entry)
-        if len(entries) > self.capacity:
-            oldest = entries.popleft()
-            topics = oldest[3]
-            for topic in topics if len(topics) == 1 else dict.fromkeys(topics):
-                queue = by_topic[topic]
-                queue.popleft()
-                if not queue:
-                    del by_topic[topic]
-            self._forget(oldest)
 
     def _forget(self, entry: Entry) -> None:
         self.complete_after_seq = entry[0]
         if entry[1] > self.complete_after_time:
             self.complete_after_time = entry[1]
 
-    def newer_than_seq(self, topic: bytes, seq: int) -> Iterator[Entry]:
-        for entry in reversed(self.by_topic.get(topic, ())):
-            if entry.seq <= seq:
+    def newer_than_seq(self, topics: set[bytes], seq: int) -> Iterator[Entry]:
+        """Entries naming any of *topics* published after position *seq*, newest first."""
+        for entry in reversed(self.entries):
+            if entry[0] <= seq:
                 return
-            yield entry
+            if not topics.isdisjoint(entry[3]):
+                yield entry
 
-    def newer_than_time(self, topic: bytes, horizon: float) -> Iterator[Entry]:
-        for entry in reversed(self.by_topic.get(topic, ())):
-            if entry.time <= horizon:
+    def newer_than_time(self, topics: set[bytes], horizon: float) -> Iterator[Entry]:
+        """Entries naming any of *topics* published after Unix time *horizon*, newest first."""
+        for entry in reversed(self.entries):
+            if entry[1] <= horizon:
                 return
-            yield entry
+            if not topics.isdisjoint(entry[3]):
+                yield entry
 
     def __len__(self) -> int:
         return len(self.entries)

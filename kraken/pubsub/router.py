@@ -289,17 +289,15 @@ class Router:
                 return self._too_old(client, seq, kept.complete_after_seq)
             if time is not None and kept.complete_after_time > time:
                 return self._too_old(client, time, kept.complete_after_time)
-        found: dict[int, Entry] = {}
-        for topic in wanted:
-            kept = self.retained[shard_of(topic, self.shards)]
+        found: list[Entry] = []
+        for index in shards:
+            kept = self.retained[index]
             if seq is not None:
-                entries = kept.newer_than_seq(topic, seq)
+                found.extend(kept.newer_than_seq(wanted, seq))
             else:
                 assert time is not None
-                entries = kept.newer_than_time(topic, time)
-            for entry in entries:
-                found[id(entry)] = entry
-        for entry in sorted(found.values(), key=lambda e: (e.seq, e.shard)):
+                found.extend(kept.newer_than_time(wanted, time))
+        for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
             if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
                 continue
             names = [t for t in entry.topics if t in wanted]

@@ -162,3 +162,15 @@ def test_second_register_overwrites_the_first() -> None:
     publish(p, ([b"a"], b"after"))
     s.send(wire.set_command(b"subscribe", b"a"))
     assert received(s) == [([b"a"], b"after")]
+
+
+def test_no_retention_means_not_found_once_anything_was_published() -> None:
+    h = Harness(retained=0)
+    s, p = h.connect(), h.connect()
+    s.send(b"set register 0 0 0\r\n\r\n")
+    assert s.send(wire.set_command(b"subscribe", b"beta")) == b"STORED\r\n"  # nothing was lost
+    s.send(b"set register 0 0 0\r\n\r\n")
+    publish(p, ([b"t1"], b"gone"))
+    assert s.send(wire.set_command(b"subscribe", b"t1 beta")) == b"NOT_FOUND\r\n"
+    publish(p, ([b"t1"], b"live"))
+    assert received(s) == [([b"t1"], b"live")]
