@@ -253,7 +253,8 @@ class Working(Component):
 
     def _release(self, rt: Pipeline, copy: int) -> None:
         self.busy -= 1
-        self.free.append(copy)
+        if copy not in self.free:
+            self.free.append(copy)
 
     def _drain(self, rt: Pipeline) -> None:
         while self.waiting and self.busy < self.count:

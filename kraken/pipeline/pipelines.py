@@ -78,8 +78,11 @@ class PipelineRegistry:
     def names(self) -> list[str]:
         return sorted(p.name for p in self.defined.values())
 
-    def define(self, definition: Any) -> defer.Deferred[str]:
-        plugged: dict[str, dict[str, Any]] = {}
+    def define(
+        self, definition: Any, plugged: dict[str, dict[str, Any]] | None = None
+    ) -> defer.Deferred[str]:
+        """Define; *plugged* gives plug targets as they were (restoring a stored pipeline)."""
+        plugged = copy.deepcopy(plugged) if plugged else {}
         name, compiled = compile_pipeline(definition, self._snapshot_lookup(plugged))
         found = Defined(name, modulize(name), copy.deepcopy(definition), compiled, plugged=plugged)
         return self.locks.run(found.key, self._define, found)

@@ -71,7 +71,6 @@ class PipelineApp:
         self.clock = clock
         self.cfg = cfg
         self.store = Store(cfg["database"]) if cfg["database"] else None
-        self.booting = False
         ctx = ClientContext(
             clock,
             tls,
@@ -88,7 +87,7 @@ class PipelineApp:
         self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg["api_token"])
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:
-        if self.store is None or self.booting:
+        if self.store is None:
             return
         if svc is None:
             self.store.delete("service", key)
@@ -96,17 +95,16 @@ class PipelineApp:
             self.store.put("service", key, svc.name, svc.definition, svc.client is not None, None)
 
     def _pipeline_changed(self, key: str, found: Defined | None) -> None:
-        if self.store is None or self.booting:
+        if self.store is None:
             return
         if found is None:
             self.store.delete("pipeline", key)
         else:
-            self.store.put(
-                "pipeline", key, found.name, found.definition, found.runtime is not None, found.options
-            )
+            options = {**(found.options or {}), "plugged": found.plugged}
+            self.store.put("pipeline", key, found.name, found.definition, found.runtime is not None, options)
 
     def _routes_changed(self, table: dict[str, str] | None) -> None:
-        if self.store is not None and not self.booting:
+        if self.store is not None:
             self.store.put("routes", "table", "routes", table, False, None)
 
     @defer.inlineCallbacks
@@ -153,7 +151,7 @@ class PipelineApp:
         try:
             if isinstance(name, str) and self.pipelines.status(name) == ":ready":
                 yield self.pipelines.stop(name)
-            yield self.pipelines.define(definition)
+            yield self.pipelines.define(definition, options.get("plugged"))
             if start:
                 yield self.pipelines.start(name, bool(options.get("sync")), bool(options.get("telemetry")))
         except Exception as e:
