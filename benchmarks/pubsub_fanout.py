@@ -9,7 +9,7 @@ delivered messages per second and the p99 publish→receive latency (each receiv
 weighted by its size, timed by its oldest message). Both servers start here on 127.0.0.1
 and are stopped at the end.
 
-    .venv/bin/python benchmarks/pubsub_fanout.py [--seconds 3] [--subscribers 1,10,100]
+    .venv/bin/python benchmarks/pubsub_fanout.py [--seconds 3] [--subscribers 1,10,100] [--repeat 3]
 
 Modes: ``redis`` (baseline), ``kraken`` (memcached polling, one record per ``set publish``),
 ``kraken-batch`` (memcached polling, 50 records per ``set publish``), ``kraken-ws`` (WebSocket push).
@@ -331,11 +331,21 @@ def run(mode: str, ports: dict[str, int], subscribers: int, seconds: float) -> d
     return {"rate": delivered / elapsed, "p99_ms": p99 * 1000}
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--subscribers", default="1,10,100")
     parser.add_argument("--modes", default="kraken,kraken-batch,kraken-ws")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="rounds of (redis, then each mode); medians are printed, ratios paired per round",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.subscribers.split(",")]
     modes = args.modes.split(",")
@@ -344,18 +354,26 @@ def main() -> int:
         kraken_proc, kraken_ports = start_kraken(Path(tmp))
         ports = {**redis_ports, **kraken_ports}
         try:
-            print(f"{PAYLOAD_SIZE}-byte messages, 1 publisher, {args.seconds:g} s per run\n")
+            print(f"{PAYLOAD_SIZE}-byte messages, 1 publisher, {args.seconds:g} s per run, "
+                  f"median of {args.repeat}\n")
             print(f"{'subs':>5} {'mode':<13} {'msgs/s':>11} {'p99 ms':>8} {'rate vs redis':>14} "
                   f"{'p99 vs redis':>13}")
             for n in counts:
-                base = run("redis", ports, n, args.seconds)
-                print(f"{n:>5} {'redis':<13} {base['rate']:>11,.0f} {base['p99_ms']:>8.2f} {'1.00':>14} "
-                      f"{'1.00':>13}")
-                for mode in modes:
-                    r = run(mode, ports, n, args.seconds)
-                    print(f"{n:>5} {mode:<13} {r['rate']:>11,.0f} {r['p99_ms']:>8.2f} "
-                          f"{r['rate'] / base['rate']:>14.2f} "
-                          f"{r['p99_ms'] / base['p99_ms'] if base['p99_ms'] else float('nan'):>13.2f}")
+                results: dict[str, list[dict[str, float]]] = {m: [] for m in ["redis", *modes]}
+                for _ in range(args.repeat):
+                    base = run("redis", ports, n, args.seconds)
+                    results["redis"].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0})
+                    for mode in modes:
+                        r = run(mode, ports, n, args.seconds)
+                        r["rate_ratio"] = r["rate"] / base["rate"]
+                        r["p99_ratio"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
+                        results[mode].append(r)
+                for mode, rows in results.items():
+                    def m(key: str, rows: list[dict[str, float]] = rows) -> float:
+                        return median([row[key] for row in rows])
+
+                    print(f"{n:>5} {mode:<13} {m('rate'):>11,.0f} {m('p99_ms'):>8.2f} "
+                          f"{m('rate_ratio'):>14.2f} {m('p99_ratio'):>13.2f}")
                 sys.stdout.flush()
         finally:
             for proc in (kraken_proc, redis_proc):
