@@ -8,6 +8,7 @@ blocks the engine. Every ``poll`` seconds the power of every IPMI node is read a
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,38 @@ def bmc_of(node: Node) -> dict[str, Any]:
     return {"bmc": host, "port": port, "userid": str(ext.get("user", "")), "password": str(password or "")}
 
 
-def _power(settings: dict[str, Any], action: str | None) -> str:
-    """Blocking: set (``on``/``off``) or read the power; returns ``on`` or ``off``."""
-    from pyghmi.ipmi.command import Command
+class CommandCache:
+    """One pyghmi ``Command`` per BMC, reused: pyghmi keeps the session it logged in, and a
+    second ``Command`` for the same BMC waits on that session instead of opening its own."""
 
-    cmd = Command(**settings)
-    try:
-        if action is None:
-            return str(cmd.get_power()["powerstate"])
-        result = cmd.set_power(action, wait=True)
-        return str(result.get("powerstate", action))
-    finally:
-        try:
-            cmd.ipmi_session.logout()
-        except Exception:  # a session that failed to log in has nothing to log out
-            pass
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._commands: dict[tuple[Any, ...], Any] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def power(self, settings: dict[str, Any], action: str | None) -> str:
+        """Blocking: set (``on``/``off``) or read the power; returns ``on`` or ``off``."""
+        from pyghmi.ipmi.command import Command
+
+        key = (settings["bmc"], settings["port"], settings["userid"], settings["password"])
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            cmd = self._commands.get(key)
+            try:
+                if cmd is None:
+                    cmd = self._commands[key] = Command(**settings)
+                if action is None:
+                    return str(cmd.get_power()["powerstate"])
+                result = cmd.set_power(action, wait=True)
+                return str(result.get("powerstate", action))
+            except Exception:
+                self._commands.pop(key, None)
+                raise
+
+
+def _daemon_thread(**kwargs: Any) -> threading.Thread:
+    return threading.Thread(daemon=True, **kwargs)
 
 
 class IpmiPower(Module):
@@ -80,6 +98,7 @@ class IpmiPower(Module):
         )
         self._poller: LoopingCall | None = None
         self._generation: dict[str, int] = {}
+        self.commands = CommandCache()
 
     def declare_mutations(self) -> list[Mutation]:
         timeout = float(self.config.get("timeout", 20.0))
@@ -103,11 +122,11 @@ class IpmiPower(Module):
             self._poller.stop()
         self._poller = None
         if self.pool.started:
-            self.pool.stop()
+            threading.Thread(target=self.pool.stop, name="kraken-ipmi-stop", daemon=True).start()
 
     def _call(self, settings: dict[str, Any], action: str | None) -> Any:
         assert self.api is not None
-        return deferToThreadPool(self.api.reactor, self.pool, _power, settings, action)
+        return deferToThreadPool(self.api.reactor, self.pool, self.commands.power, settings, action)
 
     def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
         assert self.api is not None
