@@ -198,6 +198,7 @@ class Working(Component):
     """A component that may call a service: slots (copies), queueing, async completion."""
 
     service: tuple[str, str] | None = None
+    timeout: float | None = None
 
     def process(self, rt: Pipeline, ip: IP) -> Any:
         if not rt.sync and self.busy >= self.count:
@@ -217,6 +218,8 @@ class Working(Component):
             args = self.before(rt, ip, copy)
             result = args if self.service is None else rt.call_service(self.service, args)
             if isinstance(result, defer.Deferred):
+                if self.timeout is not None:
+                    result.addTimeout(self.timeout, rt.clock, self._timed_out)
                 result.addCallbacks(
                     self._resumed, self._failed, (rt, ip, copy, started), None, (rt, ip, copy, started)
                 )
@@ -245,6 +248,9 @@ class Working(Component):
         if nxt is not CONSUMED:
             rt.run(ip, nxt)
         self._drain(rt)
+
+    def _timed_out(self, result: Any, timeout: float) -> Any:
+        raise StageFailure("TimeoutError", f"{self.kind} {self.name}: no answer within {timeout * 1000:g} ms")
 
     def _failed(self, failure: Any, rt: Pipeline, ip: IP, copy: int, started: float) -> None:
         self._release(rt, copy)

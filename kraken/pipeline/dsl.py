@@ -186,6 +186,19 @@ class Builder:
             comp = Composer(name, service, prepare, compose, spec.get("memo"), count, kind, spec)
         else:
             return self.plug(spec, name, nxt, where, scope, plugged, helpers, prepare, transform_spec)
+        timeout = spec.get("timeout")
+        if timeout is not None:
+            if not isinstance(comp, (Stage, Composer)):
+                raise DefinitionError("timeout is only read on stages and composers", f"{where}.timeout")
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not 0 < timeout <= 3_600_000
+            ):
+                raise DefinitionError(
+                    "timeout must be milliseconds between 1 and 3600000", f"{where}.timeout"
+                )
+            comp.timeout = timeout / 1000.0
         comp.next = nxt
         return self._add(comp, scope, where)
 

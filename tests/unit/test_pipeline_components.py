@@ -601,3 +601,27 @@ def test_cancelled_call_is_harmless(world: World) -> None:
     d.cancel()
     world.clock.advance(30)
     assert rt.stats()["in_flight"] == 0 and rt.stats()["delivered"] == 1
+
+
+def test_stage_timeout_is_an_error_event_for_that_stage(world: World) -> None:
+    rt = world.pipeline(
+        {
+            "name": "p",
+            "components": [
+                {
+                    "type": "stage",
+                    "name": "slow",
+                    "timeout": 500,
+                    "service": {"name": "slow-math", "function": "add_one"},
+                    "prepare": {"x": "args['x']", "delay": 2},
+                }
+            ],
+        }
+    )
+    d = rt.call({"x": 1})
+    world.clock.advance(0.5)
+    result = done(d)
+    assert result["error"]["__struct__"] == "TimeoutError" and result["component"]["name"] == "slow"
+    assert "within 500 ms" in result["error"]["message"]
+    world.clock.advance(2)
+    assert rt.stats()["components"]["slow"]["busy"] == 0
