@@ -80,6 +80,10 @@ def load_json(text: str) -> Any:
 def _files(paths: list[str]) -> list[Any]:
     out: list[Any] = []
     for p in paths:
+        if p.lstrip().startswith(("{", "[")) or p == "-" or p.startswith("@"):
+            data = load_json(p)
+            out.extend(data if isinstance(data, list) else [data])
+            continue
         path = Path(p)
         files = sorted(path.glob("*.json")) if path.is_dir() else [path]
         for f in files:

@@ -173,3 +173,19 @@ def test_add_mult_minus() -> None:
     out: list[Any] = []
     done(rt.stream([{"event": i} for i in range(3)], out.append))
     assert out == [{"event": -1}, {"event": 1}, {"event": 3}]
+
+
+def test_readme_order_pipeline_without_types_defines() -> None:
+    world = World()
+    readme = {
+        "name": "user-orders-a-product",
+        "components": [
+            {"name": "find-user", "service": {"name": "user-service", "function": "find"}},
+            {"name": "find-product", "service": {"name": "product-service", "function": "find"}},
+            {"name": "bill-user", "service": {"name": "billing-service", "function": "bill"}},
+            {"name": "notify-user", "service": {"name": "notification-service", "function": "send-email"}},
+        ],
+    }
+    rt = world.pipeline(readme)
+    failed = rt.call({"type": "user-orders-a-product", "user_id": "user-123", "product_id": "product-456"})
+    assert failed["error"]["message"] == ":undefined" and failed["component"]["name"] == "find-user"
