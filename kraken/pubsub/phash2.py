@@ -7,8 +7,6 @@ The hash is Bob Jenkins' lookup2 over the raw bytes with the initial value 0x08D
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 _MASK = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
 _INITIAL = 0x08D12E65
@@ -66,7 +64,6 @@ def phash2(data: bytes, range_: int = 1 << 27) -> int:
     return hash32(data) % range_
 
 
-@lru_cache(maxsize=65536)
 def shard_of(topic: bytes, shards: int) -> int:
-    """The router shard of *topic* among *shards* (cached: topics repeat a lot)."""
+    """The router shard of *topic* among *shards* (the router caches it per topic)."""
     return hash32(topic) % shards

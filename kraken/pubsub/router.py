@@ -243,7 +243,7 @@ class Router:
             )
         groups: dict[int, list[bytes]] = {}
         for topic in topics:
-            groups.setdefault(shard_of(topic, self.shards), []).append(topic)
+            groups.setdefault(self.shard(topic), []).append(topic)
         for shard in sorted(groups):
             group = groups[shard]
             self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
@@ -282,7 +282,7 @@ class Router:
         self, client: Subscriber, topics: Sequence[bytes], seq: int | None = None, time: float | None = None
     ) -> bool:
         wanted = set(topics)
-        shards = {shard_of(t, self.shards) for t in wanted}
+        shards = {self.shard(t) for t in wanted}
         for index in shards:
             kept = self.retained[index]
             if seq is not None and kept.complete_after_seq > seq:
