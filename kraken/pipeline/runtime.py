@@ -73,6 +73,7 @@ class Pipeline:
         self.injected = 0
         self.delivered = 0
         self.failed = 0
+        self.timeouts = 0
         self.live: set[Collector] = set()
         self.sinks: list[SpanSink] = []
         self.spans = telemetry
@@ -180,6 +181,7 @@ class Pipeline:
             "injected": self.injected,
             "delivered": self.delivered,
             "errors": self.failed,
+            "timeouts": self.timeouts,
             "in_flight": len(self.live),
             "components": comps,
         }
@@ -198,6 +200,7 @@ class Pipeline:
         collector.timer = None
         if collector.finished:
             return
+        self.timeouts += 1
         body = error_event(None, collector, self.module, "timeout", "no_info")
         collector.result(body, alive=True)
         collector.finish()

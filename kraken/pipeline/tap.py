@@ -13,6 +13,7 @@ from kraken.core.http import make_site
 from kraken.core.service import KrakenService
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients import ClientContext
+from kraken.pipeline.metrics import PipelineCollector
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
 from kraken.pipeline.routes import Routes
 from kraken.pipeline.services import Service as PipelineService
@@ -169,6 +170,7 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
             defined.labels(kind, state.lstrip(":")).set_function(
                 lambda r=registry, s=state: sum(1 for n in r.names() if r.status(n) == s)
             )
+    svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
     svc.listen_all("http", config["listen"], site, allowed_roles={"client", "pipeline", "agent"})
     _Boot(app).setServiceParent(svc)

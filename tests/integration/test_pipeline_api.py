@@ -150,7 +150,13 @@ def test_no_output_is_200_null_and_timeouts(servers: ServerProcess.Pool, tmp_pat
     assert timed_out["type"] == "error_ip" and timed_out["error"] == "timeout"
     assert api.post("/pipelines/call/loop?timeout=abc", {"n": 0}).status == 400
     assert api.get("/health").json == {"status": "ok"}
-    assert 'kraken_pipeline_events_total{mode="call",pipeline="drop"} 2.0' in api.get("/metrics").raw.decode()
+    metrics = api.get("/metrics").raw.decode()
+    assert 'kraken_pipeline_events_total{mode="call",pipeline="drop"} 2.0' in metrics
+    assert (
+        'kraken_pipeline_component_calls_total{component="dead_end_1",pipeline="drop",type="dead_end"} 3.0'
+        in metrics
+    )
+    assert 'kraken_pipeline_results_total{kind="timeout",pipeline="loop"} 1.0' in metrics
 
 
 def test_type_routed_events(servers: ServerProcess.Pool, tmp_path: Path) -> None:
