@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -20,6 +21,7 @@ class Recorder(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[dict[str, Any]] = []
+        self.held: list[Request] = []
 
     def render(self, request: Request) -> Any:
         self.seen.append(
@@ -34,6 +36,9 @@ class Recorder(Resource):
             }
         )
         if request.path.endswith(b"/slow"):
+            return NOT_DONE_YET
+        if request.path.endswith(b"/hold"):
+            self.held.append(request)
             return NOT_DONE_YET
         request.setResponseCode(404 if request.path.endswith(b"/missing") else 200)
         request.setHeader(b"X-Reply", b"yes")
@@ -88,3 +93,28 @@ def test_requests_bodies_params_headers_and_errors() -> Any:
             if "slow" in repr(call):
                 call.cancel()
     yield defer.succeed(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pool_size_bounds_concurrent_requests() -> Any:
+    recorder = Recorder()
+    port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
+    client = HttpClient(ClientContext(reactor), "svc")
+    try:
+        client.start({"base_url": f"http://127.0.0.1:{port.getHost().port}", "pool_size": 2})
+        calls = [client.call({"path": "/hold"}, {}) for _ in range(4)]
+        yield deferLater(reactor, 0.3, lambda: None)
+        assert len(recorder.held) == 2
+        for request in recorder.held[:2]:
+            request.write(b"{}")
+            request.finish()
+        yield deferLater(reactor, 0.3, lambda: None)
+        assert len(recorder.held) == 4
+        for request in recorder.held[2:]:
+            request.write(b"{}")
+            request.finish()
+        results = yield defer.gatherResults(calls)
+        assert [r["status"] for r in results] == [200] * 4
+    finally:
+        yield client.stop({})
+        yield port.stopListening()

@@ -4,6 +4,7 @@ Start config: ``base_url`` (required), ``headers``, ``pool_size`` (10), ``timeou
 ``tls`` (true: present our kraken client certificate and trust only our CA).
 Prepared arguments: ``method``, ``path``, ``params`` (query string for every method),
 ``headers``, ``body`` (a string is sent as is; objects and arrays are JSON-encoded).
+At most ``pool_size`` requests run at once; more wait for a free slot.
 Call config: ``parse_json_body``, ``timeout``. Non-2xx answers are results, not errors;
 transport failures are returned as :class:`ClientError` for the service's ``error`` step.
 """
@@ -64,6 +65,7 @@ class HttpClient(Client):
         self.headers = {str(k): str(v) for k, v in headers.items()}
         self.pool_size = pool_size
         self.timeout = float(config.get("timeout") or self.ctx.http_timeout)
+        self.slots = defer.DeferredSemaphore(pool_size)  # at most pool_size requests at once
         self.pool = HTTPConnectionPool(self.ctx.reactor, persistent=True)
         self.pool.maxPersistentPerHost = pool_size
         if config.get("tls"):
@@ -118,12 +120,14 @@ class HttpClient(Client):
                     headers["Content-Type"] = "application/json"
         url = self.url(prepared.get("path"), prepared.get("params"))
         timeout = float(config.get("timeout") or self.timeout)
-        d = self.http.request(
-            method, url, headers={k: [v] for k, v in headers.items()}, data=data, timeout=timeout
-        )
         parse = bool(config.get("parse_json_body"))
-        d.addCallbacks(self._read, _transport_error, callbackArgs=(parse,))
-        return d
+        raw_headers = {k: [v] for k, v in headers.items()}
+
+        def send() -> defer.Deferred[Any]:
+            d = self.http.request(method, url, headers=raw_headers, data=data, timeout=timeout)
+            return d.addCallbacks(self._read, _transport_error, callbackArgs=(parse,))
+
+        return self.slots.run(send)
 
     @defer.inlineCallbacks
     def _read(self, response: Any, parse: bool) -> Any:
