@@ -184,7 +184,14 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         kraken = timed_parallel([
             in_ns(ns, "curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:16000{url}") for ns in agent_ns
         ])
-        return {"http": http, "kraken": kraken}
+        metrics = subprocess.run(
+            in_ns(origin_ns, "curl", "-sf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
+                  "--key", f"{c}.key", f"https://{ORIGIN_IP}:15002/metrics"),
+            capture_output=True, text=True,
+        ).stdout
+        sent = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("kraken_origin_piece_bytes_sent_total"))
+        return {"http": http, "kraken": kraken, "origin_copies": sent / size}
     finally:
         cleanup()
 
@@ -218,12 +225,12 @@ def main() -> int:
         print(f"blob {args.size_mb} MiB ({args.piece_mb:g} MiB pieces), links {args.rate_mbit} Mbit/s"
               f" up and down; ideal S/B = {ideal:.2f}s")
         print(f"{'N':>3} {'http s':>8} {'kraken s':>9} {'http/ideal':>11} {'kraken/ideal':>13}"
-              f" {'efficiency':>11} {'http/kraken':>12}")
+              f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14}")
         for n in args.agents:
             t = run_round(n, size, args.rate_mbit, root, blob, digest)
             h, k = t["http"], t["kraken"]
             print(f"{n:>3} {h:>8.2f} {k:>9.2f} {h / ideal:>11.2f} {k / ideal:>13.2f}"
-                  f" {ideal / k:>10.0%} {h / k:>12.2f}", flush=True)
+                  f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f}", flush=True)
     finally:
         cleanup()
         shutil.rmtree(root, ignore_errors=True)

@@ -75,6 +75,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     cas = CAStore(section["store"])
     blobs = OriginBlobs(reactor, cas, backends, parse_thresholds(section["piece_lengths"]), svc.metrics)
     egress, ingress = buckets(config["bandwidth"], reactor)
+    if config["scheduler"]["super_seed"] is None:
+        config["scheduler"]["super_seed"] = True
     scheduler = Scheduler(
         reactor,
         svc.tls,

@@ -20,6 +20,7 @@ def scheduler_schema() -> dict[str, Key]:
         "piece_request_min_timeout": Key("float", 4.0, "seconds before a piece request expires", minimum=0.1),
         "piece_request_timeout_per_mib": Key("float", 4.0, "extra timeout seconds per MiB of piece"),
         "rarest_first": Key("bool", True, "request the pieces fewest peers have first"),
+        "super_seed": Key("bool", None, "reveal pieces a few at a time (default: on for origins)"),
         "blacklist_duration": Key("float", 30.0, "seconds a failing peer is shunned for a blob"),
         "conn_tti": Key("float", 30.0, "close a connection idle this long (seconds)"),
         "seeder_tti": Key("float", 300.0, "forget a complete blob nobody read for this long"),
@@ -45,6 +46,7 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
         piece_request_min_timeout=section["piece_request_min_timeout"],
         piece_request_timeout_per_mib=section["piece_request_timeout_per_mib"],
         rarest_first=section["rarest_first"],
+        super_seed=bool(section["super_seed"]),
     )
     names = (
         "max_open_conn max_mutual_conn blacklist_duration conn_tti seeder_tti leecher_tti "

@@ -191,7 +191,7 @@ class PeerProtocol(Protocol):
             if ctl is None or self.closed:
                 return
             self.ctl = ctl
-            self.transport.write(self.scheduler.handshake_message(ctl))
+            self.transport.write(self.scheduler.handshake_message(ctl, self.peer_id))
             self._activate(ctl, hs)
             self._handle_all(backlog)
 

@@ -43,6 +43,7 @@ class DispatchConfig:
     piece_request_min_timeout: float = 4.0
     piece_request_timeout_per_mib: float = 4.0
     rarest_first: bool = True
+    super_seed: bool = False
 
     def timeout(self, piece_length: int) -> float:
         return max(self.piece_request_min_timeout, self.piece_request_timeout_per_mib * piece_length / 2**20)
@@ -81,8 +82,20 @@ class Dispatcher:
         self.peers: dict[bytes, PeerState] = {}
         self.pending: dict[int, dict[bytes, float]] = {}
         self.availability = [0] * torrent.mi.num_pieces
+        self.agent_availability = [0] * torrent.mi.num_pieces
         self.last_activity = clock.seconds()
         self.completed = torrent.complete()
+        # Super-seeding (origins): show each peer only a few pieces, those handed out least,
+        # so the origin's upload goes to pieces the swarm lacks instead of duplicates.
+        self.super_seed = self.config.super_seed and self.completed
+        self.reveal_count = [0] * torrent.mi.num_pieces
+        self.revealed: dict[bytes, set[int]] = {}
+
+    def advertised(self, peer_id: bytes | None = None) -> Bitfield:
+        """The bitfield to put in our handshake to *peer_id*."""
+        if self.super_seed:
+            return Bitfield(self.torrent.mi.num_pieces)
+        return self.torrent.have.copy()
 
     # -- peers ------------------------------------------------------------------------------
     def add_peer(self, link: Link, bitfield: Bitfield) -> None:
@@ -92,17 +105,25 @@ class Dispatcher:
         self.peers[link.peer_id] = state
         for i in bitfield.indices():
             self.availability[i] += 1
+            if not link.is_origin:
+                self.agent_availability[i] += 1
         if self.completed and state.complete:
             link.close("both sides complete")
             return
+        if self.super_seed:
+            self.revealed[link.peer_id] = set()
+            self._reveal(state)
         self._fill(state)
 
     def remove_peer(self, peer_id: bytes) -> None:
         state = self.peers.pop(peer_id, None)
+        self.revealed.pop(peer_id, None)
         if state is None:
             return
         for i in state.bitfield.indices():
             self.availability[i] -= 1
+            if not state.link.is_origin:
+                self.agent_availability[i] -= 1
         for index in [i for i, who in self.pending.items() if peer_id in who]:
             self._drop_request(index, peer_id)
         self._fill_all()
@@ -120,12 +141,16 @@ class Dispatcher:
         state.last_useful = self.last_activity = self.clock.seconds()
         # The requester will have it soon; do not count it as missing there.
         self._peer_has(state, index)
+        if self.super_seed:
+            self._reveal(state)
 
     def on_announce(self, peer_id: bytes, index: int) -> None:
         state = self.peers.get(peer_id)
         if state is None or not 0 <= index < self.torrent.mi.num_pieces:
             return
         self._peer_has(state, index)
+        if self.super_seed:
+            self._reveal(state)
         self._fill(state)
 
     def on_peer_complete(self, peer_id: bytes) -> None:
@@ -193,9 +218,27 @@ class Dispatcher:
         return [p for p, s in self.peers.items() if now - s.last_useful >= idle and not self._pending_of(p)]
 
     # -- internals ------------------------------------------------------------------------------
+    def _reveal(self, state: PeerState) -> None:
+        shown = self.revealed.get(state.link.peer_id)
+        if shown is None:
+            return
+        waiting = sum(1 for i in shown if i not in state.bitfield)
+        want = self.config.origin_pipeline_limit - waiting
+        if want <= 0:
+            return
+        options = [i for i in range(self.torrent.mi.num_pieces) if i not in shown and i not in state.bitfield]
+        self.rng.shuffle(options)
+        options.sort(key=lambda i: self.reveal_count[i])
+        for index in options[:want]:
+            shown.add(index)
+            self.reveal_count[index] += 1
+            state.link.send_announce(index)
+
     def _peer_has(self, state: PeerState, index: int) -> None:
         if state.bitfield.set(index):
             self.availability[index] += 1
+            if not state.link.is_origin:
+                self.agent_availability[index] += 1
 
     def _pending_of(self, peer_id: bytes) -> int:
         return sum(1 for who in self.pending.values() if peer_id in who)
@@ -224,6 +267,9 @@ class Dispatcher:
             and (endgame or i not in self.pending)
             and state.link.peer_id not in self.pending.get(i, ())
         ]
+        if state.link.is_origin and not endgame:
+            # Spare the origin's upload: ask it only for pieces no connected agent can give.
+            options = [i for i in options if not self.agent_availability[i]]
         if not options:
             return []
         if self.config.rarest_first:

@@ -211,14 +211,14 @@ class Scheduler:
             self._announce(ctl)
 
     # -- handshakes ----------------------------------------------------------------------------
-    def handshake_message(self, ctl: TorrentControl) -> bytes:
+    def handshake_message(self, ctl: TorrentControl, peer_id: bytes | None = None) -> bytes:
         return wire.encode_handshake(
             wire.Handshake(
                 self.peer_id,
                 ctl.info_hash,
                 ctl.torrent.digest.hex,
                 ctl.namespace,
-                ctl.torrent.have.copy(),
+                ctl.dispatcher.advertised(peer_id),
                 tuple(ctl.conns),
             )
         )

@@ -89,10 +89,11 @@ def deliver(d: Dispatcher, link: FakeLink, index: int, data: bytes) -> bool:
 def test_pipeline_limits_agent_3_origin_5(setup) -> None:
     d, *_ = setup
     agent, origin = FakeLink("agent"), FakeLink("origin", is_origin=True)
-    d.add_peer(agent, Bitfield.full(10))
+    d.add_peer(agent, bits(10, range(5)))
     d.add_peer(origin, Bitfield.full(10))
     assert len(agent.requests) == 3 and len(origin.requests) == 5
     assert not set(agent.requests) & set(origin.requests), "no duplicate requests before endgame"
+    assert set(origin.requests) == {5, 6, 7, 8, 9}, "the origin is asked only for what no agent has"
 
 
 def test_rarest_first(setup) -> None:
@@ -107,7 +108,7 @@ def test_rarest_first(setup) -> None:
 
 
 def test_piece_flow_announces_and_completes(setup) -> None:
-    d, data, clock, done, bad, store, mi = setup
+    d, data, _clock, done, _bad, store, _mi = setup
     a, b = FakeLink("a"), FakeLink("b")
     d.add_peer(a, Bitfield.full(10))
     d.add_peer(b, Bitfield(10))
@@ -168,7 +169,7 @@ def test_error_reply_marks_piece_invalid_for_that_peer(setup) -> None:
 
 
 def test_corrupt_piece_reports_and_drops_peer(setup) -> None:
-    d, data, clock, done, bad, *_ = setup
+    d, _data, _clock, _done, bad, *_ = setup
     evil = FakeLink("evil")
     d.add_peer(evil, Bitfield.full(10))
     index = evil.requests[0]
@@ -195,7 +196,7 @@ def test_serving_requests_and_idle_detection(setup) -> None:
 
 
 def test_download_resumes_from_status(tmp_path: Path, setup) -> None:
-    d, data, clock, done, bad, store, mi = setup
+    d, data, _clock, _done, _bad, store, mi = setup
     for i in (0, 5):
         w = d.torrent.begin_piece(i)
         w.write(data[i * PIECE : (i + 1) * PIECE])
