@@ -22,6 +22,7 @@ from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError
 from kraken.origin.client import OriginCluster
 from kraken.registry.cas import BlobDirectory
+from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
@@ -60,9 +61,10 @@ class BuildIndexTags:
 
     def __init__(self, client: TagClient) -> None:
         self.client = client
+        self.lookups = FreshCoalescer(client.get)
 
     def get(self, repo: str, tag: str) -> Deferred[str | None]:
-        return _unavailable(self.client.get(repo, tag), "build-index")
+        return _unavailable(self.lookups.get(repo, tag), "build-index")
 
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
         def refused(f: Any) -> Any:

@@ -20,6 +20,7 @@ from kraken.backends.base import BlobNotFound
 from kraken.core.metrics import Metrics
 from kraken.core.tls import TLSSettings
 from kraken.registry.api import RegistryResource
+from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
 from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
@@ -49,6 +50,7 @@ class AgentStorage:
     def __init__(self, blobs: BlobSource, tags: TagClient | None) -> None:
         self.blobs = blobs
         self.tags = tags
+        self.lookups = FreshCoalescer(tags.get) if tags is not None else None
 
     @inlineCallbacks
     def blob_path(self, name: str, digest: str) -> Any:
@@ -82,7 +84,9 @@ class AgentStorage:
         return self.tags
 
     def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
-        return self._need_tags().get(name, tag).addErrback(_unavailable, "build-index lookup")
+        self._need_tags()
+        assert self.lookups is not None
+        return self.lookups.get(name, tag).addErrback(_unavailable, "build-index lookup")
 
     @inlineCallbacks
     def list_tags(self, name: str) -> Any:
