@@ -215,3 +215,25 @@ def test_token_bucket() -> None:
     assert bucket.delay() == 0
     clock.advance(10)
     assert bucket.tokens <= 500 or bucket.consume(0) == 0
+
+
+def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
+    data = os.urandom(PIECE * 10)
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    mi = generate(src, Digest.of_bytes(data), PIECE)
+    store = PieceStore(CAStore(tmp_path / "cas"))
+    tmp = store.cas.temp_path()
+    tmp.write_bytes(data)
+    store.cas.ingest(tmp, mi.digest)
+    seed = store.seed(mi)
+    config = DispatchConfig(super_seed=True, origin_pipeline_limit=3)
+    d = Dispatcher(seed, Clock(), config, rng=random.Random(2))
+    assert d.advertised().count() == 0, "a super-seeder claims nothing in its handshake"
+    a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
+    for link in (a, b, c):
+        d.add_peer(link, Bitfield(10))
+    shown = a.announces + b.announces + c.announces
+    assert len(a.announces) == 3 and len(shown) == 9 and len(set(shown)) == 9, "each piece shown once"
+    d.on_request(a.peer_id, a.announces[0])
+    assert len(a.announces) == 4 and a.announces[3] not in shown, "serving reveals an unseen piece"
