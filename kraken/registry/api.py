@@ -45,7 +45,7 @@ MAX_PAGE = 10000
 class BlobProducer:
     """Streams ``length`` bytes of an open blob file from ``start``, as fast as the socket drains."""
 
-    read_size = 256 * 1024
+    read_size = 1048576
 
     def __init__(self, request: Request, f: Any, start: int, length: int) -> None:
         self.request: Request | None = request
