@@ -142,9 +142,10 @@ class _Stream:
         self.dropped = 0
         request.setResponseCode(200)
         request.setHeader(b"content-type", NDJSON)
+        self.on_close: list[Callable[[], None]] = []
+        self.on_resume: list[Callable[[], None]] = []
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._gone)
-        self.on_close: list[Callable[[], None]] = []
 
     def _gone(self, _: Any) -> None:
         self.closed = True
@@ -156,6 +157,8 @@ class _Stream:
 
     def resumeProducing(self) -> None:
         self.paused = False
+        for resume in list(self.on_resume):
+            resume()
 
     def stopProducing(self) -> None:
         self.closed = True
@@ -345,8 +348,9 @@ class Api:
         pipeline = self.pipelines.runtime(name)
         self._count(pipeline, "stream", len(events))
         out = _Stream(request)
-        running = pipeline.stream(events, out.write, debug=debug, timeout=timeout)
+        running = pipeline.stream(events, out.write, debug=debug, timeout=timeout, held=lambda: out.paused)
         out.on_close.append(running.cancel)
+        out.on_resume.append(running.resume)  # type: ignore[attr-defined]
         running.addBoth(lambda _: out.finish())
         return NOT_DONE_YET
 
@@ -427,7 +431,9 @@ class Api:
             if pipeline is None:
                 out.write(routing_error(error or ":no_type"))
                 continue
-            running.append(pipeline.stream(group, out.write, debug=debug, timeout=timeout))
+            part = pipeline.stream(group, out.write, debug=debug, timeout=timeout, held=lambda: out.paused)
+            out.on_resume.append(part.resume)  # type: ignore[attr-defined]
+            running.append(part)
         out.on_close.extend(d.cancel for d in running)
         defer.DeferredList(running).addBoth(lambda _: out.finish())
         return NOT_DONE_YET

@@ -227,10 +227,12 @@ class Pipeline:
         debug: bool = False,
         timeout: float | None = None,
         window: int = STREAM_WINDOW,
+        held: Callable[[], bool] | None = None,
     ) -> defer.Deferred[None]:
         """Feed *events* with at most *window* in flight (one in sync mode, keeping order).
 
-        Cancelling the returned Deferred stops feeding (the client went away).
+        While *held()* is true (the reader is slow) no new event starts; call the returned
+        Deferred's ``resume()`` when it is not. Cancelling the Deferred stops feeding.
         """
         stream_ref = new_ref()
         timeout = self.default_timeout if timeout is None else timeout
@@ -252,7 +254,7 @@ class Pipeline:
                 return
             state["feeding"] = True
             try:
-                while not state["cancelled"] and state["open"] < window:
+                while not state["cancelled"] and state["open"] < window and not (held and held()):
                     event = next(source, _END)
                     if event is _END:
                         state["exhausted"] = True
@@ -271,6 +273,7 @@ class Pipeline:
                         c.forget(stream_ref)
                 finished.callback(None)
 
+        finished.resume = pump  # type: ignore[attr-defined]
         pump()
         return finished
 

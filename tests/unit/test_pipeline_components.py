@@ -625,3 +625,14 @@ def test_stage_timeout_is_an_error_event_for_that_stage(world: World) -> None:
     assert "within 500 ms" in result["error"]["message"]
     world.clock.advance(2)
     assert rt.stats()["components"]["slow"]["busy"] == 0
+
+
+def test_stream_waits_while_the_reader_is_slow(world: World) -> None:
+    rt = world.pipeline({"name": "p", "components": [ADD_ONE_X]})
+    out: list[Any] = []
+    slow = [True]
+    finished = rt.stream([{"x": i} for i in range(5)], out.append, held=lambda: slow[0])
+    assert out == [] and not finished.called
+    slow[0] = False
+    finished.resume()
+    assert [e["x"] for e in out] == [1, 2, 3, 4, 5] and finished.called
