@@ -13,10 +13,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from kraken.pipeline.expr_terms import truthy
 from kraken.pipeline.mapping import Template
+from kraken.pipeline.services import CallError
 
 if TYPE_CHECKING:
     from kraken.pipeline.events import IP
@@ -199,6 +200,7 @@ class Working(Component):
 
     service: tuple[str, str] | None = None
     timeout: float | None = None
+    retry: tuple[int, float] | None = None  # (extra attempts, first backoff in seconds)
 
     def process(self, rt: Pipeline, ip: IP) -> Any:
         if not rt.sync and self.busy >= self.count:
@@ -216,7 +218,12 @@ class Working(Component):
             if not isinstance(ip.event, dict):
                 raise StageFailure("RuntimeError", "Event must be a map")
             args = self.before(rt, ip, copy)
-            result = args if self.service is None else rt.call_service(self.service, args)
+            if self.service is None:
+                result = args
+            elif self.retry is None:
+                result = rt.call_service(self.service, args)
+            else:
+                result = self._attempt(rt, args, 0)
             if isinstance(result, defer.Deferred):
                 if self.timeout is not None:
                     result.addTimeout(self.timeout, rt.clock, self._timed_out)
@@ -248,6 +255,30 @@ class Working(Component):
         if nxt is not CONSUMED:
             rt.run(ip, nxt)
         self._drain(rt)
+
+    def _attempt(self, rt: Pipeline, args: Any, n: int) -> Any:
+        """Call the service; failures of the call step itself are retried with backoff."""
+        assert self.service is not None and self.retry is not None
+        retries, backoff = self.retry
+
+        def again() -> Any:
+            return task.deferLater(rt.clock, backoff * 2**n, self._attempt, rt, args, n + 1)
+
+        try:
+            result = rt.call_service(self.service, args)
+        except CallError as e:
+            if e.step == "call" and n < retries:
+                return again()
+            raise
+        if isinstance(result, defer.Deferred) and n < retries:
+
+            def failed(f: Any) -> Any:
+                if f.check(CallError) and f.value.step == "call":
+                    return again()
+                return f
+
+            result.addErrback(failed)
+        return result
 
     def _timed_out(self, result: Any, timeout: float) -> Any:
         raise StageFailure("TimeoutError", f"{self.kind} {self.name}: no answer within {timeout * 1000:g} ms")

@@ -186,6 +186,23 @@ class Builder:
             comp = Composer(name, service, prepare, compose, spec.get("memo"), count, kind, spec)
         else:
             return self.plug(spec, name, nxt, where, scope, plugged, helpers, prepare, transform_spec)
+        retry = spec.get("retry")
+        if retry is not None:
+            if not isinstance(comp, (Stage, Composer)) or comp.service is None:
+                raise DefinitionError(
+                    "retry is only read on stages and composers with a service", f"{where}.retry"
+                )
+            count = retry.get("count") if isinstance(retry, dict) else None
+            backoff = retry.get("backoff_ms", 100) if isinstance(retry, dict) else None
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10:
+                raise DefinitionError("retry.count must be an integer from 0 to 10", f"{where}.retry.count")
+            if (
+                isinstance(backoff, bool)
+                or not isinstance(backoff, (int, float))
+                or not 0 <= backoff <= 60_000
+            ):
+                raise DefinitionError("retry.backoff_ms must be from 0 to 60000", f"{where}.retry.backoff_ms")
+            comp.retry = (count, backoff / 1000.0)
         timeout = spec.get("timeout")
         if timeout is not None:
             if not isinstance(comp, (Stage, Composer)):

@@ -636,3 +636,66 @@ def test_stream_waits_while_the_reader_is_slow(world: World) -> None:
     slow[0] = False
     finished.resume()
     assert [e["x"] for e in out] == [1, 2, 3, 4, 5] and finished.called
+
+
+class Flaky:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def call(self, args: Any) -> Any:
+        self.calls += 1
+        if self.calls <= args["failures"]:
+            raise ConnectionError(f"attempt {self.calls} failed")
+        return {"ok": self.calls}
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(0, 1), (2, 3), (3, None)])
+def test_stage_retry_with_backoff(world: World, failures: int, expected: int | None) -> None:
+    from kraken.pipeline.clients.lambdas import register_lambda
+
+    flaky = Flaky()
+    register_lambda("FlakyForTests", flaky)
+    world.service(
+        {
+            "name": "flaky",
+            "client": {"module": "lambda", "start": {"module": "FlakyForTests"}},
+            "interface": {"call": {"call": {"function": "call"}}},
+        }
+    )
+    rt = world.pipeline(
+        {
+            "name": "p",
+            "components": [
+                {
+                    "type": "stage",
+                    "name": "s",
+                    "service": {"name": "flaky", "function": "call"},
+                    "retry": {"count": 2, "backoff_ms": 100},
+                    "transform": {"ok": "args['ok']"},
+                }
+            ],
+        }
+    )
+    d = rt.call({"failures": failures})
+    if failures:
+        world.clock.advance(0.1)
+        assert flaky.calls == 2
+        world.clock.advance(0.2)
+    result = done(d) if hasattr(d, "called") else d
+    if expected is None:
+        assert "attempt 3 failed" in result["error"]["message"] and flaky.calls == 3
+    else:
+        assert result == {"failures": failures, "ok": expected}
+
+
+def test_retry_is_validated(world: World) -> None:
+    with pytest.raises(DefinitionError) as info:
+        world.pipeline(
+            {
+                "name": "p",
+                "components": [
+                    {"type": "stage", "service": {"name": "a", "function": "b"}, "retry": {"count": 99}}
+                ],
+            }
+        )
+    assert info.value.field == "components[0].retry.count"
