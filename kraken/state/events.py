@@ -101,6 +101,7 @@ class EventBus:
         self._queue: deque[Event] = deque()
         self._dispatching = False
         self.delivered = 0
+        self.emitted = 0
 
     def subscribe(
         self, name: str, types: Iterable[EventType], callback: Listener, filter: Filter | None = None
@@ -130,6 +131,7 @@ class EventBus:
         try:
             while self._queue:
                 event = self._queue.popleft()
+                self.emitted += 1
                 for sub in self._by_type.get(event.type, ()):
                     if sub.filter is not None and not sub.filter(event):
                         continue

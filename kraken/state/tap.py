@@ -29,7 +29,9 @@ class Options(KrakenOptions):
             "parent": Key("str", None, "HOST:PORT of the parent kraken; makes this kraken a child"),
             "freeze": Key("bool", False, "start with the mutation engine frozen"),
             "ws_listen": Key("list", [f"tls:tcp:3142:{LOOPBACK}"], "endpoints of the event websocket"),
-            "sync_listen": Key("list", [f"tls:tcp:31415:{LOOPBACK}"], "endpoints where children phone home"),
+            "sync_listen": Key(
+                "list", [f"tls:tcp:31415:{LOOPBACK}:backlog=1024"], "endpoints where children phone home"
+            ),
             "api_roles": Key("list", ["client", "state"], "certificate roles admitted to REST and websocket"),
             "hello": Key("float", 10.0, "seconds between sync messages to each neighbour", minimum=0.01),
             "dead": Key("float", 40.0, "seconds without a message before a neighbour is dead", minimum=0.05),
