@@ -9,9 +9,11 @@ cache. Then, against each of the three:
 - blob ``GET`` throughput in MB/s with 1 and 8 concurrent ``curl`` clients,
 - manifest-by-tag ``GET`` requests/s from 8 keep-alive client threads.
 
-Every figure is printed next to docker-registry's, measured in the same run, as a ratio.
+The targets are measured in interleaved rounds (``--repeat``) and each keeps its best
+figure, which damps the noise of a shared machine. Every figure is printed next to
+docker-registry's, measured in the same run, as a ratio.
 
-    .venv/bin/python benchmarks/registry.py [--size-mb 100] [--rounds 2] [--seconds 3]
+    .venv/bin/python benchmarks/registry.py [--size-mb 100] [--rounds 2] [--seconds 3] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2, help="downloads per curl client")
     parser.add_argument("--seconds", type=float, default=3.0, help="manifest load duration")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best is reported")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kraken-bench-registry-") as tmp_name:
@@ -188,13 +191,17 @@ def main() -> None:
             assert status == 200, status
             print(f"agent cold pull through P2P: {time.perf_counter() - t3:.2f}s")
 
-            results: dict[str, dict[str, float]] = {}
-            for name, port in targets.items():
-                results[name] = {
-                    "blob MB/s, 1 client": blob_throughput(port, layer_digest, size, 1, args.rounds),
-                    "blob MB/s, 8 clients": blob_throughput(port, layer_digest, size, 8, args.rounds),
-                    "manifest GET/s, 8 threads": manifest_rate(port, 8, args.seconds),
-                }
+            # rounds interleave the targets; the best of each is kept (the machine is shared)
+            results: dict[str, dict[str, float]] = {name: {} for name in targets}
+            for _ in range(args.repeat):
+                for name, port in targets.items():
+                    measured = {
+                        "blob MB/s, 1 client": blob_throughput(port, layer_digest, size, 1, args.rounds),
+                        "blob MB/s, 8 clients": blob_throughput(port, layer_digest, size, 8, args.rounds),
+                        "manifest GET/s, 8 threads": manifest_rate(port, 8, args.seconds),
+                    }
+                    for metric, value in measured.items():
+                        results[name][metric] = max(value, results[name].get(metric, 0.0))
         finally:
             for proc in reversed(started):
                 proc.stop()

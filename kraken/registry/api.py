@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -41,35 +41,43 @@ API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10000
 
 
-@implementer(IPullProducer)
+@implementer(IPushProducer)
 class BlobProducer:
-    """Streams ``length`` bytes of an open blob file from ``start``, as fast as the socket drains."""
+    """Streams ``length`` bytes of an open blob file from ``start``.
 
-    read_size = 1048576
+    A push producer: it writes until the transport's buffer is full and pauses, and the
+    transport resumes it once the socket drained, so at most one read's worth sits in memory.
+    """
+
+    read_size = 1024 * 1024
 
     def __init__(self, request: Request, f: Any, start: int, length: int) -> None:
         self.request: Request | None = request
         self.file = f
         self.left = length
+        self.paused = False
         f.seek(start)
 
     def start(self) -> None:
         assert self.request is not None
-        self.request.registerProducer(self, False)
+        self.request.registerProducer(self, True)
+        self.resumeProducing()
 
     def resumeProducing(self) -> None:
-        request = self.request
-        if request is None:
-            return
-        data = self.file.read(min(self.read_size, self.left))
-        if data:
+        self.paused = False
+        while not self.paused and self.request is not None:
+            data = self.file.read(min(self.read_size, self.left))
             self.left -= len(data)
-            request.write(data)  # may re-enter resumeProducing
-        if self.request is not None and (self.left <= 0 or not data):
-            self.request = None
-            request.unregisterProducer()
-            request.finish()
-            self.file.close()
+            if data:
+                self.request.write(data)
+            if self.request is not None and (self.left <= 0 or not data):
+                request, self.request = self.request, None
+                request.unregisterProducer()
+                request.finish()
+                self.file.close()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
 
     def stopProducing(self) -> None:
         self.request = None
