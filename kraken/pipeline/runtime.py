@@ -74,6 +74,7 @@ class Pipeline:
         self.delivered = 0
         self.failed = 0
         self.timeouts = 0
+        self.max_steps = MAX_STEPS
         self.live: set[Collector] = set()
         self.sinks: list[SpanSink] = []
         self.spans = telemetry
@@ -92,10 +93,9 @@ class Pipeline:
                 return
             ip.steps += 1
             if ip.steps % YIELD_EVERY == 0:
-                if ip.steps >= MAX_STEPS:
-                    self.fail(
-                        ip, node, StageFailure("RuntimeError", f"event visited {MAX_STEPS} components"), 0
-                    )
+                if ip.steps >= self.max_steps:
+                    failure = StageFailure("RuntimeError", f"event visited {self.max_steps} components")
+                    self.fail(ip, node, failure, 0)
                     return
                 self.clock.callLater(0, self.run, ip, node)
                 return

@@ -63,7 +63,12 @@ class SlowMath:
 
         def fire() -> None:
             self.active -= 1
-            d.callback({"result": args["x"] + 1})
+            try:
+                result = {"result": args["x"] + 1}
+            except Exception as e:
+                d.errback(e)
+                return
+            d.callback(result)
 
         self.clock.callLater(args.get("delay", 1.0), fire)
         return d
