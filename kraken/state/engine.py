@@ -131,7 +131,9 @@ class Engine:
             log.warn("discovery for unknown node {node} ignored", node=node_id)
             return False
         self.bus.emit_one(Event(EventType.DISCOVERY, f"{node_id}:{url}", DiscoveryData(si, value)))
-        self.store.set_value(node_id, url, value, dsc=True)
+        if not self.store.set_value(node_id, url, value, dsc=True) and not self.frozen:
+            # Nothing changed, but it still confirms a step that expects this value (a replay).
+            self._discovered(node_id, url, model.value_of(url, value))
         if self.metrics is not None:
             self.metrics["discoveries"].inc()
         return True

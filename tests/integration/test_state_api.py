@@ -16,7 +16,7 @@ from kraken.core.endpoints import connect
 from kraken.state.client import ClientError, StateClient
 from kraken.state.websocket import tls_transport
 from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
-from tests.support import ServerProcess, tls_settings
+from tests.support import ServerProcess, run_twistd, tls_settings
 
 N1 = "bbbbbbbb-0000-0000-0000-000000000001"
 
@@ -191,3 +191,15 @@ def _until(factory: Any, check: Any, timeout: float = 15.0) -> Any:
         d = defer.Deferred()
         reactor.callLater(0.05, d.callback, None)
         yield d
+
+
+def test_startup_errors_are_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("state:\n  modules: [warp-drive]\n")
+    out = run_twistd("kraken-state", "--config", str(config))
+    assert out.returncode != 0 and "unknown state module 'warp-drive'" in out.stderr + out.stdout
+    out = run_twistd("kraken-state", "--config", str(config), "--parent", "nohost")
+    assert out.returncode != 0
+    config.write_text("state:\n  colour: blue\n")
+    out = run_twistd("kraken-state", "--config", str(config))
+    assert "unknown key 'state.colour'" in out.stderr + out.stdout

@@ -3,6 +3,7 @@ discoveries, freeze/thaw, contexts, module auto-start and the discovery whitelis
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -200,3 +201,40 @@ def test_many_nodes_converge(count: int) -> None:
     rig.engine.thaw()
     rig.run(4, step=1)
     assert all(rig.engine.converged(i) for i in ids)
+
+
+def test_a_dead_child_is_recovered_along_the_graph() -> None:
+    rig = Rig(latency=0)
+    rig.add(**{"/RunState": "SYNC"})
+    rig.engine.allow_discoveries("sse", {"/RunState": {"ERROR"}})
+    rig.engine.thaw()
+    rig.sim.performed.clear()
+    rig.engine.discover("sse", N1, "/RunState", "ERROR")
+    assert [m for _, m in rig.sim.performed] == ["ONtoOFF", "OFFtoON", "BOOT"]
+    assert rig.dsc().run_state is RunState.SYNC
+
+
+class FlakyBoot(SimPower):
+    """BOOT fails to POWER_OFF the first time: the engine devolves to OFFtoON and replays."""
+
+    def declare_mutations(self) -> list[Mutation]:
+        muts = [m for m in super().declare_mutations() if m.id != "BOOT"]
+        boot = next(m for m in super().declare_mutations() if m.id == "BOOT")
+        return [*muts, replace(boot, fail_to=("/PhysState", PhysState.POWER_OFF))]
+
+    def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
+        if mutation.id == "BOOT" and not self.hung:
+            self.hung.add("booted-once")
+            self.performed.append((cfg.id, "BOOT(lost)"))
+            return
+        super().mutate(mutation, cfg, dsc)
+
+
+def test_timeout_devolves_to_the_step_starting_at_the_fail_to_value() -> None:
+    rig = Rig(module=FlakyBoot({"latency": 0, "timeout": 10}))
+    rig.add(**{"/RunState": "SYNC"})
+    rig.engine.thaw()
+    assert [m for _, m in rig.sim.performed] == ["UKtoOFF", "OFFtoON", "BOOT(lost)"]
+    rig.run(10.5)
+    assert [m for _, m in rig.sim.performed][3:] == ["OFFtoON", "BOOT"]
+    assert rig.dsc().run_state is RunState.SYNC and rig.engine.converged(N1)

@@ -1,0 +1,145 @@
+"""Parent and child sync links on StringTransport with a Clock: identity checks, Cfg down,
+Dsc up, dead timers, re-phone-home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from kraken.core.tls import PeerIdentity
+from kraken.state.model import Busy, Node, RunState
+from kraken.state.modules.freebusy import FreeBusy
+from kraken.state.service import StateService
+from kraken.state.sync import ParentLink, SyncClientService, SyncServerFactory
+from kraken.state.sync_wire import Decoder, Kind, Message, encode
+
+PARENT = "aaaaaaaa-0000-0000-0000-000000000001"
+KID = "cccccccc-0000-0000-0000-000000000001"
+
+
+def parent_rig() -> tuple[Clock, StateService, SyncServerFactory]:
+    clock = Clock()
+    state = StateService([], clock, self_id=PARENT)
+    kid = Node(KID)
+    kid.nodename, kid.parent_id, kid.run_state = "kr1", PARENT, RunState.SYNC
+    state.store.create(kid)
+    state.startService()
+    return clock, state, SyncServerFactory(state, clock, hello=1.0, dead=4.0)
+
+
+def connect_child(factory: SyncServerFactory, name: str = "kr1") -> tuple[Any, StringTransport]:
+    link = factory.buildProtocol(None)
+    transport = StringTransport()
+    transport.peer = PeerIdentity(name, "state")  # what the TLS wrapper provides
+    link.makeConnection(transport)
+    return link, transport
+
+
+def received(transport: StringTransport) -> list[Any]:
+    out = Decoder().feed(transport.value())
+    transport.clear()
+    return out
+
+
+def test_parent_welcomes_pushes_cfg_and_marks_a_silent_child_dead() -> None:
+    clock, state, factory = parent_rig()
+    link, transport = connect_child(factory)
+    link.dataReceived(encode(Kind.HELLO, {"id": KID}))
+    (welcome,) = received(transport)
+    assert (
+        welcome.kind is Kind.WELCOME and welcome.body["cfg"]["id"] == KID and welcome.body["parent"] == PARENT
+    )
+    assert state.store.dsc[KID].run_state is RunState.SYNC
+
+    state.store.set_value(KID, "/Busy", "BUSY")
+    clock.advance(0)
+    (cfg,) = received(transport)
+    assert cfg.kind is Kind.CFG and cfg.body["node"]["busy"] == "BUSY"
+
+    dsc = {"id": KID, "busy": "BUSY", "physState": "POWER_ON"}
+    link.dataReceived(encode(Kind.DSC, {"node": dsc}))
+    assert state.store.dsc[KID].busy is Busy.BUSY and state.store.dsc[KID].run_state is RunState.SYNC
+
+    clock.advance(1.0)
+    assert [m.kind for m in received(transport)] == [Kind.CFG]  # the hello timer
+    clock.advance(2.5)
+    assert state.store.dsc[KID].run_state is RunState.SYNC
+    clock.advance(1.0)
+    assert state.store.dsc[KID].run_state is RunState.ERROR
+    assert transport.disconnecting and KID not in factory.children
+
+
+def test_parent_refuses_impostors_strangers_and_garbage() -> None:
+    cases: list[tuple[str, bytes, str]] = [
+        ("kr2", encode(Kind.HELLO, {"id": KID}), "does not name node"),
+        (
+            "kr1",
+            encode(Kind.HELLO, {"id": "dddddddd-0000-0000-0000-000000000001"}),
+            "not in this kraken's Cfg",
+        ),
+        ("kr1", encode(Kind.HELLO, {"id": "nope"}), "not a UUID"),
+        ("kr1", encode(Kind.DSC, {"node": {}}), "expected HELLO"),
+        ("kr1", b"\x00\x00\x00\x02\x09{", "protocol error"),
+    ]
+    for name, data, message in cases:
+        _, state, factory = parent_rig()
+        link, transport = connect_child(factory, name)
+        link.dataReceived(data)
+        (error,) = received(transport)
+        assert error.kind is Kind.ERROR and message in error.body["message"], (name, error)
+        assert transport.disconnecting and state.store.dsc[KID].run_state is RunState.UNKNOWN
+
+
+def test_a_dsc_for_another_node_is_refused() -> None:
+    _, state, factory = parent_rig()
+    link, transport = connect_child(factory)
+    link.dataReceived(encode(Kind.HELLO, {"id": KID}))
+    received(transport)
+    link.dataReceived(encode(Kind.DSC, {"node": {"id": PARENT, "busy": "BUSY"}}))
+    (error,) = received(transport)
+    assert error.kind is Kind.ERROR and transport.disconnecting
+    assert state.store.dsc[PARENT].busy is Busy.FREE
+
+
+def child_rig() -> tuple[Clock, StateService, SyncClientService, ParentLink, StringTransport]:
+    clock = Clock()
+    state = StateService([FreeBusy()], clock, self_id=KID, full_state=False)
+    state.startService()
+    service = SyncClientService(state, clock, "127.0.0.1", 1, tls=None, hello=1.0, dead=4.0)  # type: ignore[arg-type]
+    service.running = True
+    link = ParentLink(service)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    service.link = link
+    return clock, state, service, link, transport
+
+
+def test_child_takes_its_cfg_acts_reports_and_phones_home_again() -> None:
+    clock, state, service, link, transport = child_rig()
+    (hello,) = received(transport)
+    assert hello == Message(Kind.HELLO, {"id": KID})
+    assert state.engine.frozen
+    cfg = {"id": KID, "nodename": "kr1", "parentId": PARENT, "runState": "SYNC", "busy": "BUSY"}
+    link.dataReceived(
+        encode(Kind.WELCOME, {"parent": PARENT, "cfg": cfg, "dsc": {"id": KID}, "hello": 1, "dead": 4})
+    )
+    assert not state.engine.frozen
+    assert state.store.cfg[KID].parent_id == PARENT
+    assert state.store.dsc[KID].busy is Busy.BUSY  # freebusy fenced the node itself
+    clock.advance(0)
+    reports = [m for m in received(transport) if m.kind is Kind.DSC]
+    assert (
+        reports
+        and reports[-1].body["node"]["busy"] == "BUSY"
+        and reports[-1].body["node"]["runState"] == "SYNC"
+    )
+
+    link.dataReceived(encode(Kind.CFG, {"node": {**cfg, "arch": "arm64"}}))
+    assert state.store.cfg[KID].arch == "arm64"
+
+    clock.advance(4.5)  # the parent went silent
+    assert state.store.dsc[KID].run_state is RunState.ERROR
+    assert transport.disconnecting and service.link is None
+    assert service._retry is not None and service._retry.getTime() == clock.seconds() + 1.0
