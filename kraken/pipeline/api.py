@@ -236,6 +236,7 @@ class Api:
         r.route("GET", "/services/state/{name}", s(lambda req, name: self.services.state(name)))
         r.route("POST", "/services/start/{name}", s(self.service_start))
         r.route("POST", "/services/stop/{name}", s(self.service_stop))
+        r.route("POST", "/services/restart/{name}", s(self.service_restart))
         r.route(
             "POST",
             "/services/delete/{name}",
@@ -294,6 +295,16 @@ class Api:
         if not isinstance(args, dict):
             raise BadRequest("stop arguments must be a JSON object")
         return self.services.stop(name, args).addCallback(lambda ok: {"ok": ok})
+
+    def service_restart(self, request: Request, name: str) -> Any:
+        """Octopus agent's restart: stop (when running), then start with the given args."""
+        args = body(request, {})
+        if not isinstance(args, dict):
+            raise BadRequest("start arguments must be a JSON object")
+        stopping = self.services.stop(name) if self.services.status(name) == ":ready" else defer.succeed("ok")
+        return stopping.addCallback(lambda _: self.services.start(name, args)).addCallback(
+            lambda state: {"ok": state}
+        )
 
     def service_call(self, request: Request, name: str, function: str) -> Any:
         args = body(request, {})

@@ -60,6 +60,9 @@ def test_services_routes(servers: ServerProcess.Pool, tmp_path: Path) -> None:
     bad_args = api.post("/services/call/simple-math/add", {"a": 1, "b": "x"})
     assert bad_args.status == 400 and "Expected Number but got String" in bad_args.json["error"]
     assert bad_args.json["details"]["step"] == "input"
+    assert api.ok("POST", "/services/restart/simple-math") == {"ok": "SimpleMath"}
+    assert api.ok("GET", "/services/status/simple-math") == {"status": ":ready"}
+    assert api.post("/services/restart/nope").json == {"error": ":undefined"}
     assert api.ok("POST", "/services/stop/simple-math") == {"ok": "ok"}
     assert api.post("/services/stop/simple-math").json == {"error": ":not_ready"}
     assert api.ok("POST", "/services/delete/another") == {"ok": "ok"}
