@@ -130,6 +130,14 @@ def start(ns: str, plugin: str, config: dict[str, object], work: Path) -> subpro
     raise RuntimeError(f"{plugin} in {ns} did not start")
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_parallel(commands: list[list[str]]) -> float:
     started = time.monotonic()
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
@@ -159,13 +167,14 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
             "listen": [f"tls:tcp:15001:interface={TRACKER_IP}"], "tls": tls(pki, "tracker"),
             "tracker": {"origins": [f"{ORIGIN_IP}:15002"], "announce_interval": 1.0},
         }, root / f"n{n}" / "tracker-run")
+        agent_procs = []
         for i, ns in enumerate(agent_ns):
-            start(ns, "kraken-agent", {
+            agent_procs.append(start(ns, "kraken-agent", {
                 "listen": ["tcp:16000:interface=127.0.0.1"], "tls": tls(pki, f"agent{i}"),
                 "agent": {"store": str(root / f"n{n}" / f"agent{i}"), "tracker": f"{TRACKER_IP}:15001",
                           "peer_listen": [f"tls:tcp:16001:interface={SUBNET}.{10 + i}"]},
                 "registry": {"listen": []},
-            }, root / f"n{n}" / f"agent{i}-run")
+            }, root / f"n{n}" / f"agent{i}-run"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         push = subprocess.run(
             in_ns(origin_ns, PY, "-m", "kraken.cli.main", "blob", "push", str(blob), "--origin",
@@ -181,9 +190,11 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
                   "--key", f"{c}.key", "-o", "/dev/null", f"https://{ORIGIN_IP}:15002{url}")
             for ns in agent_ns
         ])
+        cpu_before = sum(cpu_seconds(p) for p in agent_procs)
         kraken = timed_parallel([
             in_ns(ns, "curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:16000{url}") for ns in agent_ns
         ])
+        cpu = (sum(cpu_seconds(p) for p in agent_procs) - cpu_before) / n
         metrics = subprocess.run(
             in_ns(origin_ns, "curl", "-sf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
                   "--key", f"{c}.key", f"https://{ORIGIN_IP}:15002/metrics"),
@@ -191,7 +202,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         ).stdout
         sent = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                    if line.startswith("kraken_origin_piece_bytes_sent_total"))
-        return {"http": http, "kraken": kraken, "origin_copies": sent / size}
+        return {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu}
     finally:
         cleanup()
 
@@ -225,12 +236,13 @@ def main() -> int:
         print(f"blob {args.size_mb} MiB ({args.piece_mb:g} MiB pieces), links {args.rate_mbit} Mbit/s"
               f" up and down; ideal S/B = {ideal:.2f}s")
         print(f"{'N':>3} {'http s':>8} {'kraken s':>9} {'http/ideal':>11} {'kraken/ideal':>13}"
-              f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14}")
+              f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14} {'agent cpu s':>12}")
         for n in args.agents:
             t = run_round(n, size, args.rate_mbit, root, blob, digest)
             h, k = t["http"], t["kraken"]
             print(f"{n:>3} {h:>8.2f} {k:>9.2f} {h / ideal:>11.2f} {k / ideal:>13.2f}"
-                  f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f}", flush=True)
+                  f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f} {t['agent_cpu']:>12.2f}",
+                  flush=True)
     finally:
         cleanup()
         shutil.rmtree(root, ignore_errors=True)

@@ -255,8 +255,12 @@ class Scheduler:
         if hs.peer_id == self.peer_id:
             self._refuse(conn, "that is us")
             return None
-        if hs.peer_id in ctl.conns or hs.peer_id in ctl.dialing:
+        if hs.peer_id in ctl.conns:
             self._refuse(conn, "already connected")
+            return None
+        if hs.peer_id in ctl.dialing and self.peer_id > hs.peer_id:
+            # Both sides dialled each other at once: the lower peer id keeps its incoming one.
+            self._refuse(conn, "simultaneous dial")
             return None
         if ctl.open_count() >= self.config.max_open_conn:
             self._refuse(conn, "at capacity for this blob")
@@ -405,8 +409,9 @@ class Scheduler:
 
         def answered(result: tuple[list[PeerInfo], float]) -> None:
             peers, interval = result
-            if 0 < interval <= 60:
+            if 0 < interval <= 60 and interval != self.interval:
                 self.interval = interval
+                self._schedule_announce(interval)
             if complete:
                 ctl.final_announce_done = True
                 return
