@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 from kraken.state import model
 from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData
@@ -18,6 +21,7 @@ log = Logger(namespace="kraken.state.websocket")
 _TYPES = {t.name: t for t in (EventType.STATE_CHANGE, EventType.STATE_MUTATION, EventType.DISCOVERY)}
 _COMMANDS = {"SUBSCRIBE": 0, "UNSUBSCRIBE": 1}
 _ids = itertools.count(1)
+MAX_PENDING = 50  # messages held for a client whose socket is full; one more and it is dropped
 
 
 class CommandError(ValueError):
@@ -63,6 +67,25 @@ def tls_transport(transport: Any) -> Any:
     return inner if isinstance(inner, TLSMemoryBIOProtocol) else transport
 
 
+@implementer(IPushProducer)
+class _Flow:
+    """Tells an :class:`EventSocket` when the transport wants it to stop writing."""
+
+    def __init__(self, socket: EventSocket) -> None:
+        self.socket = socket
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.socket.flush()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
 class EventSocket(WebSocketServerProtocol):
     factory: EventSocketFactory
     identity: Any = None
@@ -74,6 +97,9 @@ class EventSocket(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self.sub_name = f"ws-{next(_ids)}"
         self.types: set[EventType] = set()
+        self.pending: deque[bytes] = deque()
+        self.flow = _Flow(self)
+        self.registerProducer(self.flow, True)
         who = self.identity.name if self.identity is not None else self.peer
         log.info("websocket client {who} connected", who=who)
 
@@ -97,7 +123,20 @@ class EventSocket(WebSocketServerProtocol):
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             self.factory.bus.unsubscribe(self.sub_name)
             return
-        self.sendMessage(json.dumps(event_message(event)).encode())
+        message = json.dumps(event_message(event)).encode()
+        if not self.flow.paused and not self.pending:
+            self.sendMessage(message)
+            return
+        self.pending.append(message)
+        if len(self.pending) > MAX_PENDING:
+            log.warn("websocket client {peer} is not reading: dropped", peer=self.peer)
+            self.factory.bus.unsubscribe(self.sub_name)
+            self.pending.clear()
+            self.dropConnection(abort=True)
+
+    def flush(self) -> None:
+        while self.pending and not self.flow.paused and self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(self.pending.popleft())
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
         if hasattr(self, "sub_name"):
