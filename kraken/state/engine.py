@@ -29,7 +29,7 @@ from kraken.state.events import (
     MutationKind,
 )
 from kraken.state.graph import Edge, MutationGraph
-from kraken.state.model import Node, ServiceState
+from kraken.state.model import Node, RunState, ServiceState
 from kraken.state.modules.base import Context, Module, Mutation
 from kraken.state.store import StateStore
 
@@ -183,10 +183,14 @@ class Engine:
             self._discovered(node_id, path, event.data.value)
 
     def _forget(self, node_id: str, path: str) -> None:
-        if path not in self.graph.index:
-            return
         dsc = self.store.dsc.get(node_id)
         if dsc is None:
+            return
+        if path == "/RunState" and dsc.run_state is not RunState.SYNC and node_id != self.self_id:
+            # Without its agent in SYNC nothing is known about the services running on the node.
+            for sid in sorted(dsc.services):
+                self.store.set_value(node_id, f"/Services/{sid}/State", ServiceState.UNKNOWN, dsc=True)
+        if path not in self.graph.index:
             return
         for url in self.graph.forgotten(dsc):
             self.store.set_value(node_id, url, self.graph.zero[self.graph.index[url]], dsc=True)

@@ -238,3 +238,15 @@ def test_timeout_devolves_to_the_step_starting_at_the_fail_to_value() -> None:
     rig.run(10.5)
     assert [m for _, m in rig.sim.performed][3:] == ["OFFtoON", "BOOT"]
     assert rig.dsc().run_state is RunState.SYNC and rig.engine.converged(N1)
+
+
+def test_services_of_a_node_whose_agent_is_not_in_sync_are_forgotten() -> None:
+    rig = Rig(latency=0)
+    rig.add(**{"/RunState": "SYNC"})
+    rig.engine.thaw()
+    rig.store.set_value(N1, "/Services/pxe/State", "RUN", dsc=True)
+    rig.sim.set_power(N1, False)
+    rig.engine.freeze()
+    rig.sim.poll()
+    assert model.get_value(rig.dsc(), "/Services/pxe/State").name == "UNKNOWN"
+    assert rig.dsc().run_state is RunState.UNKNOWN
