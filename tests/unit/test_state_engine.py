@@ -250,3 +250,20 @@ def test_services_of_a_node_whose_agent_is_not_in_sync_are_forgotten() -> None:
     rig.sim.poll()
     assert model.get_value(rig.dsc(), "/Services/pxe/State").name == "UNKNOWN"
     assert rig.dsc().run_state is RunState.UNKNOWN
+
+
+def test_ipmi_node_without_a_bmc_fails_at_once_not_after_the_timeout() -> None:
+    from kraken.state.modules.ipmi import IpmiPower
+
+    ipmi = IpmiPower({"poll": 0, "timeout": 30})
+    rig = Rig(module=ipmi)
+    try:
+        n = Node(N1)
+        n.platform, n.parent_id, n.phys_state = "ipmi", ME, PhysState.POWER_ON
+        rig.store.create(n)
+        rig.engine.thaw()
+        assert rig.dsc().phys_state is PhysState.PHYS_HANG
+        assert f"(INTERRUPT) {N1} : ipmi -> UKtoOFF" in rig.printed(EventType.STATE_MUTATION)
+        assert rig.clock.seconds() == 0
+    finally:
+        ipmi.stop()
