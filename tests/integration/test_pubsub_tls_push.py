@@ -14,6 +14,7 @@ from twisted.internet import defer, reactor
 
 from kraken.pubsub import wire
 from kraken.pubsub.client import connect_client
+from kraken.pubsub.websocket import SeesTLSLayer
 from tests.integration.test_pubsub_server import pubsub_config
 from tests.support import ServerProcess, tls_settings
 
@@ -56,7 +57,7 @@ def test_tls_client_library_round_trip(servers: ServerProcess.Pool, pki: Path) -
     yield pub.quit()
 
 
-class PushClient(WebSocketClientProtocol):
+class PushClient(SeesTLSLayer, WebSocketClientProtocol):
     def onOpen(self) -> None:
         self.answers: defer.DeferredQueue[dict[str, Any]] = defer.DeferredQueue()
         self.frames: defer.DeferredQueue[bytes] = defer.DeferredQueue()
@@ -104,5 +105,26 @@ def test_websocket_push_mixes_with_memcached(servers: ServerProcess.Pool, pki: P
     # still connected and subscribed after bad input
     yield mc.publish([([b"topicB"], b"again")])
     assert (yield ws.frames.get()) == b"MESSAGE topicB 5\r\nagain\r\n"
+    ws.sendClose()
+    yield mc.quit()
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_over_mutual_tls(servers: ServerProcess.Pool, pki: Path) -> Any:
+    from kraken.core.endpoints import connect
+
+    config = pubsub_config(pki)
+    config["pubsub"]["websocket_listen"] = ["tls:tcp:0:interface=127.0.0.1"]
+    proc = servers.start("kraken-pubsub", config)
+    port = proc.port("websocket")
+    factory = WebSocketClientFactory(f"wss://127.0.0.1:{port}")
+    factory.protocol = PushClient
+    factory.opened = defer.Deferred()
+    yield connect(reactor, "127.0.0.1", port, factory, tls_settings(pki, "client"))
+    ws = yield factory.opened
+    assert (yield ws.command(op="subscribe", topics=["secure"]))["ok"] is True
+    mc = yield connect_client(reactor, "127.0.0.1", proc.port("memcached"))
+    yield mc.publish([([b"secure"], b"over tls")])
+    assert (yield ws.frames.get()) == b"MESSAGE secure 8\r\nover tls\r\n"
     ws.sendClose()
     yield mc.quit()
