@@ -31,6 +31,7 @@ class Options(KrakenOptions):
             "build_index": Key("str", None, "build-index address (host:port); unset keeps tags locally"),
             "max_blob_size": Key("int", 10 * 1024**3, "largest blob accepted, in bytes", minimum=1),
             "upload_ttl": Key("float", 3600.0, "seconds an idle upload session is kept", minimum=1),
+            "sendfile_workers": Key("int", 4, "threads sending blob bodies by sendfile (0: off)", minimum=0),
             "max_uploads": Key("int", 1000, "open upload sessions at most (more: 429)", minimum=1),
             "allowed_roles": Key("list", ["client", "proxy"], "certificate roles admitted on tls: listeners"),
             "cache_tti": Key("float", 0.0, "with origins: drop cached blobs idle this long, s (0 = keep)"),
@@ -65,7 +66,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
         tags = LocalTags(TagStore(root / "tags"))
     origins = OriginCluster(svc.reactor, section["origins"], svc.tls) if section["origins"] else None
     storage = ProxyStorage(BlobDirectory(root / "blobs"), tags, origins)
-    api = RegistryResource(storage, uploads, svc.metrics)
+    api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
+                           sendfile_workers=section["sendfile_workers"])
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     site = make_registry_site(api, svc.metrics, {"storage": lambda: root.is_dir()})
     svc.listen_all("registry", config["listen"], site, allowed_roles=section["allowed_roles"])

@@ -121,6 +121,6 @@ def make_agent_registry(
     tags = TagClient(reactor, address, tls) if address else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=section.get("allow_cidrs") or None,
+        allow_cidrs=section.get("allow_cidrs") or None, reactor=reactor,
     )
     return make_registry_site(api, metrics)

@@ -32,6 +32,7 @@ from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
 from kraken.registry.ranges import parse_chunk_range, parse_get_range, progress_header
+from kraken.registry.sendfile import SendfileSender
 from kraken.registry.storage import RegistryStorage
 from kraken.registry.uploads import ChunkSink, UploadManager
 
@@ -129,15 +130,19 @@ class RegistryResource(Resource):
         metrics: Metrics,
         read_only_hint: str = "this registry is read-only",
         allow_cidrs: Sequence[str] | None = None,
+        reactor: Any = None,
+        sendfile_workers: int = 4,
     ) -> None:
         super().__init__()
         self.storage = storage
         self.uploads = uploads
         self.read_only_hint = read_only_hint
+        self.sender = SendfileSender(reactor, sendfile_workers) if reactor and sendfile_workers > 0 else None
         self.networks = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs] if allow_cidrs else None
         self.requests = metrics.counter("registry_requests", "registry API requests", ["endpoint", "method",
                                                                                         "status"])
         self.blob_bytes = metrics.counter("registry_blob_bytes_sent", "blob bytes sent (before ranges)")
+        self.sendfile_bodies = metrics.counter("registry_sendfile_bodies", "blob bodies sent with sendfile")
         self.upload_bytes = metrics.counter("registry_upload_bytes", "blob bytes received in uploads")
 
     # -- request body routing (called from RegistryRequest.gotLength) ---------------------------
@@ -395,9 +400,18 @@ class RegistryResource(Resource):
         if length == 0:
             f.close()
             request.finish()
+        elif self.sender is not None and self.sender.usable(request, length):
+            self.sendfile_bodies.inc()
+            ensureDeferred(self.sender.send(request, f, start, length)).addErrback(self._send_failed, request)
         else:
             BlobProducer(request, f, start, length).start()
         return NOT_DONE_YET
+
+    def _send_failed(self, failure: Failure, request: Request) -> None:
+        log.failure("sending a blob body failed", failure)
+        transport = getattr(request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
 
     async def _blob_delete(self, request: Request, route: Route) -> Response:
         raise RegistryError("UNSUPPORTED", "deleting blobs is not supported by kraken")

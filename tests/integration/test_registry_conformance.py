@@ -23,7 +23,7 @@ from tests.support import ServerProcess
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MAX_BLOB = 1024 * 1024
+MAX_BLOB = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="module", params=["kraken", "docker-registry"])
@@ -411,3 +411,25 @@ def test_lost_connection_mid_chunk_rolls_back(target: tuple[str, Registry]) -> N
     sep = "&" if "?" in location else "?"
     done = reg.request("PUT", f"{location}{sep}digest={sha256(b'a' * 100 + rest)}")
     assert done.status == 201
+
+
+def test_large_blob_full_and_ranged(target: tuple[str, Registry]) -> None:
+    kind, reg = target
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    assert reg.upload("test/large", data, sha256(data)).status == 201
+    path = f"/v2/test/large/blobs/{sha256(data)}"
+    for _ in range(2):
+        full = reg.request("GET", path)
+        assert full.status == 200 and full.body == data
+    part = reg.request("GET", path, headers={"Range": "bytes=1048576-2621439"})
+    assert part.status == 206 and part.body == data[1048576:2621440]
+    # a client that goes away mid-body leaves the server able to serve the next one
+    with socket.create_connection((reg.host, reg.port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.recv(65536)
+    assert reg.request("GET", path).body == data
+    if kind == "kraken":
+        metrics = reg.request("GET", "/metrics").body.decode()
+        name = "kraken_proxy_registry_sendfile_bodies_total"
+        line = next(x for x in metrics.splitlines() if x.startswith(name))
+        assert float(line.split()[-1]) >= 3
