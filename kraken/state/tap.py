@@ -16,6 +16,7 @@ from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
 from kraken.state.websocket import EventSocketFactory
 
 LOOPBACK = "interface=127.0.0.1"
+DEFAULT_DB = "kraken-state.sqlite"
 
 
 class Options(KrakenOptions):
@@ -24,7 +25,10 @@ class Options(KrakenOptions):
         **common_schema(listen=[f"tls:tcp:3141:{LOOPBACK}"]),
         "state": {
             "id": Key("str", DEFAULT_ID, "this kraken's node id (a UUID)"),
-            "db": Key("path", None, "SQLite file that keeps Cfg across restarts; null keeps it in memory"),
+            "db": Key(
+                "path", None, "SQLite file keeping Cfg across restarts (null: kraken-state.sqlite in cwd)"
+            ),
+            "persist": Key("bool", True, "keep Cfg in the db file; false keeps it in memory only"),
             "state_file": Key("path", None, 'initial Cfg as {"nodes": [...]}; adds nodes the db lacks'),
             "parent": Key("str", None, "HOST:PORT of the parent kraken; makes this kraken a child"),
             "freeze": Key("bool", False, "start with the mutation engine frozen"),
@@ -83,7 +87,7 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
             modules,
             svc.reactor,
             self_id=st["id"],
-            db=st["db"],
+            db=(st["db"] or DEFAULT_DB) if st["persist"] else None,
             state_file=st["state_file"],
             full_state=parent is None,
             freeze=st["freeze"],

@@ -86,3 +86,13 @@ def test_extra_twistd_flags_map_to_config_keys(tmp_path: Path) -> None:
     st = opts.config["state"]
     assert st["parent"] == "10.0.0.1:31415" and st["state_file"].endswith("nodes.json")
     assert st["freeze"] is True and st["hello"] == 2.0
+
+
+def test_runtime_overrides_disable_mutations_and_change_timeouts() -> None:
+    (sim,) = load_modules(["sim"], {"sim": {"disable": ["HANGtoOFF"], "timeouts": {"OFFtoON": 3}}})
+    by_id = {m.id: m for m in sim.mutations}
+    assert "HANGtoOFF" not in by_id and by_id["OFFtoON"].timeout == 3.0
+    with pytest.raises(ModuleLoadError, match="has no mutation 'WARP'"):
+        load_modules(["sim"], {"sim": {"disable": ["WARP"]}})
+    with pytest.raises(ModuleLoadError, match="number of seconds"):
+        load_modules(["sim"], {"sim": {"timeouts": {"BOOT": "soon"}}})

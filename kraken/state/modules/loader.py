@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -49,11 +50,36 @@ def module_class(name: str) -> type[Module]:
     return cls
 
 
+def _overrides(module: Module, config: dict[str, Any]) -> None:
+    """Runtime overrides of single mutations: ``disable: [id...]``, ``timeouts: {id: seconds}``."""
+    disabled = config.get("disable") or []
+    timeouts = config.get("timeouts") or {}
+    if not isinstance(disabled, list) or not isinstance(timeouts, dict):
+        raise ModuleLoadError(f"module {module.si}: 'disable' must be a list and 'timeouts' a mapping")
+    known = {m.id for m in module.mutations}
+    for mid in [*disabled, *timeouts]:
+        if mid not in known:
+            raise ModuleLoadError(
+                f"module {module.si} has no mutation {mid!r} (it has: {', '.join(sorted(known))})"
+            )
+    for mid, seconds in timeouts.items():
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+            raise ModuleLoadError(f"module {module.si}: timeout of {mid} must be a number of seconds")
+    module.mutations = [
+        replace(m, timeout=float(timeouts.get(m.id, m.timeout)))
+        for m in module.mutations
+        if m.id not in disabled
+    ]
+
+
 def load_modules(names: list[str], configs: dict[str, Any]) -> list[Module]:
     modules = []
     for name in names:
         cls = module_class(name)
-        modules.append(cls(configs.get(cls.si) or configs.get(name) or {}))
+        config = configs.get(cls.si) or configs.get(name) or {}
+        module = cls(config)
+        _overrides(module, config)
+        modules.append(module)
     sis = [m.si for m in modules]
     dupes = {s for s in sis if sis.count(s) > 1}
     if dupes:
