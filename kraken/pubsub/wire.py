@@ -30,6 +30,11 @@ DEFAULT_MAX_LINE = 4096
 DEFAULT_MAX_VALUE = 8 * 1024 * 1024
 
 _COUNT = re.compile(rb"[+-]?[0-9]+\Z")
+# The common set line, matched in one go; anything else takes the general path.
+_SET_LINE = re.compile(
+    rb"set (subscribe|unsubscribe|publish|register|retro_subscribe)"
+    rb" [^ \r\n]{1,64} [^ \r\n]{1,64} ([0-9]{1,12})\r\n"
+)
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
 
 Record = tuple[list[bytes], bytes]
@@ -110,6 +115,14 @@ class CommandParser:
                 self._pending = None
                 pos = end + 2
                 continue
+            fast = _SET_LINE.match(buf, pos)
+            if fast is not None and fast.end() - pos <= self.max_line:
+                key, count_text = fast.groups()
+                count = int(count_text)
+                if count <= self.max_value:
+                    self._pending = (key, count)
+                    pos = fast.end()
+                    continue
             eol = buf.find(b"\n", pos)
             if eol < 0:
                 if size - pos > self.max_line:
@@ -118,20 +131,6 @@ class CommandParser:
             if eol - pos >= self.max_line:
                 events.append(self._fail("line too long", f"command line over {self.max_line} bytes"))
                 break
-            if buf.startswith(b"set ", pos) and buf[eol - 1] == 13:
-                # the common case without the general tokenizer: set <key> <flags> <exptime> <digits>
-                tokens = bytes(buf[pos + 4 : eol - 1]).split(b" ")
-                if (
-                    len(tokens) == 4
-                    and tokens[0] in SET_KEYS
-                    and tokens[1]
-                    and tokens[2]
-                    and tokens[3].isdigit()
-                    and int(tokens[3]) <= self.max_value
-                ):
-                    self._pending = (tokens[0], int(tokens[3]))
-                    pos = eol + 1
-                    continue
             line = bytes(buf[pos : eol + 1])
             pos = eol + 1
             event = self._command(line)

@@ -240,3 +240,34 @@ def test_non_canonical_length_is_delivered_canonically() -> None:
     assert wire.single_record(b"MESSAGE a 02\r\nhi\r\n") is None
     pub.send(wire.set_command(b"publish", b"MESSAGE a 02\r\nhi\r\n"))
     assert sub.send(b"get messages\r\n") == b"VALUE messages 0 15\r\nMESSAGE a 2\r\nhi\r\nEND\r\n"
+
+
+_set_lines = st.tuples(
+    st.sampled_from([b"subscribe", b"publish", b"register", b"messages", b"SUBSCRIBE"]),
+    st.sampled_from([b"0", b"x", b"", b"0\r", b"a" * 70]),
+    st.sampled_from([b"0", b"", b"y"]),
+    st.sampled_from([b"0", b"3", b"+3", b"-1", b"9999999999999", b"3 noreply", b"3 "]),
+    st.sampled_from([b"\r\n", b"\n"]),
+    st.binary(max_size=8),
+).map(lambda t: b"set %s %s %s %s%s%s\r\n" % t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(_set_lines, min_size=1, max_size=4).map(b"".join), cut=st.integers(1, 40))
+def test_fast_set_line_path_agrees_with_the_general_parser(data: bytes, cut: int) -> None:
+    import re
+
+    def events(fast: bool) -> list:
+        saved = wire._SET_LINE
+        if not fast:
+            wire._SET_LINE = re.compile(rb"(?!)")
+        try:
+            parser = wire.CommandParser(max_line=100, max_value=10**6)
+            out = []
+            for i in range(0, len(data), cut):
+                out += parser.feed(data[i : i + cut])
+            return out
+        finally:
+            wire._SET_LINE = saved
+
+    assert events(True) == events(False)
