@@ -76,7 +76,14 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         if session is None or session.closing:
             return
         self.resetTimeout()
-        reply = session.receive(data)
+        try:
+            reply = session.receive(data)
+        except Exception:
+            # A bug must cost this one connection, never the server or the other clients.
+            log.failure("internal error handling {name}", name=session.client.name)
+            session.closing = True
+            session.error = "internal error"
+            reply = b"SERVER_ERROR internal error\r\n"
         if reply:
             self.transport.write(reply)
         if session.closing:

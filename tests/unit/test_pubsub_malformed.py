@@ -271,3 +271,25 @@ def test_fast_set_line_path_agrees_with_the_general_parser(data: bytes, cut: int
             wire._SET_LINE = saved
 
     assert events(True) == events(False)
+
+
+def test_an_internal_error_costs_one_connection_only() -> None:
+    h = Harness()
+    good, victim = h.connect(), h.connect()
+    good.send(b"set subscribe 0 0 1\r\na\r\n")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    victim.protocol.session._get = broken  # type: ignore[method-assign]
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        assert victim.send(b"get messages\r\n") == b"SERVER_ERROR internal error\r\n"
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert victim.closed and not good.closed
+    assert any(e.get("log_failure") is not None for e in seen)
+    assert good.send(b"get messages\r\n") == b"END\r\n"
