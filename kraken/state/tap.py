@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.service import Service
+
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
 from kraken.core.service import KrakenService
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
-from kraken.state.model import DEFAULT_ID, ModelError
+from kraken.state.model import DEFAULT_ID, ModelError, ServiceState
 from kraken.state.modules.loader import ModuleLoadError, load_modules
 from kraken.state.service import StateError, StateService
 from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
@@ -69,6 +71,28 @@ Options.optParameters = [
 Options.optFlags = [["freeze", None, "start frozen (same as --state-freeze true)"]]
 
 
+class OwnServices(Service):
+    """Reports the REST, websocket and sync services in our own node (the original never did)."""
+
+    def __init__(self, state: StateService, names: list[str]) -> None:
+        self.state = state
+        self.names = names
+
+    def _record(self, value: ServiceState) -> None:
+        for dsc in (False, True):
+            self.state.store.set_values(
+                self.state.self_id, [(f"/Services/{name}/State", value) for name in self.names], dsc=dsc
+            )
+
+    def startService(self) -> None:
+        super().startService()
+        self._record(ServiceState.RUN)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._record(ServiceState.STOP)
+
+
 def makeService(options: Options, reactor: Any = None) -> KrakenService:
     config = options.config
     st = config["state"]
@@ -121,6 +145,7 @@ def _listen(
     roles = list(st["api_roles"])
     svc.listen_all("http", config["listen"], site, allowed_roles=roles)
     svc.listen_all("ws", st["ws_listen"], EventSocketFactory(state.bus), allowed_roles=roles)
+    OwnServices(state, ["restapi", "websocket"] + (["sse"] if parent is None else [])).setServiceParent(svc)
     sync_args = {"hello": st["hello"], "dead": st["dead"]}
     if parent is None:
         svc.listen_all(

@@ -48,6 +48,8 @@ def test_power_on_through_rest_converges_and_shows_in_every_view(engine: Any) ->
     assert any(e["name"] == "PhysState" for e in api.get("/enumerables"))
     assert api.get("/ws") == {"host": "127.0.0.1", "port": str(proc.port("ws")), "url": "/ws"}
     assert api.get("/health") == {"status": "ok"}
+    own = {s["id"]: s["state"] for s in api.get(f"/dsc/node/{PARENT_ID}")["services"]}
+    assert own["restapi"] == own["websocket"] == own["sim"] == "RUN"
     assert "kraken_state_mutations_total 3.0" in api.get("/metrics", raw=True)
 
 
