@@ -42,6 +42,7 @@ TRACKER_IP = f"{SUBNET}.254"
 ORIGIN_IP = f"{SUBNET}.1"
 PY = sys.executable
 PIECE_LENGTH = [4 * 1024 * 1024]
+PIPELINE = [3]
 TWISTD = str(Path(PY).with_name("twistd"))
 
 _namespaces: list[str] = []
@@ -174,6 +175,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
                 "agent": {"store": str(root / f"n{n}" / f"agent{i}"), "tracker": f"{TRACKER_IP}:15001",
                           "peer_listen": [f"tls:tcp:16001:interface={SUBNET}.{10 + i}"]},
                 "registry": {"listen": []},
+                "scheduler": {"pipeline_limit": PIPELINE[0]},
             }, root / f"n{n}" / f"agent{i}-run"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         push = subprocess.run(
@@ -214,9 +216,12 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--agents", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--rate-mbit", type=int, default=100)
+    parser.add_argument("--pipeline", type=int, default=3, help="agents' pipeline_limit per agent peer")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
+    PIPELINE[0] = args.pipeline
     if os.geteuid() != 0:
         print("p2p_swarm: needs root (network namespaces and tc)", file=sys.stderr)
         return 2
@@ -245,7 +250,10 @@ def main() -> int:
                   flush=True)
     finally:
         cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -67,6 +67,9 @@ class TorrentControl:
         self.last_read = now
         self.finished = torrent.complete()
         self.final_announce_done = self.finished
+        self.started = now
+        self.from_agents = 0
+        self.from_origins = 0
 
     @property
     def info_hash(self) -> bytes:
@@ -196,6 +199,15 @@ class Scheduler:
         d.addCallbacks(lambda seed: self._finished(ctl, seed), lambda f: self._drop(ctl, f.value))
 
     def _finished(self, ctl: TorrentControl, seed: Torrent) -> None:
+        if not ctl.finished:
+            log.info(
+                "downloaded {d} in {t:.2f}s: {a} pieces from agents, {o} from origins, {c} peers",
+                d=seed.digest,
+                t=self.reactor.seconds() - ctl.started,
+                a=ctl.from_agents,
+                o=ctl.from_origins,
+                c=len(ctl.conns),
+            )
         old, ctl.torrent = ctl.torrent, seed
         ctl.dispatcher.torrent = seed
         if old is not seed:
@@ -295,6 +307,10 @@ class Scheduler:
         if conn.ctl is None:
             return
         if ok:
+            if conn.is_origin:
+                conn.ctl.from_origins += 1
+            else:
+                conn.ctl.from_agents += 1
             self.m_pieces_in.labels("origin" if conn.is_origin else "agent").inc()
             self.m_bytes_in.inc(conn.ctl.torrent.mi.piece_size(index))
         elif ok is None:
