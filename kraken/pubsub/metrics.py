@@ -21,7 +21,7 @@ class PubSubCollector(Collector):
         p = self.prefix
         router = self.router
         kinds: dict[str, list[int]] = {"memcached": [0, 0, 0], "websocket": [0, 0, 0]}
-        dropped = 0
+        dropped = router.stats.dropped_by_closed
         for client in router.clients.values():
             row = kinds.setdefault(client.kind, [0, 0, 0])
             row[0] += 1
@@ -50,7 +50,7 @@ class PubSubCollector(Collector):
         yield CounterMetricFamily(p + "messages_out", "records delivered to subscribers", value=s.delivered)
         yield CounterMetricFamily(p + "messages_replayed", "records replayed retroactively", value=s.replayed)
         yield CounterMetricFamily(
-            p + "queue_dropped", "records dropped from full queues (open connections)", value=dropped
+            p + "queue_dropped", "records dropped from full queues", value=dropped
         )
         m = self.memcached
         yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=m.rejected)

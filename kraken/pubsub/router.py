@@ -30,9 +30,10 @@ log = Logger(namespace="kraken.pubsub.router")
 class Stats:
     """Running totals, read by the metrics collector and the admin endpoint."""
 
-    __slots__ = ("delivered", "published", "publishes", "replayed")
+    __slots__ = ("delivered", "dropped_by_closed", "published", "publishes", "replayed")
 
     def __init__(self) -> None:
+        self.dropped_by_closed = 0  # queue drops of connections that are gone
         self.publishes = 0
         self.published = 0
         self.delivered = 0
@@ -88,7 +89,8 @@ class Router:
 
     def disconnect(self, client: Subscriber) -> None:
         self.flush()
-        self.clients.pop(client.id, None)
+        if self.clients.pop(client.id, None) is not None:
+            self.stats.dropped_by_closed += client.dropped
         for topic in client.topics:
             subs = self.subscribers.get(topic)
             if subs is not None:
