@@ -102,6 +102,7 @@ class Engine:
         self._started: dict[str, str] = {}  # si -> "starting" | "running" | "failed"
         self._parked: dict[str, set[str]] = {}
         self._retries: dict[str, Any] = {}
+        self._stuck: dict[str, Any] = {}  # node -> the (state, target) already logged as unreachable
         self.mutations_fired = 0
         self.metrics = metrics
         bus.subscribe("engine", [EventType.STATE_CHANGE], self._on_change)
@@ -196,6 +197,7 @@ class Engine:
             self.store.set_value(node_id, url, self.graph.zero[self.graph.index[url]], dsc=True)
 
     def _drop(self, node_id: str) -> None:
+        self._stuck.pop(node_id, None)
         ap = self.paths.pop(node_id, None)
         if ap is not None:
             ap.cancel()
@@ -239,11 +241,16 @@ class Engine:
         chain = g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
         old = self.paths.get(node_id)
         if not chain:
-            if chain is None:
+            stuck = (g.state_of(dsc), g.target_of(cfg)) if chain is None else None
+            if stuck is not None and self._stuck.get(node_id) != stuck:
                 log.info(
                     "node {node}: no path to its configured state (you can't get there from here)",
                     node=node_id,
                 )
+            if stuck is None:
+                self._stuck.pop(node_id, None)
+            else:
+                self._stuck[node_id] = stuck
             if old is not None and not old.complete:
                 old.cancel()
                 old.complete = True
