@@ -12,6 +12,6 @@ kraken_pubsub = ServiceMaker("kraken-pubsub", "kraken.pubsub.tap", "Pub/sub over
 kraken_tracker = ServiceMaker("kraken-tracker", "kraken.tracker.tap", "P2P tracker: peer handout and metainfo from origins", "kraken-tracker")
 kraken_origin = ServiceMaker("kraken-origin", "kraken.origin.tap", "P2P origin: blob uploads, backend fetches, seeding", "kraken-origin")
 kraken_agent = ServiceMaker("kraken-agent", "kraken.agent.tap", "P2P agent: downloads blobs from peers and serves them locally", "kraken-agent")
-kraken_state = ServiceMaker("kraken-state", "kraken.state.tap", "Cluster state engine: Cfg/Dsc, mutation graph, IPMI power, REST + websocket, parent/child sync", "kraken-state")
+kraken_state = ServiceMaker("kraken-state", "kraken.state.tap", "Cluster state engine", "kraken-state")
 kraken_build_index = ServiceMaker("kraken-build-index", "kraken.buildindex.tap", "Tag server: repo:tag to manifest digest, checked against origins", "kraken-build-index")
 kraken_pipeline = ServiceMaker("kraken-pipeline", "kraken.pipeline.tap", "Flow pipelines: JSON services, pipelines and routes over an HTTP JSON API", "kraken-pipeline")
