@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kraken.state.graph import MutationGraph
 from kraken.state.model import Node, PhysState, RunState
@@ -170,3 +172,116 @@ def test_non_mutator_excludes_show_in_the_graph() -> None:
     target = node(phys="POWER_OFF")
     target.busy = busy.busy
     assert plan([m], start, target) is None
+
+
+_checked: list[int] = []
+PHYS = ["PHYS_UNKNOWN", "POWER_OFF", "POWER_ON", "PHYS_HANG"]
+RUNS = ["UNKNOWN", "INIT", "SYNC"]
+
+
+POOL = [
+    (P, "PHYS_UNKNOWN", "POWER_OFF"),
+    (P, "POWER_OFF", "POWER_ON"),
+    (P, "POWER_ON", "POWER_OFF"),
+    (P, "PHYS_HANG", "POWER_OFF"),
+    (P, "PHYS_UNKNOWN", "POWER_ON"),
+    (P, "POWER_ON", "PHYS_HANG"),
+    (R, "UNKNOWN", "INIT"),
+    (R, "INIT", "SYNC"),
+    (R, "UNKNOWN", "SYNC"),
+    (R, "SYNC", "INIT"),
+]
+
+
+@st.composite
+def mutation_sets(draw: Any) -> list[Mutation]:
+    picks = draw(st.lists(st.sampled_from(range(len(POOL))), min_size=3, max_size=9))
+    out = []
+    for i, k in enumerate(picks):
+        url, a, b = POOL[k]
+        requires = {}
+        if draw(st.integers(0, 3)) == 0:
+            requires["/Platform"] = draw(st.sampled_from(["x", "y"]))
+        if url == R and draw(st.integers(0, 3)) > 0:
+            requires[P] = "POWER_ON"
+        excludes = {"/Busy": "BUSY"} if draw(st.integers(0, 4)) == 0 else {}
+        si = draw(st.sampled_from(["aa", "bb"]))
+        cost = draw(st.sampled_from([1.0, 1.0, 1.0, 2.5]))
+        out.append(declare(si, f"m{i}", {url: (a, b)}, requires=requires, excludes=excludes, cost=cost))
+    return out
+
+
+def brute_force_cost(
+    g: MutationGraph, start: tuple[Any, ...], target: Any, fixed: dict[str, Any]
+) -> float | None:
+    best: dict[tuple[Any, ...], float] = {g.forget(start): 0.0}
+    frontier = [g.forget(start)]
+    for _ in range(20):  # relax; the state space is tiny
+        nxt = []
+        for state in frontier:
+            for m in g.mutations:
+                if any(state[g.index[u]] != a for u, (a, _) in m.mutates.items()):
+                    continue
+                vals = {**fixed, **{u: state[i] for u, i in g.index.items()}}
+                if any(vals.get(u) != v for u, v in m.requires.items()):
+                    continue
+                if any(vals.get(u) == v for u, v in m.excludes.items()):
+                    continue
+                new = list(state)
+                for u, (_, b) in m.mutates.items():
+                    new[g.index[u]] = b
+                after = g.forget(tuple(new))
+                cost = best[state] + m.cost
+                if cost < best.get(after, float("inf")):
+                    best[after] = cost
+                    nxt.append(after)
+        frontier = nxt
+    reached = [c for s, c in best.items() if g.satisfies(s, target)]
+    return min(reached) if reached else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mutation_sets(),
+    st.sampled_from(PHYS),
+    st.sampled_from(PHYS),
+    st.sampled_from(RUNS),
+    st.sampled_from(["x", "y"]),
+    st.permutations(range(9)),
+)
+def test_paths_are_cheapest_valid_and_order_independent(
+    muts: list[Mutation], start_phys: str, want_phys: str, want_run: str, platform: str, order: list[int]
+) -> None:
+    if not muts:
+        return
+    start = node(platform=platform, phys=start_phys)
+    cfg = node(platform=platform, phys=want_phys, run=want_run)
+    g = MutationGraph(muts)
+    if g.index.keys() != {P, R}:
+        return
+    chain = g.path(g.state_of(start), g.target_of(cfg), g.fixed_of(cfg))
+    shuffled = [muts[i] for i in order if i < len(muts)]
+    g2 = MutationGraph(shuffled)
+    chain2 = g2.path(g2.state_of(start), g2.target_of(cfg), g2.fixed_of(cfg))
+    names = None if chain is None else [e.mutation.name for e in chain]
+    assert names == (None if chain2 is None else [e.mutation.name for e in chain2])
+    best = brute_force_cost(
+        g, g.state_of(start), g.target_of(cfg), {"/Platform": platform, "/Busy": cfg.busy}
+    )
+    if chain is None:
+        assert best is None
+        return
+    assert best is not None and sum(e.mutation.cost for e in chain) == best
+    state = g.forget(g.state_of(start))
+    for e in chain:
+        assert e.source == state
+        state = e.target
+    assert g.satisfies(state, g.target_of(cfg))
+    _checked.append(len(chain))
+
+
+def test_zz_the_property_test_exercised_real_paths() -> None:
+    """Runs after the property test (file order): it must have checked long paths, not trivia."""
+    if not _checked:
+        pytest.skip("the property test did not run in this session")
+    assert len(_checked) >= 20 and max(_checked) >= 3, _checked
