@@ -39,8 +39,9 @@ def split_tag(raw: str) -> tuple[str, str]:
 
 
 class BuildIndexAPI:
-    def __init__(self, tags: TagService, metrics: Metrics) -> None:
+    def __init__(self, tags: TagService, metrics: Metrics, origin: str | None = None) -> None:
         self.tags = tags
+        self.origin_address = origin
         self.puts = metrics.counter("tag_puts", "tags stored", ["outcome"])
         self.router = Router()
         self.router.route("PUT", "/tags/{tag:path}/digest/{digest}", self.put_tag)
@@ -49,6 +50,7 @@ class BuildIndexAPI:
         self.router.route("GET", "/list/{prefix:path}", self.list)
         self.router.route("GET", "/list/", self.list)
         self.router.route("GET", "/repositories/{repo:path}/tags", self.repo_tags)
+        self.router.route("GET", "/origin", self.origin)
 
     @inlineCallbacks
     def put_tag(self, request: Request, tag: str, digest: str) -> Any:
@@ -107,6 +109,11 @@ class BuildIndexAPI:
             token = quote(next_offset, safe="")
             links["next"] = f"/list/{quote(prefix, safe='')}?limit={limit}&offset={token}"
         return {"links": links, "size": len(page), "result": page, "next_offset": next_offset}
+
+    def origin(self, request: Request) -> Any:
+        if not self.origin_address:
+            raise HTTPError(404, "NO_ORIGIN", "this build-index knows no origin cluster")
+        return Response(200, self.origin_address.encode(), {"Content-Type": "text/plain"})
 
     @inlineCallbacks
     def repo_tags(self, request: Request, repo: str) -> Any:

@@ -41,6 +41,7 @@ class TagService:
         backend: Backend | None = None,
         duplicator: Duplicator | None = None,
     ) -> None:
+        self.replicator: Any = None
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,8 @@ class TagService:
         self.store.put(repo, tag, digest)
         if self.duplicator is not None and not duplicate:
             self.duplicator.tag_stored(repo, tag, digest)
+        if self.replicator is not None and not duplicate:
+            self.replicator.tag_stored(repo, tag, digest)
         if self.backend is not None:
             tmp = self._tmp(".tag")
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +12,7 @@ from twisted.application.service import Service
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
 from kraken.buildindex.duplicate import Duplicator
+from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
@@ -29,6 +31,8 @@ class Options(KrakenOptions):
             "origins": Key("list", [], "origin host:port list for dependency checks; empty skips them"),
             "backend": Key("dict", {}, "backend tags are written through to and read from ({type: ...})"),
             "cluster": Key("list", [], "other build-indexes (host:port); stored tags are copied there"),
+            "remotes": Key("dict", {}, "remote build-index host:port -> [repo:tag regexes] replicated there"),
+            "origin": Key("str", None, "origin address other clusters replicate to (default: origins[0])"),
             "allowed_roles": Key(
                 "list", ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
             ),
@@ -36,8 +40,25 @@ class Options(KrakenOptions):
     }
 
 
+CONFIG_ERROR = "kraken-build-index: config error: buildindex"
+
+
+def _remotes(config: dict[str, Any]) -> dict[str, list[str]]:
+    out = {}
+    for remote, patterns in config.items():
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise SystemExit(f"{CONFIG_ERROR}.remotes.{remote}: expected a list of regular expressions")
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise SystemExit(f"{CONFIG_ERROR}.remotes.{remote}: {e}") from None
+        out[str(remote)] = patterns
+    return out
+
+
 class _StopDuplicator(Service):
-    def __init__(self, duplicator: Duplicator) -> None:
+    def __init__(self, duplicator: Duplicator | Replicator) -> None:
         self.duplicator = duplicator
 
     def stopService(self) -> Any:
@@ -73,7 +94,18 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
                                 on_result=lambda outcome: outcomes.labels(outcome).inc())
         _StopDuplicator(duplicator).setServiceParent(svc)
     tags = TagService(TagStore(root / "tags"), root / "tmp", origins, backend, duplicator)
-    api = BuildIndexAPI(tags, svc.metrics)
+    if section["remotes"]:
+        if origins is None:
+            raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")
+        replicated = svc.metrics.counter("tag_replications", "replications to other clusters", ["outcome"])
+        replicator = Replicator(
+            _remotes(section["remotes"]), tags, make_http_client(svc.reactor, svc.tls), svc.tls, svc.reactor,
+            root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
+        )
+        tags.replicator = replicator
+        _StopDuplicator(replicator).setServiceParent(svc)
+    origin = section["origin"] or (section["origins"][0] if section["origins"] else None)
+    api = BuildIndexAPI(tags, svc.metrics, origin)
     site = make_site(api.router, svc.metrics, {"storage": lambda: root.is_dir()})
     svc.listen_all("http", config["listen"], site, allowed_roles=section["allowed_roles"])
     return svc

@@ -1,0 +1,103 @@
+"""Replication of tags to the build-indexes of other clusters, blobs first.
+
+``remotes`` maps a remote build-index (``host:port``) to the ``repo:tag`` patterns it takes.
+For each stored tag that matches, a task (retried with backoff by a :class:`Duplicator`)
+asks the remote for the tag; if it already points at the same digest nothing is done.
+Otherwise the remote names its origin cluster (``GET /origin``), every blob the manifest
+needs that the remote origins lack is copied there from ours (namespace = repository), and
+the tag is ``PUT`` on the remote build-index, which checks it and replicates it onwards.
+Unlike the original, a remote holding the tag with another digest is updated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import treq
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from kraken.buildindex.duplicate import Duplicator
+from kraken.core.digest import Digest
+from kraken.core.httpclient import HTTPStatusError, base_url
+from kraken.core.tls import TLSSettings
+from kraken.origin.client import OriginCluster
+
+log = Logger(namespace="kraken.buildindex.replicate")
+
+
+class Replicator:
+    def __init__(
+        self,
+        remotes: dict[str, list[str]],
+        tags: Any,
+        http: treq.HTTPClient,
+        tls: TLSSettings | None,
+        clock: IReactorTime,
+        scratch: Path,
+        on_result: Any = None,
+    ) -> None:
+        self.tags = tags
+        self.http = http
+        self.tls = tls
+        self.reactor = clock
+        self.scratch = scratch
+        self.routes: list[tuple[list[re.Pattern[str]], Duplicator]] = []
+        for remote, patterns in remotes.items():
+            compiled = [re.compile(p) for p in patterns]
+            self.routes.append((compiled, Duplicator([remote], self.replicate, clock, on_result=on_result)))
+
+    def tag_stored(self, repo: str, tag: str, digest: str) -> None:
+        name = f"{repo}:{tag}"
+        for patterns, queue in self.routes:
+            if any(p.match(name) for p in patterns):
+                queue.tag_stored(repo, tag, digest)
+
+    def stop(self) -> None:
+        for _, queue in self.routes:
+            queue.stop()
+
+    @inlineCallbacks
+    def _get(self, url: str, ok: tuple[int, ...] = (200,)) -> Any:
+        response = yield self.http.get(url)
+        body = yield response.content()
+        if response.code not in ok:
+            raise HTTPStatusError("GET", url, response.code, body)
+        return response.code, body
+
+    @inlineCallbacks
+    def replicate(self, remote: str, repo: str, tag: str, digest: str) -> Any:
+        base = base_url(remote, self.tls)
+        tag_url = f"{base}/tags/{quote(f'{repo}:{tag}', safe='')}"
+        code, body = yield self._get(tag_url, (200, 404))
+        if code == 200 and body.decode().strip() == digest:
+            return
+        _, origin = yield self._get(f"{base}/origin")
+        remote_origins = OriginCluster(self.reactor, [origin.decode().strip()], self.tls)
+        local = self.tags.origins
+        deps = yield self.tags.dependencies(repo, digest)
+        for dep in deps:
+            d = Digest.parse(dep)
+            size = yield remote_origins.stat(repo, d)
+            if size is not None:
+                continue
+            fd, name = tempfile.mkstemp(dir=self.scratch, suffix=".replica")
+            os.close(fd)
+            try:
+                yield local.download(repo, d, name)
+                yield remote_origins.upload(repo, d, name)
+            finally:
+                Path(name).unlink(missing_ok=True)
+        url = f"{tag_url}/digest/{digest}"
+        response = yield self.http.put(url, data=b"")
+        body = yield response.content()
+        if response.code != 200:
+            raise HTTPStatusError("PUT", url, response.code, body)
+        log.info("replicated {repo}:{tag} ({digest}) to {remote}", repo=repo, tag=tag, digest=digest,
+                 remote=remote)
