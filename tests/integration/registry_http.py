@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -53,3 +55,21 @@ class Registry:
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> Reply:
         return self.request("PUT", f"/v2/{name}/manifests/{reference}", body, {"Content-Type": media_type})
+
+
+class TLSClient:
+    """Synchronous HTTPS with our dev PKI's client certificate."""
+
+    def __init__(self, pki: Path, port: int, role: str = "client") -> None:
+        self.context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        self.context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
+        self.port = port
+
+    def request(self, method: str, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()

@@ -6,9 +6,7 @@ build-index refuses tags whose manifest or blobs are not on the origins.
 
 from __future__ import annotations
 
-import http.client
 import json
-import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration.p2p_fixtures import origin_config
-from tests.integration.registry_http import Registry
+from tests.integration.registry_http import Registry, TLSClient
 from tests.integration.registry_support import (
     build_index_config,
     build_oci_layout,
@@ -27,24 +25,6 @@ from tests.integration.registry_support import (
     skopeo,
 )
 from tests.support import tls_section
-
-
-class TLSClient:
-    """Synchronous HTTPS with our dev PKI's client certificate."""
-
-    def __init__(self, pki: Path, port: int, role: str = "client") -> None:
-        self.context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        self.context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
-        self.port = port
-
-    def request(self, method: str, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
 
 
 @pytest.fixture

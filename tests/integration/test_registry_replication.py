@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.integration.p2p_fixtures import origin_config
+from tests.integration.registry_http import TLSClient
 from tests.integration.registry_support import (
     build_index_config,
     build_oci_layout,
@@ -16,7 +17,6 @@ from tests.integration.registry_support import (
     sha256,
     skopeo,
 )
-from tests.integration.test_registry_flow import TLSClient
 
 
 def _wait_for_tag(client: TLSClient, tag: str, digest: str, timeout: float = 20) -> None:
