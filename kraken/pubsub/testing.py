@@ -56,7 +56,9 @@ class Conn:
 
 
 class Harness:
-    def __init__(self, shards: int = 4, retained: int = 10000, start: float = 1_700_000_000.0, **limits: Any):
+    def __init__(
+        self, shards: int = 4, retained: int = 10000, start: float = 1_700_000_000.0, **limits: Any
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(start)
         self.router = Router(self.clock, shards=shards, retained_per_shard=retained)
