@@ -40,6 +40,7 @@ log = Logger(namespace="kraken.registry.api")
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10000
+KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 
 
 @implementer(IPushProducer)
@@ -198,6 +199,8 @@ class RegistryResource(Resource):
             d = Deferred()
             d.errback(Failure(e))
         method = request.method.decode("ascii", "replace")
+        if method not in KNOWN_METHODS:
+            method = "other"  # keeps the metric's label set bounded
         d.addCallbacks(lambda r: self._done(request, r), lambda f: self._failed(request, f))
         d.addBoth(lambda _: self.requests.labels(endpoint, method, str(request.code)).inc())
         request.notifyFinish().addErrback(lambda _: d.cancel())
