@@ -24,14 +24,22 @@ kraken_agent = _server(
     "kraken-agent", "kraken.agent.tap", "P2P agent: downloads blobs from peers and serves them locally"
 )
 kraken_build_index = _server(
-    "kraken-build-index", "kraken.buildindex.tap", "Tag server: repo:tag to manifest digest, checked against origins"
+    "kraken-build-index",
+    "kraken.buildindex.tap",
+    "Tag server: repo:tag to manifest digest, checked against origins",
 )
 kraken_proxy = _server(
-    "kraken-proxy", "kraken.proxy.tap", "Docker/OCI registry for pushes: blobs to origins, tags to the build-index"
+    "kraken-proxy",
+    "kraken.proxy.tap",
+    "Docker/OCI registry for pushes: blobs to origins, tags to the build-index",
 )
 kraken_state = _server(
-    "kraken-state", "kraken.state.tap", "Cluster state engine: Cfg/Dsc, mutation graph, IPMI power, parent/child sync"
+    "kraken-state",
+    "kraken.state.tap",
+    "Cluster state engine: Cfg/Dsc, mutation graph, IPMI power, parent/child sync",
 )
 kraken_pipeline = _server(
-    "kraken-pipeline", "kraken.pipeline.tap", "Flow pipelines: JSON services, pipelines and routes over an HTTP JSON API"
+    "kraken-pipeline",
+    "kraken.pipeline.tap",
+    "Flow pipelines: JSON services, pipelines and routes over an HTTP JSON API",
 )
