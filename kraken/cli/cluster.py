@@ -136,15 +136,18 @@ def _up(args: argparse.Namespace) -> int:
             else:
                 failed.append(m)
                 print(f"{m.tapname:<20} FAILED (see {m.log_file})", flush=True)
+        if failed:
+            print("kraken cluster: some servers did not start; stopping the others", file=sys.stderr)
+            return 1
         if args.check:
-            return 1 if failed else 0
+            return 0
         print("all started; Ctrl-C stops the cluster", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             for m in members:
-                if m.proc and m.proc.poll() is not None and m not in failed:
-                    failed.append(m)
-                    print(f"{m.tapname} exited with {m.proc.returncode} (see {m.log_file})", flush=True)
+                if m.proc and m.proc.poll() is not None:
+                    print(f"{m.tapname} exited with {m.proc.returncode} (see {m.log_file})", file=sys.stderr)
+                    return 1
             time.sleep(1)
     except KeyboardInterrupt:
         return 0
