@@ -44,6 +44,8 @@ class DispatchConfig:
     piece_request_timeout_per_mib: float = 4.0
     rarest_first: bool = True
     super_seed: bool = False
+    super_seed_window: int = 2
+    super_seed_spread: float = 3.0
 
     def timeout(self, piece_length: int) -> float:
         return max(self.piece_request_min_timeout, self.piece_request_timeout_per_mib * piece_length / 2**20)
@@ -89,7 +91,7 @@ class Dispatcher:
         # so the origin's upload goes to pieces the swarm lacks instead of duplicates.
         self.super_seed = self.config.super_seed and self.completed
         self.reveal_count = [0] * torrent.mi.num_pieces
-        self.revealed: dict[bytes, set[int]] = {}
+        self.revealed: dict[bytes, dict[int, float]] = {}
 
     def advertised(self, peer_id: bytes | None = None) -> Bitfield:
         """The bitfield to put in our handshake to *peer_id*."""
@@ -111,7 +113,7 @@ class Dispatcher:
             link.close("both sides complete")
             return
         if self.super_seed:
-            self.revealed[link.peer_id] = set()
+            self.revealed[link.peer_id] = {}
             self._reveal(state)
         self._fill(state)
 
@@ -142,6 +144,9 @@ class Dispatcher:
         # The requester will have it soon; do not count it as missing there.
         self._peer_has(state, index)
         if self.super_seed:
+            shown = self.revealed.get(peer_id)
+            if shown is not None and index in shown:
+                shown[index] = self.clock.seconds()
             self._reveal(state)
 
     def on_announce(self, peer_id: bytes, index: int) -> None:
@@ -150,6 +155,10 @@ class Dispatcher:
             return
         self._peer_has(state, index)
         if self.super_seed:
+            # Someone else holding the piece may free the window of whoever we showed it to.
+            for pid, shown in self.revealed.items():
+                if index in shown and pid in self.peers:
+                    self._reveal(self.peers[pid])
             self._reveal(state)
         self._fill(state)
 
@@ -212,6 +221,9 @@ class Dispatcher:
                 self.peers[peer_id].invalid.add(index)
         if expired:
             self._fill_all()
+        if self.super_seed:
+            for state in list(self.peers.values()):
+                self._reveal(state)
 
     def idle_peers(self, idle: float) -> list[bytes]:
         now = self.clock.seconds()
@@ -219,18 +231,32 @@ class Dispatcher:
 
     # -- internals ------------------------------------------------------------------------------
     def _reveal(self, state: PeerState) -> None:
+        """Show *state*'s peer more pieces while fewer than ``super_seed_window`` are unpropagated.
+
+        A piece shown to a peer stays "unpropagated" until the peer has it and, when other
+        peers are connected, one of them has it too (or ``super_seed_spread`` seconds passed
+        since it was asked for): the origin feeds each peer new pieces only as fast as the
+        swarm spreads them, so it sends each piece about once.
+        """
         shown = self.revealed.get(state.link.peer_id)
         if shown is None:
             return
-        waiting = sum(1 for i in shown if i not in state.bitfield)
-        want = self.config.origin_pipeline_limit - waiting
+        now = self.clock.seconds()
+        others = len(self.peers) > 1
+        waiting = 0
+        for i, asked in shown.items():
+            if i not in state.bitfield:
+                waiting += 1
+            elif others and self.availability[i] < 2 and now - asked < self.config.super_seed_spread:
+                waiting += 1
+        want = self.config.super_seed_window - waiting
         if want <= 0:
             return
         options = [i for i in range(self.torrent.mi.num_pieces) if i not in shown and i not in state.bitfield]
         self.rng.shuffle(options)
         options.sort(key=lambda i: self.reveal_count[i])
         for index in options[:want]:
-            shown.add(index)
+            shown[index] = now
             self.reveal_count[index] += 1
             state.link.send_announce(index)
 

@@ -227,7 +227,7 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
     tmp.write_bytes(data)
     store.cas.ingest(tmp, mi.digest)
     seed = store.seed(mi)
-    config = DispatchConfig(super_seed=True, origin_pipeline_limit=3)
+    config = DispatchConfig(super_seed=True, super_seed_window=3)
     d = Dispatcher(seed, Clock(), config, rng=random.Random(2))
     assert d.advertised().count() == 0, "a super-seeder claims nothing in its handshake"
     a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
@@ -235,5 +235,8 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
         d.add_peer(link, Bitfield(10))
     shown = a.announces + b.announces + c.announces
     assert len(a.announces) == 3 and len(shown) == 9 and len(set(shown)) == 9, "each piece shown once"
-    d.on_request(a.peer_id, a.announces[0])
-    assert len(a.announces) == 4 and a.announces[3] not in shown, "serving reveals an unseen piece"
+    first = a.announces[0]
+    d.on_request(a.peer_id, first)
+    assert len(a.announces) == 3, "a piece a holds alone still occupies its window"
+    d.on_announce(b.peer_id, first)
+    assert len(a.announces) == 4 and a.announces[3] not in shown, "once spread, a is shown an unseen piece"
