@@ -240,7 +240,7 @@ def brute_force_cost(
     return min(reached) if reached else None
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     mutation_sets(),
     st.sampled_from(PHYS),
