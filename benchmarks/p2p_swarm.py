@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ ORIGIN_IP = f"{SUBNET}.1"
 PY = sys.executable
 PIECE_LENGTH = [4 * 1024 * 1024]
 PIPELINE = [3]
+BITTORRENT = [False]
 TWISTD = str(Path(PY).with_name("twistd"))
 
 _namespaces: list[str] = []
@@ -57,7 +59,7 @@ def in_ns(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *args]
 
 
-def cleanup() -> None:
+def stop_processes() -> None:
     for proc in _procs:
         if proc.poll() is None:
             proc.terminate()
@@ -67,6 +69,10 @@ def cleanup() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     _procs.clear()
+
+
+def cleanup() -> None:
+    stop_processes()
     for ns in reversed(_namespaces):
         sh("ip", "netns", "del", ns, check=False)
     _namespaces.clear()
@@ -150,6 +156,75 @@ def timed_parallel(commands: list[list[str]]) -> float:
     return time.monotonic() - started
 
 
+def bencode(value: object) -> bytes:
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, str):
+        return bencode(value.encode())
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(type(value))
+
+
+def make_torrent(blob: Path, announce: str, piece_length: int) -> tuple[bytes, str]:
+    pieces = []
+    with open(blob, "rb") as f:
+        while chunk := f.read(piece_length):
+            pieces.append(hashlib.sha1(chunk).digest())
+    info = {"length": blob.stat().st_size, "name": "blob", "piece length": piece_length,
+            "pieces": b"".join(pieces)}
+    return bencode({"announce": announce, "info": info}), hashlib.sha1(bencode(info)).hexdigest()
+
+
+def bittorrent_round(work: Path, blob: Path, tracker_ns: str, origin_ns: str, agent_ns: list[str]) -> float:
+    """aria2c leechers + one aria2c seeder on the origin host, opentracker on the tracker host."""
+    work.mkdir(parents=True, exist_ok=True)
+    for d in (work.parent, work):
+        os.chmod(d, 0o755)
+    torrent, info_hash = make_torrent(blob, f"http://{TRACKER_IP}:6969/announce", PIECE_LENGTH[0])
+    (work / "blob.torrent").write_bytes(torrent)
+    (work / "whitelist").write_text(info_hash + "\n")
+    os.chmod(work / "whitelist", 0o644)
+    tracker = subprocess.Popen(
+        in_ns(tracker_ns, "opentracker", "-i", TRACKER_IP, "-p", "6969", "-P", "6969", "-u", "nobody",
+              "-d", "/", "-w", str(work / "whitelist")),
+        stdout=open(work / "opentracker.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    _procs.append(tracker)
+    common = ["aria2c", "--enable-dht=false", "--bt-enable-lpd=false", "--seed-ratio=0.0",
+              "--bt-tracker-interval=1", "--file-allocation=none", "--summary-interval=0",
+              "--console-log-level=warn", "--bt-max-peers=55", str(work / "blob.torrent")]
+    seed_dir = work / "seed"
+    seed_dir.mkdir(exist_ok=True)
+    shutil.copy(blob, seed_dir / "blob")
+    _procs.append(subprocess.Popen(in_ns(origin_ns, *common[:-1], "--check-integrity=true",
+                                         f"--dir={seed_dir}", f"--log={work / 'seed.log'}", common[-1]),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(3)  # the seeder hashes the file and announces before leechers start
+    dirs = [work / f"leech{i}" for i in range(len(agent_ns))]
+    started = time.monotonic()
+    for ns, d in zip(agent_ns, dirs):
+        d.mkdir(exist_ok=True)
+        _procs.append(subprocess.Popen(in_ns(ns, *common[:-1], f"--dir={d}", f"--log={d}.log", common[-1]),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    size = blob.stat().st_size
+    pending = set(range(len(dirs)))
+    deadline = started + 600
+    while pending and time.monotonic() < deadline:
+        for i in list(pending):
+            f = dirs[i] / "blob"
+            if f.exists() and not (dirs[i] / "blob.aria2").exists() and f.stat().st_size == size:
+                pending.discard(i)
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if pending:
+        raise RuntimeError("bittorrent round did not finish in 10 minutes")
+    return elapsed
+
+
 def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Digest) -> dict[str, float]:
     pki = root / "pki"
     tracker_ns, origin_ns, agent_ns = make_topology(n, rate)
@@ -204,7 +279,12 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         ).stdout
         sent = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                    if line.startswith("kraken_origin_piece_bytes_sent_total"))
-        return {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu}
+        result = {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu}
+        if BITTORRENT[0]:
+            stop_processes()
+            bt_dir = root / f"n{n}" / "bt"
+            result["bittorrent"] = bittorrent_round(bt_dir, blob, tracker_ns, origin_ns, agent_ns)
+        return result
     finally:
         cleanup()
 
@@ -217,11 +297,16 @@ def main() -> int:
     parser.add_argument("--agents", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--rate-mbit", type=int, default=100)
     parser.add_argument("--pipeline", type=int, default=3, help="agents' pipeline_limit per agent peer")
+    parser.add_argument("--bittorrent", action="store_true", help="also time aria2c + opentracker")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
     PIPELINE[0] = args.pipeline
+    BITTORRENT[0] = args.bittorrent
+    if args.bittorrent and not (shutil.which("aria2c") and shutil.which("opentracker")):
+        packages = ["aria2", "opentracker"]
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], check=True)
     if os.geteuid() != 0:
         print("p2p_swarm: needs root (network namespaces and tc)", file=sys.stderr)
         return 2
@@ -229,6 +314,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     atexit.register(cleanup)
     root = Path(tempfile.mkdtemp(prefix="kraken-p2p-bench-"))
+    os.chmod(root, 0o755)  # opentracker drops to nobody and must read its whitelist here
     try:
         certs.ensure_dev_pki(root / "pki", {"client": "client"})
         size = args.size_mb * 1024 * 1024
@@ -241,12 +327,14 @@ def main() -> int:
         print(f"blob {args.size_mb} MiB ({args.piece_mb:g} MiB pieces), links {args.rate_mbit} Mbit/s"
               f" up and down; ideal S/B = {ideal:.2f}s")
         print(f"{'N':>3} {'http s':>8} {'kraken s':>9} {'http/ideal':>11} {'kraken/ideal':>13}"
-              f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14} {'agent cpu s':>12}")
+              f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14} {'agent cpu s':>12}"
+              f" {'bt s':>7} {'bt/kraken':>10}")
         for n in args.agents:
             t = run_round(n, size, args.rate_mbit, root, blob, digest)
             h, k = t["http"], t["kraken"]
             print(f"{n:>3} {h:>8.2f} {k:>9.2f} {h / ideal:>11.2f} {k / ideal:>13.2f}"
-                  f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f} {t['agent_cpu']:>12.2f}",
+                  f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f} {t['agent_cpu']:>12.2f}"
+                  + (f" {t['bittorrent']:>7.2f} {t['bittorrent'] / k:>10.2f}" if "bittorrent" in t else ""),
                   flush=True)
     finally:
         cleanup()
