@@ -21,6 +21,8 @@ def scheduler_schema() -> dict[str, Key]:
         "piece_request_timeout_per_mib": Key("float", 4.0, "extra timeout seconds per MiB of piece"),
         "rarest_first": Key("bool", True, "request the pieces fewest peers have first"),
         "super_seed": Key("bool", None, "reveal pieces a few at a time (default: on for origins)"),
+        "super_seed_window": Key("int", 2, "pieces shown to a peer and not yet spread", minimum=1),
+        "super_seed_spread": Key("float", 3.0, "seconds after which a shown piece counts as spread"),
         "blacklist_duration": Key("float", 30.0, "seconds a failing peer is shunned for a blob"),
         "conn_tti": Key("float", 30.0, "close a connection idle this long (seconds)"),
         "seeder_tti": Key("float", 300.0, "forget a complete blob nobody read for this long"),
@@ -47,6 +49,8 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
         piece_request_timeout_per_mib=section["piece_request_timeout_per_mib"],
         rarest_first=section["rarest_first"],
         super_seed=bool(section["super_seed"]),
+        super_seed_window=section["super_seed_window"],
+        super_seed_spread=section["super_seed_spread"],
     )
     names = (
         "max_open_conn max_mutual_conn blacklist_duration conn_tti seeder_tti leecher_tti "
