@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
-
 from kraken.agent.blobs import AgentBlobs
 from kraken.agent.server import AgentAPI
 from kraken.agent.tracker_client import TrackerClient
@@ -19,8 +17,7 @@ from kraken.p2p.conn import PeerFactory
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 from kraken.p2p.storage import PieceStore
-
-log = Logger(namespace="kraken.agent")
+from kraken.registry.agent import make_agent_registry
 
 
 class Options(KrakenOptions):
@@ -88,13 +85,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
 
     registry = config["registry"]
     if registry["listen"]:
-        try:
-            from kraken.registry.agent import make_agent_registry
-        except ImportError:
-            log.warn("registry.listen is set but kraken.registry.agent is not available; no registry port")
-        else:
-            registry_site = make_agent_registry(
-                blobs=blobs, config=config, tls=svc.tls, metrics=svc.metrics, reactor=reactor
-            )
-            svc.listen_all("registry", registry["listen"], registry_site)
+        registry_site = make_agent_registry(
+            blobs=blobs, config=config, tls=svc.tls, metrics=svc.metrics, reactor=reactor
+        )
+        svc.listen_all("registry", registry["listen"], registry_site)
     return svc

@@ -23,14 +23,18 @@ from kraken.pipeline.store import Store, read_project
 log = Logger(namespace="kraken.pipeline.tap")
 
 
+DEFAULT_DB = "kraken-pipeline.sqlite"
+
+
 class Options(KrakenOptions):
     tapname = "kraken-pipeline"
     schema = {
         **common_schema(listen=["tcp:4001:interface=127.0.0.1"]),
         "pipeline": {
             "database": Key(
-                "path", None, "SQLite file keeping definitions across restarts; null: memory only"
+                "path", None, f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} in cwd)"
             ),
+            "persist": Key("bool", True, "keep definitions in the database; false keeps them in memory only"),
             "project_dir": Key("path", None, "folder with services/*.json, pipelines/*.json, routes.json"),
             "default_timeout": Key(
                 "float", 20.0, "seconds an event may take before its error event", minimum=0.001
@@ -71,7 +75,7 @@ class PipelineApp:
         cfg = config["pipeline"]
         self.clock = clock
         self.cfg = cfg
-        self.store = Store(cfg["database"]) if cfg["database"] else None
+        self.store = Store(cfg["database"] or DEFAULT_DB) if cfg["persist"] else None
         ctx = ClientContext(
             clock,
             tls,

@@ -252,3 +252,14 @@ def test_mutual_tls_listener(servers: ServerProcess.Pool, tmp_path: Path, pki: P
         f"https://127.0.0.1:{proc.port('http')}/pipelines", context=context, timeout=10
     ) as r:
         assert json.loads(r.read()) == []
+
+
+def test_definitions_persist_by_default_in_the_working_directory(
+    servers: ServerProcess.Pool, tmp_path: Path
+) -> None:
+    proc = servers.start("kraken-pipeline", {"listen": ["tcp:0:interface=127.0.0.1"]}, name="defaults")
+    math_ready(Http(proc.port("http")))
+    proc.stop()
+    assert (proc.workdir / "kraken-pipeline.sqlite").exists()
+    proc.start()
+    assert Http(proc.port("http")).ok("GET", "/pipelines/status/the-pipeline") == {"status": ":ready"}
