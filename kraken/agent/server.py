@@ -11,19 +11,12 @@ from twisted.web.server import Request
 
 from kraken.agent.blobs import AgentBlobs
 from kraken.backends.base import BlobNotFound
-from kraken.core.digest import Digest
-from kraken.core.http import HTTPError, Response, Router
+from kraken.core.http import HTTPError, Response, Router, digest_param
 from kraken.p2p.httpfile import serve_file
 from kraken.p2p.scheduler import Scheduler
 
 log = Logger(namespace="kraken.agent.server")
 
-
-def parse_digest(text: str) -> Digest:
-    try:
-        return Digest.parse_loose(unquote(text))
-    except ValueError as e:
-        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
 
 
 class AgentAPI:
@@ -46,7 +39,7 @@ class AgentAPI:
 
     @inlineCallbacks
     def get_blob(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest, loose=True)
         try:
             path = yield self.blobs.fetch(unquote(ns), str(d))
         except BlobNotFound:
@@ -59,6 +52,6 @@ class AgentAPI:
         return serve_file(request, path)
 
     def delete_blob(self, request: Request, digest: str) -> Response:
-        d = parse_digest(digest)
+        d = digest_param(digest, loose=True)
         existed = self.blobs.delete(d)
         return Response(200, {"deleted": existed})

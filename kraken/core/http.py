@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -31,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 
 log = Logger(namespace="kraken.http")
@@ -103,6 +105,18 @@ def query_int(request: Request, name: str, default: int | None = None, minimum: 
     if value < minimum:
         raise HTTPError(400, "BAD_PARAMETER", f"query parameter {name!r} must be at least {minimum}")
     return value
+
+
+def digest_param(text: str, loose: bool = False) -> Digest:
+    """A digest from a URL path segment (percent-decoded), or a ``400 BAD_DIGEST`` naming the fault.
+
+    *loose* also accepts a bare hex digest, as agents do.
+    """
+    try:
+        text = unquote(text)
+        return Digest.parse_loose(text) if loose else Digest.parse(text)
+    except ValueError as e:
+        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
 
 
 def write_response(request: Request, result: Any) -> None:

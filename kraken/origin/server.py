@@ -15,7 +15,7 @@ from kraken.backends.base import BlobNotFound
 from kraken.core.cas import DigestMismatch, UnknownUpload
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
-from kraken.core.http import HTTPError, Response, Router
+from kraken.core.http import HTTPError, Response, Router, digest_param
 from kraken.core.tls import request_identity
 from kraken.origin.blobs import FetchFailed, OriginBlobs, State
 from kraken.p2p.httpfile import serve_file
@@ -24,12 +24,6 @@ log = Logger(namespace="kraken.origin.server")
 _RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
 COPY_CHUNK = 1 << 20
 
-
-def parse_digest(text: str) -> Digest:
-    try:
-        return Digest.parse(unquote(text))
-    except ValueError as e:
-        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
 
 
 class OriginAPI:
@@ -92,13 +86,13 @@ class OriginAPI:
 
     # -- routes -----------------------------------------------------------------------------------
     def locations(self, request: Request, digest: str) -> Response:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         hosts = self.ring().locations(d.hex)
         return Response(200, b"", {"Origin-Locations": ",".join(hosts)})
 
     def start_upload(self, request: Request, digest: str, ns: str | None = None) -> Response:
         self._check_writer(request)
-        d = parse_digest(digest)
+        d = digest_param(digest)
         if self.blobs.cas.has(d):
             if ns is not None:
                 self.blobs.write_back(unquote(ns), d)
@@ -108,7 +102,7 @@ class OriginAPI:
 
     def patch_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Response:
         self._check_writer(request)
-        d = parse_digest(digest)
+        d = digest_param(digest)
         header = (request.getHeader("content-range") or "").strip()
         m = _RANGE.match(header)
         if not m:
@@ -135,7 +129,7 @@ class OriginAPI:
     @inlineCallbacks
     def commit_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Any:
         self._check_writer(request)
-        d = parse_digest(digest)
+        d = digest_param(digest)
         if self.blobs.cas.has(d):
             self.blobs.cas.abort_upload(uid)
             raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
@@ -153,7 +147,7 @@ class OriginAPI:
 
     @inlineCallbacks
     def get_blob(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         state = yield self._ensure(ns, d)
         if state is State.FETCHING:
             return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
@@ -162,7 +156,7 @@ class OriginAPI:
 
     @inlineCallbacks
     def get_metainfo(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         state = yield self._ensure(ns, d)
         if state is State.FETCHING:
             return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
@@ -173,13 +167,13 @@ class OriginAPI:
 
     @inlineCallbacks
     def prefetch(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         state = yield self._ensure(ns, d)
         return Response(200 if state is State.READY else 202, {"status": state.value})
 
     @inlineCallbacks
     def stat(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         size = self.blobs.cas.size(d)
         if size is None and (request.args.get(b"local") or [b""])[0] != b"true":
             backend = self.blobs.backends.for_namespace(unquote(ns))

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from kraken.core.digest import Digest
-from kraken.core.http import HTTPError, Response, Router, read_json
+from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
 from kraken.core.metrics import Metrics
 from kraken.origin.client import OriginClient, OriginCluster
 from kraken.tracker.peerstore import PeerRecord, PeerStore
@@ -40,12 +40,6 @@ class TTLCache:
         while len(self.items) > self.size:
             self.items.popitem(last=False)
 
-
-def parse_digest(text: str) -> Digest:
-    try:
-        return Digest.parse(unquote(text))
-    except ValueError as e:
-        raise HTTPError(400, "BAD_DIGEST", str(e)) from None
 
 
 class TrackerAPI:
@@ -143,7 +137,7 @@ class TrackerAPI:
 
     @inlineCallbacks
     def metainfo(self, request: Request, ns: str, digest: str) -> Any:
-        d = parse_digest(digest)
+        d = digest_param(digest)
         cached = self.metainfo_cache.get(d.hex)
         if cached is not None:
             return Response(200, cached, {"Content-Type": "application/json"})
