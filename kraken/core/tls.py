@@ -268,6 +268,24 @@ class IdentifiedProtocol(ProtocolWrapper):
             ready.errback(Failure(self._refused) if self._refused else reason)
 
 
+class SeesTLSLayer:
+    """Mixin for protocols that need Twisted's TLS protocol itself as their transport.
+
+    autobahn reads the TLS channel binding from its transport and insists that it *is* a
+    ``TLSMemoryBIOProtocol``; behind :class:`IdentifiedProtocol` it would fail. Such a protocol
+    is handed the TLS layer under the wrapper (the same writes, the same producer), and keeps
+    the wrapper's verified identity as ``tls_peer``.
+    """
+
+    tls_peer: PeerIdentity | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        if isinstance(transport, IdentifiedProtocol):
+            self.tls_peer = transport.peer
+            transport = transport.transport
+        super().makeConnection(transport)  # type: ignore[misc]
+
+
 class RoleRefused(Exception):
     """The peer's certificate is valid but names a role this side does not talk to."""
 

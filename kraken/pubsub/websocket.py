@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from kraken.core.tls import IdentifiedProtocol
+from kraken.core.tls import SeesTLSLayer
 from kraken.pubsub import wire
 from kraken.pubsub.router import Router
 from kraken.pubsub.subscriber import Subscriber
@@ -105,41 +105,6 @@ def _topics(message: dict[str, Any]) -> list[bytes]:
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
         raise CommandError("'topics' must be a list of strings")
     return [t.encode("utf-8") for t in topics]
-
-
-class SeesTLSLayer:
-    """For autobahn protocols behind kraken's mutual-TLS wrapper (:class:`IdentifiedProtocol`).
-
-    autobahn reads the TLS channel binding from its transport when the connection opens and
-    insists on Twisted's TLS protocol itself; behind the wrapper it would fail. While autobahn
-    looks, it is shown the TLS layer under the wrapper (writes there are the same writes)."""
-
-    transport: Any
-
-    def _tls_layer(self) -> Any:
-        return self.transport.transport if isinstance(self.transport, IdentifiedProtocol) else None
-
-    def connectionMade(self) -> None:
-        tls = self._tls_layer()
-        if tls is None:
-            super().connectionMade()  # type: ignore[misc]
-            return
-        wrapper, self.transport = self.transport, tls
-        try:
-            super().connectionMade()  # type: ignore[misc]
-        finally:
-            self.transport = wrapper
-
-    def _onOpen(self) -> None:
-        tls = self._tls_layer()
-        if tls is None:
-            super()._onOpen()  # type: ignore[misc]
-            return
-        wrapper, self.transport = self.transport, tls
-        try:
-            super()._onOpen()  # type: ignore[misc]
-        finally:
-            self.transport = wrapper
 
 
 class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):

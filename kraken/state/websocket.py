@@ -10,9 +10,9 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from kraken.core.tls import SeesTLSLayer
 from kraken.state import model
 from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData
 
@@ -61,12 +61,6 @@ def event_message(event: Event) -> dict[str, Any]:
     return {"type": int(event.type), "url": path, "data": event.describe(), "nodeid": node_id, "value": value}
 
 
-def tls_transport(transport: Any) -> Any:
-    """The TLS protocol under kraken's handshake wrapper: autobahn reads TLS details from it."""
-    inner = getattr(transport, "transport", None)
-    return inner if isinstance(inner, TLSMemoryBIOProtocol) else transport
-
-
 @implementer(IPushProducer)
 class _Flow:
     """Tells an :class:`EventSocket` when the transport wants it to stop writing."""
@@ -86,13 +80,8 @@ class _Flow:
         self.paused = True
 
 
-class EventSocket(WebSocketServerProtocol):
+class EventSocket(SeesTLSLayer, WebSocketServerProtocol):
     factory: EventSocketFactory
-    identity: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.identity = getattr(transport, "peer", None)
-        super().makeConnection(tls_transport(transport))
 
     def onOpen(self) -> None:
         self.sub_name = f"ws-{next(_ids)}"
@@ -100,7 +89,7 @@ class EventSocket(WebSocketServerProtocol):
         self.pending: deque[bytes] = deque()
         self.flow = _Flow(self)
         self.registerProducer(self.flow, True)
-        who = self.identity.name if self.identity is not None else self.peer
+        who = self.tls_peer.name if self.tls_peer is not None else self.peer
         log.info("websocket client {who} connected", who=who)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn names

@@ -13,8 +13,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer, reactor
 
 from kraken.core.endpoints import connect
+from kraken.core.tls import SeesTLSLayer
 from kraken.state.client import ClientError, StateClient
-from kraken.state.websocket import tls_transport
 from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
 from tests.support import ServerProcess, run_twistd, tls_settings
 
@@ -135,10 +135,7 @@ def test_bad_state_file_is_a_clear_startup_error(pki: Path, tmp_path: Path, serv
         servers.start("kraken-state", state_config(pki, tmp_path, state_file=str(bad)), name="bad")
 
 
-class Listener(WebSocketClientProtocol):
-    def makeConnection(self, transport: Any) -> None:
-        super().makeConnection(tls_transport(transport))
-
+class Listener(SeesTLSLayer, WebSocketClientProtocol):
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
 
