@@ -45,6 +45,7 @@ PY = sys.executable
 PIECE_LENGTH = [4 * 1024 * 1024]
 PIPELINE = [3]
 BITTORRENT = [False]
+HTTP = [True]
 TWISTD = str(Path(PY).with_name("twistd"))
 
 _namespaces: list[str] = []
@@ -194,7 +195,10 @@ def bittorrent_round(work: Path, blob: Path, tracker_ns: str, origin_ns: str, ag
         stdout=open(work / "opentracker.log", "wb"), stderr=subprocess.STDOUT,
     )
     _procs.append(tracker)
-    common = ["aria2c", "--enable-dht=false", "--bt-enable-lpd=false", "--seed-ratio=0.0",
+    hook = work / "on-complete.sh"  # aria2c keeps its .aria2 file while it seeds: mark completion instead
+    hook.write_text('#!/bin/sh\ntouch "$3.done"\n')
+    hook.chmod(0o755)
+    common = ["aria2c", "--enable-dht=false", f"--on-bt-download-complete={hook}", "--bt-enable-lpd=false", "--seed-ratio=0.0",
               "--bt-tracker-interval=1", "--file-allocation=none", "--summary-interval=0",
               "--console-log-level=warn", "--bt-max-peers=55", str(work / "blob.torrent")]
     seed_dir = work / "seed"
@@ -210,13 +214,11 @@ def bittorrent_round(work: Path, blob: Path, tracker_ns: str, origin_ns: str, ag
         d.mkdir(exist_ok=True)
         _procs.append(subprocess.Popen(in_ns(ns, *common[:-1], f"--dir={d}", f"--log={d}.log", common[-1]),
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    size = blob.stat().st_size
     pending = set(range(len(dirs)))
     deadline = started + 600
     while pending and time.monotonic() < deadline:
         for i in list(pending):
-            f = dirs[i] / "blob"
-            if f.exists() and not (dirs[i] / "blob.aria2").exists() and f.stat().st_size == size:
+            if (dirs[i] / "blob.done").exists():
                 pending.discard(i)
         time.sleep(0.05)
     elapsed = time.monotonic() - started
@@ -262,7 +264,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
             raise RuntimeError(push.stderr)
         url = f"/namespace/bench/blobs/{digest}"
         c = pki / "client"
-        http = timed_parallel([
+        http = float("nan") if not HTTP[0] else timed_parallel([
             in_ns(ns, "curl", "-sf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
                   "--key", f"{c}.key", "-o", "/dev/null", f"https://{ORIGIN_IP}:15002{url}")
             for ns in agent_ns
@@ -298,12 +300,15 @@ def main() -> int:
     parser.add_argument("--rate-mbit", type=int, default=100)
     parser.add_argument("--pipeline", type=int, default=3, help="agents' pipeline_limit per agent peer")
     parser.add_argument("--bittorrent", action="store_true", help="also time aria2c + opentracker")
+    parser.add_argument("--no-http", action="store_true",
+                        help="skip the all-from-the-origin HTTP baseline (it takes N*S/B)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
     PIPELINE[0] = args.pipeline
     BITTORRENT[0] = args.bittorrent
+    HTTP[0] = not args.no_http
     if args.bittorrent and not (shutil.which("aria2c") and shutil.which("opentracker")):
         packages = ["aria2", "opentracker"]
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], check=True)
