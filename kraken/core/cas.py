@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,25 @@ class Entry:
 
 def sha256_file(path: str | Path) -> Digest:
     return Digest.of_file(path)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace *path* with *data* so that readers, and a crash, see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class CAStore:
@@ -126,11 +145,19 @@ class CAStore:
                 continue
             yield Entry(digest, st.st_size, st.st_atime, st.st_mtime)
 
-    def cleanup(self, tti: float = 0, ttl: float = 0, now: float | None = None) -> list[Digest]:
-        """Delete blobs idle longer than *tti* or older than *ttl* seconds (0 = no limit)."""
+    def cleanup(
+        self,
+        tti: float = 0,
+        ttl: float = 0,
+        now: float | None = None,
+        keep: Callable[[Digest], bool] | None = None,
+    ) -> list[Digest]:
+        """Delete blobs idle longer than *tti* or older than *ttl* seconds (0 = no limit), except *keep*."""
         now = time.time() if now is None else now
         gone = []
         for e in list(self.entries()):
+            if keep is not None and keep(e.digest):
+                continue
             if (tti and now - e.accessed > tti) or (ttl and now - e.modified > ttl):
                 if self.delete(e.digest):
                     gone.append(e.digest)

@@ -2,8 +2,8 @@
 
 Fetches are deduplicated per digest (one in flight; callers see "fetching" until it is in
 the store) and a failed fetch is remembered for ``error_ttl`` seconds. Write-back to the
-namespace's backend runs in the background and retries until it succeeds (kept in memory:
-a restart forgets pending write-backs — see docs/p2p.md).
+namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: recorded on disk,
+retried with backoff until it succeeds, resumed after a restart.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -20,6 +19,7 @@ from kraken.backends.base import BackendRouter, BlobNotFound
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.origin.writeback import WriteBackQueue
 from kraken.p2p.metainfo import MetaInfo, generate, piece_length_for
 from kraken.p2p.storage import METAINFO, PieceStore, Torrent
 
@@ -44,7 +44,7 @@ class OriginBlobs:
         piece_lengths: dict[int, int],
         metrics: Metrics,
         error_ttl: float = 15.0,
-        writeback_retry: float = 30.0,
+        writeback_retry: tuple[float, float] = (1.0, 300.0),
     ) -> None:
         self.reactor = reactor
         self.cas = cas
@@ -52,13 +52,12 @@ class OriginBlobs:
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
-        self.writeback_retry = writeback_retry
         self.fetching: dict[str, Deferred[Any]] = {}
         self.failed: dict[str, tuple[float, str]] = {}
-        self.writebacks: set[tuple[str, str]] = set()
+        self.writebacks = WriteBackQueue(
+            reactor, cas.root / "writeback", cas, backends, metrics, writeback_retry[0], writeback_retry[1]
+        )
         self.m_fetches = metrics.counter("backend_fetches", "blobs fetched from a backend", ["result"])
-        self.m_writeback = metrics.gauge("writebacks_pending", "uploads not yet written to a backend")
-        self.m_writeback_done = metrics.counter("writebacks", "write-backs finished", ["result"])
 
     def _thread(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
@@ -146,31 +145,5 @@ class OriginBlobs:
         yield self.metainfo(d)
 
     def write_back(self, namespace: str, d: Digest) -> None:
-        backend = self.backends.for_namespace(namespace)
-        if backend is None or (namespace, d.hex) in self.writebacks:
-            return
-        self.writebacks.add((namespace, d.hex))
-        self.m_writeback.set(len(self.writebacks))
-        self._write_back(backend, namespace, d)
-
-    @inlineCallbacks
-    def _write_back(self, backend: Any, namespace: str, d: Digest) -> Any:
-        while True:
-            try:
-                try:
-                    yield backend.stat(namespace, d.hex)
-                    result = "present"
-                except BlobNotFound:
-                    if not self.cas.has(d):
-                        result = "lost"
-                    else:
-                        yield backend.upload(namespace, d.hex, str(self.cas.blob_path(d)))
-                        result = "ok"
-                break
-            except Exception as e:
-                log.warn("write-back of {digest} failed, retrying: {e}", digest=d, e=e)
-                self.m_writeback_done.labels("retry").inc()
-                yield deferLater(self.reactor, self.writeback_retry, lambda: None)
-        self.writebacks.discard((namespace, d.hex))
-        self.m_writeback.set(len(self.writebacks))
-        self.m_writeback_done.labels(result).inc()
+        """Have the backend of *namespace* receive *d*; recorded on disk before this returns."""
+        self.writebacks.add(namespace, d)

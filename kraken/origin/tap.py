@@ -19,6 +19,7 @@ from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.client import OriginClient
 from kraken.origin.server import OriginAPI
+from kraken.origin.writeback import WriteBackService
 from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
 from kraken.p2p.conn import PeerFactory
 from kraken.p2p.metainfo import parse_thresholds
@@ -47,6 +48,8 @@ class Options(KrakenOptions):
             ),
             "cache_tti": Key("float", 0.0, "delete blobs not read for this many seconds (0 = keep)"),
             "cleanup_interval": Key("float", 1800.0, "seconds between cache cleanups"),
+            "writeback_retry_first": Key("float", 1.0, "seconds to the first write-back retry", minimum=0),
+            "writeback_retry_cap": Key("float", 300.0, "longest wait between write-back retries", minimum=0),
         },
         "scheduler": scheduler_schema(),
         "bandwidth": bandwidth_schema(),
@@ -73,7 +76,11 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
     backends = BackendRouter.from_config(_resolve_backend_paths(section["backends"], base), reactor)
     cas = CAStore(section["store"])
-    blobs = OriginBlobs(reactor, cas, backends, parse_thresholds(section["piece_lengths"]), svc.metrics)
+    blobs = OriginBlobs(
+        reactor, cas, backends, parse_thresholds(section["piece_lengths"]), svc.metrics,
+        writeback_retry=(section["writeback_retry_first"], section["writeback_retry_cap"]),
+    )
+    WriteBackService(blobs.writebacks).setServiceParent(svc)
     egress, ingress = buckets(config["bandwidth"], reactor)
     if config["scheduler"]["super_seed"] is None:
         config["scheduler"]["super_seed"] = True
@@ -117,5 +124,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     if section["cache_tti"] > 0:
         from twisted.application.internet import TimerService
 
-        TimerService(section["cleanup_interval"], cas.cleanup, section["cache_tti"]).setServiceParent(svc)
+        def cleanup() -> None:
+            cas.cleanup(section["cache_tti"], keep=blobs.writebacks.holds)
+
+        TimerService(section["cleanup_interval"], cleanup).setServiceParent(svc)
     return svc
