@@ -1,8 +1,8 @@
 """The ``/v2/`` HTTP resource: routing, the error envelope, manifests, blobs, uploads, listings.
 
-Request bodies of uploads never pass through memory or a spool file: :mod:`request` asks
-:meth:`RegistryResource.body_sink` for a sink when the headers arrive, and chunks are hashed
-and written to the upload session as they come.
+Request bodies of uploads never pass through memory or a spool file:
+:class:`kraken.core.streaming.StreamingRequest` asks :meth:`RegistryResource.body_sink` for a
+sink when the headers arrive, and chunks are hashed and written to the upload session as they come.
 """
 
 from __future__ import annotations
@@ -146,9 +146,9 @@ class RegistryResource(Resource):
         self.sendfile_bodies = metrics.counter("registry_sendfile_bodies", "blob bodies sent with sendfile")
         self.upload_bytes = metrics.counter("registry_upload_bytes", "blob bytes received in uploads")
 
-    # -- request body routing (called from RegistryRequest.gotLength) ---------------------------
+    # -- request body routing (called from StreamingRequest.gotLength) --------------------------
 
-    def body_sink(self, method: bytes, uri: bytes, headers: Any, length: int | None) -> ChunkSink | None:
+    def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> ChunkSink | None:
         if self.uploads is None:
             return None
         path, _, query = uri.partition(b"?")
@@ -164,7 +164,7 @@ class RegistryResource(Resource):
             except RegistryError as e:
                 return ChunkSink(self.uploads, None, e)
             sink = self.uploads.open_chunk(route.name, route.ref)
-            header = headers.getRawHeaders(b"content-range")
+            header = request.requestHeaders.getRawHeaders(b"content-range")
             if sink.session is not None and header:
                 try:
                     sink.expected = parse_chunk_range(header[0].decode("latin-1"), sink.session.size, length)

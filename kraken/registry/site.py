@@ -9,8 +9,8 @@ from twisted.web.server import Site
 
 from kraken.core.http import make_site
 from kraken.core.metrics import Metrics
+from kraken.core.streaming import StreamingRequest
 from kraken.registry.api import RegistryResource
-from kraken.registry.request import RegistryRequest
 
 TLS_HANDSHAKE = b"\x16"
 
@@ -37,7 +37,7 @@ def make_registry_site(
     api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
 ) -> Site:
     site = make_site(api, metrics, health_checks)
-    site.requestFactory = RegistryRequest
+    site.requestFactory = StreamingRequest
     site.protocol = RegistryChannel
-    site.upload_router = api  # type: ignore[attr-defined]
+    site.body_router = api  # type: ignore[attr-defined]
     return site

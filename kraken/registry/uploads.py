@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from kraken.core.streaming import BodySink
 from kraken.registry.errors import RegistryError, upload_unknown
 
 log = Logger(namespace="kraken.registry.uploads")
@@ -41,11 +42,10 @@ class UploadSession:
         return "sha256:" + self.hasher.hexdigest()
 
 
-class ChunkSink:
-    """Where a request body goes instead of twisted.web's spool file.
+class ChunkSink(BodySink):
+    """One upload request body, appended to its session as it arrives.
 
-    Twisted calls ``write`` per received piece, then ``tell``/``seek`` before rendering. A sink
-    that carries an ``error`` discards what it receives; the handler answers with the error.
+    A sink that carries an ``error`` discards what it receives; the handler answers with the error.
     """
 
     def __init__(self, manager: UploadManager, session: UploadSession | None, error: RegistryError | None):
@@ -101,19 +101,6 @@ class ChunkSink:
             self.session.file.close()
             self.session.file = None
             self.session.touched = self.manager.clock.seconds()
-
-    # the file-object surface twisted.web.http.Request uses
-    def tell(self) -> int:
-        return self.received
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
 
 
 class UploadManager:
