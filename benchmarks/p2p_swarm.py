@@ -46,6 +46,7 @@ PIECE_LENGTH = [4 * 1024 * 1024]
 PIPELINE = [3]
 BITTORRENT = [False]
 HTTP = [True]
+LOG_LEVEL = ["info"]
 TWISTD = str(Path(PY).with_name("twistd"))
 
 _namespaces: list[str] = []
@@ -120,7 +121,7 @@ def tls(pki: Path, name: str) -> dict[str, object]:
 
 def start(ns: str, plugin: str, config: dict[str, object], work: Path) -> subprocess.Popen[bytes]:
     work.mkdir(parents=True, exist_ok=True)
-    config = {**config, "port_file": str(work / "ports.json")}
+    config = {**config, "port_file": str(work / "ports.json"), "log": {"level": LOG_LEVEL[0]}}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = open(work / "server.log", "wb")
@@ -302,6 +303,7 @@ def main() -> int:
     parser.add_argument("--bittorrent", action="store_true", help="also time aria2c + opentracker")
     parser.add_argument("--no-http", action="store_true",
                         help="skip the all-from-the-origin HTTP baseline (it takes N*S/B)")
+    parser.add_argument("--log-level", default="info", help="servers' log level (debug shows refusals)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
@@ -309,6 +311,7 @@ def main() -> int:
     PIPELINE[0] = args.pipeline
     BITTORRENT[0] = args.bittorrent
     HTTP[0] = not args.no_http
+    LOG_LEVEL[0] = args.log_level
     if args.bittorrent and not (shutil.which("aria2c") and shutil.which("opentracker")):
         packages = ["aria2", "opentracker"]
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], check=True)

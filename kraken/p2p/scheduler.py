@@ -296,7 +296,8 @@ class Scheduler:
         ctl = conn.ctl
         if ctl is None:
             return
-        ctl.dialing.discard(conn.peer_id)
+        # A dial refused before the handshake never learnt the peer id: it is the one we expected.
+        ctl.dialing.discard(conn.peer_id or conn.expected_peer_id or b"")
         if ctl.conns.get(conn.peer_id) is conn:
             del ctl.conns[conn.peer_id]
             self.m_conns.dec()

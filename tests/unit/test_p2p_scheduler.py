@@ -91,6 +91,7 @@ def test_capacity_and_blacklist_refuse_peers(tmp_path: Path, blob: Any) -> None:
     server_b, client_b, pump_b = dial(b, seeder, ctl_b)
     pump_b.flush()
     assert not client_b.active and server_b.closed, "the seeder is at capacity for this blob"
+    assert client_b.closed and not ctl_b.dialing, "a refused dial frees its slot for other peers"
     # A blacklisted peer is refused even with room.
     seeder.scheduler.config.max_open_conn = 10
     seeder.scheduler._blacklist(b.scheduler.peer_id, mi.info_hash, "test")
