@@ -180,6 +180,13 @@ class Router(Resource):
                 return handlers, m.groupdict()
         return None
 
+    def handler_for(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        """The handler *method* on *path* would reach (no ``HEAD`` fallback) and its parameters."""
+        found = self._match(path)
+        if found is None or method.upper() not in found[0]:
+            return None
+        return found[0][method.upper()], found[1]
+
     def render(self, request: Request) -> Any:
         try:
             path = request.path.decode("utf-8")

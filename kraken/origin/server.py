@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -16,14 +15,15 @@ from kraken.core.cas import DigestMismatch, UnknownUpload
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 from kraken.core.http import HTTPError, Response, Router, digest_param
+from kraken.core.streaming import BodySink
 from kraken.core.tls import request_identity
 from kraken.origin.blobs import FetchFailed, OriginBlobs, State
+from kraken.origin.uploads import PatchSink, RefusedBody, UploadSessions, parse_range
 from kraken.p2p.httpfile import serve_file
 
 log = Logger(namespace="kraken.origin.server")
-_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
 COPY_CHUNK = 1 << 20
-
+DEFAULT_MAX_UPLOAD = 64 * 1024**3
 
 
 class OriginAPI:
@@ -35,15 +35,21 @@ class OriginAPI:
         peer_context: Callable[[], dict[str, Any]],
         write_roles: set[str],
         replicate: Callable[[Digest], None] | None = None,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD,
     ) -> None:
         self.blobs = blobs
+        self.uploads = UploadSessions(blobs.cas, max_upload_size)
         self.ring = ring
         self.self_address = self_address
         self.peer_context = peer_context
         self.write_roles = write_roles
         self.replicate = replicate
+        self.routes = self._routes()
 
     def router(self) -> Router:
+        return self.routes
+
+    def _routes(self) -> Router:
         r = Router()
         blob = "/namespace/{ns}/blobs/{digest}"
         r.route("GET", "/readiness", lambda req: {"status": "ok"})
@@ -100,36 +106,52 @@ class OriginAPI:
         uid = self.blobs.cas.start_upload()
         return Response(200, {"uid": uid}, {"Location": uid})
 
-    def patch_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Response:
+    # -- PATCH bodies stream into the upload file (StreamingRequest asks body_sink) ----------------
+    def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> BodySink | None:
+        if method != b"PATCH":
+            return None
+        try:
+            found = self.routes.handler_for("PATCH", uri.split(b"?", 1)[0].decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        if found is None or found[0] != self.patch_upload:
+            return None
+        try:
+            return self._open_patch(request, found[1]["digest"], found[1]["uid"], length)
+        except HTTPError as e:
+            return RefusedBody(e)
+        except Exception:
+            log.failure("could not open an upload for {uri}", uri=uri.decode("utf-8", "replace"))
+            return RefusedBody(HTTPError(500, "INTERNAL", "internal error; see the server log"))
+
+    def _open_patch(self, request: Request, digest: str, uid: str, length: int | None) -> PatchSink:
         self._check_writer(request)
         d = digest_param(digest)
-        header = (request.getHeader("content-range") or "").strip()
-        m = _RANGE.match(header)
-        if not m:
-            raise HTTPError(400, "BAD_RANGE", "Content-Range must be 'START-END' (END exclusive)")
-        start, end = int(m.group(1)), int(m.group(2))
-        content = request.content
-        content.seek(0, 2)
-        length = content.tell()
-        if end < start or end - start != length:
-            raise HTTPError(400, "BAD_RANGE", f"range {start}-{end} does not match a body of {length} bytes")
+        start, end = parse_range(request.getHeader("content-range"), length)
         if self.blobs.cas.has(d):
             raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
-        try:
-            path = self.blobs.cas.upload_path(uid)
-        except UnknownUpload:
-            raise HTTPError(404, "UPLOAD_UNKNOWN", f"no upload {uid}") from None
-        content.seek(0)
-        with open(path, "r+b") as f:
-            f.seek(start)
-            while chunk := content.read(COPY_CHUNK):
-                f.write(chunk)
-        return Response(200, {"uid": uid, "received": end})
+        return self.uploads.open_patch(uid, start, end)
+
+    def patch_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Response:
+        sink = request.content
+        if isinstance(sink, RefusedBody):
+            raise sink.error
+        if not isinstance(sink, PatchSink):  # a body twisted.web buffered (a site without StreamingRequest)
+            buffered = sink
+            buffered.seek(0, 2)
+            sink = self._open_patch(request, digest, uid, buffered.tell())
+            buffered.seek(0)
+            while chunk := buffered.read(COPY_CHUNK):
+                sink.write(chunk)
+        sink.finish()
+        return Response(200, {"uid": uid, "received": sink.end})
 
     @inlineCallbacks
     def commit_upload(self, request: Request, digest: str, uid: str, ns: str | None = None) -> Any:
         self._check_writer(request)
         d = digest_param(digest)
+        if uid in self.uploads.busy:
+            raise HTTPError(409, "UPLOAD_BUSY", f"a PATCH is still writing to upload {uid}")
         if self.blobs.cas.has(d):
             self.blobs.cas.abort_upload(uid)
             raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")

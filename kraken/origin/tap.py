@@ -16,6 +16,7 @@ from kraken.core.hashring import Ring
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.service import KrakenService
+from kraken.core.streaming import StreamingRequest
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.client import OriginClient
 from kraken.origin.server import OriginAPI
@@ -48,6 +49,7 @@ class Options(KrakenOptions):
             ),
             "cache_tti": Key("float", 0.0, "delete blobs not read for this many seconds (0 = keep)"),
             "cleanup_interval": Key("float", 1800.0, "seconds between cache cleanups"),
+            "max_upload_size": Key("int", 64 * 1024**3, "largest upload in bytes", minimum=0),
             "writeback_retry_first": Key("float", 1.0, "seconds to the first write-back retry", minimum=0),
             "writeback_retry_cap": Key("float", 300.0, "longest wait between write-back retries", minimum=0),
         },
@@ -116,8 +118,11 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
             except Exception as e:
                 log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
 
-    api = OriginAPI(blobs, ring, self_address, peer_context, set(section["write_roles"]), replicate)
+    writers = set(section["write_roles"])
+    api = OriginAPI(blobs, ring, self_address, peer_context, writers, replicate, section["max_upload_size"])
     site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
+    site.requestFactory = StreamingRequest
+    site.body_router = api  # type: ignore[attr-defined]
     svc.listen_all("http", config["listen"], site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", section["peer_listen"], PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
