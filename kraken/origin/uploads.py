@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import re
 
+from twisted.logger import Logger
+
 from kraken.core.cas import CAStore, UnknownUpload
 from kraken.core.http import HTTPError
 from kraken.core.streaming import BodySink
 
+log = Logger(namespace="kraken.origin.uploads")
 _RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})$")
 
 
@@ -63,10 +66,16 @@ class PatchSink(BodySink):
             self.abort()
             return
         view = memoryview(data)
-        while view:
-            written = os.pwrite(self.fd, view, self.start + self.received)
-            self.received += written
-            view = view[written:]
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, self.start + self.received)
+                self.received += written
+                view = view[written:]
+        except OSError as e:
+            self.received += len(view)
+            log.error("writing upload {uid} failed: {e}", uid=self.uid, e=e)
+            self.error = HTTPError(500, "STORAGE_ERROR", f"could not write the upload: {e.strerror}")
+            self.abort()
 
     def finish(self) -> None:
         """Keep the chunk if it is complete; otherwise undo it and raise the error to answer."""
@@ -81,7 +90,11 @@ class PatchSink(BodySink):
     def abort(self) -> None:
         """Cut the upload back to where this chunk started."""
         if self.fd is not None:
-            os.ftruncate(self.fd, self.start)
+            try:
+                os.ftruncate(self.fd, self.start)
+            except OSError as e:
+                log.error("upload {uid} dropped: cannot cut it back: {e}", uid=self.uid, e=e)
+                self.sessions.cas.abort_upload(self.uid)
             self._release()
 
     def close(self) -> None:
