@@ -199,8 +199,9 @@ def bittorrent_round(work: Path, blob: Path, tracker_ns: str, origin_ns: str, ag
     hook = work / "on-complete.sh"  # aria2c keeps its .aria2 file while it seeds: mark completion instead
     hook.write_text('#!/bin/sh\ntouch "$3.done"\n')
     hook.chmod(0o755)
-    common = ["aria2c", "--enable-dht=false", f"--on-bt-download-complete={hook}", "--bt-enable-lpd=false", "--seed-ratio=0.0",
-              "--bt-tracker-interval=1", "--file-allocation=none", "--summary-interval=0",
+    common = ["aria2c", "--enable-dht=false", "--bt-enable-lpd=false", "--seed-ratio=0.0",
+              f"--on-bt-download-complete={hook}", "--bt-tracker-interval=1", "--file-allocation=none",
+              "--summary-interval=0",
               "--console-log-level=warn", "--bt-max-peers=55", str(work / "blob.torrent")]
     seed_dir = work / "seed"
     seed_dir.mkdir(exist_ok=True)
@@ -272,7 +273,8 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         ])
         cpu_before = sum(cpu_seconds(p) for p in agent_procs)
         kraken = timed_parallel([
-            in_ns(ns, "curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:16000{url}") for ns in agent_ns
+            in_ns(ns, "curl", "-sf", "-m", str(int(60 + 5 * size * 8 / (rate * 1e6))), "-o", "/dev/null",
+                  f"http://127.0.0.1:16000{url}") for ns in agent_ns
         ])
         cpu = (sum(cpu_seconds(p) for p in agent_procs) - cpu_before) / n
         metrics = subprocess.run(

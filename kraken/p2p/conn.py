@@ -80,6 +80,10 @@ class PeerProtocol(Protocol):
             return
         self.closed = True
         log.debug("closing peer connection {peer}: {reason}", peer=self.peer_id.hex()[:12], reason=reason)
+        self._sendq.clear()
+        # TLS waits for a registered producer to go away before it shuts down: without this the
+        # connection (and its slot for the blob) would never close.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def abort(self, code: int, reason: str) -> None:

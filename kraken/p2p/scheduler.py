@@ -371,6 +371,7 @@ class Scheduler:
             if self._blacklisted(pid, ctl.info_hash):
                 continue
             ctl.dialing.add(pid)
+            log.debug("dialing {ip}:{port} for {blob}", ip=peer.ip, port=peer.port, blob=ctl.info_hash.hex()[:12])
             self._dial(ctl, peer)
 
     def _dial(self, ctl: TorrentControl, peer: PeerInfo) -> None:
@@ -414,6 +415,8 @@ class Scheduler:
                 continue
             self.announce_queue.append(info_hash)
             if ctl.open_count() >= self.config.max_open_conn and not ctl.finished:
+                log.debug("not announcing {blob}: {n} connections open, {d} dialing",
+                          blob=info_hash.hex()[:12], n=len(ctl.conns), d=len(ctl.dialing))
                 continue
             self._announce(ctl)
             break
