@@ -371,7 +371,7 @@ class Scheduler:
             if self._blacklisted(pid, ctl.info_hash):
                 continue
             ctl.dialing.add(pid)
-            log.debug("dialing {ip}:{port} for {blob}", ip=peer.ip, port=peer.port, blob=ctl.info_hash.hex()[:12])
+            log.debug("dialing {ip}:{port} for {blob}", ip=peer.ip, port=peer.port, blob=ctl.info_hash.hex())
             self._dial(ctl, peer)
 
     def _dial(self, ctl: TorrentControl, peer: PeerInfo) -> None:
