@@ -306,6 +306,10 @@ def main() -> int:
     parser.add_argument("--no-http", action="store_true",
                         help="skip the all-from-the-origin HTTP baseline (it takes N*S/B)")
     parser.add_argument("--log-level", default="info", help="servers' log level (debug shows refusals)")
+    parser.add_argument(
+        "--workdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+        help="where every host keeps its files (default: tmpfs, since all emulated hosts share one disk)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
@@ -323,7 +327,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     atexit.register(cleanup)
-    root = Path(tempfile.mkdtemp(prefix="kraken-p2p-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="kraken-p2p-bench-", dir=args.workdir))
     os.chmod(root, 0o755)  # opentracker drops to nobody and must read its whitelist here
     try:
         certs.ensure_dev_pki(root / "pki", {"client": "client"})
