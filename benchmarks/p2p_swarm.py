@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,10 @@ PIPELINE = [3]
 BITTORRENT = [False]
 HTTP = [True]
 LOG_LEVEL = ["info"]
+BURST_KB = [64]
+ORIGIN_SCHEDULER: dict[str, object] = {}
+AGENT_SCHEDULER: dict[str, object] = {}
+TRACE = [False]
 TWISTD = str(Path(PY).with_name("twistd"))
 
 _namespaces: list[str] = []
@@ -98,7 +103,7 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "master", "br0"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "up"))
     if rate_mbit:
-        tbf = ["tbf", "rate", f"{rate_mbit}mbit", "burst", "64kb", "latency", "50ms"]
+        tbf = ["tbf", "rate", f"{rate_mbit}mbit", "burst", f"{BURST_KB[0]}kb", "latency", "50ms"]
         sh(*in_ns(ns, "tc", "qdisc", "add", "dev", "eth0", "root", *tbf))  # upload
         sh(*in_ns(BRIDGE_NS, "tc", "qdisc", "add", "dev", br_if, "root", *tbf))  # download
     return ns
@@ -145,6 +150,42 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def port_counters() -> dict[str, tuple[int, int]]:
+    """Bytes (into the bridge, out of the bridge) of every bridge port, read in one call."""
+    counters = {}
+    for line in sh(*in_ns(BRIDGE_NS, "cat", "/proc/net/dev")).stdout.splitlines():
+        name, _, rest = line.strip().partition(":")
+        if rest and name.startswith("b"):
+            fields = rest.split()
+            counters[name] = (int(fields[0]), int(fields[8]))
+    return counters
+
+
+class LinkTrace(threading.Thread):
+    """Prints, about once a second, the origin's upload and the agents' mean download (Mbit/s).
+
+    A host's upload is what its bridge port receives; its download is what the port sends.
+    """
+
+    def __init__(self, agents: int) -> None:
+        super().__init__(daemon=True)
+        self.origin = f"b{TAG}1"
+        self.agents = [f"b{TAG}{10 + i}" for i in range(agents)]
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        started = last_t = time.monotonic()
+        last = port_counters()
+        while not self.done.wait(1.0):
+            now_t, now = time.monotonic(), port_counters()
+            dt = now_t - last_t
+            up = (now[self.origin][0] - last[self.origin][0]) * 8 / 1e6 / dt
+            down = sum(now[a][1] - last[a][1] for a in self.agents) * 8 / 1e6 / dt / len(self.agents)
+            print(f"  t={now_t - started:5.1f}s origin up {up:6.1f} Mbit/s,"
+                  f" agents down {down:6.1f} Mbit/s each", flush=True)
+            last_t, last = now_t, now
 
 
 def timed_parallel(commands: list[list[str]]) -> float:
@@ -242,6 +283,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
             "origin": {"store": str(root / f"n{n}" / "origin"),
                        "peer_listen": [f"tls:tcp:15003:interface={ORIGIN_IP}"],
                        "piece_lengths": {0: PIECE_LENGTH[0]}},
+            "scheduler": ORIGIN_SCHEDULER,
         }, root / f"n{n}" / "origin-run")
         start(tracker_ns, "kraken-tracker", {
             "listen": [f"tls:tcp:15001:interface={TRACKER_IP}"], "tls": tls(pki, "tracker"),
@@ -254,7 +296,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
                 "agent": {"store": str(root / f"n{n}" / f"agent{i}"), "tracker": f"{TRACKER_IP}:15001",
                           "peer_listen": [f"tls:tcp:16001:interface={SUBNET}.{10 + i}"]},
                 "registry": {"listen": []},
-                "scheduler": {"pipeline_limit": PIPELINE[0]},
+                "scheduler": {"pipeline_limit": PIPELINE[0], **AGENT_SCHEDULER},
             }, root / f"n{n}" / f"agent{i}-run"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         push = subprocess.run(
@@ -272,11 +314,17 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
             for ns in agent_ns
         ])
         cpu_before = sum(cpu_seconds(p) for p in agent_procs)
+        trace = LinkTrace(n) if TRACE[0] else None
+        if trace is not None:
+            trace.start()
         kraken = timed_parallel([
             in_ns(ns, "curl", "-sf", "-m", str(int(60 + 5 * size * 8 / (rate * 1e6))), "-o", "/dev/null",
                   f"http://127.0.0.1:16000{url}") for ns in agent_ns
         ])
         cpu = (sum(cpu_seconds(p) for p in agent_procs) - cpu_before) / n
+        if trace is not None:
+            trace.done.set()
+            trace.join()
         metrics = subprocess.run(
             in_ns(origin_ns, "curl", "-sf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
                   "--key", f"{c}.key", f"https://{ORIGIN_IP}:15002/metrics"),
@@ -310,6 +358,12 @@ def main() -> int:
         "--workdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
         help="where every host keeps its files (default: tmpfs, since all emulated hosts share one disk)",
     )
+    parser.add_argument("--burst-kb", type=int, default=64, help="token bucket depth of every link's tbf")
+    parser.add_argument("--origin-scheduler", nargs="*", default=[], metavar="KEY=YAML",
+                        help="extra scheduler settings of the origin, e.g. super_seed_window=3")
+    parser.add_argument("--agent-scheduler", nargs="*", default=[], metavar="KEY=YAML",
+                        help="extra scheduler settings of every agent")
+    parser.add_argument("--trace", action="store_true", help="print link rates every second")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--piece-mb", type=float, default=4, help="origin piece length in MiB")
     args = parser.parse_args()
@@ -318,6 +372,12 @@ def main() -> int:
     BITTORRENT[0] = args.bittorrent
     HTTP[0] = not args.no_http
     LOG_LEVEL[0] = args.log_level
+    BURST_KB[0] = args.burst_kb
+    TRACE[0] = args.trace
+    for target, pairs in ((ORIGIN_SCHEDULER, args.origin_scheduler), (AGENT_SCHEDULER, args.agent_scheduler)):
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            target[key] = yaml.safe_load(value)
     if args.bittorrent and not (shutil.which("aria2c") and shutil.which("opentracker")):
         packages = ["aria2", "opentracker"]
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], check=True)
