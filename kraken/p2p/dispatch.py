@@ -59,6 +59,7 @@ class PeerState:
     pieces_in: int = 0
     pieces_out: int = 0
     invalid: set[int] = field(default_factory=set)
+    done_super_seeding: bool = False
 
     @property
     def complete(self) -> bool:
@@ -92,6 +93,7 @@ class Dispatcher:
         self.super_seed = self.config.super_seed and self.completed
         self.reveal_count = [0] * torrent.mi.num_pieces
         self.revealed: dict[bytes, dict[int, float]] = {}
+        self.never_sent = set(range(torrent.mi.num_pieces)) if self.super_seed else set()
 
     def advertised(self, peer_id: bytes | None = None) -> Bitfield:
         """The bitfield to put in our handshake to *peer_id*."""
@@ -147,7 +149,20 @@ class Dispatcher:
             shown = self.revealed.get(peer_id)
             if shown is not None and index in shown:
                 shown[index] = self.clock.seconds()
+            self.never_sent.discard(index)
+            if not self.never_sent:
+                self._end_super_seeding()
+                return
             self._reveal(state)
+
+    def _end_super_seeding(self) -> None:
+        """Every piece has left once: from now on serve like any seeder, so the tail of the
+        swarm can use this host's upload instead of waiting on the few agents holding the
+        newest pieces."""
+        self.super_seed = False
+        self.revealed.clear()
+        for state in self.peers.values():
+            state.link.send_complete()
 
     def on_announce(self, peer_id: bytes, index: int) -> None:
         state = self.peers.get(peer_id)
@@ -168,6 +183,7 @@ class Dispatcher:
             return
         for i in range(self.torrent.mi.num_pieces):
             self._peer_has(state, i)
+        state.done_super_seeding = state.link.is_origin
         if self.completed:
             state.link.close("both sides complete")
         else:
@@ -295,7 +311,15 @@ class Dispatcher:
         ]
         if state.link.is_origin and not endgame:
             # Spare the origin's upload: ask it only for pieces no connected agent can give.
-            options = [i for i in options if not self.agent_availability[i]]
+            # Once it has sent every piece (super-seeding over) its upload would idle, so
+            # then it may serve the rest, one piece at a time.
+            unique = [i for i in options if not self.agent_availability[i]]
+            if unique:
+                options = unique
+            elif not state.done_super_seeding or self._pending_of(state.link.peer_id):
+                return []
+            else:
+                slots = 1
         if not options:
             return []
         if self.config.rarest_first:

@@ -96,6 +96,19 @@ def test_pipeline_limits_agent_3_origin_5(setup) -> None:
     assert set(origin.requests) == {5, 6, 7, 8, 9}, "the origin is asked only for what no agent has"
 
 
+def test_origin_done_super_seeding_gets_one_request_at_a_time(setup) -> None:
+    d, *_ = setup
+    agent, origin = FakeLink("agent"), FakeLink("origin", is_origin=True)
+    d.config.pipeline_limit = 1
+    d.add_peer(agent, Bitfield.full(10))
+    d.add_peer(origin, Bitfield.full(10))
+    assert len(agent.requests) == 1
+    assert not origin.requests, "an origin's upload is kept for pieces no agent has"
+    d.on_peer_complete(origin.peer_id)  # the origin says it has sent every piece once
+    assert len(origin.requests) == 1, "then its idle upload helps, one piece at a time"
+    assert not set(agent.requests) & set(origin.requests)
+
+
 def test_rarest_first(setup) -> None:
     d, *_ = setup
     a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
@@ -240,3 +253,25 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
     assert len(a.announces) == 3, "a piece a holds alone still occupies its window"
     d.on_announce(b.peer_id, first)
     assert len(a.announces) == 4 and a.announces[3] not in shown, "once spread, a is shown an unseen piece"
+
+
+def test_super_seeding_ends_once_every_piece_left(tmp_path: Path) -> None:
+    data = os.urandom(PIECE * 4)
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    mi = generate(src, Digest.of_bytes(data), PIECE)
+    store = PieceStore(CAStore(tmp_path / "cas"))
+    tmp = store.cas.temp_path()
+    tmp.write_bytes(data)
+    store.cas.ingest(tmp, mi.digest)
+    d = Dispatcher(store.seed(mi), Clock(), DispatchConfig(super_seed=True, super_seed_window=2))
+    a, b = FakeLink("a"), FakeLink("b")
+    d.add_peer(a, Bitfield(4))
+    d.add_peer(b, Bitfield(4))
+    for index in range(3):
+        d.on_request(a.peer_id, index)
+    assert d.super_seed and not a.completes
+    d.on_request(b.peer_id, 3)
+    assert not d.super_seed, "every piece has been sent once"
+    assert a.completes == b.completes == 1, "peers learn they may ask for anything"
+    assert d.advertised().complete(), "newcomers see a full bitfield"
