@@ -332,7 +332,15 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         ).stdout
         sent = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                    if line.startswith("kraken_origin_piece_bytes_sent_total"))
-        result = {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu}
+        duplicate = 0.0
+        for ns in agent_ns:
+            text = subprocess.run(in_ns(ns, "curl", "-sf", "http://127.0.0.1:16000/metrics"),
+                                  capture_output=True, text=True).stdout
+            duplicate += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                             if line.startswith("kraken_agent_pieces_duplicate_total"))
+        pieces = -(-size // PIECE_LENGTH[0])
+        result = {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu,
+                  "duplicates": duplicate / (pieces * n)}
         if BITTORRENT[0]:
             stop_processes()
             bt_dir = root / f"n{n}" / "bt"
@@ -402,12 +410,13 @@ def main() -> int:
               f" up and down; ideal S/B = {ideal:.2f}s")
         print(f"{'N':>3} {'http s':>8} {'kraken s':>9} {'http/ideal':>11} {'kraken/ideal':>13}"
               f" {'efficiency':>11} {'http/kraken':>12} {'origin copies':>14} {'agent cpu s':>12}"
-              f" {'bt s':>7} {'bt/kraken':>10}")
+              f" {'dup pieces':>11} {'bt s':>7} {'bt/kraken':>10}")
         for n in args.agents:
             t = run_round(n, size, args.rate_mbit, root, blob, digest)
             h, k = t["http"], t["kraken"]
             print(f"{n:>3} {h:>8.2f} {k:>9.2f} {h / ideal:>11.2f} {k / ideal:>13.2f}"
                   f" {ideal / k:>10.0%} {h / k:>12.2f} {t['origin_copies']:>14.2f} {t['agent_cpu']:>12.2f}"
+                  f" {t['duplicates']:>10.1%}"
                   + (f" {t['bittorrent']:>7.2f} {t['bittorrent'] / k:>10.2f}" if "bittorrent" in t else ""),
                   flush=True)
     finally:

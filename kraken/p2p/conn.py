@@ -159,6 +159,7 @@ class PeerProtocol(Protocol):
                 return
             self._incoming = (event.index, event.length)
             self._writer = self.ctl.torrent.begin_piece(event.index)
+            dispatcher.on_piece_start(self.peer_id)
         elif isinstance(event, wire.PieceEnd):
             ok = self._writer.finish() if self._writer is not None else None
             self._writer = None
@@ -171,6 +172,8 @@ class PeerProtocol(Protocol):
             dispatcher.on_announce(self.peer_id, event.index)
         elif isinstance(event, wire.Complete):
             dispatcher.on_peer_complete(self.peer_id)
+        elif isinstance(event, wire.CancelPiece):
+            self._cancel(event.index)
         elif isinstance(event, wire.ErrorMessage):
             dispatcher.on_error(self.peer_id, event.index)
 
@@ -223,6 +226,17 @@ class PeerProtocol(Protocol):
 
     def send_request(self, index: int) -> None:
         self._send(wire.encode_request(index))
+
+    def send_cancel(self, index: int) -> None:
+        self._send(wire.encode_cancel(index))
+
+    def _cancel(self, index: int) -> None:
+        """Drop a queued piece the peer no longer wants (one already streaming goes on)."""
+        streaming = self._sendq.popleft() if self._sendq and self._send_pos else None
+        if index in self._sendq:
+            self._sendq.remove(index)
+        if streaming is not None:
+            self._sendq.appendleft(streaming)
 
     def send_announce(self, index: int) -> None:
         self._send(wire.encode_announce(index))

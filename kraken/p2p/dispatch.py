@@ -6,8 +6,11 @@ interface and reads time from an injected clock, so tests drive it with ``task.C
 Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
 agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
 those the peer has; a piece is requested from one peer at a time until only
-``endgame_threshold`` (3) pieces are missing, then from several; a request older than
-``max(min_timeout, timeout_per_mib * piece MiB)`` expires and goes to another peer.
+``endgame_threshold`` (3) pieces are missing, then from several. A request expires after
+``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has made no progress (started
+or finished no piece) in that time, or after ``stuck_factor`` times that in any case; it is
+cancelled there and goes to another peer. Requests still in flight elsewhere when a piece
+arrives (endgame) are cancelled too, so a peer busy sending to us is not cut short.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class Link(Protocol):
     is_origin: bool
 
     def send_request(self, index: int) -> None: ...
+    def send_cancel(self, index: int) -> None: ...
     def send_announce(self, index: int) -> None: ...
     def send_complete(self) -> None: ...
     def send_error(self, index: int, code: int, message: str) -> None: ...
@@ -43,6 +47,7 @@ class DispatchConfig:
     piece_request_min_timeout: float = 4.0
     piece_request_timeout_per_mib: float = 4.0
     rarest_first: bool = True
+    stuck_factor: float = 8.0
     super_seed: bool = False
     super_seed_window: int = 2
     super_seed_spread: float = 3.0
@@ -58,6 +63,7 @@ class PeerState:
     last_useful: float
     pieces_in: int = 0
     pieces_out: int = 0
+    last_progress: float = 0.0
     invalid: set[int] = field(default_factory=set)
     done_super_seeding: bool = False
 
@@ -105,7 +111,8 @@ class Dispatcher:
     def add_peer(self, link: Link, bitfield: Bitfield) -> None:
         if link.peer_id in self.peers:
             self.remove_peer(link.peer_id)
-        state = PeerState(link, bitfield.copy(), self.clock.seconds())
+        now = self.clock.seconds()
+        state = PeerState(link, bitfield.copy(), now, last_progress=now)
         self.peers[link.peer_id] = state
         for i in bitfield.indices():
             self.availability[i] += 1
@@ -210,13 +217,14 @@ class Dispatcher:
             return
         now = self.clock.seconds()
         if state is not None:
-            state.last_useful = now
+            state.last_useful = state.last_progress = now
         if ok:
             self.last_activity = now
             if state is not None:
                 state.pieces_in += 1
-            # Endgame duplicates still in flight are simply ignored when they arrive.
-            self.pending.pop(index, None)
+            for other in self.pending.pop(index, {}):
+                if other in self.peers:
+                    self.peers[other].link.send_cancel(index)
             for pid, other_state in self.peers.items():
                 if pid != peer_id and index not in other_state.bitfield:
                     other_state.link.send_announce(index)
@@ -225,16 +233,30 @@ class Dispatcher:
                 return
         self._fill_all()
 
+    def on_piece_start(self, peer_id: bytes) -> None:
+        """A piece payload from *peer_id* began: it is making progress."""
+        state = self.peers.get(peer_id)
+        if state is not None:
+            state.last_progress = self.clock.seconds()
+
     # -- timers -------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Expire old requests and hand their pieces to other peers."""
+        """Expire requests to stalled peers and hand their pieces to other peers."""
         now = self.clock.seconds()
         timeout = self.config.timeout(self.torrent.mi.piece_length)
-        expired = [(i, p) for i, who in self.pending.items() for p, t in who.items() if now - t >= timeout]
+        stuck = timeout * self.config.stuck_factor
+        expired = []
+        for index, who in self.pending.items():
+            for peer_id, asked in who.items():
+                state = self.peers.get(peer_id)
+                idle = now - state.last_progress if state is not None else stuck
+                if now - asked >= stuck or (now - asked >= timeout and idle >= timeout):
+                    expired.append((index, peer_id))
         for index, peer_id in expired:
             self._drop_request(index, peer_id)
             if peer_id in self.peers:
                 self.peers[peer_id].invalid.add(index)
+                self.peers[peer_id].link.send_cancel(index)
         if expired:
             self._fill_all()
         if self.super_seed:

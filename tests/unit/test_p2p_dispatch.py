@@ -28,6 +28,7 @@ class FakeLink:
         self.announces: list[int] = []
         self.sent: list[int] = []
         self.errors: list[int] = []
+        self.cancels: list[int] = []
         self.completes = 0
         self.closed: str | None = None
 
@@ -36,6 +37,9 @@ class FakeLink:
 
     def send_announce(self, index: int) -> None:
         self.announces.append(index)
+
+    def send_cancel(self, index: int) -> None:
+        self.cancels.append(index)
 
     def send_complete(self) -> None:
         self.completes += 1
@@ -150,6 +154,8 @@ def test_endgame_duplicates_requests(setup) -> None:
     d.add_peer(a, Bitfield.full(10))
     d.add_peer(b, Bitfield.full(10))
     assert sorted(a.requests) == [8, 9] and sorted(b.requests) == [8, 9]
+    assert deliver(d, a, 8, data)
+    assert b.cancels == [8] and not a.cancels, "the copy still in flight elsewhere is cancelled"
 
 
 def test_timeout_moves_request_to_another_peer(setup) -> None:
@@ -168,6 +174,25 @@ def test_timeout_moves_request_to_another_peer(setup) -> None:
     d.tick()
     assert fast.requests == [4]
     assert slow.requests == [4], "a timed-out piece is not re-requested from the same peer"
+    assert slow.cancels == [4], "the stalled peer is told to drop it"
+
+
+def test_requests_queued_behind_progress_do_not_expire(setup) -> None:
+    d, _data, clock, *_ = setup
+    d.config.pipeline_limit = 2
+    d.config.endgame_threshold = 0
+    busy, other = FakeLink("busy"), FakeLink("other")
+    d.add_peer(busy, bits(10, [4, 5]))
+    d.add_peer(other, bits(10, [4, 5]))
+    assert sorted(busy.requests) == [4, 5] and not other.requests
+    for _ in range(3):  # busy keeps streaming pieces (to us) every 3 s
+        clock.advance(3)
+        d.on_piece_start(busy.peer_id)
+        d.tick()
+    assert not other.requests and not busy.cancels, "a peer making progress keeps its queue"
+    clock.advance(4 * 8)
+    d.tick()
+    assert sorted(other.requests) == [4, 5], "but not forever"
 
 
 def test_error_reply_marks_piece_invalid_for_that_peer(setup) -> None:

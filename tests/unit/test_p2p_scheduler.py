@@ -13,6 +13,7 @@ from twisted.test.iosim import FakeTransport, connect
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.p2p import conn as conn_module
 from kraken.p2p import wire
 from kraken.p2p.conn import PeerProtocol
 from kraken.p2p.metainfo import MetaInfo, generate
@@ -157,3 +158,35 @@ def test_control_frames_wait_for_a_piece_being_streamed(tmp_path: Path, blob: An
     events = wire.Decoder().feed(transport.value())
     kinds = [type(e).__name__ for e in events if not isinstance(e, wire.PieceChunk)]
     assert kinds == ["PiecePayload", "PieceEnd", "AnnouncePiece"]
+
+
+class PausingTransport(StringTransport):
+    """Pauses its producer after every write, as a transport with a full buffer would."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_cancel_drops_queued_pieces_but_not_the_one_streaming(
+    tmp_path: Path, blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mi, data = blob
+    monkeypatch.setattr(conn_module, "SEND_CHUNK", 16 * 1024)
+    seeder = Host(tmp_path, "s", mi, data)
+    ctl = seeder.scheduler.add_torrent(seeder.store.seed(mi), "ns")
+    conn = PeerProtocol(seeder.scheduler, ctl, b"x" * 20)
+    transport = PausingTransport()
+    conn.makeConnection(transport)
+    conn.active = True
+    transport.clear()
+    conn.resumeProducing()  # the handshake write paused us
+    for index in (0, 1, 2):
+        conn.send_piece(index)  # piece 0 starts streaming, then the transport pauses us
+    for index in (0, 2):
+        conn._handle(wire.CancelPiece(index))
+    while conn._sendq:
+        conn.resumeProducing()
+    sent = [e.index for e in wire.Decoder().feed(transport.value()) if isinstance(e, wire.PiecePayload)]
+    assert sent == [0, 1], "piece 0 was already streaming; piece 2 was cancelled while queued"
