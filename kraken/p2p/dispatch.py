@@ -6,7 +6,7 @@ interface and reads time from an injected clock, so tests drive it with ``task.C
 Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
 agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
 those the peer has; a piece is requested from one peer at a time until only
-``endgame_threshold`` (3) pieces are missing, then from several. A request expires after
+``endgame_threshold`` (3) pieces are missing, then from ``endgame_copies`` (2). A request expires after
 ``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has made no progress (started
 or finished no piece) in that time, or after ``stuck_factor`` times that in any case; it is
 cancelled there and goes to another peer. Requests still in flight elsewhere when a piece
@@ -44,6 +44,7 @@ class DispatchConfig:
     pipeline_limit: int = 3
     origin_pipeline_limit: int = 5
     endgame_threshold: int = 3
+    endgame_copies: int = 2
     piece_request_min_timeout: float = 4.0
     piece_request_timeout_per_mib: float = 4.0
     rarest_first: bool = True
@@ -328,7 +329,7 @@ class Dispatcher:
             for i in state.bitfield.indices()
             if i not in have
             and i not in state.invalid
-            and (endgame or i not in self.pending)
+            and len(self.pending.get(i, ())) < (self.config.endgame_copies if endgame else 1)
             and state.link.peer_id not in self.pending.get(i, ())
         ]
         if state.link.is_origin and not endgame:

@@ -150,12 +150,15 @@ def test_endgame_duplicates_requests(setup) -> None:
         w = d.torrent.begin_piece(i)
         w.write(data[i * PIECE : (i + 1) * PIECE])
         assert w.finish()
-    a, b = FakeLink("a"), FakeLink("b")
+    a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
     d.add_peer(a, Bitfield.full(10))
     d.add_peer(b, Bitfield.full(10))
+    d.add_peer(c, Bitfield.full(10))
     assert sorted(a.requests) == [8, 9] and sorted(b.requests) == [8, 9]
+    assert not c.requests, "at most endgame_copies (2) peers are asked for one piece"
     assert deliver(d, a, 8, data)
     assert b.cancels == [8] and not a.cancels, "the copy still in flight elsewhere is cancelled"
+    assert not c.requests, "piece 9 is already asked of two peers"
 
 
 def test_timeout_moves_request_to_another_peer(setup) -> None:
