@@ -7,11 +7,13 @@ from urllib.parse import unquote
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from kraken.agent.blobs import AgentBlobs
 from kraken.backends.base import BlobNotFound
 from kraken.core.http import HTTPError, Response, Router, digest_param
+from kraken.core.metrics import Metrics
+from kraken.core.sendfile import SendfileSender
 from kraken.p2p.httpfile import serve_file
 from kraken.p2p.scheduler import Scheduler
 
@@ -20,9 +22,13 @@ log = Logger(namespace="kraken.agent.server")
 
 
 class AgentAPI:
-    def __init__(self, blobs: AgentBlobs, scheduler: Scheduler) -> None:
+    def __init__(
+        self, blobs: AgentBlobs, scheduler: Scheduler, metrics: Metrics, sender: SendfileSender | None = None
+    ) -> None:
         self.blobs = blobs
         self.scheduler = scheduler
+        self.sender = sender
+        self.m_bodies = metrics.counter("blob_bodies", "blob bodies served, by how", ["how"])
 
     def router(self) -> Router:
         r = Router()
@@ -49,7 +55,8 @@ class AgentAPI:
         except Exception as e:
             log.warn("download of {d} failed: {e}", d=d, e=e)
             raise HTTPError(500, "DOWNLOAD_FAILED", f"download of {d} failed: {e}") from None
-        return serve_file(request, path)
+        self.m_bodies.labels(serve_file(request, path, self.sender)).inc()
+        return NOT_DONE_YET
 
     def delete_blob(self, request: Request, digest: str) -> Response:
         d = digest_param(digest, loose=True)

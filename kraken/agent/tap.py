@@ -11,6 +11,7 @@ from kraken.core.cas import CAStore
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.sendfile import SendfileSender
 from kraken.core.service import KrakenService
 from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
 from kraken.p2p.conn import PeerFactory
@@ -68,7 +69,7 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     tracker.peer_id = scheduler.peer_id
     tracker.ip = advertised_host(section["advertise_host"], section["peer_listen"])
 
-    api = AgentAPI(blobs, scheduler)
+    api = AgentAPI(blobs, scheduler, svc.metrics, SendfileSender(reactor))
     site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
     svc.listen_all("http", config["listen"], site, allowed_roles={"client", "agent"})
     for description in section["peer_listen"]:

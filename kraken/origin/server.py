@@ -174,7 +174,8 @@ class OriginAPI:
         if state is State.FETCHING:
             return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
         self.blobs.cas.touch(d)
-        return serve_file(request, str(self.blobs.cas.blob_path(d)))
+        serve_file(request, str(self.blobs.cas.blob_path(d)))
+        return NOT_DONE_YET
 
     @inlineCallbacks
     def get_metainfo(self, request: Request, ns: str, digest: str) -> Any:

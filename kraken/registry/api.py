@@ -27,12 +27,12 @@ from zope.interface import implementer
 
 from kraken.core.http import Response
 from kraken.core.metrics import Metrics
+from kraken.core.sendfile import SendfileSender
 from kraken.registry import manifests as mf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
 from kraken.registry.ranges import parse_chunk_range, parse_get_range, progress_header
-from kraken.registry.sendfile import SendfileSender
 from kraken.registry.storage import RegistryStorage
 from kraken.registry.uploads import ChunkSink, UploadManager
 

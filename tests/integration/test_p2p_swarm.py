@@ -69,11 +69,13 @@ def test_five_agents_download_concurrently_mostly_from_each_other(
     elapsed = time.monotonic() - started
     assert all(b == data for b in bodies), "every agent must get the exact bytes"
     http = client(pki)
-    from_origin = from_agents = 0.0
+    from_origin = from_agents = sendfile_bodies = 0.0
     for a in agents:
         url = f"http://127.0.0.1:{a.port('http')}/metrics"
         from_origin += yield metric(http, url, 'kraken_agent_pieces_received_total{from_role="origin"}')
         from_agents += yield metric(http, url, 'kraken_agent_pieces_received_total{from_role="agent"}')
+        sendfile_bodies += yield metric(http, url, 'kraken_agent_blob_bodies_total{how="sendfile"}')
+    assert sendfile_bodies == 5, "whole-blob GETs on plain TCP go out with sendfile"
     origin_metrics = f"https://127.0.0.1:{origin.port('http')}/metrics"
     sent_by_origin = yield metric(http, origin_metrics, "kraken_origin_pieces_sent_total")
     print(f"5 x 20 MiB: {elapsed:.2f}s; pieces from origin {from_origin:.0f}, from agents {from_agents:.0f}")

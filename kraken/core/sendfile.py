@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 
-log = Logger(namespace="kraken.registry.sendfile")
+log = Logger(namespace="kraken.core.sendfile")
 
 MIN_SIZE = 512 * 1024
 STALL_TIMEOUT = 120.0
@@ -76,7 +76,7 @@ class SendfileSender:
 
     def _start_pool(self) -> ThreadPool:
         if self.pool is None:
-            self.pool = ThreadPool(0, self.workers, name="kraken-registry-sendfile")
+            self.pool = ThreadPool(0, self.workers, name="kraken-sendfile")
             self.pool.start()
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
         return self.pool
