@@ -40,12 +40,13 @@ class AgentBlobs:
 
     @inlineCallbacks
     def commit(self, ctl: TorrentControl) -> Any:
-        """Hash the whole download against its digest (in a thread), then move it into the cache."""
+        """Check the whole download against its digest, then move it into the cache.
+
+        Most of the file was hashed while it arrived; the rest is hashed in a thread.
+        """
         torrent = ctl.torrent
         assert isinstance(torrent, DownloadTorrent)
-        actual = yield deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), Digest.of_file, torrent.path
-        )
+        actual = yield deferToThreadPool(self.reactor, self.reactor.getThreadPool(), torrent.finish_blob_hash)
         if actual != torrent.digest:
             self.store.delete(torrent.digest)
             raise ValueError(f"assembled blob hashes to {actual}, not {torrent.digest}")

@@ -135,6 +135,8 @@ class DownloadTorrent(Torrent):
                 if b == 1:
                     have.set(i)
         super().__init__(mi, directory / "data", have)
+        self.blob_hash = hashlib.sha256()
+        self.hashed_pieces = 0
         self._status_fd = os.open(status_path, os.O_RDWR | os.O_CREAT, 0o644)
         if len(raw) != mi.num_pieces:
             os.ftruncate(self._status_fd, 0)
@@ -142,6 +144,29 @@ class DownloadTorrent(Torrent):
 
     def _mark(self, index: int) -> None:
         os.pwrite(self._status_fd, b"\x01", index)
+        self._hash_ready_prefix()
+
+    def _hash_ready_prefix(self) -> None:
+        """Feed the blob hash every piece that now continues the hashed prefix.
+
+        Pieces arrive in any order; hashing the prefix as it grows spreads the whole-blob check
+        over the download, so little is left to hash when the last piece lands.
+        """
+        mi = self.mi
+        while self.hashed_pieces < mi.num_pieces and self.hashed_pieces in self.have:
+            index = self.hashed_pieces
+            self.blob_hash.update(os.pread(self.fd(), mi.piece_size(index), mi.piece_offset(index)))
+            self.hashed_pieces += 1
+
+    def finish_blob_hash(self) -> Digest:
+        """The digest of the whole file, hashing what the prefix has not covered (blocking)."""
+        mi = self.mi
+        with open(self.path, "rb") as f:
+            f.seek(mi.piece_offset(self.hashed_pieces) if self.hashed_pieces < mi.num_pieces else mi.length)
+            while chunk := f.read(1 << 20):
+                self.blob_hash.update(chunk)
+        self.hashed_pieces = mi.num_pieces
+        return Digest("sha256", self.blob_hash.hexdigest())
 
     def close(self) -> None:
         super().close()

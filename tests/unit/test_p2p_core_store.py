@@ -137,3 +137,31 @@ def test_backend_config_errors_name_the_problem(tmp_path: Path) -> None:
     )
     assert router.for_namespace("docker/x") is not None
     assert router.for_namespace("other") is None
+
+
+def test_download_hashes_its_prefix_as_pieces_arrive(tmp_path: Path) -> None:
+    from kraken.p2p.metainfo import generate
+    from kraken.p2p.storage import PieceStore
+
+    piece = 4096
+    data = os.urandom(piece * 4 + 100)
+    (tmp_path / "src").write_bytes(data)
+    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
+    store = PieceStore(CAStore(tmp_path / "cas"))
+
+    def put(torrent: Any, index: int) -> None:
+        writer = torrent.begin_piece(index)
+        writer.write(data[index * piece : (index + 1) * piece])
+        assert writer.finish()
+
+    torrent = store.open_download(mi)
+    put(torrent, 2)
+    assert torrent.hashed_pieces == 0, "piece 2 does not continue the prefix yet"
+    put(torrent, 0)
+    put(torrent, 1)
+    assert torrent.hashed_pieces == 3
+    torrent.close()
+    resumed = store.open_download(mi)  # after a restart the prefix is hashed again when needed
+    for index in (3, 4):
+        put(resumed, index)
+    assert resumed.finish_blob_hash() == mi.digest
