@@ -66,6 +66,9 @@ class PeerState:
     pieces_out: int = 0
     last_progress: float = 0.0
     invalid: set[int] = field(default_factory=set)
+    mask: int = 0  # the bitfield as an int (bit i = piece i), for fast candidate sets
+    invalid_mask: int = 0
+    inflight: int = 0  # our requests to this peer not yet answered
     done_super_seeding: bool = False
 
     @property
@@ -93,6 +96,10 @@ class Dispatcher:
         self.pending: dict[int, dict[bytes, float]] = {}
         self.availability = [0] * torrent.mi.num_pieces
         self.agent_availability = [0] * torrent.mi.num_pieces
+        self._have_mask = _mask(torrent.have.indices())
+        self._have_count = torrent.have.count()
+        self.pending_mask = 0
+        self.agent_mask = 0  # pieces some connected agent has
         self.last_activity = clock.seconds()
         self.completed = torrent.complete()
         # Super-seeding (origins): show each peer only a few pieces, those handed out least,
@@ -113,12 +120,15 @@ class Dispatcher:
         if link.peer_id in self.peers:
             self.remove_peer(link.peer_id)
         now = self.clock.seconds()
-        state = PeerState(link, bitfield.copy(), now, last_progress=now)
+        indices = bitfield.indices()
+        state = PeerState(link, bitfield.copy(), now, last_progress=now, mask=_mask(indices))
         self.peers[link.peer_id] = state
-        for i in bitfield.indices():
+        for i in indices:
             self.availability[i] += 1
             if not link.is_origin:
                 self.agent_availability[i] += 1
+        if not link.is_origin:
+            self.agent_mask |= state.mask
         if self.completed and state.complete:
             link.close("both sides complete")
             return
@@ -136,6 +146,8 @@ class Dispatcher:
             self.availability[i] -= 1
             if not state.link.is_origin:
                 self.agent_availability[i] -= 1
+                if not self.agent_availability[i]:
+                    self.agent_mask &= ~(1 << i)
         for index in [i for i, who in self.pending.items() if peer_id in who]:
             self._drop_request(index, peer_id)
         self._fill_all()
@@ -202,6 +214,7 @@ class Dispatcher:
         if state is None:
             return
         state.invalid.add(index)
+        state.invalid_mask |= 1 << index
         self._drop_request(index, peer_id)
         self._fill_all()
 
@@ -223,7 +236,9 @@ class Dispatcher:
             self.last_activity = now
             if state is not None:
                 state.pieces_in += 1
-            for other in self.pending.pop(index, {}):
+            self._have_mask |= 1 << index
+            self._have_count += 1
+            for other in self._clear_pending(index):
                 if other in self.peers:
                     self.peers[other].link.send_cancel(index)
             for pid, other_state in self.peers.items():
@@ -257,6 +272,7 @@ class Dispatcher:
             self._drop_request(index, peer_id)
             if peer_id in self.peers:
                 self.peers[peer_id].invalid.add(index)
+                self.peers[peer_id].invalid_mask |= 1 << index
                 self.peers[peer_id].link.send_cancel(index)
         if expired:
             self._fill_all()
@@ -266,7 +282,7 @@ class Dispatcher:
 
     def idle_peers(self, idle: float) -> list[bytes]:
         now = self.clock.seconds()
-        return [p for p, s in self.peers.items() if now - s.last_useful >= idle and not self._pending_of(p)]
+        return [p for p, s in self.peers.items() if now - s.last_useful >= idle and not s.inflight]
 
     # -- internals ------------------------------------------------------------------------------
     def _reveal(self, state: PeerState) -> None:
@@ -301,19 +317,40 @@ class Dispatcher:
 
     def _peer_has(self, state: PeerState, index: int) -> None:
         if state.bitfield.set(index):
+            state.mask |= 1 << index
             self.availability[index] += 1
             if not state.link.is_origin:
                 self.agent_availability[index] += 1
+                self.agent_mask |= 1 << index
+
+    def have_mask(self) -> int:
+        """Our pieces as an int; rebuilt if the torrent gained pieces behind our back."""
+        have = self.torrent.have
+        if have.count() != self._have_count:
+            self._have_mask, self._have_count = _mask(have.indices()), have.count()
+        return self._have_mask
 
     def _pending_of(self, peer_id: bytes) -> int:
-        return sum(1 for who in self.pending.values() if peer_id in who)
+        state = self.peers.get(peer_id)
+        return state.inflight if state is not None else 0
 
     def _drop_request(self, index: int, peer_id: bytes) -> None:
         who = self.pending.get(index)
-        if who is not None:
-            who.pop(peer_id, None)
+        if who is not None and who.pop(peer_id, None) is not None:
+            if peer_id in self.peers:
+                self.peers[peer_id].inflight -= 1
             if not who:
                 del self.pending[index]
+                self.pending_mask &= ~(1 << index)
+
+    def _clear_pending(self, index: int) -> dict[bytes, float]:
+        """Forget every request for *index*; returns who had been asked."""
+        who = self.pending.pop(index, {})
+        self.pending_mask &= ~(1 << index)
+        for peer_id in who:
+            if peer_id in self.peers:
+                self.peers[peer_id].inflight -= 1
+        return who
 
     def _limit(self, state: PeerState) -> int:
         return self.config.origin_pipeline_limit if state.link.is_origin else self.config.pipeline_limit
@@ -323,31 +360,32 @@ class Dispatcher:
 
     def _candidates(self, state: PeerState, slots: int) -> list[int]:
         endgame = self.missing_count() <= self.config.endgame_threshold
-        have = self.torrent.have
-        options = [
-            i
-            for i in state.bitfield.indices()
-            if i not in have
-            and i not in state.invalid
-            and len(self.pending.get(i, ())) < (self.config.endgame_copies if endgame else 1)
-            and state.link.peer_id not in self.pending.get(i, ())
-        ]
-        if state.link.is_origin and not endgame:
-            # Spare the origin's upload: ask it only for pieces no connected agent can give.
-            # Once it has sent every piece (super-seeding over) its upload would idle, so
-            # then it may serve the rest, one piece at a time.
-            unique = [i for i in options if not self.agent_availability[i]]
-            if unique:
-                options = unique
-            elif not state.done_super_seeding or self._pending_of(state.link.peer_id):
-                return []
-            else:
-                slots = 1
+        wanted = state.mask & ~self.have_mask() & ~state.invalid_mask
+        if endgame:
+            pid, copies = state.link.peer_id, self.config.endgame_copies
+            options = [
+                i for i in _indices(wanted)
+                if len(who := self.pending.get(i, {})) < copies and pid not in who
+            ]
+        else:
+            wanted &= ~self.pending_mask
+            if state.link.is_origin:
+                # Spare the origin's upload: ask it only for pieces no connected agent can give.
+                # Once it has sent every piece (super-seeding over) its upload would idle, so
+                # then it may serve the rest, one piece at a time.
+                unique = wanted & ~self.agent_mask
+                if unique:
+                    wanted = unique
+                elif not state.done_super_seeding or state.inflight:
+                    return []
+                else:
+                    slots = 1
+            options = _indices(wanted)
         if not options:
             return []
         if self.config.rarest_first:
             self.rng.shuffle(options)
-            options.sort(key=lambda i: self.availability[i])
+            options.sort(key=self.availability.__getitem__)
             return options[:slots]
         return self.rng.sample(options, min(slots, len(options)))
 
@@ -360,6 +398,8 @@ class Dispatcher:
         now = self.clock.seconds()
         for index in self._candidates(state, slots):
             self.pending.setdefault(index, {})[state.link.peer_id] = now
+            self.pending_mask |= 1 << index
+            state.inflight += 1
             state.link.send_request(index)
 
     def _fill_all(self) -> None:
@@ -369,6 +409,9 @@ class Dispatcher:
     def _completed(self) -> None:
         self.completed = True
         self.pending.clear()
+        self.pending_mask = 0
+        for state in self.peers.values():
+            state.inflight = 0
         for state in list(self.peers.values()):
             if state.complete:
                 state.link.close("both sides complete")
@@ -376,3 +419,15 @@ class Dispatcher:
                 state.link.send_complete()
         if self.on_complete is not None:
             self.on_complete()
+
+
+def _mask(indices: list[int]) -> int:
+    mask = 0
+    for i in indices:
+        mask |= 1 << i
+    return mask
+
+
+def _indices(mask: int) -> list[int]:
+    """The set bits of *mask*, lowest first."""
+    return [i for i, bit in enumerate(reversed(f"{mask:b}")) if bit == "1"] if mask > 0 else []
