@@ -164,7 +164,7 @@ def port_counters() -> dict[str, tuple[int, int]]:
 
 
 class LinkTrace(threading.Thread):
-    """Prints, about once a second, the origin's upload and the agents' mean download (Mbit/s).
+    """Prints, about once a second, the origin's upload and the agents' mean rates (Mbit/s).
 
     A host's upload is what its bridge port receives; its download is what the port sends.
     """
@@ -183,8 +183,9 @@ class LinkTrace(threading.Thread):
             dt = now_t - last_t
             up = (now[self.origin][0] - last[self.origin][0]) * 8 / 1e6 / dt
             down = sum(now[a][1] - last[a][1] for a in self.agents) * 8 / 1e6 / dt / len(self.agents)
-            print(f"  t={now_t - started:5.1f}s origin up {up:6.1f} Mbit/s,"
-                  f" agents down {down:6.1f} Mbit/s each", flush=True)
+            a_up = sum(now[a][0] - last[a][0] for a in self.agents) * 8 / 1e6 / dt / len(self.agents)
+            print(f"  t={now_t - started:5.1f}s origin up {up:6.1f} Mbit/s; each agent down {down:6.1f},"
+                  f" up {a_up:6.1f} Mbit/s", flush=True)
             last_t, last = now_t, now
 
 

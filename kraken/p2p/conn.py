@@ -133,6 +133,8 @@ class PeerProtocol(Protocol):
         if isinstance(event, wire.PieceChunk):
             if self._writer is not None:
                 self._writer.write(event.data)
+            if self.ctl is not None:
+                self.ctl.dispatcher.on_progress(self.peer_id)
             return
         if isinstance(event, wire.Handshake):
             self._on_handshake(event)
@@ -159,7 +161,7 @@ class PeerProtocol(Protocol):
                 return
             self._incoming = (event.index, event.length)
             self._writer = self.ctl.torrent.begin_piece(event.index)
-            dispatcher.on_piece_start(self.peer_id)
+            dispatcher.on_progress(self.peer_id)
         elif isinstance(event, wire.PieceEnd):
             ok = self._writer.finish() if self._writer is not None else None
             self._writer = None

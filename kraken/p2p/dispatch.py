@@ -7,8 +7,8 @@ Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requ
 agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
 those the peer has; a piece is requested from one peer at a time until only
 ``endgame_threshold`` (3) pieces are missing, then from ``endgame_copies`` (2). A request expires after
-``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has made no progress (started
-or finished no piece) in that time, or after ``stuck_factor`` times that in any case; it is
+``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has sent no piece bytes in
+that time, or after ``stuck_factor`` times that in any case; it is
 cancelled there and goes to another peer. Requests still in flight elsewhere when a piece
 arrives (endgame) are cancelled too, so a peer busy sending to us is not cut short.
 """
@@ -249,8 +249,8 @@ class Dispatcher:
                 return
         self._fill_all()
 
-    def on_piece_start(self, peer_id: bytes) -> None:
-        """A piece payload from *peer_id* began: it is making progress."""
+    def on_progress(self, peer_id: bytes) -> None:
+        """Piece bytes from *peer_id* arrived: it is making progress."""
         state = self.peers.get(peer_id)
         if state is not None:
             state.last_progress = self.clock.seconds()

@@ -190,7 +190,7 @@ def test_requests_queued_behind_progress_do_not_expire(setup) -> None:
     assert sorted(busy.requests) == [4, 5] and not other.requests
     for _ in range(3):  # busy keeps streaming pieces (to us) every 3 s
         clock.advance(3)
-        d.on_piece_start(busy.peer_id)
+        d.on_progress(busy.peer_id)
         d.tick()
     assert not other.requests and not busy.cancels, "a peer making progress keeps its queue"
     clock.advance(4 * 8)
