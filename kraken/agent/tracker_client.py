@@ -26,11 +26,13 @@ class TrackerClient:
         tls: TLSSettings | None,
         http: HTTPClient,
         poll_timeout: float = 900.0,
+        request_timeout: float = 30.0,
     ) -> None:
         self.reactor = reactor
         self.base = base_url(address, tls)
         self.http = http
         self.poll_timeout = poll_timeout
+        self.request_timeout = request_timeout  # a silent tracker must not stall announces forever
         self.peer_id = b""
         self.ip = "127.0.0.1"
         self.port_of: Callable[[], int] = lambda: 0
@@ -41,7 +43,7 @@ class TrackerClient:
         url = f"{self.base}/namespace/{quote(namespace, safe='')}/blobs/{d}/metainfo"
         waited, delay = 0.0, 0.2
         while True:
-            response = yield self.http.get(url)
+            response = yield self.http.get(url, timeout=self.request_timeout)
             body = yield response.content()
             if response.code == 200:
                 mi = MetaInfo.from_json(body)
@@ -71,7 +73,7 @@ class TrackerClient:
             },
         }
         url = f"{self.base}/announce/{ctl.info_hash.hex()}"
-        response = yield self.http.post(url, json=body)
+        response = yield self.http.post(url, json=body, timeout=self.request_timeout)
         if response.code != 200:
             raw = yield response.content()
             raise HTTPStatusError("POST", url, response.code, raw)
