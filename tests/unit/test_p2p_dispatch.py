@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -258,8 +259,9 @@ def test_token_bucket() -> None:
     assert bucket.tokens <= 500 or bucket.consume(0) == 0
 
 
-def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
-    data = os.urandom(PIECE * 10)
+def seeding_torrent(tmp_path: Path, pieces: int) -> Any:
+    """A complete blob of *pieces* pieces in a fresh store, as the torrent an origin seeds."""
+    data = os.urandom(PIECE * pieces)
     src = tmp_path / "blob"
     src.write_bytes(data)
     mi = generate(src, Digest.of_bytes(data), PIECE)
@@ -267,9 +269,12 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
     tmp = store.cas.temp_path()
     tmp.write_bytes(data)
     store.cas.ingest(tmp, mi.digest)
-    seed = store.seed(mi)
+    return store.seed(mi)
+
+
+def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
     config = DispatchConfig(super_seed=True, super_seed_window=3)
-    d = Dispatcher(seed, Clock(), config, rng=random.Random(2))
+    d = Dispatcher(seeding_torrent(tmp_path, 10), Clock(), config, rng=random.Random(2))
     assert d.advertised().count() == 0, "a super-seeder claims nothing in its handshake"
     a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
     for link in (a, b, c):
@@ -284,15 +289,7 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
 
 
 def test_super_seeding_ends_once_every_piece_left(tmp_path: Path) -> None:
-    data = os.urandom(PIECE * 4)
-    src = tmp_path / "blob"
-    src.write_bytes(data)
-    mi = generate(src, Digest.of_bytes(data), PIECE)
-    store = PieceStore(CAStore(tmp_path / "cas"))
-    tmp = store.cas.temp_path()
-    tmp.write_bytes(data)
-    store.cas.ingest(tmp, mi.digest)
-    d = Dispatcher(store.seed(mi), Clock(), DispatchConfig(super_seed=True, super_seed_window=2))
+    d = Dispatcher(seeding_torrent(tmp_path, 4), Clock(), DispatchConfig(super_seed=True, super_seed_window=2))
     a, b = FakeLink("a"), FakeLink("b")
     d.add_peer(a, Bitfield(4))
     d.add_peer(b, Bitfield(4))
