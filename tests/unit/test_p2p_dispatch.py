@@ -289,7 +289,8 @@ def test_super_seeding_reveals_distinct_pieces(tmp_path: Path) -> None:
 
 
 def test_super_seeding_ends_once_every_piece_left(tmp_path: Path) -> None:
-    d = Dispatcher(seeding_torrent(tmp_path, 4), Clock(), DispatchConfig(super_seed=True, super_seed_window=2))
+    config = DispatchConfig(super_seed=True, super_seed_window=2)
+    d = Dispatcher(seeding_torrent(tmp_path, 4), Clock(), config)
     a, b = FakeLink("a"), FakeLink("b")
     d.add_peer(a, Bitfield(4))
     d.add_peer(b, Bitfield(4))
