@@ -6,10 +6,10 @@ interface and reads time from an injected clock, so tests drive it with ``task.C
 Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
 agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
 those the peer has; a piece is requested from one peer at a time until only
-``endgame_threshold`` (3) pieces are missing, then from ``endgame_copies`` (2). A request expires after
-``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has sent no piece bytes in
-that time, or after ``stuck_factor`` times that in any case; it is
-cancelled there and goes to another peer. Requests still in flight elsewhere when a piece
+``endgame_threshold`` (3) pieces are missing, then from ``endgame_copies`` (2). A request
+expires after ``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has sent no piece
+bytes in that time, or after ``stuck_factor`` times that in any case; it is cancelled there
+and goes to another peer. Requests still in flight elsewhere when a piece
 arrives (endgame) are cancelled too, so a peer busy sending to us is not cut short.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kraken.p2p.bitfield import Bitfield
@@ -65,9 +65,8 @@ class PeerState:
     pieces_in: int = 0
     pieces_out: int = 0
     last_progress: float = 0.0
-    invalid: set[int] = field(default_factory=set)
     mask: int = 0  # the bitfield as an int (bit i = piece i), for fast candidate sets
-    invalid_mask: int = 0
+    invalid_mask: int = 0  # pieces this peer failed to give us
     inflight: int = 0  # our requests to this peer not yet answered
     done_super_seeding: bool = False
 
@@ -213,7 +212,6 @@ class Dispatcher:
         state = self.peers.get(peer_id)
         if state is None:
             return
-        state.invalid.add(index)
         state.invalid_mask |= 1 << index
         self._drop_request(index, peer_id)
         self._fill_all()
@@ -271,7 +269,6 @@ class Dispatcher:
         for index, peer_id in expired:
             self._drop_request(index, peer_id)
             if peer_id in self.peers:
-                self.peers[peer_id].invalid.add(index)
                 self.peers[peer_id].invalid_mask |= 1 << index
                 self.peers[peer_id].link.send_cancel(index)
         if expired:
