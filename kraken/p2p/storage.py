@@ -76,11 +76,13 @@ class Torrent:
 class PieceWriter:
     """Receives one piece: hashes it as it arrives and writes it in ``FLUSH_AT`` batches.
 
-    Network reads come in TLS-record sizes (16 KiB); one write per record costs more than the
-    copy into a buffer does.
+    Network reads come in TLS-record sizes (16 KiB). The chunks (immutable bytes or views of
+    them) are kept as they are and written with one ``pwritev``: no copy in Python, and one
+    system call per batch instead of one per record.
     """
 
     FLUSH_AT = 1 << 20
+    MAX_CHUNKS = 512  # well under IOV_MAX
 
     def __init__(self, torrent: Torrent, index: int) -> None:
         self.torrent = torrent
@@ -89,24 +91,33 @@ class PieceWriter:
         self.pos = 0
         self.hash = hashlib.sha256()
         self.open = True
-        self._buffer = bytearray()
+        self._chunks: list[bytes | memoryview] = []
+        self._pending = 0
         self._flushed = 0
 
     def write(self, data: bytes | memoryview) -> None:
         if self.pos + len(data) > self.size:
             raise ValueError(f"piece {self.index}: more bytes than its size {self.size}")
         self.hash.update(data)
-        self._buffer += data
+        self._chunks.append(data)
+        self._pending += len(data)
         self.pos += len(data)
-        if len(self._buffer) >= self.FLUSH_AT:
+        if self._pending >= self.FLUSH_AT or len(self._chunks) >= self.MAX_CHUNKS:
             self._flush()
 
     def _flush(self) -> None:
-        if self._buffer:
-            offset = self.torrent.mi.piece_offset(self.index) + self._flushed
-            os.pwrite(self.torrent.fd(), self._buffer, offset)
-            self._flushed += len(self._buffer)
-            self._buffer.clear()
+        if not self._chunks:
+            return
+        offset = self.torrent.mi.piece_offset(self.index) + self._flushed
+        written = os.pwritev(self.torrent.fd(), self._chunks, offset)
+        if written < self._pending:  # a short write: finish the rest plainly
+            rest = b"".join(bytes(c) for c in self._chunks)[written:]
+            while rest:
+                n = os.pwrite(self.torrent.fd(), rest, offset + written)
+                written += n
+                rest = rest[n:]
+        self._flushed += self._pending
+        self._chunks, self._pending = [], 0
 
     def finish(self) -> bool:
         """Verify the piece; True if it matches its hash (then it counts as ours)."""
@@ -114,7 +125,7 @@ class PieceWriter:
         ok = self.pos == self.size and self.hash.digest() == self.torrent.mi.piece_hashes[self.index]
         if ok:
             self._flush()
-        self._buffer = bytearray()
+        self._chunks, self._pending = [], 0
         self.torrent._piece_done(self.index, ok)
         return ok
 

@@ -165,3 +165,27 @@ def test_download_hashes_its_prefix_as_pieces_arrive(tmp_path: Path) -> None:
     for index in (3, 4):
         put(resumed, index)
     assert resumed.finish_blob_hash() == mi.digest
+
+
+def test_piece_writer_finishes_a_short_vectored_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kraken.p2p import storage
+    from kraken.p2p.metainfo import generate
+
+    piece = 4096
+    data = os.urandom(piece * 2)
+    (tmp_path / "src").write_bytes(data)
+    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
+    torrent = storage.PieceStore(CAStore(tmp_path / "cas")).open_download(mi)
+    real = os.pwritev
+
+    def first_chunk_only(fd: int, chunks: list[Any], offset: int) -> int:
+        return real(fd, chunks[:1], offset)
+
+    monkeypatch.setattr(storage.os, "pwritev", first_chunk_only)
+    writer = torrent.begin_piece(1)
+    for start in range(0, piece, 1000):
+        writer.write(memoryview(data)[piece + start : piece + min(start + 1000, piece)])
+    assert writer.finish()
+    assert torrent.read(1, 0, piece) == data[piece:]
