@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,22 @@ from kraken.core.tls import TLSSettings
 
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def free_ports(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """*count* distinct loopback ports free right now (held open together, so none repeats)."""
+    sockets = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    return free_ports(1, kind)[0]
 
 
 def tls_section(pki: Path, name: str, require_client_cert: bool = True) -> dict[str, Any]:

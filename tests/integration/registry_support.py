@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import tls_section
+from tests.support import free_port, tls_section
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -102,11 +101,6 @@ def skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
         raise AssertionError(f"skopeo {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DockerRegistry:

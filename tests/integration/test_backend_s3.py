@@ -17,18 +17,13 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from kraken.backends.base import BackendError, BlobNotFound, make_backend
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, str]]:
     """moto_server with authentication on: the first calls create a user and its key."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
     moto = str(Path(sys.executable).with_name("moto_server"))
     proc = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,7 @@ from twisted.internet.task import deferLater
 from kraken.core.digest import Digest
 from tests.integration.p2p_fixtures import client, origin_config
 from tests.integration.test_p2p_swarm import upload
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from tests.support import free_ports
 
 
 @pytest_twisted.inlineCallbacks

@@ -19,12 +19,11 @@ from tests.integration.registry_http import Registry, TLSClient
 from tests.integration.registry_support import (
     build_index_config,
     build_oci_layout,
-    free_port,
     proxy_config,
     sha256,
     skopeo,
 )
-from tests.support import tls_section
+from tests.support import free_ports, tls_section
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_build_index_refuses_missing_dependencies(cluster: dict[str, Any], pki: 
 
 
 def test_build_index_copies_tags_to_neighbours(servers: Any, pki: Path, tmp_path: Path) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     indexes = []
     for i, port in enumerate(ports):
         other = ports[1 - i]

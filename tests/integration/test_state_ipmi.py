@@ -14,7 +14,7 @@ import pytest
 
 from kraken.state.modules.ipmi import BMC
 from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
-from tests.support import ServerProcess
+from tests.support import ServerProcess, free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ipmi_sim") is None, reason="needs ipmi_sim (apt package openipmi)"
@@ -57,16 +57,11 @@ mc_enable 0x20
 """
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Bmc:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.port = free_udp_port()
+        self.port = free_port(socket.SOCK_DGRAM)
         self.power_file = directory / "power.krbmc1"
 
     def start(self) -> None:

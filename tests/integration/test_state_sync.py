@@ -4,12 +4,11 @@ parent restarts, and a child whose certificate names another node is refused."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from kraken.state.client import StateClient
 from tests.integration.state_rig import PARENT_ID, client, issue_node_cert, state_config, wait_for
-from tests.support import ServerProcess
+from tests.support import ServerProcess, free_port
 
 KIDS = {
     "kr1": "cccccccc-0000-0000-0000-000000000001",
@@ -17,11 +16,6 @@ KIDS = {
 }
 TIMERS = {"hello": 0.3, "dead": 1.5}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_parent(pki: Path, tmp: Path, servers: ServerProcess.Pool, name: str, sync_port: int) -> StateClient:
