@@ -327,10 +327,6 @@ class Dispatcher:
             self._have_mask, self._have_count = _mask(have.indices()), have.count()
         return self._have_mask
 
-    def _pending_of(self, peer_id: bytes) -> int:
-        state = self.peers.get(peer_id)
-        return state.inflight if state is not None else 0
-
     def _drop_request(self, index: int, peer_id: bytes) -> None:
         who = self.pending.get(index)
         if who is not None and who.pop(peer_id, None) is not None:
@@ -389,7 +385,7 @@ class Dispatcher:
     def _fill(self, state: PeerState) -> None:
         if self.completed:
             return
-        slots = self._limit(state) - self._pending_of(state.link.peer_id)
+        slots = self._limit(state) - state.inflight
         if slots <= 0:
             return
         now = self.clock.seconds()
