@@ -149,6 +149,11 @@ def start(ns: str, plugin: str, config: dict[str, object], work: Path) -> subpro
     raise RuntimeError(f"{plugin} in {ns} did not start")
 
 
+def metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of *name* on a Prometheus /metrics page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     try:
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -336,14 +341,12 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
                   "--key", f"{c}.key", f"https://{ORIGIN_IP}:15002/metrics"),
             capture_output=True, text=True,
         ).stdout
-        sent = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   if line.startswith("kraken_origin_piece_bytes_sent_total"))
+        sent = metric_sum(metrics, "kraken_origin_piece_bytes_sent_total")
         duplicate = 0.0
         for ns in agent_ns:
             text = subprocess.run(in_ns(ns, "curl", "-sf", "http://127.0.0.1:16000/metrics"),
                                   capture_output=True, text=True).stdout
-            duplicate += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                             if line.startswith("kraken_agent_pieces_duplicate_total"))
+            duplicate += metric_sum(text, "kraken_agent_pieces_duplicate_total")
         pieces = -(-size // PIECE_LENGTH[0])
         result = {"http": http, "kraken": kraken, "origin_copies": sent / size, "agent_cpu": cpu,
                   "duplicates": duplicate / (pieces * n)}
