@@ -172,7 +172,7 @@ class OriginAPI:
         d = digest_param(digest)
         state = yield self._ensure(ns, d)
         if state is State.FETCHING:
-            return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
+            return _fetching(d)
         self.blobs.cas.touch(d)
         serve_file(request, str(self.blobs.cas.blob_path(d)))
         return NOT_DONE_YET
@@ -182,7 +182,7 @@ class OriginAPI:
         d = digest_param(digest)
         state = yield self._ensure(ns, d)
         if state is State.FETCHING:
-            return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
+            return _fetching(d)
         mi = yield self.blobs.metainfo(d)
         if mi is None:
             raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
@@ -212,3 +212,8 @@ class OriginAPI:
         request.setHeader(b"content-length", str(size).encode())
         request.finish()
         return NOT_DONE_YET
+
+
+def _fetching(d: Digest) -> Response:
+    """``202``: the blob is on its way from the backend; ask again shortly."""
+    return Response(202, {"status": "fetching", "digest": str(d)}, {"Retry-After": "1"})
