@@ -15,6 +15,9 @@ def scheduler_schema() -> dict[str, Key]:
         "max_open_conn": Key("int", 10, "connections per blob (both directions)", minimum=1),
         "max_mutual_conn": Key("int", 10, "refuse a peer sharing more neighbours than this", minimum=0),
         "pipeline_limit": Key("int", 3, "outstanding piece requests per agent peer", minimum=1),
+        "request_budget": Key(
+            "int", 6, "outstanding requests to agent peers in all; fewer each when more peers", minimum=1
+        ),
         "origin_pipeline_limit": Key("int", 5, "outstanding piece requests per origin peer", minimum=1),
         "endgame_threshold": Key("int", 3, "missing pieces at which requests may go to several peers"),
         "endgame_copies": Key("int", 2, "peers asked at once for one piece in the endgame", minimum=1),
@@ -45,6 +48,7 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
     dispatch = DispatchConfig(
         pipeline_limit=section["pipeline_limit"],
         origin_pipeline_limit=section["origin_pipeline_limit"],
+        request_budget=section["request_budget"],
         endgame_threshold=section["endgame_threshold"],
         endgame_copies=section["endgame_copies"],
         piece_request_min_timeout=section["piece_request_min_timeout"],

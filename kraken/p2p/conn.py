@@ -161,7 +161,7 @@ class PeerProtocol(Protocol):
                 return
             self._incoming = (event.index, event.length)
             self._writer = self.ctl.torrent.begin_piece(event.index)
-            dispatcher.on_progress(self.peer_id)
+            dispatcher.on_payload(self.peer_id, event.index)
         elif isinstance(event, wire.PieceEnd):
             ok = self._writer.finish() if self._writer is not None else None
             self._writer = None

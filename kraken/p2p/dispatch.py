@@ -43,6 +43,7 @@ class Link(Protocol):
 class DispatchConfig:
     pipeline_limit: int = 3
     origin_pipeline_limit: int = 5
+    request_budget: int = 6
     endgame_threshold: int = 3
     endgame_copies: int = 2
     piece_request_min_timeout: float = 4.0
@@ -98,6 +99,7 @@ class Dispatcher:
         self._have_mask = _mask(torrent.have.indices())
         self._have_count = torrent.have.count()
         self.pending_mask = 0
+        self.streaming: dict[int, bytes] = {}  # piece -> the peer sending it to us right now
         self.agent_mask = 0  # pieces some connected agent has
         self.last_activity = clock.seconds()
         self.completed = torrent.complete()
@@ -147,6 +149,8 @@ class Dispatcher:
                 self.agent_availability[i] -= 1
                 if not self.agent_availability[i]:
                     self.agent_mask &= ~(1 << i)
+        for index in [i for i, p in self.streaming.items() if p == peer_id]:
+            del self.streaming[index]
         for index in [i for i, who in self.pending.items() if peer_id in who]:
             self._drop_request(index, peer_id)
         self._fill_all()
@@ -216,9 +220,26 @@ class Dispatcher:
         self._drop_request(index, peer_id)
         self._fill_all()
 
+    def on_payload(self, peer_id: bytes, index: int) -> None:
+        """*peer_id* started sending piece *index*: any other peer asked for it may drop it."""
+        state = self.peers.get(peer_id)
+        if state is None:
+            return
+        state.last_progress = self.clock.seconds()
+        self.streaming[index] = peer_id
+        if self.missing_count() <= self.config.endgame_threshold:
+            return  # the endgame asks several peers on purpose
+        for other in [p for p in self.pending.get(index, {}) if p != peer_id]:
+            self._drop_request(index, other)
+            if other in self.peers:
+                self.peers[other].link.send_cancel(index)
+                self._fill(self.peers[other])
+
     def on_piece(self, peer_id: bytes, index: int, ok: bool | None) -> None:
         """A piece from *peer_id* arrived: verified (True), corrupt (False) or a duplicate (None)."""
         state = self.peers.get(peer_id)
+        if self.streaming.get(index) == peer_id:
+            del self.streaming[index]
         self._drop_request(index, peer_id)
         if ok is False:
             if self.on_bad_peer is not None:
@@ -346,7 +367,12 @@ class Dispatcher:
         return who
 
     def _limit(self, state: PeerState) -> int:
-        return self.config.origin_pipeline_limit if state.link.is_origin else self.config.pipeline_limit
+        if state.link.is_origin:
+            return self.config.origin_pipeline_limit
+        # With several agent peers their streams keep our link busy between pieces; deep queues
+        # at each would only bind pieces early to peers that may be slow to send them.
+        share = self.config.request_budget // max(1, len(self.peers))
+        return min(self.config.pipeline_limit, max(1, share))
 
     def missing_count(self) -> int:
         return self.torrent.mi.num_pieces - self.torrent.have.count()
@@ -373,7 +399,13 @@ class Dispatcher:
                     return []
                 else:
                     slots = 1
-            options = _indices(wanted)
+            chosen = self._pick(_indices(wanted), slots)
+            if len(chosen) < slots and not state.link.is_origin:
+                chosen += self._asked_of_origins(state)[: slots - len(chosen)]
+            return chosen
+        return self._pick(options, slots)
+
+    def _pick(self, options: list[int], slots: int) -> list[int]:
         if not options:
             return []
         if self.config.rarest_first:
@@ -381,6 +413,20 @@ class Dispatcher:
             options.sort(key=self.availability.__getitem__)
             return options[:slots]
         return self.rng.sample(options, min(slots, len(options)))
+
+    def _asked_of_origins(self, state: PeerState) -> list[int]:
+        """Pieces waiting at an origin that this agent peer can now give instead.
+
+        A piece asked of the origin while no agent had it stays queued there behind the
+        origin's other uploads; once an agent has it, the agent serves it and the origin's
+        copy is cancelled as soon as the agent starts sending (:meth:`on_payload`).
+        """
+        moved = []
+        for i in _indices(state.mask & ~self.have_mask() & ~state.invalid_mask & self.pending_mask):
+            who = self.pending[i]
+            if i not in self.streaming and all(p in self.peers and self.peers[p].link.is_origin for p in who):
+                moved.append(i)
+        return moved
 
     def _fill(self, state: PeerState) -> None:
         if self.completed:

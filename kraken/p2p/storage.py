@@ -30,7 +30,7 @@ class Torrent:
         self.path = path
         self.have = have
         self._fd: int | None = None
-        self._writing: set[int] = set()
+        self._writing: dict[int, int] = {}  # piece -> writers receiving it now
 
     @property
     def info_hash(self) -> bytes:
@@ -52,15 +52,24 @@ class Torrent:
         return os.pread(self.fd(), length, self.mi.piece_offset(index) + offset)
 
     def begin_piece(self, index: int) -> PieceWriter | None:
-        """A writer for *index*, or ``None`` if we have it or another peer is writing it."""
-        if index in self.have or index in self._writing:
+        """A writer for *index*, or ``None`` if we have it already.
+
+        Several peers may send one piece at once (the endgame asks two): the first writer
+        writes as bytes arrive, later ones keep theirs until verified, and the first verified
+        copy wins. A writer never writes once the piece is ours, so a corrupt copy still
+        arriving cannot overwrite a verified one.
+        """
+        if index in self.have:
             return None
-        self._writing.add(index)
-        return PieceWriter(self, index)
+        others = self._writing.get(index, 0)
+        self._writing[index] = others + 1
+        return PieceWriter(self, index, hold=others > 0)
 
     def _piece_done(self, index: int, ok: bool) -> None:
-        self._writing.discard(index)
-        if ok:
+        left = self._writing.pop(index, 1) - 1
+        if left:
+            self._writing[index] = left
+        if ok and index not in self.have:
             self.have.set(index)
             self._mark(index)
 
@@ -77,16 +86,18 @@ class PieceWriter:
     """Receives one piece: hashes it as it arrives and writes it in ``FLUSH_AT`` batches.
 
     Network reads come in TLS-record sizes (16 KiB). The chunks (immutable bytes or views of
-    them) are kept as they are and written with one ``pwritev``: no copy in Python, and one
-    system call per batch instead of one per record.
+    them) are kept as they are and written with ``pwritev``: no copy in Python, and one
+    system call per batch instead of one per record. With ``hold`` (another writer is
+    receiving the same piece) nothing is written before the piece is verified.
     """
 
     FLUSH_AT = 1 << 20
     MAX_CHUNKS = 512  # well under IOV_MAX
 
-    def __init__(self, torrent: Torrent, index: int) -> None:
+    def __init__(self, torrent: Torrent, index: int, hold: bool = False) -> None:
         self.torrent = torrent
         self.index = index
+        self.hold = hold
         self.size = torrent.mi.piece_size(index)
         self.pos = 0
         self.hash = hashlib.sha256()
@@ -102,26 +113,37 @@ class PieceWriter:
         self._chunks.append(data)
         self._pending += len(data)
         self.pos += len(data)
-        if self._pending >= self.FLUSH_AT or len(self._chunks) >= self.MAX_CHUNKS:
+        if not self.hold and (self._pending >= self.FLUSH_AT or len(self._chunks) >= self.MAX_CHUNKS):
             self._flush()
 
     def _flush(self) -> None:
-        if not self._chunks:
+        if self.index in self.torrent.have:  # another copy was verified first: keep it
+            self._chunks, self._pending = [], 0
             return
+        for start in range(0, len(self._chunks), self.MAX_CHUNKS):
+            self._write(self._chunks[start : start + self.MAX_CHUNKS])
+        self._chunks, self._pending = [], 0
+
+    def _write(self, chunks: list[bytes | memoryview]) -> None:
         offset = self.torrent.mi.piece_offset(self.index) + self._flushed
-        written = os.pwritev(self.torrent.fd(), self._chunks, offset)
-        if written < self._pending:  # a short write: finish the rest plainly
-            rest = b"".join(bytes(c) for c in self._chunks)[written:]
+        size = sum(len(c) for c in chunks)
+        written = os.pwritev(self.torrent.fd(), chunks, offset)
+        if written < size:  # a short write: finish the rest plainly
+            rest = b"".join(bytes(c) for c in chunks)[written:]
             while rest:
                 n = os.pwrite(self.torrent.fd(), rest, offset + written)
                 written += n
                 rest = rest[n:]
-        self._flushed += self._pending
-        self._chunks, self._pending = [], 0
+        self._flushed += size
 
-    def finish(self) -> bool:
-        """Verify the piece; True if it matches its hash (then it counts as ours)."""
+    def finish(self) -> bool | None:
+        """Verify the piece: True if it matches its hash (then it is ours), False if not,
+        ``None`` if another copy of it was verified first."""
         self.open = False
+        if self.index in self.torrent.have:
+            self._chunks, self._pending = [], 0
+            self.torrent._piece_done(self.index, False)
+            return None
         ok = self.pos == self.size and self.hash.digest() == self.torrent.mi.piece_hashes[self.index]
         if ok:
             self._flush()

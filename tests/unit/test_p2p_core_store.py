@@ -189,3 +189,30 @@ def test_piece_writer_finishes_a_short_vectored_write(
         writer.write(memoryview(data)[piece + start : piece + min(start + 1000, piece)])
     assert writer.finish()
     assert torrent.read(1, 0, piece) == data[piece:]
+
+
+def test_a_corrupt_copy_cannot_overwrite_a_verified_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kraken.p2p import storage
+    from kraken.p2p.metainfo import generate
+
+    piece = 4096
+    data = os.urandom(piece * 2)
+    (tmp_path / "src").write_bytes(data)
+    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
+    torrent = storage.PieceStore(CAStore(tmp_path / "cas")).open_download(mi)
+    monkeypatch.setattr(storage.PieceWriter, "FLUSH_AT", 1024)  # the first writer writes early
+    corrupt, good = torrent.begin_piece(0), torrent.begin_piece(0)
+    corrupt.write(b"\0" * 2048)
+    good.write(data[:piece])
+    assert good.finish() is True, "the held copy is verified and written"
+    corrupt.write(b"\0" * 2048)  # the rest of the bad copy arrives after
+    assert corrupt.finish() is None
+    assert torrent.read(0, 0, piece) == data[:piece]
+    bad_first, late_good = torrent.begin_piece(1), torrent.begin_piece(1)
+    bad_first.write(b"\1" * piece)
+    assert bad_first.finish() is False, "its early writes are on disk but the piece is not ours"
+    late_good.write(data[piece:])
+    assert late_good.finish() is True
+    assert torrent.read(1, 0, piece) == data[piece:] and torrent.complete()

@@ -301,3 +301,54 @@ def test_super_seeding_ends_once_every_piece_left(tmp_path: Path) -> None:
     assert not d.super_seed, "every piece has been sent once"
     assert a.completes == b.completes == 1, "peers learn they may ask for anything"
     assert d.advertised().complete(), "newcomers see a full bitfield"
+
+
+def test_many_agent_peers_get_one_request_each(setup) -> None:
+    d, *_ = setup
+    peers = [FakeLink(f"p{i}") for i in range(4)]
+    d.add_peer(peers[0], Bitfield.full(10))
+    assert len(peers[0].requests) == 3, "one peer: the whole pipeline"
+    for link in peers[1:]:
+        d.add_peer(link, Bitfield(10))
+    for link in peers[1:]:
+        d.on_peer_complete(link.peer_id)
+    # request_budget 6 over 4 peers: one outstanding request each from now on.
+    assert [len(link.requests) for link in peers[1:]] == [1, 1, 1]
+
+
+def test_piece_waiting_at_the_origin_moves_to_an_agent_that_has_it(setup) -> None:
+    d, _data, _clock, *_ = setup
+    d.config.endgame_threshold = 0
+    origin, agent = FakeLink("origin", is_origin=True), FakeLink("agent")
+    d.add_peer(origin, Bitfield.full(10))
+    d.add_peer(agent, Bitfield(10))
+    asked = origin.requests[-1]
+    d.on_payload(origin.peer_id, origin.requests[0])  # the origin is busy with its first piece
+    d.on_announce(agent.peer_id, asked)
+    assert agent.requests == [asked], "the agent now has a piece queued at the origin"
+    d.on_payload(agent.peer_id, asked)
+    assert origin.cancels == [asked], "the origin drops it once the agent starts sending"
+    assert agent.peer_id in d.pending[asked] and origin.peer_id not in d.pending[asked]
+    d.on_announce(agent.peer_id, origin.requests[0])
+    assert agent.requests == [asked], "a piece the origin is already sending stays there"
+
+
+def test_endgame_keeps_both_copies_streaming(setup) -> None:
+    d, data, *_ = setup
+    for i in range(9):
+        w = d.torrent.begin_piece(i)
+        w.write(data[i * PIECE : (i + 1) * PIECE])
+        assert w.finish()
+    a, b = FakeLink("a"), FakeLink("b")
+    d.add_peer(a, Bitfield.full(10))
+    d.add_peer(b, Bitfield.full(10))
+    assert a.requests == b.requests == [9]
+    d.on_payload(a.peer_id, 9)
+    assert not b.cancels, "in the endgame a slow first sender does not stop the second"
+    slow, fast = d.torrent.begin_piece(9), d.torrent.begin_piece(9)
+    assert slow is not None and fast is not None, "both copies are received"
+    fast.write(data[9 * PIECE :])
+    assert fast.finish() is True
+    slow.write(data[9 * PIECE :])
+    assert slow.finish() is None, "the later copy is a duplicate"
+    assert d.torrent.read(9, 0, PIECE) == data[9 * PIECE :]
