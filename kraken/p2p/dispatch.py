@@ -4,12 +4,15 @@ The dispatcher holds no sockets: it talks to connections through the small :clas
 interface and reads time from an injected clock, so tests drive it with ``task.Clock``.
 
 Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
-agent peer and ``origin_pipeline_limit`` (5) per origin; pieces chosen rarest first among
-those the peer has; a piece is requested from one peer at a time until only
-``endgame_threshold`` (3) pieces are missing, then from ``endgame_copies`` (2). A request
-expires after ``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer has sent no piece
-bytes in that time, or after ``stuck_factor`` times that in any case; it is cancelled there
-and goes to another peer. Requests still in flight elsewhere when a piece
+agent peer and ``origin_pipeline_limit`` (5) per origin; with many agent peers each gets
+``request_budget`` (6) / peers of them, at least one, so pieces are bound to a peer only
+when it is about to send them. Pieces are chosen rarest first among those the peer has; a
+piece is requested from one peer at a time until only ``endgame_threshold`` (3) pieces are
+missing, then from ``endgame_copies`` (2). A piece waiting at an origin is asked of an agent
+peer that has it meanwhile, and the origin's request is cancelled once the agent starts
+sending. A request expires after ``max(min_timeout, timeout_per_mib * piece MiB)`` if its peer
+has sent no piece bytes in that time, or after ``stuck_factor`` times that in any case; it is
+cancelled there and goes to another peer. Requests still in flight elsewhere when a piece
 arrives (endgame) are cancelled too, so a peer busy sending to us is not cut short.
 """
 

@@ -167,17 +167,24 @@ def test_download_hashes_its_prefix_as_pieces_arrive(tmp_path: Path) -> None:
     assert resumed.finish_blob_hash() == mi.digest
 
 
+def two_piece_download(tmp_path: Path, piece: int) -> tuple[bytes, Any]:
+    """Random data of two pieces, and an empty download of it."""
+    from kraken.p2p.metainfo import generate
+    from kraken.p2p.storage import PieceStore
+
+    data = os.urandom(piece * 2)
+    (tmp_path / "src").write_bytes(data)
+    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
+    return data, PieceStore(CAStore(tmp_path / "cas")).open_download(mi)
+
+
 def test_piece_writer_finishes_a_short_vectored_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from kraken.p2p import storage
-    from kraken.p2p.metainfo import generate
 
     piece = 4096
-    data = os.urandom(piece * 2)
-    (tmp_path / "src").write_bytes(data)
-    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
-    torrent = storage.PieceStore(CAStore(tmp_path / "cas")).open_download(mi)
+    data, torrent = two_piece_download(tmp_path, piece)
     real = os.pwritev
 
     def first_chunk_only(fd: int, chunks: list[Any], offset: int) -> int:
@@ -195,13 +202,9 @@ def test_a_corrupt_copy_cannot_overwrite_a_verified_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from kraken.p2p import storage
-    from kraken.p2p.metainfo import generate
 
     piece = 4096
-    data = os.urandom(piece * 2)
-    (tmp_path / "src").write_bytes(data)
-    mi = generate(tmp_path / "src", Digest.of_bytes(data), piece)
-    torrent = storage.PieceStore(CAStore(tmp_path / "cas")).open_download(mi)
+    data, torrent = two_piece_download(tmp_path, piece)
     monkeypatch.setattr(storage.PieceWriter, "FLUSH_AT", 1024)  # the first writer writes early
     corrupt, good = torrent.begin_piece(0), torrent.begin_piece(0)
     corrupt.write(b"\0" * 2048)

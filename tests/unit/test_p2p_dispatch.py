@@ -91,6 +91,14 @@ def deliver(d: Dispatcher, link: FakeLink, index: int, data: bytes) -> bool:
     return ok
 
 
+def fill(d: Dispatcher, data: bytes, pieces: range) -> None:
+    """Pieces we already have before the test's peers arrive."""
+    for i in pieces:
+        w = d.torrent.begin_piece(i)
+        w.write(data[i * PIECE : (i + 1) * PIECE])
+        assert w.finish()
+
+
 def test_pipeline_limits_agent_3_origin_5(setup) -> None:
     d, *_ = setup
     agent, origin = FakeLink("agent"), FakeLink("origin", is_origin=True)
@@ -147,10 +155,7 @@ def test_piece_flow_announces_and_completes(setup) -> None:
 
 def test_endgame_duplicates_requests(setup) -> None:
     d, data, *_ = setup
-    for i in range(8):
-        w = d.torrent.begin_piece(i)
-        w.write(data[i * PIECE : (i + 1) * PIECE])
-        assert w.finish()
+    fill(d, data, range(8))
     a, b, c = FakeLink("a"), FakeLink("b"), FakeLink("c")
     d.add_peer(a, Bitfield.full(10))
     d.add_peer(b, Bitfield.full(10))
@@ -335,10 +340,7 @@ def test_piece_waiting_at_the_origin_moves_to_an_agent_that_has_it(setup) -> Non
 
 def test_endgame_keeps_both_copies_streaming(setup) -> None:
     d, data, *_ = setup
-    for i in range(9):
-        w = d.torrent.begin_piece(i)
-        w.write(data[i * PIECE : (i + 1) * PIECE])
-        assert w.finish()
+    fill(d, data, range(9))
     a, b = FakeLink("a"), FakeLink("b")
     d.add_peer(a, Bitfield.full(10))
     d.add_peer(b, Bitfield.full(10))
