@@ -390,21 +390,21 @@ class Dispatcher:
                 if len(who := self.pending.get(i, {})) < copies and pid not in who
             ]
         else:
-            wanted &= ~self.pending_mask
+            fresh = wanted & ~self.pending_mask
             if state.link.is_origin:
                 # Spare the origin's upload: ask it only for pieces no connected agent can give.
                 # Once it has sent every piece (super-seeding over) its upload would idle, so
                 # then it may serve the rest, one piece at a time.
-                unique = wanted & ~self.agent_mask
+                unique = fresh & ~self.agent_mask
                 if unique:
-                    wanted = unique
+                    fresh = unique
                 elif not state.done_super_seeding or state.inflight:
                     return []
                 else:
                     slots = 1
-            chosen = self._pick(_indices(wanted), slots)
+            chosen = self._pick(_indices(fresh), slots)
             if len(chosen) < slots and not state.link.is_origin:
-                chosen += self._asked_of_origins(state)[: slots - len(chosen)]
+                chosen += self._asked_of_origins(wanted & self.pending_mask)[: slots - len(chosen)]
             return chosen
         return self._pick(options, slots)
 
@@ -417,15 +417,16 @@ class Dispatcher:
             return options[:slots]
         return self.rng.sample(options, min(slots, len(options)))
 
-    def _asked_of_origins(self, state: PeerState) -> list[int]:
-        """Pieces waiting at an origin that this agent peer can now give instead.
+    def _asked_of_origins(self, asked: int) -> list[int]:
+        """Of the pieces in *asked* (a mask of requested pieces an agent peer has), those
+        waiting at an origin only, which that agent peer can now give instead.
 
         A piece asked of the origin while no agent had it stays queued there behind the
         origin's other uploads; once an agent has it, the agent serves it and the origin's
         copy is cancelled as soon as the agent starts sending (:meth:`on_payload`).
         """
         moved = []
-        for i in _indices(state.mask & ~self.have_mask() & ~state.invalid_mask & self.pending_mask):
+        for i in _indices(asked):
             who = self.pending[i]
             if i not in self.streaming and all(p in self.peers and self.peers[p].link.is_origin for p in who):
                 moved.append(i)
