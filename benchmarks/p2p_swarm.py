@@ -54,6 +54,7 @@ BITTORRENT = [False]
 HTTP = [True]
 LOG_LEVEL = ["info"]
 BURST_KB = [256]
+MTU = [1500]
 ORIGIN_SCHEDULER: dict[str, object] = {}
 AGENT_SCHEDULER: dict[str, object] = {}
 TRACE = [False]
@@ -100,7 +101,9 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh("ip", "netns", "add", ns)
     _namespaces.append(ns)
     host_if, br_if = f"v{TAG}{index}", f"b{TAG}{index}"
-    sh("ip", "link", "add", host_if, "netns", ns, "type", "veth", "peer", "name", br_if, "netns", BRIDGE_NS)
+    mtu = str(MTU[0])
+    sh("ip", "link", "add", host_if, "mtu", mtu, "netns", ns, "type", "veth",
+       "peer", "name", br_if, "mtu", mtu, "netns", BRIDGE_NS)
     sh(*in_ns(ns, "ip", "link", "set", host_if, "name", "eth0"))
     sh(*in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0"))
     sh(*in_ns(ns, "ip", "link", "set", "eth0", "up"))
@@ -382,6 +385,7 @@ def main() -> int:
                         help="extra scheduler settings of every agent")
     parser.add_argument("--trace", action="store_true", help="print link rates every second")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
+    parser.add_argument("--mtu", type=int, default=1500, help="MTU of every emulated link")
     parser.add_argument("--piece-mb", type=float, default=0.5, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
@@ -390,6 +394,7 @@ def main() -> int:
     HTTP[0] = not args.no_http
     LOG_LEVEL[0] = args.log_level
     BURST_KB[0] = args.burst_kb
+    MTU[0] = args.mtu
     TRACE[0] = args.trace
     for target, pairs in ((ORIGIN_SCHEDULER, args.origin_scheduler), (AGENT_SCHEDULER, args.agent_scheduler)):
         for pair in pairs:
