@@ -55,6 +55,7 @@ HTTP = [True]
 LOG_LEVEL = ["info"]
 BURST_KB = [256]
 MTU = [1500]
+CONGESTION: list[str | None] = [None]
 ORIGIN_SCHEDULER: dict[str, object] = {}
 AGENT_SCHEDULER: dict[str, object] = {}
 TRACE = [False]
@@ -108,6 +109,8 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh(*in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0"))
     sh(*in_ns(ns, "ip", "link", "set", "eth0", "up"))
     sh(*in_ns(ns, "ip", "link", "set", "lo", "up"))
+    if CONGESTION[0]:
+        sh(*in_ns(ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={CONGESTION[0]}"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "master", "br0"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "up"))
     if rate_mbit:
@@ -196,9 +199,10 @@ class LinkTrace(threading.Thread):
             dt = now_t - last_t
             up = (now[self.origin][0] - last[self.origin][0]) * 8 / 1e6 / dt
             down = sum(now[a][1] - last[a][1] for a in self.agents) * 8 / 1e6 / dt / len(self.agents)
-            a_up = sum(now[a][0] - last[a][0] for a in self.agents) * 8 / 1e6 / dt / len(self.agents)
+            ups = sorted((now[a][0] - last[a][0]) * 8 / 1e6 / dt for a in self.agents)
+            a_up = sum(ups) / len(ups)
             print(f"  t={now_t - started:5.1f}s origin up {up:6.1f} Mbit/s; each agent down {down:6.1f},"
-                  f" up {a_up:6.1f} Mbit/s", flush=True)
+                  f" up {a_up:6.1f} Mbit/s (min {ups[0]:5.1f}, median {ups[len(ups) // 2]:5.1f})", flush=True)
             last_t, last = now_t, now
 
 
@@ -386,6 +390,8 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="print link rates every second")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--mtu", type=int, default=1500, help="MTU of every emulated link")
+    parser.add_argument("--congestion-control", metavar="NAME",
+                        help="TCP congestion control of every host (default: the kernel's)")
     parser.add_argument("--piece-mb", type=float, default=0.5, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
@@ -395,6 +401,7 @@ def main() -> int:
     LOG_LEVEL[0] = args.log_level
     BURST_KB[0] = args.burst_kb
     MTU[0] = args.mtu
+    CONGESTION[0] = args.congestion_control
     TRACE[0] = args.trace
     for target, pairs in ((ORIGIN_SCHEDULER, args.origin_scheduler), (AGENT_SCHEDULER, args.agent_scheduler)):
         for pair in pairs:

@@ -84,8 +84,9 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     )
     WriteBackService(blobs.writebacks).setServiceParent(svc)
     egress, ingress = buckets(config["bandwidth"], reactor)
-    if config["scheduler"]["super_seed"] is None:
-        config["scheduler"]["super_seed"] = True
+    for key, origin_default in (("super_seed", True), ("upload_slots", 2), ("send_lowat", 128 * 1024)):
+        if config["scheduler"][key] is None:
+            config["scheduler"][key] = origin_default
     scheduler = Scheduler(
         reactor,
         svc.tls,

@@ -34,6 +34,15 @@ def scheduler_schema() -> dict[str, Key]:
         "handshake_timeout": Key("float", 5.0, "seconds to dial and exchange handshakes"),
         "tick_interval": Key("float", 1.0, "seconds between timeout checks"),
         "announce_interval": Key("float", 3.0, "announce interval until the tracker names one"),
+        "upload_slots": Key(
+            "int", None, "pieces streamed at once over all peers (0 = any; default: 2 for origins, else 0)",
+            minimum=0,
+        ),
+        "upload_slot_overdue": Key("float", 2.0, "seconds after which a piece still sending frees its slot"),
+        "send_lowat": Key(
+            "int", None, "unsent bytes the kernel keeps per peer socket (0 = its default; origins: 128 KiB)",
+            minimum=0,
+        ),
     }
 
 
@@ -60,9 +69,14 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
     )
     names = (
         "max_open_conn max_mutual_conn blacklist_duration conn_tti seeder_tti leecher_tti "
-        "handshake_timeout tick_interval announce_interval"
+        "handshake_timeout tick_interval announce_interval upload_slot_overdue"
     ).split()
-    return SchedulerConfig(dispatch=dispatch, **{n: section[n] for n in names})
+    return SchedulerConfig(
+        dispatch=dispatch,
+        upload_slots=section["upload_slots"] or 0,
+        send_lowat=section["send_lowat"] or 0,
+        **{n: section[n] for n in names},
+    )
 
 
 def buckets(section: dict[str, Any], clock: Any) -> tuple[TokenBucket | None, TokenBucket | None]:

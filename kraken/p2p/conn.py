@@ -10,6 +10,7 @@ pass through the host's token buckets when bandwidth limits are set.
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,8 @@ class PeerProtocol(Protocol):
         peer = getattr(self.transport, "peer", None)
         self.is_origin = peer is not None and peer.role == "origin"
         self.transport.registerProducer(self, True)
+        if self.scheduler.config.send_lowat:
+            _set_notsent_lowat(self.transport, self.scheduler.config.send_lowat)
         self._timeout = self.scheduler.reactor.callLater(
             self.scheduler.config.handshake_timeout, self.close, "handshake timed out"
         )
@@ -67,6 +70,7 @@ class PeerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closed = True
+        self.scheduler.uploads.release(self)
         for call in (self._timeout, self._pump_call, self._read_paused):
             if call is not None and call.active():
                 call.cancel()
@@ -81,6 +85,7 @@ class PeerProtocol(Protocol):
         self.closed = True
         log.debug("closing peer connection {peer}: {reason}", peer=self.peer_id.hex()[:12], reason=reason)
         self._sendq.clear()
+        self.scheduler.uploads.release(self)
         # TLS waits for a registered producer to go away before it shuts down: without this the
         # connection (and its slot for the blob) would never close.
         self.transport.unregisterProducer()
@@ -239,6 +244,8 @@ class PeerProtocol(Protocol):
             self._sendq.remove(index)
         if streaming is not None:
             self._sendq.appendleft(streaming)
+        if not self._sendq:
+            self.scheduler.uploads.release(self)
 
     def send_announce(self, index: int) -> None:
         self._send(wire.encode_announce(index))
@@ -264,6 +271,13 @@ class PeerProtocol(Protocol):
     def stopProducing(self) -> None:
         self._paused = True
         self._sendq.clear()
+        self.scheduler.uploads.release(self)
+
+    def slot_granted(self) -> None:
+        if self._sendq and not self.closed:
+            self._pump()
+        else:
+            self.scheduler.uploads.release(self)
 
     def _pump(self) -> None:
         if self._pump_call is not None and self._pump_call.active():
@@ -283,6 +297,8 @@ class PeerProtocol(Protocol):
             torrent = self.ctl.torrent
             size = torrent.mi.piece_size(index)
             if self._send_pos == 0:
+                if not self.scheduler.uploads.acquire(self):
+                    return
                 self.transport.write(wire.encode_payload_header(index, size))
             n = min(SEND_CHUNK, size - self._send_pos)
             chunk = torrent.read(index, self._send_pos, n)
@@ -297,6 +313,7 @@ class PeerProtocol(Protocol):
             if self._send_pos >= size:
                 self._sendq.popleft()
                 self._send_pos = 0
+                self.scheduler.uploads.release(self)
                 if self._held:
                     self.transport.writeSequence(self._held)
                     self._held = []
@@ -325,3 +342,14 @@ class DialFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> PeerProtocol:
         return PeerProtocol(self.scheduler, self.ctl, self.expected)
+
+
+def _set_notsent_lowat(transport: Any, size: int) -> None:
+    """Keep at most about *size* unsent bytes in the kernel's send buffer of this connection,
+    so a piece written out has nearly left the host rather than waiting behind others."""
+    while transport is not None:
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25), size)
+            return
+        transport = getattr(transport, "transport", None)

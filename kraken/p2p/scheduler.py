@@ -27,6 +27,7 @@ from kraken.p2p.bitfield import Bitfield
 from kraken.p2p.conn import DialFactory, PeerProtocol
 from kraken.p2p.dispatch import DispatchConfig, Dispatcher
 from kraken.p2p.storage import Torrent
+from kraken.p2p.uploads import UploadSlots
 
 log = Logger(namespace="kraken.p2p.scheduler")
 
@@ -42,6 +43,9 @@ class SchedulerConfig:
     handshake_timeout: float = 5.0
     tick_interval: float = 1.0
     announce_interval: float = 3.0
+    upload_slots: int = 0
+    upload_slot_overdue: float = 2.0
+    send_lowat: int = 0
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
 
 
@@ -115,6 +119,7 @@ class Scheduler:
         self.committer = committer
         self.peer_id = peer_id or os.urandom(20)
         self.egress = egress
+        self.uploads = UploadSlots(self.config.upload_slots, reactor, self.config.upload_slot_overdue)
         self.ingress = ingress
         self.rng = rng or random.Random()
         self.torrents: dict[bytes, TorrentControl] = {}
@@ -446,6 +451,7 @@ class Scheduler:
     def _tick(self) -> None:
         now = self.reactor.seconds()
         cfg = self.config
+        self.uploads.grant()
         for ctl in list(self.torrents.values()):
             ctl.dispatcher.tick()
             for pid in ctl.dispatcher.idle_peers(cfg.conn_tti):
