@@ -55,7 +55,6 @@ HTTP = [True]
 LOG_LEVEL = ["info"]
 BURST_KB = [256]
 MTU = [1500]
-CONGESTION: list[str | None] = [None]
 ORIGIN_SCHEDULER: dict[str, object] = {}
 AGENT_SCHEDULER: dict[str, object] = {}
 TRACE = [False]
@@ -109,8 +108,6 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh(*in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0"))
     sh(*in_ns(ns, "ip", "link", "set", "eth0", "up"))
     sh(*in_ns(ns, "ip", "link", "set", "lo", "up"))
-    if CONGESTION[0]:
-        sh(*in_ns(ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={CONGESTION[0]}"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "master", "br0"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "up"))
     if rate_mbit:
@@ -390,8 +387,6 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="print link rates every second")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--mtu", type=int, default=1500, help="MTU of every emulated link")
-    parser.add_argument("--congestion-control", metavar="NAME",
-                        help="TCP congestion control of every host (default: the kernel's)")
     parser.add_argument("--piece-mb", type=float, default=0.5, help="origin piece length in MiB")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
@@ -401,7 +396,6 @@ def main() -> int:
     LOG_LEVEL[0] = args.log_level
     BURST_KB[0] = args.burst_kb
     MTU[0] = args.mtu
-    CONGESTION[0] = args.congestion_control
     TRACE[0] = args.trace
     for target, pairs in ((ORIGIN_SCHEDULER, args.origin_scheduler), (AGENT_SCHEDULER, args.agent_scheduler)):
         for pair in pairs:

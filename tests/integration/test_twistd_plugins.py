@@ -79,3 +79,30 @@ def test_make_service_takes_a_fake_reactor(
         assert fake.tcpServers or fake.unixServers, f"{tapname} listened on nothing"
     finally:
         service.stopService()
+
+
+@pytest.mark.parametrize(
+    ("tapname", "slots", "lowat"), [("kraken-origin", 2, 128 * 1024), ("kraken-agent", 0, 0)]
+)
+def test_origins_stream_pieces_two_at_a_time_by_default(
+    tapname: str, slots: int, lowat: int, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.plugin import getPlugins
+
+    from kraken.p2p.service import SchedulerService
+
+    monkeypatch.chdir(tmp_path)
+    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == tapname)
+    role = tapname.removeprefix("kraken-")
+    defaults, overridden = maker.options(), maker.options()
+    tls = ["--set", f"tls.ca={pki / 'ca.pem'}", "--set", f"tls.cert={pki / (role + '.pem')}",
+           "--set", f"tls.key={pki / (role + '.key')}"]  # fmt: skip
+    defaults.parseOptions(tls)
+    overridden.parseOptions([*tls, "--set", "scheduler.upload_slots=5", "--set", "scheduler.send_lowat=0"])
+    module = importlib.import_module(maker.module)
+    for options, expected in ((defaults, (slots, lowat)), (overridden, (5, 0))):
+        service = module.makeService(options, reactor=MemoryReactorClock())
+        scheduler = next(s for s in service if isinstance(s, SchedulerService)).scheduler
+        assert (scheduler.uploads.limit, scheduler.config.send_lowat) == expected

@@ -190,3 +190,36 @@ def test_cancel_drops_queued_pieces_but_not_the_one_streaming(
         conn.resumeProducing()
     sent = [e.index for e in wire.Decoder().feed(transport.value()) if isinstance(e, wire.PiecePayload)]
     assert sent == [0, 1], "piece 0 was already streaming; piece 2 was cancelled while queued"
+
+
+def test_upload_slots_stream_one_piece_at_a_time_over_all_connections(
+    tmp_path: Path, blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mi, data = blob
+    monkeypatch.setattr(conn_module, "SEND_CHUNK", 16 * 1024)
+    seeder = Host(tmp_path, "s", mi, data, upload_slots=1)
+    ctl = seeder.scheduler.add_torrent(seeder.store.seed(mi), "ns")
+    conns, transports = [], []
+    for name in (b"a", b"b", b"c"):
+        conn = PeerProtocol(seeder.scheduler, ctl, name * 20)
+        transport = PausingTransport()
+        conn.makeConnection(transport)
+        conn.active = True
+        transport.clear()
+        conn.resumeProducing()
+        conns.append(conn)
+        transports.append(transport)
+    a, b, c = conns
+    a.send_piece(0)
+    b.send_piece(1)
+    c.send_piece(2)
+    assert transports[0].value() and not transports[1].value() and not transports[2].value()
+    c.close("gone")  # leaving the queue frees nothing and starts nobody
+    while a._sendq:
+        a.resumeProducing()
+    assert transports[1].value(), "b starts when a's piece is out"
+    while b._sendq:
+        b.resumeProducing()
+    events = wire.Decoder().feed(transports[1].value())
+    assert [e.index for e in events if isinstance(e, wire.PiecePayload)] == [1]
+    assert not seeder.scheduler.uploads.holders and not seeder.scheduler.uploads.waiting
