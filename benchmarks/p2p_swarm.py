@@ -16,7 +16,8 @@ processes are removed on exit, on Ctrl-C and on SIGTERM.
 All emulated hosts share this machine's cores: keep N x B within what it can move (on 2 cores,
 about 1 Gbit/s of mutual-TLS piece traffic), or the figure measures the CPU, not the protocol.
 The buckets are 256 KiB deep by default: with 64 KiB, tbf splits every GSO packet and the
-emulated network alone takes most of the CPU.
+emulated network alone takes most of the CPU. ``--mtu 9000`` gives every link jumbo frames:
+framing then costs about 1 % of B instead of 4.5 %, for kraken and the baselines alike.
 """
 
 from __future__ import annotations
