@@ -178,7 +178,8 @@ def port_counters() -> dict[str, tuple[int, int]]:
 
 
 class LinkTrace(threading.Thread):
-    """Prints, about once a second, the origin's upload and the agents' mean rates (Mbit/s).
+    """Prints, about once a second, the origin's upload and the agents' rates (Mbit/s): mean
+    download, and mean, lowest and median upload.
 
     A host's upload is what its bridge port receives; its download is what the port sends.
     """

@@ -23,7 +23,7 @@ class Sender(Protocol):
 class UploadSlots:
     """At most ``limit`` senders stream at once (0: no limit); the others wait in arrival order."""
 
-    def __init__(self, limit: int = 0, clock: Any = None, overdue: float = 2.0) -> None:
+    def __init__(self, limit: int, clock: Any, overdue: float = 2.0) -> None:
         self.limit = limit
         self.clock = clock
         self.overdue = overdue
