@@ -350,6 +350,6 @@ def _set_notsent_lowat(transport: Any, size: int) -> None:
     while transport is not None:
         sock = getattr(transport, "socket", None)
         if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25), size)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, size)
             return
         transport = getattr(transport, "transport", None)

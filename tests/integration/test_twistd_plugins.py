@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,28 +53,32 @@ def test_config_errors_exit_nonzero_with_one_clear_line(tapname: str, tmp_path: 
 ROLE_OF = {"kraken-build-index": "build-index"}
 
 
+def build_service(tapname: str, pki: Path, *settings: str, reactor: Any = None) -> Any:
+    """The plugin's service made on *reactor* (a fresh fake by default), with the role's dev
+    certificate and *settings* (``key=value``, as ``--set`` takes them)."""
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.plugin import getPlugins
+
+    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == tapname)
+    role = ROLE_OF.get(tapname, tapname.removeprefix("kraken-"))
+    tls = {"ca": pki / "ca.pem", "cert": pki / f"{role}.pem", "key": pki / f"{role}.key"}
+    options = maker.options()
+    args = [f"tls.{k}={v}" for k, v in tls.items()] + list(settings)
+    options.parseOptions([word for a in args for word in ("--set", a)])
+    return importlib.import_module(maker.module).makeService(options, reactor=reactor or MemoryReactorClock())
+
+
 @pytest.mark.parametrize("tapname", SERVERS)
 def test_make_service_takes_a_fake_reactor(
     tapname: str, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """makeService(options, reactor=...) listens on the reactor it is given, not the global one."""
-    from twisted.application.service import IServiceMaker
     from twisted.internet.testing import MemoryReactorClock
-    from twisted.plugin import getPlugins
 
     monkeypatch.chdir(tmp_path)
-    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == tapname)
-    role = ROLE_OF.get(tapname, tapname.removeprefix("kraken-"))
-    options = maker.options()
-    options.parseOptions(
-        [
-            "--set", f"tls.ca={pki / 'ca.pem'}",
-            "--set", f"tls.cert={pki / (role + '.pem')}",
-            "--set", f"tls.key={pki / (role + '.key')}",
-        ]
-    )  # fmt: skip
     fake = MemoryReactorClock()
-    service = importlib.import_module(maker.module).makeService(options, reactor=fake)
+    service = build_service(tapname, pki, reactor=fake)
     service.startService()
     try:
         assert fake.tcpServers or fake.unixServers, f"{tapname} listened on nothing"
@@ -87,22 +92,11 @@ def test_make_service_takes_a_fake_reactor(
 def test_origins_stream_pieces_two_at_a_time_by_default(
     tapname: str, slots: int, lowat: int, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twisted.application.service import IServiceMaker
-    from twisted.internet.testing import MemoryReactorClock
-    from twisted.plugin import getPlugins
-
     from kraken.p2p.service import SchedulerService
 
     monkeypatch.chdir(tmp_path)
-    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == tapname)
-    role = tapname.removeprefix("kraken-")
-    defaults, overridden = maker.options(), maker.options()
-    tls = ["--set", f"tls.ca={pki / 'ca.pem'}", "--set", f"tls.cert={pki / (role + '.pem')}",
-           "--set", f"tls.key={pki / (role + '.key')}"]  # fmt: skip
-    defaults.parseOptions(tls)
-    overridden.parseOptions([*tls, "--set", "scheduler.upload_slots=5", "--set", "scheduler.send_lowat=0"])
-    module = importlib.import_module(maker.module)
-    for options, expected in ((defaults, (slots, lowat)), (overridden, (5, 0))):
-        service = module.makeService(options, reactor=MemoryReactorClock())
+    overrides = ("scheduler.upload_slots=5", "scheduler.send_lowat=0")
+    for settings, expected in (((), (slots, lowat)), (overrides, (5, 0))):
+        service = build_service(tapname, pki, *settings)
         scheduler = next(s for s in service if isinstance(s, SchedulerService)).scheduler
         assert (scheduler.uploads.limit, scheduler.config.send_lowat) == expected
