@@ -179,7 +179,7 @@ def port_counters() -> dict[str, tuple[int, int]]:
 
 class LinkTrace(threading.Thread):
     """Prints, about once a second, the origin's upload and the agents' rates (Mbit/s): mean
-    download, and mean, lowest and median upload.
+    download, and mean, lowest and median upload; at the end, what each agent uploaded in all.
 
     A host's upload is what its bridge port receives; its download is what the port sends.
     """
@@ -203,6 +203,9 @@ class LinkTrace(threading.Thread):
             print(f"  t={now_t - started:5.1f}s origin up {up:6.1f} Mbit/s; each agent down {down:6.1f},"
                   f" up {a_up:6.1f} Mbit/s (min {ups[0]:5.1f}, median {ups[len(ups) // 2]:5.1f})", flush=True)
             last_t, last = now_t, now
+        totals = port_counters()
+        uploaded = " ".join(f"{totals[a][0] / 1e6:.0f}" for a in self.agents)
+        print(f"  MB each agent uploaded: {uploaded}", flush=True)
 
 
 def timed_parallel(commands: list[list[str]]) -> float:

@@ -21,6 +21,8 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"  # microseconds: peer-wire events come many per second
+
 LEVELS = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,
@@ -45,7 +47,9 @@ class LogControl:
 
     def observer(self, fmt: str = "text", stream: IO[Any] | None = None) -> ILogObserver:
         stream = stream if stream is not None else sys.stdout
-        base = JSONLinesObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+        if fmt == "json":
+            return FilteringLogObserver(JSONLinesObserver(stream), [self.predicate])
+        base = textFileLogObserver(stream, timeFormat=TIME_FORMAT)
         return FilteringLogObserver(base, [self.predicate])
 
 

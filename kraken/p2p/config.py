@@ -32,6 +32,7 @@ def scheduler_schema() -> dict[str, Key]:
         "seeder_tti": Key("float", 300.0, "forget a complete blob nobody read for this long"),
         "leecher_tti": Key("float", 300.0, "fail a download that made no progress for this long"),
         "handshake_timeout": Key("float", 5.0, "seconds to dial and exchange handshakes"),
+        "redial_after": Key("float", 10.0, "seconds before dialing again a peer that turned us away"),
         "tick_interval": Key("float", 1.0, "seconds between timeout checks"),
         "announce_interval": Key("float", 3.0, "announce interval until the tracker names one"),
         "upload_slots": Key(
@@ -69,7 +70,7 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
     )
     names = (
         "max_open_conn max_mutual_conn blacklist_duration conn_tti seeder_tti leecher_tti "
-        "handshake_timeout tick_interval announce_interval upload_slot_overdue"
+        "handshake_timeout redial_after tick_interval announce_interval upload_slot_overdue"
     ).split()
     return SchedulerConfig(
         dispatch=dispatch,

@@ -41,6 +41,7 @@ class SchedulerConfig:
     seeder_tti: float = 300.0
     leecher_tti: float = 300.0
     handshake_timeout: float = 5.0
+    redial_after: float = 10.0
     tick_interval: float = 1.0
     announce_interval: float = 3.0
     upload_slots: int = 0
@@ -67,6 +68,9 @@ class TorrentControl:
         self.dispatcher = dispatcher
         self.conns: dict[bytes, PeerProtocol] = {}
         self.dialing: set[bytes] = set()
+        self.spare: list[PeerInfo] = []  # peers of the last announce not dialled yet
+        self.dial_until = 0  # dial spare peers while fewer connections than this are open
+        self.refused: dict[bytes, float] = {}  # peer -> when it last turned our dial away
         self.waiters: list[Deferred[Any]] = []
         self.last_read = now
         self.finished = torrent.complete()
@@ -302,7 +306,11 @@ class Scheduler:
         if ctl is None:
             return
         # A dial refused before the handshake never learnt the peer id: it is the one we expected.
-        ctl.dialing.discard(conn.peer_id or conn.expected_peer_id or b"")
+        dialed = conn.peer_id or conn.expected_peer_id or b""
+        if dialed in ctl.dialing:
+            ctl.dialing.discard(dialed)
+            ctl.refused[dialed] = self.reactor.seconds()
+            self._dial_spare(ctl)
         if ctl.conns.get(conn.peer_id) is conn:
             del ctl.conns[conn.peer_id]
             self.m_conns.dec()
@@ -365,13 +373,31 @@ class Scheduler:
 
     # -- dialing -------------------------------------------------------------------------------
     def connect_peers(self, ctl: TorrentControl, peers: list[PeerInfo]) -> None:
+        """Dial *peers* in order for half the free connection slots of the blob, leaving the
+        other half to peers that dial us; the rest of *peers* stand by to replace dials that
+        fail or are refused.
+
+        When a whole swarm starts at once, a host that filled every slot by dialing refuses
+        everyone who dials it: the hosts that announced first fill up with each other (and the
+        origin) and the later ones form a second cluster joined to the first by a few links.
+        """
+        recently = self.reactor.seconds() - self.config.redial_after
+        ctl.refused = {p: t for p, t in ctl.refused.items() if t > recently}
+        free = self.config.max_open_conn - ctl.open_count()
+        ctl.dial_until = ctl.open_count() + (free + 1) // 2
+        ctl.spare = list(peers)
+        self._dial_spare(ctl)
+
+    def _dial_spare(self, ctl: TorrentControl) -> None:
         if ctl.finished or ctl.info_hash not in self.torrents:
             return
-        for peer in peers:
-            if ctl.open_count() >= self.config.max_open_conn:
-                break
+        recently = self.reactor.seconds() - self.config.redial_after
+        while ctl.spare and ctl.open_count() < min(ctl.dial_until, self.config.max_open_conn):
+            peer = ctl.spare.pop(0)
             pid = peer.peer_id
             if pid == self.peer_id or pid in ctl.conns or pid in ctl.dialing:
+                continue
+            if ctl.refused.get(pid, recently) > recently:
                 continue
             if self._blacklisted(pid, ctl.info_hash):
                 continue
@@ -400,6 +426,7 @@ class Scheduler:
             ctl.dialing.discard(peer.peer_id)
             self._blacklist(peer.peer_id, ctl.info_hash, "dial")
             log.info("could not connect to peer {ip}:{port}: {e}", ip=peer.ip, port=peer.port, e=f.value)
+            self._dial_spare(ctl)
 
         d.addErrback(failed)
 

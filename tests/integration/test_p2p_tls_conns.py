@@ -61,7 +61,7 @@ async def test_refused_and_finished_connections_close(tmp_path: Path, pki: Path)
     port = await endpoint.listen(factory)
     try:
         target = [PeerInfo(seeder.peer_id, "127.0.0.1", port.getHost().port, origin=True, complete=True)]
-        a, a_store = host(tmp_path, pki, "agent", "a")
+        a, a_store = host(tmp_path, pki, "agent", "a", redial_after=0)
         b, b_store = host(tmp_path, pki, "agent", "b", dispatch=DispatchConfig(origin_pipeline_limit=0))
         ctl_b = b.add_torrent(b_store.open_download(mi), "ns")
         b.connect_peers(ctl_b, target)

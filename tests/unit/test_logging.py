@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 from twisted.logger import Logger
 
@@ -22,3 +23,12 @@ def test_json_lines_and_live_level_changes() -> None:
     assert [e["n"] for e in events] == [2, 3]
     assert events[1]["text"] == "now shown 3"
     assert events[0]["log_namespace"] == "kraken.test"
+
+
+def test_text_lines_carry_microseconds() -> None:
+    stream = io.StringIO()
+    log = Logger(namespace="kraken.test", observer=LogControl("info").observer("text", stream))
+    log.info("dialing {peer}", peer="10.0.0.1")
+    stamp, _, rest = stream.getvalue().partition(" ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d{4}", stamp), stamp
+    assert rest.strip() == "[kraken.test#info] dialing 10.0.0.1"

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import FakeTransport, connect
 
@@ -17,7 +19,7 @@ from kraken.p2p import conn as conn_module
 from kraken.p2p import wire
 from kraken.p2p.conn import PeerProtocol
 from kraken.p2p.metainfo import MetaInfo, generate
-from kraken.p2p.scheduler import Scheduler, SchedulerConfig
+from kraken.p2p.scheduler import PeerInfo, Scheduler, SchedulerConfig
 from kraken.p2p.storage import PieceStore
 
 PIECE = 64 * 1024
@@ -103,6 +105,38 @@ def test_capacity_and_blacklist_refuse_peers(tmp_path: Path, blob: Any) -> None:
     server_b, client_b, pump_b = dial(b, seeder, ctl_b)
     pump_b.flush()
     assert client_b.active, "the blacklist entry expires after 30 s"
+
+
+def test_dials_half_the_free_slots_and_replaces_refused_dials(tmp_path: Path, blob: Any) -> None:
+    mi, _ = blob
+    dials: list[tuple[PeerInfo, Any, Deferred[Any]]] = []
+
+    def connector(peer: PeerInfo, factory: Any) -> Deferred[Any]:
+        dials.append((peer, factory, Deferred()))
+        return dials[-1][2]
+
+    clock = MemoryReactorClock()
+    config = SchedulerConfig(max_open_conn=10, redial_after=10)
+    scheduler = Scheduler(clock, None, config, connector=connector)
+    ctl = scheduler.add_torrent(PieceStore(CAStore(tmp_path / "a")).open_download(mi), "ns")
+    peers = [PeerInfo(bytes([i]) * 20, f"10.0.0.{i}", 16001) for i in range(1, 13)]
+    scheduler.connect_peers(ctl, peers)
+    assert [p for p, _, _ in dials] == peers[:5], "half the free slots stay open for peers that dial us"
+    # Refused during the handshake: the next spare peer is dialled at once.
+    scheduler.connection_lost(dials[0][1].buildProtocol(None))
+    assert dials[-1][0] == peers[5] and len(ctl.dialing) == 5
+    # The TCP dial fails: replaced too, and the dead peer is shunned.
+    dials[1][2].errback(ConnectionRefusedError())
+    assert dials[-1][0] == peers[6] and len(ctl.dialing) == 5
+    assert scheduler._blacklisted(peers[1].peer_id, ctl.info_hash)
+    # The next announce dials half of what is still free (10 - 5 slots, rounded up), skipping
+    # the peer that refused us a moment ago.
+    scheduler.connect_peers(ctl, peers)
+    assert [p for p, _, _ in dials[7:]] == peers[7:10]
+    assert len(ctl.dialing) == 8
+    clock.advance(10)
+    scheduler.connect_peers(ctl, peers)
+    assert [p for p, _, _ in dials[10:]] == [peers[0]], "after redial_after it may be dialled again"
 
 
 def test_mutual_connection_limit(tmp_path: Path, blob: Any) -> None:
