@@ -32,7 +32,7 @@ def scheduler_schema() -> dict[str, Key]:
         "seeder_tti": Key("float", 300.0, "forget a complete blob nobody read for this long"),
         "leecher_tti": Key("float", 300.0, "fail a download that made no progress for this long"),
         "handshake_timeout": Key("float", 5.0, "seconds to dial and exchange handshakes"),
-        "redial_after": Key("float", 10.0, "seconds before dialing again a peer that turned us away"),
+        "redial_after": Key("float", 10.0, "seconds before redialing a peer that refused us or hung up"),
         "tick_interval": Key("float", 1.0, "seconds between timeout checks"),
         "announce_interval": Key("float", 3.0, "announce interval until the tracker names one"),
         "upload_slots": Key(

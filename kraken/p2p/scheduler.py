@@ -70,7 +70,7 @@ class TorrentControl:
         self.dialing: set[bytes] = set()
         self.spare: list[PeerInfo] = []  # peers of the last announce not dialled yet
         self.dial_until = 0  # dial spare peers while fewer connections than this are open
-        self.refused: dict[bytes, float] = {}  # peer -> when it last turned our dial away
+        self.refused: dict[bytes, float] = {}  # peer -> when it turned our dial away or hung up
         self.waiters: list[Deferred[Any]] = []
         self.last_read = now
         self.finished = torrent.complete()
@@ -315,6 +315,8 @@ class Scheduler:
             del ctl.conns[conn.peer_id]
             self.m_conns.dec()
             ctl.dispatcher.remove_peer(conn.peer_id)
+            ctl.refused[conn.peer_id] = self.reactor.seconds()
+            self._dial_spare(ctl)
 
     # -- piece accounting (metrics, idleness) ---------------------------------------------------
     def piece_received(self, conn: PeerProtocol, index: int, ok: bool | None) -> None:
@@ -375,7 +377,8 @@ class Scheduler:
     def connect_peers(self, ctl: TorrentControl, peers: list[PeerInfo]) -> None:
         """Dial *peers* in order for half the free connection slots of the blob, leaving the
         other half to peers that dial us; the rest of *peers* stand by to replace dials that
-        fail or are refused.
+        fail or are refused, and connections that end. A peer that turned us away, or whose
+        connection just ended, is not dialled again for ``redial_after`` seconds.
 
         When a whole swarm starts at once, a host that filled every slot by dialing refuses
         everyone who dials it: the hosts that announced first fill up with each other (and the

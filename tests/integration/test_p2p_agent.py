@@ -85,7 +85,9 @@ def test_corrupt_peer_is_blacklisted_and_download_is_correct(servers: Any, pki: 
         )
         assert r.code == 200
         yield r.content()
-        agent = start_agent(servers, pki, tmp_path, tracker, "a0")
+        # One connection: the agent asks the corrupt peer alone (the origin would otherwise race
+        # it), then the origin from the same announce once the corrupt peer is dropped.
+        agent = start_agent(servers, pki, tmp_path, tracker, "a0", scheduler={"max_open_conn": 1})
         r = yield client(pki).get(blob_url(agent, d))
         assert r.code == 200 and (yield r.content()) == data
         assert factory.served >= 1, "the agent must have tried the corrupt peer"

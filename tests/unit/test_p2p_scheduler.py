@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -137,6 +138,11 @@ def test_dials_half_the_free_slots_and_replaces_refused_dials(tmp_path: Path, bl
     clock.advance(10)
     scheduler.connect_peers(ctl, peers)
     assert [p for p, _, _ in dials[10:]] == [peers[0]], "after redial_after it may be dialled again"
+    # A connection that ends makes room for the next peer standing by.
+    ctl.dialing.discard(peers[2].peer_id)
+    ctl.conns[peers[2].peer_id] = SimpleNamespace(ctl=ctl, peer_id=peers[2].peer_id)  # type: ignore[assignment]
+    scheduler.connection_lost(ctl.conns[peers[2].peer_id])
+    assert dials[-1][0] == peers[10]
 
 
 def test_mutual_connection_limit(tmp_path: Path, blob: Any) -> None:
