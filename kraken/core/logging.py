@@ -48,8 +48,9 @@ class LogControl:
     def observer(self, fmt: str = "text", stream: IO[Any] | None = None) -> ILogObserver:
         stream = stream if stream is not None else sys.stdout
         if fmt == "json":
-            return FilteringLogObserver(JSONLinesObserver(stream), [self.predicate])
-        base = textFileLogObserver(stream, timeFormat=TIME_FORMAT)
+            base: ILogObserver = JSONLinesObserver(stream)
+        else:
+            base = textFileLogObserver(stream, timeFormat=TIME_FORMAT)
         return FilteringLogObserver(base, [self.predicate])
 
 

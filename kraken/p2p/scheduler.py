@@ -306,16 +306,16 @@ class Scheduler:
         if ctl is None:
             return
         # A dial refused before the handshake never learnt the peer id: it is the one we expected.
-        dialed = conn.peer_id or conn.expected_peer_id or b""
-        if dialed in ctl.dialing:
-            ctl.dialing.discard(dialed)
-            ctl.refused[dialed] = self.reactor.seconds()
-            self._dial_spare(ctl)
-        if ctl.conns.get(conn.peer_id) is conn:
-            del ctl.conns[conn.peer_id]
+        peer = conn.peer_id or conn.expected_peer_id or b""
+        ended = peer in ctl.dialing
+        ctl.dialing.discard(peer)
+        if ctl.conns.get(peer) is conn:
+            del ctl.conns[peer]
             self.m_conns.dec()
-            ctl.dispatcher.remove_peer(conn.peer_id)
-            ctl.refused[conn.peer_id] = self.reactor.seconds()
+            ctl.dispatcher.remove_peer(peer)
+            ended = True
+        if ended:
+            ctl.refused[peer] = self.reactor.seconds()
             self._dial_spare(ctl)
 
     # -- piece accounting (metrics, idleness) ---------------------------------------------------
