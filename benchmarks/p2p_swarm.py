@@ -18,6 +18,9 @@ about 1 Gbit/s of mutual-TLS piece traffic), or the figure measures the CPU, not
 The buckets are 256 KiB deep by default: with 64 KiB, tbf splits every GSO packet and the
 emulated network alone takes most of the CPU. ``--mtu 9000`` gives every link jumbo frames:
 framing then costs about 1 % of B instead of 4.5 %, for kraken and the baselines alike.
+Every emulated host uses the TCP congestion control ``--cc`` (default cubic, Linux's own default),
+whatever this machine's default is; the run adds it to the machine's allowed list if needed and
+restores the list at the end.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ HTTP = [True]
 LOG_LEVEL = ["info"]
 BURST_KB = [256]
 MTU = [1500]
+CONGESTION = ["cubic"]
+ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+_allowed_cc_before: list[str] = []
 ORIGIN_SCHEDULER: dict[str, object] = {}
 AGENT_SCHEDULER: dict[str, object] = {}
 TRACE = [False]
@@ -92,8 +98,24 @@ def cleanup() -> None:
     _namespaces.clear()
 
 
-def _on_signal(signum: int, frame: object) -> None:
+def cleanup_all() -> None:
+    """End of the run: also give the machine back the congestion controls it allowed."""
     cleanup()
+    if _allowed_cc_before:
+        Path(ALLOWED_CC).write_text(_allowed_cc_before.pop())
+
+
+def allow_congestion_control(name: str) -> None:
+    """A namespace may only default to a congestion control the machine allows: add *name*
+    to the allowed list for the run (``cleanup_all`` puts the list back)."""
+    allowed = Path(ALLOWED_CC).read_text().split()
+    if name not in allowed:
+        _allowed_cc_before.append(" ".join(allowed))
+        Path(ALLOWED_CC).write_text(" ".join([*allowed, name]))
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    cleanup_all()
     sys.exit(128 + signum)
 
 
@@ -109,6 +131,7 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh(*in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0"))
     sh(*in_ns(ns, "ip", "link", "set", "eth0", "up"))
     sh(*in_ns(ns, "ip", "link", "set", "lo", "up"))
+    sh(*in_ns(ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={CONGESTION[0]}"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "master", "br0"))
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "up"))
     if rate_mbit:
@@ -393,6 +416,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--mtu", type=int, default=1500, help="MTU of every emulated link")
     parser.add_argument("--piece-mb", type=float, default=0.5, help="origin piece length in MiB")
+    parser.add_argument("--cc", default="cubic",
+                        help="TCP congestion control of every emulated host (default: Linux's own default)")
     args = parser.parse_args()
     PIECE_LENGTH[0] = int(args.piece_mb * 1024 * 1024)
     PIPELINE[0] = args.pipeline
@@ -402,6 +427,7 @@ def main() -> int:
     BURST_KB[0] = args.burst_kb
     MTU[0] = args.mtu
     TRACE[0] = args.trace
+    CONGESTION[0] = args.cc
     for target, pairs in ((ORIGIN_SCHEDULER, args.origin_scheduler), (AGENT_SCHEDULER, args.agent_scheduler)):
         for pair in pairs:
             key, _, value = pair.partition("=")
@@ -414,7 +440,8 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    atexit.register(cleanup)
+    atexit.register(cleanup_all)
+    allow_congestion_control(args.cc)
     root = Path(tempfile.mkdtemp(prefix="kraken-p2p-bench-", dir=args.workdir))
     os.chmod(root, 0o755)  # opentracker drops to nobody and must read its whitelist here
     try:
@@ -440,7 +467,7 @@ def main() -> int:
                   + (f" {t['bittorrent']:>7.2f} {t['bittorrent'] / k:>10.2f}" if "bittorrent" in t else ""),
                   flush=True)
     finally:
-        cleanup()
+        cleanup_all()
         if args.keep:
             print(f"logs kept in {root}")
         else:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kraken.core.config import Key
+from kraken.core.config import ConfigError, Key
 from kraken.p2p.bandwidth import TokenBucket, bucket_from_config
 from kraken.p2p.dispatch import DispatchConfig
 from kraken.p2p.scheduler import SchedulerConfig
+from kraken.p2p.sockopts import check_congestion_control
 
 
 def scheduler_schema() -> dict[str, Key]:
@@ -44,6 +45,7 @@ def scheduler_schema() -> dict[str, Key]:
             "int", None, "unsent bytes the kernel keeps per peer socket (0 = its default; origins: 128 KiB)",
             minimum=0,
         ),
+        "tcp_congestion": Key("str", "", "TCP congestion control of peer connections (empty = the host's)"),
     }
 
 
@@ -55,6 +57,11 @@ def bandwidth_schema() -> dict[str, Key]:
 
 
 def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
+    if section["tcp_congestion"]:
+        try:
+            check_congestion_control(section["tcp_congestion"])
+        except ValueError as e:
+            raise ConfigError(f"scheduler.tcp_congestion: {e}") from None
     dispatch = DispatchConfig(
         pipeline_limit=section["pipeline_limit"],
         origin_pipeline_limit=section["origin_pipeline_limit"],
@@ -76,6 +83,7 @@ def scheduler_config(section: dict[str, Any]) -> SchedulerConfig:
         dispatch=dispatch,
         upload_slots=section["upload_slots"] or 0,
         send_lowat=section["send_lowat"] or 0,
+        tcp_congestion=section["tcp_congestion"],
         **{n: section[n] for n in names},
     )
 

@@ -10,7 +10,6 @@ pass through the host's token buckets when bandwidth limits are set.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from kraken.p2p import wire
+from kraken.p2p import sockopts, wire
 from kraken.p2p.storage import PieceWriter
 
 if TYPE_CHECKING:
@@ -60,8 +59,8 @@ class PeerProtocol(Protocol):
         peer = getattr(self.transport, "peer", None)
         self.is_origin = peer is not None and peer.role == "origin"
         self.transport.registerProducer(self, True)
-        if self.scheduler.config.send_lowat:
-            _set_notsent_lowat(self.transport, self.scheduler.config.send_lowat)
+        config = self.scheduler.config
+        sockopts.tune(self.transport, config.send_lowat, config.tcp_congestion)
         self._timeout = self.scheduler.reactor.callLater(
             self.scheduler.config.handshake_timeout, self.close, "handshake timed out"
         )
@@ -342,14 +341,3 @@ class DialFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> PeerProtocol:
         return PeerProtocol(self.scheduler, self.ctl, self.expected)
-
-
-def _set_notsent_lowat(transport: Any, size: int) -> None:
-    """Keep at most about *size* unsent bytes in the kernel's send buffer of this connection,
-    so a piece written out has nearly left the host rather than waiting behind others."""
-    while transport is not None:
-        sock = getattr(transport, "socket", None)
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, size)
-            return
-        transport = getattr(transport, "transport", None)

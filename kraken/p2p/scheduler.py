@@ -47,6 +47,7 @@ class SchedulerConfig:
     upload_slots: int = 0
     upload_slot_overdue: float = 2.0
     send_lowat: int = 0
+    tcp_congestion: str = ""
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
 
 
