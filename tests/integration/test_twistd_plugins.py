@@ -89,14 +89,15 @@ def test_make_service_takes_a_fake_reactor(
 @pytest.mark.parametrize(
     ("tapname", "slots", "lowat"), [("kraken-origin", 2, 128 * 1024), ("kraken-agent", 0, 0)]
 )
-def test_origins_stream_pieces_two_at_a_time_by_default(
+def test_origin_and_agent_upload_defaults_and_overrides(
     tapname: str, slots: int, lowat: int, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from kraken.p2p.service import SchedulerService
 
     monkeypatch.chdir(tmp_path)
-    overrides = ("scheduler.upload_slots=5", "scheduler.send_lowat=0")
-    for settings, expected in (((), (slots, lowat)), (overrides, (5, 0))):
+    overrides = ("scheduler.upload_slots=5", "scheduler.send_lowat=0", "scheduler.tcp_congestion=reno")
+    for settings, expected in (((), (slots, lowat, "")), (overrides, (5, 0, "reno"))):
         service = build_service(tapname, pki, *settings)
         scheduler = next(s for s in service if isinstance(s, SchedulerService)).scheduler
-        assert (scheduler.uploads.limit, scheduler.config.send_lowat) == expected
+        config = scheduler.config
+        assert (scheduler.uploads.limit, config.send_lowat, config.tcp_congestion) == expected
