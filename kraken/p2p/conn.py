@@ -62,7 +62,7 @@ class PeerProtocol(Protocol):
         config = self.scheduler.config
         sockopts.tune(self.transport, config.send_lowat, config.tcp_congestion)
         self._timeout = self.scheduler.reactor.callLater(
-            self.scheduler.config.handshake_timeout, self.close, "handshake timed out"
+            config.handshake_timeout, self.close, "handshake timed out"
         )
         if self.opener and self.ctl is not None:
             self.transport.write(self.scheduler.handshake_message(self.ctl))
