@@ -9,13 +9,17 @@ from prometheus_client.registry import Collector
 
 from kraken.pubsub.router import Router
 from kraken.pubsub.server import MemcachedFactory
+from kraken.pubsub.websocket import PushFactory
 
 
 class PubSubCollector(Collector):
-    def __init__(self, prefix: str, router: Router, memcached: MemcachedFactory) -> None:
+    def __init__(
+        self, prefix: str, router: Router, memcached: MemcachedFactory, push: PushFactory | None = None
+    ) -> None:
         self.prefix = prefix
         self.router = router
         self.memcached = memcached
+        self.push = push
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         p = self.prefix
@@ -53,6 +57,7 @@ class PubSubCollector(Collector):
             p + "queue_dropped", "records dropped from full queues", value=dropped
         )
         m = self.memcached
-        yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=m.rejected)
+        rejected = m.rejected + (self.push.rejected if self.push is not None else 0)
+        yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=rejected)
         yield CounterMetricFamily(p + "malformed_closes", "closed for bad input", value=m.malformed)
         yield CounterMetricFamily(p + "idle_closes", "connections closed for idleness", value=m.idle_closed)

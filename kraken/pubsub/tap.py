@@ -42,6 +42,13 @@ class Options(KrakenOptions):
             "max_line_bytes": Key("int", wire.DEFAULT_MAX_LINE, "longest command line", minimum=64),
             "websocket_listen": Key("list", ["tcp:12357:interface=127.0.0.1"],
                                     "endpoints for WebSocket push ('tls:' prefix for TLS)"),
+            "max_websocket_clients": Key("int", 1000, "concurrent WebSocket push clients", minimum=0),
+            "websocket_ping_interval": Key(
+                "float", 30.0, "ping WebSocket clients this often (whole seconds; 0: never)", minimum=0
+            ),
+            "websocket_ping_timeout": Key(
+                "float", 10.0, "drop a WebSocket client whose answer to a ping takes longer (s)", minimum=1
+            ),
             "admin_listen": Key("list", ["tcp:12356:interface=127.0.0.1"],
                                 "endpoints of the admin HTTP API (keep it on loopback)"),
         },
@@ -71,9 +78,17 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     memcached = MemcachedFactory(router, clock, limits)
     for description in config["listen"]:
         svc.listen("memcached-tls" if is_tls(description) else "memcached", description, memcached)
-    push = PushFactory(router, clock, cfg["max_queue_bytes"], cfg["max_value_bytes"] + 1024)
+    push = PushFactory(
+        router,
+        clock,
+        cfg["max_queue_bytes"],
+        cfg["max_value_bytes"] + 1024,
+        max_clients=cfg["max_websocket_clients"],
+        ping_interval=cfg["websocket_ping_interval"],
+        ping_timeout=cfg["websocket_ping_timeout"],
+    )
     svc.listen_all("websocket", cfg["websocket_listen"], push)
-    svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached))
+    svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
     admin = Admin(router, svc.log_control, cfg["num_router_shards"])
     site = make_site(admin.routes(), svc.metrics, health_checks={"router": lambda: True})
     svc.listen_all("admin", cfg["admin_listen"], site)

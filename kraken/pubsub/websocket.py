@@ -11,6 +11,10 @@ Server → client
   binary frame: one or more ``MESSAGE <topics…> <len>\\r\\n<payload>\\r\\n`` records, the same
   bytes a memcached client gets from ``get messages``; deliveries made in one reactor turn
   travel in one frame.
+
+At most ``max_clients`` push clients at once: the next handshake is answered with HTTP 503.
+Clients are pinged every ``ping_interval`` seconds, and one that does not answer within
+``ping_timeout`` is dropped, so a vanished client does not keep its slot and queue.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -110,6 +115,22 @@ def _topics(message: dict[str, Any]) -> list[bytes]:
 class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):
     factory: PushFactory
     client: PushSubscriber | None = None
+    counted = False
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        factory = self.factory
+        if factory.open >= factory.max_clients:
+            factory.rejected += 1
+            log.info("WebSocket push reached {n} clients; refusing {peer}", n=factory.open, peer=request.peer)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many WebSocket clients")
+        factory.open += 1
+        self.counted = True
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self.counted:
+            self.counted = False
+            self.factory.open -= 1
 
     def onOpen(self) -> None:
         router = self.factory.router
@@ -183,10 +204,27 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):
 class PushFactory(WebSocketServerFactory):
     protocol = PushProtocol
 
-    def __init__(self, router: Router, clock: Any, max_queue_bytes: int, max_message: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        clock: Any,
+        max_queue_bytes: int,
+        max_message: int,
+        max_clients: int = 1000,
+        ping_interval: float = 30.0,
+        ping_timeout: float = 10.0,
+    ) -> None:
         super().__init__()
         self.router = router
         self.clock = clock
         self.max_queue_bytes = max_queue_bytes
-        self.setProtocolOptions(maxMessagePayloadSize=max_message, maxFramePayloadSize=max_message)
+        self.max_clients = max_clients
+        self.open = 0
+        self.rejected = 0
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_message,
+            maxFramePayloadSize=max_message,
+            autoPingInterval=ping_interval,
+            autoPingTimeout=ping_timeout,
+        )
         self.noisy = False

@@ -149,6 +149,48 @@ def test_max_clients_and_admin_cli(server: ServerProcess) -> None:
     assert code == 1 and "Not running" in text
 
 
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: a3Jha2VuIHB1c2ggdGVzdA==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def dropped_within(conn: Wire, seconds: float) -> bool:
+    """True once the server closes *conn* (whatever frames come first), False after *seconds*."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        conn.sock.settimeout(left)
+        try:
+            if not conn.sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_websocket_clients_are_limited_and_silent_ones_dropped(
+    servers: ServerProcess.Pool, pki: Path
+) -> None:
+    config = pubsub_config(
+        pki, max_websocket_clients=1, websocket_ping_interval=1, websocket_ping_timeout=1
+    )
+    proc = servers.start("kraken-pubsub", config)
+    port = proc.port("websocket")
+    silent = Wire(port)
+    assert silent.send(UPGRADE, 12).startswith(b"HTTP/1.1 101")
+    refused = Wire(port)
+    assert refused.send(UPGRADE, 12).startswith(b"HTTP/1.1 503")
+    assert dropped_within(refused, 5)
+    # The first client never answers a ping: it is dropped and its place is free again.
+    assert dropped_within(silent, 5)
+    later = Wire(port)
+    assert later.send(UPGRADE, 12).startswith(b"HTTP/1.1 101")
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.port('admin')}/metrics") as r:
+        assert "kraken_pubsub_rejected_connections_total 1.0" in r.read().decode()
+
+
 def test_200_misbehaving_sockets_do_not_disturb_a_subscriber(servers: ServerProcess.Pool, pki: Path) -> None:
     import random
 
