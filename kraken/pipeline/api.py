@@ -20,11 +20,11 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from kraken.core.http import Response, Router, json_bytes, query_arg
+from kraken.pipeline.definitions.mapping import DefinitionError
+from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.lifecycle import ApiError
-from kraken.pipeline.mapping import DefinitionError
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.routes import Routes, call_many, routing_error
-from kraken.pipeline.runtime import Pipeline
 from kraken.pipeline.services import CallError, ServiceRegistry
 
 log = Logger(namespace="kraken.pipeline.api")

@@ -17,10 +17,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kraken.pipeline.dsl import Compiled, compile_pipeline
+from kraken.pipeline.engine.compiler import Compiled, compile_pipeline
+from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
 from kraken.pipeline.names import modulize, pipeline_module
-from kraken.pipeline.runtime import Pipeline
 from kraken.pipeline.services import ServiceRegistry
 
 log = Logger(namespace="kraken.pipeline.pipelines")

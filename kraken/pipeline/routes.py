@@ -7,9 +7,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.pipelines import PipelineRegistry
-from kraken.pipeline.runtime import Pipeline
 
 
 class Routes:

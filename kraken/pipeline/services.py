@@ -18,12 +18,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from kraken.pipeline.clients import Client, ClientContext, ClientError, ClientStartError, find_client
+from kraken.pipeline.definitions.helpers import resolve_helpers
+from kraken.pipeline.definitions.mapping import DefinitionError, Template, compile_mapping
+from kraken.pipeline.definitions.schema import Check, compile_schema
 from kraken.pipeline.expr import ExprError
-from kraken.pipeline.helpers import resolve_helpers
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
-from kraken.pipeline.mapping import DefinitionError, Template, compile_mapping
 from kraken.pipeline.names import modulize
-from kraken.pipeline.schema import Check, compile_schema
 
 log = Logger(namespace="kraken.pipeline.services")
 

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 
 from kraken.pipeline.clients import ClientContext
 from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.pipelines import PipelineRegistry
-from kraken.pipeline.runtime import Pipeline
 from kraken.pipeline.services import ServiceRegistry
 
 

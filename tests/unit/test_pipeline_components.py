@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.lifecycle import ApiError
-from kraken.pipeline.mapping import DefinitionError
 from tests.unit.pipeline_fixtures import ADD, ADD_ONE_X, MULT_X, World, done, stage
 
 

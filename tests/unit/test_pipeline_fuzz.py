@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.lifecycle import ApiError
-from kraken.pipeline.mapping import DefinitionError
 from tests.unit.pipeline_fixtures import World, done
 
 CODE = st.sampled_from(

@@ -12,10 +12,10 @@ from twisted.internet.task import Clock
 
 from kraken.pipeline.clients import ClientContext, ClientError, register_client
 from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.definitions.mapping import DefinitionError, compile_code
+from kraken.pipeline.definitions.schema import _fast_predicate, compile_schema, full_schema
 from kraken.pipeline.expr import ExprError, evaluate
 from kraken.pipeline.lifecycle import ApiError
-from kraken.pipeline.mapping import DefinitionError, compile_code
-from kraken.pipeline.schema import _fast_predicate, compile_schema, full_schema
 from kraken.pipeline.services import CallError, ServiceRegistry
 from tests.unit.pipeline_fixtures import SIMPLE_MATH, done
 

@@ -23,7 +23,7 @@ def register_lambda(name: str, obj: Any) -> None:
 
 
 def find_lambda(name: str) -> Any:
-    import kraken.pipeline.example_lambdas  # noqa: F401 - registers the examples
+    import kraken.pipeline.lambdas.examples  # noqa: F401 - registers the examples
 
     key = modulize(name)
     return _LAMBDAS.get(key, _LAMBDAS.get(key.rsplit(".", 1)[-1]))

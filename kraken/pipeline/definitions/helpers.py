@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kraken.pipeline.mapping import DefinitionError
+from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.names import modulize
 
 Functions = dict[str, Callable[..., Any]]

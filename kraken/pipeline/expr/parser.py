@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kraken.pipeline.expr_lexer import Token, tokenize
-from kraken.pipeline.expr_terms import Atom, ExprError
+from kraken.pipeline.expr.lexer import Token, tokenize
+from kraken.pipeline.expr.terms import Atom, ExprError
 
 MAX_NESTING = 64
 

@@ -13,14 +13,11 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from kraken.pipeline.expr_builtins import (
-    KERNEL,
-    MODULES,
-    Budget,
-    Fn,
-    NamedFn,
-    access_get,
-    apply,
+from kraken.pipeline.expr.builtins import MODULES
+from kraken.pipeline.expr.builtins.access import access_get
+from kraken.pipeline.expr.builtins.kernel import KERNEL
+from kraken.pipeline.expr.functions import Budget, Fn, NamedFn, apply
+from kraken.pipeline.expr.operators import (
     op_add,
     op_concat,
     op_div,
@@ -33,8 +30,8 @@ from kraken.pipeline.expr_builtins import (
     op_range,
     op_sub,
 )
-from kraken.pipeline.expr_parser import Node, parse
-from kraken.pipeline.expr_terms import (
+from kraken.pipeline.expr.parser import Node, parse
+from kraken.pipeline.expr.terms import (
     Atom,
     ExprError,
     LimitError,
@@ -46,8 +43,6 @@ from kraken.pipeline.expr_terms import (
     to_string,
     truthy,
 )
-
-__all__ = ["Budget", "ExprError", "Expression", "LimitError", "compile_expression", "to_json"]
 
 Code = Callable[[Budget, dict[str, Any]], Any]
 Helpers = Mapping[str, Callable[..., Any]]

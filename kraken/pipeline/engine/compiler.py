@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kraken.pipeline.components import (
+from kraken.pipeline.definitions.helpers import Functions, resolve_helpers
+from kraken.pipeline.definitions.mapping import DefinitionError, compile_code, compile_mapping
+from kraken.pipeline.engine.components import (
     Clone,
     Component,
     Composer,
@@ -27,8 +29,6 @@ from kraken.pipeline.components import (
     Tbd,
     Unplug,
 )
-from kraken.pipeline.helpers import Functions, resolve_helpers
-from kraken.pipeline.mapping import DefinitionError, compile_code, compile_mapping
 from kraken.pipeline.names import modulize
 
 TYPES = {

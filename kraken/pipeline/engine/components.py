@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
-from kraken.pipeline.expr_terms import truthy
-from kraken.pipeline.mapping import Template
+from kraken.pipeline.definitions.mapping import Template
+from kraken.pipeline.expr.terms import truthy
 from kraken.pipeline.services import CallError
 
 if TYPE_CHECKING:
-    from kraken.pipeline.events import IP
-    from kraken.pipeline.runtime import Pipeline
+    from kraken.pipeline.engine.packets import IP
+    from kraken.pipeline.engine.runtime import Pipeline
 
 CONSUMED: Any = object()
 perf = time.perf_counter

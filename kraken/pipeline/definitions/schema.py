@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
 
-from kraken.pipeline.mapping import DefinitionError
+from kraken.pipeline.definitions.mapping import DefinitionError
 
 Check = Callable[[Any], "str | None"]
 

@@ -16,9 +16,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kraken.pipeline.components import CONSUMED, Component, Composer, StageFailure
-from kraken.pipeline.dsl import Compiled
-from kraken.pipeline.events import IP, Collector, error_event, exception_error, new_ref
+from kraken.pipeline.engine.compiler import Compiled
+from kraken.pipeline.engine.components import CONSUMED, Component, Composer, StageFailure
+from kraken.pipeline.engine.packets import IP, Collector, error_event, exception_error, new_ref
 from kraken.pipeline.expr import ExprError
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.names import pipeline_module

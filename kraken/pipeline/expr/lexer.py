@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kraken.pipeline.expr_terms import ExprError
+from kraken.pipeline.expr.terms import ExprError
 
 MAX_SOURCE = 20_000
 DIGITS = "0123456789"
