@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from twisted.internet.task import Clock  # noqa: E402
 
-from kraken.pipeline.clients import ClientContext  # noqa: E402
+from kraken.pipeline.clients.base import ClientContext  # noqa: E402
 from kraken.pipeline.lambdas.examples import _num  # noqa: E402
 from kraken.pipeline.pipelines import PipelineRegistry  # noqa: E402
 from kraken.pipeline.services import ServiceRegistry  # noqa: E402

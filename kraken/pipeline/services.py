@@ -17,7 +17,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from kraken.pipeline.clients import Client, ClientContext, ClientError, ClientStartError, find_client
+from kraken.pipeline.clients.base import Client, ClientContext, ClientError, ClientStartError
+from kraken.pipeline.clients.registry import find_client
 from kraken.pipeline.definitions.helpers import resolve_helpers
 from kraken.pipeline.definitions.mapping import DefinitionError, Template, compile_mapping
 from kraken.pipeline.definitions.schema import Check, compile_schema

@@ -12,7 +12,7 @@ from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
 from kraken.core.service import KrakenService
 from kraken.pipeline.api import Api
-from kraken.pipeline.clients import ClientContext
+from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.metrics import PipelineCollector
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
 from kraken.pipeline.routes import Routes

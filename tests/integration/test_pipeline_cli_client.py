@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from kraken.pipeline.clients import ClientContext
+from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.services import CallError, ServiceRegistry
 
 FILES = {

@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from kraken.pipeline.clients import ClientContext, ClientError
+from kraken.pipeline.clients.base import ClientContext, ClientError
 from kraken.pipeline.clients.http import HttpClient
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from kraken.pipeline.clients import ClientContext
-from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.engine.runtime import Pipeline
+from kraken.pipeline.lambdas.registry import register_lambda
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.services import ServiceRegistry
 

@@ -556,7 +556,8 @@ def test_management_operations_on_one_name_are_serialised(world: World) -> None:
     order: list[str] = []
     from twisted.internet import defer
 
-    from kraken.pipeline.clients import Client, register_client
+    from kraken.pipeline.clients.base import Client
+    from kraken.pipeline.clients.registry import register_client
 
     class Delayed(Client):
         def start(self, config: dict[str, Any]) -> Any:
@@ -651,7 +652,7 @@ class Flaky:
 
 @pytest.mark.parametrize(("failures", "expected"), [(0, 1), (2, 3), (3, None)])
 def test_stage_retry_with_backoff(world: World, failures: int, expected: int | None) -> None:
-    from kraken.pipeline.clients.lambdas import register_lambda
+    from kraken.pipeline.lambdas.registry import register_lambda
 
     flaky = Flaky()
     register_lambda("FlakyForTests", flaky)

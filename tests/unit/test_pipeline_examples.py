@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.lambdas.registry import register_lambda
 from tests.support import REPO
 from tests.unit.pipeline_fixtures import World, done
 

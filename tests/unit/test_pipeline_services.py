@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from twisted.internet.task import Clock
 
-from kraken.pipeline.clients import ClientContext, ClientError, register_client
-from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.clients.base import ClientContext, ClientError
+from kraken.pipeline.clients.registry import register_client
 from kraken.pipeline.definitions.mapping import DefinitionError, compile_code
 from kraken.pipeline.definitions.schema import _fast_predicate, compile_schema, full_schema
 from kraken.pipeline.expr import ExprError, evaluate
+from kraken.pipeline.lambdas.registry import register_lambda
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.services import CallError, ServiceRegistry
 from tests.unit.pipeline_fixtures import SIMPLE_MATH, done

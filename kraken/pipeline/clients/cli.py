@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 
-from kraken.pipeline.clients import Client, ClientError
+from kraken.pipeline.clients.base import Client, ClientError
 
 MAX_OUTPUT = 4 * 1024 * 1024
 

@@ -20,7 +20,7 @@ from twisted.internet import defer, error
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
 from kraken.core.tls import ClientTLSPolicy
-from kraken.pipeline.clients import Client, ClientError, ClientStartError
+from kraken.pipeline.clients.base import Client, ClientError, ClientStartError
 from kraken.pipeline.names import service_module
 
 MAX_BODY = 16 * 1024 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kraken.pipeline.clients import Client, ClientError
+from kraken.pipeline.clients.base import Client, ClientError
 
 _INVALID = ClientError("invalid_operation_or_missing_arguments", ":invalid_operation_or_missing_arguments")
 

@@ -1,9 +1,9 @@
 """In-process functions (``Octopus.Lambda``): a registered name, an allowed Python module, or,
 only when the server allows code upload, Python source given in the start config.
 
-``register_lambda("SimpleMath", obj)`` makes ``obj``'s attributes callable as functions;
-the call config names the ``function`` (and, with uploaded code, optionally the ``module``:
-an object defined by that code).
+A registered lambda (:func:`kraken.pipeline.lambdas.registry.register_lambda`) makes an
+object's attributes callable as functions; the call config names the ``function`` (and, with
+uploaded code, optionally the ``module``: an object defined by that code).
 """
 
 from __future__ import annotations
@@ -12,21 +12,9 @@ import importlib
 from types import SimpleNamespace
 from typing import Any
 
-from kraken.pipeline.clients import Client, ClientStartError
-from kraken.pipeline.names import modulize
-
-_LAMBDAS: dict[str, Any] = {}
-
-
-def register_lambda(name: str, obj: Any) -> None:
-    _LAMBDAS[modulize(name)] = obj
-
-
-def find_lambda(name: str) -> Any:
-    import kraken.pipeline.lambdas.examples  # noqa: F401 - registers the examples
-
-    key = modulize(name)
-    return _LAMBDAS.get(key, _LAMBDAS.get(key.rsplit(".", 1)[-1]))
+from kraken.pipeline.clients.base import Client, ClientStartError
+from kraken.pipeline.lambdas import examples  # noqa: F401 - registers the built-in lambdas
+from kraken.pipeline.lambdas.registry import find_lambda
 
 
 class LambdaClient(Client):

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kraken.pipeline.definitions.helpers import Functions, resolve_helpers
 from kraken.pipeline.definitions.mapping import DefinitionError, compile_code, compile_mapping
 from kraken.pipeline.engine.components import (
     Clone,
-    Component,
     Composer,
     DeadEnd,
     Done,
@@ -29,6 +27,7 @@ from kraken.pipeline.engine.components import (
     Tbd,
     Unplug,
 )
+from kraken.pipeline.engine.graph import Compiled, Component
 from kraken.pipeline.names import modulize
 
 TYPES = {
@@ -50,12 +49,6 @@ MAX_COUNT = 64
 MAX_NESTING = 32
 
 Lookup = Callable[[str], "dict[str, Any] | None"]
-
-
-@dataclass
-class Compiled:
-    head: Component | None
-    components: list[Component] = field(default_factory=list)
 
 
 class _Scope:

@@ -1,6 +1,5 @@
-"""Pipeline components at run time: each ``process(rt, ip)`` returns the next component, ``None``
-at the end of the pipeline, or :data:`CONSUMED` when it took the packet (finished it, dropped
-it, queued it, or is waiting on a service).
+"""The component types at run time (stage, switch, goto, done, dead-end, composer, plug, ...),
+each a :class:`~kraken.pipeline.engine.graph.Component`.
 
 Synchronous service calls run inline: no Deferred, no reactor turn per event per stage.
 A component with ``count`` N runs at most N events at once; the others wait in its queue
@@ -9,77 +8,17 @@ and the next free copy takes them (demand-driven load balancing).
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
 from kraken.pipeline.definitions.mapping import Template
+from kraken.pipeline.engine.graph import CONSUMED, Component, RunningPipeline, StageFailure
 from kraken.pipeline.expr.terms import truthy
 from kraken.pipeline.services import CallError
 
 if TYPE_CHECKING:
     from kraken.pipeline.engine.packets import IP
-    from kraken.pipeline.engine.runtime import Pipeline
-
-CONSUMED: Any = object()
-perf = time.perf_counter
-
-
-class StageFailure(Exception):
-    """A component failed; *kind* and *message* go into the error event."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-class Component:
-    kind = "component"
-
-    def __init__(self, name: str, count: int = 1, source: dict[str, Any] | None = None) -> None:
-        self.name = name
-        self.count = count
-        self.source = source or {}
-        self.next: Component | None = None
-        self.calls = 0
-        self.errors = 0
-        self.time = 0.0
-        self.busy = 0
-        self.waiting: deque[IP] = deque()
-        self.free = list(range(count - 1, -1, -1))
-
-    def describe(self, pipeline: str, number: int = 0) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.kind,
-            "number": number,
-            "pipeline": pipeline,
-            "count": self.count,
-        }
-
-    def process(self, rt: Pipeline, ip: IP) -> Any:
-        started = perf()
-        if ip.history is not None:
-            ip.history.append([[self.name, 0], ip.event])
-        try:
-            nxt = self.step(rt, ip)
-        except Exception as e:
-            self.errors += 1
-            self.time += perf() - started
-            self.calls += 1
-            rt.fail(ip, self, e, 0)
-            return CONSUMED
-        self.calls += 1
-        self.time += perf() - started
-        if rt.spans:
-            rt.span(self, 0, ip, started, "ok")
-        return nxt
-
-    def step(self, rt: Pipeline, ip: IP) -> Any:
-        return self.next
 
 
 class GotoPoint(Component):
@@ -93,7 +32,7 @@ class Tbd(Component):
 class DeadEnd(Component):
     kind = "dead_end"
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         ip.collector.release()
         return CONSUMED
 
@@ -105,7 +44,7 @@ class Done(Component):
         super().__init__(name, 1, source)
         self.condition = condition
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         if self.condition is None or truthy(self.condition(ip.event)):
             rt.deliver(ip)
             return CONSUMED
@@ -121,7 +60,7 @@ class Goto(Component):
         self.target: Component | None = None
         self.condition = condition
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         if self.condition is None or truthy(self.condition(ip.event)):
             return self.target
         return self.next
@@ -138,7 +77,7 @@ class Switch(Component):
         self.condition = condition
         self.branches: dict[str, Component | None] = {}
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         args = ip.event if self.prepare is None else self.prepare(ip.event)
         key = self.condition(args)
         if isinstance(key, bool):
@@ -158,7 +97,7 @@ class Plug(Component):
         super().__init__(name, 1, source)
         self.prepare = prepare
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         ip.plugs.append(ip.event)
         if self.prepare is not None:
             ip.event = self.prepare(ip.event)
@@ -172,7 +111,7 @@ class Unplug(Component):
         super().__init__(name, 1, source)
         self.transform = transform
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         outer = ip.plugs.pop()
         if self.transform is not None:
             outer = {**outer, **self.transform(ip.event)}
@@ -189,7 +128,7 @@ class Clone(Component):
         super().__init__(name, 1, source)
         self.branch: Component | None = None
 
-    def step(self, rt: Pipeline, ip: IP) -> Any:
+    def step(self, rt: RunningPipeline, ip: IP) -> Any:
         ip.collector.add(1)
         rt.run(ip.spawn(ip.event), self.branch)
         return self.next
@@ -202,7 +141,7 @@ class Working(Component):
     timeout: float | None = None
     retry: tuple[int, float] | None = None  # (extra attempts, first backoff in seconds)
 
-    def process(self, rt: Pipeline, ip: IP) -> Any:
+    def process(self, rt: RunningPipeline, ip: IP) -> Any:
         if not rt.sync and self.busy >= self.count:
             self.waiting.append(ip)
             return CONSUMED
@@ -210,8 +149,8 @@ class Working(Component):
         copy = self.free.pop() if self.free else 0
         return self.work(rt, ip, copy)
 
-    def work(self, rt: Pipeline, ip: IP, copy: int) -> Any:
-        started = perf()
+    def work(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
+        started = rt.timer()
         if ip.history is not None:
             ip.history.append([[self.name, copy], ip.event])
         try:
@@ -242,7 +181,7 @@ class Working(Component):
             self._drain(rt)
         return nxt
 
-    def _resumed(self, result: Any, rt: Pipeline, ip: IP, copy: int, started: float) -> None:
+    def _resumed(self, result: Any, rt: RunningPipeline, ip: IP, copy: int, started: float) -> None:
         try:
             nxt = self.after(rt, ip, copy, result)
         except Exception as e:
@@ -256,7 +195,7 @@ class Working(Component):
             rt.run(ip, nxt)
         self._drain(rt)
 
-    def _attempt(self, rt: Pipeline, args: Any, n: int) -> Any:
+    def _attempt(self, rt: RunningPipeline, args: Any, n: int) -> Any:
         """Call the service; failures of the call step itself are retried with backoff."""
         assert self.service is not None and self.retry is not None
         retries, backoff = self.retry
@@ -283,36 +222,38 @@ class Working(Component):
     def _timed_out(self, result: Any, timeout: float) -> Any:
         raise StageFailure("TimeoutError", f"{self.kind} {self.name}: no answer within {timeout * 1000:g} ms")
 
-    def _failed(self, failure: Any, rt: Pipeline, ip: IP, copy: int, started: float) -> None:
+    def _failed(self, failure: Any, rt: RunningPipeline, ip: IP, copy: int, started: float) -> None:
         self._release(rt, copy)
         self._account(rt, ip, copy, started, failure.value)
         self._drain(rt)
 
-    def _release(self, rt: Pipeline, copy: int) -> None:
+    def _release(self, rt: RunningPipeline, copy: int) -> None:
         self.busy -= 1
         if copy not in self.free:
             self.free.append(copy)
 
-    def _drain(self, rt: Pipeline) -> None:
+    def _drain(self, rt: RunningPipeline) -> None:
         while self.waiting and self.busy < self.count:
             nxt_ip = self.waiting.popleft()
             if nxt_ip.collector.finished:
                 continue
             rt.run(nxt_ip, self)
 
-    def _account(self, rt: Pipeline, ip: IP, copy: int, started: float, error: BaseException | None) -> None:
+    def _account(
+        self, rt: RunningPipeline, ip: IP, copy: int, started: float, error: BaseException | None
+    ) -> None:
         self.calls += 1
-        self.time += perf() - started
+        self.time += rt.timer() - started
         if error is not None:
             self.errors += 1
             rt.fail(ip, self, error, copy)
         elif rt.spans:
             rt.span(self, copy, ip, started, "ok")
 
-    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+    def before(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
         raise NotImplementedError
 
-    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+    def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         raise NotImplementedError
 
 
@@ -333,10 +274,10 @@ class Stage(Working):
         self.prepare = prepare
         self.transform = transform
 
-    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+    def before(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
         return ip.event if self.prepare is None else self.prepare(ip.event)
 
-    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+    def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         if self.transform is not None:
             ip.event = {**ip.event, **self.transform(result)}
         return self.next
@@ -370,7 +311,7 @@ class Composer(Working):
         self.initial_memo = memo
         self.memos: dict[tuple[str, int], Any] = {}
 
-    def before(self, rt: Pipeline, ip: IP, copy: int) -> Any:
+    def before(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
         args = ip.event if self.prepare is None else self.prepare(ip.event)
         memo = self.memos.get((ip.collector.scope, copy), self.initial_memo)
         if self.kind == "recomposer":
@@ -379,7 +320,7 @@ class Composer(Working):
             args = {k: memo if v == "memo" else v for k, v in args.items()}
         return args
 
-    def after(self, rt: Pipeline, ip: IP, copy: int, result: Any) -> Any:
+    def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         out = self.compose(result)
         events = out.get("events")
         if self.kind == "recomposer":

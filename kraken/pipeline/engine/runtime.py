@@ -3,7 +3,8 @@
 The walk is a plain loop of ``component.process`` calls. It hands the packet back to the
 reactor every ``YIELD_EVERY`` components (so goto loops cannot starve other work and their
 caller's timeout can fire) and gives up after ``MAX_STEPS`` components per packet.
-The clock/reactor is injected: tests drive it with ``twisted.internet.task.Clock``.
+Time is injected: the clock (the reactor; its ``seconds()`` stamps ``since`` and span times)
+and the timer measuring component durations. Tests drive them with ``task.Clock``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from kraken.pipeline.engine.compiler import Compiled
-from kraken.pipeline.engine.components import CONSUMED, Component, Composer, StageFailure
+from kraken.pipeline.engine.components import Composer
+from kraken.pipeline.engine.graph import CONSUMED, Compiled, Component, StageFailure
 from kraken.pipeline.engine.packets import IP, Collector, error_event, exception_error, new_ref
 from kraken.pipeline.expr import ExprError
 from kraken.pipeline.lifecycle import ApiError
@@ -54,10 +56,11 @@ class Pipeline:
         name: str,
         compiled: Compiled,
         services: ServiceRegistry,
-        clock: Any,
+        clock: IReactorTime,
         default_timeout: float,
         sync: bool = False,
         telemetry: bool = False,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
         self.module = pipeline_module(name)
@@ -65,11 +68,12 @@ class Pipeline:
         self.components = compiled.components
         self.services = services
         self.clock = clock
+        self.timer = timer
         self.default_timeout = default_timeout
         self.sync = sync
         self.telemetry = telemetry
         self.running = True
-        self.since = time.time()
+        self.since = clock.seconds()
         self.injected = 0
         self.delivered = 0
         self.failed = 0
@@ -122,7 +126,7 @@ class Pipeline:
         described = component.describe(self.name, copy) if component is not None else "no_info"
         body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described, stack)
         if self.spans and component is not None:
-            self.span(component, copy, ip, time.perf_counter(), "error", message)
+            self.span(component, copy, ip, self.timer(), "error", message)
         ip.collector.result(body)
 
     def call_service(self, service: tuple[str, str], args: Any) -> Any:
@@ -138,8 +142,8 @@ class Pipeline:
             "type": comp.kind,
             "number": copy,
             "ref": ip.collector.ref,
-            "duration_us": round((time.perf_counter() - started) * 1e6, 1),
-            "at": time.time(),
+            "duration_us": round((self.timer() - started) * 1e6, 1),
+            "at": self.clock.seconds(),
             "outcome": outcome,
             "event": ip.event,
         }

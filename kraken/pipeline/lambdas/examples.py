@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from kraken.pipeline.clients.lambdas import register_lambda
+from kraken.pipeline.lambdas.registry import register_lambda
 
 log = Logger(namespace="kraken.pipeline.lambdas")
 

@@ -1,0 +1,60 @@
+"""What every service client is: the base class, its context, and its two kinds of failure.
+
+A client is built per started service from its start config; ``call(prepared, call_config)``
+returns a value or a Deferred of one. A client *returns* :class:`ClientError` for failures
+that the service's ``error`` step may turn into a result; anything it raises is a call error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ClientError:
+    """A failure the client reports as a value (``{:error, reason}`` in the original)."""
+
+    error: Any
+    message: str
+
+
+class ClientStartError(Exception):
+    """The client cannot start with this configuration."""
+
+
+@dataclass
+class ClientContext:
+    """What clients may use: the reactor, our TLS settings, and the server's safety settings."""
+
+    reactor: Any
+    tls: Any = None
+    allow_code: bool = False
+    lambda_modules: list[str] = field(default_factory=list)
+    cli_commands: list[str] = field(default_factory=list)
+    http_timeout: float = 30.0
+
+
+class Client:
+    """Base client; subclasses implement ``call`` and may override ``start``/``stop``."""
+
+    def __init__(self, ctx: ClientContext, service: str) -> None:
+        self.ctx = ctx
+        self.service = service
+
+    def start(self, config: dict[str, Any]) -> Any:
+        """Start; the returned JSON value is the state shown by the API."""
+        return {}
+
+    def stop(self, config: dict[str, Any]) -> Any:
+        return None
+
+    def state(self) -> Any:
+        return {}
+
+    def call(self, prepared: Any, config: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+ClientFactory = Callable[[ClientContext, str], Client]
