@@ -136,7 +136,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     twistd = str(Path(sys.executable).with_name("twistd"))
     proc = subprocess.Popen(
         [twistd, "--pidfile=", "-n", "kraken-pipeline", "--config", str(config)],
-        cwd=REPO,
+        cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},

@@ -361,7 +361,7 @@ class Api:
         out = _Stream(request)
         running = pipeline.stream(events, out.write, debug=debug, timeout=timeout, held=lambda: out.paused)
         out.on_close.append(running.cancel)
-        out.on_resume.append(running.resume)  # type: ignore[attr-defined]
+        out.on_resume.append(running.resume)
         running.addBoth(lambda _: out.finish())
         return NOT_DONE_YET
 
@@ -443,7 +443,7 @@ class Api:
                 out.write(routing_error(error or ":no_type"))
                 continue
             part = pipeline.stream(group, out.write, debug=debug, timeout=timeout, held=lambda: out.paused)
-            out.on_resume.append(part.resume)  # type: ignore[attr-defined]
+            out.on_resume.append(part.resume)
             running.append(part)
         out.on_close.extend(d.cancel for d in running)
         defer.DeferredList(running).addBoth(lambda _: out.finish())

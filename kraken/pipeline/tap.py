@@ -23,7 +23,7 @@ from kraken.pipeline.store import Store, read_project
 log = Logger(namespace="kraken.pipeline.tap")
 
 
-DEFAULT_DB = "kraken-pipeline.sqlite"
+DEFAULT_DB = "run/pipeline/pipeline.sqlite3"
 
 
 class Options(KrakenOptions):
@@ -32,7 +32,9 @@ class Options(KrakenOptions):
         **common_schema(listen=["tcp:4001:interface=127.0.0.1"]),
         "pipeline": {
             "database": Key(
-                "path", None, f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} in cwd)"
+                "path",
+                None,
+                f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} under the cwd)",
             ),
             "persist": Key("bool", True, "keep definitions in the database; false keeps them in memory only"),
             "project_dir": Key("path", None, "folder with services/*.json, pipelines/*.json, routes.json"),

@@ -254,12 +254,12 @@ def test_mutual_tls_listener(servers: ServerProcess.Pool, tmp_path: Path, pki: P
         assert json.loads(r.read()) == []
 
 
-def test_definitions_persist_by_default_in_the_working_directory(
+def test_definitions_persist_by_default_under_the_state_dir(
     servers: ServerProcess.Pool, tmp_path: Path
 ) -> None:
     proc = servers.start("kraken-pipeline", {"listen": ["tcp:0:interface=127.0.0.1"]}, name="defaults")
     math_ready(Http(proc.port("http")))
     proc.stop()
-    assert (proc.workdir / "kraken-pipeline.sqlite").exists()
+    assert (proc.workdir / "run" / "pipeline" / "pipeline.sqlite3").exists()
     proc.start()
     assert Http(proc.port("http")).ok("GET", "/pipelines/status/the-pipeline") == {"status": ":ready"}

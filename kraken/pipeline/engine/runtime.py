@@ -50,6 +50,15 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     return type(error).__name__, f"{type(error).__name__}: {error}"
 
 
+class Streaming(defer.Deferred[None]):
+    """A stream being fed: fires once every event has its results. ``resume()`` feeds more once
+    the reader caught up; cancelling stops feeding."""
+
+    def __init__(self, canceller: Callable[[defer.Deferred[None]], None]) -> None:
+        super().__init__(canceller)
+        self.resume: Callable[[], None] = lambda: None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -232,11 +241,11 @@ class Pipeline:
         timeout: float | None = None,
         window: int = STREAM_WINDOW,
         held: Callable[[], bool] | None = None,
-    ) -> defer.Deferred[None]:
+    ) -> Streaming:
         """Feed *events* with at most *window* in flight (one in sync mode, keeping order).
 
         While *held()* is true (the reader is slow) no new event starts; call the returned
-        Deferred's ``resume()`` when it is not. Cancelling the Deferred stops feeding.
+        :class:`Streaming`'s ``resume()`` when it is not. Cancelling it stops feeding.
         """
         stream_ref = new_ref()
         timeout = self.default_timeout if timeout is None else timeout
@@ -247,7 +256,7 @@ class Pipeline:
         def cancel(_: Any) -> None:
             state["cancelled"] = True
 
-        finished: defer.Deferred[None] = defer.Deferred(cancel)
+        finished = Streaming(cancel)
 
         def done(_: Collector) -> None:
             state["open"] -= 1
@@ -277,7 +286,7 @@ class Pipeline:
                         c.forget(stream_ref)
                 finished.callback(None)
 
-        finished.resume = pump  # type: ignore[attr-defined]
+        finished.resume = pump
         pump()
         return finished
 
