@@ -92,11 +92,13 @@ def handler(fn: Callable[..., Any], struct: str = "RuntimeError") -> Callable[..
 
 def body(request: Request, default: Any = None) -> Any:
     content = request.content
-    content.seek(0, 2)
-    if content.tell() > MAX_BODY:
-        raise BadRequest(f"request body over {MAX_BODY} bytes")
-    content.seek(0)
-    raw = content.read()
+    raw = b""
+    if content is not None:
+        content.seek(0, 2)
+        if content.tell() > MAX_BODY:
+            raise BadRequest(f"request body over {MAX_BODY} bytes")
+        content.seek(0)
+        raw = content.read()
     if not raw.strip():
         if default is not None:
             return default

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pipeline.engine.compiler import Compiled, compile_pipeline
@@ -41,7 +42,7 @@ class PipelineRegistry:
     def __init__(
         self,
         services: ServiceRegistry,
-        clock: Any,
+        clock: IReactorTime,
         default_timeout: float = 20.0,
         on_change: Callable[[str, Defined | None], None] | None = None,
     ) -> None:

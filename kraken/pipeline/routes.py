@@ -66,6 +66,10 @@ def routing_error(error: str) -> list[str]:
     return ["error", error.lstrip(":")]
 
 
+def _collected(_: None, results: list[Any]) -> list[Any]:
+    return results
+
+
 def call_many(
     groups: list[tuple[Pipeline | None, list[Any], str | None]], debug: bool, timeout: float | None
 ) -> defer.Deferred[list[Any]]:
@@ -77,7 +81,7 @@ def call_many(
             continue
         out: list[Any] = []
         d = pipeline.stream(events, out.append, debug=debug, timeout=timeout)
-        parts.append(d.addCallback(lambda _, out=out: out))
+        parts.append(d.addCallback(_collected, out))
     return defer.gatherResults(parts, consumeErrors=True).addCallback(
         lambda lists: [x for xs in lists for x in xs]
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from kraken.core.config import Key, KrakenOptions, common_schema
@@ -57,12 +59,13 @@ class Options(KrakenOptions):
 class _Boot(Service):
     """Restores stored definitions, then applies the project folder, once the reactor runs."""
 
-    def __init__(self, app: PipelineApp) -> None:
+    def __init__(self, app: PipelineApp, reactor: IReactorCore) -> None:
         self.app = app
+        self.reactor = reactor
 
     def startService(self) -> None:
         super().startService()
-        self.app.clock.callWhenRunning(self.app.boot)
+        self.reactor.callWhenRunning(self.app.boot)
 
     def stopService(self) -> Any:
         super().stopService()
@@ -73,7 +76,9 @@ class _Boot(Service):
 class PipelineApp:
     """The registries, the store and the API of one server."""
 
-    def __init__(self, config: dict[str, Any], clock: Any, tls: Any = None, metrics: Any = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], clock: IReactorTime, tls: Any = None, metrics: Any = None
+    ) -> None:
         cfg = config["pipeline"]
         self.clock = clock
         self.cfg = cfg
@@ -146,9 +151,9 @@ class PipelineApp:
         try:
             if isinstance(name, str) and self.services.status(name) == ":ready":
                 yield self.services.stop(name)
-            yield self.services.define(definition)
+            defined = yield self.services.define(definition)
             if start:
-                yield self.services.start(name)
+                yield self.services.start(defined)
         except Exception as e:
             log.error("{origin}: service {name} not restored: {e}", origin=origin, name=name, e=e)
 
@@ -158,11 +163,16 @@ class PipelineApp:
         try:
             if isinstance(name, str) and self.pipelines.status(name) == ":ready":
                 yield self.pipelines.stop(name)
-            yield self.pipelines.define(definition, options.get("plugged"))
+            defined = yield self.pipelines.define(definition, options.get("plugged"))
             if start:
-                yield self.pipelines.start(name, bool(options.get("sync")), bool(options.get("telemetry")))
+                yield self.pipelines.start(defined, bool(options.get("sync")), bool(options.get("telemetry")))
         except Exception as e:
             log.error("{origin}: pipeline {name} not restored: {e}", origin=origin, name=name, e=e)
+
+
+def _counter(registry: ServiceRegistry | PipelineRegistry, state: str) -> Callable[[], int]:
+    """How many of *registry*'s definitions are in *state*, for a gauge."""
+    return lambda: sum(1 for n in registry.names() if registry.status(n) == state)
 
 
 def makeService(options: Options, reactor: Any = None) -> KrakenService:
@@ -173,11 +183,9 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     defined = svc.metrics.gauge("definitions", "defined services and pipelines", ["kind", "state"])
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):
-            defined.labels(kind, state.lstrip(":")).set_function(
-                lambda r=registry, s=state: sum(1 for n in r.names() if r.status(n) == s)
-            )
+            defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
     svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
     svc.listen_all("http", config["listen"], site, allowed_roles={"client", "pipeline", "agent"})
-    _Boot(app).setServiceParent(svc)
+    _Boot(app, svc.reactor).setServiceParent(svc)
     return svc

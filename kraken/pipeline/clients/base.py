@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 
 @dataclass
 class ClientError:
@@ -26,9 +28,12 @@ class ClientStartError(Exception):
 
 @dataclass
 class ClientContext:
-    """What clients may use: the reactor, our TLS settings, and the server's safety settings."""
+    """What clients may use: the reactor, our TLS settings, and the server's safety settings.
 
-    reactor: Any
+    The reactor is typed by what every client needs; the CLI client adapts it to
+    ``IReactorProcess``."""
+
+    reactor: IReactorTime
     tls: Any = None
     allow_code: bool = False
     lambda_modules: list[str] = field(default_factory=list)

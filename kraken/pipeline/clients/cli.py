@@ -13,6 +13,7 @@ import shutil
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IReactorProcess
 
 from kraken.pipeline.clients.base import Client, ClientError
 
@@ -25,6 +26,7 @@ class _Collect(protocol.ProcessProtocol):
         self.out, self.err = bytearray(), bytearray()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self.stdin:
             self.transport.write(self.stdin)
         self.transport.closeStdin()
@@ -60,7 +62,7 @@ class CliClient(Client):
         done: defer.Deferred[Any] = defer.Deferred()
         proto = _Collect(done, data)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-        self.ctx.reactor.spawnProcess(proto, executable, [command, *map(str, args)], env=env)
+        IReactorProcess(self.ctx.reactor).spawnProcess(proto, executable, [command, *map(str, args)], env=env)
         split = bool(config.get("split_by_newline"))
 
         def finished(code: int) -> Any:

@@ -121,7 +121,7 @@ class HttpClient(Client):
         url = self.url(prepared.get("path"), prepared.get("params"))
         timeout = float(config.get("timeout") or self.timeout)
         parse = bool(config.get("parse_json_body"))
-        raw_headers = {k: [v] for k, v in headers.items()}
+        raw_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
 
         def send() -> defer.Deferred[Any]:
             d = self.http.request(method, url, headers=raw_headers, data=data, timeout=timeout)

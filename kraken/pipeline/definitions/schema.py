@@ -123,6 +123,10 @@ _TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _any_of(tests: list[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    return lambda v: any(test(v) for test in tests)
+
+
 def _fast_predicate(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     """A plain-Python validity test for the common shape (properties with only ``type``,
     ``required``); ``None`` when the schema needs the full validator. Messages for invalid
@@ -143,7 +147,7 @@ def _fast_predicate(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
         if not all(k in _TYPE_TESTS for k in kinds):
             return None
         fns = [_TYPE_TESTS[k] for k in kinds]
-        tests.append((name, fns[0] if len(fns) == 1 else (lambda v, fns=fns: any(f(v) for f in fns))))
+        tests.append((name, fns[0] if len(fns) == 1 else _any_of(fns)))
 
     def valid(value: Any) -> bool:
         if not isinstance(value, dict):

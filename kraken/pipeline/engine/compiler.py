@@ -13,7 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from kraken.pipeline.definitions.helpers import Functions, resolve_helpers
-from kraken.pipeline.definitions.mapping import DefinitionError, compile_code, compile_mapping
+from kraken.pipeline.definitions.mapping import (
+    DefinitionError,
+    compile_code,
+    compile_mapping,
+    compile_template,
+)
 from kraken.pipeline.engine.components import (
     Clone,
     Composer,
@@ -174,7 +179,7 @@ class Builder:
                 raise DefinitionError(
                     f"'events' must be present in the '{rules_key}' rules", f"{where}.{rules_key}"
                 )
-            compose = compile_mapping(rules, helpers, f"{where}.{rules_key}")
+            compose = compile_template(rules, helpers, f"{where}.{rules_key}")
             service = self.service(spec, where, required=False)
             comp = Composer(name, service, prepare, compose, spec.get("memo"), count, kind, spec)
         else:

@@ -150,7 +150,7 @@ class Working(Component):
         return self.work(rt, ip, copy)
 
     def work(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
-        started = rt.timer()
+        started = rt.stopwatch()
         if ip.history is not None:
             ip.history.append([[self.name, copy], ip.event])
         try:
@@ -167,7 +167,10 @@ class Working(Component):
                 if self.timeout is not None:
                     result.addTimeout(self.timeout, rt.clock, self._timed_out)
                 result.addCallbacks(
-                    self._resumed, self._failed, (rt, ip, copy, started), None, (rt, ip, copy, started)
+                    self._resumed,
+                    self._failed,
+                    callbackArgs=(rt, ip, copy, started),
+                    errbackArgs=(rt, ip, copy, started),
                 )
                 return CONSUMED
             nxt = self.after(rt, ip, copy, result)
@@ -243,7 +246,7 @@ class Working(Component):
         self, rt: RunningPipeline, ip: IP, copy: int, started: float, error: BaseException | None
     ) -> None:
         self.calls += 1
-        self.time += rt.timer() - started
+        self.time += rt.stopwatch() - started
         if error is not None:
             self.errors += 1
             rt.fail(ip, self, error, copy)

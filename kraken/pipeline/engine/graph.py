@@ -25,7 +25,7 @@ class RunningPipeline(Protocol):
     """The started pipeline as components use it (:class:`~kraken.pipeline.engine.runtime.Pipeline`)."""
 
     clock: IReactorTime
-    timer: Callable[[], float]
+    stopwatch: Callable[[], float]
     sync: bool
     spans: bool
 
@@ -76,19 +76,19 @@ class Component:
         }
 
     def process(self, rt: RunningPipeline, ip: IP) -> Any:
-        started = rt.timer()
+        started = rt.stopwatch()
         if ip.history is not None:
             ip.history.append([[self.name, 0], ip.event])
         try:
             nxt = self.step(rt, ip)
         except Exception as e:
             self.errors += 1
-            self.time += rt.timer() - started
+            self.time += rt.stopwatch() - started
             self.calls += 1
             rt.fail(ip, self, e, 0)
             return CONSUMED
         self.calls += 1
-        self.time += rt.timer() - started
+        self.time += rt.stopwatch() - started
         if rt.spans:
             rt.span(self, 0, ip, started, "ok")
         return nxt

@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
+
 _refs = itertools.count(1)
 
 
@@ -93,9 +95,9 @@ class Collector:
         "debug",
         "destination",
         "finished",
+        "live_in",
         "on_done",
         "on_result",
-        "owner",
         "pending",
         "ref",
         "results",
@@ -121,8 +123,8 @@ class Collector:
         self.destination = "0.0.1"
         self.on_result = on_result
         self.on_done: Callable[[Collector], None] | None = None
-        self.timer: Any = None
-        self.owner: Any = None
+        self.timer: IDelayedCall | None = None
+        self.live_in: set[Collector] | None = None
 
     def add(self, n: int) -> None:
         self.pending += n
@@ -152,8 +154,8 @@ class Collector:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        if self.owner is not None:
-            self.owner.live.discard(self)
+        if self.live_in is not None:
+            self.live_in.discard(self)
         if self.on_done is not None:
             self.on_done(self)
 

@@ -4,7 +4,7 @@ The walk is a plain loop of ``component.process`` calls. It hands the packet bac
 reactor every ``YIELD_EVERY`` components (so goto loops cannot starve other work and their
 caller's timeout can fire) and gives up after ``MAX_STEPS`` components per packet.
 Time is injected: the clock (the reactor; its ``seconds()`` stamps ``since`` and span times)
-and the timer measuring component durations. Tests drive them with ``task.Clock``.
+and the stopwatch measuring component durations. Tests drive them with ``task.Clock``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Pipeline:
         default_timeout: float,
         sync: bool = False,
         telemetry: bool = False,
-        timer: Callable[[], float] = time.perf_counter,
+        stopwatch: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.name = name
         self.module = pipeline_module(name)
@@ -77,7 +77,7 @@ class Pipeline:
         self.components = compiled.components
         self.services = services
         self.clock = clock
-        self.timer = timer
+        self.stopwatch = stopwatch
         self.default_timeout = default_timeout
         self.sync = sync
         self.telemetry = telemetry
@@ -135,7 +135,7 @@ class Pipeline:
         described = component.describe(self.name, copy) if component is not None else "no_info"
         body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described, stack)
         if self.spans and component is not None:
-            self.span(component, copy, ip, self.timer(), "error", message)
+            self.span(component, copy, ip, self.stopwatch(), "error", message)
         ip.collector.result(body)
 
     def call_service(self, service: tuple[str, str], args: Any) -> Any:
@@ -151,7 +151,7 @@ class Pipeline:
             "type": comp.kind,
             "number": copy,
             "ref": ip.collector.ref,
-            "duration_us": round((self.timer() - started) * 1e6, 1),
+            "duration_us": round((self.stopwatch() - started) * 1e6, 1),
             "at": self.clock.seconds(),
             "outcome": outcome,
             "event": ip.event,
@@ -206,7 +206,7 @@ class Pipeline:
         if collector.finished or timeout is None:
             return
         self.live.add(collector)
-        collector.owner = self
+        collector.live_in = self.live
         collector.timer = self.clock.callLater(timeout, self._timeout, collector)
 
     def _timeout(self, collector: Collector) -> None:

@@ -274,11 +274,11 @@ class Compiler:
             return self.located(run, node[1])
         fn = _BINOPS[op]
 
-        def run(ctx: Budget, env: dict[str, Any]) -> Any:
+        def operate(ctx: Budget, env: dict[str, Any]) -> Any:
             ctx.tick()
             return fn(ctx, left(ctx, env), right(ctx, env))
 
-        return self.located(run, node[1])
+        return self.located(operate, node[1])
 
     def c_unop(self, node: Node, scope: set[str]) -> Code:
         op = node[2]

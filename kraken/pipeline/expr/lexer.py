@@ -110,7 +110,8 @@ class Lexer:
 
     def _until(self, closer: str | None) -> list[Token]:
         """Tokens up to the end (or up to the ``}`` closing an interpolation)."""
-        src, out, depth = self.src, [], 0
+        src, depth = self.src, 0
+        out: list[Token] = []
         while True:
             if self.i >= len(src):
                 if closer is not None:

@@ -427,10 +427,11 @@ class Parser:
             kws = dict(args[1][2])
             if "do" not in kws or set(kws) - {"do", "else"}:
                 raise self.error(f"{v} expects do: and an optional else:", tok)
-            then, other = kws["do"], kws.get("else")
+            do_block: Node | None = kws["do"]
+            else_block: Node | None = kws.get("else")
             if v == "unless":
-                then, other = other, then
-            return ("if", tok.pos, args[0], then, other)
+                do_block, else_block = else_block, do_block
+            return ("if", tok.pos, args[0], do_block, else_block)
         raise self.error(f"{v} expects a do ... end block", tok)
 
     def bare_args(self) -> list[Node]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 from kraken.pipeline.expr.builtins.access import get_in, pop_in, put_in, update_in
@@ -90,7 +90,7 @@ def k_min(ctx: Budget, a: Any, b: Any) -> Any:
     return a if term_cmp(a, b) <= 0 else b
 
 
-def k_size(kind: type, name: str) -> Callable[..., int]:
+def k_size(kind: type[Sized], name: str) -> Callable[..., int]:
     def size(ctx: Budget, x: Any) -> int:
         if not isinstance(x, kind):
             raise bad_arg(f"{name} expects a {kind.__name__}, got", x)
