@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from kraken.pipeline.definitions.mapping import DefinitionError
+from kraken.pipeline.engine.compiler import compile_pipeline
+from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.lifecycle import ApiError
 from tests.unit.pipeline_fixtures import ADD, ADD_ONE_X, MULT_X, World, done, stage
 
@@ -700,3 +702,19 @@ def test_retry_is_validated(world: World) -> None:
             }
         )
     assert info.value.field == "components[0].retry.count"
+
+
+def test_times_come_from_the_injected_clock_and_stopwatch(world: World) -> None:
+    world.clock.advance(1000)
+    readings = iter(x * 0.25 for x in range(1, 100))
+    definition = {"name": "timed", "components": [{**ADD_ONE_X, "name": "add"}]}
+    _, compiled = compile_pipeline(definition, lambda name: None)
+    rt = Pipeline("timed", compiled, world.services, world.clock, 20.0, stopwatch=lambda: next(readings))
+    spans: list[dict[str, Any]] = []
+    rt.subscribe(spans.append)
+    world.clock.advance(5)
+    assert rt.call({"x": 1}) == {"x": 2}
+    stats = rt.stats()
+    assert stats["since"] == 1000.0
+    assert stats["components"]["add"]["sum_time_micro"] == 250000.0
+    assert [(s["at"], s["duration_us"]) for s in spans] == [(1005.0, 500000.0)]

@@ -13,6 +13,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from kraken.core.tls import TLSSettings
+
 
 @dataclass
 class ClientError:
@@ -34,7 +36,7 @@ class ClientContext:
     ``IReactorProcess``."""
 
     reactor: IReactorTime
-    tls: Any = None
+    tls: TLSSettings | None = None
     allow_code: bool = False
     lambda_modules: list[str] = field(default_factory=list)
     cli_commands: list[str] = field(default_factory=list)
