@@ -7,11 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kraken.pipeline.expr.terms import (
-    ExprError,
-    LimitError,
-    inspect,
-)
+from kraken.pipeline.expr.terms import ExprError, LimitError, inspect
 
 
 class Budget:

@@ -6,13 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kraken.pipeline.expr.functions import Budget, Fn, apply, bad_arg
-from kraken.pipeline.expr.terms import (
-    Atom,
-    ExprError,
-    inspect,
-    truthy,
-    type_name,
-)
+from kraken.pipeline.expr.terms import Atom, ExprError, inspect, truthy, type_name
 
 
 class AccessFn:

@@ -7,15 +7,7 @@ from typing import Any
 
 from kraken.pipeline.expr.functions import Budget, Fn, apply, bad_arg
 from kraken.pipeline.expr.operators import enumerable, op_add, op_in, op_mul
-from kraken.pipeline.expr.terms import (
-    Atom,
-    ExprError,
-    sort_key,
-    sorted_terms,
-    term_eq,
-    to_string,
-    truthy,
-)
+from kraken.pipeline.expr.terms import Atom, ExprError, sort_key, sorted_terms, term_eq, to_string, truthy
 
 
 def _items(ctx: Budget, e: Any) -> list[Any]:

@@ -8,14 +8,7 @@ from typing import Any
 
 from kraken.pipeline.expr.builtins.access import get_in, pop_in, put_in, update_in
 from kraken.pipeline.expr.functions import Budget, Fn, bad_arg
-from kraken.pipeline.expr.terms import (
-    ExprError,
-    inspect,
-    is_atom,
-    is_number,
-    term_cmp,
-    to_string,
-)
+from kraken.pipeline.expr.terms import ExprError, inspect, is_atom, is_number, term_cmp, to_string
 
 
 def _int_op(name: str, a: Any, b: Any) -> None:

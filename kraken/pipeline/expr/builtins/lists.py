@@ -8,9 +8,7 @@ from typing import Any
 from kraken.pipeline.expr.builtins.enumerables import e_reduce, e_zip
 from kraken.pipeline.expr.functions import Budget, bad_arg
 from kraken.pipeline.expr.operators import op_lsub
-from kraken.pipeline.expr.terms import (
-    LimitError,
-)
+from kraken.pipeline.expr.terms import LimitError
 
 
 def list_arg(name: str, x: Any) -> list[Any]:

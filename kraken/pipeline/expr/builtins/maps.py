@@ -9,14 +9,7 @@ from kraken.pipeline.expr.builtins.enumerables import e_into, hashable_key
 from kraken.pipeline.expr.builtins.lists import list_arg
 from kraken.pipeline.expr.functions import Budget, apply
 from kraken.pipeline.expr.operators import enumerable
-from kraken.pipeline.expr.terms import (
-    Atom,
-    ExprError,
-    inspect,
-    sorted_terms,
-    term_eq,
-    truthy,
-)
+from kraken.pipeline.expr.terms import Atom, ExprError, inspect, sorted_terms, term_eq, truthy
 
 
 def _map(name: str, m: Any) -> dict[Any, Any]:

@@ -7,12 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kraken.pipeline.expr.functions import Budget, bad_arg
-from kraken.pipeline.expr.terms import (
-    Atom,
-    ExprError,
-    LimitError,
-    inspect,
-)
+from kraken.pipeline.expr.terms import Atom, ExprError, LimitError, inspect
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
