@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kraken.agent.blobs import AgentBlobs
+from kraken.agent.registry import make_agent_registry
 from kraken.agent.server import AgentAPI
 from kraken.agent.tracker_client import TrackerClient
 from kraken.core.cas import CAStore
@@ -18,7 +19,6 @@ from kraken.p2p.conn import PeerFactory
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 from kraken.p2p.storage import PieceStore
-from kraken.registry.agent import make_agent_registry
 
 
 class Options(KrakenOptions):

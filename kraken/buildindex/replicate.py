@@ -27,7 +27,7 @@ from kraken.buildindex.duplicate import Duplicator
 from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError, base_url
 from kraken.core.tls import TLSSettings
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 
 log = Logger(namespace="kraken.buildindex.replicate")
 

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from kraken.backends.base import Backend, BlobNotFound
 from kraken.buildindex.duplicate import Duplicator
 from kraken.core.digest import Digest
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 from kraken.registry.errors import RegistryError
 from kraken.registry.manifests import parse_manifest
 from kraken.registry.tagstore import TagStore

@@ -18,7 +18,7 @@ from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
 from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
 from kraken.core.service import KrakenService
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 from kraken.registry.tagstore import TagStore
 
 

@@ -71,7 +71,7 @@ def _run(coro_fn: Any) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from kraken.origin.client import OriginClient
+    from kraken.p2p.origins import OriginClient
 
     if not os.path.isfile(args.file):
         print(f"kraken blob push: no such file: {args.file}", file=sys.stderr)

@@ -18,12 +18,12 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.service import KrakenService
 from kraken.core.streaming import StreamingRequest
 from kraken.origin.blobs import OriginBlobs
-from kraken.origin.client import OriginClient
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
 from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
 from kraken.p2p.conn import PeerFactory
 from kraken.p2p.metainfo import parse_thresholds
+from kraken.p2p.origins import OriginClient
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 

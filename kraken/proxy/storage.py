@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 from kraken.registry.cas import BlobDirectory
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown

@@ -11,7 +11,7 @@ from twisted.application.service import Service
 
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.service import KrakenService
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
 from kraken.registry.cas import BlobDirectory

@@ -14,7 +14,7 @@ from twisted.web.server import Request
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
 from kraken.core.metrics import Metrics
-from kraken.origin.client import OriginClient, OriginCluster
+from kraken.p2p.origins import OriginClient, OriginCluster
 from kraken.tracker.peerstore import PeerRecord, PeerStore
 
 log = Logger(namespace="kraken.tracker")

@@ -9,7 +9,7 @@ from twisted.application.internet import TimerService
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.http import make_site
 from kraken.core.service import KrakenService
-from kraken.origin.client import OriginCluster
+from kraken.p2p.origins import OriginCluster
 from kraken.tracker.peerstore import PeerStore
 from kraken.tracker.server import TrackerAPI
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest_twisted
 
 from kraken.core.digest import Digest
-from kraken.origin.client import OriginClient
+from kraken.p2p.origins import OriginClient
 from tests.integration.p2p_fixtures import client, origin_config
 from tests.support import tls_settings
 

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet.defer import DeferredList
 
 from kraken.core.digest import Digest
-from kraken.origin.client import OriginClient
+from kraken.p2p.origins import OriginClient
 from tests.integration.p2p_fixtures import agent_config, client, metric, origin_config, tracker_config
 from tests.support import tls_settings
 

@@ -13,9 +13,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 
+from kraken.agent.registry import AgentStorage, make_agent_registry
 from kraken.backends.base import BlobNotFound
 from kraken.core.metrics import Metrics
-from kraken.registry.agent import AgentStorage, make_agent_registry
 from kraken.registry.api import RegistryResource
 from kraken.registry.site import make_registry_site
 
