@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 from kraken.backends.base import BackendError, BlobNotFound
+from kraken.core.filewindow import FileWindow
 
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 MiB = 1024 * 1024
@@ -37,37 +38,6 @@ class _PresetPayloadAuth(S3SigV4Auth):
 
     def payload(self, request: AWSRequest) -> str:
         return str(request.context.get("payload_hash", UNSIGNED_PAYLOAD))
-
-
-class _FileSlice:
-    """A read-only window ``[offset, offset + length)`` of a file, for one multipart part."""
-
-    def __init__(self, path: str, offset: int, length: int) -> None:
-        self._file = open(path, "rb")
-        self._start = offset
-        self._length = length
-        self._pos = 0
-        self._file.seek(offset)
-
-    def read(self, n: int = -1) -> bytes:
-        left = self._length - self._pos
-        if left <= 0:
-            return b""
-        data = self._file.read(left if n < 0 else min(n, left))
-        self._pos += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
-        self._pos = max(0, min(self._length, base + offset))
-        self._file.seek(self._start + self._pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class S3Backend:
@@ -196,7 +166,7 @@ class S3Backend:
             etags = []
             for number, offset in enumerate(range(0, size, self.part_size), start=1):
                 length = min(self.part_size, size - offset)
-                part = _FileSlice(src_path, offset, length)
+                part = FileWindow(src_path, offset, length)
                 try:
                     response = yield self._request(
                         "PUT",

@@ -18,38 +18,11 @@ from twisted.web.client import FileBodyProducer
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
+from kraken.core.filewindow import FileWindow
 from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
 from kraken.core.tls import TLSSettings
 
 CHUNK_SIZE = 32 * 1024 * 1024
-
-
-class _FileSlice:
-    """A read-only file-like window ``[start, start+length)`` of a file (for FileBodyProducer)."""
-
-    def __init__(self, path: str, start: int, length: int) -> None:
-        self.f = open(path, "rb")
-        self.start, self.length, self.pos = start, length, 0
-
-    def read(self, n: int = -1) -> bytes:
-        left = self.length - self.pos
-        n = left if n < 0 else min(n, left)
-        if n <= 0:
-            return b""
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        self.pos += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = {0: offset, 1: self.pos + offset, 2: self.length + offset}[whence]
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def close(self) -> None:
-        self.f.close()
 
 
 def ns_path(namespace: str) -> str:
@@ -106,7 +79,7 @@ class OriginClient:
         start = 0
         while start < size or (size == 0 and start == 0):
             length = min(self.chunk_size, size - start)
-            window = _FileSlice(path, start, length)
+            window = FileWindow(path, start, length)
             try:
                 response = yield self._call(
                     "PATCH",
