@@ -8,8 +8,6 @@ its 201. Reads come from the cache or are fetched from the origins (and verified
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,10 +16,10 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound
+from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError
 from kraken.p2p.origins import OriginCluster
-from kraken.registry.cas import BlobDirectory
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
 from kraken.registry.tagclient import TagClient
@@ -107,7 +105,7 @@ def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:
 class ProxyStorage:
     read_only = False
 
-    def __init__(self, cache: BlobDirectory, tags: Tags, origins: OriginCluster | None) -> None:
+    def __init__(self, cache: CAStore, tags: Tags, origins: OriginCluster | None) -> None:
         self.cache = cache
         self.tags = tags
         self.origins = origins
@@ -115,11 +113,12 @@ class ProxyStorage:
 
     @inlineCallbacks
     def blob_size(self, name: str, digest: str) -> Any:
-        size = self.cache.size(digest)
+        d = Digest.parse(digest)
+        size = self.cache.size(d)
         if size is not None or self.origins is None:
             return size
         try:
-            size = yield self.origins.stat(name, Digest.parse(digest))
+            size = yield self.origins.stat(name, d)
         except Exception as e:
             # a push must go on while an origin is down: report "unknown", the upload follows
             log.warn("origin stat of {digest} failed: {error}", digest=digest, error=str(e))
@@ -127,11 +126,11 @@ class ProxyStorage:
         return size
 
     def blob_path(self, name: str, digest: str) -> Deferred[str]:
-        path = self.cache.path(digest)
-        if path.exists():
+        d = Digest.parse(digest)
+        if self.cache.has(d):
             if self.origins is not None:
-                self.cache.touch(digest)
-            return succeed(str(path))
+                self.cache.touch(d)
+            return succeed(str(self.cache.blob_path(d)))
         if self.origins is None:
             raise blob_unknown(digest)
         waiting: Deferred[str] = Deferred()
@@ -139,7 +138,7 @@ class ProxyStorage:
             self._fetching[digest].append(waiting)
             return waiting
         self._fetching[digest] = [waiting]
-        self._fetch(name, digest).addBoth(self._fetched, digest)
+        self._fetch(name, d).addBoth(self._fetched, digest)
         return waiting
 
     def _fetched(self, result: Any, digest: str) -> None:
@@ -147,54 +146,55 @@ class ProxyStorage:
             d.callback(result) if isinstance(result, str) else d.errback(result)
 
     @inlineCallbacks
-    def _fetch(self, name: str, digest: str) -> Any:
+    def _fetch(self, name: str, d: Digest) -> Any:
         assert self.origins is not None
-        fd, tmp = tempfile.mkstemp(dir=self.cache.root, suffix=".fetch")
-        os.close(fd)
+        tmp = self.cache.temp_path()
         try:
             try:
-                yield self.origins.download(name, Digest.parse(digest), tmp)
+                yield self.origins.download(name, d, str(tmp))
             except BlobNotFound:
-                raise blob_unknown(digest) from None
+                raise blob_unknown(str(d)) from None
             except Exception as e:
                 message = f"origin download failed: {str(e)[:300]}"
                 raise RegistryError("UNAVAILABLE", message, status=503) from None
             actual = yield deferToThread(Digest.of_file, tmp)
-            if str(actual) != digest:
-                raise RegistryError("UNAVAILABLE", f"origin sent {actual} for {digest}", status=503)
-            return str(self.cache.adopt(digest, Path(tmp)))
+            if actual != d:
+                raise RegistryError("UNAVAILABLE", f"origin sent {actual} for {d}", status=503)
+            return str(self.cache.ingest(tmp, d, verify=False))
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     @inlineCallbacks
     def commit_blob(self, name: str, digest: str, path: Path) -> Any:
-        stored = self.cache.adopt(digest, path)
-        yield self._push(name, digest, stored)
+        d = Digest.parse(digest)
+        stored = self.cache.ingest(path, d, verify=False)
+        yield self._push(name, d, stored)
 
     @inlineCallbacks
-    def _push(self, name: str, digest: str, path: Path) -> Any:
+    def _push(self, name: str, d: Digest, path: Path) -> Any:
         if self.origins is None:
             return
         try:
-            yield self.origins.upload(name, Digest.parse(digest), str(path))
+            yield self.origins.upload(name, d, str(path))
         except Exception as e:
-            log.error("upload of {digest} ({name}) to origins failed: {error}", digest=digest, name=name,
+            log.error("upload of {digest} ({name}) to origins failed: {error}", digest=str(d), name=name,
                       error=str(e))
             raise RegistryError("UNAVAILABLE", f"storing the blob on the origins failed: {str(e)[:300]}",
                                 status=503) from None
 
     @inlineCallbacks
     def mount_blob(self, source: str | None, name: str, digest: str) -> Any:
-        path = self.cache.path(digest)
-        if path.exists():
+        d = Digest.parse(digest)
+        path = self.cache.blob_path(d)
+        if self.cache.has(d):
             # the origins write back per namespace: give the new repository its own copy there
-            yield self._push(name, digest, path)
+            yield self._push(name, d, path)
             return True
         size = yield self.blob_size(source or name, digest)
         if size is None:
             return False
         yield self.blob_path(source or name, digest)
-        yield self._push(name, digest, path)
+        yield self._push(name, d, path)
         return True
 
     def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
 
+from kraken.core.cas import CAStore
 from kraken.core.config import Key, KrakenOptions, common_schema
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
-from kraken.registry.cas import BlobDirectory
 from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
@@ -65,7 +64,7 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     else:
         tags = LocalTags(TagStore(root / "tags"))
     origins = OriginCluster(svc.reactor, section["origins"], svc.tls) if section["origins"] else None
-    storage = ProxyStorage(BlobDirectory(root / "blobs"), tags, origins)
+    storage = ProxyStorage(CAStore(root / "blobs"), tags, origins)
     api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
                            sendfile_workers=section["sendfile_workers"])
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
@@ -74,6 +73,6 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     _Expiry(uploads).setServiceParent(svc)
     if origins is not None and section["cache_tti"] > 0:
         cache, idle = storage.cache, section["cache_tti"]
-        cleanup = TimerService(section["cleanup_interval"], lambda: cache.cleanup(idle, time.time()))
+        cleanup = TimerService(section["cleanup_interval"], lambda: cache.cleanup(tti=idle))
         cleanup.setServiceParent(svc)
     return svc

@@ -52,7 +52,3 @@ def parse_digest(text: str | None) -> str:
 
 def is_digest(reference: str) -> bool:
     return ":" in reference
-
-
-def digest_hex(digest: str) -> str:
-    return digest.partition(":")[2]

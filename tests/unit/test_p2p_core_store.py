@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,18 @@ def test_a_corrupt_copy_cannot_overwrite_a_verified_one(
     late_good.write(data[piece:])
     assert late_good.finish() is True
     assert torrent.read(1, 0, piece) == data[piece:] and torrent.complete()
+
+
+def test_cas_touch_keeps_a_blob_from_idle_cleanup(tmp_path: Path) -> None:
+    cache = CAStore(tmp_path)
+    old, used = Digest.parse("sha256:" + "1" * 64), Digest.parse("sha256:" + "2" * 64)
+    for d, body in ((old, b"old"), (used, b"used")):
+        src = cache.temp_path()
+        src.write_bytes(body)
+        cache.ingest(src, d, verify=False)
+    past = time.time() - 1000
+    os.utime(cache.blob_path(old), (past, past))
+    os.utime(cache.blob_path(used), (past, past))
+    cache.touch(used)
+    assert len(cache.cleanup(tti=500, now=time.time())) == 1
+    assert cache.size(old) is None and cache.size(used) == 4

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import time
 from pathlib import Path
 
 from twisted.internet.task import Clock
 
-from kraken.registry.cas import BlobDirectory
 from kraken.registry.errors import RegistryError
 from kraken.registry.tagstore import TagStore
 from kraken.registry.uploads import UploadManager
@@ -116,16 +113,3 @@ def test_tag_store(tmp_path: Path) -> None:
     assert store.repositories() == ["test/a", "test/a/b"]
     assert store.entries("test/a:") == ["test/a:v1", "test/a:v2"]
     assert store.entries("test/a") == ["test/a/b:v1", "test/a:v1", "test/a:v2"]
-
-
-def test_blob_cache_cleanup_by_idle_time(tmp_path: Path) -> None:
-    cache = BlobDirectory(tmp_path)
-    old, used = "sha256:" + "1" * 64, "sha256:" + "2" * 64
-    cache.write(old, b"old")
-    cache.write(used, b"used")
-    past = time.time() - 1000
-    os.utime(cache.path(old), (past, past))
-    os.utime(cache.path(used), (past, past))
-    cache.touch(used)
-    assert cache.cleanup(500, time.time()) == 1
-    assert cache.size(old) is None and cache.size(used) == 4
