@@ -13,8 +13,7 @@ from kraken.agent.blobs import AgentBlobs
 from kraken.backends.base import BlobNotFound
 from kraken.core.http import HTTPError, Response, Router, digest_param
 from kraken.core.metrics import Metrics
-from kraken.core.sendfile import SendfileSender
-from kraken.p2p.httpfile import serve_file
+from kraken.core.sendfile import SendfileSender, serve_file
 from kraken.p2p.scheduler import Scheduler
 
 log = Logger(namespace="kraken.agent.server")

@@ -15,11 +15,11 @@ from kraken.core.cas import DigestMismatch, UnknownUpload
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 from kraken.core.http import HTTPError, Response, Router, digest_param
+from kraken.core.sendfile import serve_file
 from kraken.core.streaming import BodySink
 from kraken.core.tls import request_identity
 from kraken.origin.blobs import FetchFailed, OriginBlobs, State
 from kraken.origin.uploads import PatchSink, RefusedBody, UploadSessions, parse_range
-from kraken.p2p.httpfile import serve_file
 
 log = Logger(namespace="kraken.origin.server")
 COPY_CHUNK = 1 << 20

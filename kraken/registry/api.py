@@ -18,16 +18,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from kraken.core.http import Response
 from kraken.core.metrics import Metrics
-from kraken.core.sendfile import SendfileSender
+from kraken.core.sendfile import SendfileSender, send_body
 from kraken.registry import manifests as mf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
@@ -41,49 +39,6 @@ log = Logger(namespace="kraken.registry.api")
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10000
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
-
-
-@implementer(IPushProducer)
-class BlobProducer:
-    """Streams ``length`` bytes of an open blob file from ``start``.
-
-    A push producer: it writes until the transport's buffer is full and pauses, and the
-    transport resumes it once the socket drained, so at most one read's worth sits in memory.
-    """
-
-    read_size = 1024 * 1024
-
-    def __init__(self, request: Request, f: Any, start: int, length: int) -> None:
-        self.request: Request | None = request
-        self.file = f
-        self.left = length
-        self.paused = False
-        f.seek(start)
-
-    def start(self) -> None:
-        assert self.request is not None
-        self.request.registerProducer(self, True)
-        self.resumeProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        while not self.paused and self.request is not None:
-            data = self.file.read(min(self.read_size, self.left))
-            self.left -= len(data)
-            if data:
-                self.request.write(data)
-            if self.request is not None and (self.left <= 0 or not data):
-                request, self.request = self.request, None
-                request.unregisterProducer()
-                request.finish()
-                self.file.close()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def stopProducing(self) -> None:
-        self.request = None
-        self.file.close()
 
 
 def _arg(request: Request, name: str) -> str | None:
@@ -400,21 +355,9 @@ class RegistryResource(Resource):
             request.setHeader("Content-Range", f"bytes {start}-{start + length - 1}/{size}")
         request.setHeader("Content-Length", str(length))
         self.blob_bytes.inc(length)
-        if length == 0:
-            f.close()
-            request.finish()
-        elif self.sender is not None and self.sender.usable(request, length):
+        if send_body(request, f, start, length, self.sender) == "sendfile":
             self.sendfile_bodies.inc()
-            ensureDeferred(self.sender.send(request, f, start, length)).addErrback(self._send_failed, request)
-        else:
-            BlobProducer(request, f, start, length).start()
         return NOT_DONE_YET
-
-    def _send_failed(self, failure: Failure, request: Request) -> None:
-        log.failure("sending a blob body failed", failure)
-        transport = getattr(request.channel, "transport", None)
-        if transport is not None:
-            transport.abortConnection()
 
     async def _blob_delete(self, request: Request, route: Route) -> Response:
         raise RegistryError("UNSUPPORTED", "deleting blobs is not supported by kraken")
