@@ -8,7 +8,6 @@ long or interrupted body is cut off again at the chunk's start.
 
 from __future__ import annotations
 
-import os
 import re
 
 from twisted.logger import Logger
@@ -16,6 +15,7 @@ from twisted.logger import Logger
 from kraken.core.cas import CAStore, UnknownUpload
 from kraken.core.http import HTTPError
 from kraken.core.streaming import BodySink
+from kraken.core.uploads import ChunkWriter
 
 log = Logger(namespace="kraken.origin.uploads")
 _RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})$")
@@ -48,16 +48,16 @@ class RefusedBody(BodySink):
 class PatchSink(BodySink):
     """One PATCH body, written at ``start`` of the upload file as it arrives."""
 
-    def __init__(self, sessions: UploadSessions, uid: str, fd: int, start: int, end: int) -> None:
+    def __init__(self, sessions: UploadSessions, uid: str, writer: ChunkWriter, end: int) -> None:
         self.sessions = sessions
         self.uid = uid
-        self.fd: int | None = fd
-        self.start = start
+        self.writer: ChunkWriter | None = writer
+        self.start = writer.start
         self.end = end
         self.error: HTTPError | None = None
 
     def write(self, data: bytes) -> None:
-        if self.error is not None or self.fd is None:
+        if self.error is not None or self.writer is None:
             self.received += len(data)
             return
         if self.start + self.received + len(data) > self.end:
@@ -65,17 +65,14 @@ class PatchSink(BodySink):
             self.error = HTTPError(400, "BAD_RANGE", f"body longer than the range {self.start}-{self.end}")
             self.abort()
             return
-        view = memoryview(data)
         try:
-            while view:
-                written = os.pwrite(self.fd, view, self.start + self.received)
-                self.received += written
-                view = view[written:]
+            self.writer.write(data)
         except OSError as e:
-            self.received += len(view)
             log.error("writing upload {uid} failed: {e}", uid=self.uid, e=e)
             self.error = HTTPError(500, "STORAGE_ERROR", f"could not write the upload: {e.strerror}")
             self.abort()
+        finally:
+            self.received += len(data)
 
     def finish(self) -> None:
         """Keep the chunk if it is complete; otherwise undo it and raise the error to answer."""
@@ -89,9 +86,9 @@ class PatchSink(BodySink):
 
     def abort(self) -> None:
         """Cut the upload back to where this chunk started."""
-        if self.fd is not None:
+        if self.writer is not None:
             try:
-                os.ftruncate(self.fd, self.start)
+                self.writer.rollback()
             except OSError as e:
                 log.error("upload {uid} dropped: cannot cut it back: {e}", uid=self.uid, e=e)
                 self.sessions.cas.abort_upload(self.uid)
@@ -102,9 +99,9 @@ class PatchSink(BodySink):
         self.abort()
 
     def _release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
             self.sessions.busy.discard(self.uid)
 
 
@@ -126,11 +123,11 @@ class UploadSessions:
             raise HTTPError(409, "UPLOAD_BUSY", f"another request is writing to upload {uid}")
         if end > self.max_size:
             raise HTTPError(413, "SIZE_INVALID", f"uploads are limited to {self.max_size} bytes")
-        fd = os.open(path, os.O_WRONLY)
-        offset = os.fstat(fd).st_size
+        writer = ChunkWriter(path, start)
+        offset = writer.file_size()
         if start != offset:
-            os.close(fd)
+            writer.close()
             message = f"chunk starts at {start} but upload {uid} has {offset} bytes; send {offset}- next"
             raise HTTPError(416, "RANGE_INVALID", message, detail={"offset": offset})
         self.busy.add(uid)
-        return PatchSink(self, uid, fd, start, end)
+        return PatchSink(self, uid, writer, end)

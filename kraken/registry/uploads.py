@@ -14,13 +14,13 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from kraken.core.streaming import BodySink
+from kraken.core.uploads import ChunkWriter, RunningHash
 from kraken.registry.errors import RegistryError, upload_unknown
 
 log = Logger(namespace="kraken.registry.uploads")
@@ -34,12 +34,17 @@ class UploadSession:
     started: float
     touched: float
     size: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
+    hasher: RunningHash = field(default_factory=hashlib.sha256)
     busy: bool = False
-    file: Any = None
+    writer: ChunkWriter | None = None
 
     def digest(self) -> str:
         return "sha256:" + self.hasher.hexdigest()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class ChunkSink(BodySink):
@@ -57,7 +62,6 @@ class ChunkSink(BodySink):
         self.owns_session = False
         self.done = False
         self.start = session.size if session else 0
-        self._saved_hash = session.hasher.copy() if session else None
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
@@ -70,19 +74,18 @@ class ChunkSink(BodySink):
             )
             self.rollback()
             return
-        s.file.write(data)
-        s.hasher.update(data)
+        assert s.writer is not None
+        s.writer.write(data)
         s.size += len(data)
         self.manager.bytes_received += len(data)
 
     def rollback(self) -> None:
         """Undo this chunk (error or lost connection)."""
         s = self.session
-        if s is None or self._saved_hash is None:
+        if s is None or s.writer is None:
             return
-        s.file.truncate(self.start)
+        s.writer.rollback()
         s.size = self.start
-        s.hasher = self._saved_hash
         self.release()
 
     def abort(self) -> None:
@@ -98,8 +101,9 @@ class ChunkSink(BodySink):
         if self.session is not None and not self.done:
             self.done = True
             self.session.busy = False
-            self.session.file.close()
-            self.session.file = None
+            if self.session.writer is not None and self.session.writer.hasher is not None:
+                self.session.hasher = self.session.writer.hasher
+            self.session.close()
             self.session.touched = self.manager.clock.seconds()
 
 
@@ -163,23 +167,18 @@ class UploadManager:
                 RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload", status=409),
             )
         session.busy = True
-        session.file = open(session.path, "r+b")
-        session.file.seek(session.size)
+        session.writer = ChunkWriter(session.path, session.size, session.hasher)
         return ChunkSink(self, session, None)
 
     def discard(self, session: UploadSession) -> None:
         self.sessions.pop(session.id, None)
-        if session.file is not None:
-            session.file.close()
-            session.file = None
+        session.close()
         session.path.unlink(missing_ok=True)
 
     def finish(self, session: UploadSession) -> Path:
         """Close *session* and hand its file over to the caller, who must move or delete it."""
         self.sessions.pop(session.id, None)
-        if session.file is not None:
-            session.file.close()
-            session.file = None
+        session.close()
         return session.path
 
     def expire(self) -> int:

@@ -69,7 +69,7 @@ def test_session_cap_and_no_idle_descriptors(tmp_path: Path) -> None:
     manager = UploadManager(tmp_path, clock, ttl=100, max_sessions=2)
     first = manager.create("a")
     manager.create("a")
-    assert first.file is None  # idle sessions hold no file open
+    assert first.writer is None  # idle sessions hold no file open
     try:
         manager.create("a")
     except RegistryError as e:
