@@ -31,6 +31,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from kraken.backends.base import BackendError, BlobNotFound
+from kraken.core.files import write_into
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
@@ -92,7 +93,7 @@ class RegistryBackend:
                  unbuffered: bool = False) -> Any:
         url = self.base + path
         for attempt in range(2):
-            sent = dict(headers or {})
+            sent: dict[bytes | str, bytes | str] = {k: v for k, v in (headers or {}).items()}
             auth = self._tokens.get(scope) or self.basic
             if auth:
                 sent["Authorization"] = auth
@@ -115,7 +116,7 @@ class RegistryBackend:
             raise BackendError(f"registry {self.base} sent a bearer challenge without a realm")
         query = {k: v for k, v in params.items() if k in ("service",)}
         query["scope"] = scope
-        headers = {"Authorization": self.basic} if self.basic else {}
+        headers: dict[bytes | str, bytes | str] = {"Authorization": self.basic} if self.basic else {}
         response = yield self.http.get(f"{realm}?{urlencode(query)}", headers=headers, timeout=self.timeout)
         if response.code != 200:
             body = yield response.content()
@@ -196,7 +197,7 @@ class RegistryBackend:
             return
         response = yield self._blob_response("GET", repo, digest or "", unbuffered=True)
         with open(dest_path, "wb") as f:
-            yield treq.collect(response, f.write)
+            yield treq.collect(response, write_into(f))
 
     def upload(self, namespace: str, name: str, src_path: str) -> Any:
         return fail(BackendError("the registry backend is read-only"))

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 from kraken.backends.base import BackendError, BlobNotFound
-from kraken.core.filewindow import FileWindow
+from kraken.core.files import FileWindow, write_into
 
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 MiB = 1024 * 1024
@@ -133,7 +133,7 @@ class S3Backend:
         tmp = f"{dest_path}.{uuid.uuid4().hex}.part"
         out = open(tmp, "wb")
         try:
-            yield treq.collect(response, out.write)
+            yield treq.collect(response, write_into(out))
             out.close()
             os.replace(tmp, dest_path)
         except BaseException:

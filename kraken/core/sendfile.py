@@ -96,6 +96,7 @@ class SendfileSender:
     async def send(self, request: Request, f: Any, start: int, length: int) -> None:
         """Write the headers, then *length* bytes of *f* from *start*; finishes the request."""
         transport = request.channel.transport
+        assert isinstance(transport, tcp.Connection)  # usable() said so
         self.active += 1
         flag = _Cancelled()
         request.notifyFinish().addErrback(lambda _: setattr(flag, "stop", True))

@@ -137,6 +137,7 @@ class OriginAPI:
         if isinstance(sink, RefusedBody):
             raise sink.error
         if not isinstance(sink, PatchSink):  # a body twisted.web buffered (a site without StreamingRequest)
+            assert sink is not None
             buffered = sink
             buffered.seek(0, 2)
             sink = self._open_patch(request, digest, uid, buffered.tell())

@@ -18,7 +18,7 @@ from twisted.web.client import FileBodyProducer
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
-from kraken.core.filewindow import FileWindow
+from kraken.core.files import FileWindow, write_into
 from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
 from kraken.core.tls import TLSSettings
 
@@ -145,7 +145,7 @@ class OriginClient:
             body = yield response.content()
             raise HTTPStatusError("GET", url, response.code, body)
         with open(dest_path, "wb") as f:
-            yield treq.collect(response, f.write)
+            yield treq.collect(response, write_into(f))
 
     @inlineCallbacks
     def metainfo(self, namespace: str, digest: Digest) -> Any:

@@ -45,7 +45,8 @@ class LocalTags:
         return succeed(self.store.get(repo, tag))
 
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
-        return succeed(self.store.put(repo, tag, digest))
+        self.store.put(repo, tag, digest)
+        return succeed(None)
 
     def tags(self, repo: str) -> Deferred[list[str] | None]:
         return succeed(self.store.tags(repo))

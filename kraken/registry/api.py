@@ -202,7 +202,7 @@ class RegistryResource(Resource):
         return ensureDeferred(handler(request, route))
 
     def _done(self, request: Request, result: Any) -> None:
-        if result is NOT_DONE_YET or request.finished or request._disconnected:
+        if result is NOT_DONE_YET or request.finished or request.channel is None:
             return
         if not isinstance(result, Response):
             result = Response(200, result)
@@ -212,9 +212,9 @@ class RegistryResource(Resource):
         sink = request.content
         if isinstance(sink, ChunkSink):
             sink.abort()
-        if request.finished or request._disconnected:
+        if request.finished or request.channel is None:
             return
-        if failure.check(RegistryError):
+        if isinstance(failure.value, RegistryError):
             error = failure.value
         else:
             log.failure("unhandled error in {method} {path}", failure, method=request.method,
@@ -289,6 +289,7 @@ class RegistryResource(Resource):
         content = request.content
         if isinstance(content, ChunkSink):
             raise content.error or RegistryError("MANIFEST_INVALID", "no manifest body")
+        assert content is not None
         content.seek(0)
         body = content.read(mf.MAX_MANIFEST_SIZE + 1)
         digest = "sha256:" + hashlib.sha256(body).hexdigest()

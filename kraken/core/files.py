@@ -1,8 +1,10 @@
-"""A read-only window of a file, for sending one part of it as a request body."""
+"""Files as HTTP bodies: a read window of a file to send, a writer to receive into one."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import BinaryIO
 
 
 class FileWindow:
@@ -38,3 +40,12 @@ class FileWindow:
 
     def close(self) -> None:
         self._file.close()
+
+
+def write_into(f: BinaryIO) -> Callable[[bytes], None]:
+    """A body collector (``treq.collect``) that appends what arrives to the open file *f*."""
+
+    def write(data: bytes) -> None:
+        f.write(data)
+
+    return write

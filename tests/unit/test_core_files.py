@@ -1,11 +1,11 @@
-"""kraken.core.filewindow: one window of a file, as FileBodyProducer reads it."""
+"""kraken.core.files: one window of a file, as FileBodyProducer reads it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from kraken.core.filewindow import FileWindow
+from kraken.core.files import FileWindow
 
 
 def test_reads_only_its_window(tmp_path: Path) -> None:
