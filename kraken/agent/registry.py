@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from kraken.backends.base import BlobNotFound
+from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.core.tls import TLSSettings
 from kraken.registry.api import RegistryResource
@@ -53,21 +54,21 @@ class AgentStorage:
         self.lookups = FreshCoalescer(tags.get) if tags is not None else None
 
     @inlineCallbacks
-    def blob_path(self, name: str, digest: str) -> Any:
+    def blob_path(self, name: str, digest: Digest) -> Any:
         try:
-            path = yield self.blobs.fetch(name, digest)
+            path = yield self.blobs.fetch(name, str(digest))
         except BlobNotFound:
-            raise blob_unknown(digest) from None
+            raise blob_unknown(str(digest)) from None
         except RegistryError:
             raise
         except Exception as e:
-            log.warn("P2P download of {digest} ({name}) failed: {error}", digest=digest, name=name,
+            log.warn("P2P download of {digest} ({name}) failed: {error}", digest=str(digest), name=name,
                      error=str(e))
             raise RegistryError("UNAVAILABLE", f"P2P download failed: {str(e)[:300]}", status=503) from None
         return str(path)
 
     @inlineCallbacks
-    def blob_size(self, name: str, digest: str) -> Any:
+    def blob_size(self, name: str, digest: Digest) -> Any:
         # as in the original, the size is only known once the blob is here
         try:
             path = yield self.blob_path(name, digest)
@@ -98,13 +99,13 @@ class AgentStorage:
         entries = yield self._need_tags().list("").addErrback(_unavailable, "build-index list")
         return sorted({e.rpartition(":")[0] for e in entries})
 
-    def commit_blob(self, name: str, digest: str, path: Path) -> Deferred[Any]:
+    def commit_blob(self, name: str, digest: Digest, path: Path) -> Deferred[Any]:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
-    def mount_blob(self, source: str | None, name: str, digest: str) -> Deferred[bool]:
+    def mount_blob(self, source: str | None, name: str, digest: Digest) -> Deferred[bool]:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
-    def put_tag(self, name: str, tag: str, digest: str) -> Deferred[Any]:
+    def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
 

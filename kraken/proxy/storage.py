@@ -110,39 +110,37 @@ class ProxyStorage:
         self.cache = cache
         self.tags = tags
         self.origins = origins
-        self._fetching: dict[str, list[Deferred[str]]] = {}
+        self._fetching: dict[Digest, list[Deferred[str]]] = {}
 
     @inlineCallbacks
-    def blob_size(self, name: str, digest: str) -> Any:
-        d = Digest.parse(digest)
-        size = self.cache.size(d)
+    def blob_size(self, name: str, digest: Digest) -> Any:
+        size = self.cache.size(digest)
         if size is not None or self.origins is None:
             return size
         try:
-            size = yield self.origins.stat(name, d)
+            size = yield self.origins.stat(name, digest)
         except Exception as e:
             # a push must go on while an origin is down: report "unknown", the upload follows
-            log.warn("origin stat of {digest} failed: {error}", digest=digest, error=str(e))
+            log.warn("origin stat of {digest} failed: {error}", digest=str(digest), error=str(e))
             return None
         return size
 
-    def blob_path(self, name: str, digest: str) -> Deferred[str]:
-        d = Digest.parse(digest)
-        if self.cache.has(d):
+    def blob_path(self, name: str, digest: Digest) -> Deferred[str]:
+        if self.cache.has(digest):
             if self.origins is not None:
-                self.cache.touch(d)
-            return succeed(str(self.cache.blob_path(d)))
+                self.cache.touch(digest)
+            return succeed(str(self.cache.blob_path(digest)))
         if self.origins is None:
-            raise blob_unknown(digest)
+            raise blob_unknown(str(digest))
         waiting: Deferred[str] = Deferred()
         if digest in self._fetching:
             self._fetching[digest].append(waiting)
             return waiting
         self._fetching[digest] = [waiting]
-        self._fetch(name, d).addBoth(self._fetched, digest)
+        self._fetch(name, digest).addBoth(self._fetched, digest)
         return waiting
 
-    def _fetched(self, result: Any, digest: str) -> None:
+    def _fetched(self, result: Any, digest: Digest) -> None:
         for d in self._fetching.pop(digest, []):
             d.callback(result) if isinstance(result, str) else d.errback(result)
 
@@ -166,10 +164,9 @@ class ProxyStorage:
             tmp.unlink(missing_ok=True)
 
     @inlineCallbacks
-    def commit_blob(self, name: str, digest: str, path: Path) -> Any:
-        d = Digest.parse(digest)
-        stored = self.cache.ingest(path, d, verify=False)
-        yield self._push(name, d, stored)
+    def commit_blob(self, name: str, digest: Digest, path: Path) -> Any:
+        stored = self.cache.ingest(path, digest, verify=False)
+        yield self._push(name, digest, stored)
 
     @inlineCallbacks
     def _push(self, name: str, d: Digest, path: Path) -> Any:
@@ -184,25 +181,24 @@ class ProxyStorage:
                                 status=503) from None
 
     @inlineCallbacks
-    def mount_blob(self, source: str | None, name: str, digest: str) -> Any:
-        d = Digest.parse(digest)
-        path = self.cache.blob_path(d)
-        if self.cache.has(d):
+    def mount_blob(self, source: str | None, name: str, digest: Digest) -> Any:
+        path = self.cache.blob_path(digest)
+        if self.cache.has(digest):
             # the origins write back per namespace: give the new repository its own copy there
-            yield self._push(name, d, path)
+            yield self._push(name, digest, path)
             return True
         size = yield self.blob_size(source or name, digest)
         if size is None:
             return False
         yield self.blob_path(source or name, digest)
-        yield self._push(name, d, path)
+        yield self._push(name, digest, path)
         return True
 
     def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
         return self.tags.get(name, tag)
 
-    def put_tag(self, name: str, tag: str, digest: str) -> Deferred[Any]:
-        return self.tags.put(name, tag, digest)
+    def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
+        return self.tags.put(name, tag, str(digest))
 
     def list_tags(self, name: str) -> Deferred[list[str] | None]:
         return self.tags.tags(name)

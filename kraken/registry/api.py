@@ -7,7 +7,6 @@ sink when the headers arrive, and chunks are hashed and written to the upload se
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -23,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from kraken.core.digest import Digest
 from kraken.core.http import Response
 from kraken.core.metrics import Metrics
 from kraken.core.sendfile import SendfileSender, send_body
@@ -238,16 +238,19 @@ class RegistryResource(Resource):
 
     # -- manifests -----------------------------------------------------------------------------
 
-    async def _resolve(self, name: str, reference: str) -> str:
+    async def _resolve(self, name: str, reference: str) -> Digest:
         if is_digest(reference):
             return parse_digest(reference)
         check_tag(reference)
         digest = await self.storage.resolve_tag(name, reference)
         if digest is None:
             raise manifest_unknown(reference)
-        return digest
+        try:
+            return Digest.parse(digest)
+        except ValueError:  # tag sources keep digests they checked; a damaged one names nothing
+            raise manifest_unknown(reference) from None
 
-    async def _read_manifest(self, name: str, digest: str, reference: str) -> tuple[bytes, mf.Manifest]:
+    async def _read_manifest(self, name: str, digest: Digest, reference: str) -> tuple[bytes, mf.Manifest]:
         try:
             path = await self.storage.blob_path(name, digest)
         except RegistryError as e:
@@ -270,8 +273,8 @@ class RegistryResource(Resource):
         if not mf.accepts(accepted, manifest.media_type):
             child = mf.pick_platform(manifest) if manifest.is_list else None
             if child is not None and not is_digest(route.ref):
-                digest = child
-                body, manifest = await self._read_manifest(route.name, child, child)
+                digest = Digest.parse(child)
+                body, manifest = await self._read_manifest(route.name, digest, child)
             if not mf.accepts(accepted, manifest.media_type):
                 raise RegistryError(
                     "MANIFEST_UNKNOWN",
@@ -280,7 +283,7 @@ class RegistryResource(Resource):
                 )
         return Response(200, body, {
             "Content-Type": manifest.media_type,
-            "Docker-Content-Digest": digest,
+            "Docker-Content-Digest": str(digest),
             "Etag": f'"{digest}"',
         })
 
@@ -292,17 +295,17 @@ class RegistryResource(Resource):
         assert content is not None
         content.seek(0)
         body = content.read(mf.MAX_MANIFEST_SIZE + 1)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = Digest.of_bytes(body)
         tag = None
         if is_digest(route.ref):
             if parse_digest(route.ref) != digest:
                 raise RegistryError("DIGEST_INVALID", "the manifest does not match the digest in the URL",
-                                    detail={"expected": route.ref, "actual": digest})
+                                    detail={"expected": route.ref, "actual": str(digest)})
         else:
             tag = check_tag(route.ref)
         manifest = mf.parse_manifest(body, _header(request, "content-type"))
         for ref in (*manifest.blobs, *manifest.children):
-            if await self.storage.blob_size(route.name, ref) is None:
+            if await self.storage.blob_size(route.name, Digest.parse(ref)) is None:
                 raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob",
                                     detail={"digest": ref})
         fd, tmp = tempfile.mkstemp(dir=self.uploads.directory, suffix=".manifest")
@@ -313,7 +316,7 @@ class RegistryResource(Resource):
             await self.storage.put_tag(route.name, tag, digest)
         return Response(201, b"", {
             "Location": f"/v2/{route.name}/manifests/{digest}",
-            "Docker-Content-Digest": digest,
+            "Docker-Content-Digest": str(digest),
         })
 
     async def _manifest_delete(self, request: Request, route: Route) -> Response:
@@ -326,11 +329,11 @@ class RegistryResource(Resource):
         digest = parse_digest(route.ref)
         size = await self.storage.blob_size(route.name, digest)
         if size is None:
-            raise blob_unknown(digest)
+            raise blob_unknown(str(digest))
         return Response(200, b"", {
             "Content-Length": str(size),
             "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": digest,
+            "Docker-Content-Digest": str(digest),
             "Accept-Ranges": "bytes",
             "Etag": f'"{digest}"',
         })
@@ -347,7 +350,7 @@ class RegistryResource(Resource):
             f.close()
             raise
         request.setHeader("Content-Type", "application/octet-stream")
-        request.setHeader("Docker-Content-Digest", digest)
+        request.setHeader("Docker-Content-Digest", str(digest))
         request.setHeader("Accept-Ranges", "bytes")
         request.setHeader("Etag", f'"{digest}"')
         start, length = wanted if wanted is not None else (0, size)
@@ -383,7 +386,7 @@ class RegistryResource(Resource):
                 check_name(source)
             if await self.storage.mount_blob(source, name, digest):
                 return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}",
-                                           "Docker-Content-Digest": digest})
+                                           "Docker-Content-Digest": str(digest)})
         if isinstance(request.content, ChunkSink):
             return await self._commit(request, name, self._sink(request))
         session = self.uploads.create(name)
@@ -429,13 +432,14 @@ class RegistryResource(Resource):
         if actual != digest:
             self.uploads.discard(session)
             raise RegistryError("DIGEST_INVALID", "uploaded content does not match the digest",
-                                detail={"expected": digest, "actual": actual})
+                                detail={"expected": str(digest), "actual": str(actual)})
         path = self.uploads.finish(session)
         try:
             await self.storage.commit_blob(name, digest, path)
         finally:
             path.unlink(missing_ok=True)
-        return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}",
+                                   "Docker-Content-Digest": str(digest)})
 
     async def _upload_get(self, request: Request, route: Route) -> Response:
         assert route.name is not None and route.ref is not None and self.uploads is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from kraken.core.digest import Digest
 from kraken.registry.errors import RegistryError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
@@ -31,8 +32,8 @@ def check_tag(tag: str) -> str:
     return tag
 
 
-def parse_digest(text: str | None) -> str:
-    """The canonical ``sha256:<hex>`` for *text*, or ``DIGEST_INVALID`` (400) saying why."""
+def parse_digest(text: str | None) -> Digest:
+    """The digest *text* names (``sha256:<hex>``), or ``DIGEST_INVALID`` (400) saying why."""
     if not text:
         raise RegistryError("DIGEST_INVALID", "digest is missing")
     if not _DIGEST.fullmatch(text):
@@ -47,7 +48,7 @@ def parse_digest(text: str | None) -> str:
         raise RegistryError(
             "DIGEST_INVALID", "a sha256 digest has 64 lowercase hex digits", detail={"digest": text[:200]}
         )
-    return text
+    return Digest(algorithm, encoded)
 
 
 def is_digest(reference: str) -> bool:

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from kraken.core.digest import ALGO, Digest
 from kraken.core.streaming import BodySink
 from kraken.core.uploads import ChunkWriter, RunningHash
 from kraken.registry.errors import RegistryError, upload_unknown
@@ -38,8 +39,8 @@ class UploadSession:
     busy: bool = False
     writer: ChunkWriter | None = None
 
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
+    def digest(self) -> Digest:
+        return Digest(ALGO, self.hasher.hexdigest())
 
     def close(self) -> None:
         if self.writer is not None:

@@ -48,7 +48,7 @@ def test_invalid_digests(text: str | None, why: str) -> None:
 
 
 def test_valid_digest() -> None:
-    assert parse_digest(f"sha256:{HEX}") == f"sha256:{HEX}"
+    assert str(parse_digest(f"sha256:{HEX}")) == f"sha256:{HEX}"
 
 
 @pytest.mark.parametrize("path,route", [
