@@ -39,22 +39,24 @@ class Entry:
     modified: float
 
 
-def sha256_file(path: str | Path) -> Digest:
-    return Digest.of_file(path)
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace *path* with *data* so that readers see the old file or the new one.
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace *path* with *data* so that readers, and a crash, see the old file or the new one."""
+    With *durable* the data and the rename are synced, so a crash leaves one of them too.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -103,7 +105,7 @@ class CAStore:
         """
         src = Path(src)
         if verify:
-            actual = sha256_file(src)
+            actual = Digest.of_file(src)
             if actual != d:
                 src.unlink(missing_ok=True)
                 raise DigestMismatch(f"content hashes to {actual}, not {d}")
@@ -176,9 +178,7 @@ class CAStore:
         directory = self.entry_dir(d)
         if not directory.is_dir():
             raise FileNotFoundError(f"no blob {d} in the store")
-        tmp = directory / f".{name}.{uuid.uuid4().hex}"
-        tmp.write_bytes(data)
-        os.replace(tmp, directory / name)
+        write_atomically(directory / name, data, durable=False)
 
     # -- uploads and temporary files ------------------------------------------------------
     def temp_path(self) -> Path:
@@ -197,13 +197,6 @@ class CAStore:
         if not path.is_file():
             raise UnknownUpload(uid)
         return path
-
-    def write_upload(self, uid: str, offset: int, chunk: bytes) -> None:
-        fd = os.open(self.upload_path(uid), os.O_WRONLY)
-        try:
-            os.pwrite(fd, chunk, offset)
-        finally:
-            os.close(fd)
 
     def commit_upload(self, uid: str, d: Digest, verify: bool = True) -> Path:
         return self.ingest(self.upload_path(uid), d, verify)

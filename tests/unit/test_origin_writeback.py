@@ -61,7 +61,7 @@ def _setup(tmp_path: Path, failures: int, name: str) -> Setup:
     data = os.urandom(1000)
     d = Digest.of_bytes(data)
     uid = cas.start_upload()
-    cas.write_upload(uid, 0, data)
+    cas.upload_path(uid).write_bytes(data)
     cas.commit_upload(uid, d)
     return Clock(), cas, backend, Metrics(name), d
 
