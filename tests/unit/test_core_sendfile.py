@@ -1,0 +1,76 @@
+"""kraken.core.sendfile: blob bodies sent by the producer (the sendfile path runs in integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.web.test.requesthelper import DummyRequest
+
+from kraken.core.sendfile import FileRangeProducer, send_body
+
+
+def test_send_body_streams_the_slice_and_finishes(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"0123456789")
+    request = DummyRequest([b""])
+    f = open(path, "rb")
+    assert send_body(request, f, 2, 5, None) == "stream"
+    assert b"".join(request.written) == b"23456"
+    assert request.finished == 1 and f.closed
+
+
+def test_send_body_of_nothing_finishes_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"")
+    request = DummyRequest([b""])
+    f = open(path, "rb")
+    assert send_body(request, f, 0, 0, None) == "stream"
+    assert request.written == [] and request.finished == 1 and f.closed
+
+
+class PausingRequest:
+    """Pauses its producer after every write, as a full transport buffer does."""
+
+    def __init__(self) -> None:
+        self.producer: Any = None
+        self.written: list[bytes] = []
+        self.finished = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self.producer.pauseProducing()
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def test_producer_reads_one_block_per_resume(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"abcdefgh")
+    request = PausingRequest()
+    f = open(path, "rb")
+    producer = FileRangeProducer(request, f, 1, 6)
+    producer.read_size = 4
+    producer.start()
+    assert request.written == [b"bcde"] and not request.finished
+    producer.resumeProducing()
+    assert request.written == [b"bcde", b"fg"] and request.finished and f.closed
+
+
+def test_stop_producing_closes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"abcdefgh")
+    request = PausingRequest()
+    f = open(path, "rb")
+    producer = FileRangeProducer(request, f, 0, 8)
+    producer.read_size = 4
+    producer.start()
+    producer.stopProducing()
+    assert f.closed and not request.finished
