@@ -26,6 +26,7 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet import ssl
 from twisted.internet.defer import fail, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -65,7 +66,7 @@ class _RegistryTLS:
 class RegistryBackend:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         address: str,
         username: str | None = None,
         password: str | None = None,
@@ -218,7 +219,7 @@ class RegistryBackend:
         return sorted(f"{repo}:{t}" for t in tags if t.startswith(tag_prefix))
 
 
-def from_config(config: dict[str, Any], reactor: Any) -> RegistryBackend:
+def from_config(config: dict[str, Any], reactor: IReactorTime) -> RegistryBackend:
     unknown = set(config) - KNOWN_KEYS
     if unknown or "address" not in config:
         raise ValueError(f"registry backend needs address; known keys: {', '.join(sorted(KNOWN_KEYS))}"

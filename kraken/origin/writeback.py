@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -42,7 +43,7 @@ class WriteBackQueue:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         directory: str | os.PathLike[str],
         cas: CAStore,
         backends: BackendRouter,

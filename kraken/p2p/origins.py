@@ -13,6 +13,7 @@ from urllib.parse import quote
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.client import FileBodyProducer
 
@@ -32,7 +33,7 @@ def ns_path(namespace: str) -> str:
 class OriginClient:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         base: str,
         tls: TLSSettings | None,
         http: HTTPClient | None = None,
@@ -164,7 +165,7 @@ class OriginClient:
 class OriginCluster:
     """The origins one component knows; owners are asked of any reachable member."""
 
-    def __init__(self, reactor: Any, addresses: list[str], tls: TLSSettings | None) -> None:
+    def __init__(self, reactor: IReactorTime, addresses: list[str], tls: TLSSettings | None) -> None:
         if not addresses:
             raise ValueError("an origin cluster needs at least one address")
         self.reactor = reactor
