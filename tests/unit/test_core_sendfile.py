@@ -51,26 +51,26 @@ class PausingRequest:
         self.finished = True
 
 
-def test_producer_reads_one_block_per_resume(tmp_path: Path) -> None:
+def started(tmp_path: Path, start: int, length: int) -> tuple[PausingRequest, FileRangeProducer, Any]:
+    """A producer of ``abcdefgh`` reading 4 bytes at a time, started on a PausingRequest."""
     path = tmp_path / "blob"
     path.write_bytes(b"abcdefgh")
     request = PausingRequest()
     f = open(path, "rb")
-    producer = FileRangeProducer(request, f, 1, 6)
+    producer = FileRangeProducer(request, f, start, length)
     producer.read_size = 4
     producer.start()
+    return request, producer, f
+
+
+def test_producer_reads_one_block_per_resume(tmp_path: Path) -> None:
+    request, producer, f = started(tmp_path, 1, 6)
     assert request.written == [b"bcde"] and not request.finished
     producer.resumeProducing()
     assert request.written == [b"bcde", b"fg"] and request.finished and f.closed
 
 
 def test_stop_producing_closes_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "blob"
-    path.write_bytes(b"abcdefgh")
-    request = PausingRequest()
-    f = open(path, "rb")
-    producer = FileRangeProducer(request, f, 0, 8)
-    producer.read_size = 4
-    producer.start()
+    request, producer, f = started(tmp_path, 0, 8)
     producer.stopProducing()
     assert f.closed and not request.finished
