@@ -12,7 +12,7 @@ from kraken.core.sendfile import FileRangeProducer, send_body
 
 
 @pytest.mark.parametrize(("start", "length", "body"), [(2, 5, b"23456"), (0, 0, b"")])
-def test_send_body_streams_the_slice_and_finishes(tmp_path: Path, start: int, length: int, body: bytes) -> None:
+def test_send_body_sends_the_slice_and_finishes(tmp_path: Path, start: int, length: int, body: bytes) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"0123456789")
     request = DummyRequest([b""])
