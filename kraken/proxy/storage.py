@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.cas import CAStore
-from kraken.core.digest import Digest
+from kraken.core.digest import ALGO, Digest
 from kraken.core.httpclient import HTTPStatusError
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.coalesce import FreshCoalescer
@@ -103,10 +103,35 @@ def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:
     return d.addErrback(fail)
 
 
+def adopt_flat_cache(cache: CAStore) -> int:
+    """Move blobs an older proxy kept as ``<root>/sha256/<2 hex>/<hex>`` into the store.
+
+    Without origins the cache is the proxy's only copy, so they must stay readable. They
+    were verified when stored; a move is a rename. Returns how many blobs moved.
+    """
+    moved = 0
+    for path in sorted(cache.root.glob("sha256/??/*")):
+        try:
+            digest = Digest(ALGO, path.name)
+        except ValueError:  # a temporary file the older proxy left behind
+            continue
+        cache.ingest(path, digest, verify=False)
+        moved += 1
+    for directory in [*cache.root.glob("sha256/??"), cache.root / "sha256"]:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (stray files stay), or absent
+            pass
+    if moved:
+        log.info("moved {count} blobs of the older cache layout into the store", count=moved)
+    return moved
+
+
 class ProxyStorage:
     read_only = False
 
     def __init__(self, cache: CAStore, tags: Tags, origins: OriginCluster | None) -> None:
+        adopt_flat_cache(cache)
         self.cache = cache
         self.tags = tags
         self.origins = origins

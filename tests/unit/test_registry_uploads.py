@@ -1,4 +1,4 @@
-"""Upload sessions and the tag store, driven with a Clock and a temporary directory."""
+"""Upload sessions, the tag store and the proxy's blob cache, driven with a Clock and a temporary directory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
+from kraken.core.cas import CAStore
+from kraken.core.digest import Digest
+from kraken.proxy.storage import LocalTags, ProxyStorage, adopt_flat_cache
 from kraken.registry.errors import RegistryError
 from kraken.registry.tagstore import TagStore
 from kraken.registry.uploads import UploadManager
@@ -113,3 +116,21 @@ def test_tag_store(tmp_path: Path) -> None:
     assert store.repositories() == ["test/a", "test/a/b"]
     assert store.entries("test/a:") == ["test/a:v1", "test/a:v2"]
     assert store.entries("test/a") == ["test/a/b:v1", "test/a:v1", "test/a:v2"]
+
+
+def test_proxy_keeps_blobs_of_the_older_cache_layout(tmp_path: Path) -> None:
+    body = b"layer"
+    digest = Digest.of_bytes(body)
+    old = tmp_path / "sha256" / digest.hex[:2]
+    old.mkdir(parents=True)
+    (old / digest.hex).write_bytes(body)
+    (old / f"{digest.hex}.123.tmp").write_bytes(b"partial")
+    cache = CAStore(tmp_path)
+    storage = ProxyStorage(cache, LocalTags(TagStore(tmp_path / "tags")), None)
+    assert storage.cache.blob_path(digest).read_bytes() == body
+    assert not (old / digest.hex).exists()
+    assert adopt_flat_cache(cache) == 0
+
+    (old / f"{digest.hex}.123.tmp").unlink()
+    adopt_flat_cache(cache)
+    assert not (tmp_path / "sha256").exists()
