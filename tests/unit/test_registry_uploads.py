@@ -1,4 +1,4 @@
-"""Upload sessions, the tag store and the proxy's blob cache, driven with a Clock and a temporary directory."""
+"""Upload sessions, the tag store and the proxy's blob cache, with a Clock and a temporary directory."""
 
 from __future__ import annotations
 
