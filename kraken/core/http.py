@@ -34,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.streaming import BodyRouter, streaming_requests
 
 log = Logger(namespace="kraken.http")
 
@@ -279,11 +280,18 @@ def make_site(
     metrics: Metrics,
     health_checks: dict[str, Callable[[], bool]] | None = None,
     extra: dict[str, Resource] | None = None,
+    body_router: BodyRouter | None = None,
 ) -> Site:
-    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it."""
+    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it.
+
+    With *body_router*, request bodies stream to the sinks it opens (:mod:`kraken.core.streaming`).
+    """
     mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
     for name, resource in (extra or {}).items():
         mounts[name.encode()] = resource
-    site = QuietSite(_Root(app, mounts))
+    if body_router is not None:
+        site = QuietSite(_Root(app, mounts), requestFactory=streaming_requests(body_router))
+    else:
+        site = QuietSite(_Root(app, mounts))
     site.noisy = False
     return site

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python import log as legacy_log
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
@@ -28,6 +28,67 @@ from kraken.core.metrics import Metrics
 from kraken.core.tls import TLSSettings
 
 log = Logger(namespace="kraken.service")
+
+
+class Listener(Service):
+    """One endpoint to listen on while running; ``bound`` fires with its port.
+
+    Listening starts in ``privilegedStartService`` (before twistd drops privileges); an endpoint
+    that fails at once (port taken, bad interface) raises there, so twistd exits with the error.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] | None = None
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.listening is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        failed_now: list[Failure] = []
+        self.listening = self.endpoint.listen(self.factory)
+        self.listening.addCallbacks(self._bound, failed_now.append)
+        if failed_now:
+            failed_now[0].raiseException()
+        self.listening.addErrback(self._failed_later)
+
+    def _bound(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+        return port
+
+    def _failed_later(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            log.failure("listening failed", failure)
+
+    def bound(self) -> Deferred[IListeningPort]:
+        """Fires with the port once listening (at once if it is already)."""
+        if self.port is not None:
+            return succeed(self.port)
+        waiter: Deferred[IListeningPort] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        listening, self.listening = self.listening, None
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        if listening is not None:
+            listening.cancel()
+        return None
 
 
 class KrakenService(MultiService):
@@ -47,7 +108,7 @@ class KrakenService(MultiService):
         self.tls = TLSSettings.from_config(config.get("tls"))
         self.log_control = LogControl(config.get("log", {}).get("level", "info"))
         self.ports: dict[str, int] = {}
-        self._listeners: list[tuple[str, StreamServerEndpointService]] = []
+        self._listeners: list[tuple[str, Listener]] = []
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -64,11 +125,10 @@ class KrakenService(MultiService):
         description: str,
         factory: IProtocolFactory,
         allowed_roles: Iterable[str] | None = None,
-    ) -> StreamServerEndpointService:
+    ) -> Listener:
         """Listen on *description* (``tls:`` prefix for mutual TLS admitting *allowed_roles*)."""
         endpoint, wrapped = server_endpoint(self.reactor, description, factory, self.tls, allowed_roles)
-        svc = StreamServerEndpointService(endpoint, wrapped)
-        svc._raiseSynchronously = True
+        svc = Listener(endpoint, wrapped)
         svc.setName(f"listener:{name}:{len(self._listeners)}")
         svc.setServiceParent(self)
         self._listeners.append((name, svc))
@@ -86,16 +146,10 @@ class KrakenService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        waits: list[Deferred[Any]] = []
-        for name, svc in self._listeners:
-            d = svc._waitingForPort
-            if d is None:
-                continue
-            d.addCallback(self._bound, name)
-            waits.append(d)
+        waits = [svc.bound().addCallback(self._bound, name) for name, svc in self._listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._all_bound)
 
-    def _bound(self, port: Any, name: str) -> Any:
+    def _bound(self, port: IListeningPort, name: str) -> IListeningPort:
         number = getattr(port.getHost(), "port", None)
         if number is not None:
             self.ports.setdefault(name, number)

@@ -16,7 +16,6 @@ from kraken.core.hashring import Ring
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.service import KrakenService
-from kraken.core.streaming import StreamingRequest
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.client import OriginClient
 from kraken.origin.server import OriginAPI
@@ -121,9 +120,7 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
 
     writers = set(section["write_roles"])
     api = OriginAPI(blobs, ring, self_address, peer_context, writers, replicate, section["max_upload_size"])
-    site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
-    site.requestFactory = StreamingRequest
-    site.body_router = api  # type: ignore[attr-defined]
+    site = make_site(api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api)
     svc.listen_all("http", config["listen"], site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", section["peer_listen"], PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)

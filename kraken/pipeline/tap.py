@@ -179,7 +179,6 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     config = options.config
     svc = KrakenService("pipeline", config, reactor)
     app = PipelineApp(config, svc.reactor, svc.tls, svc.metrics)
-    svc.app = app  # type: ignore[attr-defined]
     defined = svc.metrics.gauge("definitions", "defined services and pipelines", ["kind", "state"])
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):

@@ -55,9 +55,15 @@ class Options(KrakenOptions):
     }
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+class PubSubService(KrakenService):
+    """The pub/sub server's root service; ``router`` is its topic router."""
+
+    router: Router
+
+
+def makeService(options: Options, reactor: Any = None) -> PubSubService:
     config = options.config
-    svc = KrakenService("pubsub", config, reactor)
+    svc = PubSubService("pubsub", config, reactor)
     clock = svc.reactor
     cfg = config["pubsub"]
     router = Router(
@@ -92,6 +98,5 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     admin = Admin(router, svc.log_control, cfg["num_router_shards"])
     site = make_site(admin.routes(), svc.metrics, health_checks={"router": lambda: True})
     svc.listen_all("admin", cfg["admin_listen"], site)
-    svc.router = router  # type: ignore[attr-defined]
-    svc.memcached = memcached  # type: ignore[attr-defined]
+    svc.router = router
     return svc

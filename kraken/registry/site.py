@@ -9,7 +9,6 @@ from twisted.web.server import Site
 
 from kraken.core.http import make_site
 from kraken.core.metrics import Metrics
-from kraken.core.streaming import StreamingRequest
 from kraken.registry.api import RegistryResource
 
 TLS_HANDSHAKE = b"\x16"
@@ -36,8 +35,6 @@ class RegistryChannel(HTTPChannel):
 def make_registry_site(
     api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
 ) -> Site:
-    site = make_site(api, metrics, health_checks)
-    site.requestFactory = StreamingRequest
+    site = make_site(api, metrics, health_checks, body_router=api)
     site.protocol = RegistryChannel
-    site.body_router = api  # type: ignore[attr-defined]
     return site

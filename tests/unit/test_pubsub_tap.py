@@ -31,7 +31,7 @@ def test_example_config_builds_every_listener(pki: Path) -> None:
     svc.startService()
     ports = sorted(port for port, *_ in reactor.tcpServers)
     assert ports == [12355, 12356, 12357, 12358]
-    assert svc.router.shards == 8  # type: ignore[attr-defined]
+    assert svc.router.shards == 8
     svc.stopService()
 
 
