@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
-
-from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
 from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
 from kraken.core.config import Key, KrakenOptions, common_schema
-from kraken.core.digest import Digest
-from kraken.core.hashring import Ring
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.client import OriginClient
+from kraken.origin.replication import OriginPlacement, Replicator
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
 from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
@@ -26,7 +23,6 @@ from kraken.p2p.metainfo import parse_thresholds
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 
-log = Logger(namespace="kraken.origin")
 CLIENT_ROLES = {"agent", "origin", "tracker", "proxy", "build-index", "client"}
 
 
@@ -97,29 +93,17 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     )
     host = advertised_host(section["advertise_host"], section["peer_listen"])
     http = make_http_client(reactor, svc.tls)
-
-    def self_address() -> str:
-        return section["self_address"] or f"{host}:{svc.ports.get('http', 0)}"
-
-    def ring() -> Ring:
-        return Ring(section["cluster"] or [self_address()], section["max_replica"])
-
-    def peer_context() -> dict[str, Any]:
-        return {"peer_id": scheduler.peer_id.hex(), "ip": host, "port": svc.ports.get("peer"), "origin": True}
-
-    @inlineCallbacks
-    def replicate(d: Digest) -> Any:
-        me = self_address()
-        for address in ring().locations(d.hex):
-            if address == me:
-                continue
-            try:
-                yield OriginClient(reactor, address, svc.tls, http).transfer(d, str(cas.blob_path(d)))
-            except Exception as e:
-                log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
+    placement = OriginPlacement(
+        section["cluster"], section["max_replica"], host, svc.ports, scheduler.peer_id,
+        self_address=section["self_address"],
+    )
+    replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http))
 
     writers = set(section["write_roles"])
-    api = OriginAPI(blobs, ring, self_address, peer_context, writers, replicate, section["max_upload_size"])
+    api = OriginAPI(
+        blobs, placement.ring, placement.self_address, placement.peer_context, writers,
+        replicator.replicate, section["max_upload_size"],
+    )
     site = make_site(api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api)
     svc.listen_all("http", config["listen"], site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", section["peer_listen"], PeerFactory(scheduler), allowed_roles={"agent", "origin"})
@@ -127,8 +111,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     if section["cache_tti"] > 0:
         from twisted.application.internet import TimerService
 
-        def cleanup() -> None:
-            cas.cleanup(section["cache_tti"], keep=blobs.writebacks.holds)
-
-        TimerService(section["cleanup_interval"], cleanup).setServiceParent(svc)
+        cleanup = TimerService(
+            section["cleanup_interval"], cas.cleanup, section["cache_tti"], keep=blobs.writebacks.holds
+        )
+        cleanup.setServiceParent(svc)
     return svc
