@@ -22,6 +22,7 @@ from twisted.python import log as legacy_log
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from kraken.core.config import ServerConfig
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
@@ -94,7 +95,7 @@ class Listener(Service):
 class KrakenService(MultiService):
     """A server's root service; ``ports`` maps listener names to bound ports once running."""
 
-    def __init__(self, server: str, config: dict[str, Any], reactor: Any = None) -> None:
+    def __init__(self, server: str, config: ServerConfig, reactor: Any = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -105,8 +106,8 @@ class KrakenService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics(server)
-        self.tls = TLSSettings.from_config(config.get("tls"))
-        self.log_control = LogControl(config.get("log", {}).get("level", "info"))
+        self.tls = TLSSettings.from_config(config.tls)
+        self.log_control = LogControl(config.log.level)
         self.ports: dict[str, int] = {}
         self._listeners: list[tuple[str, Listener]] = []
 
@@ -114,8 +115,7 @@ class KrakenService(MultiService):
         super().setServiceParent(parent)
         if isinstance(parent, Componentized):
             # twistd asks the application for its log observer when no --logger is given.
-            cfg = self.config.get("log", {})
-            observer = self.log_control.observer(cfg.get("format", "text"), open_log_file(cfg.get("file")))
+            observer = self.log_control.observer(self.config.log.format, open_log_file(self.config.log.file))
             parent.setComponent(ILogObserver, observer)
             parent.setComponent(legacy_log.ILogObserver, observer)
 
@@ -159,7 +159,7 @@ class KrakenService(MultiService):
         return port
 
     def _all_bound(self, _: Any) -> None:
-        path = self.config.get("port_file")
+        path = self.config.port_file
         if not path:
             return
         tmp = Path(path).with_name(Path(path).name + ".tmp")

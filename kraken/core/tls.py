@@ -32,6 +32,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import directlyProvides, implementer, providedBy
 
+from kraken.core.config import TLSSection
+
 log = Logger(namespace="kraken.tls")
 
 _VERIFY_ERRORS = {
@@ -60,21 +62,22 @@ class TLSSettings:
     require_client_cert: bool = True
 
     @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> TLSSettings | None:
+    def from_config(cls, section: TLSSection | None) -> TLSSettings | None:
         """The settings of a ``tls`` section, or ``None`` when TLS is not configured."""
-        if not section or not section.get("cert"):
+        if section is None or not section.cert:
             return None
-        missing = [k for k in ("ca", "cert", "key") if not section.get(k)]
+        files = {"ca": section.ca, "cert": section.cert, "key": section.key}
+        missing = [k for k, path in files.items() if not path]
         if missing:
             raise TLSConfigError(f"tls: missing {', '.join(missing)}")
-        for k in ("ca", "cert", "key"):
-            if not Path(section[k]).is_file():
-                raise TLSConfigError(f"tls.{k}: no such file: {section[k]}")
+        for k, path in files.items():
+            if not Path(str(path)).is_file():
+                raise TLSConfigError(f"tls.{k}: no such file: {path}")
         return cls(
-            ca=str(section["ca"]),
-            cert=str(section["cert"]),
-            key=str(section["key"]),
-            require_client_cert=bool(section.get("require_client_cert", True)),
+            ca=str(section.ca),
+            cert=str(section.cert),
+            key=str(section.key),
+            require_client_cert=section.require_client_cert,
         )
 
 

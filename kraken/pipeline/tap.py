@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
@@ -10,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
-from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.service import KrakenService
 from kraken.pipeline.api import Api
@@ -28,32 +29,31 @@ log = Logger(namespace="kraken.pipeline.tap")
 DEFAULT_DB = "run/pipeline/pipeline.sqlite3"
 
 
-class Options(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class PipelineSection:
+    database: ConfigPath | None = setting(
+        None, f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} under the cwd)"
+    )
+    persist: bool = setting(True, "keep definitions in the database; false keeps them in memory only")
+    project_dir: ConfigPath | None = setting(
+        None, "folder with services/*.json, pipelines/*.json, routes.json"
+    )
+    default_timeout: float = setting(20.0, "seconds an event may take before its error event", minimum=0.001)
+    http_timeout: float = setting(30.0, "default timeout of HTTP service calls, seconds", minimum=0.001)
+    allow_lambda_code: bool = setting(False, "allow Python source in lambda start configs (remote code!)")
+    lambda_modules: list[str] = setting([], "Python module prefixes lambda services may name")
+    cli_commands: list[str] = setting([], "programs the CLI client may run")
+    api_token: str | None = setting(None, "when set, API requests need 'Authorization: Bearer <token>'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig(ServerConfig):
+    listen: list[str] = listen_setting(["tcp:4001:interface=127.0.0.1"])
+    pipeline: PipelineSection = section(PipelineSection)
+
+
+class Options(KrakenOptions[PipelineConfig]):
     tapname = "kraken-pipeline"
-    schema = {
-        **common_schema(listen=["tcp:4001:interface=127.0.0.1"]),
-        "pipeline": {
-            "database": Key(
-                "path",
-                None,
-                f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} under the cwd)",
-            ),
-            "persist": Key("bool", True, "keep definitions in the database; false keeps them in memory only"),
-            "project_dir": Key("path", None, "folder with services/*.json, pipelines/*.json, routes.json"),
-            "default_timeout": Key(
-                "float", 20.0, "seconds an event may take before its error event", minimum=0.001
-            ),
-            "http_timeout": Key(
-                "float", 30.0, "default timeout of HTTP service calls, seconds", minimum=0.001
-            ),
-            "allow_lambda_code": Key(
-                "bool", False, "allow Python source in lambda start configs (remote code!)"
-            ),
-            "lambda_modules": Key("list", [], "Python module prefixes lambda services may name"),
-            "cli_commands": Key("list", [], "programs the CLI client may run"),
-            "api_token": Key("str", None, "when set, API requests need 'Authorization: Bearer <token>'"),
-        },
-    }
 
 
 class _Boot(Service):
@@ -77,26 +77,26 @@ class PipelineApp:
     """The registries, the store and the API of one server."""
 
     def __init__(
-        self, config: dict[str, Any], clock: IReactorTime, tls: Any = None, metrics: Any = None
+        self, config: PipelineConfig, clock: IReactorTime, tls: Any = None, metrics: Any = None
     ) -> None:
-        cfg = config["pipeline"]
+        cfg = config.pipeline
         self.clock = clock
         self.cfg = cfg
-        self.store = Store(cfg["database"] or DEFAULT_DB) if cfg["persist"] else None
+        self.store = Store(cfg.database or DEFAULT_DB) if cfg.persist else None
         ctx = ClientContext(
             clock,
             tls,
-            cfg["allow_lambda_code"],
-            list(cfg["lambda_modules"]),
-            list(cfg["cli_commands"]),
-            cfg["http_timeout"],
+            cfg.allow_lambda_code,
+            list(cfg.lambda_modules),
+            list(cfg.cli_commands),
+            cfg.http_timeout,
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         self.pipelines = PipelineRegistry(
-            self.services, clock, cfg["default_timeout"], self._pipeline_changed
+            self.services, clock, cfg.default_timeout, self._pipeline_changed
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
-        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg["api_token"])
+        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg.api_token)
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:
         if self.store is None:
@@ -129,11 +129,11 @@ class PipelineApp:
                 yield self._apply_pipeline(definition, started, options, "database")
             for table, _, _ in list(self.store.load("routes")):
                 self.routes.table = table
-        if self.cfg["project_dir"]:
+        if self.cfg.project_dir:
             try:
-                services, pipelines, routes = read_project(self.cfg["project_dir"])
+                services, pipelines, routes = read_project(self.cfg.project_dir)
             except (OSError, ValueError) as e:
-                log.error("project folder {dir} unreadable: {e}", dir=self.cfg["project_dir"], e=e)
+                log.error("project folder {dir} unreadable: {e}", dir=self.cfg.project_dir, e=e)
                 return
             for definition in services:
                 yield self._apply_service(definition, True, "project folder")
@@ -185,6 +185,6 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
     svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
-    svc.listen_all("http", config["listen"], site, allowed_roles={"client", "pipeline", "agent"})
+    svc.listen_all("http", config.listen, site, allowed_roles={"client", "pipeline", "agent"})
     _Boot(app, svc.reactor).setServiceParent(svc)
     return svc

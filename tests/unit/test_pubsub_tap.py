@@ -24,8 +24,8 @@ def options(pki: Path, *extra: str) -> Options:
 
 def test_example_config_builds_every_listener(pki: Path) -> None:
     opts = options(pki, "--pubsub-num-router-shards", "8")
-    assert opts.config["pubsub"]["num_router_shards"] == 8
-    assert opts.config["pubsub"]["messages_stored_per_router_shard"] == 10000
+    assert opts.config.pubsub.num_router_shards == 8
+    assert opts.config.pubsub.messages_stored_per_router_shard == 10000
     reactor = MemoryReactorClock()
     svc = makeService(opts, reactor)
     svc.startService()
