@@ -114,6 +114,10 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
+    def send_signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
     def kill(self) -> None:
         """Stop at once, as a crash would."""
         if self.proc and self.proc.poll() is None:

@@ -1,17 +1,21 @@
-"""The root service every kraken server builds: listeners, metrics, logging, port file.
+"""The root service every kraken server builds: listeners, metrics, logging, port file, TLS.
 
 A server's ``makeService`` creates a :class:`KrakenService` from its validated config, adds
 listeners with :meth:`KrakenService.listen` and its own child services, and returns it.
 Once every listener is bound the service writes ``{"name": port, ...}`` to ``port_file``
-when configured, which is how tests find servers started on port 0.
+when configured, which is how tests find servers started on port 0. While it runs, SIGHUP
+reloads the TLS certificate, key and CA from their files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -26,9 +30,10 @@ from kraken.core.config import ServerConfig
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
-from kraken.core.tls import TLSSettings
+from kraken.core.tls import TLSConfigError, TLSSettings
 
 log = Logger(namespace="kraken.service")
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class Listener(Service):
@@ -110,6 +115,7 @@ class KrakenService(MultiService):
         self.log_control = LogControl(config.log.level)
         self.ports: dict[str, int] = {}
         self._listeners: list[tuple[str, Listener]] = []
+        self._previous_sighup: list[SignalHandler] = []  # while our SIGHUP handler is installed
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -146,8 +152,32 @@ class KrakenService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.tls is not None and threading.current_thread() is threading.main_thread():
+            self._previous_sighup = [signal.signal(signal.SIGHUP, self._on_sighup)]
         waits = [svc.bound().addCallback(self._bound, name) for name, svc in self._listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._all_bound)
+
+    def stopService(self) -> Deferred[None] | None:
+        for previous in self._previous_sighup:
+            signal.signal(signal.SIGHUP, previous)
+        self._previous_sighup = []
+        return super().stopService()
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.reload_tls)
+
+    def reload_tls(self) -> None:
+        """Read the TLS files again for new connections; on failure log and keep the old ones."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except TLSConfigError as e:
+            log.error(
+                "{server}: TLS reload failed, keeping the old certificate: {e}", server=self.server, e=e
+            )
+            return
+        log.info("{server}: TLS certificate reloaded from {cert}", server=self.server, cert=self.tls.cert)
 
     def _bound(self, port: IListeningPort, name: str) -> IListeningPort:
         number = getattr(port.getHost(), "port", None)

@@ -100,7 +100,10 @@ class OwnServices(Service):
 def makeService(options: Options, reactor: Any = None) -> KrakenService:
     config = options.config
     st = config.state
-    svc = KrakenService("state", config, reactor)
+    try:
+        svc = KrakenService("state", config, reactor)
+    except TLSConfigError as e:
+        raise SystemExit(f"kraken-state: {e}") from None
     try:
         modules = load_modules(list(st.modules), st.module_config)
         parent = parse_parent(st.parent) if st.parent else None
