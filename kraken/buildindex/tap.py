@@ -6,18 +6,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from twisted.application.service import Service
 
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
-from kraken.buildindex.duplicate import Duplicator
+from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
-from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.httpclient import make_http_client
 from kraken.core.service import KrakenService
 from kraken.origin.client import OriginCluster
 from kraken.registry.tagstore import TagStore
@@ -74,14 +73,6 @@ class _StopDuplicator(Service):
         return super().stopService()
 
 
-def _expect_ok(response: Any, url: str) -> Any:
-    def check(body: bytes) -> None:
-        if response.code != 200:
-            raise HTTPStatusError("PUT", url, response.code, body)
-
-    return response.content().addCallback(check)
-
-
 def makeService(options: Options, reactor: Any = None) -> KrakenService:
     config = options.config
     svc = KrakenService("build-index", config, reactor)
@@ -91,13 +82,8 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
     backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
     if index.cluster:
-        http = make_http_client(svc.reactor, svc.tls)
+        send = HTTPTagSender(make_http_client(svc.reactor, svc.tls), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
-
-        def send(neighbour: str, repo: str, tag: str, digest: str) -> Any:
-            url = f"{base_url(neighbour, svc.tls)}/internal/duplicate/tags/{quote(f'{repo}:{tag}', safe='')}"
-            return http.put(f"{url}/digest/{digest}", data=b"").addCallback(_expect_ok, url)
-
         duplicator = Duplicator(index.cluster, send, svc.reactor,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc())
         _StopDuplicator(duplicator).setServiceParent(svc)
