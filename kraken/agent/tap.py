@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from kraken.agent.blobs import AgentBlobs
 from kraken.agent.server import AgentAPI
@@ -12,6 +11,7 @@ from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender
 from kraken.core.service import KrakenService
 from kraken.p2p.config import (
@@ -59,7 +59,7 @@ class Options(KrakenOptions[AgentConfig]):
     tapname = "kraken-agent"
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("agent", config, reactor)
     reactor = svc.reactor

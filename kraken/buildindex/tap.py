@@ -17,6 +17,7 @@ from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import make_http_client
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.client import OriginCluster
 from kraken.registry.tagstore import TagStore
@@ -73,7 +74,7 @@ class _StopDuplicator(Service):
         return super().stopService()
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("build-index", config, reactor)
     index = config.buildindex

@@ -22,12 +22,25 @@ import os
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 from twisted.python import usage
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -153,31 +166,31 @@ def _key_of(field: dataclasses.Field[Any], annotation: Any) -> Key:
     return Key(kind, spec.default, spec.help, spec.choices, spec.minimum, item)
 
 
-@cache
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
 def schema_of(cls: type[Any]) -> Schema:
     """The :class:`Key` schema of a config dataclass (sections become nested dicts)."""
     hints = get_type_hints(cls, include_extras=True)
     out: Schema = {}
     for field in dataclasses.fields(cls):
         annotation = hints[field.name]
-        if dataclasses.is_dataclass(annotation):
-            out[field.name] = schema_of(annotation)
-        else:
-            out[field.name] = _key_of(field, annotation)
+        out[field.name] = schema_of(annotation) if _is_section(annotation) else _key_of(field, annotation)
     return out
 
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def build(cls: type[C], values: dict[str, Any]) -> C:
     """The typed configuration *cls* holding the validated *values* (:func:`load_config`)."""
     hints = get_type_hints(cls)
     kwargs = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         annotation = hints[field.name]
         value = values[field.name]
-        kwargs[field.name] = build(annotation, value) if dataclasses.is_dataclass(annotation) else value
+        kwargs[field.name] = build(annotation, value) if _is_section(annotation) else value
     return cls(**kwargs)
 
 
@@ -326,9 +339,11 @@ class KrakenOptions(usage.Options, Generic[S]):
     validated configuration as an ``ItsConfig``.
     """
 
-    config_type: ClassVar[type[ServerConfig]] = ServerConfig
+    config_type: type[S]
     schema: ClassVar[Schema] = {}
     _flags: ClassVar[dict[str, str]] = {}
+    optParameters: ClassVar[list[list[Any]]]
+    optFlags: ClassVar[list[list[Any]]]
     config: S
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -336,6 +351,8 @@ class KrakenOptions(usage.Options, Generic[S]):
         for base in getattr(cls, "__orig_bases__", ()):
             if get_origin(base) is KrakenOptions:
                 (cls.config_type,) = get_args(base)
+        if not hasattr(cls, "config_type"):
+            raise TypeError(f"{cls.__name__}: subclass KrakenOptions[ItsConfig]")
         cls.schema = schema_of(cls.config_type)
         flags = {_flag(dotted): dotted for dotted, _ in leaf_keys(cls.schema)}
         cls._flags = flags
@@ -364,7 +381,7 @@ class KrakenOptions(usage.Options, Generic[S]):
         ]
         try:
             values = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
-            self.config = build(self.config_type, values)  # type: ignore[assignment]
+            self.config = build(self.config_type, values)
         except ConfigError as e:
             # twistd would print its whole usage text for a UsageError; one line is clearer.
             raise SystemExit(f"{self.prog_name()}: config error: {e}") from None

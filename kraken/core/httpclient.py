@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kraken.core.tls import ClientTLSPolicy, TLSSettings
@@ -22,7 +23,7 @@ class HTTPStatusError(Exception):
 class PooledHTTPClient(HTTPClient):
     """A treq client presenting our certificate (when *tls*) over its own connection pool."""
 
-    def __init__(self, reactor: object, tls: TLSSettings | None, persistent: bool = True) -> None:
+    def __init__(self, reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True) -> None:
         self.pool = HTTPConnectionPool(reactor, persistent=persistent)
         self.pool.maxPersistentPerHost = 8
         self.pool.retryAutomatically = False
@@ -37,7 +38,9 @@ class PooledHTTPClient(HTTPClient):
         return self.pool.closeCachedConnections()
 
 
-def make_http_client(reactor: object, tls: TLSSettings | None, persistent: bool = True) -> PooledHTTPClient:
+def make_http_client(
+    reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True
+) -> PooledHTTPClient:
     """A treq client presenting our certificate (when *tls*) and pooling connections."""
     return PooledHTTPClient(reactor, tls, persistent)
 

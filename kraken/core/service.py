@@ -30,6 +30,7 @@ from kraken.core.config import ServerConfig
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import IServerReactor, default_reactor
 from kraken.core.tls import TLSConfigError, TLSSettings
 
 log = Logger(namespace="kraken.service")
@@ -100,16 +101,12 @@ class Listener(Service):
 class KrakenService(MultiService):
     """A server's root service; ``ports`` maps listener names to bound ports once running."""
 
-    def __init__(self, server: str, config: ServerConfig, reactor: Any = None) -> None:
+    def __init__(self, server: str, config: ServerConfig, reactor: IServerReactor | None = None) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.setName(server)
         self.server = server
         self.config = config
-        self.reactor = reactor
+        self.reactor = reactor if reactor is not None else default_reactor()
         self.metrics = Metrics(server)
         self.tls = TLSSettings.from_config(config.tls)
         self.log_control = LogControl(config.log.level)

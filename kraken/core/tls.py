@@ -31,10 +31,12 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
     IProtocolFactory,
+    ITransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import directlyProvides, implementer, providedBy
@@ -288,7 +290,7 @@ class ClientTLSPolicy:
         return self.settings.client_creator(hostname.decode("ascii"))
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, ITransport)
 class IdentifiedProtocol(ProtocolWrapper):
     """Holds the inner protocol back until the TLS handshake is done, then exposes the peer.
 
@@ -300,11 +302,12 @@ class IdentifiedProtocol(ProtocolWrapper):
     peer: PeerIdentity | None = None
     _handshake_done = False
     _refused: Exception | None = None
+    tls: TLSMemoryBIOProtocol
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         self.connected = 1
-        self.transport = transport
+        self.transport = self.tls = transport
         self.factory.registerProtocol(self)
 
     def handshakeCompleted(self) -> None:
@@ -318,7 +321,7 @@ class IdentifiedProtocol(ProtocolWrapper):
                 expected=", ".join(sorted(expected)),
             )
             self._refused = RoleRefused(self.peer, expected)
-            self.transport.abortConnection()
+            self.tls.abortConnection()
             return
         self._handshake_done = True
         self.wrappedProtocol.makeConnection(self)
@@ -328,7 +331,7 @@ class IdentifiedProtocol(ProtocolWrapper):
         if ready is not None:
             ready.callback(self.wrappedProtocol)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.unregisterProtocol(self)
         if self._handshake_done:
             self.wrappedProtocol.connectionLost(reason)

@@ -8,7 +8,7 @@ others still go.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -83,7 +83,7 @@ class Replicator:
         self.sender_for = sender_for
 
     @inlineCallbacks
-    def replicate(self, d: Digest) -> Any:
+    def replicate(self, d: Digest) -> Generator[Deferred[Any], Any, None]:
         for address in self.placement.other_owners(d):
             try:
                 yield self.sender_for(address).transfer(d, str(self.blob_path(d)))

@@ -12,6 +12,7 @@ from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.client import OriginClient
@@ -78,7 +79,7 @@ def _resolve_backend_paths(entries: list[Any], base: Path) -> list[Any]:
     return out
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("origin", config, reactor)
     reactor = svc.reactor

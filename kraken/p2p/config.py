@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
 
 from kraken.core.config import ConfigError, setting
 from kraken.p2p.bandwidth import TokenBucket, bucket_from_config
@@ -53,13 +54,14 @@ class BandwidthSection:
     ingress_bits_per_sec: int = setting(0, "download cap for piece traffic of this host (0 = none)")
 
 
-ORIGIN_SCHEDULER_DEFAULTS = {"super_seed": True, "upload_slots": 2, "send_lowat": 128 * 1024}
-
-
 def for_origin(section: SchedulerSection) -> SchedulerSection:
     """*section* with the origin's defaults for the keys left unset (``null``)."""
-    unset = {key: value for key, value in ORIGIN_SCHEDULER_DEFAULTS.items() if getattr(section, key) is None}
-    return replace(section, **unset)
+    return replace(
+        section,
+        super_seed=True if section.super_seed is None else section.super_seed,
+        upload_slots=2 if section.upload_slots is None else section.upload_slots,
+        send_lowat=128 * 1024 if section.send_lowat is None else section.send_lowat,
+    )
 
 
 def scheduler_config(section: SchedulerSection) -> SchedulerConfig:
@@ -100,7 +102,7 @@ def scheduler_config(section: SchedulerSection) -> SchedulerConfig:
     )
 
 
-def buckets(section: BandwidthSection, clock: Any) -> tuple[TokenBucket | None, TokenBucket | None]:
+def buckets(section: BandwidthSection, clock: IReactorTime) -> tuple[TokenBucket | None, TokenBucket | None]:
     return (
         bucket_from_config(section.egress_bits_per_sec, clock),
         bucket_from_config(section.ingress_bits_per_sec, clock),

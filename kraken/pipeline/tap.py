@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients.base import ClientContext
@@ -175,7 +176,7 @@ def _counter(registry: ServiceRegistry | PipelineRegistry, state: str) -> Callab
     return lambda: sum(1 for n in registry.names() if registry.status(n) == state)
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("pipeline", config, reactor)
     app = PipelineApp(config, svc.reactor, svc.tls, svc.metrics)

@@ -11,6 +11,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.client import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
@@ -59,7 +60,7 @@ class _Expiry(Service):
         return super().stopService()
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("proxy", config, reactor)
     proxy = config.proxy

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.endpoints import is_tls
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
@@ -66,7 +66,7 @@ class PubSubService(KrakenService):
     router: Router
 
 
-def makeService(options: Options, reactor: Any = None) -> PubSubService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> PubSubService:
     config = options.config
     svc = PubSubService("pubsub", config, reactor)
     clock = svc.reactor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
@@ -26,7 +27,7 @@ class RegistryChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._first_data:
             self._first_data = False
-            if data[:1] == TLS_HANDSHAKE:
+            if data[:1] == TLS_HANDSHAKE and ITCPTransport.providedBy(self.transport):
                 self.transport.abortConnection()
                 return
         super().dataReceived(data)
@@ -36,5 +37,5 @@ def make_registry_site(
     api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
 ) -> Site:
     site = make_site(api, metrics, health_checks, body_router=api)
-    site.protocol = RegistryChannel
+    site.protocol = RegistryChannel  # type: ignore[assignment,method-assign]  # HTTP/1.1 only, as before
     return site

@@ -9,6 +9,7 @@ from twisted.application.service import Service
 
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
@@ -97,7 +98,7 @@ class OwnServices(Service):
         self._record(ServiceState.STOP)
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     st = config.state
     try:
@@ -148,7 +149,7 @@ def _listen(
         lambda: int(state.engine.frozen)
     )
     api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"))
-    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: state.running})
+    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)})
     roles = list(st.api_roles)
     svc.listen_all("http", config.listen, site, allowed_roles=roles)
     svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus), allowed_roles=roles)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.application.internet import TimerService
 
 from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.client import OriginCluster
 from kraken.tracker.peerstore import PeerStore
@@ -34,7 +34,7 @@ class Options(KrakenOptions[TrackerConfig]):
     tapname = "kraken-tracker"
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("tracker", config, reactor)
     tracker = config.tracker
