@@ -5,16 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import Service
-
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
-from kraken.state.model import DEFAULT_ID, ModelError, ServiceState
+from kraken.state.model import DEFAULT_ID, ModelError
 from kraken.state.modules.loader import ModuleLoadError, load_modules
+from kraken.state.own_services import OwnServices
 from kraken.state.service import StateError, StateService
 from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
 from kraken.state.websocket import EventSocketFactory
@@ -74,28 +73,6 @@ Options.optParameters = [
     ["state", None, None, "initial state file (same as --state-state-file)"],
 ]
 Options.optFlags = [["freeze", None, "start frozen (same as --state-freeze true)"]]
-
-
-class OwnServices(Service):
-    """Reports the REST, websocket and sync services in our own node (the original never did)."""
-
-    def __init__(self, state: StateService, names: list[str]) -> None:
-        self.state = state
-        self.names = names
-
-    def _record(self, value: ServiceState) -> None:
-        for dsc in (False, True):
-            self.state.store.set_values(
-                self.state.self_id, [(f"/Services/{name}/State", value) for name in self.names], dsc=dsc
-            )
-
-    def startService(self) -> None:
-        super().startService()
-        self._record(ServiceState.RUN)
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._record(ServiceState.STOP)
 
 
 def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
