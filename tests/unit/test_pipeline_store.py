@@ -8,13 +8,13 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from kraken.pipeline.tap import PipelineApp, PipelineConfig, PipelineSection
+from kraken.pipeline.app import PipelineApp, PipelineSection
 from tests.unit.pipeline_fixtures import SIMPLE_MATH, done
 
 
 def app(tmp_path: Path, **pipeline: Any) -> PipelineApp:
     section = PipelineSection(**{"database": str(tmp_path / "state.sqlite3"), **pipeline})
-    return PipelineApp(PipelineConfig(pipeline=section), Clock())
+    return PipelineApp(section, Clock())
 
 
 INNER = {"name": "inner", "components": [{"type": "stage", "transform": {"v": "args['x'] + 1"}}]}
