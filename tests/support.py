@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from kraken.core.config import TLSSection
 from kraken.core.tls import TLSSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def tls_section(pki: Path, name: str, require_client_cert: bool = True) -> dict[
 
 
 def tls_settings(pki: Path, name: str, require_client_cert: bool = True) -> TLSSettings:
-    settings = TLSSettings.from_config(tls_section(pki, name, require_client_cert))
+    settings = TLSSettings.from_config(TLSSection(**tls_section(pki, name, require_client_cert)))
     assert settings is not None
     return settings
 
@@ -112,6 +113,10 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def send_signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
 
     def kill(self) -> None:
         """Stop at once, as a crash would."""

@@ -111,17 +111,16 @@ class AgentStorage:
 
 def make_agent_registry(
     blobs: BlobSource,
-    config: dict[str, Any],
+    build_index: str | None,
+    allow_cidrs: list[str],
     tls: TLSSettings | None,
     metrics: Metrics,
     reactor: Any,
 ) -> Site:
-    """The site the agent listens with on ``registry.listen``."""
-    section = config.get("registry") or {}
-    address = section.get("build_index")
-    tags = TagClient(reactor, address, tls) if address else None
+    """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
+    tags = TagClient(reactor, build_index, tls) if build_index else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=section.get("allow_cidrs") or None, reactor=reactor,
+        allow_cidrs=allow_cidrs or None, reactor=reactor,
     )
     return make_registry_site(api, metrics)

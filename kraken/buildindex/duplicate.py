@@ -11,14 +11,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from kraken.core.httpclient import HTTPStatusError, base_url
+from kraken.core.tls import TLSSettings
+
 log = Logger(namespace="kraken.buildindex.duplicate")
 
 Send = Callable[[str, str, str, str], "Deferred[Any]"]
+
+
+class HTTPTagSender:
+    """The :data:`Send` of a cluster: ``PUT`` to the neighbour, anything but ``200`` fails."""
+
+    def __init__(self, http: HTTPClient, tls: TLSSettings | None) -> None:
+        self.http = http
+        self.tls = tls
+
+    def __call__(self, neighbour: str, repo: str, tag: str, digest: str) -> Deferred[None]:
+        url = f"{base_url(neighbour, self.tls)}/internal/duplicate/tags/{quote(f'{repo}:{tag}', safe='')}"
+        sent: Deferred[Any] = self.http.put(f"{url}/digest/{digest}", data=b"")
+        return sent.addCallback(self._expect_ok, url)
+
+    def _expect_ok(self, response: Any, url: str) -> Deferred[None]:
+        def check(body: bytes) -> None:
+            if response.code != 200:
+                raise HTTPStatusError("PUT", url, response.code, body)
+
+        body: Deferred[bytes] = response.content()
+        return body.addCallback(check)
 
 
 @dataclass

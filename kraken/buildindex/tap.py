@@ -3,49 +3,57 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from twisted.application.service import Service
 
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
-from kraken.buildindex.duplicate import Duplicator
+from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
-from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
-from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.httpclient import make_http_client
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.tagstore import TagStore
 
 
-class Options(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class BuildIndexSection:
+    storage: ConfigPath = setting("build-index-data", "directory holding the tags")
+    origins: list[str] = setting([], "origin host:port list for dependency checks; empty skips them")
+    backend: dict[str, Any] = setting({}, "backend tags are written through to and read from ({type: ...})")
+    cluster: list[str] = setting([], "other build-indexes (host:port); stored tags are copied there")
+    remotes: dict[str, Any] = setting(
+        {}, "remote build-index host:port -> [repo:tag regexes] replicated there"
+    )
+    origin: str | None = setting(None, "origin address other clusters replicate to (default: origins[0])")
+    allowed_roles: list[str] = setting(
+        ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildIndexConfig(ServerConfig):
+    listen: list[str] = listen_setting(["tls:tcp:15004:interface=127.0.0.1"])
+    buildindex: BuildIndexSection = section(BuildIndexSection)
+
+
+class Options(KrakenOptions[BuildIndexConfig]):
     tapname = "kraken-build-index"
-    schema = {
-        **common_schema(listen=["tls:tcp:15004:interface=127.0.0.1"]),
-        "buildindex": {
-            "storage": Key("path", "build-index-data", "directory holding the tags"),
-            "origins": Key("list", [], "origin host:port list for dependency checks; empty skips them"),
-            "backend": Key("dict", {}, "backend tags are written through to and read from ({type: ...})"),
-            "cluster": Key("list", [], "other build-indexes (host:port); stored tags are copied there"),
-            "remotes": Key("dict", {}, "remote build-index host:port -> [repo:tag regexes] replicated there"),
-            "origin": Key("str", None, "origin address other clusters replicate to (default: origins[0])"),
-            "allowed_roles": Key(
-                "list", ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
-            ),
-        },
-    }
 
 
 CONFIG_ERROR = "kraken-build-index: config error: buildindex"
 
 
-def _remotes(config: dict[str, Any]) -> dict[str, list[str]]:
+def _remotes(remotes: dict[str, Any]) -> dict[str, list[str]]:
     out = {}
-    for remote, patterns in config.items():
+    for remote, patterns in remotes.items():
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             raise SystemExit(f"{CONFIG_ERROR}.remotes.{remote}: expected a list of regular expressions")
         for pattern in patterns:
@@ -66,46 +74,33 @@ class _StopDuplicator(Service):
         return super().stopService()
 
 
-def _expect_ok(response: Any, url: str) -> Any:
-    def check(body: bytes) -> None:
-        if response.code != 200:
-            raise HTTPStatusError("PUT", url, response.code, body)
-
-    return response.content().addCallback(check)
-
-
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("build-index", config, reactor)
-    section = config["buildindex"]
-    root = Path(section["storage"])
-    origins = OriginCluster(svc.reactor, section["origins"], svc.tls) if section["origins"] else None
-    backend = make_backend(section["backend"], svc.reactor) if section["backend"] else None
+    index = config.buildindex
+    root = Path(index.storage)
+    origins = OriginCluster(svc.reactor, index.origins, svc.tls) if index.origins else None
+    backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
-    if section["cluster"]:
-        http = make_http_client(svc.reactor, svc.tls)
+    if index.cluster:
+        send = HTTPTagSender(make_http_client(svc.reactor, svc.tls), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
-
-        def send(neighbour: str, repo: str, tag: str, digest: str) -> Any:
-            url = f"{base_url(neighbour, svc.tls)}/internal/duplicate/tags/{quote(f'{repo}:{tag}', safe='')}"
-            return http.put(f"{url}/digest/{digest}", data=b"").addCallback(_expect_ok, url)
-
-        duplicator = Duplicator(section["cluster"], send, svc.reactor,
+        duplicator = Duplicator(index.cluster, send, svc.reactor,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc())
         _StopDuplicator(duplicator).setServiceParent(svc)
     tags = TagService(TagStore(root / "tags"), root / "tmp", origins, backend, duplicator)
-    if section["remotes"]:
+    if index.remotes:
         if origins is None:
             raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")
         replicated = svc.metrics.counter("tag_replications", "replications to other clusters", ["outcome"])
         replicator = Replicator(
-            _remotes(section["remotes"]), tags, make_http_client(svc.reactor, svc.tls), svc.tls, svc.reactor,
+            _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls), svc.tls, svc.reactor,
             root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
         )
         tags.replicator = replicator
         _StopDuplicator(replicator).setServiceParent(svc)
-    origin = section["origin"] or (section["origins"][0] if section["origins"] else None)
+    origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)
     site = make_site(api.router, svc.metrics, {"storage": lambda: root.is_dir()})
-    svc.listen_all("http", config["listen"], site, allowed_roles=section["allowed_roles"])
+    svc.listen_all("http", config.listen, site, allowed_roles=index.allowed_roles)
     return svc

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred
 
+from kraken.core.config import TLSSection
 from kraken.core.digest import Digest
 from kraken.core.tls import TLSConfigError, TLSSettings
 
@@ -41,11 +42,11 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
 def _tls(args: argparse.Namespace) -> TLSSettings:
     base = args.pki
     settings = TLSSettings.from_config(
-        {
-            "ca": os.path.join(base, "ca.pem"),
-            "cert": os.path.join(base, f"{args.cert_name}.pem"),
-            "key": os.path.join(base, f"{args.cert_name}.key"),
-        }
+        TLSSection(
+            ca=os.path.join(base, "ca.pem"),
+            cert=os.path.join(base, f"{args.cert_name}.pem"),
+            key=os.path.join(base, f"{args.cert_name}.key"),
+        )
     )
     assert settings is not None
     return settings

@@ -1,9 +1,13 @@
 """YAML configuration shared by every kraken server, and the twistd ``Options`` that load it.
 
-A server declares its configuration as a *schema*: a nested ``dict`` whose leaves are
-:class:`Key` objects (kind, default, help). :func:`load_config` reads a YAML file, applies
-command-line overrides, rejects unknown keys and wrong types with a message naming the key
-and the file, and returns plain nested dicts filled with defaults.
+A server declares its configuration as frozen dataclasses: one per section, each field made
+with :func:`setting` (default, help, limits) and typed (``int float str bool``, ``ConfigPath``,
+``list[...]``, ``dict[...]``; ``X | None`` for keys whose default is ``None``), sections
+nested with :func:`section`, the whole derived from :class:`ServerConfig` (the common keys).
+From those classes :func:`schema_of` derives a *schema*, a nested ``dict`` whose leaves are
+:class:`Key` objects; :func:`load_config` reads a YAML file, applies command-line overrides,
+rejects unknown keys and wrong types with a message naming the key and the file, and returns
+nested dicts filled with defaults, which :func:`build` turns into the typed configuration.
 
 Every server's options accept ``--config FILE``, ``--set KEY=VALUE`` (repeatable, dotted
 keys, YAML values) and one ``--dotted-key-with-dashes VALUE`` flag per leaf key, e.g.
@@ -13,14 +17,30 @@ keys, YAML values) and one ``--dotted-key-with-dashes VALUE`` flag per leaf key,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 from twisted.python import usage
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -59,25 +79,124 @@ _KIND_NAMES = {
 }
 
 
-def common_schema(listen: list[str], server_tls_default: bool = True) -> Schema:
+_PATH = "kraken.path"
+ConfigPath = Annotated[str, _PATH]
+"""A file path; relative values resolve against the config file's directory."""
+
+_SETTING = "kraken.setting"
+
+
+@dataclass(frozen=True)
+class _Setting:
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    minimum: float | None
+
+
+def setting(
+    default: Any, help: str, *, choices: tuple[Any, ...] | None = None, minimum: float | None = None
+) -> Any:
+    """A config key as a dataclass field: its default, help text and limits; the kind is its type."""
+    meta = {_SETTING: _Setting(default, help, choices, minimum)}
+    if isinstance(default, (list, dict)):
+        frozen_default = copy.deepcopy(default)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(frozen_default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type[Any]) -> Any:
+    """A nested section as a dataclass field, defaulting to all its defaults."""
+    return dataclasses.field(default_factory=cls)
+
+
+LISTEN_HELP = "Twisted endpoint strings; prefix 'tls:' for mutual TLS"
+
+
+def listen_setting(default: list[str]) -> Any:
+    """The ``listen`` key with a server's own default endpoints."""
+    return setting(default, LISTEN_HELP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSection:
+    ca: ConfigPath | None = setting(None, "PEM bundle of the CA that signs peer certificates")
+    cert: ConfigPath | None = setting(None, "our certificate chain (PEM)")
+    key: ConfigPath | None = setting(None, "our private key (PEM)")
+    require_client_cert: bool = setting(True, "refuse TLS clients that present no certificate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSection:
+    level: str = setting("info", "lowest level logged", choices=LOG_LEVELS)
+    format: str = setting("text", "text, or json for one JSON object per line", choices=("text", "json"))
+    file: ConfigPath | None = setting(None, "log file; standard output when unset")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The keys every server has; a server subclasses it, sets ``listen`` and adds its sections."""
+
+    listen: list[str] = listen_setting([])
+    tls: TLSSection = section(TLSSection)
+    log: LogSection = section(LogSection)
+    port_file: ConfigPath | None = setting(None, "write {listener: port} JSON here once listening")
+
+
+_KINDS: dict[Any, str] = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "dict"}
+
+
+def _kind_of(annotation: Any) -> str:
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        return "path" if _PATH in annotation.__metadata__ else _kind_of(get_args(annotation)[0])
+    return _KINDS[get_origin(annotation) or annotation]
+
+
+def _key_of(field: dataclasses.Field[Any], annotation: Any) -> Key:
+    spec: _Setting = field.metadata[_SETTING]
+    kind = _kind_of(annotation)
+    item = "str"
+    if kind == "list":
+        if get_origin(annotation) in (Union, types.UnionType):
+            (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+        args = get_args(annotation)
+        item = _kind_of(args[0]) if args and args[0] is not Any else "str"
+    return Key(kind, spec.default, spec.help, spec.choices, spec.minimum, item)
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def schema_of(cls: type[Any]) -> Schema:
+    """The :class:`Key` schema of a config dataclass (sections become nested dicts)."""
+    hints = get_type_hints(cls, include_extras=True)
+    out: Schema = {}
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        out[field.name] = schema_of(annotation) if _is_section(annotation) else _key_of(field, annotation)
+    return out
+
+
+C = TypeVar("C", bound="DataclassInstance")
+
+
+def build(cls: type[C], values: dict[str, Any]) -> C:
+    """The typed configuration *cls* holding the validated *values* (:func:`load_config`)."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        value = values[field.name]
+        kwargs[field.name] = build(annotation, value) if _is_section(annotation) else value
+    return cls(**kwargs)
+
+
+def common_schema(listen: list[str]) -> Schema:
     """The keys every server has; *listen* is the server's default list of endpoints."""
-    return {
-        "listen": Key("list", listen, "Twisted endpoint strings; prefix 'tls:' for mutual TLS"),
-        "tls": {
-            "ca": Key("path", None, "PEM bundle of the CA that signs peer certificates"),
-            "cert": Key("path", None, "our certificate chain (PEM)"),
-            "key": Key("path", None, "our private key (PEM)"),
-            "require_client_cert": Key(
-                "bool", server_tls_default, "refuse TLS clients that present no certificate"
-            ),
-        },
-        "log": {
-            "level": Key("str", "info", "lowest level logged", choices=LOG_LEVELS),
-            "format": Key("str", "text", "text, or json for one JSON object per line", ("text", "json")),
-            "file": Key("path", None, "log file; standard output when unset"),
-        },
-        "port_file": Key("path", None, "write {listener: port} JSON here once listening"),
-    }
+    return {**schema_of(ServerConfig), "listen": Key("list", listen, LISTEN_HELP)}
 
 
 def _kind_ok(kind: str, value: Any) -> bool:
@@ -209,18 +328,32 @@ def _flag(dotted: str) -> str:
     return dotted.replace(".", "-").replace("_", "-")
 
 
-class KrakenOptions(usage.Options):
-    """Base ``twistd`` options: ``--config``, ``--set`` and one flag per schema key.
+S = TypeVar("S", bound=ServerConfig)
 
-    Subclasses set ``schema`` (and may set ``example_config``, shown in ``--help``).
-    After parsing, ``self.config`` holds the validated configuration.
+
+class KrakenOptions(usage.Options, Generic[S]):
+    """Base ``twistd`` options: ``--config``, ``--set`` and one flag per config key.
+
+    A server subclasses ``KrakenOptions[ItsConfig]`` (a :class:`ServerConfig` dataclass; it
+    may set ``example_config``, shown in ``--help``). After parsing, ``self.config`` holds the
+    validated configuration as an ``ItsConfig``.
     """
 
+    config_type: type[S]
     schema: ClassVar[Schema] = {}
     _flags: ClassVar[dict[str, str]] = {}
+    optParameters: ClassVar[list[list[Any]]]
+    optFlags: ClassVar[list[list[Any]]]
+    config: S
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is KrakenOptions:
+                (cls.config_type,) = get_args(base)
+        if not hasattr(cls, "config_type"):
+            raise TypeError(f"{cls.__name__}: subclass KrakenOptions[ItsConfig]")
+        cls.schema = schema_of(cls.config_type)
         flags = {_flag(dotted): dotted for dotted, _ in leaf_keys(cls.schema)}
         cls._flags = flags
         cls.optParameters = [["config", "c", None, "YAML configuration file"]] + [
@@ -232,7 +365,6 @@ class KrakenOptions(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self.overrides: list[tuple[str, str]] = []
-        self.config: dict[str, Any] = {}
 
     def opt_set(self, assignment: str) -> None:
         """Override one config key: --set pubsub.num_router_shards=8 (repeatable)."""
@@ -248,7 +380,8 @@ class KrakenOptions(usage.Options):
             if self.opts.get(flag) is not None
         ]
         try:
-            self.config = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
+            values = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
+            self.config = build(self.config_type, values)
         except ConfigError as e:
             # twistd would print its whole usage text for a UsageError; one line is clearer.
             raise SystemExit(f"{self.prog_name()}: config error: {e}") from None

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorTime, IStreamServerEndpoint
 
 from kraken.core.tls import (
     IdentifiedFactory,
@@ -30,7 +30,7 @@ def is_tls(description: str) -> bool:
 
 
 def server_endpoint(
-    reactor: Any,
+    reactor: IReactorCore,
     description: str,
     factory: IProtocolFactory,
     tls: TLSSettings | None,
@@ -46,7 +46,7 @@ def server_endpoint(
 
 
 def connect(
-    reactor: Any,
+    reactor: IReactorTime,
     host: str,
     port: int,
     factory: IProtocolFactory,

@@ -29,11 +29,13 @@ from urllib.parse import unquote
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.streaming import BodyRouter, streaming_requests
 
 log = Logger(namespace="kraken.http")
 
@@ -76,6 +78,7 @@ def json_bytes(value: Any) -> bytes:
 def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
     """The request body parsed as JSON, or a ``400`` naming what is wrong with it."""
     content = request.content
+    assert content is not None  # twisted.web sets it once the headers are in
     content.seek(0, 2)
     if content.tell() > limit:
         raise HTTPError(413, "BODY_TOO_LARGE", f"request body over {limit} bytes")
@@ -208,20 +211,27 @@ class Router(Resource):
             )
             return NOT_DONE_YET
         d = maybeDeferred(handler, request, **params)
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: d.cancel())
-        d.addCallbacks(lambda result: self._done(request, result), lambda f: self._failed(request, f))
+        lost: list[Failure] = []
+
+        def connection_lost(reason: Failure) -> None:
+            lost.append(reason)
+            d.cancel()
+
+        request.notifyFinish().addErrback(connection_lost)
+        d.addCallbacks(
+            lambda result: self._done(request, result, lost), lambda f: self._failed(request, f, lost)
+        )
         return NOT_DONE_YET
 
-    def _done(self, request: Request, result: Any) -> None:
-        if result is NOT_DONE_YET or request.finished or request._disconnected:
+    def _done(self, request: Request, result: Any, lost: list[Failure]) -> None:
+        if result is NOT_DONE_YET or request.finished or lost:
             return
         write_response(request, result)
 
-    def _failed(self, request: Request, failure: Failure) -> None:
-        if request.finished or request._disconnected:
+    def _failed(self, request: Request, failure: Failure, lost: list[Failure]) -> None:
+        if request.finished or lost:
             return
-        if failure.check(HTTPError):
+        if isinstance(failure.value, HTTPError):
             write_error(request, failure.value)
             return
         log.failure("unhandled error in {method} {path}", failure, method=request.method, path=request.path)
@@ -255,6 +265,7 @@ class _Root(Resource):
         self.extra = extra
 
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
+        assert request.postpath is not None and request.prepath is not None  # set while traversing
         if name in self.extra and len(request.postpath) == 0:
             return self.extra[name]
         request.postpath.insert(0, name)
@@ -265,7 +276,7 @@ class _Root(Resource):
 class QuietSite(Site):
     """A ``Site`` that logs requests through ``twisted.logger`` at debug level."""
 
-    def log(self, request: Request) -> None:
+    def log(self, request: HTTPRequest) -> None:
         log.debug(
             "{method} {uri} {code}",
             method=request.method.decode("ascii", "replace"),
@@ -279,11 +290,18 @@ def make_site(
     metrics: Metrics,
     health_checks: dict[str, Callable[[], bool]] | None = None,
     extra: dict[str, Resource] | None = None,
+    body_router: BodyRouter | None = None,
 ) -> Site:
-    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it."""
+    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it.
+
+    With *body_router*, request bodies stream to the sinks it opens (:mod:`kraken.core.streaming`).
+    """
     mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
     for name, resource in (extra or {}).items():
         mounts[name.encode()] = resource
-    site = QuietSite(_Root(app, mounts))
+    if body_router is not None:
+        site = QuietSite(_Root(app, mounts), requestFactory=streaming_requests(body_router))
+    else:
+        site = QuietSite(_Root(app, mounts))
     site.noisy = False
     return site

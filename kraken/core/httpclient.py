@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kraken.core.tls import ClientTLSPolicy, TLSSettings
@@ -20,20 +20,33 @@ class HTTPStatusError(Exception):
         self.body = body
 
 
-def make_http_client(reactor: Any, tls: TLSSettings | None, persistent: bool = True) -> HTTPClient:
+class PooledHTTPClient(HTTPClient):
+    """A treq client presenting our certificate (when *tls*) over its own connection pool."""
+
+    def __init__(self, reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = 8
+        self.pool.retryAutomatically = False
+        if tls is not None:
+            agent = Agent(reactor, ClientTLSPolicy(tls), pool=self.pool)
+        else:
+            agent = Agent(reactor, pool=self.pool)
+        super().__init__(agent)
+
+    def close(self) -> Deferred[None]:
+        """Close the pooled connections (a server does so when it stops)."""
+        return self.pool.closeCachedConnections()
+
+
+def make_http_client(
+    reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True
+) -> PooledHTTPClient:
     """A treq client presenting our certificate (when *tls*) and pooling connections."""
-    pool = HTTPConnectionPool(reactor, persistent=persistent)
-    pool.maxPersistentPerHost = 8
-    pool.retryAutomatically = False
-    policy = ClientTLSPolicy(tls) if tls is not None else None
-    agent = Agent(reactor, policy, pool=pool) if policy is not None else Agent(reactor, pool=pool)
-    client = HTTPClient(agent)
-    client._kraken_pool = pool  # closed by close_http_client
-    return client
+    return PooledHTTPClient(reactor, tls, persistent)
 
 
-def close_http_client(client: HTTPClient) -> Any:
-    return client._kraken_pool.closeCachedConnections()
+def close_http_client(client: PooledHTTPClient) -> Deferred[None]:
+    return client.close()
 
 
 def base_url(address: str, tls: TLSSettings | None) -> str:

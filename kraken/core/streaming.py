@@ -1,7 +1,7 @@
 """Request bodies written where they belong as they arrive, instead of twisted.web's spool.
 
-A site that sets ``requestFactory = StreamingRequest`` and a ``body_router`` attribute is
-asked, once a request's headers are in and before any body byte, for a :class:`BodySink`.
+A site built with ``requestFactory=streaming_requests(router)`` asks *router*, once a request's
+headers are in and before any body byte, for a :class:`BodySink`.
 The sink then receives the body chunk by chunk (``handleContentChunk`` → ``write``) and sits
 in ``request.content`` for the handler. Requests the router declines (``None``) keep the
 normal buffered body.
@@ -9,9 +9,11 @@ normal buffered body.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
 
@@ -49,18 +51,22 @@ class BodyRouter(Protocol):
 
 
 class StreamingRequest(Request):
-    """Asks the site's ``body_router`` for a body sink once the headers are in.
+    """Asks its ``body_router`` for a body sink once the headers are in.
 
     twisted.web keeps the request line on the channel until the body is complete; it is read
     here so the body can be routed before the first byte of it arrives.
     """
 
+    def __init__(self, channel: HTTPChannel, queued: Any, body_router: BodyRouter) -> None:
+        super().__init__(channel, queued)
+        self.body_router = body_router
+
     def gotLength(self, length: int | None) -> None:
-        router: BodyRouter | None = getattr(getattr(self.channel, "site", None), "body_router", None)
+        router = self.body_router
         method = getattr(self.channel, "_command", None)
         uri = getattr(self.channel, "_path", None)
         sink = None
-        if router is not None and method is not None and uri is not None:
+        if method is not None and uri is not None:
             sink = router.body_sink(self, method.upper(), uri, length)
         if sink is None:
             super().gotLength(length)
@@ -72,3 +78,12 @@ class StreamingRequest(Request):
         if isinstance(content, BodySink) and not self.finished:
             content.abort()
         super().connectionLost(reason)
+
+
+def streaming_requests(router: BodyRouter) -> Callable[[HTTPChannel, Any], StreamingRequest]:
+    """A ``Site.requestFactory`` whose requests ask *router* where their bodies go."""
+
+    def make_request(channel: HTTPChannel, queued: Any) -> StreamingRequest:
+        return StreamingRequest(channel, queued, router)
+
+    return make_request

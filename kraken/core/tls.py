@@ -1,10 +1,12 @@
 """Mutual TLS between kraken components, and the identity of the peer at the other end.
 
-Servers build a :class:`ServerTLS` from the ``tls`` config section; it verifies the peer
+:class:`TLSSettings` loads the ``tls`` section's files once and builds every context from
+them: a server's :class:`ServerTLS` (one per set of admitted roles) verifies the peer
 certificate against our CA during the handshake and, when the endpoint names the roles it
-admits, refuses any other role before a single application byte moves. Clients build
-:func:`client_creator` contexts that verify the server's certificate *and* its hostname or IP
-address (service_identity), and present their own certificate.
+admits, refuses any other role before a single application byte moves; client connection
+creators (one per server name) verify the server's certificate *and* its hostname or IP
+address (service_identity), and present our own certificate. ``TLSSettings.reload()`` reads
+the files again (the servers do on SIGHUP).
 
 Protocols learn who they talk to with :func:`peer_identity` (raw TCP) or
 :func:`request_identity` (``twisted.web``); :func:`wrap_server_factory` and
@@ -24,13 +26,22 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory, IProtocolFactory
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLContextFactory,
+    IProtocolFactory,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import directlyProvides, implementer, providedBy
+
+from kraken.core.config import TLSSection
 
 log = Logger(namespace="kraken.tls")
 
@@ -51,31 +62,105 @@ class TLSConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class TLSSettings:
-    """The ``tls`` config section: CA bundle, our certificate and key, client-cert policy."""
+class TLSMaterial:
+    """The PEM files of a ``tls`` section, parsed: CA certificates, our chain and key."""
 
-    ca: str
-    cert: str
-    key: str
-    require_client_cert: bool = True
+    cas: tuple[crypto.X509, ...]
+    chain: tuple[crypto.X509, ...]
+    key: crypto.PKey
 
     @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> TLSSettings | None:
+    def load(cls, ca: str, cert: str, key: str) -> TLSMaterial:
+        """Read and check the three files (the key must match the certificate)."""
+        try:
+            material = cls(
+                cas=tuple(_load_pem_chain(ca)),
+                chain=tuple(_load_pem_chain(cert)),
+                key=crypto.load_privatekey(crypto.FILETYPE_PEM, Path(key).read_bytes()),
+            )
+            trial = SSL.Context(SSL.TLS_METHOD)
+            trial.use_certificate(material.chain[0])
+            trial.use_privatekey(material.key)
+            trial.check_privatekey()
+        except (OSError, SSL.Error, crypto.Error) as e:
+            raise TLSConfigError(f"cannot load tls files ({cert}, {key}, {ca}): {e}") from e
+        return material
+
+
+MAX_CLIENT_CREATORS = 1024  # client contexts kept, one per server name dialled
+
+
+class TLSSettings:
+    """The ``tls`` config section, loaded once: CA bundle, our certificate and key, client-cert policy.
+
+    Server contexts (one per set of admitted roles) and client connection creators (one per
+    server name) are built from the loaded material once and reused. :meth:`reload` reads the
+    files again (after a certificate was re-issued); new connections then use the new material,
+    and a reload that fails leaves the old one in place.
+    """
+
+    def __init__(self, ca: str, cert: str, key: str, require_client_cert: bool = True) -> None:
+        self.ca = ca
+        self.cert = cert
+        self.key = key
+        self.require_client_cert = require_client_cert
+        self.material = TLSMaterial.load(ca, cert, key)
+        self._servers: dict[frozenset[str] | None, ServerTLS] = {}
+        self._clients: dict[str, IOpenSSLClientConnectionCreator] = {}
+
+    @classmethod
+    def from_config(cls, section: TLSSection | None) -> TLSSettings | None:
         """The settings of a ``tls`` section, or ``None`` when TLS is not configured."""
-        if not section or not section.get("cert"):
+        if section is None or not section.cert:
             return None
-        missing = [k for k in ("ca", "cert", "key") if not section.get(k)]
+        files = {"ca": section.ca, "cert": section.cert, "key": section.key}
+        missing = [k for k, path in files.items() if not path]
         if missing:
             raise TLSConfigError(f"tls: missing {', '.join(missing)}")
-        for k in ("ca", "cert", "key"):
-            if not Path(section[k]).is_file():
-                raise TLSConfigError(f"tls.{k}: no such file: {section[k]}")
+        for k, path in files.items():
+            if not Path(str(path)).is_file():
+                raise TLSConfigError(f"tls.{k}: no such file: {path}")
         return cls(
-            ca=str(section["ca"]),
-            cert=str(section["cert"]),
-            key=str(section["key"]),
-            require_client_cert=bool(section.get("require_client_cert", True)),
+            ca=str(section.ca),
+            cert=str(section.cert),
+            key=str(section.key),
+            require_client_cert=section.require_client_cert,
         )
+
+    def reload(self) -> None:
+        """Read the files again; raises :class:`TLSConfigError` (keeping the old material) if unusable."""
+        material = TLSMaterial.load(self.ca, self.cert, self.key)
+        contexts = {roles: server.build_context(material) for roles, server in self._servers.items()}
+        self.material = material
+        for roles, context in contexts.items():
+            self._servers[roles].context = context
+        self._clients.clear()
+
+    def server(self, allowed_roles: Iterable[str] | None = None) -> ServerTLS:
+        """The server context factory admitting *allowed_roles* (any role of our CA when ``None``)."""
+        roles = frozenset(allowed_roles) if allowed_roles is not None else None
+        if roles not in self._servers:
+            self._servers[roles] = ServerTLS(self, roles)
+        return self._servers[roles]
+
+    def client_creator(self, hostname: str) -> IOpenSSLClientConnectionCreator:
+        """Client TLS for a server that must present a certificate of our CA naming *hostname*."""
+        creator = self._clients.get(hostname)
+        if creator is None:
+            m = self.material
+            own = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+                ssl.Certificate(m.chain[0]), ssl.KeyPair(m.key)
+            )
+            creator = ssl.optionsForClientTLS(
+                hostname,
+                trustRoot=ssl.Certificate(m.cas[0]),
+                clientCertificate=own,
+                extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+            )
+            if len(self._clients) >= MAX_CLIENT_CREATORS:
+                del self._clients[next(iter(self._clients))]
+            self._clients[hostname] = creator
+        return creator
 
 
 @dataclass(frozen=True)
@@ -138,29 +223,31 @@ class ServerTLS:
 
     *allowed_roles* ``None`` admits any certificate from our CA; a set admits only those
     roles. With ``require_client_cert`` false a client without a certificate is admitted
-    (and has no identity); a certificate it does present is still verified.
+    (and has no identity); a certificate it does present is still verified. The context is
+    built once, and again when the settings reload.
     """
 
     def __init__(self, settings: TLSSettings, allowed_roles: Iterable[str] | None = None) -> None:
         self.settings = settings
         self.allowed_roles = frozenset(allowed_roles) if allowed_roles is not None else None
-        self._context = self._make_context()
+        self.context = self.build_context(settings.material)
 
-    def _make_context(self) -> SSL.Context:
-        s = self.settings
+    def build_context(self, material: TLSMaterial) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-        try:
-            ctx.use_certificate_chain_file(s.cert.encode())
-            ctx.use_privatekey_file(s.key.encode())
-            ctx.check_privatekey()
-            ctx.load_verify_locations(s.ca.encode())
-        except SSL.Error as e:
-            raise TLSConfigError(f"cannot load tls files ({s.cert}, {s.key}, {s.ca}): {e}") from e
+        ctx.use_certificate(material.chain[0])
+        for intermediate in material.chain[1:]:
+            ctx.add_extra_chain_cert(intermediate)
+        ctx.use_privatekey(material.key)
+        ctx.check_privatekey()
+        store = ctx.get_cert_store()
+        assert store is not None
+        for ca in material.cas:
+            store.add_cert(ca)
         ctx.set_session_id(b"kraken")
         flags = SSL.VERIFY_PEER
-        if s.require_client_cert:
+        if self.settings.require_client_cert:
             flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
         ctx.set_verify(flags, self._verify)
         return ctx
@@ -184,22 +271,12 @@ class ServerTLS:
         return True
 
     def getContext(self) -> SSL.Context:
-        return self._context
+        return self.context
 
 
-def client_creator(settings: TLSSettings, hostname: str) -> Any:
+def client_creator(settings: TLSSettings, hostname: str) -> IOpenSSLClientConnectionCreator:
     """A client connection creator that checks the server's certificate and *hostname*."""
-    trust = ssl.Certificate.loadPEM(Path(settings.ca).read_bytes())
-    chain = _load_pem_chain(settings.cert)
-    own = ssl.PrivateCertificate.loadPEM(
-        Path(settings.key).read_bytes() + crypto.dump_certificate(crypto.FILETYPE_PEM, chain[0])
-    )
-    return ssl.optionsForClientTLS(
-        hostname,
-        trustRoot=trust,
-        clientCertificate=own,
-        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-    )
+    return settings.client_creator(hostname)
 
 
 @implementer(IPolicyForHTTPS)
@@ -209,11 +286,11 @@ class ClientTLSPolicy:
     def __init__(self, settings: TLSSettings) -> None:
         self.settings = settings
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return client_creator(self.settings, hostname.decode("ascii"))
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        return self.settings.client_creator(hostname.decode("ascii"))
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, ITransport)
 class IdentifiedProtocol(ProtocolWrapper):
     """Holds the inner protocol back until the TLS handshake is done, then exposes the peer.
 
@@ -225,11 +302,12 @@ class IdentifiedProtocol(ProtocolWrapper):
     peer: PeerIdentity | None = None
     _handshake_done = False
     _refused: Exception | None = None
+    tls: TLSMemoryBIOProtocol
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         self.connected = 1
-        self.transport = transport
+        self.transport = self.tls = transport
         self.factory.registerProtocol(self)
 
     def handshakeCompleted(self) -> None:
@@ -243,7 +321,7 @@ class IdentifiedProtocol(ProtocolWrapper):
                 expected=", ".join(sorted(expected)),
             )
             self._refused = RoleRefused(self.peer, expected)
-            self.transport.abortConnection()
+            self.tls.abortConnection()
             return
         self._handshake_done = True
         self.wrappedProtocol.makeConnection(self)
@@ -253,7 +331,7 @@ class IdentifiedProtocol(ProtocolWrapper):
         if ready is not None:
             ready.callback(self.wrappedProtocol)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.unregisterProtocol(self)
         if self._handshake_done:
             self.wrappedProtocol.connectionLost(reason)
@@ -318,7 +396,7 @@ def wrap_server_factory(
     factory: IProtocolFactory, settings: TLSSettings, allowed_roles: Iterable[str] | None = None
 ) -> TLSMemoryBIOFactory:
     """A TLS server factory around *factory* that admits only *allowed_roles*."""
-    return TLSMemoryBIOFactory(ServerTLS(settings, allowed_roles), False, IdentifiedFactory(factory))
+    return TLSMemoryBIOFactory(settings.server(allowed_roles), False, IdentifiedFactory(factory))
 
 
 def wrap_client_factory(
@@ -329,5 +407,5 @@ def wrap_client_factory(
 ) -> TLSMemoryBIOFactory:
     """A TLS client factory around *factory* that checks the server name and, optionally, role."""
     return TLSMemoryBIOFactory(
-        client_creator(settings, hostname), True, IdentifiedFactory(factory, expected_roles)
+        settings.client_creator(hostname), True, IdentifiedFactory(factory, expected_roles)
     )

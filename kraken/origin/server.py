@@ -34,7 +34,7 @@ class OriginAPI:
         self_address: Callable[[], str],
         peer_context: Callable[[], dict[str, Any]],
         write_roles: set[str],
-        replicate: Callable[[Digest], None] | None = None,
+        replicate: Callable[[Digest], object] | None = None,
         max_upload_size: int = DEFAULT_MAX_UPLOAD,
     ) -> None:
         self.blobs = blobs

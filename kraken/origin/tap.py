@@ -2,60 +2,69 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
-
 from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
-from kraken.core.config import Key, KrakenOptions, common_schema
-from kraken.core.digest import Digest
-from kraken.core.hashring import Ring
+from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
-from kraken.core.streaming import StreamingRequest
 from kraken.origin.blobs import OriginBlobs
+from kraken.origin.replication import OriginPlacement, Replicator
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
-from kraken.p2p.config import advertised_host, bandwidth_schema, buckets, scheduler_config, scheduler_schema
+from kraken.p2p.config import (
+    BandwidthSection,
+    SchedulerSection,
+    advertised_host,
+    buckets,
+    for_origin,
+    scheduler_config,
+)
 from kraken.p2p.conn import PeerFactory
 from kraken.p2p.metainfo import parse_thresholds
 from kraken.p2p.origins import OriginClient
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 
-log = Logger(namespace="kraken.origin")
 CLIENT_ROLES = {"agent", "origin", "tracker", "proxy", "build-index", "client"}
 
 
-class Options(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class OriginSection:
+    store: ConfigPath = setting("run/origin/store", "directory of the content-addressed store")
+    peer_listen: list[str] = setting(["tls:tcp:15003:interface=127.0.0.1"], "peer-wire endpoints (tls:)")
+    advertise_host: str | None = setting(None, "address peers dial (default: the peer listener's interface)")
+    cluster: list[str] = setting([], "host:port of every origin's HTTP API (empty: this origin alone)")
+    self_address: str | None = setting(None, "this origin's host:port in cluster (default host:bound port)")
+    max_replica: int = setting(2, "how many origins own each digest", minimum=1)
+    piece_lengths: dict[Any, Any] = setting({0: 4 * 1024 * 1024}, "blob size threshold -> piece length")
+    write_roles: list[str] = setting(["proxy", "client", "origin", "build-index"], "roles that may upload")
+    backends: list[dict[str, Any]] = setting(
+        [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins"
+    )
+    cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
+    cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
+    max_upload_size: int = setting(64 * 1024**3, "largest upload in bytes", minimum=0)
+    writeback_retry_first: float = setting(1.0, "seconds to the first write-back retry", minimum=0)
+    writeback_retry_cap: float = setting(300.0, "longest wait between write-back retries", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OriginConfig(ServerConfig):
+    listen: list[str] = listen_setting(["tls:tcp:15002:interface=127.0.0.1"])
+    origin: OriginSection = section(OriginSection)
+    scheduler: SchedulerSection = section(SchedulerSection)
+    bandwidth: BandwidthSection = section(BandwidthSection)
+
+
+class Options(KrakenOptions[OriginConfig]):
     tapname = "kraken-origin"
-    schema = {
-        **common_schema(listen=["tls:tcp:15002:interface=127.0.0.1"]),
-        "origin": {
-            "store": Key("path", "run/origin/store", "directory of the content-addressed store"),
-            "peer_listen": Key("list", ["tls:tcp:15003:interface=127.0.0.1"], "peer-wire endpoints (tls:)"),
-            "advertise_host": Key("str", None, "address peers dial (default: the peer listener's interface)"),
-            "cluster": Key("list", [], "host:port of every origin's HTTP API (empty: this origin alone)"),
-            "self_address": Key("str", None, "this origin's host:port in cluster (default host:bound port)"),
-            "max_replica": Key("int", 2, "how many origins own each digest", minimum=1),
-            "piece_lengths": Key("dict", {0: 4 * 1024 * 1024}, "blob size threshold -> piece length"),
-            "write_roles": Key("list", ["proxy", "client", "origin", "build-index"], "roles that may upload"),
-            "backends": Key(
-                "list", [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins", item="dict"
-            ),
-            "cache_tti": Key("float", 0.0, "delete blobs not read for this many seconds (0 = keep)"),
-            "cleanup_interval": Key("float", 1800.0, "seconds between cache cleanups"),
-            "max_upload_size": Key("int", 64 * 1024**3, "largest upload in bytes", minimum=0),
-            "writeback_retry_first": Key("float", 1.0, "seconds to the first write-back retry", minimum=0),
-            "writeback_retry_cap": Key("float", 300.0, "longest wait between write-back retries", minimum=0),
-        },
-        "scheduler": scheduler_schema(),
-        "bandwidth": bandwidth_schema(),
-    }
 
 
 def _resolve_backend_paths(entries: list[Any], base: Path) -> list[Any]:
@@ -70,68 +79,51 @@ def _resolve_backend_paths(entries: list[Any], base: Path) -> list[Any]:
     return out
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("origin", config, reactor)
     reactor = svc.reactor
-    section = config["origin"]
+    origin = config.origin
     base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
-    backends = BackendRouter.from_config(_resolve_backend_paths(section["backends"], base), reactor)
-    cas = CAStore(section["store"])
+    backends = BackendRouter.from_config(_resolve_backend_paths(origin.backends, base), reactor)
+    cas = CAStore(origin.store)
     blobs = OriginBlobs(
-        reactor, cas, backends, parse_thresholds(section["piece_lengths"]), svc.metrics,
-        writeback_retry=(section["writeback_retry_first"], section["writeback_retry_cap"]),
+        reactor, cas, backends, parse_thresholds(origin.piece_lengths), svc.metrics,
+        writeback_retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
     )
     WriteBackService(blobs.writebacks).setServiceParent(svc)
-    egress, ingress = buckets(config["bandwidth"], reactor)
-    for key, origin_default in (("super_seed", True), ("upload_slots", 2), ("send_lowat", 128 * 1024)):
-        if config["scheduler"][key] is None:
-            config["scheduler"][key] = origin_default
+    egress, ingress = buckets(config.bandwidth, reactor)
     scheduler = Scheduler(
         reactor,
         svc.tls,
-        scheduler_config(config["scheduler"]),
+        scheduler_config(for_origin(config.scheduler)),
         seed_source=blobs.seed,
         metrics=svc.metrics,
         egress=egress,
         ingress=ingress,
     )
-    host = advertised_host(section["advertise_host"], section["peer_listen"])
+    host = advertised_host(origin.advertise_host, origin.peer_listen)
     http = make_http_client(reactor, svc.tls)
+    placement = OriginPlacement(
+        origin.cluster, origin.max_replica, host, svc.ports, scheduler.peer_id,
+        self_address=origin.self_address,
+    )
+    replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http))
 
-    def self_address() -> str:
-        return section["self_address"] or f"{host}:{svc.ports.get('http', 0)}"
-
-    def ring() -> Ring:
-        return Ring(section["cluster"] or [self_address()], section["max_replica"])
-
-    def peer_context() -> dict[str, Any]:
-        return {"peer_id": scheduler.peer_id.hex(), "ip": host, "port": svc.ports.get("peer"), "origin": True}
-
-    @inlineCallbacks
-    def replicate(d: Digest) -> Any:
-        me = self_address()
-        for address in ring().locations(d.hex):
-            if address == me:
-                continue
-            try:
-                yield OriginClient(reactor, address, svc.tls, http).transfer(d, str(cas.blob_path(d)))
-            except Exception as e:
-                log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
-
-    writers = set(section["write_roles"])
-    api = OriginAPI(blobs, ring, self_address, peer_context, writers, replicate, section["max_upload_size"])
-    site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
-    site.requestFactory = StreamingRequest
-    site.body_router = api  # type: ignore[attr-defined]
-    svc.listen_all("http", config["listen"], site, allowed_roles=CLIENT_ROLES)
-    svc.listen_all("peer", section["peer_listen"], PeerFactory(scheduler), allowed_roles={"agent", "origin"})
+    writers = set(origin.write_roles)
+    api = OriginAPI(
+        blobs, placement.ring, placement.self_address, placement.peer_context, writers,
+        replicator.replicate, origin.max_upload_size,
+    )
+    site = make_site(api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api)
+    svc.listen_all("http", config.listen, site, allowed_roles=CLIENT_ROLES)
+    svc.listen_all("peer", origin.peer_listen, PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
-    if section["cache_tti"] > 0:
+    if origin.cache_tti > 0:
         from twisted.application.internet import TimerService
 
-        def cleanup() -> None:
-            cas.cleanup(section["cache_tti"], keep=blobs.writebacks.holds)
-
-        TimerService(section["cleanup_interval"], cleanup).setServiceParent(svc)
+        cleanup = TimerService(
+            origin.cleanup_interval, cas.cleanup, origin.cache_tti, keep=blobs.writebacks.holds
+        )
+        cleanup.setServiceParent(svc)
     return svc

@@ -3,171 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
-from twisted.application.service import Service
-from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import Logger
-
-from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
-from kraken.pipeline.api import Api
-from kraken.pipeline.clients.base import ClientContext
+from kraken.pipeline.app import PipelineApp, PipelineBoot, PipelineSection
 from kraken.pipeline.metrics import PipelineCollector
-from kraken.pipeline.pipelines import Defined, PipelineRegistry
-from kraken.pipeline.routes import Routes
-from kraken.pipeline.services import Service as PipelineService
+from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.services import ServiceRegistry
-from kraken.pipeline.store import Store, read_project
-
-log = Logger(namespace="kraken.pipeline.tap")
 
 
-DEFAULT_DB = "run/pipeline/pipeline.sqlite3"
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig(ServerConfig):
+    listen: list[str] = listen_setting(["tcp:4001:interface=127.0.0.1"])
+    pipeline: PipelineSection = section(PipelineSection)
 
 
-class Options(KrakenOptions):
+class Options(KrakenOptions[PipelineConfig]):
     tapname = "kraken-pipeline"
-    schema = {
-        **common_schema(listen=["tcp:4001:interface=127.0.0.1"]),
-        "pipeline": {
-            "database": Key(
-                "path",
-                None,
-                f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} under the cwd)",
-            ),
-            "persist": Key("bool", True, "keep definitions in the database; false keeps them in memory only"),
-            "project_dir": Key("path", None, "folder with services/*.json, pipelines/*.json, routes.json"),
-            "default_timeout": Key(
-                "float", 20.0, "seconds an event may take before its error event", minimum=0.001
-            ),
-            "http_timeout": Key(
-                "float", 30.0, "default timeout of HTTP service calls, seconds", minimum=0.001
-            ),
-            "allow_lambda_code": Key(
-                "bool", False, "allow Python source in lambda start configs (remote code!)"
-            ),
-            "lambda_modules": Key("list", [], "Python module prefixes lambda services may name"),
-            "cli_commands": Key("list", [], "programs the CLI client may run"),
-            "api_token": Key("str", None, "when set, API requests need 'Authorization: Bearer <token>'"),
-        },
-    }
-
-
-class _Boot(Service):
-    """Restores stored definitions, then applies the project folder, once the reactor runs."""
-
-    def __init__(self, app: PipelineApp, reactor: IReactorCore) -> None:
-        self.app = app
-        self.reactor = reactor
-
-    def startService(self) -> None:
-        super().startService()
-        self.reactor.callWhenRunning(self.app.boot)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self.app.store is not None:
-            self.app.store.close()
-
-
-class PipelineApp:
-    """The registries, the store and the API of one server."""
-
-    def __init__(
-        self, config: dict[str, Any], clock: IReactorTime, tls: Any = None, metrics: Any = None
-    ) -> None:
-        cfg = config["pipeline"]
-        self.clock = clock
-        self.cfg = cfg
-        self.store = Store(cfg["database"] or DEFAULT_DB) if cfg["persist"] else None
-        ctx = ClientContext(
-            clock,
-            tls,
-            cfg["allow_lambda_code"],
-            list(cfg["lambda_modules"]),
-            list(cfg["cli_commands"]),
-            cfg["http_timeout"],
-        )
-        self.services = ServiceRegistry(ctx, self._service_changed)
-        self.pipelines = PipelineRegistry(
-            self.services, clock, cfg["default_timeout"], self._pipeline_changed
-        )
-        self.routes = Routes(self.pipelines, self._routes_changed)
-        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg["api_token"])
-
-    def _service_changed(self, key: str, svc: PipelineService | None) -> None:
-        if self.store is None:
-            return
-        if svc is None:
-            self.store.delete("service", key)
-        else:
-            self.store.put("service", key, svc.name, svc.definition, svc.client is not None, None)
-
-    def _pipeline_changed(self, key: str, found: Defined | None) -> None:
-        if self.store is None:
-            return
-        if found is None:
-            self.store.delete("pipeline", key)
-        else:
-            options = {**(found.options or {}), "plugged": found.plugged}
-            self.store.put("pipeline", key, found.name, found.definition, found.runtime is not None, options)
-
-    def _routes_changed(self, table: dict[str, str] | None) -> None:
-        if self.store is not None:
-            self.store.put("routes", "table", "routes", table, False, None)
-
-    @defer.inlineCallbacks
-    def boot(self) -> Any:
-        """Stored state first, then the project folder; failures are logged, not fatal."""
-        if self.store is not None:
-            for definition, started, _ in list(self.store.load("service")):
-                yield self._apply_service(definition, started, "database")
-            for definition, started, options in list(self.store.load("pipeline")):
-                yield self._apply_pipeline(definition, started, options, "database")
-            for table, _, _ in list(self.store.load("routes")):
-                self.routes.table = table
-        if self.cfg["project_dir"]:
-            try:
-                services, pipelines, routes = read_project(self.cfg["project_dir"])
-            except (OSError, ValueError) as e:
-                log.error("project folder {dir} unreadable: {e}", dir=self.cfg["project_dir"], e=e)
-                return
-            for definition in services:
-                yield self._apply_service(definition, True, "project folder")
-            for definition in pipelines:
-                yield self._apply_pipeline(definition, True, {}, "project folder")
-            if routes is not None:
-                try:
-                    self.routes.define(routes)
-                except Exception as e:
-                    log.error("project routes.json rejected: {e}", e=e)
-
-    @defer.inlineCallbacks
-    def _apply_service(self, definition: Any, start: bool, origin: str) -> Any:
-        name = definition.get("name") if isinstance(definition, dict) else None
-        try:
-            if isinstance(name, str) and self.services.status(name) == ":ready":
-                yield self.services.stop(name)
-            defined = yield self.services.define(definition)
-            if start:
-                yield self.services.start(defined)
-        except Exception as e:
-            log.error("{origin}: service {name} not restored: {e}", origin=origin, name=name, e=e)
-
-    @defer.inlineCallbacks
-    def _apply_pipeline(self, definition: Any, start: bool, options: dict[str, Any], origin: str) -> Any:
-        name = definition.get("name") if isinstance(definition, dict) else None
-        try:
-            if isinstance(name, str) and self.pipelines.status(name) == ":ready":
-                yield self.pipelines.stop(name)
-            defined = yield self.pipelines.define(definition, options.get("plugged"))
-            if start:
-                yield self.pipelines.start(defined, bool(options.get("sync")), bool(options.get("telemetry")))
-        except Exception as e:
-            log.error("{origin}: pipeline {name} not restored: {e}", origin=origin, name=name, e=e)
 
 
 def _counter(registry: ServiceRegistry | PipelineRegistry, state: str) -> Callable[[], int]:
@@ -175,17 +30,16 @@ def _counter(registry: ServiceRegistry | PipelineRegistry, state: str) -> Callab
     return lambda: sum(1 for n in registry.names() if registry.status(n) == state)
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("pipeline", config, reactor)
-    app = PipelineApp(config, svc.reactor, svc.tls, svc.metrics)
-    svc.app = app  # type: ignore[attr-defined]
+    app = PipelineApp(config.pipeline, svc.reactor, svc.tls, svc.metrics)
     defined = svc.metrics.gauge("definitions", "defined services and pipelines", ["kind", "state"])
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
     svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
-    svc.listen_all("http", config["listen"], site, allowed_roles={"client", "pipeline", "agent"})
-    _Boot(app, svc.reactor).setServiceParent(svc)
+    svc.listen_all("http", config.listen, site, allowed_roles={"client", "pipeline", "agent"})
+    PipelineBoot(app, svc.reactor).setServiceParent(svc)
     return svc

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.endpoints import is_tls
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
@@ -18,80 +19,89 @@ from kraken.pubsub.websocket import PushFactory
 DEFAULT_PORT = 12355
 
 
-class Options(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class PubSubSection:
+    num_router_shards: int = setting(4, "router shards (topic grouping on the wire)", minimum=1)
+    max_tcp_clients: int = setting(1000, "concurrent memcached connections", minimum=0)
+    idle_timeout: float = setting(3600.0, "close memcached clients silent this long (s; 0: never)", minimum=0)
+    router_min_fanout_to_warn: int = setting(1000, "warn when a record reaches this many clients", minimum=1)
+    router_min_publish_to_topics_to_warn: int = setting(
+        1000, "warn when a record names this many topics", minimum=1
+    )
+    messages_stored_per_router_shard: int = setting(
+        10000, "records each shard keeps for retroactive subscription", minimum=0
+    )
+    max_queue_messages: int = setting(100_000, "per-connection queue limit (records)", minimum=1)
+    max_queue_bytes: int = setting(64 * 1024 * 1024, "per-connection queue limit (bytes)", minimum=1)
+    max_value_bytes: int = setting(wire.DEFAULT_MAX_VALUE, "largest set data block", minimum=0)
+    max_line_bytes: int = setting(wire.DEFAULT_MAX_LINE, "longest command line", minimum=64)
+    websocket_listen: list[str] = setting(
+        ["tcp:12357:interface=127.0.0.1"], "endpoints for WebSocket push ('tls:' prefix for TLS)"
+    )
+    max_websocket_clients: int = setting(1000, "concurrent WebSocket push clients", minimum=0)
+    websocket_ping_interval: float = setting(
+        30.0, "ping WebSocket clients this often (whole seconds; 0: never)", minimum=0
+    )
+    websocket_ping_timeout: float = setting(
+        10.0, "drop a WebSocket client whose answer to a ping takes longer (s)", minimum=1
+    )
+    admin_listen: list[str] = setting(
+        ["tcp:12356:interface=127.0.0.1"], "endpoints of the admin HTTP API (keep it on loopback)"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PubSubConfig(ServerConfig):
+    listen: list[str] = listen_setting([f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"])
+    pubsub: PubSubSection = section(PubSubSection)
+
+
+class Options(KrakenOptions[PubSubConfig]):
     tapname = "kraken-pubsub"
-    schema = {
-        **common_schema(listen=[f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"], server_tls_default=True),
-        "pubsub": {
-            "num_router_shards": Key("int", 4, "router shards (topic grouping on the wire)", minimum=1),
-            "max_tcp_clients": Key("int", 1000, "concurrent memcached connections", minimum=0),
-            "idle_timeout": Key("float", 3600.0, "close memcached clients silent this long (s; 0: never)",
-                                minimum=0),
-            "router_min_fanout_to_warn": Key("int", 1000, "warn when a record reaches this many clients",
-                                             minimum=1),
-            "router_min_publish_to_topics_to_warn": Key(
-                "int", 1000, "warn when a record names this many topics", minimum=1
-            ),
-            "messages_stored_per_router_shard": Key(
-                "int", 10000, "records each shard keeps for retroactive subscription", minimum=0
-            ),
-            "max_queue_messages": Key("int", 100_000, "per-connection queue limit (records)", minimum=1),
-            "max_queue_bytes": Key("int", 64 * 1024 * 1024, "per-connection queue limit (bytes)",
-                                   minimum=1),
-            "max_value_bytes": Key("int", wire.DEFAULT_MAX_VALUE, "largest set data block", minimum=0),
-            "max_line_bytes": Key("int", wire.DEFAULT_MAX_LINE, "longest command line", minimum=64),
-            "websocket_listen": Key("list", ["tcp:12357:interface=127.0.0.1"],
-                                    "endpoints for WebSocket push ('tls:' prefix for TLS)"),
-            "max_websocket_clients": Key("int", 1000, "concurrent WebSocket push clients", minimum=0),
-            "websocket_ping_interval": Key(
-                "float", 30.0, "ping WebSocket clients this often (whole seconds; 0: never)", minimum=0
-            ),
-            "websocket_ping_timeout": Key(
-                "float", 10.0, "drop a WebSocket client whose answer to a ping takes longer (s)", minimum=1
-            ),
-            "admin_listen": Key("list", ["tcp:12356:interface=127.0.0.1"],
-                                "endpoints of the admin HTTP API (keep it on loopback)"),
-        },
-    }
 
 
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+class PubSubService(KrakenService):
+    """The pub/sub server's root service; ``router`` is its topic router."""
+
+    router: Router
+
+
+def makeService(options: Options, reactor: IServerReactor | None = None) -> PubSubService:
     config = options.config
-    svc = KrakenService("pubsub", config, reactor)
+    svc = PubSubService("pubsub", config, reactor)
     clock = svc.reactor
-    cfg = config["pubsub"]
+    cfg = config.pubsub
     router = Router(
         clock,
-        shards=cfg["num_router_shards"],
-        retained_per_shard=cfg["messages_stored_per_router_shard"],
-        fanout_to_warn=cfg["router_min_fanout_to_warn"],
-        topics_to_warn=cfg["router_min_publish_to_topics_to_warn"],
+        shards=cfg.num_router_shards,
+        retained_per_shard=cfg.messages_stored_per_router_shard,
+        fanout_to_warn=cfg.router_min_fanout_to_warn,
+        topics_to_warn=cfg.router_min_publish_to_topics_to_warn,
     )
     limits = Limits(
-        max_clients=cfg["max_tcp_clients"],
-        idle_timeout=cfg["idle_timeout"],
-        max_queue_messages=cfg["max_queue_messages"],
-        max_queue_bytes=cfg["max_queue_bytes"],
-        max_line=cfg["max_line_bytes"],
-        max_value=cfg["max_value_bytes"],
+        max_clients=cfg.max_tcp_clients,
+        idle_timeout=cfg.idle_timeout,
+        max_queue_messages=cfg.max_queue_messages,
+        max_queue_bytes=cfg.max_queue_bytes,
+        max_line=cfg.max_line_bytes,
+        max_value=cfg.max_value_bytes,
     )
     memcached = MemcachedFactory(router, clock, limits)
-    for description in config["listen"]:
+    for description in config.listen:
         svc.listen("memcached-tls" if is_tls(description) else "memcached", description, memcached)
     push = PushFactory(
         router,
         clock,
-        cfg["max_queue_bytes"],
-        cfg["max_value_bytes"] + 1024,
-        max_clients=cfg["max_websocket_clients"],
-        ping_interval=cfg["websocket_ping_interval"],
-        ping_timeout=cfg["websocket_ping_timeout"],
+        cfg.max_queue_bytes,
+        cfg.max_value_bytes + 1024,
+        max_clients=cfg.max_websocket_clients,
+        ping_interval=cfg.websocket_ping_interval,
+        ping_timeout=cfg.websocket_ping_timeout,
     )
-    svc.listen_all("websocket", cfg["websocket_listen"], push)
+    svc.listen_all("websocket", cfg.websocket_listen, push)
     svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
-    admin = Admin(router, svc.log_control, cfg["num_router_shards"])
+    admin = Admin(router, svc.log_control, cfg.num_router_shards)
     site = make_site(admin.routes(), svc.metrics, health_checks={"router": lambda: True})
-    svc.listen_all("admin", cfg["admin_listen"], site)
-    svc.router = router  # type: ignore[attr-defined]
-    svc.memcached = memcached  # type: ignore[attr-defined]
+    svc.listen_all("admin", cfg.admin_listen, site)
+    svc.router = router
     return svc

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from kraken.core.http import make_site
 from kraken.core.metrics import Metrics
-from kraken.core.streaming import StreamingRequest
 from kraken.registry.api import RegistryResource
 
 TLS_HANDSHAKE = b"\x16"
@@ -27,7 +27,7 @@ class RegistryChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._first_data:
             self._first_data = False
-            if data[:1] == TLS_HANDSHAKE:
+            if data[:1] == TLS_HANDSHAKE and ITCPTransport.providedBy(self.transport):
                 self.transport.abortConnection()
                 return
         super().dataReceived(data)
@@ -36,8 +36,6 @@ class RegistryChannel(HTTPChannel):
 def make_registry_site(
     api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
 ) -> Site:
-    site = make_site(api, metrics, health_checks)
-    site.requestFactory = StreamingRequest
-    site.protocol = RegistryChannel
-    site.body_router = api  # type: ignore[attr-defined]
+    site = make_site(api, metrics, health_checks, body_router=api)
+    site.protocol = RegistryChannel  # type: ignore[assignment,method-assign]  # HTTP/1.1 only, as before
     return site

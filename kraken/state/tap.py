@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import Service
-
-from kraken.core.config import Key, KrakenOptions, common_schema
+from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
+from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
-from kraken.state.model import DEFAULT_ID, ModelError, ServiceState
+from kraken.state.model import DEFAULT_ID, ModelError
 from kraken.state.modules.loader import ModuleLoadError, load_modules
+from kraken.state.own_services import OwnServices
 from kraken.state.service import StateError, StateService
 from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
 from kraken.state.websocket import EventSocketFactory
@@ -21,36 +22,39 @@ LOOPBACK = "interface=127.0.0.1"
 DEFAULT_DB = "kraken-state.sqlite"
 
 
-class Options(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class StateSection:
+    id: str = setting(DEFAULT_ID, "this kraken's node id (a UUID)")
+    db: ConfigPath | None = setting(
+        None, "SQLite file keeping Cfg across restarts (null: kraken-state.sqlite in cwd)"
+    )
+    persist: bool = setting(True, "keep Cfg in the db file; false keeps it in memory only")
+    state_file: ConfigPath | None = setting(None, 'initial Cfg as {"nodes": [...]}; adds nodes the db lacks')
+    parent: str | None = setting(None, "HOST:PORT of the parent kraken; makes this kraken a child")
+    freeze: bool = setting(False, "start with the mutation engine frozen")
+    ws_listen: list[str] = setting([f"tls:tcp:3142:{LOOPBACK}"], "endpoints of the event websocket")
+    sync_listen: list[str] = setting(
+        [f"tls:tcp:31415:{LOOPBACK}:backlog=1024"], "endpoints where children phone home"
+    )
+    api_roles: list[str] = setting(["client", "state"], "certificate roles admitted to REST and websocket")
+    hello: float = setting(10.0, "seconds between sync messages to each neighbour", minimum=0.01)
+    dead: float = setting(40.0, "seconds without a message before a neighbour is dead", minimum=0.05)
+    retry_delay: float = setting(10.0, "seconds before retrying a node whose mutation failed", minimum=0)
+    sse_timeout: float = setting(90.0, "seconds a booted child has to phone home", minimum=0)
+    modules: list[str] = setting(
+        ["sim", "ipmi", "freebusy"], "state modules: built-in, entry point or pkg:Class"
+    )
+    module_config: dict[str, Any] = setting({}, "per-module settings keyed by module name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateConfig(ServerConfig):
+    listen: list[str] = listen_setting([f"tls:tcp:3141:{LOOPBACK}"])
+    state: StateSection = section(StateSection)
+
+
+class Options(KrakenOptions[StateConfig]):
     tapname = "kraken-state"
-    schema = {
-        **common_schema(listen=[f"tls:tcp:3141:{LOOPBACK}"]),
-        "state": {
-            "id": Key("str", DEFAULT_ID, "this kraken's node id (a UUID)"),
-            "db": Key(
-                "path", None, "SQLite file keeping Cfg across restarts (null: kraken-state.sqlite in cwd)"
-            ),
-            "persist": Key("bool", True, "keep Cfg in the db file; false keeps it in memory only"),
-            "state_file": Key("path", None, 'initial Cfg as {"nodes": [...]}; adds nodes the db lacks'),
-            "parent": Key("str", None, "HOST:PORT of the parent kraken; makes this kraken a child"),
-            "freeze": Key("bool", False, "start with the mutation engine frozen"),
-            "ws_listen": Key("list", [f"tls:tcp:3142:{LOOPBACK}"], "endpoints of the event websocket"),
-            "sync_listen": Key(
-                "list", [f"tls:tcp:31415:{LOOPBACK}:backlog=1024"], "endpoints where children phone home"
-            ),
-            "api_roles": Key("list", ["client", "state"], "certificate roles admitted to REST and websocket"),
-            "hello": Key("float", 10.0, "seconds between sync messages to each neighbour", minimum=0.01),
-            "dead": Key("float", 40.0, "seconds without a message before a neighbour is dead", minimum=0.05),
-            "retry_delay": Key(
-                "float", 10.0, "seconds before retrying a node whose mutation failed", minimum=0
-            ),
-            "sse_timeout": Key("float", 90.0, "seconds a booted child has to phone home", minimum=0),
-            "modules": Key(
-                "list", ["sim", "ipmi", "freebusy"], "state modules: built-in, entry point or pkg:Class"
-            ),
-            "module_config": Key("dict", {}, "per-module settings keyed by module name"),
-        },
-    }
 
     def postOptions(self) -> None:
         if self.opts.get("parent"):
@@ -71,35 +75,16 @@ Options.optParameters = [
 Options.optFlags = [["freeze", None, "start frozen (same as --state-freeze true)"]]
 
 
-class OwnServices(Service):
-    """Reports the REST, websocket and sync services in our own node (the original never did)."""
-
-    def __init__(self, state: StateService, names: list[str]) -> None:
-        self.state = state
-        self.names = names
-
-    def _record(self, value: ServiceState) -> None:
-        for dsc in (False, True):
-            self.state.store.set_values(
-                self.state.self_id, [(f"/Services/{name}/State", value) for name in self.names], dsc=dsc
-            )
-
-    def startService(self) -> None:
-        super().startService()
-        self._record(ServiceState.RUN)
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._record(ServiceState.STOP)
-
-
-def makeService(options: Options, reactor: Any = None) -> KrakenService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
-    st = config["state"]
-    svc = KrakenService("state", config, reactor)
+    st = config.state
     try:
-        modules = load_modules(list(st["modules"]), st["module_config"])
-        parent = parse_parent(st["parent"]) if st["parent"] else None
+        svc = KrakenService("state", config, reactor)
+    except TLSConfigError as e:
+        raise SystemExit(f"kraken-state: {e}") from None
+    try:
+        modules = load_modules(list(st.modules), st.module_config)
+        parent = parse_parent(st.parent) if st.parent else None
         metrics = {
             "mutations": svc.metrics.counter(
                 "mutations_total", "mutations the engine asked a module to perform"
@@ -110,13 +95,13 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
         state = StateService(
             modules,
             svc.reactor,
-            self_id=st["id"],
-            db=(st["db"] or DEFAULT_DB) if st["persist"] else None,
-            state_file=st["state_file"],
+            self_id=st.id,
+            db=(st.db or DEFAULT_DB) if st.persist else None,
+            state_file=st.state_file,
             full_state=parent is None,
-            freeze=st["freeze"],
-            retry_delay=st["retry_delay"],
-            sse_timeout=st["sse_timeout"],
+            freeze=st.freeze,
+            retry_delay=st.retry_delay,
+            sse_timeout=st.sse_timeout,
             metrics=metrics,
         )
     except (ModuleLoadError, StateError, ModelError, ValueError) as e:
@@ -130,9 +115,9 @@ def makeService(options: Options, reactor: Any = None) -> KrakenService:
 
 
 def _listen(
-    svc: KrakenService, state: StateService, config: dict[str, Any], parent: tuple[str, int] | None
+    svc: KrakenService, state: StateService, config: StateConfig, parent: tuple[str, int] | None
 ) -> None:
-    st = config["state"]
+    st = config.state
     svc.metrics.gauge("nodes", "nodes in the Cfg store").set_function(lambda: len(state.store.cfg))
     svc.metrics.gauge("active_paths", "nodes with a mutation path in progress").set_function(
         state.engine.active_paths
@@ -141,15 +126,15 @@ def _listen(
         lambda: int(state.engine.frozen)
     )
     api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"))
-    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: state.running})
-    roles = list(st["api_roles"])
-    svc.listen_all("http", config["listen"], site, allowed_roles=roles)
-    svc.listen_all("ws", st["ws_listen"], EventSocketFactory(state.bus), allowed_roles=roles)
+    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)})
+    roles = list(st.api_roles)
+    svc.listen_all("http", config.listen, site, allowed_roles=roles)
+    svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus), allowed_roles=roles)
     OwnServices(state, ["restapi", "websocket"] + (["sse"] if parent is None else [])).setServiceParent(svc)
-    sync_args = {"hello": st["hello"], "dead": st["dead"]}
+    sync_args = {"hello": st.hello, "dead": st.dead}
     if parent is None:
         svc.listen_all(
-            "sync", st["sync_listen"], SyncServerFactory(state, svc.reactor, **sync_args), ["state"]
+            "sync", st.sync_listen, SyncServerFactory(state, svc.reactor, **sync_args), ["state"]
         )
     else:
         if svc.tls is None:

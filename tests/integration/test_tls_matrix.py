@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import datetime
+import signal
+import socket
+import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
+from cryptography import x509
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from kraken.cli.main import main as cli_main
 from kraken.core import certs
 from kraken.core.endpoints import connect
-from kraken.core.tls import ClientTLSPolicy, RoleRefused, request_identity, wrap_server_factory
-from tests.support import tls_settings
+from kraken.core.tls import ClientTLSPolicy, RoleRefused, TLSSettings, request_identity, wrap_server_factory
+from tests.support import tls_section, tls_settings
 
 
 class Echo(protocol.Protocol):
@@ -129,10 +135,8 @@ def test_bad_clients_are_refused_with_a_log_line(
     port, server = serve(pki, {"client"})
     if who == "no-cert":
         settings = tls_settings(pki, "client")
-        from dataclasses import replace
-
         # A client that trusts our CA but presents no certificate of its own.
-        settings = replace(settings, cert=str(pki / "origin.pem"), key=str(pki / "origin.key"))
+        settings = TLSSettings(settings.ca, cert=str(pki / "origin.pem"), key=str(pki / "origin.key"))
         client_tls = settings
         port.stopListening()
         port, server = serve(pki, None)
@@ -229,3 +233,49 @@ def test_web_site_sees_client_role(pki: Path) -> Any:
         yield pool.closeCachedConnections()
         yield port.stopListening()
     assert body == b"agent:agent"
+
+
+def served_serial(pki: Path, port: int) -> int:
+    """The serial number of the certificate a server presents on 127.0.0.1:*port*."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def wait_for(check: Any, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_sighup_reloads_a_reissued_certificate_and_keeps_it_when_reload_fails(
+    servers: Any, tmp_path: Path
+) -> None:
+    pki = certs.ensure_dev_pki(tmp_path / "pki", {"tracker": "tracker", "client": "client"})
+    config = {
+        "listen": ["tls:tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "tracker"),
+        "tracker": {"origins": []},
+    }
+    tracker = servers.start("kraken-tracker", config)
+    port = tracker.port("http")
+    before = served_serial(pki, port)
+
+    assert cli_main(["certs", "issue", str(pki), "tracker", "--role", "tracker", "--host", "127.0.0.1"]) == 0
+    assert served_serial(pki, port) == before  # the files are read on SIGHUP only
+    tracker.send_signal(signal.SIGHUP)
+    wait_for(lambda: "TLS certificate reloaded" in tracker.log())
+    after = served_serial(pki, port)
+    assert after != before
+
+    (pki / "tracker.key").write_text("not a key")
+    tracker.send_signal(signal.SIGHUP)
+    wait_for(lambda: "TLS reload failed, keeping the old certificate" in tracker.log())
+    assert served_serial(pki, port) == after

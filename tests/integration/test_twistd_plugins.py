@@ -101,3 +101,17 @@ def test_origin_and_agent_upload_defaults_and_overrides(
         scheduler = next(s for s in service if isinstance(s, SchedulerService)).scheduler
         config = scheduler.config
         assert (scheduler.uploads.limit, config.send_lowat, config.tcp_congestion) == expected
+
+
+def test_a_port_in_use_stops_twistd_with_the_reason(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "tracker.yaml"
+        config.write_text(f"listen: ['tcp:{port}:interface=127.0.0.1']\ntracker: {{origins: []}}\n")
+        result = run_twistd("kraken-tracker", "--config", str(config))
+    assert result.returncode != 0
+    assert "Address already in use" in result.stdout + result.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from kraken.cli.main import main
 from kraken.core import certs
-from kraken.core.tls import ServerTLS, TLSSettings, client_creator
+from kraken.core.tls import ServerTLS, TLSConfigError, TLSSettings, client_creator
 
 
 def test_cli_dev_pki_verifies_with_openssl_and_loads_in_our_contexts(
@@ -89,3 +89,37 @@ def test_issue_rejects_unknown_role_and_missing_ca(tmp_path: Path) -> None:
         certs.issue(tmp_path, "x", "wizard")
     with pytest.raises(certs.CertificateError, match="no CA in"):
         certs.issue(tmp_path, "x", "agent")
+
+
+def _serial(settings: TLSSettings) -> int:
+    return settings.material.chain[0].get_serial_number()
+
+
+def test_settings_load_once_and_reload_a_reissued_certificate(tmp_path: Path) -> None:
+    certs.ensure_dev_pki(tmp_path, {"agent": "agent"})
+    settings = TLSSettings(str(tmp_path / "ca.pem"), str(tmp_path / "agent.pem"), str(tmp_path / "agent.key"))
+    server = settings.server({"agent"})
+    assert settings.server({"agent"}) is server  # one context per set of admitted roles
+    assert settings.client_creator("localhost") is settings.client_creator("localhost")
+    old_context, old_serial = server.getContext(), _serial(settings)
+    old_client = settings.client_creator("localhost")
+
+    certs.issue(tmp_path, "agent", "agent")
+    assert _serial(settings) == old_serial  # nothing is read again until asked
+    settings.reload()
+    assert _serial(settings) != old_serial
+    assert server.getContext() is not old_context
+    assert settings.client_creator("localhost") is not old_client
+
+
+def test_a_failed_reload_keeps_the_old_material(tmp_path: Path) -> None:
+    certs.ensure_dev_pki(tmp_path, {"agent": "agent", "other": "agent"})
+    settings = TLSSettings(str(tmp_path / "ca.pem"), str(tmp_path / "agent.pem"), str(tmp_path / "agent.key"))
+    context, serial = settings.server().getContext(), _serial(settings)
+    (tmp_path / "agent.key").write_bytes((tmp_path / "other.key").read_bytes())  # key of another cert
+    with pytest.raises(TLSConfigError, match="cannot load tls files"):
+        settings.reload()
+    (tmp_path / "agent.key").write_text("not a key")
+    with pytest.raises(TLSConfigError, match="cannot load tls files"):
+        settings.reload()
+    assert _serial(settings) == serial and settings.server().getContext() is context

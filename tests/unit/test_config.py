@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kraken.core.config import ConfigError, Key, KrakenOptions, common_schema, load_config
+from kraken.core.config import (
+    ConfigError,
+    ConfigPath,
+    Key,
+    KrakenOptions,
+    ServerConfig,
+    build,
+    common_schema,
+    listen_setting,
+    load_config,
+    schema_of,
+    section,
+    setting,
+)
 
 SCHEMA = {
     **common_schema(listen=["tcp:9999"]),
@@ -20,9 +35,31 @@ SCHEMA = {
 }
 
 
-class DemoOptions(KrakenOptions):
+@dataclass(frozen=True, kw_only=True)
+class DemoSection:
+    shards: int = setting(4, "shards", minimum=1)
+    ratio: float = setting(0.5, "a ratio")
+    mode: str = setting("fast", "mode", choices=("fast", "safe"))
+    store: ConfigPath | None = setting(None, "where data lives")
+    peers: list[str] = setting([], "peer addresses")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig(ServerConfig):
+    listen: list[str] = listen_setting(["tcp:9999"])
+    demo: DemoSection = section(DemoSection)
+
+
+class DemoOptions(KrakenOptions[DemoConfig]):
     tapname = "kraken-demo"
-    schema = SCHEMA
+
+
+def test_the_dataclasses_derive_the_schema_and_hold_its_defaults() -> None:
+    assert schema_of(DemoConfig) == SCHEMA
+    assert DemoOptions.schema == SCHEMA
+    assert dataclasses.asdict(DemoConfig()) == load_config(SCHEMA)
+    assert build(DemoConfig, load_config(SCHEMA)) == DemoConfig()
+    assert DemoConfig().demo.peers is not DemoConfig().demo.peers  # mutable defaults are copied
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -80,10 +117,18 @@ def test_options_flags_and_set_override_the_file(tmp_path: Path) -> None:
     options.parseOptions(
         ["--config", str(path), "--demo-shards", "16", "--set", "demo.ratio=0.25", "--listen", "tcp:0"]
     )
-    assert options.config["demo"]["shards"] == 16
-    assert options.config["demo"]["mode"] == "safe"
-    assert options.config["demo"]["ratio"] == 0.25
-    assert options.config["listen"] == ["tcp:0"]
+    assert options.config.demo.shards == 16
+    assert options.config.demo.mode == "safe"
+    assert options.config.demo.ratio == 0.25
+    assert options.config.listen == ["tcp:0"]
+    assert options.config.tls.require_client_cert is True
+
+
+def test_help_names_each_flag_with_its_config_key() -> None:
+    text = " ".join(str(DemoOptions()).split())
+    assert "--demo-shards= shards [config key demo.shards]" in text
+    assert "--tls-require-client-cert= refuse TLS clients that present no certificate" in text
+    assert "[config key tls.require_client_cert]" in text
 
 
 @pytest.mark.parametrize(

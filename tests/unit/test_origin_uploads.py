@@ -21,7 +21,6 @@ from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.http import make_site
 from kraken.core.metrics import Metrics
-from kraken.core.streaming import StreamingRequest
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.server import OriginAPI
 from kraken.origin.uploads import PatchSink, RefusedBody
@@ -46,10 +45,8 @@ class Origin:
         self.cas = CAStore(root / "store")
         blobs = OriginBlobs(Clock(), self.cas, BackendRouter([]), {0: MiB}, Metrics(f"u{id(self)}"))
         self.api = OriginAPI(blobs, lambda: None, lambda: "", dict, {"client"}, None, max_upload_size)
-        self.site: Site = make_site(self.api.router(), Metrics(f"s{id(self)}"))
-        if streaming:
-            self.site.requestFactory = StreamingRequest
-            self.site.body_router = self.api  # type: ignore[attr-defined]
+        router = self.api if streaming else None
+        self.site: Site = make_site(self.api.router(), Metrics(f"s{id(self)}"), body_router=router)
         self.cert = crypto.load_certificate(crypto.FILETYPE_PEM, (pki / "client.pem").read_bytes())
 
     def connect(self, certified: bool = True) -> tuple[HTTPChannel, CertifiedTransport]:

@@ -10,7 +10,7 @@ import pytest
 
 from kraken.core.config import ConfigError
 from kraken.p2p import sockopts
-from kraken.p2p.config import scheduler_config, scheduler_schema
+from kraken.p2p.config import SchedulerSection, scheduler_config
 
 
 @pytest.fixture
@@ -46,9 +46,8 @@ def test_tune_leaves_the_hosts_defaults_when_unset(tcp_pair) -> None:
     sockopts.tune(SimpleNamespace(), 65536, "reno")  # no socket underneath: nothing to do
 
 
-def section(**overrides: object) -> dict[str, object]:
-    values = {name: key.default for name, key in scheduler_schema().items()}
-    return {**values, **overrides}
+def section(tcp_congestion: str = "") -> SchedulerSection:
+    return SchedulerSection(tcp_congestion=tcp_congestion)
 
 
 def test_config_takes_an_available_congestion_control() -> None:

@@ -8,15 +8,13 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from kraken.core.config import load_config
-from kraken.pipeline.tap import Options, PipelineApp
+from kraken.pipeline.app import PipelineApp, PipelineSection
 from tests.unit.pipeline_fixtures import SIMPLE_MATH, done
 
 
 def app(tmp_path: Path, **pipeline: Any) -> PipelineApp:
-    config = load_config(Options.schema)
-    config["pipeline"].update({"database": str(tmp_path / "state.sqlite3"), **pipeline})
-    return PipelineApp(config, Clock())
+    section = PipelineSection(**{"database": str(tmp_path / "state.sqlite3"), **pipeline})
+    return PipelineApp(section, Clock())
 
 
 INNER = {"name": "inner", "components": [{"type": "stage", "transform": {"v": "args['x'] + 1"}}]}

@@ -24,14 +24,14 @@ def options(pki: Path, *extra: str) -> Options:
 
 def test_example_config_builds_every_listener(pki: Path) -> None:
     opts = options(pki, "--pubsub-num-router-shards", "8")
-    assert opts.config["pubsub"]["num_router_shards"] == 8
-    assert opts.config["pubsub"]["messages_stored_per_router_shard"] == 10000
+    assert opts.config.pubsub.num_router_shards == 8
+    assert opts.config.pubsub.messages_stored_per_router_shard == 10000
     reactor = MemoryReactorClock()
     svc = makeService(opts, reactor)
     svc.startService()
     ports = sorted(port for port, *_ in reactor.tcpServers)
     assert ports == [12355, 12356, 12357, 12358]
-    assert svc.router.shards == 8  # type: ignore[attr-defined]
+    assert svc.router.shards == 8
     svc.stopService()
 
 

@@ -68,8 +68,7 @@ async def _get(url: str, method: str = "GET", **kwargs: Any) -> tuple[int, Any, 
 @pytest_twisted.ensureDeferred
 async def test_agent_storage_over_http(serve: Any, tmp_path: Path) -> None:
     blobs = FakeBlobs(tmp_path)
-    config = {"registry": {"build_index": None}}
-    base = serve(make_agent_registry(blobs, config, None, Metrics("t1"), reactor))
+    base = serve(make_agent_registry(blobs, None, [], None, Metrics("t1"), reactor))
     code, headers, body = await _get(f"{base}/v2/test/x/blobs/{DIGEST}")
     assert code == 200 and body == BLOB
     assert headers.getRawHeaders("docker-content-digest") == [DIGEST]
@@ -116,10 +115,8 @@ async def test_unexpected_errors_become_an_envelope_without_traceback(serve: Any
 @pytest_twisted.ensureDeferred
 async def test_cidr_allow_list(serve: Any, tmp_path: Path) -> None:
     blobs = FakeBlobs(tmp_path)
-    allowed = serve(make_agent_registry(blobs, {"registry": {"allow_cidrs": ["127.0.0.0/8"]}}, None,
-                                        Metrics("t3"), reactor))
-    denied = serve(make_agent_registry(blobs, {"registry": {"allow_cidrs": ["10.0.0.0/8", "::1/128"]}}, None,
-                                       Metrics("t4"), reactor))
+    allowed = serve(make_agent_registry(blobs, None, ["127.0.0.0/8"], None, Metrics("t3"), reactor))
+    denied = serve(make_agent_registry(blobs, None, ["10.0.0.0/8", "::1/128"], None, Metrics("t4"), reactor))
     assert (await _get(f"{allowed}/v2/"))[0] == 200
     code, _, body = await _get(f"{denied}/v2/")
     assert code == 403 and json.loads(body)["errors"][0]["code"] == "DENIED"

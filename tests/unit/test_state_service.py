@@ -83,9 +83,9 @@ def test_extra_twistd_flags_map_to_config_keys(tmp_path: Path) -> None:
     opts.parseOptions(
         ["--parent", "10.0.0.1:31415", "--state", "nodes.json", "--freeze", "--state-hello", "2"]
     )
-    st = opts.config["state"]
-    assert st["parent"] == "10.0.0.1:31415" and st["state_file"].endswith("nodes.json")
-    assert st["freeze"] is True and st["hello"] == 2.0
+    st = opts.config.state
+    assert st.parent == "10.0.0.1:31415" and str(st.state_file).endswith("nodes.json")
+    assert st.freeze is True and st.hello == 2.0
 
 
 def test_runtime_overrides_disable_mutations_and_change_timeouts() -> None:

@@ -1,0 +1,155 @@
+"""One pipeline server's registries, store and API, its config section, and its boot at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+
+from kraken.core.config import ConfigPath, setting
+from kraken.pipeline.api import Api
+from kraken.pipeline.clients.base import ClientContext
+from kraken.pipeline.pipelines import Defined, PipelineRegistry
+from kraken.pipeline.routes import Routes
+from kraken.pipeline.services import Service as PipelineService
+from kraken.pipeline.services import ServiceRegistry
+from kraken.pipeline.store import Store, read_project
+
+log = Logger(namespace="kraken.pipeline.tap")
+
+
+DEFAULT_DB = "run/pipeline/pipeline.sqlite3"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSection:
+    database: ConfigPath | None = setting(
+        None, f"SQLite file keeping definitions across restarts (null: {DEFAULT_DB} under the cwd)"
+    )
+    persist: bool = setting(True, "keep definitions in the database; false keeps them in memory only")
+    project_dir: ConfigPath | None = setting(
+        None, "folder with services/*.json, pipelines/*.json, routes.json"
+    )
+    default_timeout: float = setting(20.0, "seconds an event may take before its error event", minimum=0.001)
+    http_timeout: float = setting(30.0, "default timeout of HTTP service calls, seconds", minimum=0.001)
+    allow_lambda_code: bool = setting(False, "allow Python source in lambda start configs (remote code!)")
+    lambda_modules: list[str] = setting([], "Python module prefixes lambda services may name")
+    cli_commands: list[str] = setting([], "programs the CLI client may run")
+    api_token: str | None = setting(None, "when set, API requests need 'Authorization: Bearer <token>'")
+
+
+class PipelineBoot(Service):
+    """Restores stored definitions, then applies the project folder, once the reactor runs."""
+
+    def __init__(self, app: PipelineApp, reactor: IReactorCore) -> None:
+        self.app = app
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.app.boot)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.app.store is not None:
+            self.app.store.close()
+
+
+class PipelineApp:
+    """The registries, the store and the API of one server."""
+
+    def __init__(
+        self, cfg: PipelineSection, clock: IReactorTime, tls: Any = None, metrics: Any = None
+    ) -> None:
+        self.clock = clock
+        self.cfg = cfg
+        self.store = Store(cfg.database or DEFAULT_DB) if cfg.persist else None
+        ctx = ClientContext(
+            clock,
+            tls,
+            cfg.allow_lambda_code,
+            list(cfg.lambda_modules),
+            list(cfg.cli_commands),
+            cfg.http_timeout,
+        )
+        self.services = ServiceRegistry(ctx, self._service_changed)
+        self.pipelines = PipelineRegistry(
+            self.services, clock, cfg.default_timeout, self._pipeline_changed
+        )
+        self.routes = Routes(self.pipelines, self._routes_changed)
+        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg.api_token)
+
+    def _service_changed(self, key: str, svc: PipelineService | None) -> None:
+        if self.store is None:
+            return
+        if svc is None:
+            self.store.delete("service", key)
+        else:
+            self.store.put("service", key, svc.name, svc.definition, svc.client is not None, None)
+
+    def _pipeline_changed(self, key: str, found: Defined | None) -> None:
+        if self.store is None:
+            return
+        if found is None:
+            self.store.delete("pipeline", key)
+        else:
+            options = {**(found.options or {}), "plugged": found.plugged}
+            self.store.put("pipeline", key, found.name, found.definition, found.runtime is not None, options)
+
+    def _routes_changed(self, table: dict[str, str] | None) -> None:
+        if self.store is not None:
+            self.store.put("routes", "table", "routes", table, False, None)
+
+    @defer.inlineCallbacks
+    def boot(self) -> Any:
+        """Stored state first, then the project folder; failures are logged, not fatal."""
+        if self.store is not None:
+            for definition, started, _ in list(self.store.load("service")):
+                yield self._apply_service(definition, started, "database")
+            for definition, started, options in list(self.store.load("pipeline")):
+                yield self._apply_pipeline(definition, started, options, "database")
+            for table, _, _ in list(self.store.load("routes")):
+                self.routes.table = table
+        if self.cfg.project_dir:
+            try:
+                services, pipelines, routes = read_project(self.cfg.project_dir)
+            except (OSError, ValueError) as e:
+                log.error("project folder {dir} unreadable: {e}", dir=self.cfg.project_dir, e=e)
+                return
+            for definition in services:
+                yield self._apply_service(definition, True, "project folder")
+            for definition in pipelines:
+                yield self._apply_pipeline(definition, True, {}, "project folder")
+            if routes is not None:
+                try:
+                    self.routes.define(routes)
+                except Exception as e:
+                    log.error("project routes.json rejected: {e}", e=e)
+
+    @defer.inlineCallbacks
+    def _apply_service(self, definition: Any, start: bool, origin: str) -> Any:
+        name = definition.get("name") if isinstance(definition, dict) else None
+        try:
+            if isinstance(name, str) and self.services.status(name) == ":ready":
+                yield self.services.stop(name)
+            defined = yield self.services.define(definition)
+            if start:
+                yield self.services.start(defined)
+        except Exception as e:
+            log.error("{origin}: service {name} not restored: {e}", origin=origin, name=name, e=e)
+
+    @defer.inlineCallbacks
+    def _apply_pipeline(self, definition: Any, start: bool, options: dict[str, Any], origin: str) -> Any:
+        name = definition.get("name") if isinstance(definition, dict) else None
+        try:
+            if isinstance(name, str) and self.pipelines.status(name) == ":ready":
+                yield self.pipelines.stop(name)
+            defined = yield self.pipelines.define(definition, options.get("plugged"))
+            if start:
+                yield self.pipelines.start(defined, bool(options.get("sync")), bool(options.get("telemetry")))
+        except Exception as e:
+            log.error("{origin}: pipeline {name} not restored: {e}", origin=origin, name=name, e=e)

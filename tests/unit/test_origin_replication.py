@@ -1,0 +1,60 @@
+"""The origin's placement in its cluster and the copies it sends to the other owners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from kraken.core.digest import Digest
+from kraken.core.hashring import Ring
+from kraken.origin.replication import OriginPlacement, Replicator
+
+CLUSTER = ["10.0.0.1:15002", "10.0.0.2:15002", "10.0.0.3:15002"]
+DIGEST = Digest.of_bytes(b"replicated")
+
+
+class Sender:
+    def __init__(self, sent: list[tuple[str, Digest, str]], address: str, broken: set[str]) -> None:
+        self.sent, self.address, self.broken = sent, address, broken
+
+    def transfer(self, digest: Digest, path: str) -> Deferred[Any]:
+        if self.address in self.broken:
+            return fail(ConnectionRefusedError(self.address))
+        self.sent.append((self.address, digest, path))
+        return succeed(None)
+
+
+def test_self_address_is_the_configured_one_or_host_and_bound_port() -> None:
+    ports: dict[str, int] = {}
+    placement = OriginPlacement([], 2, "10.0.0.9", ports, b"\x01" * 20)
+    assert placement.self_address() == "10.0.0.9:0"
+    ports["http"] = 15002
+    assert placement.self_address() == "10.0.0.9:15002"
+    assert placement.ring().locations(DIGEST.hex) == ["10.0.0.9:15002"]
+    assert OriginPlacement([], 2, "h", ports, b"", self_address="o:1").self_address() == "o:1"
+
+
+def test_peer_context_names_the_seeder() -> None:
+    placement = OriginPlacement(CLUSTER, 2, "10.0.0.1", {"peer": 15003}, b"\xab" * 20)
+    assert placement.peer_context() == {"peer_id": "ab" * 20, "ip": "10.0.0.1", "port": 15003, "origin": True}
+
+
+def test_replicate_copies_to_every_other_owner_and_survives_a_failure(tmp_path: Path) -> None:
+    owners = Ring(CLUSTER, 3).locations(DIGEST.hex)
+    me, first, second = owners
+    placement = OriginPlacement(CLUSTER, 3, "unused", {}, b"", self_address=me)
+    sent: list[tuple[str, Digest, str]] = []
+    replicator = Replicator(placement, lambda d: tmp_path / d.hex, lambda a: Sender(sent, a, {first}))
+    done = replicator.replicate(DIGEST)
+    assert done.called
+    assert sent == [(second, DIGEST, str(tmp_path / DIGEST.hex))]
+
+
+def test_no_copy_when_this_origin_is_the_only_owner(tmp_path: Path) -> None:
+    (me,) = Ring(CLUSTER, 1).locations(DIGEST.hex)
+    placement = OriginPlacement(CLUSTER, 1, "unused", {}, b"", self_address=me)
+    sent: list[tuple[str, Digest, str]] = []
+    Replicator(placement, lambda d: tmp_path, lambda a: Sender(sent, a, set())).replicate(DIGEST)
+    assert sent == []
