@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kraken.agent.tracker_client import TrackerClient
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.p2p.scheduler import Scheduler, TorrentControl
@@ -23,7 +25,9 @@ log = Logger(namespace="kraken.agent.blobs")
 
 
 class AgentBlobs:
-    def __init__(self, reactor: Any, store: PieceStore, tracker: Any, metrics: Metrics) -> None:
+    def __init__(
+        self, reactor: IReactorThreads, store: PieceStore, tracker: TrackerClient, metrics: Metrics
+    ) -> None:
         self.reactor = reactor
         self.store = store
         self.tracker = tracker
@@ -109,10 +113,7 @@ class AgentBlobs:
         torrent = self.store.open_download(mi)
         if torrent.have.count():
             log.info("resuming {d}: {n} of {t} pieces on disk", d=d, n=torrent.have.count(), t=mi.num_pieces)
-        ctl = self.scheduler.add_torrent(torrent, namespace)
-        if torrent.complete() and not ctl.finished:
-            self.scheduler._completed(ctl)
-        return ctl
+        return self.scheduler.add_download(torrent, namespace)
 
     def delete(self, d: Digest) -> bool:
         assert self.scheduler is not None

@@ -22,7 +22,7 @@ from kraken.p2p.config import (
     buckets,
     scheduler_config,
 )
-from kraken.p2p.conn import PeerFactory
+from kraken.p2p.conn import PeerDialer, PeerFactory
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 from kraken.p2p.storage import PieceStore
@@ -71,8 +71,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     egress, ingress = buckets(config.bandwidth, reactor)
     scheduler = Scheduler(
         reactor,
-        svc.tls,
         scheduler_config(config.scheduler),
+        dialer=PeerDialer(reactor, svc.tls),
         seed_source=blobs.seed,
         announcer=tracker.announce,
         committer=blobs.commit,

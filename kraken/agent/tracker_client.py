@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from kraken.backends.base import BlobNotFound
@@ -15,13 +16,14 @@ from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError, base_url
 from kraken.core.tls import TLSSettings
 from kraken.p2p.metainfo import MetaInfo
-from kraken.p2p.scheduler import PeerInfo, TorrentControl
+from kraken.p2p.peer import PeerInfo
+from kraken.p2p.scheduler import TorrentControl
 
 
 class TrackerClient:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         address: str,
         tls: TLSSettings | None,
         http: HTTPClient,

@@ -26,7 +26,7 @@ from kraken.p2p.config import (
     for_origin,
     scheduler_config,
 )
-from kraken.p2p.conn import PeerFactory
+from kraken.p2p.conn import PeerDialer, PeerFactory
 from kraken.p2p.metainfo import parse_thresholds
 from kraken.p2p.origins import OriginClient
 from kraken.p2p.scheduler import Scheduler
@@ -95,8 +95,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     egress, ingress = buckets(config.bandwidth, reactor)
     scheduler = Scheduler(
         reactor,
-        svc.tls,
         scheduler_config(for_origin(config.scheduler)),
+        dialer=PeerDialer(reactor, svc.tls),
         seed_source=blobs.seed,
         metrics=svc.metrics,
         egress=egress,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from twisted.internet.interfaces import IReactorTime
 
 
 class TokenBucket:
@@ -13,7 +13,7 @@ class TokenBucket:
     mid-chunk and the average rate still holds.
     """
 
-    def __init__(self, rate: float, burst: float, clock: Any) -> None:
+    def __init__(self, rate: float, burst: float, clock: IReactorTime) -> None:
         if rate <= 0 or burst <= 0:
             raise ValueError("rate and burst must be positive")
         self.rate = float(rate)
@@ -38,7 +38,7 @@ class TokenBucket:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
-def bucket_from_config(bits_per_sec: int | None, clock: Any) -> TokenBucket | None:
+def bucket_from_config(bits_per_sec: int | None, clock: IReactorTime) -> TokenBucket | None:
     if not bits_per_sec:
         return None
     rate = bits_per_sec / 8

@@ -1,7 +1,8 @@
 """Per-blob piece exchange with the connected peers: what to request from whom, and when.
 
-The dispatcher holds no sockets: it talks to connections through the small :class:`Link`
-interface and reads time from an injected clock, so tests drive it with ``task.Clock``.
+The dispatcher holds no sockets: it talks to connections through the small
+:class:`~kraken.p2p.peer.PeerLink` interface and reads time from an injected clock, so tests
+drive it with ``task.Clock``.
 
 Rules (defaults from the issue): at most ``pipeline_limit`` (3) outstanding requests per
 agent peer and ``origin_pipeline_limit`` (5) per origin; with many agent peers each gets
@@ -21,25 +22,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
 
 from kraken.p2p.bitfield import Bitfield
+from kraken.p2p.peer import PeerLink
 from kraken.p2p.storage import Torrent
-
-
-class Link(Protocol):
-    """What the dispatcher needs from one peer connection."""
-
-    peer_id: bytes
-    is_origin: bool
-
-    def send_request(self, index: int) -> None: ...
-    def send_cancel(self, index: int) -> None: ...
-    def send_announce(self, index: int) -> None: ...
-    def send_complete(self) -> None: ...
-    def send_error(self, index: int, code: int, message: str) -> None: ...
-    def send_piece(self, index: int) -> None: ...
-    def close(self, reason: str) -> None: ...
 
 
 @dataclass
@@ -63,7 +51,7 @@ class DispatchConfig:
 
 @dataclass
 class PeerState:
-    link: Link
+    link: PeerLink
     bitfield: Bitfield
     last_useful: float
     pieces_in: int = 0
@@ -83,7 +71,7 @@ class Dispatcher:
     def __init__(
         self,
         torrent: Torrent,
-        clock: Any,
+        clock: IReactorTime,
         config: DispatchConfig | None = None,
         on_complete: Callable[[], None] | None = None,
         on_bad_peer: Callable[[bytes, str], None] | None = None,
@@ -120,7 +108,7 @@ class Dispatcher:
         return self.torrent.have.copy()
 
     # -- peers ------------------------------------------------------------------------------
-    def add_peer(self, link: Link, bitfield: Bitfield) -> None:
+    def add_peer(self, link: PeerLink, bitfield: Bitfield) -> None:
         if link.peer_id in self.peers:
             self.remove_peer(link.peer_id)
         now = self.clock.seconds()

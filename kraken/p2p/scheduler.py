@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
-from kraken.core.tls import TLSSettings
 from kraken.p2p import wire
 from kraken.p2p.bandwidth import TokenBucket
 from kraken.p2p.bitfield import Bitfield
-from kraken.p2p.conn import DialFactory, PeerProtocol
 from kraken.p2p.dispatch import DispatchConfig, Dispatcher
+from kraken.p2p.peer import Dialer, PeerInfo, PeerLink
 from kraken.p2p.storage import Torrent
 from kraken.p2p.uploads import UploadSlots
 
@@ -51,15 +52,6 @@ class SchedulerConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
 
 
-@dataclass(frozen=True)
-class PeerInfo:
-    peer_id: bytes
-    ip: str
-    port: int
-    origin: bool = False
-    complete: bool = False
-
-
 class TorrentControl:
     """One blob this host exchanges: its pieces, dispatcher and connections."""
 
@@ -67,7 +59,7 @@ class TorrentControl:
         self.torrent = torrent
         self.namespace = namespace
         self.dispatcher = dispatcher
-        self.conns: dict[bytes, PeerProtocol] = {}
+        self.conns: dict[bytes, PeerLink] = {}
         self.dialing: set[bytes] = set()
         self.spare: list[PeerInfo] = []  # peers of the last announce not dialled yet
         self.dial_until = 0  # dial spare peers while fewer connections than this are open
@@ -93,19 +85,22 @@ class AnnounceRefused(Exception):
 
 
 # announce(ctl, complete) -> Deferred[(list[PeerInfo], interval seconds)]
-Announcer = Callable[[TorrentControl, bool], Deferred[Any]]
-# seed_source(namespace, digest, info_hash) -> Deferred[Torrent | None]
-SeedSource = Callable[[str, Digest, bytes], Deferred[Any]]
-# commit(ctl) -> Deferred[Torrent]: verify a finished download and return the seeding torrent
-Committer = Callable[[TorrentControl], Deferred[Any]]
+Announcer = Callable[[TorrentControl, bool], "Deferred[tuple[list[PeerInfo], float]]"]
+# seed_source(namespace, digest, info_hash) -> Torrent | None, or a Deferred of it
+SeedSource = Callable[[str, Digest, bytes], "Deferred[Torrent | None] | Torrent | None"]
+# commit(ctl) -> (a Deferred of) the seeding torrent: verify a finished download
+Committer = Callable[[TorrentControl], "Deferred[Torrent] | Torrent"]
 
 
 class Scheduler:
+    """The host of every peer connection (a :class:`~kraken.p2p.peer.PeerHost`); it opens
+    outgoing ones through *dialer* (without one it only accepts peers)."""
+
     def __init__(
         self,
-        reactor: Any,
-        tls: TLSSettings | None,
+        reactor: IReactorTime,
         config: SchedulerConfig | None = None,
+        dialer: Dialer[TorrentControl] | None = None,
         seed_source: SeedSource | None = None,
         announcer: Announcer | None = None,
         committer: Committer | None = None,
@@ -113,11 +108,10 @@ class Scheduler:
         peer_id: bytes | None = None,
         egress: TokenBucket | None = None,
         ingress: TokenBucket | None = None,
-        connector: Callable[..., Deferred[Any]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.reactor = reactor
-        self.tls = tls
+        self.dialer = dialer
         self.config = config or SchedulerConfig()
         self.seed_source = seed_source
         self.announcer = announcer
@@ -131,9 +125,8 @@ class Scheduler:
         self.blacklist: dict[tuple[bytes, bytes], float] = {}
         self.announce_queue: deque[bytes] = deque()
         self.interval = self.config.announce_interval
-        self._connector = connector
-        self._announce_call: Any = None
-        self._tick_call: Any = None
+        self._announce_call: IDelayedCall | None = None
+        self._tick_call: IDelayedCall | None = None
         self.running = False
         self._metrics(metrics or Metrics("p2p"))
 
@@ -177,6 +170,13 @@ class Scheduler:
         if not ctl.finished and self.announcer is not None:
             self.announce_queue.append(ctl.info_hash)
             self._announce(ctl)
+        return ctl
+
+    def add_download(self, torrent: Torrent, namespace: str) -> TorrentControl:
+        """Add a download; one whose pieces are all on disk already is committed at once."""
+        ctl = self.add_torrent(torrent, namespace)
+        if torrent.complete() and not ctl.finished:
+            self._completed(ctl)
         return ctl
 
     def wait(self, ctl: TorrentControl) -> Deferred[Any]:
@@ -245,72 +245,70 @@ class Scheduler:
             )
         )
 
-    def _refuse(self, conn: PeerProtocol, why: str) -> None:
-        log.debug("refusing peer {peer}: {why}", peer=conn.peer_id.hex()[:12], why=why)
-        conn.abort(wire.E_REFUSED, why)
+    def _refuse(self, link: PeerLink, why: str) -> None:
+        log.debug("refusing peer {peer}: {why}", peer=link.peer_id.hex()[:12], why=why)
+        link.abort(wire.E_REFUSED, why)
 
-    def accept(self, conn: PeerProtocol, hs: wire.Handshake) -> Deferred[Any]:
+    def accept(self, link: PeerLink, hs: wire.Handshake) -> Deferred[TorrentControl | None]:
         """Admission of an incoming peer: fires with the blob's control, or ``None`` (refused)."""
         if self._blacklisted(hs.peer_id, hs.info_hash):
-            self._refuse(conn, "blacklisted")
+            self._refuse(link, "blacklisted")
             return succeed(None)
         ctl = self.torrents.get(hs.info_hash)
         if ctl is not None:
-            return succeed(self._admit(conn, hs, ctl))
+            return succeed(self._admit(link, hs, ctl))
         if self.seed_source is None:
-            self._refuse(conn, "unknown blob")
+            self._refuse(link, "unknown blob")
             return succeed(None)
         digest = Digest("sha256", hs.digest_hex)
         d = maybeDeferred(self.seed_source, hs.namespace, digest, hs.info_hash)
 
-        def loaded(torrent: Torrent | None) -> TorrentControl | None:
-            if torrent is None or torrent.info_hash != hs.info_hash:
-                conn.abort(wire.E_UNKNOWN_BLOB, "blob not available here (yet)")
+        def loaded(torrent: object) -> TorrentControl | None:
+            if not isinstance(torrent, Torrent) or torrent.info_hash != hs.info_hash:
+                link.abort(wire.E_UNKNOWN_BLOB, "blob not available here (yet)")
                 return None
-            return self._admit(conn, hs, self.add_torrent(torrent, hs.namespace))
+            return self._admit(link, hs, self.add_torrent(torrent, hs.namespace))
 
         return d.addCallback(loaded)
 
-    def _admit(self, conn: PeerProtocol, hs: wire.Handshake, ctl: TorrentControl) -> TorrentControl | None:
-        if conn.closed:
+    def _admit(self, link: PeerLink, hs: wire.Handshake, ctl: TorrentControl) -> TorrentControl | None:
+        if link.closed:
             return None
         if hs.peer_id == self.peer_id:
-            self._refuse(conn, "that is us")
+            self._refuse(link, "that is us")
             return None
         if hs.peer_id in ctl.conns:
-            self._refuse(conn, "already connected")
+            self._refuse(link, "already connected")
             return None
         if hs.peer_id in ctl.dialing and self.peer_id > hs.peer_id:
             # Both sides dialled each other at once: the lower peer id keeps its incoming one.
-            self._refuse(conn, "simultaneous dial")
+            self._refuse(link, "simultaneous dial")
             return None
         if ctl.open_count() >= self.config.max_open_conn:
-            self._refuse(conn, "at capacity for this blob")
+            self._refuse(link, "at capacity for this blob")
             return None
         mutual = sum(1 for n in hs.neighbours if n in ctl.conns)
         if mutual > self.config.max_mutual_conn:
-            self._refuse(conn, "too many mutual connections")
+            self._refuse(link, "too many mutual connections")
             return None
         return ctl
 
-    def activated(self, conn: PeerProtocol, ctl: TorrentControl, bitfield: Bitfield) -> None:
-        ctl.dialing.discard(conn.peer_id)
-        if conn.peer_id in ctl.conns:
-            conn.close("duplicate connection")
+    def activated(self, link: PeerLink, ctl: TorrentControl, bitfield: Bitfield) -> None:
+        ctl.dialing.discard(link.peer_id)
+        if link.peer_id in ctl.conns:
+            link.close("duplicate connection")
             return
-        ctl.conns[conn.peer_id] = conn
+        ctl.conns[link.peer_id] = link
         self.m_conns.inc()
-        ctl.dispatcher.add_peer(conn, bitfield)
+        ctl.dispatcher.add_peer(link, bitfield)
 
-    def connection_lost(self, conn: PeerProtocol) -> None:
-        ctl = conn.ctl
+    def connection_lost(self, link: PeerLink, ctl: TorrentControl | None, peer: bytes) -> None:
+        """*link* to *peer* ended (*ctl*: its blob, ``None`` if it never learnt one)."""
         if ctl is None:
             return
-        # A dial refused before the handshake never learnt the peer id: it is the one we expected.
-        peer = conn.peer_id or conn.expected_peer_id or b""
         ended = peer in ctl.dialing
         ctl.dialing.discard(peer)
-        if ctl.conns.get(peer) is conn:
+        if ctl.conns.get(peer) is link:
             del ctl.conns[peer]
             self.m_conns.dec()
             ctl.dispatcher.remove_peer(peer)
@@ -320,31 +318,27 @@ class Scheduler:
             self._dial_spare(ctl)
 
     # -- piece accounting (metrics, idleness) ---------------------------------------------------
-    def piece_received(self, conn: PeerProtocol, index: int, ok: bool | None) -> None:
-        if conn.ctl is None:
-            return
+    def piece_received(self, ctl: TorrentControl, from_origin: bool, index: int, ok: bool | None) -> None:
         if ok:
-            if conn.is_origin:
-                conn.ctl.from_origins += 1
+            if from_origin:
+                ctl.from_origins += 1
             else:
-                conn.ctl.from_agents += 1
-            self.m_pieces_in.labels("origin" if conn.is_origin else "agent").inc()
-            self.m_bytes_in.inc(conn.ctl.torrent.mi.piece_size(index))
+                ctl.from_agents += 1
+            self.m_pieces_in.labels("origin" if from_origin else "agent").inc()
+            self.m_bytes_in.inc(ctl.torrent.mi.piece_size(index))
         elif ok is None:
             self.m_pieces_dup.inc()
         else:
             self.m_pieces_bad.inc()
 
-    def piece_sent(self, conn: PeerProtocol, index: int) -> None:
-        if conn.ctl is None:
-            return
-        conn.ctl.last_read = self.reactor.seconds()
-        self.m_pieces_out.labels("origin" if conn.is_origin else "agent").inc()
-        self.m_bytes_out.inc(conn.ctl.torrent.mi.piece_size(index))
+    def piece_sent(self, ctl: TorrentControl, to_origin: bool, index: int) -> None:
+        ctl.last_read = self.reactor.seconds()
+        self.m_pieces_out.labels("origin" if to_origin else "agent").inc()
+        self.m_bytes_out.inc(ctl.torrent.mi.piece_size(index))
 
-    def penalise(self, conn: PeerProtocol, reason: str) -> None:
-        if conn.ctl is not None and conn.peer_id:
-            self._blacklist(conn.peer_id, conn.ctl.info_hash, "protocol")
+    def penalise(self, ctl: TorrentControl | None, peer_id: bytes, reason: str) -> None:
+        if ctl is not None and peer_id:
+            self._blacklist(peer_id, ctl.info_hash, "protocol")
 
     # -- blacklist -----------------------------------------------------------------------------
     def _blacklist(self, peer_id: bytes, info_hash: bytes, reason: str) -> None:
@@ -393,7 +387,7 @@ class Scheduler:
         self._dial_spare(ctl)
 
     def _dial_spare(self, ctl: TorrentControl) -> None:
-        if ctl.finished or ctl.info_hash not in self.torrents:
+        if ctl.finished or ctl.info_hash not in self.torrents or self.dialer is None:
             return
         recently = self.reactor.seconds() - self.config.redial_after
         while ctl.spare and ctl.open_count() < min(ctl.dial_until, self.config.max_open_conn):
@@ -410,23 +404,10 @@ class Scheduler:
             self._dial(ctl, peer)
 
     def _dial(self, ctl: TorrentControl, peer: PeerInfo) -> None:
-        factory = DialFactory(self, ctl, peer.peer_id)
-        if self._connector is not None:
-            d = self._connector(peer, factory)
-        else:
-            from kraken.core.endpoints import connect
+        assert self.dialer is not None
+        d = self.dialer(self, ctl, peer)
 
-            d = connect(
-                self.reactor,
-                peer.ip,
-                peer.port,
-                factory,
-                self.tls,
-                {"agent", "origin"} if self.tls is not None else None,
-                timeout=self.config.handshake_timeout,
-            )
-
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             ctl.dialing.discard(peer.peer_id)
             self._blacklist(peer.peer_id, ctl.info_hash, "dial")
             log.info("could not connect to peer {ip}:{port}: {e}", ip=peer.ip, port=peer.port, e=f.value)
@@ -473,7 +454,7 @@ class Scheduler:
                 return
             self.connect_peers(ctl, peers)
 
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             log.info("announce for {blob} failed: {e}", blob=ctl.info_hash.hex()[:12], e=f.value)
 
         d.addCallbacks(answered, failed)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 
 from kraken.p2p.scheduler import Scheduler
 
 
 class SchedulerService(Service):
-    def __init__(self, scheduler: Scheduler, on_stop: Any = None) -> None:
+    def __init__(
+        self, scheduler: Scheduler, on_stop: Callable[[], Deferred[object] | None] | None = None
+    ) -> None:
         self.scheduler = scheduler
         self.on_stop = on_stop
 
@@ -18,7 +21,7 @@ class SchedulerService(Service):
         super().startService()
         self.scheduler.start()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[object] | None:
         super().stopService()
         self.scheduler.stop()
         if self.on_stop is not None:

@@ -4,12 +4,11 @@ which congestion control carries the pieces."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 AVAILABLE = "/proc/sys/net/ipv4/tcp_available_congestion_control"
 
 
-def tcp_socket(transport: Any) -> socket.socket | None:
+def tcp_socket(transport: object) -> socket.socket | None:
     """The TCP socket under *transport* (a TLS transport wraps the TCP one), if there is one."""
     while transport is not None:
         sock = getattr(transport, "socket", None)
@@ -19,7 +18,7 @@ def tcp_socket(transport: Any) -> socket.socket | None:
     return None
 
 
-def tune(transport: Any, send_lowat: int, congestion: str) -> None:
+def tune(transport: object, send_lowat: int, congestion: str) -> None:
     """``send_lowat``: keep at most about that many unsent bytes in the kernel, so a piece
     written out has nearly left the host rather than waiting behind others (0: the kernel's
     default). ``congestion``: this connection's congestion control ("": the host's default)."""

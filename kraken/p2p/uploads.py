@@ -13,7 +13,9 @@ seconds stops counting against the limit, and the next sender in line starts.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
 
 
 class Sender(Protocol):
@@ -23,7 +25,7 @@ class Sender(Protocol):
 class UploadSlots:
     """At most ``limit`` senders stream at once (0: no limit); the others wait in arrival order."""
 
-    def __init__(self, limit: int, clock: Any, overdue: float = 2.0) -> None:
+    def __init__(self, limit: int, clock: IReactorTime, overdue: float = 2.0) -> None:
         self.limit = limit
         self.clock = clock
         self.overdue = overdue

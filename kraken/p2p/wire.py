@@ -214,7 +214,9 @@ def _parse(kind: int, body: bytes) -> Event:
         if len(body) != 4:
             raise WireError(f"message type {kind} must carry exactly a 4-byte index")
         index = _U32.unpack(body)[0]
-        return {T_REQUEST: PieceRequest, T_ANNOUNCE: AnnouncePiece, T_CANCEL: CancelPiece}[kind](index)
+        if kind == T_REQUEST:
+            return PieceRequest(index)
+        return AnnouncePiece(index) if kind == T_ANNOUNCE else CancelPiece(index)
     if kind == T_PAYLOAD:
         if len(body) != 8:
             raise WireError("PIECE_PAYLOAD header must be 8 bytes")

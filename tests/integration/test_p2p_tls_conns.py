@@ -14,10 +14,11 @@ from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.endpoints import server_endpoint
 from kraken.core.metrics import Metrics
-from kraken.p2p.conn import PeerFactory
+from kraken.p2p.conn import PeerDialer, PeerFactory
 from kraken.p2p.dispatch import DispatchConfig
 from kraken.p2p.metainfo import MetaInfo, generate
-from kraken.p2p.scheduler import PeerInfo, Scheduler, SchedulerConfig
+from kraken.p2p.peer import PeerInfo
+from kraken.p2p.scheduler import Scheduler, SchedulerConfig
 from kraken.p2p.storage import PieceStore
 from tests.support import tls_settings
 
@@ -31,9 +32,8 @@ def host(root: Path, pki: Path, role: str, name: str, **cfg: Any) -> tuple[Sched
         store.commit(ctl.torrent)
         return store.seed(ctl.torrent.mi)
 
-    scheduler = Scheduler(
-        reactor, tls_settings(pki, role), SchedulerConfig(**cfg), committer=commit, metrics=Metrics(name)
-    )
+    dialer = PeerDialer(reactor, tls_settings(pki, role))
+    scheduler = Scheduler(reactor, SchedulerConfig(**cfg), dialer, committer=commit, metrics=Metrics(name))
     return scheduler, store
 
 
@@ -56,7 +56,7 @@ async def test_refused_and_finished_connections_close(tmp_path: Path, pki: Path)
     seed_store.cas.ingest(tmp, mi.digest)
     seed_ctl = seeder.add_torrent(seed_store.seed(mi), "ns")
     endpoint, factory = server_endpoint(
-        reactor, "tls:tcp:0:interface=127.0.0.1", PeerFactory(seeder), seeder.tls, {"agent"}
+        reactor, "tls:tcp:0:interface=127.0.0.1", PeerFactory(seeder), tls_settings(pki, "origin"), {"agent"}
     )
     port = await endpoint.listen(factory)
     try:

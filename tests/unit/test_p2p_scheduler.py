@@ -18,9 +18,11 @@ from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.p2p import conn as conn_module
 from kraken.p2p import wire
+from kraken.p2p.bitfield import Bitfield
 from kraken.p2p.conn import PeerProtocol
 from kraken.p2p.metainfo import MetaInfo, generate
-from kraken.p2p.scheduler import PeerInfo, Scheduler, SchedulerConfig
+from kraken.p2p.peer import PeerHost, PeerInfo
+from kraken.p2p.scheduler import Scheduler, SchedulerConfig, TorrentControl
 from kraken.p2p.storage import PieceStore
 
 PIECE = 64 * 1024
@@ -37,7 +39,7 @@ class Host:
         self.mi = mi
         idle = cfg.pop("idle", False)
         self.scheduler = Scheduler(
-            self.reactor, None, SchedulerConfig(**cfg), seed_source=self.seed,
+            self.reactor, SchedulerConfig(**cfg), seed_source=self.seed,
             committer=self.commit, metrics=Metrics(f"t{name}"),
         )
         if idle:  # requests nothing, so connections stay open and quiet
@@ -67,6 +69,12 @@ def dial(leecher: Host, seeder: Host, ctl: Any) -> tuple[PeerProtocol, PeerProto
     return server, client, pump
 
 
+def handshake_from(conn: PeerProtocol, peer_id: bytes, mi: MetaInfo) -> None:
+    """*conn* (the side that dialled) receives the handshake of *peer_id*, which has nothing yet."""
+    conn.peer.receive([wire.Handshake(peer_id, mi.info_hash, mi.digest.hex, "ns", Bitfield(mi.num_pieces))])
+    assert conn.peer.active
+
+
 def test_leecher_downloads_from_seeder_in_memory(tmp_path: Path, blob: Any) -> None:
     mi, data = blob
     seeder = Host(tmp_path, "s", mi, data)
@@ -91,40 +99,40 @@ def test_capacity_and_blacklist_refuse_peers(tmp_path: Path, blob: Any) -> None:
     ctl_b = b.scheduler.add_torrent(b.store.open_download(mi), "ns")
     server_a, client_a, pump_a = dial(a, seeder, ctl_a)
     pump_a.flush()
-    assert client_a.active and server_a.active
+    assert client_a.peer.active and server_a.peer.active
     server_b, client_b, pump_b = dial(b, seeder, ctl_b)
     pump_b.flush()
-    assert not client_b.active and server_b.closed, "the seeder is at capacity for this blob"
-    assert client_b.closed and not ctl_b.dialing, "a refused dial frees its slot for other peers"
+    assert not client_b.peer.active and server_b.peer.closed, "the seeder is at capacity for this blob"
+    assert client_b.peer.closed and not ctl_b.dialing, "a refused dial frees its slot for other peers"
     # A blacklisted peer is refused even with room.
     seeder.scheduler.config.max_open_conn = 10
     seeder.scheduler._blacklist(b.scheduler.peer_id, mi.info_hash, "test")
     server_b, client_b, pump_b = dial(b, seeder, ctl_b)
     pump_b.flush()
-    assert not client_b.active
+    assert not client_b.peer.active
     seeder.reactor.advance(31)
     server_b, client_b, pump_b = dial(b, seeder, ctl_b)
     pump_b.flush()
-    assert client_b.active, "the blacklist entry expires after 30 s"
+    assert client_b.peer.active, "the blacklist entry expires after 30 s"
 
 
 def test_dials_half_the_free_slots_and_replaces_refused_dials(tmp_path: Path, blob: Any) -> None:
     mi, _ = blob
-    dials: list[tuple[PeerInfo, Any, Deferred[Any]]] = []
+    dials: list[tuple[PeerInfo, PeerProtocol[TorrentControl], Deferred[Any]]] = []
 
-    def connector(peer: PeerInfo, factory: Any) -> Deferred[Any]:
-        dials.append((peer, factory, Deferred()))
+    def dialer(host: PeerHost[TorrentControl], session: TorrentControl, peer: PeerInfo) -> Deferred[Any]:
+        dials.append((peer, PeerProtocol(host, session, peer.peer_id), Deferred()))
         return dials[-1][2]
 
     clock = MemoryReactorClock()
     config = SchedulerConfig(max_open_conn=10, redial_after=10)
-    scheduler = Scheduler(clock, None, config, connector=connector)
+    scheduler = Scheduler(clock, config, dialer=dialer)
     ctl = scheduler.add_torrent(PieceStore(CAStore(tmp_path / "a")).open_download(mi), "ns")
     peers = [PeerInfo(bytes([i]) * 20, f"10.0.0.{i}", 16001) for i in range(1, 13)]
     scheduler.connect_peers(ctl, peers)
     assert [p for p, _, _ in dials] == peers[:5], "half the free slots stay open for peers that dial us"
     # Refused during the handshake: the next spare peer is dialled at once.
-    scheduler.connection_lost(dials[0][1].buildProtocol(None))
+    dials[0][1].peer.connection_lost()
     assert dials[-1][0] == peers[5] and len(ctl.dialing) == 5
     # The TCP dial fails: replaced too, and the dead peer is shunned.
     dials[1][2].errback(ConnectionRefusedError())
@@ -140,8 +148,8 @@ def test_dials_half_the_free_slots_and_replaces_refused_dials(tmp_path: Path, bl
     assert [p for p, _, _ in dials[10:]] == [peers[0]], "after redial_after it may be dialled again"
     # A connection that ends makes room for the next peer standing by.
     ctl.dialing.discard(peers[2].peer_id)
-    ctl.conns[peers[2].peer_id] = SimpleNamespace(ctl=ctl, peer_id=peers[2].peer_id)  # type: ignore[assignment]
-    scheduler.connection_lost(ctl.conns[peers[2].peer_id])
+    ctl.conns[peers[2].peer_id] = SimpleNamespace(peer_id=peers[2].peer_id)  # type: ignore[assignment]
+    scheduler.connection_lost(ctl.conns[peers[2].peer_id], ctl, peers[2].peer_id)
     assert dials[-1][0] == peers[10]
 
 
@@ -152,13 +160,13 @@ def test_mutual_connection_limit(tmp_path: Path, blob: Any) -> None:
     ctl_a = a.scheduler.add_torrent(a.store.open_download(mi), "ns")
     _, client_a, pump = dial(a, seeder, ctl_a)
     pump.flush()
-    assert client_a.active
+    assert client_a.peer.active
     ctl_b = b.scheduler.add_torrent(b.store.open_download(mi), "ns")
     # b is already connected to a, which the seeder also holds: one mutual neighbour > 0.
     ctl_b.conns[a.scheduler.peer_id] = object()  # type: ignore[assignment]
     _, client_b, pump = dial(b, seeder, ctl_b)
     pump.flush()
-    assert not client_b.active
+    assert not client_b.peer.active
 
 
 def test_idle_connection_and_leecher_timeout(tmp_path: Path, blob: Any) -> None:
@@ -176,7 +184,7 @@ def test_idle_connection_and_leecher_timeout(tmp_path: Path, blob: Any) -> None:
     server.transport.loseConnection = lambda: setattr(server, "closed_by_idle", True)  # type: ignore
     for _ in range(31):
         seeder.reactor.advance(1)
-    assert getattr(server, "closed_by_idle", False) or server.closed
+    assert getattr(server, "closed_by_idle", False) or server.peer.closed
     for _ in range(61):
         leecher.reactor.advance(1)
     assert failed and "no progress" in str(failed[0].value)
@@ -191,9 +199,9 @@ def test_control_frames_wait_for_a_piece_being_streamed(tmp_path: Path, blob: An
     transport = StringTransport()
     conn.makeConnection(transport)
     transport.clear()
-    conn.send_piece(0)
+    conn.peer.send_piece(0)
     conn.pauseProducing()  # as the transport would when its buffer fills
-    conn.send_announce(3)
+    conn.peer.send_announce(3)
     conn.resumeProducing()
     events = wire.Decoder().feed(transport.value())
     kinds = [type(e).__name__ for e in events if not isinstance(e, wire.PieceChunk)]
@@ -219,14 +227,14 @@ def test_cancel_drops_queued_pieces_but_not_the_one_streaming(
     conn = PeerProtocol(seeder.scheduler, ctl, b"x" * 20)
     transport = PausingTransport()
     conn.makeConnection(transport)
-    conn.active = True
+    handshake_from(conn, b"x" * 20, mi)
     transport.clear()
     conn.resumeProducing()  # the handshake write paused us
     for index in (0, 1, 2):
-        conn.send_piece(index)  # piece 0 starts streaming, then the transport pauses us
+        conn.peer.send_piece(index)  # piece 0 starts streaming, then the transport pauses us
     for index in (0, 2):
-        conn._handle(wire.CancelPiece(index))
-    while conn._sendq:
+        conn.peer.receive([wire.CancelPiece(index)])
+    while conn.peer.sending:
         conn.resumeProducing()
     sent = [e.index for e in wire.Decoder().feed(transport.value()) if isinstance(e, wire.PiecePayload)]
     assert sent == [0, 1], "piece 0 was already streaming; piece 2 was cancelled while queued"
@@ -244,21 +252,21 @@ def test_upload_slots_stream_one_piece_at_a_time_over_all_connections(
         conn = PeerProtocol(seeder.scheduler, ctl, name * 20)
         transport = PausingTransport()
         conn.makeConnection(transport)
-        conn.active = True
+        handshake_from(conn, name * 20, mi)
         transport.clear()
         conn.resumeProducing()
         conns.append(conn)
         transports.append(transport)
     a, b, c = conns
-    a.send_piece(0)
-    b.send_piece(1)
-    c.send_piece(2)
+    a.peer.send_piece(0)
+    b.peer.send_piece(1)
+    c.peer.send_piece(2)
     assert transports[0].value() and not transports[1].value() and not transports[2].value()
-    c.close("gone")  # leaving the queue frees nothing and starts nobody
-    while a._sendq:
+    c.peer.close("gone")  # leaving the queue frees nothing and starts nobody
+    while a.peer.sending:
         a.resumeProducing()
     assert transports[1].value(), "b starts when a's piece is out"
-    while b._sendq:
+    while b.peer.sending:
         b.resumeProducing()
     events = wire.Decoder().feed(transports[1].value())
     assert [e.index for e in events if isinstance(e, wire.PiecePayload)] == [1]
