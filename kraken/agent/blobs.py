@@ -104,9 +104,8 @@ class AgentBlobs:
     @inlineCallbacks
     def _start(self, namespace: str, d: Digest) -> Any:
         assert self.scheduler is not None
-        for ctl in self.scheduler.torrents.values():
-            if ctl.torrent.digest == d:
-                return ctl
+        for ctl in self.scheduler.controls_of(d):
+            return ctl
         mi = yield self.tracker.metainfo(namespace, d)
         if self.store.cas.has(d):
             return None
@@ -117,9 +116,8 @@ class AgentBlobs:
 
     def delete(self, d: Digest) -> bool:
         assert self.scheduler is not None
-        for info_hash, ctl in list(self.scheduler.torrents.items()):
-            if ctl.torrent.digest == d:
-                self.scheduler.remove(info_hash, RuntimeError("deleted"))
+        for ctl in self.scheduler.controls_of(d):
+            self.scheduler.remove(ctl.info_hash, RuntimeError("deleted"))
         existed = self.store.cas.has(d)
         self.store.delete(d)
         return existed

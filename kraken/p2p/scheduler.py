@@ -179,6 +179,10 @@ class Scheduler:
             self._completed(ctl)
         return ctl
 
+    def controls_of(self, digest: Digest) -> list[TorrentControl]:
+        """The blobs this host exchanges whose content is *digest*."""
+        return [ctl for ctl in self.torrents.values() if ctl.torrent.digest == digest]
+
     def wait(self, ctl: TorrentControl) -> Deferred[Any]:
         """Fires with the seeding torrent once *ctl* is complete and verified."""
         if ctl.finished:
