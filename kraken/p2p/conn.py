@@ -49,14 +49,12 @@ class PeerProtocol(protocol.Protocol, Generic[S]):
         self._paused = False
         self._pump_call: IDelayedCall | None = None
         self._read_paused: IDelayedCall | None = None
-
-    @property
-    def _stream(self) -> StreamTransport:
-        return cast(StreamTransport, self.transport)
+        self._stream: StreamTransport
 
     # -- connection life ----------------------------------------------------------------------
     def connectionMade(self) -> None:
         identity = getattr(self.transport, "peer", None)
+        self._stream = cast(StreamTransport, self.transport)
         self._stream.registerProducer(self, True)
         config = self.host.config
         sockopts.tune(self.transport, config.send_lowat, config.tcp_congestion)
