@@ -166,8 +166,8 @@ class PeerConnection(Generic[S]):
         self.expected_peer_id = expected
         self.opener = session is not None
         self.state = _HANDSHAKING
-        self._peer_id = b""
-        self._is_origin = False
+        self.peer_id = b""  # learnt from the handshake
+        self.is_origin = False  # the peer's certificate names an origin
         self._backlog: list[wire.Event] = []  # events that arrived while ADMITTING
         self._writer: PieceWriter | None = None
         self._sendq: deque[int] = deque()
@@ -176,14 +176,6 @@ class PeerConnection(Generic[S]):
         self._timeout: IDelayedCall | None = None
 
     # -- the PeerLink view ------------------------------------------------------------------------
-    @property
-    def peer_id(self) -> bytes:
-        return self._peer_id
-
-    @property
-    def is_origin(self) -> bool:
-        return self._is_origin
-
     @property
     def closed(self) -> bool:
         return self.state is _CLOSED
@@ -200,7 +192,7 @@ class PeerConnection(Generic[S]):
     # -- connection life ----------------------------------------------------------------------
     def connected(self, is_origin: bool) -> None:
         """The transport is up; *is_origin*: the peer's certificate names an origin."""
-        self._is_origin = is_origin
+        self.is_origin = is_origin
         self._timeout = self.host.reactor.callLater(
             self.host.config.handshake_timeout, self.close, "handshake timed out"
         )
@@ -216,13 +208,13 @@ class PeerConnection(Generic[S]):
             self._writer.abort()
             self._writer = None
         # A dial refused before the handshake never learnt the peer id: it is the one we expected.
-        self.host.connection_lost(self, self.session, self._peer_id or self.expected_peer_id or b"")
+        self.host.connection_lost(self, self.session, self.peer_id or self.expected_peer_id or b"")
 
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.state = _CLOSED
-        log.debug("closing peer connection {peer}: {reason}", peer=self._peer_id.hex()[:12], reason=reason)
+        log.debug("closing peer connection {peer}: {reason}", peer=self.peer_id.hex()[:12], reason=reason)
         self._sendq.clear()
         self.host.uploads.release(self)
         self.io.hang_up()
@@ -237,8 +229,8 @@ class PeerConnection(Generic[S]):
     # -- receiving -----------------------------------------------------------------------------
     def wire_error(self, error: wire.WireError) -> None:
         """The peer's bytes do not decode: answer with an ERROR frame and close."""
-        log.warn("peer {peer} broke the wire protocol: {error}", peer=self._peer_id.hex()[:12], error=error)
-        self.host.penalise(self.session, self._peer_id, f"protocol error: {error}")
+        log.warn("peer {peer} broke the wire protocol: {error}", peer=self.peer_id.hex()[:12], error=error)
+        self.host.penalise(self.session, self.peer_id, f"protocol error: {error}")
         self.abort(wire.E_BAD_MESSAGE, str(error))
 
     def receive(self, events: list[wire.Event]) -> None:
@@ -256,7 +248,7 @@ class PeerConnection(Generic[S]):
             if self._writer is not None:
                 self._writer.write(event.data)
             if self.session is not None:
-                self.session.dispatcher.on_progress(self._peer_id)
+                self.session.dispatcher.on_progress(self.peer_id)
             return
         if isinstance(event, wire.Handshake):
             self._on_handshake(event)
@@ -273,38 +265,38 @@ class PeerConnection(Generic[S]):
         if isinstance(event, (wire.PieceRequest, wire.AnnouncePiece, wire.PiecePayload)) and not (
             0 <= event.index < num
         ):
-            self.host.penalise(session, self._peer_id, f"piece index {event.index} out of range")
+            self.host.penalise(session, self.peer_id, f"piece index {event.index} out of range")
             self.abort(wire.E_BAD_MESSAGE, f"piece index {event.index} out of range 0..{num - 1}")
             return
         if isinstance(event, wire.PiecePayload):
             size = session.torrent.mi.piece_size(event.index)
             if event.length != size:
-                self.host.penalise(session, self._peer_id, "wrong piece length")
+                self.host.penalise(session, self.peer_id, "wrong piece length")
                 self.abort(wire.E_BAD_MESSAGE, f"piece {event.index} has {size} bytes, not {event.length}")
                 return
             self._writer = session.torrent.begin_piece(event.index)
-            dispatcher.on_payload(self._peer_id, event.index)
+            dispatcher.on_payload(self.peer_id, event.index)
         elif isinstance(event, wire.PieceEnd):
             ok = self._writer.finish() if self._writer is not None else None
             self._writer = None
-            self.host.piece_received(session, self._is_origin, event.index, ok)
-            dispatcher.on_piece(self._peer_id, event.index, ok)
+            self.host.piece_received(session, self.is_origin, event.index, ok)
+            dispatcher.on_piece(self.peer_id, event.index, ok)
         elif isinstance(event, wire.PieceRequest):
-            dispatcher.on_request(self._peer_id, event.index)
+            dispatcher.on_request(self.peer_id, event.index)
         elif isinstance(event, wire.AnnouncePiece):
-            dispatcher.on_announce(self._peer_id, event.index)
+            dispatcher.on_announce(self.peer_id, event.index)
         elif isinstance(event, wire.Complete):
-            dispatcher.on_peer_complete(self._peer_id)
+            dispatcher.on_peer_complete(self.peer_id)
         elif isinstance(event, wire.CancelPiece):
             self._cancel(event.index)
         elif isinstance(event, wire.ErrorMessage):
-            dispatcher.on_error(self._peer_id, event.index)
+            dispatcher.on_error(self.peer_id, event.index)
 
     def _on_handshake(self, hs: wire.Handshake) -> None:
         if self.state is _ACTIVE:
             self.abort(wire.E_BAD_MESSAGE, "second handshake on an established connection")
             return
-        self._peer_id = hs.peer_id
+        self.peer_id = hs.peer_id
         if self.opener:
             assert self.session is not None
             if hs.peer_id != self.expected_peer_id or hs.info_hash != self.session.torrent.info_hash:
@@ -325,7 +317,7 @@ class PeerConnection(Generic[S]):
         if session is None or self.closed:
             return
         self.session = session
-        self.io.write(self.host.handshake_message(session, self._peer_id))
+        self.io.write(self.host.handshake_message(session, self.peer_id))
         self._activate(session, hs)
         self.receive(backlog)
 
@@ -424,5 +416,5 @@ class PeerConnection(Generic[S]):
             if self._held:
                 self.io.write_frames(self._held)
                 self._held = []
-            self.host.piece_sent(session, self._is_origin, index)
+            self.host.piece_sent(session, self.is_origin, index)
         return True
