@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, cast
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTCP
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -166,7 +166,7 @@ class DialFactory(protocol.Factory, Generic[S]):
 class PeerDialer:
     """Opens outgoing peer connections (over mutual TLS when *tls* is set) for a scheduler."""
 
-    def __init__(self, reactor: IReactorTCP, tls: TLSSettings | None) -> None:
+    def __init__(self, reactor: IReactorTime, tls: TLSSettings | None) -> None:
         self.reactor = reactor
         self.tls = tls
 

@@ -12,7 +12,7 @@ from kraken.p2p.scheduler import Scheduler
 
 class SchedulerService(Service):
     def __init__(
-        self, scheduler: Scheduler, on_stop: Callable[[], Deferred[object] | None] | None = None
+        self, scheduler: Scheduler, on_stop: Callable[[], Deferred[None] | None] | None = None
     ) -> None:
         self.scheduler = scheduler
         self.on_stop = on_stop
@@ -21,7 +21,7 @@ class SchedulerService(Service):
         super().startService()
         self.scheduler.start()
 
-    def stopService(self) -> Deferred[object] | None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self.scheduler.stop()
         if self.on_stop is not None:
