@@ -11,6 +11,7 @@ from typing import cast
 
 from twisted.internet.interfaces import (
     IReactorCore,
+    IReactorFDSet,
     IReactorPluggableNameResolver,
     IReactorSSL,
     IReactorTCP,
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import (
 
 class IServerReactor(
     IReactorCore,
+    IReactorFDSet,
     IReactorTime,
     IReactorTCP,
     IReactorUNIX,
@@ -29,7 +31,7 @@ class IServerReactor(
     IReactorThreads,
     IReactorPluggableNameResolver,
 ):
-    """Everything a kraken server asks of its reactor: time, TCP/UNIX/TLS, threads, names."""
+    """Everything a kraken server asks of its reactor: time, TCP/UNIX/TLS, threads, names, writers."""
 
 
 def default_reactor() -> IServerReactor:

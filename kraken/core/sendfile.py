@@ -35,6 +35,8 @@ from twisted.web import static
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from kraken.core.reactor import IServerReactor
+
 log = Logger(namespace="kraken.core.sendfile")
 
 MIN_SIZE = 512 * 1024
@@ -70,7 +72,7 @@ def _pump(sock: int, fd: int, offset: int, length: int, flag: _Cancelled) -> int
 class SendfileSender:
     """Sends blob bodies with ``os.sendfile`` while one of *workers* threads is free."""
 
-    def __init__(self, reactor: Any, workers: int = 4) -> None:
+    def __init__(self, reactor: IServerReactor, workers: int = 4) -> None:
         self.reactor = reactor
         self.workers = workers
         self.active = 0
@@ -83,7 +85,6 @@ class SendfileSender:
             and self.active < self.workers
             and isinstance(transport, tcp.Connection)
             and hasattr(os, "sendfile")
-            and hasattr(transport, "dataBuffer")
         )
 
     def _start_pool(self) -> ThreadPool:
@@ -103,7 +104,8 @@ class SendfileSender:
         sock = -1
         try:
             request.write(b"")
-            while len(transport.dataBuffer) - transport.offset or transport._tempDataLen:
+            # A transport with bytes still buffered stays registered as a writer until it drains.
+            while transport in self.reactor.getWriters():
                 if flag.stop:
                     return
                 await deferLater(self.reactor, 0.001, lambda: None)
