@@ -19,6 +19,7 @@ from twisted.web.server import Site
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import IServerReactor
 from kraken.core.tls import TLSSettings
 from kraken.registry.api import RegistryResource
 from kraken.registry.coalesce import FreshCoalescer
@@ -115,7 +116,7 @@ def make_agent_registry(
     allow_cidrs: list[str],
     tls: TLSSettings | None,
     metrics: Metrics,
-    reactor: Any,
+    reactor: IServerReactor,
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None

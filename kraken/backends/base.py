@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
+from kraken.core.reactor import IServerReactor, default_reactor
+
 
 class BlobNotFound(Exception):
     """The backend has no blob of that name."""
@@ -53,7 +55,7 @@ BACKEND_TYPES: dict[str, str] = {
 }
 
 
-def make_backend(config: dict[str, Any], reactor: Any = None) -> Backend:
+def make_backend(config: dict[str, Any], reactor: IServerReactor | None = None) -> Backend:
     """Build the backend that *config* (``{"type": ..., ...}``) describes."""
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError("backend config must be a mapping with a 'type' key")
@@ -64,9 +66,7 @@ def make_backend(config: dict[str, Any], reactor: Any = None) -> Backend:
     module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
+        reactor = default_reactor()
     return factory({k: v for k, v in config.items() if k != "type"}, reactor)
 
 
@@ -87,7 +87,9 @@ class BackendRouter:
         self.routes = routes
 
     @classmethod
-    def from_config(cls, entries: list[dict[str, Any]], reactor: Any = None) -> BackendRouter:
+    def from_config(
+        cls, entries: list[dict[str, Any]], reactor: IServerReactor | None = None
+    ) -> BackendRouter:
         routes = []
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "backend" not in entry:

@@ -17,14 +17,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from kraken.backends.base import BackendError, BlobNotFound
+from kraken.core.reactor import IServerReactor, default_reactor
 
 
 class FilesystemBackend:
-    def __init__(self, root: str | Path, reactor: Any = None) -> None:
+    def __init__(self, root: str | Path, reactor: IServerReactor | None = None) -> None:
         if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+            reactor = default_reactor()
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.reactor = reactor
@@ -94,7 +93,7 @@ class FilesystemBackend:
         return self._run(self._list, prefix)
 
 
-def from_config(config: dict[str, Any], reactor: Any) -> FilesystemBackend:
+def from_config(config: dict[str, Any], reactor: IServerReactor) -> FilesystemBackend:
     unknown = set(config) - {"root"}
     if unknown or "root" not in config:
         raise ValueError(f"fs backend takes exactly one key, root (got {sorted(config)})")

@@ -23,11 +23,13 @@ import treq
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.web.client import FileBodyProducer, HTTPConnectionPool
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
 from kraken.backends.base import BackendError, BlobNotFound
 from kraken.core.files import FileWindow, write_into
+from kraken.core.reactor import IServerReactor
 
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 MiB = 1024 * 1024
@@ -43,7 +45,7 @@ class _PresetPayloadAuth(S3SigV4Auth):
 class S3Backend:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServerReactor,
         bucket: str,
         endpoint_url: str,
         region: str = "us-east-1",
@@ -65,6 +67,7 @@ class S3Backend:
         self.part_size = part_size
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 8
+        self.http = HTTPClient(Agent(reactor, pool=self.pool))
 
     def _url(self, key: str = "", query: str = "") -> str:
         url = f"{self.endpoint}/{self.bucket}"
@@ -90,15 +93,7 @@ class S3Backend:
         request.context["payload_hash"] = payload_hash
         _PresetPayloadAuth(self.credentials, "s3", self.region).add_auth(request)
         signed = {k: [v] for k, v in request.headers.items()}
-        return treq.request(
-            method,
-            url,
-            headers=signed,
-            data=body,
-            pool=self.pool,
-            unbuffered=unbuffered,
-            reactor=self.reactor,
-        )
+        return self.http.request(method, url, headers=signed, data=body, unbuffered=unbuffered)
 
     @inlineCallbacks
     def _fail(self, response: Any, name: str) -> Any:
@@ -232,7 +227,7 @@ _KEYS = {
 }
 
 
-def from_config(config: dict[str, Any], reactor: Any) -> S3Backend:
+def from_config(config: dict[str, Any], reactor: IServerReactor) -> S3Backend:
     unknown = set(config) - _KEYS
     if unknown:
         raise ValueError(f"s3 backend: unknown keys {sorted(unknown)}; known: {sorted(_KEYS)}")

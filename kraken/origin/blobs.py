@@ -19,6 +19,7 @@ from kraken.backends.base import BackendRouter, BlobNotFound
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import IServerReactor
 from kraken.origin.writeback import WriteBackQueue
 from kraken.p2p.metainfo import MetaInfo, generate, piece_length_for
 from kraken.p2p.storage import METAINFO, PieceStore, Torrent
@@ -38,7 +39,7 @@ class FetchFailed(Exception):
 class OriginBlobs:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IServerReactor,
         cas: CAStore,
         backends: BackendRouter,
         piece_lengths: dict[int, int],

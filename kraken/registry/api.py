@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from kraken.core.digest import Digest
 from kraken.core.http import Response
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender, send_body
 from kraken.registry import manifests as mf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
@@ -86,7 +87,7 @@ class RegistryResource(Resource):
         metrics: Metrics,
         read_only_hint: str = "this registry is read-only",
         allow_cidrs: Sequence[str] | None = None,
-        reactor: Any = None,
+        reactor: IServerReactor | None = None,
         sendfile_workers: int = 4,
     ) -> None:
         super().__init__()
