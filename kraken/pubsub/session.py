@@ -34,17 +34,18 @@ class Session:
         if self.closing:
             return b""
         out: list[bytes] = []
-        for event in self.parser.feed(data):
-            if isinstance(event, wire.Set):
-                out.append(self._set(event))
-            elif isinstance(event, wire.Get):
-                out.append(self._get(event))
-            elif isinstance(event, wire.Quit):
-                self.closing = True
-            else:
-                out.append(self._refuse(event.reply, event.reason))
-            if self.closing:
-                break
+        try:
+            for event in self.parser.feed(data):
+                if isinstance(event, wire.Set):
+                    out.append(self._set(event))
+                elif isinstance(event, wire.Get):
+                    out.append(self._get(event))
+                else:
+                    self.closing = True
+                if self.closing:
+                    break
+        except wire.MalformedCommand as e:
+            out.append(self._refuse(e.reply, e.reason))
         self.router.flush()
         return b"".join(out)
 

@@ -1,20 +1,23 @@
 """The memcached-text-protocol codec of kraken-pubsub, without any I/O.
 
-:class:`CommandParser` turns the bytes a client sends into :class:`Get`, :class:`Set`,
-:class:`Quit` and :class:`Malformed` events; the helpers below parse the data blocks of
+:class:`CommandParser` turns the bytes a client sends into :class:`Get`, :class:`Set` and
+:class:`Quit` events; the helpers below parse the data blocks of
 ``set publish|subscribe|retro_subscribe`` and serialise ``MESSAGE`` records and replies.
 :class:`ReplyParser` is the client side: server bytes to replies.
 
-Valid input gives the original server's bytes exactly. Malformed input gives a
-:class:`Malformed` event carrying the reply to send before closing (the original closed
+Valid input gives the original server's bytes exactly. A malformed command raises
+:class:`MalformedCommand` carrying the reply to send before closing (the original closed
 most such connections silently); after it the parser ignores further input.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
+
+from kraken.core import wire
 
 CRLF = b"\r\n"
 STORED = b"STORED\r\n"
@@ -40,8 +43,16 @@ _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
 Record = tuple[list[bytes], bytes]
 
 
-class WireError(ValueError):
-    """A data block or reply that does not follow the protocol; the message says why."""
+class WireError(wire.WireError):
+    """A command, data block or reply that does not follow the protocol; the reason says why."""
+
+
+class MalformedCommand(WireError):
+    """Input the server cannot accept: send :attr:`reply`, then close."""
+
+    def __init__(self, reply: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
 
 
 @dataclass(slots=True)
@@ -60,15 +71,7 @@ class Quit:
     pass
 
 
-@dataclass(slots=True)
-class Malformed:
-    """Input the server cannot accept: send ``reply``, then close."""
-
-    reply: bytes
-    reason: str
-
-
-Event = Get | Set | Quit | Malformed
+Event = Get | Set | Quit
 
 
 def client_error(reason: str) -> bytes:
@@ -84,7 +87,12 @@ def _tokens(rest: bytes) -> list[bytes]:
 
 
 class CommandParser:
-    """Bytes from a client in, command events out; arbitrary segmentation and pipelining."""
+    """Bytes from a client in, command events out; arbitrary segmentation and pipelining.
+
+    :meth:`feed` returns an iterator over the commands the bytes complete; a malformed one
+    raises :class:`MalformedCommand` from it, after the commands before it. Iterate each
+    feed's commands before feeding more.
+    """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_value: int = DEFAULT_MAX_VALUE) -> None:
         self.max_line = max_line
@@ -93,99 +101,99 @@ class CommandParser:
         self._pending: tuple[bytes, int] | None = None
         self.failed = False
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes) -> Iterator[Event]:
         if self.failed:
-            return []
+            return iter(())
+        self._buf += data
+        return self._commands()
+
+    def _commands(self) -> Iterator[Event]:
         buf = self._buf
-        buf += data
-        events: list[Event] = []
         pos = 0
         size = len(buf)
-        while True:
-            pending = self._pending
-            if pending is not None:
-                key, count = pending
-                end = pos + count
-                if size < end + 2:
-                    break
-                if not buf.startswith(CRLF, end):
-                    events.append(self._fail("bad data chunk", "data block not followed by CRLF"))
-                    break
-                events.append(Set(key, bytes(buf[pos:end])))
-                self._pending = None
-                pos = end + 2
-                continue
-            fast = _SET_LINE.match(buf, pos)
-            if fast is not None and fast.end() - pos <= self.max_line:
-                key, count_text = fast.groups()
-                count = int(count_text)
-                if count <= self.max_value:
-                    self._pending = (key, count)
-                    pos = fast.end()
+        try:
+            while True:
+                pending = self._pending
+                if pending is not None:
+                    key, count = pending
+                    end = pos + count
+                    if size < end + 2:
+                        break
+                    if not buf.startswith(CRLF, end):
+                        self._fail("bad data chunk", "data block not followed by CRLF")
+                    self._pending = None
+                    start, pos = pos, end + 2
+                    yield Set(key, bytes(buf[start:end]))
                     continue
-            eol = buf.find(b"\n", pos)
-            if eol < 0:
-                if size - pos > self.max_line:
-                    events.append(self._fail("line too long", f"no LF within {self.max_line} bytes"))
-                break
-            if eol - pos >= self.max_line:
-                events.append(self._fail("line too long", f"command line over {self.max_line} bytes"))
-                break
-            line = bytes(buf[pos : eol + 1])
-            pos = eol + 1
-            event = self._command(line)
-            if event is not None:
-                events.append(event)
-                if isinstance(event, (Malformed, Quit)):
-                    self.failed = True
+                fast = _SET_LINE.match(buf, pos)
+                if fast is not None and fast.end() - pos <= self.max_line:
+                    key, count_text = fast.groups()
+                    count = int(count_text)
+                    if count <= self.max_value:
+                        self._pending = (key, count)
+                        pos = fast.end()
+                        continue
+                eol = buf.find(b"\n", pos)
+                if eol < 0:
+                    if size - pos > self.max_line:
+                        self._fail("line too long", f"no LF within {self.max_line} bytes")
                     break
-        if self.failed:
-            buf.clear()
-        elif pos:
-            del buf[:pos]
-        return events
+                if eol - pos >= self.max_line:
+                    self._fail("line too long", f"command line over {self.max_line} bytes")
+                line = bytes(buf[pos : eol + 1])
+                pos = eol + 1
+                event = self._command(line)
+                if event is not None:
+                    if isinstance(event, Quit):
+                        self.failed = True
+                        yield event
+                        return
+                    yield event
+        finally:
+            if self.failed:
+                buf.clear()
+            elif pos:
+                del buf[:pos]
 
-    def _fail(self, reply_reason: str, reason: str) -> Malformed:
+    def _fail(self, reply_reason: str, reason: str) -> NoReturn:
+        self._refuse(client_error(reply_reason), reason)
+
+    def _refuse(self, reply: bytes, reason: str) -> NoReturn:
         self.failed = True
-        return Malformed(client_error(reply_reason), reason)
+        raise MalformedCommand(reply, reason)
 
     def _command(self, line: bytes) -> Event | None:
         if not line.endswith(CRLF):
-            return self._fail("line must end with CRLF", f"LF-only line {line[:40]!r}")
+            self._fail("line must end with CRLF", f"LF-only line {line[:40]!r}")
         body = line[:-2]
         if body == b"quit":
             return Quit()
         if body.startswith(b"get "):
             tokens = _tokens(body[4:])
             if len(tokens) != 1 or not tokens[0]:
-                return self._fail("bad command line format", "get takes exactly one key")
+                self._fail("bad command line format", "get takes exactly one key")
             if tokens[0] not in GET_KEYS:
-                self.failed = True
-                return Malformed(ERROR, f"unknown get key {tokens[0][:40]!r}")
+                self._refuse(ERROR, f"unknown get key {tokens[0][:40]!r}")
             return Get(tokens[0])
         if body.startswith(b"set "):
             tokens = _tokens(body[4:])
             if len(tokens) == 5 and tokens[4] == b"noreply":
-                return self._fail("noreply is not supported", "set with noreply")
+                self._fail("noreply is not supported", "set with noreply")
             if len(tokens) != 4 or not all(tokens[:3]):
-                return self._fail("bad command line format", "set takes <key> <flags> <exptime> <bytes>")
+                self._fail("bad command line format", "set takes <key> <flags> <exptime> <bytes>")
             key, _flags, _exptime, count_text = tokens
             if key not in SET_KEYS:
-                self.failed = True
-                return Malformed(ERROR, f"unknown set key {key[:40]!r}")
+                self._refuse(ERROR, f"unknown set key {key[:40]!r}")
             if not _COUNT.match(count_text):
-                return self._fail("bad data chunk", f"byte count {count_text[:40]!r} is not a number")
+                self._fail("bad data chunk", f"byte count {count_text[:40]!r} is not a number")
             count = int(count_text)
             if count < 0:
-                return self._fail("bad data chunk", f"negative byte count {count}")
+                self._fail("bad data chunk", f"negative byte count {count}")
             if count > self.max_value:
-                return self._fail(
-                    f"value of {count} bytes is over the limit of {self.max_value}", "value too large"
-                )
+                self._fail(f"value of {count} bytes is over the limit of {self.max_value}", "value too large")
             self._pending = (key, count)
             return None
-        self.failed = True
-        return Malformed(ERROR, f"unknown command {body[:40]!r}")
+        self._refuse(ERROR, f"unknown command {body[:40]!r}")
 
 
 def parse_topics(data: bytes) -> list[bytes]:

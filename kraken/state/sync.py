@@ -54,18 +54,20 @@ class SyncProtocol(Protocol):
             self.transport.write(encode(kind, body))
 
     def dataReceived(self, data: bytes) -> None:
-        for item in self.decoder.feed(data):
-            if isinstance(item, WireError):
-                self.refuse(f"protocol error: {item.message}")
-                return
-            self._heard()
-            try:
-                self.received(item)
-            except ModelError as e:
-                self.refuse(f"bad {item.kind.name}: {e}")
-                return
-            if self.closed:
-                return
+        if self.closed:
+            return
+        try:
+            for message in self.decoder.feed(data):
+                self._heard()
+                try:
+                    self.received(message)
+                except ModelError as e:
+                    self.refuse(f"bad {message.kind.name}: {e}")
+                    return
+                if self.closed:
+                    return
+        except WireError as e:
+            self.refuse(f"protocol error: {e.reason}")
 
     def received(self, message: Message) -> None:
         raise NotImplementedError

@@ -2,16 +2,20 @@
 
 A frame is a 4-byte big-endian body length, then the body: one kind byte and a UTF-8 JSON
 object. Frames over :data:`MAX_FRAME` bytes, unknown kinds and bodies that are not JSON objects
-are protocol errors; the decoder reports the first one and stops.
+are protocol errors: the decoder raises :class:`WireError` for the first one and ignores any
+input after it.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NoReturn
+
+from kraken.core import wire
 
 MAX_FRAME = 1 << 20
 _LEN = struct.Struct(">I")
@@ -31,9 +35,8 @@ class Message:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class WireError:
-    message: str
+class WireError(wire.WireError):
+    """A frame that breaks the sync protocol; the adapter answers it with an ERROR frame."""
 
 
 def encode(kind: Kind, body: dict[str, Any]) -> bytes:
@@ -44,41 +47,44 @@ def encode(kind: Kind, body: dict[str, Any]) -> bytes:
 
 
 class Decoder:
-    """Feed bytes, get :class:`Message` and at most one :class:`WireError` back."""
+    """Feed bytes, iterate the :class:`Message` events they complete.
+
+    The first malformed frame raises :class:`WireError` from the iteration, after the messages
+    that came before it; from then on the decoder ignores its input.
+    """
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.failed = False
 
-    def feed(self, data: bytes) -> list[Message | WireError]:
-        if self.failed:
-            return []
-        self._buf += data
-        out: list[Message | WireError] = []
-        while len(self._buf) >= 4:
+    def feed(self, data: bytes) -> Iterator[Message]:
+        if not self.failed:
+            self._buf += data
+        return self._messages()
+
+    def _messages(self) -> Iterator[Message]:
+        while not self.failed and len(self._buf) >= 4:
             (size,) = _LEN.unpack_from(self._buf)
             if size == 0 or size > self.max_frame:
-                return self._fail(out, f"frame length {size} outside 1..{self.max_frame}")
+                self._fail(f"frame length {size} outside 1..{self.max_frame}")
             if len(self._buf) < 4 + size:
-                break
+                return
             body = bytes(self._buf[4 : 4 + size])
             del self._buf[: 4 + size]
             try:
                 kind = Kind(body[0])
             except ValueError:
-                return self._fail(out, f"unknown message kind {body[0]}")
+                self._fail(f"unknown message kind {body[0]}")
             try:
                 value = json.loads(body[1:])
             except (UnicodeDecodeError, ValueError):
-                return self._fail(out, f"{kind.name} body is not JSON")
+                self._fail(f"{kind.name} body is not JSON")
             if not isinstance(value, dict):
-                return self._fail(out, f"{kind.name} body is not a JSON object")
-            out.append(Message(kind, value))
-        return out
+                self._fail(f"{kind.name} body is not a JSON object")
+            yield Message(kind, value)
 
-    def _fail(self, out: list[Message | WireError], message: str) -> list[Message | WireError]:
+    def _fail(self, reason: str) -> NoReturn:
         self.failed = True
         self._buf.clear()
-        out.append(WireError(message))
-        return out
+        raise WireError(reason)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kraken.core.wire import WireError
 from kraken.pubsub import wire
 from kraken.pubsub.testing import Harness
 
@@ -135,6 +136,40 @@ def test_queue_overflow_drops_oldest_and_counts() -> None:
     assert [p for _, p in got[0].records()] == [b"%020d" % 2]
 
 
+def parse_all(
+    parser: wire.CommandParser, data: bytes, cut: int
+) -> tuple[list[wire.Event], tuple[bytes, str] | None]:
+    """Feed *data* in *cut*-byte pieces: the commands, and the refusal's (reply, reason) if any."""
+    events: list[wire.Event] = []
+    try:
+        for i in range(0, len(data), cut):
+            events.extend(parser.feed(data[i : i + cut]))
+    except wire.MalformedCommand as e:
+        return events, (e.reply, e.reason)
+    return events, None
+
+
+def test_a_malformed_command_raises_after_the_commands_before_it_and_ends_the_parser() -> None:
+    parser = wire.CommandParser()
+    commands = parser.feed(b"get messages\r\nset subscribe 0 0 1\r\na\r\nstats\r\nget messages\r\n")
+    assert next(commands) == wire.Get(b"messages")
+    assert next(commands) == wire.Set(b"subscribe", b"a")
+    with pytest.raises(wire.MalformedCommand) as raised:
+        next(commands)
+    assert raised.value.reply == b"ERROR\r\n" and "unknown command" in raised.value.reason
+    assert isinstance(raised.value, WireError) and parser.failed
+    assert list(parser.feed(b"get messages\r\n")) == []
+
+
+def test_quit_ends_the_parser() -> None:
+    parser = wire.CommandParser()
+    assert list(parser.feed(b"get messages\r\nquit\r\nget messages\r\n")) == [
+        wire.Get(b"messages"),
+        wire.Quit(),
+    ]
+    assert parser.failed and list(parser.feed(b"get messages\r\n")) == []
+
+
 # --- fuzz ------------------------------------------------------------------------------------
 
 _tokens = st.sampled_from(
@@ -152,8 +187,7 @@ def test_fuzzed_input_never_crashes_and_bystanders_are_unaffected(data: bytes, c
     good, pub, bad = h.connect(), h.connect(), h.connect()
     good.send(b"set subscribe 0 0 1\r\na\r\n")
     bad.send(data, chunk=cut)
-    for chunk in range(0, len(data), cut):
-        wire.CommandParser().feed(data[chunk : chunk + cut])
+    parse_all(wire.CommandParser(), data, cut)
     pub.send(wire.set_command(b"publish", wire.record([b"a"], b"hello")))
     assert good.send(b"get messages\r\n") == b"VALUE messages 0 18\r\nMESSAGE a 5\r\nhello\r\nEND\r\n"
 
@@ -181,11 +215,7 @@ def test_publish_body_parser_accepts_or_raises_wire_error(body: bytes) -> None:
 def test_publish_round_trip_through_the_command_parser(records: list, cut: int) -> None:
     body = wire.publish_body(records)
     data = wire.set_command(b"publish", body)
-    parser = wire.CommandParser()
-    events = []
-    for i in range(0, len(data), cut):
-        events += parser.feed(data[i : i + cut])
-    assert events == [wire.Set(b"publish", body)]
+    assert parse_all(wire.CommandParser(), data, cut) == ([wire.Set(b"publish", body)], None)
     assert wire.parse_publish(body) == [(list(t), p) for t, p in records]
 
 
@@ -257,16 +287,12 @@ _set_lines = st.tuples(
 def test_fast_set_line_path_agrees_with_the_general_parser(data: bytes, cut: int) -> None:
     import re
 
-    def events(fast: bool) -> list:
+    def events(fast: bool) -> tuple[list[wire.Event], tuple[bytes, str] | None]:
         saved = wire._SET_LINE
         if not fast:
             wire._SET_LINE = re.compile(rb"(?!)")
         try:
-            parser = wire.CommandParser(max_line=100, max_value=10**6)
-            out = []
-            for i in range(0, len(data), cut):
-                out += parser.feed(data[i : i + cut])
-            return out
+            return parse_all(wire.CommandParser(max_line=100, max_value=10**6), data, cut)
         finally:
             wire._SET_LINE = saved
 

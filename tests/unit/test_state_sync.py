@@ -37,8 +37,8 @@ def connect_child(factory: SyncServerFactory, name: str = "kr1") -> tuple[Any, S
     return link, transport
 
 
-def received(transport: StringTransport) -> list[Any]:
-    out = Decoder().feed(transport.value())
+def received(transport: StringTransport) -> list[Message]:
+    out = list(Decoder().feed(transport.value()))
     transport.clear()
     return out
 
@@ -90,6 +90,18 @@ def test_parent_refuses_impostors_strangers_and_garbage() -> None:
         (error,) = received(transport)
         assert error.kind is Kind.ERROR and message in error.body["message"], (name, error)
         assert transport.disconnecting and state.store.dsc[KID].run_state is RunState.UNKNOWN
+
+
+def test_a_malformed_frame_after_a_good_one_is_answered_after_it_is_handled() -> None:
+    _, state, factory = parent_rig()
+    link, transport = connect_child(factory)
+    link.dataReceived(encode(Kind.HELLO, {"id": KID}) + b"\x00\x00\x00\x02\x09{")
+    welcome, error = received(transport)
+    assert welcome.kind is Kind.WELCOME and state.store.dsc[KID].run_state is RunState.SYNC
+    assert error == Message(Kind.ERROR, {"message": "protocol error: unknown message kind 9"})
+    assert transport.disconnecting
+    link.dataReceived(encode(Kind.DSC, {"node": {"id": KID, "busy": "BUSY"}}))
+    assert transport.value() == b"" and state.store.dsc[KID].busy is Busy.FREE
 
 
 def test_a_dsc_for_another_node_is_refused() -> None:
