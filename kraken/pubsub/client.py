@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from kraken.core.endpoints import connect
@@ -32,6 +32,8 @@ class PubSubError(Exception):
 
 
 class PubSubClient(Protocol):
+    transport: ITransport
+
     def __init__(self) -> None:
         self._parser = wire.ReplyParser()
         self._waiting: deque[Deferred[wire.Reply]] = deque()
@@ -54,7 +56,7 @@ class PubSubClient(Protocol):
             else:
                 d.callback(reply)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(reason)
@@ -97,7 +99,7 @@ class PubSubClient(Protocol):
 
 
 def connect_client(
-    reactor: Any, host: str, port: int, tls: TLSSettings | None = None
+    reactor: IReactorTime, host: str, port: int, tls: TLSSettings | None = None
 ) -> Deferred[PubSubClient]:
     """Connect (mutual TLS when *tls* is given); fires with the ready :class:`PubSubClient`."""
     return connect(reactor, host, port, Factory.forProtocol(PubSubClient), tls)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from operator import itemgetter
 
 
-class Entry(tuple):  # type: ignore[type-arg]
+class Entry(tuple):
     """One published record as one shard saw it: its topics in that shard, in publish order.
 
     Built as ``Entry((seq, time, shard, topics, payload, publisher))``: a tuple, because one is

@@ -15,8 +15,7 @@ every other router operation flushes first, so ordering is never affected.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
-
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
@@ -46,7 +45,7 @@ class Router:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         shards: int = 4,
         retained_per_shard: int = 10000,
         fanout_to_warn: int = 1000,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.router import Router
 from kraken.pubsub.session import Session
@@ -36,11 +37,15 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
     full and it pauses us), we stop reading its commands."""
 
     factory: MemcachedFactory
+    transport: IStreamTransport
     session: Session | None = None
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """The idle timer runs on the factory's clock."""
+        return self.factory.clock.callLater(period, func)
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.callLater = factory.clock.callLater
         factory.open += 1
         if factory.open > factory.limits.max_clients:
             factory.rejected += 1
@@ -99,7 +104,7 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         self.factory.idle_closed += 1
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         self.factory.open -= 1
         if self.session is not None:
@@ -107,11 +112,11 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
             self.session = None
 
 
-class MemcachedFactory(Factory):
+class MemcachedFactory(Factory[MemcachedProtocol]):
     protocol = MemcachedProtocol
     noisy = False
 
-    def __init__(self, router: Router, clock: Any, limits: Limits | None = None) -> None:
+    def __init__(self, router: Router, clock: IReactorTime, limits: Limits | None = None) -> None:
         self.router = router
         self.clock = clock
         self.limits = limits or Limits()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -19,7 +20,9 @@ class Conn:
     def __init__(self, harness: Harness, port: int) -> None:
         self.harness = harness
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
-        self.protocol: MemcachedProtocol = harness.factory.buildProtocol(self.transport.getPeer())
+        protocol = harness.factory.buildProtocol(self.transport.getPeer())
+        assert protocol is not None
+        self.protocol: MemcachedProtocol = protocol
         self.protocol.makeConnection(self.transport)
         self.lost = False
 
@@ -52,7 +55,7 @@ class Conn:
     def close(self) -> None:
         if not self.lost:
             self.lost = True
-            self.protocol.connectionLost(None)
+            self.protocol.connectionLost(connectionDone)
 
 
 class Harness:

@@ -24,11 +24,14 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kraken.core.tls import SeesTLSLayer
+from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.router import Router
 from kraken.pubsub.subscriber import Subscriber
@@ -53,7 +56,7 @@ class PushSubscriber(Subscriber):
         self.counts: list[int] = []
         self.size = 0
         self.max_bytes = max_bytes
-        self._flush_call: Any = None
+        self._flush_call: IDelayedCall | None = None
         self.paused = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
@@ -112,8 +115,11 @@ def _topics(message: dict[str, Any]) -> list[bytes]:
     return [t.encode("utf-8") for t in topics]
 
 
-class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):
+# autobahn's own bases disagree on the types of ``peer`` and its private transport details;
+# mypy reports that on every class that mixes another base in.
+class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
     factory: PushFactory
+    transport: IStreamTransport
     client: PushSubscriber | None = None
     counted = False
 
@@ -126,7 +132,7 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):
         factory.open += 1
         self.counted = True
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         if self.counted:
             self.counted = False
@@ -202,12 +208,14 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):
 
 
 class PushFactory(WebSocketServerFactory):
-    protocol = PushProtocol
+    # autobahn's factories are not generic in their protocol, so Twisted's Factory[P] cannot
+    # see that PushProtocol's factory is this class.
+    protocol = PushProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
         router: Router,
-        clock: Any,
+        clock: IReactorTime,
         max_queue_bytes: int,
         max_message: int,
         max_clients: int = 1000,

@@ -12,11 +12,15 @@ from the failed state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.state import model
 from kraken.state.events import (
@@ -41,7 +45,7 @@ class ActivePath:
     chain: list[Edge]
     cur: int = 0
     seen: set[str] = field(default_factory=set)
-    timer: Any = None
+    timer: IDelayedCall | None = None
     complete: bool = False
     fired: bool = False
 
@@ -76,13 +80,13 @@ class Engine:
         self,
         store: StateStore,
         bus: EventBus,
-        clock: Any,
+        clock: IReactorTime,
         modules: list[Module],
         self_id: str,
         full_state: bool = True,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         retry_delay: float = 10.0,
-        metrics: Any = None,
+        metrics: Mapping[str, Counter] | None = None,
         sse_mutations: list[Mutation] | None = None,
     ) -> None:
         self.store = store
@@ -101,7 +105,7 @@ class Engine:
         self.frozen = True
         self._started: dict[str, str] = {}  # si -> "starting" | "running" | "failed"
         self._parked: dict[str, set[str]] = {}
-        self._retries: dict[str, Any] = {}
+        self._retries: dict[str, IDelayedCall] = {}
         self._stuck: dict[str, Any] = {}  # node -> the (state, target) already logged as unreachable
         self.mutations_fired = 0
         self.metrics = metrics
@@ -384,7 +388,7 @@ class Engine:
             if ap is not None and not ap.complete and not ap.fired and ap.step.mutation.si == si:
                 self._start_step(node_id, ap)
 
-    def _module_failed(self, si: str, failure: Any) -> None:
+    def _module_failed(self, si: str, failure: Failure) -> None:
         self._started[si] = "failed"
         self._record_service(si, ServiceState.ERROR)
         log.error("module {si} failed to start: {why}", si=si, why=failure.getErrorMessage())

@@ -11,7 +11,7 @@ import copy
 import uuid
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_ID = "123e4567-e89b-12d3-a456-426655440000"
 TYPE_PREFIX = "type.googleapis.com/"
@@ -156,10 +156,11 @@ FIELDS: dict[str, tuple[str, type[IntEnum] | None, str]] = {
     "Busy": ("busy", Busy, "busy"),
 }
 _JSON_FIELDS = {json_name: (attr, enum) for attr, enum, json_name in FIELDS.values()}
+E = TypeVar("E", bound=IntEnum)
 _SERVICE_FIELDS = {"Module": "module", "State": "state", "Config": "config", "ErrorMsg": "error_msg"}
 
 
-def _enum_value(enum: type[IntEnum], value: Any, where: str) -> IntEnum:
+def _enum_value(enum: type[E], value: Any, where: str) -> E:
     if isinstance(value, enum):
         return value
     if isinstance(value, str):
@@ -375,10 +376,10 @@ def set_value(node: Node, path: str, value: Any) -> None:
             return
         if len(parts) >= 3 and parts[0] == "Services":
             svc = node.services.setdefault(parts[1], Service(parts[1]))
-            attr = _SERVICE_FIELDS.get(parts[2])
-            if attr is None:
+            field = _SERVICE_FIELDS.get(parts[2])
+            if field is None:
                 raise ModelError(f"no such service field: {path!r}")
-            if attr == "state":
+            if field == "state":
                 value = _enum_value(ServiceState, value, path)
             if len(parts) > 3:
                 if svc.config is None:
@@ -386,7 +387,7 @@ def set_value(node: Node, path: str, value: Any) -> None:
                 parent = _walk(svc.config, parts[3:-1], make=True)
                 _put(parent, parts[-1], value)
             else:
-                setattr(svc, attr, value)
+                setattr(svc, field, value)
             return
         raise ModelError(f"no such field: {path!r}")
     url, sub = _extension_parts(path)

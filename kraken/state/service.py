@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from prometheus_client import Counter
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.state import model
@@ -68,7 +70,7 @@ class StateService(Service):
     def __init__(
         self,
         modules: list[Module],
-        clock: Any,
+        clock: IReactorTime,
         self_id: str = model.DEFAULT_ID,
         db: str | None = None,
         state_file: str | None = None,
@@ -76,7 +78,7 @@ class StateService(Service):
         freeze: bool = False,
         retry_delay: float = 10.0,
         sse_timeout: float = 90.0,
-        metrics: Any = None,
+        metrics: Mapping[str, Counter] | None = None,
     ) -> None:
         self.clock = clock
         self.self_id = model.canonical_id(self_id)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kraken.state import model
@@ -127,7 +128,7 @@ class SqliteCfg:
     *schedule* is ``clock.callLater``; writes are batched ``delay`` seconds after the first change.
     """
 
-    def __init__(self, path: str | Path, store: StateStore, clock: Any, delay: float = 0.2) -> None:
+    def __init__(self, path: str | Path, store: StateStore, clock: IReactorTime, delay: float = 0.2) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path))
@@ -137,7 +138,7 @@ class SqliteCfg:
         self.clock = clock
         self.delay = delay
         self._dirty: set[str] = set()
-        self._call: Any = None
+        self._call: IDelayedCall | None = None
 
     def load(self) -> list[Node]:
         nodes = []

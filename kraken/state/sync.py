@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kraken.core.endpoints import connect
 from kraken.core.tls import TLSSettings
+from kraken.core.transport import IStreamTransport
 from kraken.state import model
 from kraken.state.events import ChangeKind, Event, EventType
 from kraken.state.model import ModelError, Node, PhysState, RunState
@@ -38,15 +40,16 @@ def parse_parent(text: str) -> tuple[str, int]:
 class SyncProtocol(Protocol):
     """Framing, the dead timer and the periodic hello shared by both ends."""
 
-    clock: Any
+    transport: IStreamTransport
+    clock: IReactorTime
     hello: float
     dead: float
 
     def __init__(self) -> None:
         self.decoder = Decoder()
-        self._dead_call: Any = None
-        self._hello_call: Any = None
-        self._push_call: Any = None
+        self._dead_call: IDelayedCall | None = None
+        self._hello_call: IDelayedCall | None = None
+        self._push_call: IDelayedCall | None = None
         self.closed = False
 
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
@@ -133,7 +136,7 @@ class SyncProtocol(Protocol):
                 call.cancel()
             setattr(self, name, None)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         self._stop_timers()
         self.lost()
@@ -215,13 +218,15 @@ class ChildLink(SyncProtocol):
         self.factory.detach(self)
 
 
-class SyncServerFactory(Factory):
+class SyncServerFactory(Factory[ChildLink]):
     """The parent's listener; knows which child is connected and pushes Cfg changes to it."""
 
     protocol = ChildLink
     noisy = False
 
-    def __init__(self, state: StateService, clock: Any, hello: float = 10.0, dead: float = 40.0) -> None:
+    def __init__(
+        self, state: StateService, clock: IReactorTime, hello: float = 10.0, dead: float = 40.0
+    ) -> None:
         self.state = state
         self.clock = clock
         self.hello = hello
@@ -310,7 +315,7 @@ class SyncClientService(Service):
     def __init__(
         self,
         state: StateService,
-        clock: Any,
+        clock: IReactorTime,
         host: str,
         port: int,
         tls: TLSSettings,
@@ -325,7 +330,7 @@ class SyncClientService(Service):
         self.hello = hello
         self.dead = dead
         self.link: ParentLink | None = None
-        self._retry: Any = None
+        self._retry: IDelayedCall | None = None
         self.parent_id: str | None = None
         state.bus.subscribe("sync-child", [EventType.STATE_CHANGE], self._changed)
 

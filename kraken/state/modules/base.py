@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Protocol
 
+from twisted.internet.interfaces import IReactorTime
+
 from kraken.state import model
 from kraken.state.model import Node
 
@@ -63,8 +65,8 @@ def declare(
 class ModuleAPI(Protocol):
     """What the engine offers a module."""
 
-    clock: Any
-    reactor: Any
+    clock: IReactorTime
+    reactor: IReactorTime  # the real reactor in a server (threads, shutdown triggers), else the clock
     self_id: str
 
     def discover(self, si: str, node_id: str, url: str, value: str) -> bool: ...

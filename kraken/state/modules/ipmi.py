@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -110,7 +111,7 @@ class IpmiPower(Module):
         super().start(api)
         self.pool.start()
         reactor = api.reactor
-        if hasattr(reactor, "addSystemEventTrigger"):
+        if IReactorCore.providedBy(reactor):
             reactor.addSystemEventTrigger("during", "shutdown", self.stop)
         if self.poll_interval > 0:
             self._poller = LoopingCall(self.poll)
@@ -126,7 +127,8 @@ class IpmiPower(Module):
 
     def _call(self, settings: dict[str, Any], action: str | None) -> Any:
         assert self.api is not None
-        return deferToThreadPool(self.api.reactor, self.pool, self.commands.power, settings, action)
+        reactor = IReactorFromThreads(self.api.reactor)
+        return deferToThreadPool(reactor, self.pool, self.commands.power, settings, action)
 
     def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
         assert self.api is not None
