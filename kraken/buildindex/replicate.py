@@ -14,16 +14,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.buildindex.duplicate import Duplicator
+from kraken.buildindex.tags import TagService
 from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError, base_url
 from kraken.core.tls import TLSSettings
@@ -36,12 +38,12 @@ class Replicator:
     def __init__(
         self,
         remotes: dict[str, list[str]],
-        tags: Any,
-        http: treq.HTTPClient,
+        tags: TagService,
+        http: HTTPClient,
         tls: TLSSettings | None,
         clock: IReactorTime,
         scratch: Path,
-        on_result: Any = None,
+        on_result: Callable[[str], None] | None = None,
     ) -> None:
         self.tags = tags
         self.http = http
@@ -90,6 +92,7 @@ class Replicator:
             fd, name = tempfile.mkstemp(dir=self.scratch, suffix=".replica")
             os.close(fd)
             try:
+                assert local is not None  # dependencies() lists nothing without origins
                 yield local.download(repo, d, name)
                 yield remote_origins.upload(repo, d, name)
             finally:

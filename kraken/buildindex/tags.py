@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -32,6 +32,12 @@ class MissingDependency(Exception):
         self.missing = missing
 
 
+class TagListener(Protocol):
+    """Told of each tag a client stores (the cross-cluster replicator)."""
+
+    def tag_stored(self, repo: str, tag: str, digest: str) -> None: ...
+
+
 class TagService:
     def __init__(
         self,
@@ -41,7 +47,7 @@ class TagService:
         backend: Backend | None = None,
         duplicator: Duplicator | None = None,
     ) -> None:
-        self.replicator: Any = None
+        self.replicator: TagListener | None = None
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 
 from kraken.core.config import TLSSection
 from kraken.core.digest import Digest
@@ -52,12 +54,12 @@ def _tls(args: argparse.Namespace) -> TLSSettings:
     return settings
 
 
-def _run(coro_fn: Any) -> int:
+def _run(coro_fn: Callable[[IReactorTime], Coroutine[Any, Any, int]]) -> int:
     from twisted.internet import task
 
     result: list[int] = [1]
 
-    def main(reactor: Any) -> Any:
+    def main(reactor: IReactorTime) -> Deferred[None]:
         async def wrapped() -> None:
             result[0] = await coro_fn(reactor)
 
@@ -84,7 +86,7 @@ def _push(args: argparse.Namespace) -> int:
         return 1
     digest = Digest.of_file(args.file)
 
-    async def push(reactor: Any) -> int:
+    async def push(reactor: IReactorTime) -> int:
         client = OriginClient(reactor, args.origin, tls)
         try:
             owners = await client.locations(digest)
@@ -101,6 +103,7 @@ def _push(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
     import treq
+    from twisted.web.client import Agent
 
     try:
         digest = Digest.parse_loose(args.digest)
@@ -110,16 +113,19 @@ def _pull(args: argparse.Namespace) -> int:
     output = args.output or digest.hex
     url = f"http://{args.agent}/namespace/{quote(args.namespace, safe='')}/blobs/{digest}"
 
-    async def pull(reactor: Any) -> int:
+    async def pull(reactor: IReactorTime) -> int:
         tmp = f"{output}.part"
         try:
-            response = await treq.get(url, unbuffered=True, reactor=reactor)
+            response = await treq.get(url, unbuffered=True, agent=Agent(reactor))
             if response.code != 200:
                 body = await response.text()
                 print(f"kraken blob pull: agent answered {response.code}: {body.strip()}", file=sys.stderr)
                 return 1
             with open(tmp, "wb") as f:
-                await treq.collect(response, f.write)
+                def write(data: bytes) -> None:
+                    f.write(data)
+
+                await treq.collect(response, write)
         except Exception as e:
             print(f"kraken blob pull: {e}", file=sys.stderr)
             return 1

@@ -15,6 +15,7 @@ every other router operation flushes first, so ordering is never affected.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 

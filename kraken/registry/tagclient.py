@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 
 from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
 from kraken.core.tls import TLSSettings
@@ -16,7 +17,7 @@ LIST_PAGE = 1000
 
 class TagClient:
     def __init__(
-        self, reactor: Any, address: str, tls: TLSSettings | None, http: treq.HTTPClient | None = None
+        self, reactor: IReactorTime, address: str, tls: TLSSettings | None, http: HTTPClient | None = None
     ) -> None:
         self.base = base_url(address, tls)
         self.http = http or make_http_client(reactor, tls)

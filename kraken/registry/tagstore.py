@@ -49,7 +49,7 @@ class TagStore:
 
     def entries(self, prefix: str = "") -> list[str]:
         """Every ``repo:tag`` starting with *prefix*, sorted."""
-        out = []
+        out: list[str] = []
         for repo in self.repositories():
             if not (repo.startswith(prefix) or prefix.startswith(repo)):
                 continue

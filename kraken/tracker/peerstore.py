@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 
 @dataclass(frozen=True)
 class PeerRecord:
@@ -21,7 +23,7 @@ class PeerRecord:
 
 
 class PeerStore:
-    def __init__(self, clock: Any, ttl: float = 3600.0, rng: random.Random | None = None) -> None:
+    def __init__(self, clock: IReactorTime, ttl: float = 3600.0, rng: random.Random | None = None) -> None:
         self.clock = clock
         self.ttl = ttl
         self.rng = rng or random.Random()

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
@@ -23,7 +24,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class TTLCache:
-    def __init__(self, clock: Any, size: int = 10000) -> None:
+    def __init__(self, clock: IReactorTime, size: int = 10000) -> None:
         self.clock = clock
         self.size = size
         self.items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
@@ -45,7 +46,7 @@ class TTLCache:
 class TrackerAPI:
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         store: PeerStore,
         origins: OriginCluster | None,
         metrics: Metrics,
