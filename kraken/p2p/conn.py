@@ -11,8 +11,7 @@ for the scheduler.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Generic, Protocol, cast
+from typing import Any, Generic
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
@@ -22,26 +21,17 @@ from zope.interface import implementer
 
 from kraken.core.endpoints import connect
 from kraken.core.tls import TLSSettings
+from kraken.core.transport import IStreamTransport
 from kraken.p2p import sockopts, wire
 from kraken.p2p.peer import PeerConnection, PeerHost, PeerInfo, S
 
 SEND_CHUNK = 256 * 1024
 
 
-class StreamTransport(Protocol):
-    """The transport of a stream connection, as TCP and TLS transports provide it."""
-
-    def write(self, data: bytes) -> None: ...
-    def writeSequence(self, data: Iterable[bytes]) -> None: ...
-    def loseConnection(self) -> None: ...
-    def registerProducer(self, producer: object, streaming: bool) -> None: ...
-    def unregisterProducer(self) -> None: ...
-    def pauseProducing(self) -> None: ...
-    def resumeProducing(self) -> None: ...
-
-
 @implementer(IPushProducer)
 class PeerProtocol(protocol.Protocol, Generic[S]):
+    transport: IStreamTransport
+
     def __init__(self, host: PeerHost[S], session: S | None = None, expected: bytes | None = None) -> None:
         self.host = host
         self.peer = PeerConnection(host, self, session, expected)
@@ -49,13 +39,11 @@ class PeerProtocol(protocol.Protocol, Generic[S]):
         self._paused = False
         self._pump_call: IDelayedCall | None = None
         self._read_paused: IDelayedCall | None = None
-        self._stream: StreamTransport
 
     # -- connection life ----------------------------------------------------------------------
     def connectionMade(self) -> None:
         identity = getattr(self.transport, "peer", None)
-        self._stream = cast(StreamTransport, self.transport)
-        self._stream.registerProducer(self, True)
+        self.transport.registerProducer(self, True)
         config = self.host.config
         sockopts.tune(self.transport, config.send_lowat, config.tcp_congestion)
         self.peer.connected(identity is not None and identity.role == "origin")
@@ -80,24 +68,24 @@ class PeerProtocol(protocol.Protocol, Generic[S]):
         if bucket is not None:
             delay = bucket.consume(len(data))
             if delay > 0 and self._read_paused is None:
-                self._stream.pauseProducing()
+                self.transport.pauseProducing()
                 self._read_paused = self.host.reactor.callLater(delay, self._resume_reading)
         peer.receive(events)
 
     def _resume_reading(self) -> None:
         self._read_paused = None
         if not self.peer.closed:
-            self._stream.resumeProducing()
+            self.transport.resumeProducing()
 
     # -- the PeerIO the state machine writes through ----------------------------------------------
     def write(self, data: bytes) -> None:
-        self._stream.write(data)
+        self.transport.write(data)
 
     def write_frames(self, frames: list[bytes]) -> None:
-        self._stream.writeSequence(frames)
+        self.transport.writeSequence(frames)
 
     def write_piece_data(self, data: bytes) -> None:
-        self._stream.write(data)
+        self.transport.write(data)
         bucket = self.host.egress
         if bucket is not None:
             bucket.consume(len(data))
@@ -105,8 +93,8 @@ class PeerProtocol(protocol.Protocol, Generic[S]):
     def hang_up(self) -> None:
         # TLS waits for a registered producer to go away before it shuts down: without this the
         # connection (and its slot for the blob) would never close.
-        self._stream.unregisterProducer()
-        self._stream.loseConnection()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def pump(self) -> None:
         if self._pump_call is not None and self._pump_call.active():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from kraken.core.wire import WireError as CoreWireError
 from kraken.p2p.bitfield import Bitfield, BitfieldError
 
 VERSION = 1
@@ -46,7 +47,7 @@ E_UNKNOWN_BLOB = 2
 E_REFUSED = 3
 
 
-class WireError(Exception):
+class WireError(CoreWireError):
     """The peer sent bytes that are not a valid message; the connection cannot continue."""
 
 
