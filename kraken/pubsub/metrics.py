@@ -59,5 +59,18 @@ class PubSubCollector(Collector):
         m = self.memcached
         rejected = m.rejected + (self.push.rejected if self.push is not None else 0)
         yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=rejected)
+        yield CounterMetricFamily(
+            p + "rejected_per_ip", "memcached connections refused: too many from their address",
+            value=m.rejected_per_ip,
+        )
+        yield CounterMetricFamily(
+            p + "evicted_connections", "idle memcached connections closed to admit a new one", value=m.evicted
+        )
+        refused = CounterMetricFamily(
+            p + "refused_subscribes", "subscribe commands refused by a subscription limit", labels=["limit"]
+        )
+        for limit in ("per_command", "per_connection", "server"):
+            refused.add_metric([limit], s.refused_subscribes.get(limit, 0))
+        yield refused
         yield CounterMetricFamily(p + "malformed_closes", "closed for bad input", value=m.malformed)
         yield CounterMetricFamily(p + "idle_closes", "connections closed for idleness", value=m.idle_closed)

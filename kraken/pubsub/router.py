@@ -15,6 +15,7 @@ every other router operation flushes first, so ordering is never affected.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -30,7 +31,9 @@ log = Logger(namespace="kraken.pubsub.router")
 class Stats:
     """Running totals, read by the metrics collector and the admin endpoint."""
 
-    __slots__ = ("delivered", "dropped_by_closed", "published", "publishes", "replayed")
+    __slots__ = (
+        "delivered", "dropped_by_closed", "published", "publishes", "refused_subscribes", "replayed"
+    )
 
     def __init__(self) -> None:
         self.dropped_by_closed = 0  # queue drops of connections that are gone
@@ -38,6 +41,29 @@ class Stats:
         self.published = 0
         self.delivered = 0
         self.replayed = 0
+        # subscribe commands refused, by the limit they would have passed (OverLimit.limit)
+        self.refused_subscribes: dict[str, int] = {}
+
+
+class OverLimit(Exception):
+    """A subscribe that would pass a subscription limit; nothing of it was subscribed.
+
+    ``limit`` names the limit (``per_command``, ``per_connection`` or ``server``); the message
+    says what was asked and what the limit is, for the client's error reply.
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class SubscriptionLimits:
+    """What subscriptions may hold: ~350 bytes each, so the server-wide default is ~350 MiB."""
+
+    per_command: int = 10_000
+    per_connection: int = 100_000
+    server: int = 1_000_000
 
 
 class Router:
@@ -51,8 +77,11 @@ class Router:
         retained_per_shard: int = 10000,
         fanout_to_warn: int = 1000,
         topics_to_warn: int = 1000,
+        limits: SubscriptionLimits | None = None,
     ) -> None:
         self.clock = clock
+        self.limits = limits or SubscriptionLimits()
+        self.subscriptions = 0
         self.shards = shards
         self.fanout_to_warn = fanout_to_warn
         self.topics_to_warn = topics_to_warn
@@ -91,6 +120,7 @@ class Router:
         self.flush()
         if self.clients.pop(client.id, None) is not None:
             self.stats.dropped_by_closed += client.dropped
+        self.subscriptions -= len(client.topics)
         for topic in client.topics:
             subs = self.subscribers.get(topic)
             if subs is not None:
@@ -106,10 +136,12 @@ class Router:
         """Subscribe; after ``register`` also replay from the registered position.
 
         Returns ``False`` (reply NOT_FOUND) when the retained stream no longer reaches back to
-        the position; the subscription stands either way.
+        the position; the subscription stands either way. Raises :class:`OverLimit`, having
+        changed nothing (a pending ``register`` stays pending), when a limit would be passed.
         """
         self.flush()
         topics = list(topics)
+        self.check_limits(client, topics)
         self._add(client, topics)
         horizon, client.horizon = client.horizon, None
         if horizon is None:
@@ -117,8 +149,10 @@ class Router:
         return self._replay(client, topics, seq=horizon)
 
     def retro_subscribe(self, client: Subscriber, horizon: float, topics: Sequence[bytes]) -> bool:
-        """Subscribe and replay what was published after Unix time *horizon*."""
+        """Subscribe and replay what was published after Unix time *horizon*; limits as
+        :meth:`subscribe`."""
         self.flush()
+        self.check_limits(client, topics)
         self._add(client, topics)
         return self._replay(client, topics, time=horizon)
 
@@ -134,18 +168,61 @@ class Router:
             if since is None:
                 continue
             client.subscription_ended(topic, since, self.seq)
+            self.subscriptions -= 1
             subs = self.subscribers[topic]
             del subs[client]
             if not subs:
                 del self.subscribers[topic]
         if len(client.ended) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
+            # Subscribe/unsubscribe churn over fresh topics must not grow the history without
+            # bound either: past the per-connection limit the oldest ended topics are forgotten
+            # (a later replay may then repeat records this client already had from them).
+            client.forget_oldest_history(self.limits.per_connection)
+
+    def check_topic_count(self, client: Subscriber, count: int) -> None:
+        """Refuse a command naming more than ``limits.per_command`` topics (front ends call
+        this before splitting a large data block)."""
+        limit = self.limits.per_command
+        if count > limit:
+            why = f"subscribe names {count} topics, over the limit of {limit} per command"
+            self._refuse(client, "per_command", why)
+
+    def check_limits(self, client: Subscriber, topics: Sequence[bytes]) -> None:
+        """Raise :class:`OverLimit` if subscribing *topics* would pass a limit."""
+        limits = self.limits
+        self.check_topic_count(client, len(topics))
+        new = len(set(topics).difference(client.topics))
+        if not new:
+            return
+        if len(client.topics) + new > limits.per_connection:
+            self._refuse(
+                client,
+                "per_connection",
+                f"subscribe would give this connection {len(client.topics) + new} subscriptions, "
+                f"over the limit of {limits.per_connection}",
+            )
+        if self.subscriptions + new > limits.server:
+            self._refuse(client, "server", f"the server is at its limit of {limits.server} subscriptions")
+
+    def _refuse(self, client: Subscriber, limit: str, message: str) -> None:
+        refused = self.stats.refused_subscribes
+        refused[limit] = refused.get(limit, 0) + 1
+        if not client.warned_over_limit:
+            client.warned_over_limit = True
+            log.warn(
+                "refusing subscribe of {name} (logged once per connection): {why}",
+                name=client.name,
+                why=message,
+            )
+        raise OverLimit(limit, message)
 
     def _add(self, client: Subscriber, topics: Iterable[bytes]) -> None:
         seq = self.seq
         for topic in topics:
             if topic in client.topics:
                 continue
+            self.subscriptions += 1
             client.topics[topic] = seq
             subs = self.subscribers.get(topic)
             if subs is None:
@@ -324,4 +401,4 @@ class Router:
         return sorted(((t, len(s)) for t, s in self.subscribers.items()), key=lambda ts: (-ts[1], ts[0]))
 
     def subscription_count(self) -> int:
-        return sum(len(s) for s in self.subscribers.values())
+        return self.subscriptions

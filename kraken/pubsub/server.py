@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
+from kraken.pubsub.admission import Admission, Refused
 from kraken.pubsub.router import Router
 from kraken.pubsub.session import Session
 from kraken.pubsub.subscriber import QueueSubscriber
@@ -24,7 +25,10 @@ log = Logger(namespace="kraken.pubsub.server")
 @dataclass(frozen=True)
 class Limits:
     max_clients: int = 1000
+    max_clients_per_ip: int = 250
     idle_timeout: float = 3600.0
+    first_command_timeout: float = 30.0
+    evict_idle_after: float = 60.0
     max_queue_messages: int = 100_000
     max_queue_bytes: int = 64 * 1024 * 1024
     max_line: int = wire.DEFAULT_MAX_LINE
@@ -39,6 +43,7 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
     factory: MemcachedFactory
     transport: IStreamTransport
     session: Session | None = None
+    commanded = False
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """The idle timer runs on the factory's clock."""
@@ -46,15 +51,21 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        factory.open += 1
-        if factory.open > factory.limits.max_clients:
+        peer = self.transport.getPeer()
+        try:
+            displaced = factory.admission.admit(self, getattr(peer, "host", None), factory.clock.seconds())
+        except Refused as e:
             factory.rejected += 1
-            log.info("Server reached max clients. Rejecting connection.")
-            self.transport.write(wire.TOO_MANY_CLIENTS)
+            if e.per_address:
+                factory.rejected_per_ip += 1
+                self.transport.write(wire.TOO_MANY_CLIENTS_FROM_ADDRESS)
+            else:
+                self.transport.write(wire.TOO_MANY_CLIENTS)
             self.transport.loseConnection()
             return
+        if displaced is not None:
+            displaced.evict()
         router = factory.router
-        peer = self.transport.getPeer()
         name = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')} (memcached)"
         limits = factory.limits
         client = QueueSubscriber(
@@ -62,9 +73,20 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         )
         router.connect(client)
         self.session = Session(router, client, factory.limits.max_line, factory.limits.max_value)
-        if factory.limits.idle_timeout > 0:
-            self.setTimeout(factory.limits.idle_timeout)
+        # Until its first complete command a connection has the shorter first_command_timeout,
+        # which partial input does not extend.
+        timeouts = [t for t in (limits.idle_timeout, limits.first_command_timeout) if t > 0]
+        if timeouts:
+            self.setTimeout(min(timeouts))
         self.transport.registerProducer(self, True)
+
+    def evict(self) -> None:
+        """Close at once: a newcomer took this idle connection's slot."""
+        if self.session is not None:
+            log.debug("closing {name}: its slot went to a new connection", name=self.session.client.name)
+        self.factory.evicted += 1
+        self.setTimeout(None)
+        self.transport.abortConnection()
 
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()
@@ -80,7 +102,8 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         session = self.session
         if session is None or session.closing:
             return
-        self.resetTimeout()
+        if self.commanded:
+            self.resetTimeout()
         try:
             reply = session.receive(data)
         except Exception:
@@ -91,6 +114,11 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
             reply = b"SERVER_ERROR internal error\r\n"
         if reply:
             self.transport.write(reply)
+            factory = self.factory
+            factory.admission.commanded(self, factory.clock.seconds())
+            if not self.commanded:
+                self.commanded = True
+                self.setTimeout(factory.limits.idle_timeout or None)
         if session.closing:
             if session.error is not None:
                 self.factory.malformed += 1
@@ -100,13 +128,17 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         if self.session is not None:
-            log.info("closing {name}: idle timeout", name=self.session.client.name)
+            # A connection that never sent a command is likely one of many held open on purpose:
+            # not worth a line each at the default level.
+            why = "idle timeout" if self.commanded else "no command within the first-command timeout"
+            level = LogLevel.info if self.commanded else LogLevel.debug
+            log.emit(level, "closing {name}: {why}", name=self.session.client.name, why=why)
         self.factory.idle_closed += 1
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
-        self.factory.open -= 1
+        self.factory.admission.leave(self)
         if self.session is not None:
             self.factory.router.disconnect(self.session.client)
             self.session = None
@@ -119,8 +151,12 @@ class MemcachedFactory(Factory[MemcachedProtocol]):
     def __init__(self, router: Router, clock: IReactorTime, limits: Limits | None = None) -> None:
         self.router = router
         self.clock = clock
-        self.limits = limits or Limits()
-        self.open = 0
+        self.limits = limits = limits or Limits()
+        self.admission: Admission[MemcachedProtocol] = Admission(
+            limits.max_clients, limits.max_clients_per_ip, limits.evict_idle_after
+        )
         self.rejected = 0
+        self.rejected_per_ip = 0
+        self.evicted = 0
         self.malformed = 0
         self.idle_closed = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
-from kraken.pubsub.router import Router
+from kraken.pubsub.router import OverLimit, Router
 from kraken.pubsub.subscriber import QueueSubscriber
 
 log = Logger(namespace="kraken.pubsub.session")
@@ -77,7 +77,12 @@ class Session:
             router.publish(self.client, records)
             return wire.STORED
         if key == b"subscribe":
-            found = router.subscribe(self.client, wire.parse_topics(event.data))
+            try:
+                # counted before splitting, so an oversized command costs no topic objects
+                router.check_topic_count(self.client, event.data.count(b" ") + 1)
+                found = router.subscribe(self.client, wire.parse_topics(event.data))
+            except OverLimit as e:
+                return wire.server_error(str(e))
             return wire.STORED if found else wire.NOT_FOUND
         if key == b"unsubscribe":
             router.unsubscribe(self.client, wire.parse_topics(event.data))
@@ -86,7 +91,11 @@ class Session:
             router.register(self.client)
             return wire.STORED
         try:
+            router.check_topic_count(self.client, event.data.rstrip(b" ").count(b" ") + 1)
             horizon, topics = wire.parse_retro(event.data)
+            found = router.retro_subscribe(self.client, horizon, topics)
         except wire.WireError as e:
             return self._refuse(wire.client_error("bad retro_subscribe data"), str(e))
-        return wire.STORED if router.retro_subscribe(self.client, horizon, topics) else wire.NOT_FOUND
+        except OverLimit as e:
+            return wire.server_error(str(e))
+        return wire.STORED if found else wire.NOT_FOUND

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Any
 
@@ -33,6 +34,7 @@ class Subscriber:
         self.last_receive = now
         self.received = 0
         self.dropped = 0
+        self.warned_over_limit = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
         """Take *count* serialised records (one chunk, shared with other subscribers)."""
@@ -65,6 +67,14 @@ class Subscriber:
         """Drop spans that ended before *seq*: no retained entry can be that old."""
         for topic in [t for t, spans in self.ended.items() if spans[-1][1] < seq]:
             del self.ended[topic]
+
+    def forget_oldest_history(self, keep: int) -> None:
+        """Keep the ended spans of at most *keep* topics, those whose history began last."""
+        ended = self.ended
+        excess = len(ended) - keep
+        if excess > 0:
+            for topic in list(itertools.islice(ended, excess)):
+                del ended[topic]
 
     def describe(self, now: float) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
 from kraken.pubsub.metrics import PubSubCollector
-from kraken.pubsub.router import Router
+from kraken.pubsub.router import Router, SubscriptionLimits
 from kraken.pubsub.server import Limits, MemcachedFactory
 from kraken.pubsub.websocket import PushFactory
 
@@ -23,7 +23,24 @@ DEFAULT_PORT = 12355
 class PubSubSection:
     num_router_shards: int = setting(4, "router shards (topic grouping on the wire)", minimum=1)
     max_tcp_clients: int = setting(1000, "concurrent memcached connections", minimum=0)
+    max_tcp_clients_per_ip: int = setting(
+        250, "concurrent memcached connections from one address (0: no limit)", minimum=0
+    )
     idle_timeout: float = setting(3600.0, "close memcached clients silent this long (s; 0: never)", minimum=0)
+    first_command_timeout: float = setting(
+        30.0, "close memcached clients without a complete command this long (s; 0: never)", minimum=0
+    )
+    evict_idle_after: float = setting(
+        60.0, "when full, a client without a command this long (s) makes room for a new one (0: never)",
+        minimum=0,
+    )
+    max_topics_per_subscribe: int = setting(10_000, "topics one subscribe command may name", minimum=1)
+    max_subscriptions_per_connection: int = setting(
+        100_000, "subscriptions one connection may hold", minimum=1
+    )
+    max_subscriptions: int = setting(
+        1_000_000, "subscriptions all connections together may hold (~350 bytes each)", minimum=1
+    )
     router_min_fanout_to_warn: int = setting(1000, "warn when a record reaches this many clients", minimum=1)
     router_min_publish_to_topics_to_warn: int = setting(
         1000, "warn when a record names this many topics", minimum=1
@@ -77,10 +94,18 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
         retained_per_shard=cfg.messages_stored_per_router_shard,
         fanout_to_warn=cfg.router_min_fanout_to_warn,
         topics_to_warn=cfg.router_min_publish_to_topics_to_warn,
+        limits=SubscriptionLimits(
+            per_command=cfg.max_topics_per_subscribe,
+            per_connection=cfg.max_subscriptions_per_connection,
+            server=cfg.max_subscriptions,
+        ),
     )
     limits = Limits(
         max_clients=cfg.max_tcp_clients,
+        max_clients_per_ip=cfg.max_tcp_clients_per_ip,
         idle_timeout=cfg.idle_timeout,
+        first_command_timeout=cfg.first_command_timeout,
+        evict_idle_after=cfg.evict_idle_after,
         max_queue_messages=cfg.max_queue_messages,
         max_queue_bytes=cfg.max_queue_bytes,
         max_line=cfg.max_line_bytes,

@@ -33,7 +33,7 @@ from zope.interface import implementer
 from kraken.core.tls import SeesTLSLayer
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
-from kraken.pubsub.router import Router
+from kraken.pubsub.router import OverLimit, Router
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.websocket")
@@ -166,8 +166,10 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
             answer = self._command(message)
             self.factory.router.flush()
             self._answer(answer)
-        except (ValueError, CommandError) as e:
+        except (ValueError, CommandError, OverLimit) as e:
             self._answer({"ok": False, "error": str(e)})
+        except RecursionError:
+            self._answer({"ok": False, "error": "JSON nested too deeply"})
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         router = self.factory.router

@@ -25,6 +25,7 @@ END = b"END\r\n"
 NOT_FOUND = b"NOT_FOUND\r\n"
 ERROR = b"ERROR\r\n"
 TOO_MANY_CLIENTS = b"SERVER_ERROR Too many clients\r\n"
+TOO_MANY_CLIENTS_FROM_ADDRESS = b"SERVER_ERROR Too many clients from this address\r\n"
 
 GET_KEYS = frozenset({b"messages", b"register"})
 SET_KEYS = frozenset({b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe"})
@@ -76,6 +77,11 @@ Event = Get | Set | Quit
 
 def client_error(reason: str) -> bytes:
     return b"CLIENT_ERROR " + reason.encode("ascii") + CRLF
+
+
+def server_error(reason: str) -> bytes:
+    """A refusal the connection survives (a limit), as memcached answers one it cannot store."""
+    return b"SERVER_ERROR " + reason.encode("ascii") + CRLF
 
 
 def _tokens(rest: bytes) -> list[bytes]:

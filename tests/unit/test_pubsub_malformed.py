@@ -93,6 +93,7 @@ def test_overlong_line_and_value_are_refused() -> None:
 def test_max_clients() -> None:
     h = Harness(max_clients=3)
     conns = [h.connect() for _ in range(3)]
+    assert all(c.send(b"get messages\r\n") == b"END\r\n" for c in conns)  # none of them idle
     extra = h.connect()
     assert extra.read() == b"SERVER_ERROR Too many clients\r\n"
     assert extra.closed
@@ -107,6 +108,7 @@ def test_max_clients() -> None:
 def test_idle_timeout_closes_silently_and_traffic_resets_it() -> None:
     h = Harness(idle_timeout=3600)
     busy, idle = h.connect(), h.connect()
+    assert busy.send(b"get messages\r\n") == idle.send(b"get messages\r\n") == b"END\r\n"
     h.clock.advance(3000)
     busy.send(b"get messages\r\n")
     h.clock.advance(700)

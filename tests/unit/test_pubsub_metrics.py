@@ -21,7 +21,7 @@ def test_metrics_follow_the_router() -> None:
     sub.send(b"set subscribe 0 0 3\r\na b\r\n")
     for i in range(5):
         pub.send(wire.set_command(b"publish", wire.record([b"a"], b"%d" % i)))
-    h.connect()
+    h.connect().send(b"get messages\r\n")
     h.connect().close()  # the fourth is refused
     assert value("connections", kind="memcached") == 3
     assert value("topics") == 2 and value("subscriptions") == 2

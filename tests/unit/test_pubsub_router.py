@@ -65,7 +65,7 @@ def test_disconnect_and_quit_leave_no_state() -> None:
     assert a.send(wire.set_command(b"unsubscribe", b"topic1")) == b"STORED\r\n"
     a.close()
     b.send(b"quit\r\n")
-    assert h.router.clients == {} and h.router.subscribers == {} and h.factory.open == 0
+    assert h.router.clients == {} and h.router.subscribers == {} and len(h.factory.admission) == 0
 
 
 def test_publish_receive_commands() -> None:

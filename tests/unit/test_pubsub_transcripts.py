@@ -139,7 +139,7 @@ def test_disconnect_drops_queue_and_subscriptions() -> None:
     sub.close()
     assert h.router.subscribers == {}
     assert list(h.router.clients) == [pub.protocol.session.client.id]
-    assert h.factory.open == 1
+    assert len(h.factory.admission) == 1
 
 
 def test_pipelined_publishes_keep_order_across_runs() -> None:
