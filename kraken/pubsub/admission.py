@@ -3,7 +3,8 @@ newcomer by closing an idle connection instead of refusing it (no I/O, time pass
 
 When every slot is taken, a newcomer gets the slot of
 
-1. the oldest connection that never completed a command (it has nothing to lose), else
+1. the oldest connection that never completed a command, once it is ``SILENT_GRACE`` seconds
+   old (a real client's first command follows its connect within a round trip), else
 2. the connection whose last complete command is oldest, once that is at least
    ``evict_idle_after`` seconds ago (0: never evict a connection that sent a command);
 
@@ -22,6 +23,8 @@ log = Logger(namespace="kraken.pubsub.admission")
 
 Conn = TypeVar("Conn")
 
+SILENT_GRACE = 2.0
+
 
 class Refused(Exception):
     """No slot for the newcomer; ``per_address`` tells which limit refused it."""
@@ -38,7 +41,7 @@ class Admission(Generic[Conn]):
         self.evict_idle_after = evict_idle_after
         self.address: dict[Conn, str | None] = {}
         self.per_address: dict[str, int] = {}
-        self.silent: dict[Conn, None] = {}  # no complete command yet, oldest first
+        self.silent: dict[Conn, float] = {}  # no complete command yet: connect time, oldest first
         self.active: OrderedDict[Conn, float] = OrderedDict()  # time of the last command, oldest first
         self.logged_addresses: set[str] = set()
         self.logged_full = False
@@ -76,14 +79,16 @@ class Admission(Generic[Conn]):
                 log.info("Server reached max clients: closing the most idle connections to admit new ones.")
             self._remove(victim)
         self.address[conn] = address
-        self.silent[conn] = None
+        self.silent[conn] = now
         if address is not None:
             self.per_address[address] = self.per_address.get(address, 0) + 1
         return victim
 
     def _victim(self, now: float) -> Conn | None:
-        if self.silent:
-            return next(iter(self.silent))
+        for conn, connected in self.silent.items():
+            if now - connected >= SILENT_GRACE:
+                return conn
+            break
         if self.active and self.evict_idle_after > 0:
             conn, last = next(iter(self.active.items()))
             if now - last >= self.evict_idle_after:
@@ -96,7 +101,7 @@ class Admission(Generic[Conn]):
         if conn in active:
             active[conn] = now
             active.move_to_end(conn)
-        elif self.silent.pop(conn, 0) is None:
+        elif self.silent.pop(conn, None) is not None:
             active[conn] = now
 
     def leave(self, conn: Conn) -> None:
