@@ -114,6 +114,8 @@ def test_max_clients_and_admin_cli(server: ServerProcess) -> None:
     conns = [Wire(server.port("memcached")) for _ in range(5)]
     conns[0].send(wire.set_command(b"subscribe", b"alpha beta"), 8)
     conns[1].send(wire.set_command(b"subscribe", b"alpha"), 8)
+    for conn in conns[2:]:  # all five spoke within evict_idle_after: none makes room
+        conn.send(b"get messages\r\n", 5)
     extra = Wire(server.port("memcached"))
     assert extra.read(31) == b"SERVER_ERROR Too many clients\r\n"
     assert extra.closed()
