@@ -35,7 +35,14 @@ class Refused(Exception):
 
 
 class Admission(Generic[Conn]):
-    def __init__(self, max_clients: int, max_per_address: int = 0, evict_idle_after: float = 60.0) -> None:
+    def __init__(
+        self,
+        max_clients: int,
+        max_per_address: int = 0,
+        evict_idle_after: float = 60.0,
+        kind: str = "memcached",
+    ) -> None:
+        self.kind = kind  # names the listener in log lines
         self.max_clients = max_clients
         self.max_per_address = max_per_address
         self.evict_idle_after = evict_idle_after
@@ -60,10 +67,11 @@ class Admission(Generic[Conn]):
                 if address not in self.logged_addresses:
                     self.logged_addresses.add(address)
                     log.warn(
-                        "{address} holds {held} connections, the limit per address: refusing more "
-                        "(logged once while it stays there)",
+                        "{address} holds {held} {kind} connections, the limit per address: refusing "
+                        "more (logged once while it stays there)",
                         address=address,
                         held=held,
+                        kind=self.kind,
                     )
                 raise Refused(per_address=True)
         victim = None
@@ -72,11 +80,14 @@ class Admission(Generic[Conn]):
             if victim is None:
                 if not self.logged_full:
                     self.logged_full = True
-                    log.info("Server reached max clients. Rejecting connection.")
+                    log.info("Server reached max clients ({kind}). Rejecting connection.", kind=self.kind)
                 raise Refused(per_address=False)
             if not self.logged_full:
                 self.logged_full = True
-                log.info("Server reached max clients: closing the most idle connections to admit new ones.")
+                log.info(
+                    "Server reached max clients ({kind}): closing idle connections to admit new ones.",
+                    kind=self.kind,
+                )
             self._remove(victim)
         self.address[conn] = address
         self.silent[conn] = now

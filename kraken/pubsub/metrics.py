@@ -59,12 +59,14 @@ class PubSubCollector(Collector):
         m = self.memcached
         rejected = m.rejected + (self.push.rejected if self.push is not None else 0)
         yield CounterMetricFamily(p + "rejected_connections", "refused: too many clients", value=rejected)
+        push = self.push
         yield CounterMetricFamily(
-            p + "rejected_per_ip", "memcached connections refused: too many from their address",
-            value=m.rejected_per_ip,
+            p + "rejected_per_ip", "connections refused: too many from their address",
+            value=m.rejected_per_ip + (push.rejected_per_ip if push is not None else 0),
         )
         yield CounterMetricFamily(
-            p + "evicted_connections", "idle memcached connections closed to admit a new one", value=m.evicted
+            p + "evicted_connections", "idle connections closed to admit a new one",
+            value=m.evicted + (push.evicted if push is not None else 0),
         )
         refused = CounterMetricFamily(
             p + "refused_subscribes", "subscribe commands refused by a subscription limit", labels=["limit"]

@@ -120,6 +120,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
         cfg.max_queue_bytes,
         cfg.max_value_bytes + 1024,
         max_clients=cfg.max_websocket_clients,
+        max_clients_per_ip=cfg.max_tcp_clients_per_ip,
         ping_interval=cfg.websocket_ping_interval,
         ping_timeout=cfg.websocket_ping_timeout,
     )

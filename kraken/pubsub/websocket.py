@@ -12,7 +12,9 @@ Server → client
   bytes a memcached client gets from ``get messages``; deliveries made in one reactor turn
   travel in one frame.
 
-At most ``max_clients`` push clients at once: the next handshake is answered with HTTP 503.
+At most ``max_clients`` push clients at once, and ``max_clients_per_ip`` from one address: the
+next handshake is answered with HTTP 503, unless a client that never sent a command (it
+receives nothing) can make room (:mod:`kraken.pubsub.admission`).
 Clients are pinged every ``ping_interval`` seconds, and one that does not answer within
 ``ping_timeout`` is dropped, so a vanished client does not keep its slot and queue.
 """
@@ -33,6 +35,7 @@ from zope.interface import implementer
 from kraken.core.tls import SeesTLSLayer
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
+from kraken.pubsub.admission import Admission, Refused
 from kraken.pubsub.router import OverLimit, Router
 from kraken.pubsub.subscriber import Subscriber
 
@@ -121,22 +124,23 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
     factory: PushFactory
     transport: IStreamTransport
     client: PushSubscriber | None = None
-    counted = False
 
     def onConnect(self, request: ConnectionRequest) -> None:
         factory = self.factory
-        if factory.open >= factory.max_clients:
+        peer = self.transport.getPeer()
+        try:
+            displaced = factory.admission.admit(self, getattr(peer, "host", None), factory.clock.seconds())
+        except Refused as e:
             factory.rejected += 1
-            log.info("WebSocket push reached {n} clients; refusing {peer}", n=factory.open, peer=request.peer)
-            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "too many WebSocket clients")
-        factory.open += 1
-        self.counted = True
+            factory.rejected_per_ip += e.per_address
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"{e} (WebSocket)") from None
+        if displaced is not None:
+            factory.evicted += 1
+            displaced.dropConnection(abort=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
-        if self.counted:
-            self.counted = False
-            self.factory.open -= 1
+        self.factory.admission.leave(self)
 
     def onOpen(self) -> None:
         router = self.factory.router
@@ -166,6 +170,7 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
             answer = self._command(message)
             self.factory.router.flush()
             self._answer(answer)
+            self.factory.admission.commanded(self, self.factory.clock.seconds())
         except (ValueError, CommandError, OverLimit) as e:
             self._answer({"ok": False, "error": str(e)})
         except RecursionError:
@@ -223,14 +228,19 @@ class PushFactory(WebSocketServerFactory):
         max_clients: int = 1000,
         ping_interval: float = 30.0,
         ping_timeout: float = 10.0,
+        max_clients_per_ip: int = 0,
     ) -> None:
         super().__init__()
         self.router = router
         self.clock = clock
         self.max_queue_bytes = max_queue_bytes
         self.max_clients = max_clients
-        self.open = 0
+        # A push client is silent by nature once subscribed: only one that never sent a
+        # command makes room for a newcomer (evict_idle_after 0).
+        self.admission: Admission[PushProtocol] = Admission(max_clients, max_clients_per_ip, 0, "websocket")
         self.rejected = 0
+        self.rejected_per_ip = 0
+        self.evicted = 0
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message,
             maxFramePayloadSize=max_message,

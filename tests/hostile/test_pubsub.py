@@ -226,9 +226,36 @@ def test_a_thousand_silent_connections_do_not_lock_out_a_real_client(
     metrics = admin_get(proc, "/metrics")
     assert "kraken_pubsub_evicted_connections_total 2.0" in metrics
     assert "kraken_pubsub_rejected_per_ip_total 1.0" in metrics
-    assert proc.log().count("holds 250 connections, the limit per address") == 1
+    assert proc.log().count("holds 250 memcached connections, the limit per address") == 1
     for sock in [*attackers, extra]:
         sock.close()
+
+
+def ws_handshake(address: str, port: int) -> tuple[socket.socket, bytes]:
+    sock = connect_from(address, port)
+    sock.sendall(UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    return sock, head
+
+
+def test_websocket_slots_have_a_per_address_cap_and_silent_clients_make_room(
+    servers: ServerProcess.Pool, pki: Path
+) -> None:
+    config = pubsub_config(pki, max_websocket_clients=3, max_tcp_clients_per_ip=2)
+    proc = servers.start("kraken-pubsub", config)
+    port = proc.port("websocket")
+    held = [ws_handshake(address, port) for address in ("127.0.0.2", "127.0.0.2", "127.0.0.3")]
+    assert all(head.startswith(b"HTTP/1.1 101") for _, head in held)
+    _, head = ws_handshake("127.0.0.2", port)
+    assert head.startswith(b"HTTP/1.1 503")
+    time.sleep(SILENT_GRACE)
+    # full of clients that never sent a command: one makes room
+    sock = ws_open(proc)
+    assert ws_command(sock, {"op": "subscribe", "topics": ["a"]})["ok"] is True
+    assert metric(proc, "kraken_pubsub_rejected_per_ip_total") == 1
+    assert metric(proc, "kraken_pubsub_evicted_connections_total") == 1
 
 
 def test_idle_connections_make_room_but_active_ones_keep_their_slot(
