@@ -213,7 +213,10 @@ def test_a_thousand_silent_connections_do_not_lock_out_a_real_client(
 ) -> None:
     """Defaults: 1,000 slots, 250 per address. The attacker fills every slot from four
     addresses and says nothing; a real client still gets in (a silent connection makes room)."""
-    proc = servers.start("kraken-pubsub", pubsub_config(pki))
+    config = pubsub_config(pki)
+    # the original's accept backlog (Twisted's default of 50 makes the attack itself slow)
+    config["listen"] = ["tcp:0:interface=127.0.0.1:backlog=1024"]
+    proc = servers.start("kraken-pubsub", config)
     port = proc.port("memcached")
     attackers = [connect_from(f"127.0.0.{2 + i // 250}", port) for i in range(1000)]
     wait_for(lambda: 'kraken_pubsub_connections{kind="memcached"} 1000.0' in admin_get(proc, "/metrics"))
