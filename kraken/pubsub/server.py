@@ -43,7 +43,8 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
     factory: MemcachedFactory
     transport: IStreamTransport
     session: Session | None = None
-    commanded = False
+    commanded = False  # completed a command: idle_timeout applies, no longer first_command_timeout
+    last_command = float("-inf")
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """The idle timer runs on the factory's clock."""
@@ -114,17 +115,23 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
             reply = b"SERVER_ERROR internal error\r\n"
         if reply:
             self.transport.write(reply)
-            factory = self.factory
-            factory.admission.commanded(self, factory.clock.seconds())
-            if not self.commanded:
-                self.commanded = True
-                self.setTimeout(factory.limits.idle_timeout or None)
+            now = self.factory.clock.seconds()
+            if now - self.last_command >= 1.0:  # idleness counts in seconds: cheap for busy clients
+                self._commanded(now)
         if session.closing:
             if session.error is not None:
                 self.factory.malformed += 1
             self.setTimeout(None)
             self.transport.unregisterProducer()
             self.transport.loseConnection()
+
+    def _commanded(self, now: float) -> None:
+        self.last_command = now
+        factory = self.factory
+        factory.admission.commanded(self, now)
+        if not self.commanded:
+            self.commanded = True
+            self.setTimeout(factory.limits.idle_timeout or None)
 
     def timeoutConnection(self) -> None:
         if self.session is not None:
