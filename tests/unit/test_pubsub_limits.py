@@ -9,7 +9,13 @@ from kraken.pubsub import wire
 from kraken.pubsub.admission import SILENT_GRACE, Admission, Refused
 from kraken.pubsub.router import OverLimit, Router, SubscriptionLimits
 from kraken.pubsub.subscriber import QueueSubscriber
-from kraken.pubsub.testing import Harness
+from kraken.pubsub.testing import Conn, Harness
+
+
+def client_of(conn: Conn) -> QueueSubscriber:
+    session = conn.protocol.session
+    assert session is not None
+    return session.client
 
 
 def limited_router(**limits: int) -> tuple[Router, QueueSubscriber, QueueSubscriber]:
@@ -70,7 +76,7 @@ def test_over_limit_replies_server_error_and_the_connection_stays() -> None:
     )
     assert a.send(wire.set_command(b"retro_subscribe", b"0\r\nc   ")) == b"NOT_FOUND\r\n"
     assert a.send(b"get messages\r\n") == b"END\r\n"
-    assert not a.closed and sorted(a.protocol.session.client.topics) == [b"a", b"b", b"c"]
+    assert not a.closed and sorted(client_of(a).topics) == [b"a", b"b", b"c"]
 
 
 def test_admission_makes_room_with_silent_then_idle_connections() -> None:
@@ -110,6 +116,5 @@ def test_first_command_timeout_and_eviction_on_the_protocol() -> None:
     h.clock.advance(SILENT_GRACE)
     newcomer = h.connect()  # full: the silent newcomer before it makes room
     assert other.closed and newcomer.send(b"get messages\r\n") == b"END\r\n"
-    assert h.factory.evicted == 1 and h.router.clients.keys() == {
-        talker.protocol.session.client.id, newcomer.protocol.session.client.id
-    }
+    assert h.factory.evicted == 1
+    assert h.router.clients.keys() == {client_of(talker).id, client_of(newcomer).id}
