@@ -12,7 +12,10 @@ phone home to one parent over mutual TLS on loopback; we time until all are SYNC
 then a Cfg change on every child (busy: BUSY) until every child's Dsc has come back. Baseline,
 same run: C bare mutual-TLS connections with the same certificates (the transport floor).
 
-    .venv/bin/python benchmarks/state_converge.py [--nodes 10000] [--children 1000]
+With ``--db`` the engine's Cfg is kept in SQLite as kraken-state keeps it (every Cfg change is
+committed before it would be acknowledged), so part 1 includes the cost of durable writes.
+
+    .venv/bin/python benchmarks/state_converge.py [--nodes 10000] [--children 1000] [--db]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from kraken.state.model import Busy, Node, PhysState, RunState
 from kraken.state.modules.freebusy import FreeBusy
 from kraken.state.modules.sim import SimPower
 from kraken.state.service import StateService
-from kraken.state.store import StateStore
+from kraken.state.store import SqliteCfg, StateStore
 from kraken.state.sync import SyncClientService, SyncServerFactory
 
 ME = "00000000-0000-0000-0000-0000000000aa"
@@ -82,12 +85,15 @@ def baseline_stores(ids: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-async def converge(reactor: Any, n: int) -> dict[str, float]:
+async def converge(reactor: Any, n: int, db: Path | None = None) -> dict[str, float]:
     ids = node_ids(n)
     gc.collect()
     rss0 = rss_bytes()
     bus = EventBus()
     store = StateStore(bus)
+    persist = SqliteCfg(db, store, reactor) if db is not None else None
+    if persist is not None:
+        persist.attach()
     sim = SimPower({"latency": 0.01, "timeout": 60})
     engine = Engine(store, bus, reactor, [sim], ME)
     engine.start_module("sim")
@@ -116,6 +122,8 @@ async def converge(reactor: Any, n: int) -> dict[str, float]:
     events = bus.emitted - events0
     rss = rss_bytes() - rss0
     engine.stop_modules()
+    if persist is not None:
+        persist.close()
     return {"wall": wall, "cpu": cpu, "events": events, "rss_per_node": rss / n}
 
 
@@ -206,7 +214,10 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     n = args.nodes
     print(f"== {n} simulated nodes, Cfg POWER_OFF -> POWER_ON + SYNC ==")
     base = baseline_stores(node_ids(n, "0003"))
-    r = await converge(reactor, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = await converge(reactor, n, Path(tmp) / "cfg.sqlite" if args.db else None)
+    if args.db:
+        print("Cfg kept in SQLite (--db)")
     print(f"engine converge time   {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU (one thread)")
     print(f"events                 {r['events']:.0f} ({r['events'] / r['wall']:,.0f} events/s)")
     print(f"memory per node        {r['rss_per_node'] / 1024:.1f} KiB RSS (Cfg + Dsc + path)")
@@ -239,4 +250,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--children", type=int, default=1_000)
+    parser.add_argument("--db", action="store_true", help="keep Cfg in SQLite as kraken-state does")
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args())))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -114,6 +115,10 @@ class StateService(Service):
                 self.store.create(node)
         self._ensure_self()
         self.loaded = True
+
+    def durable(self) -> Deferred[None]:
+        """Fires once every Cfg change made so far is on disk (at once without a database)."""
+        return self.persist.durable() if self.persist is not None else succeed(None)
 
     def _ensure_self(self) -> None:
         own = next((n for n in self.initial if n.id == self.self_id), None)
