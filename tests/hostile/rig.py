@@ -18,7 +18,7 @@ def https(pki: Path, role: str = "client") -> ssl.SSLContext:
 def call(
     pki: Path, port: int, method: str, path: str, body: bytes | None = None, role: str = "client"
 ) -> tuple[int, Any]:
-    """One request on a fresh connection: the status and the JSON body (``None`` if not JSON)."""
+    """One request on a fresh connection: the status and the JSON body (text if not JSON)."""
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=https(pki, role), timeout=20)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -30,7 +30,7 @@ def call(
     try:
         return response.status, json.loads(raw)
     except ValueError:
-        return response.status, None
+        return response.status, raw.decode("utf-8", "replace")
 
 
 def nested(depth: int) -> bytes:
