@@ -247,6 +247,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         r = await converge(reactor, n, Path(tmp) / "cfg.sqlite" if args.db else None)
     if args.db:
         print("Cfg kept in SQLite (--db)")
+    if args.db and args.writes > 0:
         with tempfile.TemporaryDirectory() as tmp:
             a = await acknowledged_writes(reactor, Path(tmp) / "acks.sqlite", args.writes)
     print(f"engine converge time   {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU (one thread)")
@@ -258,7 +259,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         f"ratio vs target        {r['wall'] / TARGET_SECONDS:.2f} of the {TARGET_SECONDS:.0f} s target "
         f"({'met' if r['wall'] < TARGET_SECONDS else 'MISSED'})"
     )
-    if args.db:
+    if args.db and args.writes > 0:
         w = args.writes
         print(
             f"acknowledged writes    {w} one by one: {a['one_by_one']:.2f} s ({w / a['one_by_one']:,.0f}/s, "
@@ -289,5 +290,5 @@ if __name__ == "__main__":
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--children", type=int, default=1_000)
     parser.add_argument("--db", action="store_true", help="keep Cfg in SQLite as kraken-state does")
-    parser.add_argument("--writes", type=int, default=1000, help="acknowledged writes timed with --db")
+    parser.add_argument("--writes", type=int, default=1000, help="acknowledged writes with --db (0: skip)")
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args())))
