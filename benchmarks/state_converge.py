@@ -125,7 +125,7 @@ async def converge(reactor: Any, n: int, db: Path | None = None) -> dict[str, fl
     rss = rss_bytes() - rss0
     engine.stop_modules()
     if persist is not None:
-        persist.close()
+        await persist.close()
     return {"wall": wall, "cpu": cpu, "events": events, "rss_per_node": rss / n}
 
 
@@ -146,7 +146,7 @@ async def acknowledged_writes(reactor: Any, db: Path, w: int) -> dict[str, float
         waits.append(persist.durable())
     await defer.gatherResults(waits)
     grouped = time.perf_counter() - t1
-    persist.close()
+    await persist.close()
     grouped_commits = persist.commits - commits
     return {
         "one_by_one": one_by_one,

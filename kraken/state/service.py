@@ -149,8 +149,7 @@ class StateService(Service):
             frozen="frozen" if self.engine.frozen else "thawed",
         )
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self.engine.stop_modules()
-        if self.persist is not None:
-            self.persist.close()
+        return self.persist.close() if self.persist is not None else None

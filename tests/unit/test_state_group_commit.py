@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from kraken.core.http import HTTPError, Response
 from kraken.state import model
@@ -145,3 +148,57 @@ def test_a_failed_commit_is_answered_503(tmp_path: Path) -> None:
     clock.advance(0)
     assert answer[0].check(HTTPError) and answer[0].value.status == 503
     assert answer[0].value.code == "STORE_WRITE_FAILED"
+
+
+@implementer(IReactorThreads)
+class ThreadedClock(Clock):
+    """A Clock whose thread pool runs a job only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Any] = []
+
+    def getThreadPool(self) -> Any:
+        return self
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        self.jobs.append((on_result, f, args, kwargs))
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+    def run_job(self) -> None:
+        on_result, f, args, kwargs = self.jobs.pop(0)
+        try:
+            result, ok = f(*args, **kwargs), True
+        except Exception:
+            result, ok = Failure(), False
+        on_result(ok, result)
+
+
+def test_commits_run_in_a_worker_one_at_a_time_and_writes_meanwhile_share_the_next(tmp_path: Path) -> None:
+    clock = ThreadedClock()
+    store = StateStore(EventBus())
+    db = tmp_path / "cfg.sqlite"
+    persist = SqliteCfg(db, store, clock)
+    persist.attach()
+    store.create(model.Node(node_id(1)))
+    first = fired(persist.durable())
+    clock.advance(0)
+    assert len(clock.jobs) == 1 and not first  # the commit runs in the worker, the reactor goes on
+    store.create(model.Node(node_id(2)))
+    store.create(model.Node(node_id(3)))
+    second = [fired(persist.durable()), fired(persist.durable())]
+    clock.advance(0)
+    assert len(clock.jobs) == 1, "never two commits at once"
+    clock.run_job()
+    assert first == [None] and not any(second) and stored_ids(db) == {node_id(1)}
+    clock.advance(0)
+    assert len(clock.jobs) == 1
+    in_flight_only = fired(persist.durable())  # nothing dirty, but the commit in flight is not done
+    assert not in_flight_only
+    clock.run_job()
+    assert second == [[None], [None]] and in_flight_only == [None] and persist.commits == 2
+    assert stored_ids(db) == {node_id(i) for i in (1, 2, 3)}
+    closing = fired(persist.close())
+    assert closing == [None] and persist.closed and not clock.jobs
