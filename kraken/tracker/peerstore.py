@@ -56,6 +56,7 @@ class PeerStore:
         self.max_blobs_per_peer = max_blobs_per_peer
         self._peers: dict[str, dict[str, tuple[PeerRecord, float]]] = {}
         self._per_ip: dict[str, int] = {}
+        self._count = 0
 
     def update(self, info_hash: str, record: PeerRecord) -> None:
         """Add or refresh *record*; raises :class:`PeerLimit` for a new record over a cap."""
@@ -76,6 +77,7 @@ class PeerStore:
         if old is not None:
             self._uncount(old[0].ip)
         self._per_ip[record.ip] = self._per_ip.get(record.ip, 0) + 1
+        self._count += 1
         self._peers.setdefault(info_hash, {})[record.peer_id] = (record, self.clock.seconds() + self.ttl)
 
     def sample(self, info_hash: str, limit: int) -> list[PeerRecord]:
@@ -84,6 +86,7 @@ class PeerStore:
         return self.rng.sample(live, min(limit, len(live)))
 
     def _uncount(self, ip: str) -> None:
+        self._count -= 1
         left = self._per_ip.get(ip, 0) - 1
         if left > 0:
             self._per_ip[ip] = left
@@ -108,4 +111,4 @@ class PeerStore:
         return self._per_ip.get(ip, 0)
 
     def __len__(self) -> int:
-        return sum(len(p) for p in self._peers.values())
+        return self._count

@@ -82,6 +82,7 @@ def test_store_caps_records_per_address() -> None:
     store.update("01" * 32, record(1, "10.0.0.3"))  # a peer that moved frees its old address
     store.update("03" * 32, record(1))
     assert store.blobs_at("10.0.0.1") == 2 and store.blobs_at("10.0.0.3") == 1
+    assert len(store) == 4 and len(store.sample("03" * 32, 50)) == 2
     clock.advance(11)
     assert store.purge() == 4 and store.blobs_at("10.0.0.1") == 0 and len(store) == 0
 
