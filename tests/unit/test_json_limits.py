@@ -1,5 +1,5 @@
 """Pathological JSON (deep nesting, endless integers) is a clean refusal in every reader:
-the core JSON reader, the HTTP body reader and the state sync codec."""
+the core JSON reader, the HTTP body reader, the state sync codec and the state websocket."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from kraken.core import jsonlimits
 from kraken.core.http import HTTPError, read_json
 from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.state.sync_wire import Decoder, Kind, WireError, encode
+from kraken.state.websocket import CommandError, parse_command
 from tests.hostile.rig import huge_int, nested
 from tests.unit.test_state_sync import KID, connect_child, parent_rig, received
 
@@ -64,3 +65,11 @@ def test_parent_answers_a_pathological_hello_with_an_error_frame(raw: bytes) -> 
     assert error.kind is Kind.ERROR and "HELLO body" in error.body["message"]
     assert transport.disconnecting and KID not in factory.children
     assert encode(Kind.HELLO, {"id": KID})  # the codec still encodes normal messages
+
+
+def test_websocket_commands_are_small_enough_to_stay_harmless() -> None:
+    deepest = nested(256)  # 512 bytes: the largest message the event websocket takes
+    with pytest.raises(CommandError):
+        parse_command(deepest)
+    with pytest.raises(CommandError):
+        parse_command(b'{"command": ' + huge_int(500) + b', "type": 1}')
