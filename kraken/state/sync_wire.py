@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
 
-from kraken.core import wire
-
-from kraken.core import jsonlimits
+from kraken.core import jsonlimits, wire
 from kraken.core.jsonlimits import JSONLimitError
 
 MAX_FRAME = 1 << 20
@@ -82,7 +80,7 @@ class Decoder:
             try:
                 value = jsonlimits.loads(body[1:])
             except JSONLimitError as e:
-                return self._fail(out, f"{kind.name} body {e}")
+                self._fail(f"{kind.name} body {e}")
             except (UnicodeDecodeError, ValueError):
                 self._fail(f"{kind.name} body is not JSON")
             if not isinstance(value, dict):

@@ -52,8 +52,9 @@ def test_read_json_answers_400_bad_json(raw: bytes) -> None:
 @pytest.mark.parametrize("raw", PATHOLOGICAL.values(), ids=PATHOLOGICAL.keys())
 def test_sync_decoder_reports_a_wire_error(raw: bytes) -> None:
     frame = len(raw + b"x").to_bytes(4, "big") + bytes([Kind.HELLO]) + raw
-    (error,) = Decoder().feed(frame)
-    assert isinstance(error, WireError) and error.message.startswith("HELLO body")
+    with pytest.raises(WireError) as caught:
+        list(Decoder().feed(frame))
+    assert caught.value.reason.startswith("HELLO body")
 
 
 @pytest.mark.parametrize("raw", PATHOLOGICAL.values(), ids=PATHOLOGICAL.keys())
