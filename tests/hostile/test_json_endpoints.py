@@ -68,7 +68,7 @@ def sync_exchange(pki: Path, port: int, frame: bytes) -> list[Message | Any]:
                 received += chunk
         except (ssl.SSLError, ConnectionResetError):
             pass
-    return Decoder().feed(received)
+    return list(Decoder().feed(received))
 
 
 @pytest.mark.parametrize("name", ["nested 900", "nested 100000", "5000 digits"])
