@@ -12,7 +12,12 @@ phone home to one parent over mutual TLS on loopback; we time until all are SYNC
 then a Cfg change on every child (busy: BUSY) until every child's Dsc has come back. Baseline,
 same run: C bare mutual-TLS connections with the same certificates (the transport floor).
 
-    .venv/bin/python benchmarks/state_converge.py [--nodes 10000] [--children 1000]
+With ``--db`` the engine's Cfg is kept in SQLite as kraken-state keeps it (every Cfg change is
+committed before it would be acknowledged), so part 1 includes the cost of durable writes, and
+a third figure shows group commit: W Cfg writes acknowledged one by one (one commit each) against
+W writes arriving in one reactor turn (one shared commit).
+
+    .venv/bin/python benchmarks/state_converge.py [--nodes 10000] [--children 1000] [--db]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from kraken.state.model import Busy, Node, PhysState, RunState
 from kraken.state.modules.freebusy import FreeBusy
 from kraken.state.modules.sim import SimPower
 from kraken.state.service import StateService
-from kraken.state.store import StateStore
+from kraken.state.store import SqliteCfg, StateStore
 from kraken.state.sync import SyncClientService, SyncServerFactory
 
 ME = "00000000-0000-0000-0000-0000000000aa"
@@ -82,12 +87,15 @@ def baseline_stores(ids: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-async def converge(reactor: Any, n: int) -> dict[str, float]:
+async def converge(reactor: Any, n: int, db: Path | None = None) -> dict[str, float]:
     ids = node_ids(n)
     gc.collect()
     rss0 = rss_bytes()
     bus = EventBus()
     store = StateStore(bus)
+    persist = SqliteCfg(db, store, reactor) if db is not None else None
+    if persist is not None:
+        persist.attach()
     sim = SimPower({"latency": 0.01, "timeout": 60})
     engine = Engine(store, bus, reactor, [sim], ME)
     engine.start_module("sim")
@@ -116,7 +124,36 @@ async def converge(reactor: Any, n: int) -> dict[str, float]:
     events = bus.emitted - events0
     rss = rss_bytes() - rss0
     engine.stop_modules()
+    if persist is not None:
+        await persist.close()
     return {"wall": wall, "cpu": cpu, "events": events, "rss_per_node": rss / n}
+
+
+async def acknowledged_writes(reactor: Any, db: Path, w: int) -> dict[str, float]:
+    store = StateStore(EventBus())
+    persist = SqliteCfg(db, store, reactor)
+    persist.attach()
+    t0 = time.perf_counter()
+    for i in node_ids(w, "0004"):
+        store.create(Node(i))
+        await persist.durable()
+    one_by_one = time.perf_counter() - t0
+    commits = persist.commits
+    t1 = time.perf_counter()
+    waits = []
+    for i in node_ids(w, "0005"):
+        store.create(Node(i))
+        waits.append(persist.durable())
+    await defer.gatherResults(waits)
+    grouped = time.perf_counter() - t1
+    await persist.close()
+    grouped_commits = persist.commits - commits
+    return {
+        "one_by_one": one_by_one,
+        "commits": commits,
+        "grouped": grouped,
+        "grouped_commits": grouped_commits,
+    }
 
 
 def make_children_pki(directory: Path, count: int) -> list[tuple[str, str]]:
@@ -206,7 +243,13 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     n = args.nodes
     print(f"== {n} simulated nodes, Cfg POWER_OFF -> POWER_ON + SYNC ==")
     base = baseline_stores(node_ids(n, "0003"))
-    r = await converge(reactor, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = await converge(reactor, n, Path(tmp) / "cfg.sqlite" if args.db else None)
+    if args.db:
+        print("Cfg kept in SQLite (--db)")
+    if args.db and args.writes > 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            a = await acknowledged_writes(reactor, Path(tmp) / "acks.sqlite", args.writes)
     print(f"engine converge time   {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU (one thread)")
     print(f"events                 {r['events']:.0f} ({r['events'] / r['wall']:,.0f} events/s)")
     print(f"memory per node        {r['rss_per_node'] / 1024:.1f} KiB RSS (Cfg + Dsc + path)")
@@ -216,6 +259,13 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         f"ratio vs target        {r['wall'] / TARGET_SECONDS:.2f} of the {TARGET_SECONDS:.0f} s target "
         f"({'met' if r['wall'] < TARGET_SECONDS else 'MISSED'})"
     )
+    if args.db and args.writes > 0:
+        w = args.writes
+        print(
+            f"acknowledged writes    {w} one by one: {a['one_by_one']:.2f} s ({w / a['one_by_one']:,.0f}/s, "
+            f"{a['commits']:.0f} commits); {w} in one turn: {a['grouped']:.3f} s "
+            f"({w / a['grouped']:,.0f}/s, {a['grouped_commits']:.0f} commit)"
+        )
     if args.children <= 0:
         return
     c = args.children
@@ -239,4 +289,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--children", type=int, default=1_000)
+    parser.add_argument("--db", action="store_true", help="keep Cfg in SQLite as kraken-state does")
+    parser.add_argument("--writes", type=int, default=1000, help="acknowledged writes with --db (0: skip)")
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args())))

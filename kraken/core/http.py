@@ -33,7 +33,9 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from kraken.core import jsonlimits
 from kraken.core.digest import Digest
+from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.core.metrics import Metrics
 from kraken.core.streaming import BodyRouter, streaming_requests
 
@@ -75,8 +77,9 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
-    """The request body parsed as JSON, or a ``400`` naming what is wrong with it."""
+def read_json(request: Request, limit: int = 16 * 1024 * 1024, max_depth: int = MAX_DEPTH) -> Any:
+    """The request body parsed as JSON, or a ``400`` naming what is wrong with it (also when it
+    nests deeper than *max_depth* or holds an integer too long to convert)."""
     content = request.content
     assert content is not None  # twisted.web sets it once the headers are in
     content.seek(0, 2)
@@ -87,8 +90,10 @@ def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
     if not raw.strip():
         raise HTTPError(400, "BAD_JSON", "request body is empty; a JSON document is expected")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return jsonlimits.loads(raw, max_depth)
+    except JSONLimitError as e:
+        raise HTTPError(400, "BAD_JSON", f"request body {e}") from None
+    except (UnicodeDecodeError, ValueError) as e:
         raise HTTPError(400, "BAD_JSON", f"request body is not valid JSON: {e}") from None
 
 

@@ -1,19 +1,26 @@
-"""The REST API of the original (spec §4.1) on the core Router, with JSON 4xx errors."""
+"""The REST API of the original (spec §4.1) on the core Router, with JSON 4xx errors.
+
+A write is answered only once its Cfg change is committed to the database (``durable``), so a
+2xx means the change survives a crash; a failed commit answers ``503 STORE_WRITE_FAILED``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from kraken.core.http import HTTPError, Response, Router, read_json
 from kraken.state import model
 from kraken.state.engine import Engine
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
-from kraken.state.store import StateStore, StoreError
+from kraken.state.store import StateStore, StoreError, StoreWriteError
 
 DOT_TYPE = "text/vnd.graphviz; charset=utf-8"
+T = TypeVar("T")
 
 
 def _node_from(body: Any) -> Node:
@@ -54,10 +61,26 @@ def _store_call(fn: Callable[..., Node], *args: Any) -> dict[str, Any]:
 class StateAPI:
     """Routes of the original REST API (plus ``/graph/.../dot`` and ``/sme/path/{id}``)."""
 
-    def __init__(self, store: StateStore, engine: Engine, ws_port: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        engine: Engine,
+        ws_port: Callable[[], int | None],
+        durable: Callable[[], Deferred[None]] = lambda: succeed(None),
+    ) -> None:
         self.store = store
         self.engine = engine
         self.ws_port = ws_port
+        self.durable = durable
+
+    def _acknowledged(self, answer: T) -> Deferred[T]:
+        """*answer*, once every change made so far is committed."""
+
+        def failed(failure: Failure) -> T:
+            failure.trap(StoreWriteError)
+            raise HTTPError(503, "STORE_WRITE_FAILED", str(failure.value))
+
+        return self.durable().addCallbacks(lambda _: answer, failed)
 
     def router(self) -> Router:
         r = Router()
@@ -75,9 +98,7 @@ class StateAPI:
             r.route("PUT", path, lambda req, node_id=None: self.update_node(req, self.store.update))
         for path in ("/dsc/node", "/dsc/node/{node_id}"):
             r.route("PUT", path, lambda req, node_id=None: self.update_node(req, self.store.update_dsc))
-        r.route(
-            "DELETE", "/cfg/node/{node_id}", lambda req, node_id: _store_call(self.store.delete, _id(node_id))
-        )
+        r.route("DELETE", "/cfg/node/{node_id}", self.delete_node)
         r.route("GET", "/graph/json", lambda req: self.engine.graph.to_json(self.engine.graph.graph()))
         r.route("GET", "/graph/dot", lambda req: self._dot(self.engine.graph.graph()))
         r.route("GET", "/graph/node/{node_id}/json", self.node_graph)
@@ -94,7 +115,7 @@ class StateAPI:
     def _all(where: dict[str, Node]) -> dict[str, Any]:
         return {"nodes": [model.to_json(where[k]) for k in sorted(where)]}
 
-    def create_nodes(self, request: Request) -> Response:
+    def create_nodes(self, request: Request) -> Deferred[Response]:
         nodes = _nodes_from(read_json(request))
         created, errors = [], []
         for node in nodes:
@@ -105,21 +126,24 @@ class StateAPI:
         body: dict[str, Any] = {"nodes": created}
         if errors:
             body["errors"] = errors
-        return Response(201 if created else 409, body)
+        return self._acknowledged(Response(201 if created else 409, body))
 
-    def update_nodes(self, request: Request, update: Callable[[Node], Node]) -> dict[str, Any]:
+    def update_nodes(self, request: Request, update: Callable[[Node], Node]) -> Deferred[dict[str, Any]]:
         nodes = _nodes_from(read_json(request))
         missing = [n.id for n in nodes if n.id not in self.store.cfg]
         if missing:
             raise HTTPError(404, "NODE_NOT_FOUND", f"no node {missing[0]}", detail={"missing": missing})
-        return {"nodes": [model.to_json(update(n)) for n in nodes]}
+        return self._acknowledged({"nodes": [model.to_json(update(n)) for n in nodes]})
 
-    def create_node(self, request: Request, node_id: str | None = None) -> Response:
+    def create_node(self, request: Request, node_id: str | None = None) -> Deferred[Response]:
         node = _node_from(read_json(request))
-        return Response(201, _store_call(self.store.create, node))
+        return self._acknowledged(Response(201, _store_call(self.store.create, node)))
 
-    def update_node(self, request: Request, update: Callable[[Node], Node]) -> dict[str, Any]:
-        return _store_call(update, _node_from(read_json(request)))
+    def update_node(self, request: Request, update: Callable[[Node], Node]) -> Deferred[dict[str, Any]]:
+        return self._acknowledged(_store_call(update, _node_from(read_json(request))))
+
+    def delete_node(self, request: Request, node_id: str) -> Deferred[dict[str, Any]]:
+        return self._acknowledged(_store_call(self.store.delete, _id(node_id)))
 
     def _dot(self, g: Any) -> Response:
         return Response(200, self.engine.graph.to_dot(g).encode(), {"Content-Type": DOT_TYPE})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -115,6 +116,10 @@ class StateService(Service):
         self._ensure_self()
         self.loaded = True
 
+    def durable(self) -> Deferred[None]:
+        """Fires once every Cfg change made so far is on disk (at once without a database)."""
+        return self.persist.durable() if self.persist is not None else succeed(None)
+
     def _ensure_self(self) -> None:
         own = next((n for n in self.initial if n.id == self.self_id), None)
         if self.self_id not in self.store.cfg:
@@ -144,8 +149,7 @@ class StateService(Service):
             frozen="frozen" if self.engine.frozen else "thawed",
         )
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self.engine.stop_modules()
-        if self.persist is not None:
-            self.persist.close()
+        return self.persist.close() if self.persist is not None else None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
 
-from kraken.core import wire
+from kraken.core import jsonlimits, wire
+from kraken.core.jsonlimits import JSONLimitError
 
 MAX_FRAME = 1 << 20
 _LEN = struct.Struct(">I")
@@ -77,7 +78,9 @@ class Decoder:
             except ValueError:
                 self._fail(f"unknown message kind {body[0]}")
             try:
-                value = json.loads(body[1:])
+                value = jsonlimits.loads(body[1:])
+            except JSONLimitError as e:
+                self._fail(f"{kind.name} body {e}")
             except (UnicodeDecodeError, ValueError):
                 self._fail(f"{kind.name} body is not JSON")
             if not isinstance(value, dict):

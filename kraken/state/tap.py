@@ -125,7 +125,7 @@ def _listen(
     svc.metrics.gauge("frozen", "1 while the mutation engine is frozen").set_function(
         lambda: int(state.engine.frozen)
     )
-    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"))
+    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"), state.durable)
     site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)})
     roles = list(st.api_roles)
     svc.listen_all("http", config.listen, site, allowed_roles=roles)

@@ -12,7 +12,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
 from kraken.tracker.peerstore import PeerStore
-from kraken.tracker.server import TrackerAPI
+from kraken.tracker.server import TrackerAPI, parse_networks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +22,14 @@ class TrackerSection:
     announce_limit: int = setting(50, "most peers handed out per announce", minimum=1)
     peer_ttl: float = setting(3600.0, "forget a peer this long after its last announce", minimum=1)
     origin_cache_ttl: float = setting(10.0, "seconds to remember owners and origin peer contexts")
+    max_peers_per_blob: int = setting(5000, "peer records kept per info hash; new ones get 429", minimum=1)
+    max_blobs_per_peer: int = setting(
+        10000, "peer records kept per announced IP address; new ones get 429", minimum=1
+    )
+    trusted_roles: list[str] = setting([], "certificate roles that may announce an address not their own")
+    trusted_networks: list[str] = setting(
+        [], "CIDRs whose clients may announce an address not their own (e.g. behind NAT)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +46,16 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     config = options.config
     svc = KrakenService("tracker", config, reactor)
     tracker = config.tracker
-    store = PeerStore(svc.reactor, tracker.peer_ttl)
+    try:
+        trusted_networks = parse_networks(tracker.trusted_networks)
+    except ValueError as e:
+        raise SystemExit(f"kraken-tracker: {e}") from None
+    store = PeerStore(
+        svc.reactor,
+        tracker.peer_ttl,
+        max_peers_per_blob=tracker.max_peers_per_blob,
+        max_blobs_per_peer=tracker.max_blobs_per_peer,
+    )
     origins = OriginCluster(svc.reactor, tracker.origins, svc.tls) if tracker.origins else None
     api = TrackerAPI(
         svc.reactor,
@@ -48,6 +65,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         tracker.announce_interval,
         tracker.announce_limit,
         tracker.origin_cache_ttl,
+        trusted_roles=tracker.trusted_roles,
+        trusted_networks=trusted_networks,
     )
     site = make_site(api.router(), svc.metrics)
     svc.listen_all("http", config.listen, site, allowed_roles={"agent", "origin", "client", "proxy"})

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
@@ -47,8 +48,9 @@ def announce_body(n: int, complete: bool = False) -> dict[str, Any]:
             "peer": {"peer_id": p.peer_id, "ip": p.ip, "port": p.port, "complete": complete}}
 
 
-def request(body: Any) -> DummyRequest:
+def request(body: Any, source: str = "10.0.0.1") -> DummyRequest:
     r = DummyRequest([b""])
+    r.client = IPv4Address("TCP", source, 40000)  # the announces above come from their own address
     r.content = io.BytesIO(json.dumps(body).encode() if not isinstance(body, bytes) else body)
     return r
 

@@ -1,0 +1,59 @@
+"""JSON from untrusted peers: nesting depth and number length limits, refused as ``ValueError``.
+
+``json.loads`` raises ``RecursionError`` on deeply nested documents and a bare ``ValueError``
+on integers longer than ``sys.get_int_max_str_digits()``; a document that parses but nests
+hundreds of levels deep still breaks whatever walks it recursively afterwards (``repr``, the
+encoder, validators). :func:`loads` turns all of these into :class:`JSONLimitError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+MAX_DEPTH = 100
+
+
+class JSONLimitError(ValueError):
+    """The document is well-formed but over a limit; the message completes "the document ..."."""
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` with limits: JSONDecodeError or UnicodeDecodeError if malformed,
+    :class:`JSONLimitError` if nested deeper than *max_depth* or holding a too long integer."""
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except RecursionError:
+        raise JSONLimitError(f"nests deeper than {max_depth} levels") from None
+    except ValueError as e:
+        raise JSONLimitError(f"holds a number too long to read ({e})") from None
+    if _openers(raw) > max_depth and depth_over(value, max_depth):
+        raise JSONLimitError(f"nests deeper than {max_depth} levels")
+    return value
+
+
+def _openers(raw: bytes | str) -> int:
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{")
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def depth_over(value: Any, max_depth: int) -> bool:
+    """Whether *value* nests more than *max_depth* lists/dicts (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
