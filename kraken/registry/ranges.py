@@ -12,7 +12,8 @@ import re
 from kraken.registry.errors import RegistryError
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
-_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+MAX_RANGE_HEADER = 1000  # longer Range headers are ignored
 
 
 def progress_header(offset: int) -> str:
@@ -52,28 +53,37 @@ def parse_chunk_range(header: str | None, offset: int, length: int | None) -> in
 def parse_get_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(start, length)`` for a single-range ``Range`` header, ``None`` to send everything.
 
-    Several ranges are answered with the whole blob (RFC 9110 allows ignoring ``Range``).
-    Unsatisfiable or malformed single ranges raise 416 with ``Content-Range: bytes */size``.
+    Follows RFC 9110 section 14: a header that is not a ``bytes`` range set (another unit, or
+    text that does not parse) and several ranges are ignored (the whole blob is sent); a
+    last-pos past the end stops at the end, and a suffix longer than the blob selects all of
+    it (section 14.1.2), which is answered ``206`` with the full ``Content-Range``. A range
+    whose last-pos comes before its first-pos, that starts past the end, or a ``-0`` suffix
+    raises 416 with ``Content-Range: bytes */size``.
     """
-    if header is None or "," in header:
+    if header is None or len(header) > MAX_RANGE_HEADER or "," in header:
         return None
     m = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None
     unsatisfiable = RegistryError(
         "RANGE_INVALID",
         f"range {header[:100]!r} not satisfiable for a blob of {size} bytes",
         status=416,
         headers={"Content-Range": f"bytes */{size}"},
     )
-    if m is None:
-        raise unsatisfiable
     first, last = m.group(1), m.group(2)
     if not first:
-        if not last or int(last) == 0:
+        suffix = int(last)
+        if suffix == 0:
             raise unsatisfiable
-        n = min(int(last), size)
+        if size == 0:
+            return None  # nothing to cut a suffix from: the whole (empty) blob
+        n = min(suffix, size)
         return size - n, n
     start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
+    if last and int(last) < start:
         raise unsatisfiable
+    if start >= size:
+        raise unsatisfiable
+    end = min(int(last), size - 1) if last else size - 1
     return start, end - start + 1

@@ -96,7 +96,15 @@ def test_get_ranges() -> None:
     assert parse_get_range("bytes=90-1000", 100) == (90, 10)
     assert parse_get_range("bytes=-10", 100) == (90, 10)
     assert parse_get_range("bytes=-1000", 100) == (0, 100)
-    for header in ("bytes=100-", "bytes=5-2", "bytes=-0", "items=0-1", "bytes=x-y", "bytes=-"):
+    assert parse_get_range("bytes=-" + "9" * 40, 100) == (0, 100)  # RFC 9110 14.1.2: all of it
+    assert parse_get_range("bytes=10-" + "9" * 40, 100) == (10, 90)
+    assert parse_get_range("bytes=-5", 0) is None
+    # unparseable or another unit: ignored, the whole blob is sent (RFC 9110 14.2)
+    unparseable = ("items=0-1", "bytes=x-y", "bytes=-", "bytes=--5", "bytes=\u0663-", "",
+                   "bytes=0-" + "1" * 2000)
+    for ignored in unparseable:
+        assert parse_get_range(ignored, 100) is None, ignored
+    for header in ("bytes=100-", "bytes=5-2", "bytes=-0", "bytes=" + "9" * 40 + "-"):
         with pytest.raises(RegistryError) as e:
             parse_get_range(header, 100)
         assert e.value.status == 416 and e.value.headers["Content-Range"] == "bytes */100"
