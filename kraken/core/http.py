@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.core import jsonlimits
 from kraken.core.digest import Digest
+from kraken.core.httplimits import LimitedChannel, RefusalCounter
 from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.core.metrics import Metrics
 from kraken.core.streaming import BodyRouter, streaming_requests
@@ -279,7 +280,14 @@ class _Root(Resource):
 
 
 class QuietSite(Site):
-    """A ``Site`` that logs requests through ``twisted.logger`` at debug level."""
+    """A ``Site`` that logs requests through ``twisted.logger`` at debug level.
+
+    Its channels answer over-long request lines and headers with ``414``/``431``, counted in
+    ``refusals``.
+    """
+
+    protocol = LimitedChannel
+    refusals: RefusalCounter | None = None
 
     def log(self, request: HTTPRequest) -> None:
         log.debug(
@@ -309,4 +317,5 @@ def make_site(
     else:
         site = QuietSite(_Root(app, mounts))
     site.noisy = False
+    site.refusals = metrics.counter("http_refused", "requests refused at their head (414, 431)", ["status"])
     return site

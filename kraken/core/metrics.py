@@ -32,9 +32,13 @@ class Metrics:
     def __init__(self, server: str) -> None:
         self.prefix = "kraken_" + server.replace("-", "_") + "_"
         self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[str, Counter] = {}
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-        return Counter(self.prefix + name, doc, labels, registry=self.registry)
+        """The counter *name*; asking again for the same name returns the same counter."""
+        if name not in self._counters:
+            self._counters[name] = Counter(self.prefix + name, doc, labels, registry=self.registry)
+        return self._counters[name]
 
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
         return Gauge(self.prefix + name, doc, labels, registry=self.registry)

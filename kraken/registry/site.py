@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.interfaces import ITCPTransport
-from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from kraken.core.http import make_site
+from kraken.core.httplimits import LimitedChannel
 from kraken.core.metrics import Metrics
 from kraken.registry.api import RegistryResource
 
 TLS_HANDSHAKE = b"\x16"
 
 
-class RegistryChannel(HTTPChannel):
+class RegistryChannel(LimitedChannel):
     """Closes at once when a client opens with a TLS handshake on a plain listener.
 
     Registry clients (skopeo, docker) try HTTPS first and fall back to HTTP; without this
