@@ -4,7 +4,8 @@ A site built with ``requestFactory=streaming_requests(router)`` asks *router*, o
 headers are in and before any body byte, for a :class:`BodySink`.
 The sink then receives the body chunk by chunk (``handleContentChunk`` → ``write``) and sits
 in ``request.content`` for the handler. Requests the router declines (``None``) keep the
-normal buffered body.
+normal buffered body. A router that raises :class:`BodyRefused` gets its answer sent at once,
+before any body byte is read (no ``100 Continue``), and the connection closed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
+
+from kraken.core.httplimits import write_early_answer
+
+LINGER_BYTES = 16 * 1024 * 1024  # body bytes read and dropped after an early answer, at most
+LINGER_SECONDS = 10.0
 
 
 class BodySink:
@@ -45,9 +52,38 @@ class BodySink:
         pass
 
 
+class BodyRefused(Exception):
+    """Raised by a body router to refuse a request at its headers with *status* and *body*."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class DroppedBody(BodySink):
+    """The body of a refused request: counted and dropped; past *limit* bytes, *stop* is called."""
+
+    def __init__(self, limit: int, stop: Callable[[], None]) -> None:
+        self.limit = limit
+        self.stop = stop
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.limit:
+            self.stop()
+
+    def abort(self) -> None:
+        pass
+
+
 class BodyRouter(Protocol):
     def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> BodySink | None:
-        """A sink for the body of *request* (headers in ``request.requestHeaders``), or ``None``."""
+        """A sink for the body of *request* (headers in ``request.requestHeaders``), or ``None``.
+
+        Raises :class:`BodyRefused` to answer at once without reading the body.
+        """
 
 
 class StreamingRequest(Request):
@@ -56,6 +92,9 @@ class StreamingRequest(Request):
     twisted.web keeps the request line on the channel until the body is complete; it is read
     here so the body can be routed before the first byte of it arrives.
     """
+
+    refused = False
+    linger: IDelayedCall | None = None
 
     def __init__(self, channel: HTTPChannel, queued: Any, body_router: BodyRouter) -> None:
         super().__init__(channel, queued)
@@ -67,13 +106,51 @@ class StreamingRequest(Request):
         uri = getattr(self.channel, "_path", None)
         sink = None
         if method is not None and uri is not None:
-            sink = router.body_sink(self, method.upper(), uri, length)
+            try:
+                sink = router.body_sink(self, method.upper(), uri, length)
+            except BodyRefused as refusal:
+                self.refuse(refusal)
+                return
         if sink is None:
             super().gotLength(length)
         else:
             self.content = sink
 
+    def refuse(self, refusal: BodyRefused) -> None:
+        """Answer now, before the body; the request never reaches a resource.
+
+        A client that asked ``Expect: 100-continue`` sends no body: the connection closes at
+        once. Others may be sending the body before they read any answer; closing a socket
+        with unread data resets it and can destroy the answer in flight, so up to
+        :data:`LINGER_BYTES` of the body are read and dropped (for at most
+        :data:`LINGER_SECONDS`) before closing.
+        """
+        self.refused = True
+        expects = self.requestHeaders.getRawHeaders(b"expect") or []
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        self.content = DroppedBody(LINGER_BYTES, self.close_refused)
+        write_early_answer(self.channel.transport, refusal.status, refusal.body, refusal.content_type)
+        if any(e.lower() == b"100-continue" for e in expects):
+            self.close_refused()
+        else:
+            self.linger = self.channel.callLater(LINGER_SECONDS, self.close_refused)
+
+    def close_refused(self) -> None:
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
+        self.linger = None
+        if self.channel is not None:
+            self.channel.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            self.close_refused()  # the whole body was dropped; the answer is out
+        else:
+            super().requestReceived(command, path, version)
+
     def connectionLost(self, reason: Failure) -> None:
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
         content: Any = getattr(self, "content", None)
         if isinstance(content, BodySink) and not self.finished:
             content.abort()

@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.threads import deferToThreadPool
 
 from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
@@ -28,9 +29,10 @@ class ProxySection:
     origins: list[str] = setting([], "origin host:port list; empty keeps blobs in the local cache")
     build_index: str | None = setting(None, "build-index address (host:port); unset keeps tags locally")
     max_blob_size: int = setting(10 * 1024**3, "largest blob accepted, in bytes", minimum=1)
-    upload_ttl: float = setting(3600.0, "seconds an idle upload session is kept", minimum=1)
+    upload_ttl: float = setting(300.0, "seconds an idle upload session lives (PATCH restarts it)", minimum=1)
     sendfile_workers: int = setting(4, "threads sending blob bodies by sendfile (0: off)", minimum=0)
     max_uploads: int = setting(1000, "open upload sessions at most (more: 429)", minimum=1)
+    max_uploads_per_client: int = setting(100, "open upload sessions of one client (more: 429)", minimum=1)
     allowed_roles: list[str] = setting(["client", "proxy"], "certificate roles admitted on tls: listeners")
     cache_tti: float = setting(0.0, "with origins: drop cached blobs idle this long, s (0 = keep)")
     cleanup_interval: float = setting(600.0, "seconds between cache cleanups", minimum=1)
@@ -52,7 +54,7 @@ class _Expiry(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.uploads.start_expiry(min(60.0, self.uploads.ttl))
+        self.uploads.start_expiry(max(0.5, min(60.0, self.uploads.ttl / 2)))
 
     def stopService(self) -> Any:
         self.uploads.stop_expiry()
@@ -64,8 +66,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     svc = KrakenService("proxy", config, reactor)
     proxy = config.proxy
     root = Path(proxy.storage)
-    uploads = UploadManager(root / "uploads", svc.reactor, proxy.upload_ttl, proxy.max_blob_size,
-                            proxy.max_uploads)
+    uploads = UploadManager(
+        root / "uploads", svc.reactor, proxy.upload_ttl, proxy.max_blob_size, proxy.max_uploads,
+        proxy.max_uploads_per_client, metrics=svc.metrics,
+        run_blocking=lambda work: deferToThreadPool(svc.reactor, svc.reactor.getThreadPool(), work),
+    )
     if proxy.build_index:
         tags: Any = BuildIndexTags(TagClient(svc.reactor, proxy.build_index, svc.tls))
     else:

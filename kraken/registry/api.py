@@ -24,9 +24,11 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from kraken.core.digest import Digest
 from kraken.core.http import Response
+from kraken.core.httplimits import client_name, log_refusal
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender, send_body
+from kraken.core.streaming import BodyRefused
 from kraken.registry import manifests as mf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
@@ -50,6 +52,11 @@ def _arg(request: Request, name: str) -> str | None:
 def _header(request: Request, name: str) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _client(request: Request) -> str:
+    """Who sent *request*, as upload limits count clients (certificate name, else address)."""
+    return client_name(request.channel.transport if request.channel is not None else None)
 
 
 def _page(request: Request, items: list[str], link_path: str) -> tuple[list[str], dict[str, str]]:
@@ -101,24 +108,39 @@ class RegistryResource(Resource):
         self.blob_bytes = metrics.counter("registry_blob_bytes_sent", "blob bytes sent (before ranges)")
         self.sendfile_bodies = metrics.counter("registry_sendfile_bodies", "blob bodies sent with sendfile")
         self.upload_bytes = metrics.counter("registry_upload_bytes", "blob bytes received in uploads")
+        self.limit_refusals = metrics.counter("registry_limit_refusals", "requests refused at their headers "
+                                              "for a body over a size limit", ["limit"])
 
     # -- request body routing (called from StreamingRequest.gotLength) --------------------------
 
     def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> ChunkSink | None:
-        if self.uploads is None:
-            return None
         path, _, query = uri.partition(b"?")
         try:
             route = parse_v2_path(path.decode("utf-8"))
         except UnicodeDecodeError:
+            route = None
+        monolithic = method == b"POST" and b"digest=" in query and b"mount=" not in query
+        uploading = self.uploads is not None and route is not None and route.name is not None and (
+            (route.kind == "upload" and method in (b"PATCH", b"PUT") and route.ref)
+            or (route.kind == "uploads" and monolithic)
+        )
+        if not uploading:
+            if length is not None and length > mf.MAX_MANIFEST_SIZE:
+                what = "manifest" if route is not None and route.kind == "manifest" else "request body"
+                self._refuse_body(request, f"{what} over {mf.MAX_MANIFEST_SIZE} bytes", "manifest_size")
             return None
-        if route is None or route.name is None:
-            return None
-        if route.kind == "upload" and method in (b"PATCH", b"PUT") and route.ref:
-            try:
-                check_name(route.name)
-            except RegistryError as e:
-                return ChunkSink(self.uploads, None, e)
+        assert self.uploads is not None and route is not None and route.name is not None
+        try:
+            check_name(route.name)
+        except RegistryError as e:
+            return ChunkSink(self.uploads, None, e)
+        if route.kind == "upload":
+            assert route.ref is not None
+            session = self.uploads.sessions.get(route.ref)
+            if session is not None and session.name == route.name and length is not None \
+                    and session.size + length > self.uploads.max_size:
+                self._refuse_body(request, f"blob larger than the limit of {self.uploads.max_size} bytes",
+                                  "blob_size")
             sink = self.uploads.open_chunk(route.name, route.ref)
             header = request.requestHeaders.getRawHeaders(b"content-range")
             if sink.session is not None and header:
@@ -128,19 +150,23 @@ class RegistryResource(Resource):
                     sink.rollback()
                     return ChunkSink(self.uploads, None, e)
             return sink
-        if route.kind == "uploads" and method == b"POST" and b"digest=" in query and b"mount=" not in query:
-            try:
-                check_name(route.name)
-                session = self.uploads.create(route.name)
-            except RegistryError as e:
-                return ChunkSink(self.uploads, None, e)
-            sink = self.uploads.open_chunk(route.name, session.id)
-            sink.owns_session = True
-            return sink
-        if length is not None and length > mf.MAX_MANIFEST_SIZE and route.kind == "manifest":
-            too_big = RegistryError("SIZE_INVALID", f"manifest over {mf.MAX_MANIFEST_SIZE} bytes", status=413)
-            return ChunkSink(self.uploads, None, too_big)
-        return None
+        if length is not None and length > self.uploads.max_size:
+            too_big = f"blob larger than the limit of {self.uploads.max_size} bytes"
+            self._refuse_body(request, too_big, "blob_size")
+        try:
+            session = self.uploads.create(route.name, _client(request))
+        except RegistryError as e:
+            return ChunkSink(self.uploads, None, e)
+        sink = self.uploads.open_chunk(route.name, session.id)
+        sink.owns_session = True
+        return sink
+
+    def _refuse_body(self, request: Request, message: str, limit: str) -> None:
+        """Answer ``413 SIZE_INVALID`` at once, before any body byte is read, and close."""
+        self.limit_refusals.labels(limit).inc()
+        log_refusal(limit, _client(request), message)
+        error = RegistryError("SIZE_INVALID", message, status=413)
+        raise BodyRefused(error.status, error.body())
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -390,7 +416,12 @@ class RegistryResource(Resource):
                                            "Docker-Content-Digest": str(digest)})
         if isinstance(request.content, ChunkSink):
             return await self._commit(request, name, self._sink(request))
-        session = self.uploads.create(name)
+        session = self.uploads.create(name, _client(request), persistent=True)
+        try:
+            await self.uploads.sync_new(session)
+        except OSError:
+            self.uploads.discard(session)
+            raise RegistryError("UNKNOWN", "could not store the upload session", status=500) from None
         return Response(202, b"", self._session_headers(name, session.id, 0))
 
     def _sink(self, request: Request) -> ChunkSink:
@@ -409,8 +440,8 @@ class RegistryResource(Resource):
     async def _upload_patch(self, request: Request, route: Route) -> Response:
         assert route.name is not None
         sink = self._sink(request)
-        assert sink.session is not None
-        sink.release()
+        assert sink.session is not None and self.uploads is not None
+        await self.uploads.commit_chunk(sink)  # the 202 promises the chunk survives a crash
         self.upload_bytes.inc(sink.received)
         return Response(202, b"", self._session_headers(route.name, sink.session.id, sink.session.size))
 

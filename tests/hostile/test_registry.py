@@ -56,22 +56,24 @@ def metric(port: int, name: str) -> float:
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send *data* as it is and read what comes back until the server closes or *timeout* passes."""
+    """Send *data* as it is; read one answer (until its ``Content-Length`` is in, or the server closes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        chunks = []
+        answer = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 chunk = s.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
-            chunks.append(chunk)
-        return b"".join(chunks)
+            answer += chunk
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)) and not head.startswith(b"HTTP/1.1 100"):
+                break
+        return answer
 
 
 def status_of(answer: bytes) -> int | None:

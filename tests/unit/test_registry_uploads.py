@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
 from kraken.proxy.storage import LocalTags, ProxyStorage, adopt_flat_cache
 from kraken.registry.errors import RegistryError
 from kraken.registry.tagstore import TagStore
@@ -102,6 +106,94 @@ def test_stale_upload_files_are_removed_at_start(tmp_path: Path) -> None:
     (tmp_path / "dead.upload").write_bytes(b"x")
     UploadManager(tmp_path, Clock())
     assert not (tmp_path / "dead.upload").exists()
+
+
+def test_one_client_cannot_take_every_session(tmp_path: Path) -> None:
+    metrics = Metrics("test")
+    manager = UploadManager(tmp_path, Clock(), max_sessions=10, max_per_client=3, metrics=metrics)
+    for _ in range(3):
+        manager.create("a", client="10.0.0.1")
+    with pytest.raises(RegistryError) as e:
+        manager.create("b", client="10.0.0.1")
+    assert e.value.status == 429 and e.value.code == "TOOMANYREQUESTS" and e.value.headers["Retry-After"]
+    for _ in range(3):
+        manager.create("a", client="10.0.0.2")
+    assert manager.per_client == {"10.0.0.1": 3, "10.0.0.2": 3}
+    manager.discard(next(iter(manager.sessions.values())))
+    manager.create("a", client="10.0.0.1")  # a finished or deleted session makes room again
+    sample = metrics.registry.get_sample_value
+    assert sample("kraken_test_upload_sessions_refused_total", {"limit": "client"}) == 1
+
+
+def _patch(manager: UploadManager, name: str, sid: str, data: bytes) -> None:
+    sink = manager.open_chunk(name, sid)
+    sink.write(data)
+    done = manager.commit_chunk(sink)
+    assert done.called and sink.session is not None and not sink.session.busy
+
+
+def test_sessions_survive_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.advance(1000)
+    manager = UploadManager(tmp_path, clock, ttl=100)
+    session = manager.create("test/a", client="c1", persistent=True)
+    manager.sync_new(session)
+    _patch(manager, "test/a", session.id, b"hello ")
+    clock.advance(10)
+    _patch(manager, "test/a", session.id, b"wor")
+    unacknowledged = manager.open_chunk("test/a", session.id)
+    unacknowledged.write(b"XXXX")  # the process dies here: bytes on disk, no 202
+    again = UploadManager(tmp_path, clock, ttl=100)
+    resumed = again.get("test/a", session.id)
+    assert (resumed.size, resumed.client, resumed.touched) == (9, "c1", 1010)
+    assert resumed.path.read_bytes() == b"hello wor"
+    _patch(again, "test/a", session.id, b"ld")
+    assert resumed.digest() == Digest.of_bytes(b"hello world")
+    assert again.per_client == {"c1": 1}
+    again.finish(resumed).unlink()
+    assert not list(tmp_path.iterdir())
+
+
+def test_expired_and_damaged_sessions_are_dropped_at_start(tmp_path: Path) -> None:
+    clock = Clock()
+    manager = UploadManager(tmp_path, clock, ttl=100)
+    old = manager.create("a", persistent=True)
+    _patch(manager, "a", old.id, b"old")
+    clock.advance(50)
+    damaged = manager.create("a", persistent=True)
+    _patch(manager, "a", damaged.id, b"12345")
+    damaged.path.write_bytes(b"12")  # shorter than the acknowledged offset
+    kept = manager.create("a", persistent=True)
+    monolithic = manager.create("a")  # not persistent: gone with the process
+    (tmp_path / "x.manifest").write_bytes(b"{}")
+    clock.advance(60)
+    again = UploadManager(tmp_path, clock, ttl=100)
+    assert list(again.sessions) == [kept.id]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.path.name, kept.journal.name])
+    assert monolithic.id not in again.sessions
+
+
+def test_a_chunk_being_made_durable_is_not_undone(tmp_path: Path) -> None:
+    pending: list[Deferred[None]] = []
+
+    def later(work: Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.addCallback(lambda _: work())
+        pending.append(d)
+        return d
+
+    manager = UploadManager(tmp_path, Clock(), run_blocking=later)
+    session = manager.create("a", persistent=True)
+    sink = manager.open_chunk("a", session.id)
+    sink.write(b"abc")
+    answer = manager.commit_chunk(sink)
+    answer.cancel()  # the client went away while the disk syncs
+    answer.addErrback(lambda f: None)
+    sink.abort()
+    assert session.busy and session.size == 3
+    pending[0].callback(None)
+    assert not session.busy and session.size == 3
+    assert session.journal.read_bytes().endswith(b"\n3 0.000\n")
 
 
 def test_tag_store(tmp_path: Path) -> None:
