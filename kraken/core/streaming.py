@@ -10,6 +10,7 @@ before any body byte is read (no ``100 Continue``), and the connection closed.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -76,6 +77,41 @@ class DroppedBody(BodySink):
 
     def abort(self) -> None:
         pass
+
+
+class BufferedBody(BodySink):
+    """A small body kept in memory; past *limit* bytes it is dropped and ``overflowed`` is set.
+
+    For requests whose body is read whole (JSON, manifests) when its length is not declared
+    (chunked): twisted.web would spool any amount of it to a temporary file.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = io.BytesIO()
+        self.overflowed = False
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.overflowed:
+            return
+        if self.received > self.limit:
+            self.overflowed = True
+            self.buffer = io.BytesIO()
+            return
+        self.buffer.write(data)
+
+    def abort(self) -> None:
+        self.buffer = io.BytesIO()
+
+    def tell(self) -> int:
+        return self.buffer.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.buffer.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.buffer.read(size)
 
 
 class BodyRouter(Protocol):

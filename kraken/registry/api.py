@@ -28,7 +28,7 @@ from kraken.core.httplimits import client_name, log_refusal
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender, send_body
-from kraken.core.streaming import BodyRefused
+from kraken.core.streaming import BodyRefused, BodySink, BufferedBody
 from kraken.registry import manifests as mf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
@@ -113,7 +113,7 @@ class RegistryResource(Resource):
 
     # -- request body routing (called from StreamingRequest.gotLength) --------------------------
 
-    def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> ChunkSink | None:
+    def body_sink(self, request: Request, method: bytes, uri: bytes, length: int | None) -> BodySink | None:
         path, _, query = uri.partition(b"?")
         try:
             route = parse_v2_path(path.decode("utf-8"))
@@ -128,7 +128,7 @@ class RegistryResource(Resource):
             if length is not None and length > mf.MAX_MANIFEST_SIZE:
                 what = "manifest" if route is not None and route.kind == "manifest" else "request body"
                 self._refuse_body(request, f"{what} over {mf.MAX_MANIFEST_SIZE} bytes", "manifest_size")
-            return None
+            return BufferedBody(mf.MAX_MANIFEST_SIZE)  # also bounds chunked bodies
         assert self.uploads is not None and route is not None and route.name is not None
         try:
             check_name(route.name)
@@ -189,6 +189,10 @@ class RegistryResource(Resource):
         return NOT_DONE_YET
 
     def _route(self, request: Request) -> Route:
+        content = request.content
+        if isinstance(content, BufferedBody) and content.overflowed:
+            self.limit_refusals.labels("manifest_size").inc()
+            raise RegistryError("SIZE_INVALID", f"request body over {content.limit} bytes", status=413)
         if self.networks is not None:
             host = request.getClientAddress()
             address = getattr(host, "host", None)
@@ -317,8 +321,6 @@ class RegistryResource(Resource):
     async def _manifest_put(self, request: Request, route: Route) -> Response:
         assert route.name is not None and route.ref is not None and self.uploads is not None
         content = request.content
-        if isinstance(content, ChunkSink):
-            raise content.error or RegistryError("MANIFEST_INVALID", "no manifest body")
         assert content is not None
         content.seek(0)
         body = content.read(mf.MAX_MANIFEST_SIZE + 1)

@@ -238,7 +238,14 @@ def test_huge_declared_bodies_are_refused_at_the_headers(servers: Any, tmp_path:
             assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
     # the session is intact and still takes chunks
     assert reg.request("PATCH", location, b"ok").status == 202
-    assert metric(port, "kraken_proxy_registry_limit_refusals_total") >= 8
+    # an undeclared (chunked) body is bounded too: no spool file of any size
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("PUT", "/v2/test/blob/manifests/v1", body=iter([b"{" * 65536] * 80),
+                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, encode_chunked=True)
+    chunked = conn.getresponse()
+    assert chunked.status == 413 and json.loads(chunked.read())["errors"][0]["code"] == "SIZE_INVALID"
+    conn.close()
+    assert metric(port, "kraken_proxy_registry_limit_refusals_total") == 9
 
 
 def _agent_registry(servers: Any, pki: Path, root: Path) -> ServerProcess:
