@@ -286,7 +286,7 @@ class QuietSite(Site):
     ``refusals``.
     """
 
-    protocol = LimitedChannel
+    protocol = LimitedChannel  # type: ignore[assignment]  # HTTP/1.1 (no h2 installed), limits answered
     refusals: RefusalCounter | None = None
 
     def log(self, request: HTTPRequest) -> None:
