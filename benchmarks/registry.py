@@ -7,13 +7,16 @@ tags it on a ``kraken-build-index``); a ``kraken-agent`` pulls it once through P
 cache. Then, against each of the three:
 
 - blob ``GET`` throughput in MB/s with 1 and 8 concurrent ``curl`` clients,
-- manifest-by-tag ``GET`` requests/s from 8 keep-alive client threads.
+- manifest-by-tag ``GET`` requests/s from 8 keep-alive client threads,
+- chunked push throughput in MB/s: the layer sent again in ``--chunk-mb`` ``PATCH`` requests
+  (each acknowledged only once durable on kraken-proxy) and a closing ``PUT``.
 
 The targets are measured in interleaved rounds (``--repeat``) and each keeps its best
 figure, which damps the noise of a shared machine. Every figure is printed next to
 docker-registry's, measured in the same run, as a ratio.
 
     .venv/bin/python benchmarks/registry.py [--size-mb 100] [--rounds 2] [--seconds 3] [--repeat 3]
+                                            [--chunk-mb 10]
 """
 
 from __future__ import annotations
@@ -79,6 +82,39 @@ def push_blob(port: int, path: Path, digest: str) -> None:
     assert status == 201, (status, body)
 
 
+def chunked_push_rate(port: int, path: Path, digest: str, chunk: int) -> float:
+    """MB/s of one upload of *path* in *chunk*-byte ``PATCH`` requests and a closing ``PUT``."""
+    size = path.stat().st_size
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("POST", f"/v2/{REPOSITORY}/blobs/uploads/")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 202, response.status
+        location = response.headers["Location"]
+        with open(path, "rb") as f:
+            offset = 0
+            while offset < size:
+                data = f.read(chunk)
+                conn.request("PATCH", location, data, {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{offset + len(data) - 1}"})
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 202, response.status
+                location = response.headers["Location"]
+                offset += len(data)
+        sep = "&" if "?" in location else "?"
+        conn.request("PUT", f"{location}{sep}digest={digest}")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 201, response.status
+    finally:
+        conn.close()
+    return size / (time.perf_counter() - started) / 1e6
+
+
 def push_image(port: int, blobs: list[tuple[Path, str]], manifest: bytes) -> None:
     for path, digest in blobs:
         push_blob(port, path, digest)
@@ -132,6 +168,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="downloads per curl client")
     parser.add_argument("--seconds", type=float, default=3.0, help="manifest load duration")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best is reported")
+    parser.add_argument("--chunk-mb", type=int, default=10, help="PATCH size of the chunked push")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kraken-bench-registry-") as tmp_name:
@@ -200,6 +237,9 @@ def main() -> None:
                         "blob MB/s, 8 clients": blob_throughput(port, layer_digest, size, 8, args.rounds),
                         "manifest GET/s, 8 threads": manifest_rate(port, 8, args.seconds),
                     }
+                    if name != "kraken-agent":  # the agent's registry is read-only
+                        measured[f"chunked push MB/s ({args.chunk_mb} MB PATCHes)"] = chunked_push_rate(
+                            port, layer, layer_digest, args.chunk_mb << 20)
                     for metric, value in measured.items():
                         results[name][metric] = max(value, results[name].get(metric, 0.0))
         finally:
@@ -208,13 +248,13 @@ def main() -> None:
             reference.stop()
 
     base = results["docker-registry"]
-    print(f"\n{'metric':28} {'docker-registry':>16} {'kraken-proxy':>22} {'kraken-agent':>22}")
+    print(f"\n{'metric':36} {'docker-registry':>16} {'kraken-proxy':>22} {'kraken-agent':>22}")
     for metric, ref_value in base.items():
         cells = [f"{ref_value:16.0f}"]
         for name in ("kraken-proxy", "kraken-agent"):
-            value = results[name][metric]
-            cells.append(f"{value:12.0f} ({value / ref_value:4.2f}x)")
-        print(f"{metric:28} {' '.join(cells)}")
+            value = results[name].get(metric)
+            cells.append(f"{value:12.0f} ({value / ref_value:4.2f}x)" if value is not None else f"{'-':>22}")
+        print(f"{metric:36} {' '.join(cells)}")
 
 
 if __name__ == "__main__":
