@@ -8,10 +8,10 @@ a chunk is being written, so idle sessions hold no file descriptor.
 
 Sessions opened by ``POST`` survive a restart: ``<id>.session`` beside the data file starts
 with one JSON line (id, repository, client, start time) and gets one ``<offset> <time>`` line
-per acknowledged ``PATCH``, written after the chunk's bytes are synced and synced itself
-before the ``202`` (two small writes per chunk, whatever the upload's size). At start the
-last complete line gives the acknowledged offset: the data file is cut back to it and hashed
-again; sessions idle past the time-out are deleted instead.
+per acknowledged ``PATCH``; the chunk's bytes and that line are synced before the ``202`` (one
+small write per chunk, whatever the upload's size). At start the last complete line, or the
+data file's size if smaller, gives the offset: the data file is cut back to it (a chunk that
+was never acknowledged goes) and hashed again; sessions idle past the time-out are deleted.
 
 Limits: *max_sessions* open sessions in all, *max_per_client* for one client (its certificate
 name under mutual TLS, else its address), so one client cannot lock the others out; a session
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -144,9 +144,11 @@ class ChunkSink(BodySink):
             self.session.touched = self.manager.clock.seconds()
 
 
-def _append_durably(data_fd: int | None, journal: Path, line: bytes) -> None:
-    if data_fd is not None:
-        os.fdatasync(data_fd)
+def _sync_data(fd: int) -> None:
+    os.fdatasync(fd)
+
+
+def _append_line(journal: Path, line: bytes) -> None:
     with open(journal, "ab") as f:
         f.write(line)
         f.flush()
@@ -287,6 +289,7 @@ class UploadManager:
             return done
         line = f"{session.size} {self.clock.seconds():.3f}\n".encode()
         fd = session.writer.fd
+        assert fd is not None
 
         def finished(_: None) -> None:
             sink.committing = False
@@ -302,7 +305,12 @@ class UploadManager:
             if not done.called:
                 done.errback(RegistryError("UNKNOWN", "could not store the chunk; send it again", status=500))
 
-        self.run_blocking(lambda: _append_durably(fd, journal, line)).addCallbacks(finished, failed)
+        # Both syncs at once: the file system commits them together (one journal commit, not
+        # two). Which lands first does not matter: at start the offset is the smaller of the
+        # journal's and the data file's (see _read_journal).
+        syncs = [self.run_blocking(lambda: _sync_data(fd)),
+                 self.run_blocking(lambda: _append_line(journal, line))]
+        gatherResults(syncs, consumeErrors=True).addCallbacks(lambda _: finished(None), failed)
         return done
 
     def discard(self, session: UploadSession) -> None:
@@ -361,8 +369,11 @@ class UploadManager:
             for line in lines[1:-1]:  # the last piece has no newline: incomplete, ignored
                 size, touched = line.split()
                 session.size, session.touched = int(size), float(touched)
-            if session.id != journal.stem or session.path.stat().st_size < session.size:
-                raise ValueError("the data file is shorter than the acknowledged offset")
+            if session.id != journal.stem:
+                raise ValueError("the journal names another session")
+            # the data file may hold a chunk that was never acknowledged (cut off here), or,
+            # after a power cut during a chunk's syncs, less than its line says (resume there)
+            session.size = min(session.size, session.path.stat().st_size)
             with open(session.path, "r+b") as f:
                 f.truncate(session.size)
                 left = session.size

@@ -160,16 +160,20 @@ def test_expired_and_damaged_sessions_are_dropped_at_start(tmp_path: Path) -> No
     old = manager.create("a", persistent=True)
     _patch(manager, "a", old.id, b"old")
     clock.advance(50)
+    short = manager.create("a", persistent=True)
+    _patch(manager, "a", short.id, b"12345")
+    short.path.write_bytes(b"12")  # a power cut while the chunk's syncs ran: resume from what is there
     damaged = manager.create("a", persistent=True)
-    _patch(manager, "a", damaged.id, b"12345")
-    damaged.path.write_bytes(b"12")  # shorter than the acknowledged offset
+    damaged.journal.write_bytes(b"not json\n")
     kept = manager.create("a", persistent=True)
     monolithic = manager.create("a")  # not persistent: gone with the process
     (tmp_path / "x.manifest").write_bytes(b"{}")
     clock.advance(60)
     again = UploadManager(tmp_path, clock, ttl=100)
-    assert list(again.sessions) == [kept.id]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.path.name, kept.journal.name])
+    assert sorted(again.sessions) == sorted([kept.id, short.id])
+    assert again.sessions[short.id].size == 2 and again.sessions[short.id].digest() == Digest.of_bytes(b"12")
+    left = [kept.path.name, kept.journal.name, short.path.name, short.journal.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(left)
     assert monolithic.id not in again.sessions
 
 
@@ -192,6 +196,8 @@ def test_a_chunk_being_made_durable_is_not_undone(tmp_path: Path) -> None:
     sink.abort()
     assert session.busy and session.size == 3
     pending[0].callback(None)
+    assert session.busy  # the other sync is still running
+    pending[1].callback(None)
     assert not session.busy and session.size == 3
     assert session.journal.read_bytes().endswith(b"\n3 0.000\n")
 
