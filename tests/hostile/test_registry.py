@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from tests.integration.p2p_fixtures import agent_config
-from tests.integration.registry_http import Registry, Reply
+from tests.integration.registry_http import Registry, Reply, TLSClient
 from tests.integration.registry_support import build_oci_layout, skopeo
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, tls_section
 
 ATTACKER = "127.0.0.2"  # a second loopback source address: another client as the proxy sees it
 
@@ -118,6 +118,21 @@ def test_one_client_cannot_lock_out_the_others(servers: Any, tmp_path: Path) -> 
     assert metric(port, "kraken_proxy_upload_sessions_refused_total") == len(refused)
     offender_lines = [line for line in proxy.log().splitlines() if ATTACKER in line and "upload" in line]
     assert len(offender_lines) == 1, offender_lines
+
+
+def test_under_mutual_tls_a_client_is_its_certificate(servers: Any, pki: Path, tmp_path: Path) -> None:
+    proxy = servers.start("kraken-proxy", {
+        "listen": ["tls:tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "proxy"),
+        "proxy": {"storage": str(tmp_path / "proxy"), "max_uploads_per_client": 5},
+    }, name="proxy")
+    port = proxy.port("registry")
+    attacker, other = TLSClient(pki, port, "client"), TLSClient(pki, port, "proxy")  # same address
+    answers = [attacker.request("POST", "/v2/x/blobs/uploads/")[0] for _ in range(8)]
+    assert answers == [202] * 5 + [429] * 3
+    assert other.request("POST", "/v2/x/blobs/uploads/")[0] == 202
+    lines = [line for line in proxy.log().splitlines() if "refused a request from client" in line]
+    assert len(lines) == 1, lines
 
 
 def test_idle_sessions_expire_and_their_bytes_go(servers: Any, tmp_path: Path) -> None:
