@@ -1,9 +1,11 @@
 """Requests refused before routing get a real HTTP answer, not a silently closed connection.
 
 twisted.web's ``HTTPChannel`` drops a connection whose request line or a header line is longer
-than its line limit, and answers a bare ``400`` when the headers are too many or too large.
-:class:`LimitedChannel` answers ``414 URI Too Long`` for an over-long request line and ``431
-Request Header Fields Too Large`` for headers over the limits, with a JSON body, then closes.
+than its line limit, answers a bare ``400`` when the headers are too many or too large, and
+fails with an unhandled error on a ``Content-Length`` of thousands of digits.
+:class:`LimitedChannel` answers ``414 URI Too Long`` for an over-long request line, ``431
+Request Header Fields Too Large`` for headers over the limits and ``413`` for such a length,
+with a JSON body, then closes.
 :func:`write_early_answer` is the one way to answer before a request reached a resource (also
 used for bodies refused at their headers, see :mod:`kraken.core.streaming`).
 """
@@ -24,8 +26,10 @@ log = Logger(namespace="kraken.http.limits")
 MAX_REQUEST_LINE = 8192  # bytes of "METHOD target HTTP/1.1"
 MAX_HEADER_BYTES = 16384  # request line and every header line together (twisted.web's limit)
 MAX_HEADERS = 500  # header lines (twisted.web's limit)
+MAX_LENGTH_DIGITS = 18  # a Content-Length of more digits (an exabyte) is refused at once
 
 _offenders = OncePerOffender()
+_CODES = {413: "BODY_TOO_LARGE", 414: "URI_TOO_LONG", 431: "HEADERS_TOO_LARGE"}
 _REASONS = {413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
 
@@ -94,6 +98,11 @@ class LimitedChannel(HTTPChannel):
             message = f"request headers over {self.totalHeadersSize} bytes or {self.maxHeaders} lines"
             self.refuse(431, message)
             return
+        if self.head_lines > 1 and line[:15].lower() == b"content-length:":
+            declared = line[15:].strip(b" \t")
+            if declared.isdigit() and len(declared) > MAX_LENGTH_DIGITS:  # twisted.web's int() would raise
+                self.refuse(413, f"a declared body of {len(declared)} digits")
+                return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -110,7 +119,7 @@ class LimitedChannel(HTTPChannel):
         counter: RefusalCounter | None = getattr(getattr(self, "site", None), "refusals", None)
         if counter is not None:
             counter.labels(str(status)).inc()
-        code = {414: "URI_TOO_LONG", 431: "HEADERS_TOO_LARGE"}.get(status, "BAD_REQUEST")
+        code = _CODES.get(status, "BAD_REQUEST")
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         write_early_answer(self.transport, status, body)
         self.loseConnection()

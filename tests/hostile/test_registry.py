@@ -284,6 +284,7 @@ def test_header_and_url_limits_are_answered(servers: Any, pki: Path, tmp_path: P
                                                         for i in range(200)) + b"\r\n", 431),
         (b"GET /v2/ HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(600)) + b"\r\n",
          431),
+        (b"PUT /v2/x/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),
     ]
     for request, status in cases:
         answer = raw_exchange(port, request)

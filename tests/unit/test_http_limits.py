@@ -49,3 +49,9 @@ def test_requests_within_the_limits_pass() -> None:
                                         b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 2 and not closed
     assert _refused(metrics, "431") is None
+
+
+def test_a_content_length_of_thousands_of_digits_is_413() -> None:
+    request = b"PUT /hello HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+    answer, closed, metrics = _exchange(request)
+    assert answer.startswith(b"HTTP/1.1 413 ") and closed and _refused(metrics, "413") == 1
