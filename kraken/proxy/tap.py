@@ -33,6 +33,7 @@ class ProxySection:
     sendfile_workers: int = setting(4, "threads sending blob bodies by sendfile (0: off)", minimum=0)
     max_uploads: int = setting(1000, "open upload sessions at most (more: 429)", minimum=1)
     max_uploads_per_client: int = setting(100, "open upload sessions of one client (more: 429)", minimum=1)
+    upload_sync: bool = setting(True, "sync each acknowledged PATCH to disk (false: a power cut may lose it)")
     allowed_roles: list[str] = setting(["client", "proxy"], "certificate roles admitted on tls: listeners")
     cache_tti: float = setting(0.0, "with origins: drop cached blobs idle this long, s (0 = keep)")
     cleanup_interval: float = setting(600.0, "seconds between cache cleanups", minimum=1)
@@ -68,7 +69,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     root = Path(proxy.storage)
     uploads = UploadManager(
         root / "uploads", svc.reactor, proxy.upload_ttl, proxy.max_blob_size, proxy.max_uploads,
-        proxy.max_uploads_per_client, metrics=svc.metrics,
+        proxy.max_uploads_per_client, metrics=svc.metrics, sync=proxy.upload_sync,
         run_blocking=lambda work: deferToThreadPool(svc.reactor, svc.reactor.getThreadPool(), work),
     )
     if proxy.build_index:

@@ -148,11 +148,12 @@ def _sync_data(fd: int) -> None:
     os.fdatasync(fd)
 
 
-def _append_line(journal: Path, line: bytes) -> None:
+def _append_line(journal: Path, line: bytes, sync: bool = True) -> None:
     with open(journal, "ab") as f:
         f.write(line)
-        f.flush()
-        os.fdatasync(f.fileno())
+        if sync:
+            f.flush()
+            os.fdatasync(f.fileno())
 
 
 def _sync_new(journal: Path) -> None:
@@ -172,13 +173,14 @@ class UploadManager:
     """Open upload sessions of one server, kept in *directory*, dropped after *ttl* idle seconds.
 
     *run_blocking* runs the disk syncs (give it a thread pool so the reactor does not wait on
-    the disk); *metrics* counts refused and expired sessions.
+    the disk); with *sync* false nothing is synced (a crash of the process loses nothing, a
+    power cut may lose acknowledged chunks); *metrics* counts refused and expired sessions.
     """
 
     def __init__(
         self, directory: str | os.PathLike[str], clock: IReactorTime, ttl: float = 300.0,
         max_size: int = 10 * 1024**3, max_sessions: int = 1000, max_per_client: int = 100,
-        run_blocking: Blocking = run_inline, metrics: Metrics | None = None,
+        run_blocking: Blocking = run_inline, metrics: Metrics | None = None, sync: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,7 @@ class UploadManager:
         self.max_sessions = max_sessions
         self.max_per_client = max_per_client
         self.run_blocking = run_blocking
+        self.sync = sync
         self.sessions: dict[str, UploadSession] = {}
         self.per_client: dict[str, int] = {}
         self.bytes_received = 0
@@ -305,6 +308,9 @@ class UploadManager:
             if not done.called:
                 done.errback(RegistryError("UNKNOWN", "could not store the chunk; send it again", status=500))
 
+        if not self.sync:  # the page cache outlives the process: a kill -9 still loses nothing
+            maybeDeferred(_append_line, journal, line, False).addCallbacks(finished, failed)
+            return done
         # Both syncs at once: the file system commits them together (one journal commit, not
         # two). Which lands first does not matter: at start the offset is the smaller of the
         # journal's and the data file's (see _read_journal).

@@ -155,8 +155,10 @@ def test_idle_sessions_expire_and_their_bytes_go(servers: Any, tmp_path: Path) -
 
 # -- item 15: sessions survive a restart -------------------------------------------------------
 
-def test_patch_acknowledged_before_kill_9_resumes_after_restart(servers: Any, tmp_path: Path) -> None:
-    proxy = standalone_proxy(servers, tmp_path / "proxy")
+@pytest.mark.parametrize("sync", [True, False])
+def test_patch_acknowledged_before_kill_9_resumes_after_restart(servers: Any, tmp_path: Path,
+                                                                sync: bool) -> None:
+    proxy = standalone_proxy(servers, tmp_path / "proxy", upload_sync=sync)
     reg = Registry("127.0.0.1", proxy.port("registry"))
     first, second = b"first chunk " * 50_000, b"second chunk " * 30_000
     location = new_session(reg)

@@ -154,6 +154,16 @@ def test_sessions_survive_a_restart(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_without_sync_the_journal_still_records_each_chunk(tmp_path: Path) -> None:
+    def no_thread(work: Callable[[], None]) -> Deferred[None]:
+        raise AssertionError("nothing is synced in a thread")
+
+    manager = UploadManager(tmp_path, Clock(), sync=False, run_blocking=no_thread)
+    session = manager.create("a", persistent=True)
+    _patch(manager, "a", session.id, b"abc")
+    assert UploadManager(tmp_path, Clock()).get("a", session.id).size == 3
+
+
 def test_expired_and_damaged_sessions_are_dropped_at_start(tmp_path: Path) -> None:
     clock = Clock()
     manager = UploadManager(tmp_path, clock, ttl=100)
