@@ -294,3 +294,6 @@ def test_header_and_url_limits_are_answered(servers: Any, pki: Path, tmp_path: P
     fine = raw_exchange(port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(fine) == 200
     assert metric(port, metric_name) == len(cases)
+    # a body over the manifest limit, declared: refused before it is read (a push to the agent too)
+    big = raw_exchange(port, b"PUT /v2/x/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+    assert status_of(big) == 413 and b"SIZE_INVALID" in big
