@@ -75,6 +75,7 @@ class LimitedChannel(HTTPChannel):
     maxHeaders = MAX_HEADERS
 
     refused = False
+    request_line = b""  # the current request's "METHOD target HTTP/x.y", kept for body routing
     head_lines = 0  # non-empty lines of the current request's head so far, request line included
     head_bytes = 0
 
@@ -91,6 +92,8 @@ class LimitedChannel(HTTPChannel):
             return
         self.head_lines += 1
         self.head_bytes += len(line)
+        if self.head_lines == 1:
+            self.request_line = line
         if self.head_lines == 1 and len(line) > self.max_request_line:
             self.refuse(414, f"request line over {self.max_request_line} bytes")
             return

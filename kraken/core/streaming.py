@@ -125,8 +125,8 @@ class BodyRouter(Protocol):
 class StreamingRequest(Request):
     """Asks its ``body_router`` for a body sink once the headers are in.
 
-    twisted.web keeps the request line on the channel until the body is complete; it is read
-    here so the body can be routed before the first byte of it arrives.
+    Needs the site's channel to be a :class:`kraken.core.httplimits.LimitedChannel` (every
+    ``make_site`` site's is), which keeps the request line; without it bodies are buffered.
     """
 
     refused = False
@@ -138,10 +138,11 @@ class StreamingRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         router = self.body_router
-        method = getattr(self.channel, "_command", None)
-        uri = getattr(self.channel, "_path", None)
+        # twisted.web gives the request its method and URI only once the body is in.
+        parts = getattr(self.channel, "request_line", b"").split(b" ")
         sink = None
-        if method is not None and uri is not None:
+        if len(parts) == 3:
+            method, uri = parts[0], parts[1]
             try:
                 sink = router.body_sink(self, method.upper(), uri, length)
             except BodyRefused as refusal:

@@ -20,6 +20,7 @@ from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.http import make_site
+from kraken.core.httplimits import LimitedChannel
 from kraken.core.metrics import Metrics
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.server import OriginAPI
@@ -50,7 +51,7 @@ class Origin:
         self.cert = crypto.load_certificate(crypto.FILETYPE_PEM, (pki / "client.pem").read_bytes())
 
     def connect(self, certified: bool = True) -> tuple[HTTPChannel, CertifiedTransport]:
-        channel = HTTPChannel()  # what Site.buildProtocol wraps, so tests can reach its requests
+        channel = LimitedChannel()  # the channel of every make_site site, built here to reach its requests
         channel.site = self.site
         channel.requestFactory = self.site.requestFactory
         transport = CertifiedTransport(self.cert if certified else None)
