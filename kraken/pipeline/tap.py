@@ -38,7 +38,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
-    svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
+    collector = PipelineCollector(svc.metrics.prefix, app.pipelines, app.services.ctx.refusals)
+    svc.metrics.registry.register(collector)
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
     svc.listen_all("http", config.listen, site, allowed_roles={"client", "pipeline", "agent"})
     PipelineBoot(app, svc.reactor).setServiceParent(svc)

@@ -3,6 +3,8 @@ strings are expressions when they contain ``args`` and literals otherwise.
 
 A mapping object yields a new object with exactly its keys; arrays map element-wise;
 numbers, booleans and null are literals. An absent (or ``false``) mapping passes its input.
+A mapping may name the same part of its input twice, so its output is measured: one that
+expands past ``pipeline.max_value_bytes`` is a ``LimitError``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kraken.pipeline.expr import ExprError, compile_expression, to_json
+from kraken.pipeline.expr.functions import check_value
 
 Template = Callable[[Any], Any]
 
@@ -84,4 +87,11 @@ def compile_mapping(spec: Any, helpers: Mapping[str, Callable[..., Any]], field:
         return None
     if not isinstance(spec, dict):
         raise DefinitionError(f"a mapping must be a JSON object, got {type(spec).__name__}", field)
-    return compile_template(spec, helpers, field)
+    template = compile_template(spec, helpers, field)
+
+    def measured(args: Any) -> Any:
+        out = template(args)
+        check_value(out, "mapping output")
+        return out
+
+    return measured

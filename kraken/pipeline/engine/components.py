@@ -14,6 +14,7 @@ from twisted.internet import defer, task
 
 from kraken.pipeline.definitions.mapping import Template
 from kraken.pipeline.engine.graph import CONSUMED, Component, RunningPipeline, StageFailure
+from kraken.pipeline.expr.functions import check_value
 from kraken.pipeline.expr.terms import truthy
 from kraken.pipeline.services import CallError
 
@@ -115,6 +116,7 @@ class Unplug(Component):
         outer = ip.plugs.pop()
         if self.transform is not None:
             outer = {**outer, **self.transform(ip.event)}
+            check_value(outer, "event")
         ip.event = outer
         return self.next
 
@@ -282,7 +284,9 @@ class Stage(Working):
 
     def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         if self.transform is not None:
-            ip.event = {**ip.event, **self.transform(result)}
+            event = {**ip.event, **self.transform(result)}
+            check_value(event, "event")
+            ip.event = event
         return self.next
 
 
