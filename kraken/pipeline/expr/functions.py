@@ -124,6 +124,8 @@ class Budget:
         kind = type(value)
         if kind not in _PLAIN:
             if kind is str:
+                if len(value) > self.max_bytes:
+                    raise LimitError(f"value expands to more than {self.max_bytes} bytes", "value_bytes")
                 self._allocate(len(value))
             return value
         seen = self.known.get(id(value))
