@@ -10,10 +10,11 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
-from kraken.core.config import ConfigPath, setting
+from kraken.core.config import ConfigError, ConfigPath, setting
 from kraken.pipeline.answers import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients.base import ClientContext
+from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
 from kraken.pipeline.routes import Routes
@@ -43,13 +44,23 @@ class PipelineSection:
     cli_commands: list[str] = setting([], "programs the CLI client may run")
     api_token: str | None = setting(None, "when set, API requests need 'Authorization: Bearer <token>'")
     max_value_bytes: int = setting(
-        MAX_VALUE_BYTES, "characters a value may expand to (expressions, mapping outputs, events)", minimum=1024
+        MAX_VALUE_BYTES, "characters a value may expand to (expressions, mappings, events)", minimum=1024
     )
     max_value_nesting: int = setting(MAX_NESTING, "levels a value may nest", minimum=2)
     max_response_bytes: int = setting(
         MAX_RESPONSE_BYTES, "bytes one JSON answer (or stream line) may take", minimum=1024
     )
     max_json_depth: int = setting(MAX_JSON_DEPTH, "levels a request body may nest", minimum=2)
+    outbound_allow: list[str] = setting(
+        [], "destinations HTTP services may call: URL prefixes, host:port, networks (empty: none)"
+    )
+
+    def __post_init__(self) -> None:
+        for entry in self.outbound_allow:
+            try:
+                parse_rule(entry)
+            except ValueError as e:
+                raise ConfigError(f"pipeline.outbound_allow: {e}") from None
 
 
 class PipelineBoot(Service):
@@ -86,6 +97,7 @@ class PipelineApp:
             list(cfg.lambda_modules),
             list(cfg.cli_commands),
             cfg.http_timeout,
+            outbound=OutboundPolicy(cfg.outbound_allow),
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         self.pipelines = PipelineRegistry(

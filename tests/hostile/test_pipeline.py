@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.pipeline_http import Answer, Http
 from tests.support import ServerProcess
 
@@ -206,26 +204,113 @@ def test_unexpected_errors_answer_with_an_error_id_not_a_traceback(
     assert "error id" in event["error"]["message"]
 
 
-def _listen_once(sock: socket.socket, seen: list[bytes]) -> None:
-    try:
-        conn, _ = sock.accept()
-        seen.append(conn.recv(4096))
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
-        conn.close()
-    except OSError:
-        pass
+class Listener:
+    """A raw TCP listener that records what reaches it and answers with *reply*."""
+
+    def __init__(self, reply: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}") -> None:
+        self.reply = reply
+        self.seen: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self.seen.append(conn.recv(65536))
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
 
 
-@pytest.fixture
-def listener() -> Any:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(5)
-    sock.settimeout(10)
-    seen: list[bytes] = []
-    thread = threading.Thread(target=_listen_once, args=(sock, seen), daemon=True)
-    thread.start()
+def loopback_name() -> str | None:
+    """A host name other than localhost that resolves to a loopback address here, if any."""
+    for name in (socket.gethostname(), "vm"):
+        try:
+            if name != "localhost" and socket.gethostbyname(name).startswith("127."):
+                return name
+        except OSError:
+            continue
+    return None
+
+
+def http_service(name: str, base_url: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "client": {"module": "http", "start": {"base_url": base_url, "timeout": 5}},
+        "interface": {"get": {"prepare": {"method": "GET", "path": "args['path']"}}},
+    }
+
+
+def test_outbound_calls_need_the_allow_list(servers: ServerProcess.Pool, tmp_path: Path) -> None:
+    forbidden = Listener()  # stands for the pub/sub admin port of the issue
+    redirector = Listener(
+        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/status\r\nContent-Length: 0\r\n\r\n"
+        % forbidden.port
+    )
+    allowed = Listener(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\": true}")
+    allow = [f"127.0.0.1:{redirector.port}", f"http://127.0.0.1:{allowed.port}/api/"]
+    rebound = loopback_name()
+    if rebound is not None:
+        allow.append(f"{rebound}:{forbidden.port}")
     try:
-        yield sock.getsockname()[1], seen
+        server = servers.start(
+            "kraken-pipeline",
+            config(tmp_path, outbound_allow=allow),
+        )
+        api = Http(server.port("http"))
+        for name, url in [
+            ("admin", f"http://127.0.0.1:{forbidden.port}"),
+            ("self", f"http://127.0.0.1:{server.port('http')}"),
+            ("redirected", f"http://127.0.0.1:{redirector.port}"),
+            ("outside-prefix", f"http://127.0.0.1:{allowed.port}/"),
+            ("inside-prefix", f"http://127.0.0.1:{allowed.port}/api/"),
+        ]:
+            api.ok("POST", "/services/define", http_service(name, url))
+            api.ok("POST", f"/services/start/{name}")
+        refusals = [("admin", "/status"), ("self", "/routes"), ("redirected", "/"), ("outside-prefix", "/")]
+        for name, path in refusals:
+            answer = api.post(f"/services/call/{name}/get", {"path": path})
+            assert answer.status == 400, (name, answer.raw)
+            assert "outbound_allow" in answer.json["error"], (name, answer.json)
+        if rebound is not None:  # an allowed *name* that resolves to loopback (DNS rebinding)
+            api.ok("POST", "/services/define", http_service("rebound", f"http://{rebound}:{forbidden.port}"))
+            api.ok("POST", "/services/start/rebound")
+            answer = api.post("/services/call/rebound/get", {"path": "/status"})
+            assert answer.status == 400 and "does not allow" in answer.json["error"], answer.raw
+        assert forbidden.seen == [], "a refused destination was connected to"
+        assert len(redirector.seen) == 1  # allowed itself; its redirect was not followed
+        ok = api.post("/services/call/inside-prefix/get", {"path": "x"})
+        assert ok.status == 200 and ok.json["ok"]["status"] == 200, ok.raw
+        metrics = api.get("/metrics").raw.decode()
+        refused = 5 if rebound is not None else 4
+        assert f'kraken_pipeline_refused_total{{limit="outbound"}} {refused}.0' in metrics
+        assert server.log().count("limit outbound refused service admin") == 1
     finally:
-        sock.close()
+        for listener in (forbidden, redirector, allowed):
+            listener.close()
+
+
+def test_plain_listeners_are_announced(servers: ServerProcess.Pool, tmp_path: Path) -> None:
+    loopback = servers.start("kraken-pipeline", config(tmp_path), name="loopback")
+    assert "notice: the pipeline API listens without TLS on loopback" in loopback.log()
+    assert "WARNING" not in loopback.log()
+    exposed = servers.start("kraken-pipeline", {**config(tmp_path), "listen": ["tcp:0"]}, name="exposed")
+    assert "WARNING: the pipeline API listens without TLS on every interface" in exposed.log()
+    assert "no pipeline.api_token" in exposed.log()

@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.pipeline.clients.base import ClientContext, ClientError
+from kraken.pipeline.clients.outbound import OutboundPolicy
 from kraken.pipeline.clients.http import HttpClient
 
 
@@ -49,7 +50,8 @@ class Recorder(Resource):
 def test_requests_bodies_params_headers_and_errors() -> Any:
     recorder = Recorder()
     port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
-    client = HttpClient(ClientContext(reactor), "svc")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
     try:
         state = client.start(
             {
@@ -99,7 +101,8 @@ def test_requests_bodies_params_headers_and_errors() -> Any:
 def test_pool_size_bounds_concurrent_requests() -> Any:
     recorder = Recorder()
     port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
-    client = HttpClient(ClientContext(reactor), "svc")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
     try:
         client.start({"base_url": f"http://127.0.0.1:{port.getHost().port}", "pool_size": 2})
         calls = [client.call({"path": "/hold"}, {}) for _ in range(4)]

@@ -7,6 +7,8 @@ Prepared arguments: ``method``, ``path``, ``params`` (query string for every met
 At most ``pool_size`` requests run at once; more wait for a free slot.
 Call config: ``parse_json_body``, ``timeout``. Non-2xx answers are results, not errors;
 transport failures are returned as :class:`ClientError` for the service's ``error`` step.
+Destinations outside ``pipeline.outbound_allow`` (:mod:`.outbound`) are such a failure,
+``outbound_refused``, checked for every request and redirect and at connect time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from kraken.core.tls import ClientTLSPolicy
 from kraken.pipeline.clients.base import Client, ClientError, ClientStartError
+from kraken.pipeline.clients.outbound import GuardedAgent, GuardedEndpoints, OutboundRefused
 from kraken.pipeline.names import service_module
 
 MAX_BODY = 16 * 1024 * 1024
@@ -41,6 +44,8 @@ def _transport_error(failure: Any) -> ClientError:
     exc = failure.value
     if isinstance(exc, ResponseNeverReceived) and exc.reasons:
         exc = exc.reasons[0].value
+    if isinstance(exc, OutboundRefused):
+        return ClientError("outbound_refused", str(exc))
     if isinstance(exc, error.DNSLookupError):
         return ClientError("nxdomain", "non-existing domain")
     if isinstance(exc, error.ConnectionRefusedError):
@@ -74,7 +79,10 @@ class HttpClient(Client):
             policy: Any = ClientTLSPolicy(self.ctx.tls)
         else:
             policy = BrowserLikePolicyForHTTPS()
-        self.http = treq.client.HTTPClient(Agent(self.ctx.reactor, contextFactory=policy, pool=self.pool))
+        outbound = self.ctx.outbound
+        endpoints = GuardedEndpoints(self.ctx.reactor, outbound, policy, self.timeout)
+        agent = Agent.usingEndpointFactory(self.ctx.reactor, endpoints, pool=self.pool)
+        self.http = treq.client.HTTPClient(GuardedAgent(agent, outbound))
         self.name = config.get("process_name") or service_module(self.service)
         return self.state()
 
@@ -125,9 +133,15 @@ class HttpClient(Client):
 
         def send() -> defer.Deferred[Any]:
             d = self.http.request(method, url, headers=raw_headers, data=data, timeout=timeout)
-            return d.addCallbacks(self._read, _transport_error, callbackArgs=(parse,))
+            return d.addCallbacks(self._read, self._failed, callbackArgs=(parse,))
 
         return self.slots.run(send)
+
+    def _failed(self, failure: Any) -> ClientError:
+        result = _transport_error(failure)
+        if result.error == "outbound_refused":
+            self.ctx.refusals.refuse("outbound", f"service {self.service}", result.message)
+        return result
 
     @defer.inlineCallbacks
     def _read(self, response: Any, parse: bool) -> Any:
