@@ -12,8 +12,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.pipeline.clients.base import ClientContext, ClientError
-from kraken.pipeline.clients.outbound import OutboundPolicy
 from kraken.pipeline.clients.http import HttpClient
+from kraken.pipeline.clients.outbound import OutboundPolicy
 
 
 class Recorder(Resource):
