@@ -81,17 +81,22 @@ def compile_code(source: Any, helpers: Mapping[str, Callable[..., Any]], field: 
     return slow
 
 
-def compile_mapping(spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str) -> Template | None:
-    """``None`` for an absent mapping (pass-through); a mapping must be an object."""
+def compile_mapping(
+    spec: Any, helpers: Mapping[str, Callable[..., Any]], field: str, measured: bool = True
+) -> Template | None:
+    """``None`` for an absent mapping (pass-through); a mapping must be an object. Its output
+    is checked against the value limits unless the caller measures it (*measured* false)."""
     if spec is None or spec is False:
         return None
     if not isinstance(spec, dict):
         raise DefinitionError(f"a mapping must be a JSON object, got {type(spec).__name__}", field)
     template = compile_template(spec, helpers, field)
+    if not measured:
+        return template
 
-    def measured(args: Any) -> Any:
+    def checked(args: Any) -> Any:
         out = template(args)
         check_value(out, "mapping output")
         return out
 
-    return measured
+    return checked

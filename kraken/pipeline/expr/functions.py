@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kraken.pipeline.expr.sizes import SIZED, measure, scalar_size, sized
+from kraken.pipeline.expr.sizes import PLAIN, flat_size, flat_size_map, measure, sized
 from kraken.pipeline.expr.terms import ExprError, LimitError, inspect
 
 MAX_VALUE_BYTES = 16 * 1024 * 1024
@@ -33,8 +33,12 @@ def set_value_limits(max_bytes: int = MAX_VALUE_BYTES, max_nesting: int = MAX_NE
     ValueLimits.max_nesting = max_nesting
 
 
-def check_value(value: Any, what: str = "value") -> int:
-    """The expanded size of *value*, or :class:`LimitError` when it is over the bounds."""
+def check_value(value: Any, what: str = "value") -> tuple[int, int]:
+    """``(expanded size, depth)`` of *value*, or :class:`LimitError` when over the bounds."""
+    if type(value) is dict:  # the common case, a map of scalars, in one pass
+        flat = flat_size_map(value)
+        if flat is not None and flat[0] <= ValueLimits.max_bytes and flat[1] <= ValueLimits.max_nesting:
+            return flat
     try:
         size, depth = measure(value, ValueLimits.max_bytes)
     except ValueError as e:
@@ -43,44 +47,7 @@ def check_value(value: Any, what: str = "value") -> int:
         raise LimitError(f"{what} expands to more than {ValueLimits.max_bytes} bytes", "value_bytes")
     if depth > ValueLimits.max_nesting:
         raise LimitError(f"{what} nests deeper than {ValueLimits.max_nesting} levels", "value_nesting")
-    return size
-
-
-_PLAIN = frozenset((list, dict, tuple))
-_SIZED_TYPES = frozenset(SIZED)
-
-
-def _flat_size(items: Any) -> tuple[int, int] | None:
-    """Size and depth of a sequence whose elements are scalars or sized containers, in one
-    pass; ``None`` when an element needs a walk."""
-    total, depth = 2, 0
-    for x in items:
-        kind = type(x)
-        if kind is str:
-            total += len(x) + 3
-        elif kind is int:
-            total += (x.bit_length() * 77 >> 8) + 3
-        elif kind in _SIZED_TYPES:
-            total += x.size + 1
-            if x.depth > depth:
-                depth = x.depth
-        elif kind is float or kind is bool or x is None:
-            total += 25
-        elif kind in _PLAIN:
-            return None
-        else:
-            total += (scalar_size(x) or 0) + 1
-    return total, depth + 1
-
-
-def _flat_size_map(value: dict[Any, Any]) -> tuple[int, int] | None:
-    keys = _flat_size(value.keys())
-    if keys is None:
-        return None
-    values = _flat_size(value.values())
-    if values is None:
-        return None
-    return keys[0] + values[0], max(keys[1], values[1])
+    return size, depth
 
 
 class Budget:
@@ -122,7 +89,7 @@ class Budget:
         """Check a value an operation returned against the byte and nesting bounds; a new
         plain container comes back as its sized twin, so the next check of it costs nothing."""
         kind = type(value)
-        if kind not in _PLAIN:
+        if kind not in PLAIN:
             if kind is str:
                 if len(value) > self.max_bytes:
                     raise LimitError(f"value expands to more than {self.max_bytes} bytes", "value_bytes")
@@ -132,7 +99,7 @@ class Budget:
         if seen is not None:
             _, size, depth = seen
         else:
-            fast = _flat_size_map(value) if kind is dict else _flat_size(value)
+            fast = flat_size_map(value) if kind is dict else flat_size(value)
             if fast is not None:
                 size, depth = fast
             else:
@@ -151,7 +118,7 @@ class Budget:
 
     def seal(self, value: Any) -> Any:
         """Give a sized container just built (and not yet measured) its size, or refuse it."""
-        fast = _flat_size_map(value) if isinstance(value, dict) else _flat_size(value)
+        fast = flat_size_map(value) if isinstance(value, dict) else flat_size(value)
         if fast is None:
             try:
                 items = list(value.items()) if isinstance(value, dict) else list(value)

@@ -39,6 +39,8 @@ class SizedTuple(tuple[Any, ...]):
 
 
 SIZED = (SizedList, SizedDict, SizedTuple)
+_SIZED_TYPES = frozenset(SIZED)
+PLAIN = frozenset((list, dict, tuple))
 
 
 def scalar_size(value: Any) -> int | None:
@@ -57,6 +59,60 @@ def scalar_size(value: Any) -> int | None:
     return len(name) + 2 if isinstance(name, str) else SCALAR_FUNCTION
 
 
+
+
+def flat_size(items: Any) -> tuple[int, int] | None:
+    """Size and depth of a sequence whose elements are scalars or sized containers, in one
+    pass; ``None`` when an element needs a walk."""
+    total, depth = 2, 0
+    for x in items:
+        kind = type(x)
+        if kind is str:
+            total += len(x) + 3
+        elif kind is int:
+            total += (x.bit_length() * 77 >> 8) + 3
+        elif kind in _SIZED_TYPES:
+            total += x.size + 1
+            if x.depth > depth:
+                depth = x.depth
+        elif kind is float or kind is bool or x is None:
+            total += 25
+        elif kind in PLAIN:
+            return None
+        else:
+            total += (scalar_size(x) or 0) + 1
+    return total, depth + 1
+
+
+def flat_size_map(value: dict[Any, Any]) -> tuple[int, int] | None:
+    """:func:`flat_size` of a map's keys and values together."""
+    total, depth = 2, 0
+    for key, x in value.items():
+        if type(key) is str:
+            total += len(key) + 4
+        else:
+            key_size = scalar_size(key)
+            if key_size is None:
+                return None
+            total += key_size + 2
+        kind = type(x)
+        if kind is str:
+            total += len(x) + 3
+        elif kind is int:
+            total += (x.bit_length() * 77 >> 8) + 3
+        elif kind in _SIZED_TYPES:
+            total += x.size + 1
+            if x.depth > depth:
+                depth = x.depth
+        elif kind is float or kind is bool or x is None:
+            total += 25
+        elif kind in PLAIN:
+            return None
+        else:
+            total += (scalar_size(x) or 0) + 1
+    return total, depth + 1
+
+
 def _children(value: Any) -> Any:
     if isinstance(value, dict):
         return (x for kv in value.items() for x in kv)
@@ -70,11 +126,17 @@ def measure(value: Any, limit: int, known: dict[int, tuple[Any, int, int]] | Non
     calls; only containers of at least ``REMEMBER`` characters are kept, smaller ones are
     cheaper to walk again than to hold.
     """
-    size = scalar_size(value)
-    if size is not None:
-        return size, 0
-    if isinstance(value, SIZED):
-        return value.size, value.depth
+    kind = type(value)
+    if kind in PLAIN:
+        flat = flat_size_map(value) if kind is dict else flat_size(value)
+        if flat is not None:
+            return min(flat[0], limit + 1), flat[1]
+    else:
+        size = scalar_size(value)
+        if size is not None:
+            return size, 0
+        if isinstance(value, SIZED):
+            return value.size, value.depth
     cap = limit + 1
     seen: dict[int, tuple[int, int]] = {}
     on_path: set[int] = set()
