@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -11,9 +12,11 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from kraken.core.tls import ServerTLS
 from kraken.pipeline.clients.base import ClientContext, ClientError
 from kraken.pipeline.clients.http import HttpClient
 from kraken.pipeline.clients.outbound import OutboundPolicy
+from tests.support import tls_settings
 
 
 class Recorder(Resource):
@@ -118,6 +121,30 @@ def test_pool_size_bounds_concurrent_requests() -> Any:
             request.finish()
         results = yield defer.gatherResults(calls)
         assert [r["status"] for r in results] == [200] * 4
+    finally:
+        yield client.stop({})
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_https_with_our_certificate_goes_through_the_allow_list(pki: Path) -> Any:
+    """``tls: true`` connects to the checked address and still verifies the server's name."""
+    recorder = Recorder()
+    server_tls = ServerTLS(tls_settings(pki, "origin"))
+    port = reactor.listenSSL(0, Site(recorder), server_tls, interface="127.0.0.1")
+    number = port.getHost().port
+    allow = OutboundPolicy([f"localhost:{number}"])
+    ctx = ClientContext(reactor, tls=tls_settings(pki, "pipeline"), outbound=allow)
+    client = HttpClient(ctx, "svc")
+    try:
+        client.start({"base_url": f"https://localhost:{number}", "tls": True, "timeout": 5})
+        result = yield client.call({"path": "/x"}, {"parse_json_body": True})
+        assert result["status"] == 200 and result["body"] == {"path": "/x"}
+        refused = HttpClient(ctx, "other")
+        refused.start({"base_url": f"https://127.0.0.1:{number}", "tls": True, "timeout": 5})
+        outside = yield refused.call({"path": "/x"}, {})
+        assert isinstance(outside, ClientError) and outside.error == "outbound_refused"
+        yield refused.stop({})
     finally:
         yield client.stop({})
         yield port.stopListening()
