@@ -150,6 +150,29 @@ def test_mapping_that_doubles_its_input_in_a_loop_gives_an_error_event() -> None
     encode(result)  # the error event itself can be answered
 
 
+CPU_BOUND = [
+    "l = Enum.to_list(1..30000); length(l -- Enum.reverse(l))",  # 450 million comparisons
+    "length(Enum.uniq(Enum.map(1..20000, fn x -> [x] end)))",  # 200 million comparisons
+    "m = Map.new(Enum.map(1..20000, fn x -> {x, x} end)); map_size(Map.drop(m, Map.keys(m)))",
+]
+
+
+@pytest.mark.parametrize("source", CPU_BOUND)
+def test_quadratic_builtins_count_their_comparisons(source: str) -> None:
+    start = time.monotonic()
+    try:
+        compile_expression(source)({})
+    except LimitError:
+        pass
+    assert time.monotonic() - start < 5
+
+
+def test_uniq_keeps_strict_equality() -> None:
+    assert compile_expression("Enum.uniq([1, 1.0, 1, :a, :a, nil, [1], [1], {1}, {1.0}])")({}) == [
+        1, 1.0, "a", None, [1], [1], [1.0]
+    ]
+
+
 # -- JSON in and out ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "raw",

@@ -160,15 +160,29 @@ def e_count(ctx: Budget, e: Any, f: Any = None) -> int:
     return sum(1 for x in items if truthy(g(x)))
 
 
+_SCALARS = (str, int, float, bool, type(None), Atom)
+
+
 def e_uniq_by(ctx: Budget, e: Any, f: Any = None) -> list[Any]:
+    """Keys are compared with ``===``: scalars by a hash of (type, value), others one by one
+    (and those comparisons are counted as steps)."""
     g = _fn1(ctx, f) if f is not None else (lambda x: x)
+    hashed: set[tuple[type, Any]] = set()
     seen: list[Any] = []
     out = []
     for x in _items(ctx, e):
         k = g(x)
-        if not any(term_eq(k, s, strict=True) for s in seen):
+        if type(k) in _SCALARS:
+            key = (type(k), k)
+            if key in hashed:
+                continue
+            hashed.add(key)
+        else:
+            ctx.tick(len(seen))
+            if any(term_eq(k, s, strict=True) for s in seen):
+                continue
             seen.append(k)
-            out.append(x)
+        out.append(x)
     return out
 
 
