@@ -302,6 +302,8 @@ def test_outbound_calls_need_the_allow_list(servers: ServerProcess.Pool, tmp_pat
         refused = 5 if rebound is not None else 4
         assert f'kraken_pipeline_refused_total{{limit="outbound"}} {refused}.0' in metrics
         assert server.log().count("limit outbound refused service admin") == 1
+        warned = f"service admin: http://127.0.0.1:{forbidden.port} is not in pipeline.outbound_allow"
+        assert warned in server.log()  # said when the service started
     finally:
         for listener in (forbidden, redirector, allowed):
             listener.close()

@@ -19,12 +19,15 @@ from urllib.parse import urlencode
 
 import treq
 from twisted.internet import defer, error
+from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
 from kraken.core.tls import ClientTLSPolicy
 from kraken.pipeline.clients.base import Client, ClientError, ClientStartError
 from kraken.pipeline.clients.outbound import GuardedAgent, GuardedEndpoints, OutboundRefused
 from kraken.pipeline.names import service_module
+
+log = Logger(namespace="kraken.pipeline.clients.http")
 
 MAX_BODY = 16 * 1024 * 1024
 _NO_BODY = {"GET", "HEAD", "DELETE", "OPTIONS"}
@@ -80,6 +83,10 @@ class HttpClient(Client):
         else:
             policy = BrowserLikePolicyForHTTPS()
         outbound = self.ctx.outbound
+        try:
+            outbound.check_url(base_url, any_path=True)
+        except OutboundRefused as e:
+            log.warn("service {service}: {reason}; its calls will be refused", service=self.service, reason=e)
         endpoints = GuardedEndpoints(self.ctx.reactor, outbound, policy, self.timeout)
         agent = Agent.usingEndpointFactory(self.ctx.reactor, endpoints, pool=self.pool)
         self.http = treq.client.HTTPClient(GuardedAgent(agent, outbound))

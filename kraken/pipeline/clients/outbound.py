@@ -54,7 +54,8 @@ class Rule:
     path: str | None = None  # URL prefix entries: the path prefix
     network: IPNetwork | None = None
 
-    def matches_url(self, scheme: str, host: str, port: int, path: str) -> bool:
+    def matches_url(self, scheme: str, host: str, port: int, path: str | None) -> bool:
+        """Whether this entry allows the URL (any path when *path* is None)."""
         if self.port is not None and self.port != port:
             return False
         if self.network is not None:
@@ -62,7 +63,7 @@ class Rule:
             return address is not None and address in self.network
         if self.host != host or (self.scheme is not None and self.scheme != scheme):
             return False
-        if self.path is None or self.path == "/":
+        if self.path is None or self.path == "/" or path is None:
             return True
         prefix = self.path.rstrip("/")
         return path == prefix or path.startswith(prefix + "/")
@@ -131,14 +132,16 @@ class OutboundPolicy:
     def __init__(self, entries: Sequence[str] = ()) -> None:
         self.rules = [parse_rule(e) for e in entries]
 
-    def check_url(self, url: str) -> None:
+    def check_url(self, url: str, any_path: bool = False) -> None:
+        """Refuse *url* unless an entry allows it (with *any_path*: its scheme, host and port)."""
         parts = urlsplit(url)
         scheme = parts.scheme
         if scheme not in DEFAULT_PORTS or not parts.hostname:
             raise OutboundRefused(f"{url} is not an http(s) URL")
         host = _normal_host(parts.hostname)
         port = parts.port or DEFAULT_PORTS[scheme]
-        if not any(r.matches_url(scheme, host, port, parts.path or "/") for r in self.rules):
+        path = None if any_path else parts.path or "/"
+        if not any(r.matches_url(scheme, host, port, path) for r in self.rules):
             raise OutboundRefused(f"{scheme}://{parts.netloc}{parts.path} is not in pipeline.outbound_allow")
 
     def check_address(self, host: str, port: int, address: IPAddress) -> None:
