@@ -246,3 +246,50 @@ def test_budget_defaults_follow_the_configured_limits(small_limits: int) -> None
     assert Budget().max_bytes == small_limits
     with pytest.raises(LimitError):
         compile_expression('String.duplicate("x", 30000) |> List.wrap()')({})
+
+
+# -- every failure is answered -----------------------------------------------------------------
+def _request() -> Any:
+    from twisted.web.test.requesthelper import DummyRequest
+
+    request = DummyRequest([b"pipelines", b"call", b"p"])
+    request.method = b"POST"
+    request.path = b"/pipelines/call/p"
+    return request
+
+
+def _answer(fn: Any) -> Any:
+    from kraken.pipeline.api import Answers
+    from kraken.pipeline.refusals import Refusals
+
+    answers = Answers(1024 * 1024, Refusals())
+    result = answers.handler(fn)(_request())
+    if isinstance(result, defer.Deferred):
+        result = done(result)
+    return result
+
+
+@pytest.mark.parametrize(
+    "failure", [MemoryError(), RecursionError(), KeyError("internal"), ZeroDivisionError("x")]
+)
+def test_any_failure_is_an_answer_with_a_json_body(failure: BaseException) -> None:
+    def raising(request: Any) -> Any:
+        raise failure
+
+    def failing_later(request: Any) -> Any:
+        return defer.fail(failure)
+
+    for fn in (raising, failing_later):
+        response = _answer(fn)
+        assert response.status in (400, 500)
+        body = json.loads(response.body)
+        assert "Traceback" not in response.body.decode()
+        if response.status == 500:
+            assert body["error"] == ":internal_error" and len(body["details"]["error_id"]) == 12
+
+
+def test_answers_are_measured_and_finite() -> None:
+    big = _answer(lambda request: {"x": ["a" * 1000] * 5000})
+    assert big.status == 400 and json.loads(big.body)["details"]["limit"] == "response_bytes"
+    nan = _answer(lambda request: defer.succeed({"x": float("nan")}))
+    assert nan.status == 200 and nan.body == b'{"x":null}'
