@@ -293,3 +293,19 @@ def test_answers_are_measured_and_finite() -> None:
     assert big.status == 400 and json.loads(big.body)["details"]["limit"] == "response_bytes"
     nan = _answer(lambda request: defer.succeed({"x": float("nan")}))
     assert nan.status == 200 and nan.body == b'{"x":null}'
+
+
+def test_a_mapping_of_lookups_is_measured_only_when_its_bound_could_pass_the_limit(small_limits: int) -> None:
+    from kraken.pipeline.definitions.mapping import MeasuredMapping, compile_mapping
+
+    mapping = compile_mapping({"l": "args", "r": "args['x']", "k": [1, "two"]}, {}, "prepare")
+    assert isinstance(mapping, MeasuredMapping) and mapping.lookups == 2
+    small = {"x": "y" * 100}
+    assert mapping.bounded(small, (110, 1)) == {"l": small, "r": "y" * 100, "k": [1, "two"]}
+    large = {"x": "y" * 15_000}
+    with pytest.raises(LimitError):
+        mapping.bounded(large, (15_010, 1))  # 2 x 15,010 > 20,000: measured, and over
+    with pytest.raises(LimitError):
+        mapping.bounded(large, None)
+    expression = compile_mapping({"x": "Enum.reverse(args['l'])"}, {}, "prepare")
+    assert isinstance(expression, MeasuredMapping) and expression.lookups == -1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
-from kraken.pipeline.definitions.mapping import Template
+from kraken.pipeline.definitions.mapping import MeasuredMapping, Template
 from kraken.pipeline.engine.graph import CONSUMED, Component, RunningPipeline, StageFailure
 from kraken.pipeline.expr.functions import ValueLimits, check_value
 from kraken.pipeline.expr.terms import truthy
@@ -298,7 +298,12 @@ class Stage(Working):
         self.transform = transform
 
     def before(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
-        return ip.event if self.prepare is None else self.prepare(ip.event)
+        prepare = self.prepare
+        if prepare is None:
+            return ip.event
+        if isinstance(prepare, MeasuredMapping):
+            return prepare.bounded(ip.event, ip.size)
+        return prepare(ip.event)
 
     def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         if self.transform is not None:
