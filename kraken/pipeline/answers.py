@@ -23,7 +23,12 @@ ENVELOPE_DEPTH = 16  # levels an answer adds around an event (error event, debug
 
 
 class BadBody(ValueError):
-    """A request body that is not JSON we accept; the message says why."""
+    """A request body that is not JSON we accept; the message says why, *limit* which limit
+    refused it (None: it is not JSON at all)."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class TooLarge(Exception):
@@ -35,7 +40,7 @@ class TooLarge(Exception):
 
 
 def _no_constant(name: str) -> Any:
-    raise BadBody(f"{name} is not JSON")
+    raise BadBody(f"{name} is not JSON", "json_constant")
 
 
 def parse_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -46,15 +51,15 @@ def parse_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except BadBody:
         raise
     except RecursionError:
-        raise BadBody(f"JSON nested too deeply (more than {max_depth} levels)") from None
+        raise BadBody(f"JSON nested too deeply (more than {max_depth} levels)", "json_depth") from None
     except UnicodeDecodeError as e:
         raise BadBody(str(e)) from None
     except json.JSONDecodeError as e:
         raise BadBody(str(e)) from None
     except ValueError as e:  # an integer over sys.get_int_max_str_digits()
-        raise BadBody(f"a number too long to read ({e})") from None
+        raise BadBody(f"a number too long to read ({e})", "json_number") from None
     if raw.count(b"[") + raw.count(b"{") > max_depth and _deeper(value, max_depth):
-        raise BadBody(f"JSON nested too deeply (more than {max_depth} levels)")
+        raise BadBody(f"JSON nested too deeply (more than {max_depth} levels)", "json_depth")
     return value
 
 

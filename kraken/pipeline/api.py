@@ -50,9 +50,10 @@ JSON = {"Content-Type": "application/json"}
 
 
 class BadRequest(Exception):
-    def __init__(self, error: str, details: Any = None) -> None:
+    def __init__(self, error: str, details: Any = None, limit: str | None = None) -> None:
         super().__init__(error)
         self.error, self.details = error, details
+        self.limit = limit  # the limit that refused the request, when one did
 
 
 def _quote(text: str) -> str:
@@ -89,7 +90,7 @@ def body(request: Request, default: Any = None, max_depth: int = MAX_JSON_DEPTH)
     if content is not None:
         content.seek(0, 2)
         if content.tell() > MAX_BODY:
-            raise BadRequest(f"request body over {MAX_BODY} bytes")
+            raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
         content.seek(0)
         raw = content.read()
     if not raw.strip():
@@ -99,7 +100,7 @@ def body(request: Request, default: Any = None, max_depth: int = MAX_JSON_DEPTH)
     try:
         return parse_body(raw, max_depth)
     except BadBody as e:
-        raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}') from None
+        raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}', limit=e.limit) from None
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -211,8 +212,8 @@ class Answers:
 
     def failed(self, e: BaseException, request: Request, struct: str = "RuntimeError") -> Response:
         if isinstance(e, (ApiError, DefinitionError, CallError, BadRequest)):
-            if isinstance(e, CallError) and e.limit is not None:
-                self.refusals.refuse(e.limit, _offender(request), e.message)
+            if isinstance(e, (CallError, BadRequest)) and e.limit is not None:
+                self.refusals.refuse(e.limit, _offender(request), str(e))
             return self._small(_error_response(e, struct))
         if isinstance(e, TooLarge):
             self.refusals.refuse(e.limit, _offender(request), str(e))

@@ -160,6 +160,9 @@ def test_pathological_json_at_every_endpoint_is_400(servers: ServerProcess.Pool,
             answer = api.post(path, raw=raw)
             assert answer.status == 400, (path, what, answer.status, answer.raw[:300])
             assert "DecodeError" in strict_json(answer)["error"], (path, what)
+    metrics = api.get("/metrics").raw.decode()
+    for limit in ("json_depth", "json_number", "json_constant"):
+        assert f'kraken_pipeline_refused_total{{limit="{limit}"}}' in metrics
     # a deep event that is accepted (within max_json_depth) still gets an answer
     assert api.post("/pipelines/call/echo", raw=nested_event(150)).status == 200
     assert api.ok("GET", "/health")["status"] == "ok"
