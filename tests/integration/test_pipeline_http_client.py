@@ -148,3 +148,41 @@ def test_https_with_our_certificate_goes_through_the_allow_list(pki: Path) -> An
     finally:
         yield client.stop({})
         yield port.stopListening()
+
+
+class Flood(Resource):
+    """Answers /declared with a Content-Length over the limit, /streamed with a chunked flood."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> Any:
+        if request.path == b"/declared":
+            request.setHeader(b"content-length", b"100000000")
+            request.write(b"x" * 1000)
+            return NOT_DONE_YET
+        for _ in range(100):
+            request.write(b"y" * 10_000)
+        request.finish()
+        return NOT_DONE_YET
+
+
+@pytest_twisted.inlineCallbacks
+def test_response_bodies_over_the_limit_are_refused_as_they_arrive(monkeypatch: Any) -> Any:
+    from kraken.pipeline.clients import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 50_000)
+    port = reactor.listenTCP(0, Site(Flood()), interface="127.0.0.1")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
+    try:
+        client.start({"base_url": f"http://127.0.0.1:{port.getHost().port}", "timeout": 5})
+        for path in ("/declared", "/streamed"):
+            try:
+                yield client.call({"path": path}, {})
+            except ValueError as e:
+                assert "over 50000 bytes" in str(e)
+            else:
+                raise AssertionError(f"{path}: a body over the limit was accepted")
+    finally:
+        yield client.stop({})
+        yield port.stopListening()

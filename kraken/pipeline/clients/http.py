@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import treq
 from twisted.internet import defer, error
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
@@ -56,6 +57,14 @@ def _transport_error(failure: Any) -> ClientError:
     if isinstance(exc, (defer.CancelledError, error.TimeoutError, defer.TimeoutError)):
         return ClientError("timeout", "timeout")
     return ClientError(type(exc).__name__, str(exc) or type(exc).__name__)
+
+
+class _Discard(Protocol):
+    """Drops a response body we refuse, closing the connection."""
+
+    def connectionMade(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
 class HttpClient(Client):
@@ -152,9 +161,22 @@ class HttpClient(Client):
 
     @defer.inlineCallbacks
     def _read(self, response: Any, parse: bool) -> Any:
-        raw = yield treq.content(response)
-        if len(raw) > MAX_BODY:
-            raise ValueError(f"response body over {MAX_BODY} bytes")
+        """The answer as a result; a body over ``MAX_BODY`` is refused as it arrives (the
+        connection is dropped), not after it was held in memory."""
+        if isinstance(response.length, int) and response.length > MAX_BODY:
+            response.deliverBody(_Discard())
+            raise ValueError(f"response body over {MAX_BODY} bytes (Content-Length {response.length})")
+        chunks: list[bytes] = []
+        received = [0]
+
+        def collect(data: bytes) -> None:
+            received[0] += len(data)
+            if received[0] > MAX_BODY:
+                raise ValueError(f"response body over {MAX_BODY} bytes")
+            chunks.append(data)
+
+        yield treq.collect(response, collect)
+        raw = b"".join(chunks)
         headers = {
             k.decode("latin-1").lower(): v[-1].decode("latin-1")
             for k, v in response.headers.getAllRawHeaders()
