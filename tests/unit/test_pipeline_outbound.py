@@ -132,3 +132,12 @@ def test_connections_go_to_the_checked_address_only() -> None:
     )
     endpoint.connect(object())  # type: ignore[arg-type]
     assert [(host, port) for host, port, *_ in public.tcpClients] == [("93.184.216.34", 443)]
+
+
+def test_a_bad_entry_is_a_config_error_naming_the_key() -> None:
+    from kraken.core.config import ConfigError
+    from kraken.pipeline.app import PipelineSection
+
+    with pytest.raises(ConfigError, match=r"pipeline.outbound_allow: outbound_allow entry 'api:99999'"):
+        PipelineSection(outbound_allow=["api:99999"])
+    assert PipelineSection().outbound_allow == []
