@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kraken.pipeline.expr.sizes import PLAIN, flat_size, flat_size_map, measure, sized
+from kraken.pipeline.expr.sizes import PLAIN, SizedDict, flat_size, flat_size_map, measure, sized
 from kraken.pipeline.expr.terms import ExprError, LimitError, inspect
 
 MAX_VALUE_BYTES = 16 * 1024 * 1024
@@ -118,7 +118,7 @@ class Budget:
 
     def seal(self, value: Any) -> Any:
         """Give a sized container just built (and not yet measured) its size, or refuse it."""
-        fast = flat_size_map(value) if isinstance(value, dict) else flat_size(value)
+        fast = flat_size_map(value) if type(value) is SizedDict else flat_size(value)
         if fast is None:
             try:
                 items = list(value.items()) if isinstance(value, dict) else list(value)
@@ -131,7 +131,9 @@ class Budget:
         if depth > self.max_nesting:
             raise LimitError(f"value nests deeper than {self.max_nesting} levels", "value_nesting")
         value.size, value.depth = size, depth
-        self._allocate(size)
+        self.allocated += size
+        if self.allocated > self.max_allocated:
+            self._allocate(0)
         return value
 
     def _allocate(self, size: int) -> None:

@@ -87,6 +87,10 @@ _BINOPS: dict[str, Callable[[Budget, Any, Any], Any]] = {
 }
 
 
+# operators whose results are new lists or strings (the others give numbers and booleans)
+_BUILDING = frozenset({"++", "--", "..", "<>"})
+
+
 class Closure(Fn):
     def __init__(
         self, clauses: list[tuple[list[Any], Code | None, Code]], env: dict[str, Any], arity: int
@@ -277,6 +281,13 @@ class Compiler:
 
             return self.located(run, node[1])
         fn = _BINOPS[op]
+        if op not in _BUILDING:
+
+            def compute(ctx: Budget, env: dict[str, Any]) -> Any:
+                ctx.tick()
+                return fn(ctx, left(ctx, env), right(ctx, env))
+
+            return self.located(compute, node[1])
 
         def operate(ctx: Budget, env: dict[str, Any]) -> Any:
             ctx.tick()
