@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+from kraken.core.jsonlimits import depth_over
 from kraken.pipeline.expr.sizes import measure
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -58,26 +59,9 @@ def parse_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise BadBody(str(e)) from None
     except ValueError as e:  # an integer over sys.get_int_max_str_digits()
         raise BadBody(f"a number too long to read ({e})", "json_number") from None
-    if raw.count(b"[") + raw.count(b"{") > max_depth and _deeper(value, max_depth):
+    if raw.count(b"[") + raw.count(b"{") > max_depth and depth_over(value, max_depth):
         raise BadBody(f"JSON nested too deeply (more than {max_depth} levels)", "json_depth")
     return value
-
-
-def _deeper(value: Any, max_depth: int) -> bool:
-    """Whether *value* nests more than *max_depth* arrays/objects (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > max_depth:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
 
 
 def encode(value: Any, max_bytes: int = MAX_RESPONSE_BYTES, max_depth: int = MAX_JSON_DEPTH) -> bytes:
