@@ -4,12 +4,16 @@ plus stats and a live span stream.
 Errors keep the original's bodies: ``400 {"error": ":undefined"}`` and friends, with a
 ``details`` object where we know more (the field of a bad definition). Errors inside a
 pipeline are ``200`` error events. Streams are NDJSON: one JSON document per line.
+
+Every request gets an answer: bodies are read with limits (:mod:`kraken.pipeline.answers`),
+answers are measured before they are encoded, an answer over a limit is a ``400`` naming the
+limit, and anything unexpected (``MemoryError`` included) is a ``500`` carrying an error id
+whose traceback is in the server log.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +24,21 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from kraken.core.http import Response, Router, json_bytes, query_arg
+from kraken.pipeline.answers import (
+    ENVELOPE_DEPTH,
+    MAX_JSON_DEPTH,
+    MAX_RESPONSE_BYTES,
+    BadBody,
+    TooLarge,
+    encode,
+    parse_body,
+)
 from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.engine.runtime import Pipeline
+from kraken.pipeline.incidents import record
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.pipelines import PipelineRegistry
+from kraken.pipeline.refusals import Refusals
 from kraken.pipeline.routes import Routes, call_many, routing_error
 from kraken.pipeline.services import CallError, ServiceRegistry
 
@@ -31,12 +46,14 @@ log = Logger(namespace="kraken.pipeline.api")
 
 MAX_BODY = 16 * 1024 * 1024
 NDJSON = b"application/x-ndjson"
+JSON = {"Content-Type": "application/json"}
 
 
 class BadRequest(Exception):
-    def __init__(self, error: str, details: Any = None) -> None:
+    def __init__(self, error: str, details: Any = None, limit: str | None = None) -> None:
         super().__init__(error)
         self.error, self.details = error, details
+        self.limit = limit  # the limit that refused the request, when one did
 
 
 def _quote(text: str) -> str:
@@ -67,36 +84,13 @@ def _error_response(e: BaseException, struct: str = "RuntimeError") -> Response:
     raise e
 
 
-def handler(fn: Callable[..., Any], struct: str = "RuntimeError") -> Callable[..., Any]:
-    """Turn API errors (raised now or later) into the original's 400 bodies."""
-
-    def run(request: Request, **params: Any) -> Any:
-        try:
-            result = fn(request, **params)
-        except (ApiError, DefinitionError, CallError, BadRequest) as e:
-            return _error_response(e, struct)
-        except RecursionError:
-            return _error_response(BadRequest("the request nests too deeply"), struct)
-        if isinstance(result, defer.Deferred):
-
-            def failed(f: Any) -> Any:
-                if f.check(ApiError, DefinitionError, CallError, BadRequest):
-                    return _error_response(f.value, struct)
-                return f
-
-            return result.addErrback(failed)
-        return result
-
-    return run
-
-
-def body(request: Request, default: Any = None) -> Any:
+def body(request: Request, default: Any = None, max_depth: int = MAX_JSON_DEPTH) -> Any:
     content = request.content
     raw = b""
     if content is not None:
         content.seek(0, 2)
         if content.tell() > MAX_BODY:
-            raise BadRequest(f"request body over {MAX_BODY} bytes")
+            raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
         content.seek(0)
         raw = content.read()
     if not raw.strip():
@@ -104,11 +98,9 @@ def body(request: Request, default: Any = None) -> Any:
             return default
         raise BadRequest('%Jason.DecodeError{message: "unexpected end of input: the body is empty"}')
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}') from None
-    except RecursionError:
-        raise BadRequest('%Jason.DecodeError{message: "JSON nested too deeply"}') from None
+        return parse_body(raw, max_depth)
+    except BadBody as e:
+        raise BadRequest(f'%Jason.DecodeError{{message: "{_quote(str(e))}"}}', limit=e.limit) from None
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -135,10 +127,12 @@ def _timeout(request: Request) -> float | None:
 
 @implementer(IPushProducer)
 class _Stream:
-    """Writes NDJSON lines to a request; notices pauses (slow reader) and disconnects."""
+    """Writes NDJSON lines to a request; notices pauses (slow reader) and disconnects.
+    A result that cannot be written becomes an error line in its place."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, answers: Answers) -> None:
         self.request = request
+        self.answers = answers
         self.paused = False
         self.closed = False
         self.dropped = 0
@@ -167,7 +161,7 @@ class _Stream:
 
     def write(self, value: Any) -> None:
         if not self.closed:
-            self.request.write(json_bytes(value) + b"\n")
+            self.request.write(self.answers.line(value, self.request))
 
     def finish(self) -> None:
         if not self.closed:
@@ -176,7 +170,96 @@ class _Stream:
             self.request.finish()
 
 
+class Answers:
+    """Turns handler results and failures into complete answers, within the answer limits."""
+
+    def __init__(self, max_response_bytes: int, refusals: Refusals, max_depth: int = MAX_JSON_DEPTH) -> None:
+        self.max_response_bytes = max_response_bytes
+        self.max_depth = max_depth + ENVELOPE_DEPTH
+        self.refusals = refusals
+
+    def handler(self, fn: Callable[..., Any], struct: str = "RuntimeError") -> Callable[..., Any]:
+        """Run *fn*; API errors (raised now or later) become the original's 400 bodies, results
+        are encoded here, anything else is a 500 with an error id."""
+
+        def run(request: Request, **params: Any) -> Any:
+            try:
+                result = fn(request, **params)
+            except Exception as e:
+                return self.failed(e, request, struct)
+            if isinstance(result, defer.Deferred):
+                return result.addCallbacks(
+                    self.answer,
+                    lambda f: self.failed(f.value, request, struct),
+                    callbackArgs=(request,),
+                )
+            return self.answer(result, request)
+
+        return run
+
+    def answer(self, result: Any, request: Request) -> Any:
+        if result is NOT_DONE_YET:
+            return result
+        try:
+            if not isinstance(result, Response):
+                return Response(200, encode(result, self.max_response_bytes, self.max_depth), JSON)
+            if isinstance(result.body, bytes):
+                return result
+            encoded = encode(result.body, self.max_response_bytes, self.max_depth)
+            return Response(result.status, encoded, {**JSON, **result.headers})
+        except Exception as e:
+            return self.failed(e, request)
+
+    def failed(self, e: BaseException, request: Request, struct: str = "RuntimeError") -> Response:
+        if isinstance(e, (ApiError, DefinitionError, CallError, BadRequest)):
+            if isinstance(e, (CallError, BadRequest)) and e.limit is not None:
+                self.refusals.refuse(e.limit, _offender(request), str(e))
+            return self._small(_error_response(e, struct))
+        if isinstance(e, TooLarge):
+            self.refusals.refuse(e.limit, _offender(request), str(e))
+            return self._small(_limit_response(e.limit, str(e)))
+        if isinstance(e, defer.CancelledError):  # the client went away; nobody reads this
+            return Response(499, b"")
+        if isinstance(e, RecursionError):
+            return self._small(_error_response(BadRequest("the request nests too deeply"), struct))
+        method, path = request.method.decode("latin-1"), request.path.decode("latin-1")
+        error_id = record(e, f"{method} {path} failed")
+        details = {"error_id": error_id, "message": "unexpected error; the traceback is in the server log"}
+        return self._small(Response(500, {"error": ":internal_error", "details": details}))
+
+    def _small(self, response: Response) -> Response:
+        """An error answer we wrote, encoded here (measured all the same: it may quote input)."""
+        try:
+            body = encode(response.body, self.max_response_bytes, self.max_depth)
+        except TooLarge as e:
+            body = json_bytes(_limit_response(e.limit, str(e)).body)
+        return Response(response.status, body, {**JSON, **response.headers})
+
+    def line(self, value: Any, request: Request) -> bytes:
+        """One NDJSON line; a result that cannot be written is replaced by an error line."""
+        try:
+            return encode(value, self.max_response_bytes, self.max_depth) + b"\n"
+        except TooLarge as e:
+            self.refusals.refuse(e.limit, _offender(request), str(e))
+            error = _limit_response(e.limit, str(e)).body
+        except Exception as e:
+            error_id = record(e, "a stream result could not be written")
+            error = {"error": ":internal_error", "details": {"error_id": error_id}}
+        return json_bytes(error) + b"\n"
+
+
+def _limit_response(limit: str, message: str) -> Response:
+    return Response(400, {"error": ":limit", "details": {"limit": limit, "message": message}})
+
+
+def _offender(request: Request) -> str:
+    peer = request.getClientAddress()
+    host = getattr(peer, "host", "?")
+    return f"{host} {request.path.decode('latin-1', 'replace')[:200]}"
+
+
 class GuardedRouter(Router):
+
     """A router that, when *token* is set, admits only ``Authorization: Bearer <token>``."""
 
     def __init__(self, token: str | None) -> None:
@@ -202,8 +285,14 @@ class Api:
         routes: Routes,
         metrics: Any = None,
         token: str | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_json_depth: int = MAX_JSON_DEPTH,
+        refusals: Refusals | None = None,
     ) -> None:
         self.token = token
+        self.max_json_depth = max_json_depth
+        self.refusals = refusals if refusals is not None else Refusals()
+        self.answers = Answers(max_response_bytes, self.refusals, max_json_depth)
         self.services = services
         self.pipelines = pipelines
         self.routes = routes
@@ -219,8 +308,8 @@ class Api:
 
     def router(self) -> Router:
         r = GuardedRouter(self.token)
-        s = lambda fn: handler(fn, "Octopus.Error")  # noqa: E731
-        p = handler
+        s = lambda fn: self.answers.handler(fn, "Octopus.Error")  # noqa: E731
+        p = self.answers.handler
         r.route("GET", "/", lambda req: Response(200, b"Hey! I'm Kraken!", {"Content-Type": "text/plain"}))
         r.route(
             "GET",
@@ -272,35 +361,38 @@ class Api:
         r.route("GET", "/pipelines/stats/{name}", p(lambda req, name: self.pipelines.runtime(name).stats()))
         r.route("GET", "/pipelines/components/{name}", p(self.pipeline_components))
         r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
-        r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(body(req))}))
+        r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(self.body(req))}))
         r.route("GET", "/routes", p(lambda req: self.routes.get()))
         r.route("POST", "/call", p(self.routed_call))
         r.route("POST", "/cast", p(self.routed_cast))
         r.route("POST", "/stream", p(self.routed_stream))
         return r
 
+    def body(self, request: Request, default: Any = None) -> Any:
+        return body(request, default, self.max_json_depth)
+
     # -- services ----------------------------------------------------------------------------------
     def service_define(self, request: Request) -> Any:
-        data = body(request)
+        data = self.body(request)
         if isinstance(data, list):
             return self.services.define_many(data).addCallback(lambda names: {"ok": names})
         return self.services.define(data).addCallback(lambda name: {"ok": name})
 
     def service_start(self, request: Request, name: str) -> Any:
-        args = body(request, {})
+        args = self.body(request, {})
         if not isinstance(args, dict):
             raise BadRequest("start arguments must be a JSON object")
         return self.services.start(name, args).addCallback(lambda state: {"ok": state})
 
     def service_stop(self, request: Request, name: str) -> Any:
-        args = body(request, {})
+        args = self.body(request, {})
         if not isinstance(args, dict):
             raise BadRequest("stop arguments must be a JSON object")
         return self.services.stop(name, args).addCallback(lambda ok: {"ok": ok})
 
     def service_restart(self, request: Request, name: str) -> Any:
         """Octopus agent's restart: stop (when running), then start with the given args."""
-        args = body(request, {})
+        args = self.body(request, {})
         if not isinstance(args, dict):
             raise BadRequest("start arguments must be a JSON object")
         stopping = self.services.stop(name) if self.services.status(name) == ":ready" else defer.succeed("ok")
@@ -309,7 +401,7 @@ class Api:
         )
 
     def service_call(self, request: Request, name: str, function: str) -> Any:
-        args = body(request, {})
+        args = self.body(request, {})
         result = self.services.call(name, function, args)
         if isinstance(result, defer.Deferred):
             return result.addCallback(lambda r: {"ok": r})
@@ -317,10 +409,10 @@ class Api:
 
     # -- pipelines ---------------------------------------------------------------------------------
     def pipeline_define(self, request: Request) -> Any:
-        return self.pipelines.define(body(request)).addCallback(lambda name: {"ok": name})
+        return self.pipelines.define(self.body(request)).addCallback(lambda name: {"ok": name})
 
     def pipeline_start(self, request: Request, name: str) -> Any:
-        opts = body(request, {})
+        opts = self.body(request, {})
         if not isinstance(opts, dict):
             raise BadRequest("start options must be a JSON object")
         flags = {}
@@ -336,7 +428,7 @@ class Api:
 
     def pipeline_call(self, request: Request, name: str) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
-        data = body(request)
+        data = self.body(request)
         pipeline = self.pipelines.runtime(name)
         if isinstance(data, list):
             out: list[Any] = []
@@ -346,7 +438,7 @@ class Api:
         return pipeline.call(data, debug=debug, timeout=timeout)
 
     def pipeline_cast(self, request: Request, name: str) -> Any:
-        data = body(request)
+        data = self.body(request)
         pipeline = self.pipelines.runtime(name)
         if isinstance(data, list):
             self._count(pipeline, "cast", len(data))
@@ -356,11 +448,11 @@ class Api:
 
     def pipeline_stream(self, request: Request, name: str) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
-        data = body(request)
+        data = self.body(request)
         events = data if isinstance(data, list) else [data]
         pipeline = self.pipelines.runtime(name)
         self._count(pipeline, "stream", len(events))
-        out = _Stream(request)
+        out = _Stream(request, self.answers)
         running = pipeline.stream(events, out.write, debug=debug, timeout=timeout, held=lambda: out.paused)
         out.on_close.append(running.cancel)
         out.on_resume.append(running.resume)
@@ -390,7 +482,7 @@ class Api:
         pipeline = self.pipelines.runtime(name)
         limit = query_arg(request, "limit")
         remaining = [int(limit)] if limit and limit.isdigit() else [None]
-        out = _Stream(request)
+        out = _Stream(request, self.answers)
         request.write(b"")
 
         def sink(record: dict[str, Any]) -> None:
@@ -413,7 +505,7 @@ class Api:
     # -- type-routed events ------------------------------------------------------------------------
     def routed_call(self, request: Request) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
-        data = body(request)
+        data = self.body(request)
         if isinstance(data, list):
             return call_many(self.routes.groups(data), debug, timeout)
         pipeline = self.routes.resolve(data)
@@ -421,7 +513,7 @@ class Api:
         return pipeline.call(data, debug=debug, timeout=timeout)
 
     def routed_cast(self, request: Request) -> Any:
-        data = body(request)
+        data = self.body(request)
         if isinstance(data, list):
             refs: list[Any] = []
             for event in data:
@@ -436,9 +528,9 @@ class Api:
 
     def routed_stream(self, request: Request) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
-        data = body(request)
+        data = self.body(request)
         events = data if isinstance(data, list) else [data]
-        out = _Stream(request)
+        out = _Stream(request, self.answers)
         running: list[defer.Deferred[None]] = []
         for pipeline, group, error in self.routes.groups(events):
             if pipeline is None:

@@ -10,9 +10,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
-from kraken.core.config import ConfigPath, setting
+from kraken.core.config import ConfigError, ConfigPath, setting
+from kraken.pipeline.answers import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients.base import ClientContext
+from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
+from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
 from kraken.pipeline.routes import Routes
 from kraken.pipeline.services import Service as PipelineService
@@ -40,6 +43,24 @@ class PipelineSection:
     lambda_modules: list[str] = setting([], "Python module prefixes lambda services may name")
     cli_commands: list[str] = setting([], "programs the CLI client may run")
     api_token: str | None = setting(None, "when set, API requests need 'Authorization: Bearer <token>'")
+    max_value_bytes: int = setting(
+        MAX_VALUE_BYTES, "characters a value may expand to (expressions, mappings, events)", minimum=1024
+    )
+    max_value_nesting: int = setting(MAX_NESTING, "levels a value may nest", minimum=2)
+    max_response_bytes: int = setting(
+        MAX_RESPONSE_BYTES, "bytes one JSON answer (or stream line) may take", minimum=1024
+    )
+    max_json_depth: int = setting(MAX_JSON_DEPTH, "levels a request body may nest", minimum=2)
+    outbound_allow: list[str] = setting(
+        [], "destinations HTTP services may call: URL prefixes, host:port, networks (empty: none)"
+    )
+
+    def __post_init__(self) -> None:
+        for entry in self.outbound_allow:
+            try:
+                parse_rule(entry)
+            except ValueError as e:
+                raise ConfigError(f"pipeline.outbound_allow: {e}") from None
 
 
 class PipelineBoot(Service):
@@ -68,6 +89,7 @@ class PipelineApp:
         self.clock = clock
         self.cfg = cfg
         self.store = Store(cfg.database or DEFAULT_DB) if cfg.persist else None
+        set_value_limits(cfg.max_value_bytes, cfg.max_value_nesting)
         ctx = ClientContext(
             clock,
             tls,
@@ -75,13 +97,23 @@ class PipelineApp:
             list(cfg.lambda_modules),
             list(cfg.cli_commands),
             cfg.http_timeout,
+            outbound=OutboundPolicy(cfg.outbound_allow),
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         self.pipelines = PipelineRegistry(
             self.services, clock, cfg.default_timeout, self._pipeline_changed
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
-        self.api = Api(self.services, self.pipelines, self.routes, metrics, cfg.api_token)
+        self.api = Api(
+            self.services,
+            self.pipelines,
+            self.routes,
+            metrics,
+            cfg.api_token,
+            cfg.max_response_bytes,
+            cfg.max_json_depth,
+            ctx.refusals,
+        )
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:
         if self.store is None:

@@ -9,12 +9,14 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kraken.pipeline.pipelines import PipelineRegistry
+from kraken.pipeline.refusals import Refusals
 
 
 class PipelineCollector:
-    def __init__(self, prefix: str, pipelines: PipelineRegistry) -> None:
+    def __init__(self, prefix: str, pipelines: PipelineRegistry, refusals: Refusals | None = None) -> None:
         self.prefix = prefix
         self.pipelines = pipelines
+        self.refusals = refusals
 
     def describe(self) -> list[Any]:
         return []
@@ -50,3 +52,10 @@ class PipelineCollector:
             results.add_metric([rt.name, "timeout"], rt.timeouts)
             in_flight.add_metric([rt.name], len(rt.live))
         yield from (calls, errors, seconds, results, in_flight)
+        if self.refusals is not None:
+            refused = CounterMetricFamily(
+                self.prefix + "refused", "what a limit refused (logged once per offender)", labels=["limit"]
+            )
+            for limit, count in sorted(self.refusals.counts.items()):
+                refused.add_metric([limit], count)
+            yield refused

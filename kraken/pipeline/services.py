@@ -9,7 +9,6 @@ and a Deferred only when the client answers later (HTTP, CLI). Failures raise
 from __future__ import annotations
 
 import copy
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,8 @@ from kraken.pipeline.clients.registry import find_client
 from kraken.pipeline.definitions.helpers import resolve_helpers
 from kraken.pipeline.definitions.mapping import DefinitionError, Template, compile_mapping
 from kraken.pipeline.definitions.schema import Check, compile_schema
-from kraken.pipeline.expr import ExprError
+from kraken.pipeline.expr import ExprError, LimitError
+from kraken.pipeline.incidents import record
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
 from kraken.pipeline.names import modulize
 
@@ -32,21 +32,22 @@ log = Logger(namespace="kraken.pipeline.services")
 class CallError(Exception):
     """A service function failed at *step* (input, prepare, call, error, transform, output)."""
 
-    def __init__(self, step: str, error: Any, message: str, stacktrace: str = "") -> None:
+    def __init__(
+        self, step: str, error: Any, message: str, error_id: str | None = None, limit: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.step, self.error, self.message, self.stacktrace = step, error, message, stacktrace
+        self.step, self.error, self.message, self.error_id = step, error, message, error_id
+        self.limit = limit  # the limit that refused the step, when one did
 
     def inspect(self) -> str:
         message = self.message.replace("\\", "\\\\").replace('"', '\\"')
         return f'%Octopus.CallError{{step: :{self.step}, message: "{message}"}}'
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "error": self.error,
-            "message": self.message,
-            "stacktrace": self.stacktrace,
-        }
+        body = {"step": self.step, "error": self.error, "message": self.message, "stacktrace": ""}
+        if self.error_id is not None:
+            body["error_id"] = self.error_id
+        return body
 
 
 @dataclass
@@ -125,17 +126,24 @@ def compile_service(definition: Any) -> Service:
     )
 
 
+def unexpected(step: str, e: BaseException) -> CallError:
+    """A call error for an exception nobody expected: its traceback stays in the server log."""
+    error_id = record(e, f"service step {step} raised")
+    message = f"{type(e).__name__}: {e} (error id {error_id}: the traceback is in the server log)"
+    return CallError(step, type(e).__name__, message, error_id)
+
+
 def _step(step: str, fn: Callable[[Any], Any], value: Any) -> Any:
     try:
         return fn(value)
+    except LimitError as e:
+        raise CallError(step, e.kind, str(e), limit=e.limit) from None
     except ExprError as e:
         raise CallError(step, e.kind, str(e)) from None
     except CallError:
         raise
     except Exception as e:
-        raise CallError(
-            step, type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)
-        ) from None
+        raise unexpected(step, e) from None
 
 
 def _finish(function: Function, result: Any) -> Any:
@@ -161,9 +169,7 @@ def call_function(client: Client, function: Function, args: Any) -> Any:
     try:
         result = client.call(prepared, function.call_config)
     except Exception as e:
-        raise CallError(
-            "call", type(e).__name__, f"{type(e).__name__}: {e}", traceback.format_exc(limit=3)
-        ) from None
+        raise unexpected("call", e) from None
     if isinstance(result, defer.Deferred):
 
         def failed(f: Any) -> Any:

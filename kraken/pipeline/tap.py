@@ -10,6 +10,7 @@ from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pipeline.app import PipelineApp, PipelineBoot, PipelineSection
+from kraken.pipeline.exposure import warn_about_plain_listeners
 from kraken.pipeline.metrics import PipelineCollector
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.services import ServiceRegistry
@@ -38,8 +39,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
-    svc.metrics.registry.register(PipelineCollector(svc.metrics.prefix, app.pipelines))
+    collector = PipelineCollector(svc.metrics.prefix, app.pipelines, app.services.ctx.refusals)
+    svc.metrics.registry.register(collector)
     site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
     svc.listen_all("http", config.listen, site, allowed_roles={"client", "pipeline", "agent"})
+    warn_about_plain_listeners(config.listen, config.pipeline.api_token)
     PipelineBoot(app, svc.reactor).setServiceParent(svc)
     return svc

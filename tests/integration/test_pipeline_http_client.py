@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -11,8 +12,11 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from kraken.core.tls import ServerTLS
 from kraken.pipeline.clients.base import ClientContext, ClientError
 from kraken.pipeline.clients.http import HttpClient
+from kraken.pipeline.clients.outbound import OutboundPolicy
+from tests.support import tls_settings
 
 
 class Recorder(Resource):
@@ -49,7 +53,8 @@ class Recorder(Resource):
 def test_requests_bodies_params_headers_and_errors() -> Any:
     recorder = Recorder()
     port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
-    client = HttpClient(ClientContext(reactor), "svc")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
     try:
         state = client.start(
             {
@@ -99,7 +104,8 @@ def test_requests_bodies_params_headers_and_errors() -> Any:
 def test_pool_size_bounds_concurrent_requests() -> Any:
     recorder = Recorder()
     port = reactor.listenTCP(0, Site(recorder), interface="127.0.0.1")
-    client = HttpClient(ClientContext(reactor), "svc")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
     try:
         client.start({"base_url": f"http://127.0.0.1:{port.getHost().port}", "pool_size": 2})
         calls = [client.call({"path": "/hold"}, {}) for _ in range(4)]
@@ -115,6 +121,68 @@ def test_pool_size_bounds_concurrent_requests() -> Any:
             request.finish()
         results = yield defer.gatherResults(calls)
         assert [r["status"] for r in results] == [200] * 4
+    finally:
+        yield client.stop({})
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_https_with_our_certificate_goes_through_the_allow_list(pki: Path) -> Any:
+    """``tls: true`` connects to the checked address and still verifies the server's name."""
+    recorder = Recorder()
+    server_tls = ServerTLS(tls_settings(pki, "origin"))
+    port = reactor.listenSSL(0, Site(recorder), server_tls, interface="127.0.0.1")
+    number = port.getHost().port
+    allow = OutboundPolicy([f"localhost:{number}"])
+    ctx = ClientContext(reactor, tls=tls_settings(pki, "pipeline"), outbound=allow)
+    client = HttpClient(ctx, "svc")
+    try:
+        client.start({"base_url": f"https://localhost:{number}", "tls": True, "timeout": 5})
+        result = yield client.call({"path": "/x"}, {"parse_json_body": True})
+        assert result["status"] == 200 and result["body"] == {"path": "/x"}
+        refused = HttpClient(ctx, "other")
+        refused.start({"base_url": f"https://127.0.0.1:{number}", "tls": True, "timeout": 5})
+        outside = yield refused.call({"path": "/x"}, {})
+        assert isinstance(outside, ClientError) and outside.error == "outbound_refused"
+        yield refused.stop({})
+    finally:
+        yield client.stop({})
+        yield port.stopListening()
+
+
+class Flood(Resource):
+    """Answers /declared with a Content-Length over the limit, /streamed with a chunked flood."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> Any:
+        if request.path == b"/declared":
+            request.setHeader(b"content-length", b"100000000")
+            request.write(b"x" * 1000)
+            return NOT_DONE_YET
+        for _ in range(100):
+            request.write(b"y" * 10_000)
+        request.finish()
+        return NOT_DONE_YET
+
+
+@pytest_twisted.inlineCallbacks
+def test_response_bodies_over_the_limit_are_refused_as_they_arrive(monkeypatch: Any) -> Any:
+    from kraken.pipeline.clients import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 50_000)
+    port = reactor.listenTCP(0, Site(Flood()), interface="127.0.0.1")
+    allow = OutboundPolicy([f"127.0.0.1:{port.getHost().port}"])
+    client = HttpClient(ClientContext(reactor, outbound=allow), "svc")
+    try:
+        client.start({"base_url": f"http://127.0.0.1:{port.getHost().port}", "timeout": 5})
+        for path in ("/declared", "/streamed"):
+            try:
+                yield client.call({"path": path}, {})
+            except ValueError as e:
+                assert "over 50000 bytes" in str(e)
+            else:
+                raise AssertionError(f"{path}: a body over the limit was accepted")
     finally:
         yield client.stop({})
         yield port.stopListening()

@@ -302,18 +302,23 @@ def order(user: str = "user-123", product: str = "product-456") -> dict[str, Any
     return {"type": "user-orders-a-product", "user_id": user, "product_id": product}
 
 
-def pipeline_config(tmp_path: Path) -> dict[str, Any]:
+def pipeline_config(tmp_path: Path, outbound_allow: list[str]) -> dict[str, Any]:
     return {
         "listen": ["tcp:0:interface=127.0.0.1"],
         "log": {"level": "info"},
-        "pipeline": {"database": str(tmp_path / "pipeline.sqlite3"), "default_timeout": 10.0},
+        "pipeline": {
+            "database": str(tmp_path / "pipeline.sqlite3"),
+            "default_timeout": 10.0,
+            "outbound_allow": outbound_allow,
+        },
     }
 
 
 def test_online_shop_acceptance(
     servers: ServerProcess.Pool, shop_stubs: dict[str, int], tmp_path: Path
 ) -> None:
-    proc = servers.start("kraken-pipeline", pipeline_config(tmp_path), name="shop")
+    allow = [f"127.0.0.1:{port}" for port in shop_stubs.values()]
+    proc = servers.start("kraken-pipeline", pipeline_config(tmp_path, allow), name="shop")
     api = Http(proc.port("http"))
     stubs = {name: Http(port) for name, port in shop_stubs.items()}
 
@@ -451,7 +456,8 @@ def test_online_shop_acceptance(
 
 @pytest.mark.parametrize("with_error_step", [True, False])
 def test_http_transport_errors(servers: ServerProcess.Pool, tmp_path: Path, with_error_step: bool) -> None:
-    proc = servers.start("kraken-pipeline", pipeline_config(tmp_path), name="errors")
+    allow = ["http://no-such-host.invalid/"]
+    proc = servers.start("kraken-pipeline", pipeline_config(tmp_path, allow), name="errors")
     api = Http(proc.port("http"))
     function: dict[str, Any] = {"prepare": {"method": "GET", "path": "/"}, "call": {"parse_json_body": True}}
     if with_error_step:

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from kraken.core.tls import TLSSettings
+from kraken.pipeline.clients.outbound import OutboundPolicy
+from kraken.pipeline.refusals import Refusals
 
 
 @dataclass
@@ -41,6 +43,8 @@ class ClientContext:
     lambda_modules: list[str] = field(default_factory=list)
     cli_commands: list[str] = field(default_factory=list)
     http_timeout: float = 30.0
+    refusals: Refusals = field(default_factory=Refusals)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # allows nothing by default
 
 
 class Client:

@@ -7,6 +7,8 @@ Prepared arguments: ``method``, ``path``, ``params`` (query string for every met
 At most ``pool_size`` requests run at once; more wait for a free slot.
 Call config: ``parse_json_body``, ``timeout``. Non-2xx answers are results, not errors;
 transport failures are returned as :class:`ClientError` for the service's ``error`` step.
+Destinations outside ``pipeline.outbound_allow`` (:mod:`.outbound`) are such a failure,
+``outbound_refused``, checked for every request and redirect and at connect time.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from urllib.parse import urlencode
 
 import treq
 from twisted.internet import defer, error
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
 from kraken.core.tls import ClientTLSPolicy
 from kraken.pipeline.clients.base import Client, ClientError, ClientStartError
+from kraken.pipeline.clients.outbound import GuardedAgent, GuardedEndpoints, OutboundRefused
 from kraken.pipeline.names import service_module
+
+log = Logger(namespace="kraken.pipeline.clients.http")
 
 MAX_BODY = 16 * 1024 * 1024
 _NO_BODY = {"GET", "HEAD", "DELETE", "OPTIONS"}
@@ -41,6 +48,8 @@ def _transport_error(failure: Any) -> ClientError:
     exc = failure.value
     if isinstance(exc, ResponseNeverReceived) and exc.reasons:
         exc = exc.reasons[0].value
+    if isinstance(exc, OutboundRefused):
+        return ClientError("outbound_refused", str(exc))
     if isinstance(exc, error.DNSLookupError):
         return ClientError("nxdomain", "non-existing domain")
     if isinstance(exc, error.ConnectionRefusedError):
@@ -48,6 +57,14 @@ def _transport_error(failure: Any) -> ClientError:
     if isinstance(exc, (defer.CancelledError, error.TimeoutError, defer.TimeoutError)):
         return ClientError("timeout", "timeout")
     return ClientError(type(exc).__name__, str(exc) or type(exc).__name__)
+
+
+class _Discard(Protocol):
+    """Drops a response body we refuse, closing the connection."""
+
+    def connectionMade(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
 class HttpClient(Client):
@@ -74,7 +91,14 @@ class HttpClient(Client):
             policy: Any = ClientTLSPolicy(self.ctx.tls)
         else:
             policy = BrowserLikePolicyForHTTPS()
-        self.http = treq.client.HTTPClient(Agent(self.ctx.reactor, contextFactory=policy, pool=self.pool))
+        outbound = self.ctx.outbound
+        try:
+            outbound.check_url(base_url, any_path=True)
+        except OutboundRefused as e:
+            log.warn("service {service}: {reason}; its calls will be refused", service=self.service, reason=e)
+        endpoints = GuardedEndpoints(self.ctx.reactor, outbound, policy, self.timeout)
+        agent = Agent.usingEndpointFactory(self.ctx.reactor, endpoints, pool=self.pool)
+        self.http = treq.client.HTTPClient(GuardedAgent(agent, outbound))
         self.name = config.get("process_name") or service_module(self.service)
         return self.state()
 
@@ -125,15 +149,34 @@ class HttpClient(Client):
 
         def send() -> defer.Deferred[Any]:
             d = self.http.request(method, url, headers=raw_headers, data=data, timeout=timeout)
-            return d.addCallbacks(self._read, _transport_error, callbackArgs=(parse,))
+            return d.addCallbacks(self._read, self._failed, callbackArgs=(parse,))
 
         return self.slots.run(send)
 
+    def _failed(self, failure: Any) -> ClientError:
+        result = _transport_error(failure)
+        if result.error == "outbound_refused":
+            self.ctx.refusals.refuse("outbound", f"service {self.service}", result.message)
+        return result
+
     @defer.inlineCallbacks
     def _read(self, response: Any, parse: bool) -> Any:
-        raw = yield treq.content(response)
-        if len(raw) > MAX_BODY:
-            raise ValueError(f"response body over {MAX_BODY} bytes")
+        """The answer as a result; a body over ``MAX_BODY`` is refused as it arrives (the
+        connection is dropped), not after it was held in memory."""
+        if isinstance(response.length, int) and response.length > MAX_BODY:
+            response.deliverBody(_Discard())
+            raise ValueError(f"response body over {MAX_BODY} bytes (Content-Length {response.length})")
+        chunks: list[bytes] = []
+        received = [0]
+
+        def collect(data: bytes) -> None:
+            received[0] += len(data)
+            if received[0] > MAX_BODY:
+                raise ValueError(f"response body over {MAX_BODY} bytes")
+            chunks.append(data)
+
+        yield treq.collect(response, collect)
+        raw = b"".join(chunks)
         headers = {
             k.decode("latin-1").lower(): v[-1].decode("latin-1")
             for k, v in response.headers.getAllRawHeaders()

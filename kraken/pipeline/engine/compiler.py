@@ -140,7 +140,8 @@ class Builder:
         comp: Component
         if kind == "stage":
             service = self.service(spec, where, required=False)
-            transform = compile_mapping(transform_spec, helpers, f"{where}.transform")
+            # the stage measures what its transform adds to the event when it merges it
+            transform = compile_mapping(transform_spec, helpers, f"{where}.transform", measured=False)
             comp = Stage(name, service, prepare, transform, count, spec)
         elif kind in ("tbd", "goto_point"):
             comp = (Tbd if kind == "tbd" else GotoPoint)(name, 1, spec)

@@ -12,13 +12,29 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
-from kraken.pipeline.definitions.mapping import Template
+from kraken.pipeline.definitions.mapping import MeasuredMapping, Template
 from kraken.pipeline.engine.graph import CONSUMED, Component, RunningPipeline, StageFailure
+from kraken.pipeline.expr.functions import ValueLimits, check_value
 from kraken.pipeline.expr.terms import truthy
 from kraken.pipeline.services import CallError
 
 if TYPE_CHECKING:
     from kraken.pipeline.engine.packets import IP
+
+
+def merge_event(ip: IP, event: dict[str, Any], added: Any) -> None:
+    """Make *event* (the packet's event with *added* merged in) the packet's event, refused
+    over the value limits. A running bound keeps this O(size of *added*): the whole event
+    is measured only when the bound passes a limit (a key replaced again and again)."""
+    size, depth = check_value(added, "stage output")
+    if ip.size is not None:
+        bound, deepest = ip.size[0] + size, max(ip.size[1], depth)
+        if bound <= ValueLimits.max_bytes and deepest <= ValueLimits.max_nesting:
+            ip.size = (bound, deepest)
+            ip.event = event
+            return
+    ip.size = check_value(event, "event")
+    ip.event = event
 
 
 class GotoPoint(Component):
@@ -101,6 +117,7 @@ class Plug(Component):
         ip.plugs.append(ip.event)
         if self.prepare is not None:
             ip.event = self.prepare(ip.event)
+            ip.size = None
         return self.next
 
 
@@ -115,6 +132,9 @@ class Unplug(Component):
         outer = ip.plugs.pop()
         if self.transform is not None:
             outer = {**outer, **self.transform(ip.event)}
+            ip.size = check_value(outer, "event")
+        else:
+            ip.size = None
         ip.event = outer
         return self.next
 
@@ -278,11 +298,17 @@ class Stage(Working):
         self.transform = transform
 
     def before(self, rt: RunningPipeline, ip: IP, copy: int) -> Any:
-        return ip.event if self.prepare is None else self.prepare(ip.event)
+        prepare = self.prepare
+        if prepare is None:
+            return ip.event
+        if isinstance(prepare, MeasuredMapping):
+            return prepare.bounded(ip.event, ip.size)
+        return prepare(ip.event)
 
     def after(self, rt: RunningPipeline, ip: IP, copy: int, result: Any) -> Any:
         if self.transform is not None:
-            ip.event = {**ip.event, **self.transform(result)}
+            added = self.transform(result)
+            merge_event(ip, {**ip.event, **added}, added)
         return self.next
 
 
@@ -333,6 +359,7 @@ class Composer(Working):
                 ip.collector.release()
                 return CONSUMED
             ip.event = event
+            ip.size = None
             return self.next
         if events is None and self.kind == "decomposer":
             events = []
@@ -346,6 +373,7 @@ class Composer(Working):
         keep_original = self.kind == "decomposer" and out.get("event") is not None
         if keep_original:
             ip.event = out["event"]
+            ip.size = None
         ip.collector.add(len(children) - (0 if keep_original else 1))
         for child in children:
             rt.run(child, self.next)

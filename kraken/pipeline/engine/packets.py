@@ -24,7 +24,7 @@ def new_ref() -> str:
 class IP:
     """One event travelling through a pipeline."""
 
-    __slots__ = ("collector", "composed", "event", "history", "init_event", "plugs", "steps")
+    __slots__ = ("collector", "composed", "event", "history", "init_event", "plugs", "size", "steps")
 
     def __init__(self, event: Any, collector: Collector, init_event: Any = None) -> None:
         self.event = event
@@ -34,6 +34,8 @@ class IP:
         self.plugs: list[Any] = []
         self.composed = False
         self.steps = 0
+        # (expanded size, depth) the event has at most, once measured; None: not yet
+        self.size: tuple[int, int] | None = None
 
     def spawn(self, event: Any) -> IP:
         child = IP(event, self.collector, self.init_event)

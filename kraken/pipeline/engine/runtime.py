@@ -10,7 +10,6 @@ and the stopwatch measuring component durations. Tests drive them with ``task.Cl
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,8 @@ from twisted.logger import Logger
 from kraken.pipeline.engine.components import Composer
 from kraken.pipeline.engine.graph import CONSUMED, Compiled, Component, StageFailure
 from kraken.pipeline.engine.packets import IP, Collector, error_event, exception_error, new_ref
-from kraken.pipeline.expr import ExprError
+from kraken.pipeline.expr import ExprError, LimitError
+from kraken.pipeline.incidents import record
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.names import pipeline_module
 from kraken.pipeline.services import CallError, ServiceRegistry
@@ -123,17 +123,14 @@ class Pipeline:
     def fail(self, ip: IP, component: Component | None, error: BaseException, copy: int) -> None:
         self.failed += 1
         kind, message = describe_error(error)
-        stack: list[str] = []
+        limit = error.limit if isinstance(error, (LimitError, CallError)) else None
+        if limit is not None:
+            self.services.ctx.refusals.refuse(limit, f"pipeline {self.name}", message)
         if not isinstance(error, (CallError, ApiError, ExprError, StageFailure)):
-            stack = traceback.format_exception(type(error), error, error.__traceback__, limit=5)
-            log.debug(
-                "component {component} of {pipeline} raised {error}",
-                component=getattr(component, "name", None),
-                pipeline=self.name,
-                error=message,
-            )
+            where = f"component {getattr(component, 'name', None)} of pipeline {self.name} raised"
+            message += f" (error id {record(error, where)}: the traceback is in the server log)"
         described = component.describe(self.name, copy) if component is not None else "no_info"
-        body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described, stack)
+        body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described)
         if self.spans and component is not None:
             self.span(component, copy, ip, self.stopwatch(), "error", message)
         ip.collector.result(body)

@@ -31,6 +31,7 @@ from kraken.pipeline.expr.operators import (
     op_sub,
 )
 from kraken.pipeline.expr.parser import Node, parse
+from kraken.pipeline.expr.sizes import SizedDict, SizedList, SizedTuple
 from kraken.pipeline.expr.terms import (
     Atom,
     ExprError,
@@ -84,6 +85,10 @@ _BINOPS: dict[str, Callable[[Budget, Any, Any], Any]] = {
     ">=": lambda c, a, b: term_cmp(a, b) >= 0,
     "not in": lambda c, a, b: not op_in(c, a, b),
 }
+
+
+# operators whose results are new lists or strings (the others give numbers and booleans)
+_BUILDING = frozenset({"++", "--", "..", "<>"})
 
 
 class Closure(Fn):
@@ -163,10 +168,10 @@ class Compiler:
         parts = [p if isinstance(p, str) else self.compile(p, scope) for p in node[2]]
 
         def run(ctx: Budget, env: dict[str, Any]) -> str:
-            out = "".join(p if isinstance(p, str) else to_string(p(ctx, env)) for p in parts)
-            if len(out) > ctx.max_size:
+            pieces = [p if isinstance(p, str) else to_string(p(ctx, env)) for p in parts]
+            if sum(map(len, pieces)) > ctx.max_size:
                 raise LimitError(f"string longer than {ctx.max_size} characters")
-            return out
+            return "".join(pieces)
 
         return self.located(run, node[1])
 
@@ -175,24 +180,27 @@ class Compiler:
         tail = self.compile(node[3], scope) if node[3] is not None else None
 
         def run(ctx: Budget, env: dict[str, Any]) -> list[Any]:
-            out = [f(ctx, env) for f in items]
+            out = SizedList([f(ctx, env) for f in items])
             if tail is not None:
                 rest = tail(ctx, env)
                 if not isinstance(rest, list):
                     raise ExprError("improper lists are not supported", "ArgumentError")
                 out.extend(rest)
                 ctx.size(out)
-            return out
+            return ctx.seal(out)
 
         return self.located(run, node[1])
 
     def c_tuple(self, node: Node, scope: set[str]) -> Code:
         items = [self.compile(x, scope) for x in node[2]]
-        return lambda ctx, env: tuple(f(ctx, env) for f in items)
+        return self.located(lambda ctx, env: ctx.seal(SizedTuple(f(ctx, env) for f in items)), node[1])
 
     def c_kwlist(self, node: Node, scope: set[str]) -> Code:
         items = [(Atom(k), self.compile(v, scope)) for k, v in node[2]]
-        return lambda ctx, env: [(k, f(ctx, env)) for k, f in items]
+        def run(ctx: Budget, env: dict[str, Any]) -> Any:
+            return ctx.seal(SizedList([ctx.seal(SizedTuple((k, f(ctx, env)))) for k, f in items]))
+
+        return self.located(run, node[1])
 
     def c_map(self, node: Node, scope: set[str]) -> Code:
         pairs = [(self.compile(k, scope), self.compile(v, scope)) for k, v in node[2]]
@@ -200,12 +208,12 @@ class Compiler:
 
         def run(ctx: Budget, env: dict[str, Any]) -> dict[Any, Any]:
             ctx.tick()
-            out: dict[Any, Any] = {}
+            out = SizedDict()
             if base is not None:
                 b = base(ctx, env)
                 if not isinstance(b, dict):
                     raise ExprError(f"expected a map, got: {inspect(b)}", "BadMapError")
-                out = dict(b)
+                out = SizedDict(b)
             for kf, vf in pairs:
                 k = kf(ctx, env)
                 if base is not None and k not in out:
@@ -214,7 +222,7 @@ class Compiler:
                     out[k] = vf(ctx, env)
                 except TypeError:
                     raise ExprError(f"unsupported map key {inspect(k)}", "ArgumentError") from None
-            return out
+            return ctx.seal(out)
 
         return self.located(run, node[1])
 
@@ -273,10 +281,17 @@ class Compiler:
 
             return self.located(run, node[1])
         fn = _BINOPS[op]
+        if op not in _BUILDING:
+
+            def compute(ctx: Budget, env: dict[str, Any]) -> Any:
+                ctx.tick()
+                return fn(ctx, left(ctx, env), right(ctx, env))
+
+            return self.located(compute, node[1])
 
         def operate(ctx: Budget, env: dict[str, Any]) -> Any:
             ctx.tick()
-            return fn(ctx, left(ctx, env), right(ctx, env))
+            return ctx.built(fn(ctx, left(ctx, env), right(ctx, env)))
 
         return self.located(operate, node[1])
 
@@ -439,14 +454,14 @@ class Compiler:
 
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 ctx.tick()
-                return func(ctx, *[c(ctx, env) for c in codes])
+                return ctx.built(func(ctx, *[c(ctx, env) for c in codes]))
         else:
 
             def run(ctx: Budget, env: dict[str, Any]) -> Any:
                 ctx.tick()
                 values = [to_json(c(ctx, env)) for c in codes]
                 try:
-                    return func(*values)
+                    return ctx.built(func(*values))
                 except ExprError:
                     raise
                 except Exception as e:

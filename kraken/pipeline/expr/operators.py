@@ -95,10 +95,13 @@ def op_lsub(ctx: Budget, a: Any, b: Any) -> Any:
     ctx.tick(len(a) + len(b))
     out = list(a)
     for x in b:
+        compared = len(out)
         for i, y in enumerate(out):
             if term_eq(x, y, strict=True):
                 del out[i]
+                compared = i + 1
                 break
+        ctx.tick(compared)  # the comparisons made, so that big -- big cannot run for minutes
     return out
 
 

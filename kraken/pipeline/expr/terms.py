@@ -43,10 +43,11 @@ class ExprError(Exception):
 
 
 class LimitError(ExprError):
-    """An expression exceeded a step, depth or size bound."""
+    """An expression exceeded a step, depth or size bound; *limit* names which, for metrics."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, limit: str = "expression") -> None:
         super().__init__(message, "LimitError")
+        self.limit = limit
 
 
 class Atom:

@@ -7,7 +7,16 @@ from typing import Any
 
 from kraken.pipeline.expr.functions import Budget, Fn, apply, bad_arg
 from kraken.pipeline.expr.operators import enumerable, op_add, op_in, op_mul
-from kraken.pipeline.expr.terms import Atom, ExprError, sort_key, sorted_terms, term_eq, to_string, truthy
+from kraken.pipeline.expr.terms import (
+    Atom,
+    ExprError,
+    LimitError,
+    sort_key,
+    sorted_terms,
+    term_eq,
+    to_string,
+    truthy,
+)
 
 
 def _items(ctx: Budget, e: Any) -> list[Any]:
@@ -103,17 +112,27 @@ def e_sum(ctx: Budget, e: Any) -> Any:
     return total
 
 
+def _joined(ctx: Budget, parts: list[str], sep: str) -> str:
+    """``sep.join(parts)``, refused before it is built when it would be over the size bound."""
+    length = sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0)
+    if length > ctx.max_size:
+        raise LimitError(f"string longer than {ctx.max_size} characters")
+    return sep.join(parts)
+
+
 def e_join(ctx: Budget, e: Any, sep: Any = "") -> str:
     if not isinstance(sep, str):
         raise bad_arg("Enum.join/2 expects a string separator, got", sep)
-    return ctx.size(sep.join(to_string(x) for x in _items(ctx, e)))
+    return _joined(ctx, [to_string(x) for x in _items(ctx, e)], sep)
 
 
 def e_map_join(ctx: Budget, e: Any, sep: Any, f: Any = None) -> str:
     if f is None:
         sep, f = "", sep
+    if not isinstance(sep, str):
+        raise bad_arg("Enum.map_join/3 expects a string separator, got", sep)
     g = _fn1(ctx, f)
-    return ctx.size(sep.join(to_string(g(x)) for x in _items(ctx, e)))
+    return _joined(ctx, [to_string(g(x)) for x in _items(ctx, e)], sep)
 
 
 def e_find(ctx: Budget, e: Any, *rest: Any) -> Any:
@@ -141,15 +160,29 @@ def e_count(ctx: Budget, e: Any, f: Any = None) -> int:
     return sum(1 for x in items if truthy(g(x)))
 
 
+_SCALARS = (str, int, float, bool, type(None), Atom)
+
+
 def e_uniq_by(ctx: Budget, e: Any, f: Any = None) -> list[Any]:
+    """Keys are compared with ``===``: scalars by a hash of (type, value), others one by one
+    (and those comparisons are counted as steps)."""
     g = _fn1(ctx, f) if f is not None else (lambda x: x)
+    hashed: set[tuple[type, Any]] = set()
     seen: list[Any] = []
     out = []
     for x in _items(ctx, e):
         k = g(x)
-        if not any(term_eq(k, s, strict=True) for s in seen):
+        if type(k) in _SCALARS:
+            key = (type(k), k)
+            if key in hashed:
+                continue
+            hashed.add(key)
+        else:
+            ctx.tick(len(seen))
+            if any(term_eq(k, s, strict=True) for s in seen):
+                continue
             seen.append(k)
-            out.append(x)
+        out.append(x)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from kraken.pipeline.expr.builtins.access import get_in, pop_in, put_in, update_in
 from kraken.pipeline.expr.functions import Budget, Fn, bad_arg
-from kraken.pipeline.expr.terms import ExprError, inspect, is_atom, is_number, term_cmp, to_string
+from kraken.pipeline.expr.terms import ExprError, LimitError, inspect, is_atom, is_number, term_cmp, to_string
 
 
 def _int_op(name: str, a: Any, b: Any) -> None:
@@ -71,6 +71,21 @@ def k_put_elem(ctx: Budget, t: Any, i: Any, v: Any) -> Any:
     return (*t[:i], v, *t[i + 1 :])
 
 
+def k_inspect(ctx: Budget, x: Any) -> str:
+    _expands(ctx, x, "inspect/1")
+    return inspect(x)
+
+
+def k_to_string(ctx: Budget, x: Any) -> str:
+    _expands(ctx, x, "to_string/1")
+    return to_string(x)
+
+
+def _expands(ctx: Budget, x: Any, name: str) -> None:
+    if ctx.expanded(x) > ctx.max_bytes:
+        raise LimitError(f"{name} of a value that expands to more than {ctx.max_bytes} bytes")
+
+
 def _is(pred: Callable[[Any], bool]) -> Callable[..., bool]:
     return lambda ctx, x: pred(x)
 
@@ -126,7 +141,7 @@ KERNEL: dict[str, Callable[..., Any]] = {
     "floor": _rounding("floor", math.floor),
     "get_in": get_in,
     "hd": k_hd,
-    "inspect": lambda ctx, x: inspect(x),
+    "inspect": k_inspect,
     "is_atom": _is(is_atom),
     "is_binary": _is(lambda x: isinstance(x, str)),
     "is_bitstring": _is(lambda x: isinstance(x, str)),
@@ -153,7 +168,7 @@ KERNEL: dict[str, Callable[..., Any]] = {
     "rem": k_rem,
     "round": k_round,
     "tl": k_tl,
-    "to_string": lambda ctx, x: to_string(x),
+    "to_string": k_to_string,
     "trunc": _rounding("trunc", math.trunc),
     "tuple_size": k_size(tuple, "tuple_size/1"),
     "update_in": update_in,

@@ -39,6 +39,8 @@ def l_duplicate(ctx: Budget, x: Any, n: Any) -> list[Any]:
         raise bad_arg("List.duplicate/2 expects a non-negative integer, got", n)
     if n > ctx.max_size:
         raise LimitError(f"list longer than {ctx.max_size} elements")
+    if n * (ctx.expanded(x) + 1) > ctx.max_bytes:
+        raise LimitError(f"value expands to more than {ctx.max_bytes} bytes", "value_bytes")
     ctx.tick(n)
     return [x] * n
 

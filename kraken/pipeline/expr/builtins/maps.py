@@ -18,6 +18,24 @@ def _map(name: str, m: Any) -> dict[Any, Any]:
     return m
 
 
+def _entries(ctx: Budget, name: str, m: Any) -> dict[Any, Any]:
+    """A map whose entries are all visited (sorted): a step per entry."""
+    m = _map(name, m)
+    ctx.tick(len(m))
+    return m
+
+
+def m_select(ctx: Budget, name: str, m: Any, ks: Any, keep: bool) -> dict[Any, Any]:
+    """``Map.take`` (*keep*) or ``Map.drop``: the keys are looked up in a set where they hash."""
+    m = _entries(ctx, name, m)
+    keys: Any = list_arg(name, ks)
+    try:
+        keys = set(keys)
+    except TypeError:
+        ctx.tick(len(keys) * len(m))
+    return {k: v for k, v in m.items() if (k in keys) == keep}
+
+
 def m_new(ctx: Budget, e: Any = None) -> dict[Any, Any]:
     return {} if e is None else e_into(ctx, e, {})
 
@@ -47,17 +65,15 @@ MAP: dict[str, Callable[..., Any]] = {
     "get": lambda ctx, m, k, d=None: _map("get/3", m).get(k, d),
     "put": lambda ctx, m, k, v: {**_map("put/3", m), hashable_key(k): v},
     "put_new": lambda ctx, m, k, v: m if k in _map("put_new/3", m) else {**m, hashable_key(k): v},
-    "keys": lambda ctx, m: sorted_terms(list(_map("keys/1", m))),
-    "values": lambda ctx, m: [m[k] for k in sorted_terms(list(_map("values/1", m)))],
+    "keys": lambda ctx, m: sorted_terms(list(_entries(ctx, "keys/1", m))),
+    "values": lambda ctx, m: [m[k] for k in sorted_terms(list(_entries(ctx, "values/1", m)))],
     "has_key?": lambda ctx, m, k: k in _map("has_key?/2", m),
     "delete": lambda ctx, m, k: {kk: v for kk, v in _map("delete/2", m).items() if kk != k},
-    "drop": lambda ctx, m, ks: {
-        kk: v for kk, v in _map("drop/2", m).items() if kk not in list_arg("drop", ks)
-    },
-    "take": lambda ctx, m, ks: {kk: v for kk, v in _map("take/2", m).items() if kk in list_arg("take", ks)},
+    "drop": lambda ctx, m, ks: m_select(ctx, "drop/2", m, ks, False),
+    "take": lambda ctx, m, ks: m_select(ctx, "take/2", m, ks, True),
     "merge": m_merge,
     "new": m_new,
-    "to_list": lambda ctx, m: enumerable(_map("to_list/1", m)),
+    "to_list": lambda ctx, m: enumerable(_entries(ctx, "to_list/1", m)),
     "fetch": m_fetch,
     "fetch!": m_fetch_bang,
     "update": m_update,

@@ -129,7 +129,7 @@ STRING: dict[str, Callable[..., Any]] = {
     "last": lambda ctx, s: _str("last", s)[-1:] or None,
     "pad_leading": s_pad(True),
     "pad_trailing": s_pad(False),
-    "graphemes": lambda ctx, s: list(_str("graphemes", s)),
-    "codepoints": lambda ctx, s: list(_str("codepoints", s)),
+    "graphemes": lambda ctx, s: list(ctx.size(_str("graphemes", s))),
+    "codepoints": lambda ctx, s: list(ctx.size(_str("codepoints", s))),
     "equivalent?": lambda ctx, a, b: _str("equivalent?", a) == _str("equivalent?", b),
 }

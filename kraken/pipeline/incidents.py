@@ -1,0 +1,23 @@
+"""Unexpected errors: the traceback goes to the server log under an error id, and the
+client gets the id, never the traceback."""
+
+from __future__ import annotations
+
+import secrets
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger(namespace="kraken.pipeline.incidents")
+
+
+def new_error_id() -> str:
+    return secrets.token_hex(6)
+
+
+def record(error: BaseException | Failure, what: str) -> str:
+    """Log *error* with its traceback under a new error id, and return the id."""
+    error_id = new_error_id()
+    failure = error if isinstance(error, Failure) else Failure(error, type(error), error.__traceback__)
+    log.failure("{what} (error id {error_id})", failure, what=what, error_id=error_id)
+    return error_id
