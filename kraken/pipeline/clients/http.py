@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import treq
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
@@ -96,7 +97,7 @@ class HttpClient(Client):
             outbound.check_url(base_url, any_path=True)
         except OutboundRefused as e:
             log.warn("service {service}: {reason}; its calls will be refused", service=self.service, reason=e)
-        endpoints = GuardedEndpoints(self.ctx.reactor, outbound, policy, self.timeout)
+        endpoints = GuardedEndpoints(IReactorTCP(self.ctx.reactor), outbound, policy, self.timeout)
         agent = Agent.usingEndpointFactory(self.ctx.reactor, endpoints, pool=self.pool)
         self.http = treq.client.HTTPClient(GuardedAgent(agent, outbound))
         self.name = config.get("process_name") or service_module(self.service)

@@ -29,6 +29,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IHostResolution,
     IReactorPluggableNameResolver,
+    IReactorTCP,
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
@@ -178,7 +179,9 @@ class GuardedAgent:
 class GuardedEndpoints:
     """Endpoints that resolve the host, check the address, then connect to that address."""
 
-    def __init__(self, reactor: Any, policy: OutboundPolicy, tls: IPolicyForHTTPS, timeout: float) -> None:
+    def __init__(
+        self, reactor: IReactorTCP, policy: OutboundPolicy, tls: IPolicyForHTTPS, timeout: float
+    ) -> None:
         self.reactor = reactor
         self.policy = policy
         self.tls = tls
