@@ -3,6 +3,10 @@
 ``AgentBlobs.fetch(namespace, digest)`` is what the agent's HTTP API and its registry port
 use: it fires with the local path of the complete, verified blob (downloading it through
 P2P first when needed) or fails with :class:`~kraken.backends.base.BlobNotFound`.
+
+A cached copy is checked before it is served or seeded
+(:class:`~kraken.core.verify.BlobVerifier`); one that no longer matches its digest is
+quarantined, its torrent dropped, and the blob downloaded again from the swarm.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,6 +21,9 @@ from twisted.python.failure import Failure
 from kraken.agent.tracker_client import TrackerClient
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import IServerReactor
+from kraken.core.verify import BlobVerifier
+from kraken.p2p.metainfo import MetaInfo
 from kraken.p2p.scheduler import Scheduler, TorrentControl
 from kraken.p2p.storage import DownloadTorrent, PieceStore, Torrent
 
@@ -26,7 +32,12 @@ log = Logger(namespace="kraken.agent.blobs")
 
 class AgentBlobs:
     def __init__(
-        self, reactor: IReactorThreads, store: PieceStore, tracker: TrackerClient, metrics: Metrics
+        self,
+        reactor: IServerReactor,
+        store: PieceStore,
+        tracker: TrackerClient,
+        metrics: Metrics,
+        verify_on_serve: bool = True,
     ) -> None:
         self.reactor = reactor
         self.store = store
@@ -34,13 +45,36 @@ class AgentBlobs:
         self.scheduler: Scheduler | None = None
         self.starting: dict[str, list[Deferred[Any]]] = {}
         self.m_downloads = metrics.counter("downloads", "blob downloads", ["result"])
+        self.verifier = BlobVerifier(reactor, store.cas, metrics, verify_on_serve)
+        self.verifier.on_corrupt(self._drop_torrent)
 
     # -- hooks the scheduler calls ------------------------------------------------------------------
-    def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Torrent | None:
+    @inlineCallbacks
+    def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Any:
         mi = self.store.metainfo(d)
         if mi is None or mi.info_hash != info_hash:
             return None
-        return self.store.seed(mi)
+        ok = yield self.verifier.check(d)
+        return self._seed_torrent(mi) if ok else None
+
+    def _seed_torrent(self, mi: MetaInfo) -> Torrent | None:
+        return self.store.seed(mi, self._seed_corrupt if self.verifier.enabled else None)
+
+    def _seed_corrupt(self, torrent: Torrent) -> None:
+        """A piece we seed failed its hash: quarantine the copy; the next request downloads it.
+
+        Not from inside the read that found it: dropping the torrent closes that connection.
+        """
+        self.reactor.callLater(
+            0, self.verifier.found_corrupt, torrent.digest, "a piece failed its hash while seeding"
+        )
+
+    def _drop_torrent(self, d: Digest) -> None:
+        if self.scheduler is None:
+            return
+        for ctl in self.scheduler.controls_of(d):
+            if ctl.finished:
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} is corrupt here"))
 
     @inlineCallbacks
     def commit(self, ctl: TorrentControl) -> Any:
@@ -55,7 +89,7 @@ class AgentBlobs:
             self.store.delete(torrent.digest)
             raise ValueError(f"assembled blob hashes to {actual}, not {torrent.digest}")
         self.store.commit_verified(torrent)
-        seed = self.store.seed(torrent.mi)
+        seed = self._seed_torrent(torrent.mi)
         assert seed is not None
         return seed
 
@@ -70,7 +104,8 @@ class AgentBlobs:
     def fetch(self, namespace: str, digest: str) -> Any:
         """Local path of the complete verified blob, downloading it through P2P if needed."""
         d = Digest.parse_loose(digest)
-        path = self.local_path(d)
+        ok = yield self.verifier.check(d)
+        path = self.local_path(d) if ok else None
         if path is not None:
             return path
         assert self.scheduler is not None

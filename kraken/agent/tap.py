@@ -37,6 +37,7 @@ class AgentSection:
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
     cache_ttl: float = setting(0.0, "delete blobs older than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
+    verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +68,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     http = make_http_client(reactor, svc.tls)
     tracker = TrackerClient(reactor, agent.tracker, svc.tls, http)
     cas = CAStore(agent.store)
-    blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics)
+    blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics, agent.verify_on_serve)
     egress, ingress = buckets(config.bandwidth, reactor)
     scheduler = Scheduler(
         reactor,

@@ -5,13 +5,26 @@ Layout under ``root``::
     upload/<id>                          partial uploads and temporary files
     cache/<hex[0:2]>/<hex[2:4]>/<hex>/data       complete, verified blobs
     cache/<hex[0:2]>/<hex[2:4]>/<hex>/<sidecar>  small metadata files (metainfo, ...)
+    quarantine/<hex>                     the last copy of a blob found not to match its digest
 
 A blob enters the cache only by renaming a finished, verified file into place, so readers
 see either nothing or the whole blob. Sidecars are replaced atomically too.
+
+Bytes on disk can still change later (a faulty disk, an operator's editor, a stray ``dd``).
+Each blob carries a *verified mark*, the sidecar ``verified``: the :class:`Stamp` (size,
+mtime in ns, inode) its data file had when it last hashed to its digest. A blob whose file
+still shows that stamp is served as it is (one ``stat``); any other is hashed again first
+(:meth:`CAStore.verify`) and moved to ``quarantine/`` when it no longer matches. When a mark
+is written the file's mtime is set two seconds into the past, on a whole second: a later
+write stamps the current time, so it cannot leave the mark looking fresh even on a file
+system with coarse timestamps. A change that keeps size, mtime and inode (bit rot under the
+file system) is not seen by the mark; the P2P receivers' piece hashes and the clients'
+digest checks remain the last line there.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import time
@@ -22,6 +35,9 @@ from pathlib import Path
 
 from kraken.core.digest import Digest
 
+VERIFIED = "verified"  # sidecar: the data file's stamp when it last hashed right
+MARK_AGE_NS = 2_000_000_000
+
 
 class DigestMismatch(Exception):
     """The bytes do not hash to the digest they were stored under."""
@@ -29,6 +45,36 @@ class DigestMismatch(Exception):
 
 class UnknownUpload(KeyError):
     """No upload with that id."""
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What identifies one version of a file without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def encode(self) -> bytes:
+        return f"{self.size} {self.mtime_ns} {self.inode}\n".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Stamp | None:
+        try:
+            size, mtime_ns, inode = (int(x) for x in raw.split())
+        except ValueError:
+            return None
+        return cls(size, mtime_ns, inode)
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    CORRUPT = "corrupt"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -71,8 +117,10 @@ class CAStore:
         self.root = Path(root)
         self.upload_dir = self.root / "upload"
         self.cache_dir = self.root / "cache"
+        self.quarantine_dir = self.root / "quarantine"
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.marks: dict[str, Stamp] = {}  # digest hex -> its verified mark, as read or written
 
     # -- complete blobs -------------------------------------------------------------------
     def entry_dir(self, d: Digest) -> Path:
@@ -91,17 +139,19 @@ class CAStore:
             return None
 
     def touch(self, d: Digest) -> None:
-        """Record a read (used by idle-time cleanup)."""
+        """Record a read (used by idle-time cleanup); the mtime, part of the mark, stays."""
+        path = self.blob_path(d)
         try:
-            os.utime(self.blob_path(d), (time.time(), self.blob_path(d).stat().st_mtime))
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
         except FileNotFoundError:
             pass
 
-    def ingest(self, src: str | Path, d: Digest, verify: bool = True) -> Path:
+    def ingest(self, src: str | Path, d: Digest, verify: bool = True, checked: bool = False) -> Path:
         """Move the finished file *src* (on the same filesystem) into the cache as *d*.
 
         With *verify* the file is hashed first; a mismatch deletes it and raises
-        :class:`DigestMismatch`. Storing a blob that is already present is a no-op.
+        :class:`DigestMismatch`. *checked* says the caller hashed it just before. Either way
+        the blob gets its verified mark. Storing a blob that is already present is a no-op.
         """
         src = Path(src)
         if verify:
@@ -113,23 +163,99 @@ class CAStore:
         if self.has(d):
             src.unlink(missing_ok=True)
             return final / "data"
+        stamp = self._stamp(src) if verify or checked else None
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{d.hex}.{uuid.uuid4().hex}"
         staging.mkdir()
         os.replace(src, staging / "data")
+        if stamp is not None:
+            write_atomically(staging / VERIFIED, stamp.encode(), durable=False)
         try:
             os.rename(staging, final)
         except OSError:
-            # Someone else committed the same blob, or stale sidecars exist: keep the data only.
+            # Someone else committed the same blob, or stale sidecars exist: keep the data
+            # and its mark only.
             if self.has(d):
                 shutil.rmtree(staging, ignore_errors=True)
-            else:
-                final.mkdir(exist_ok=True)
-                os.replace(staging / "data", final / "data")
-                shutil.rmtree(staging, ignore_errors=True)
+                return final / "data"
+            final.mkdir(exist_ok=True)
+            (final / VERIFIED).unlink(missing_ok=True)
+            os.replace(staging / "data", final / "data")
+            if stamp is not None:
+                os.replace(staging / VERIFIED, final / VERIFIED)
+            shutil.rmtree(staging, ignore_errors=True)
+        if stamp is not None:
+            self.marks[d.hex] = stamp
         return final / "data"
 
+    # -- verified marks and quarantine ----------------------------------------------------
+    @staticmethod
+    def _stamp(data: Path) -> Stamp:
+        """Set *data*'s mtime into the past (see the module docstring) and return its stamp."""
+        st = data.stat()
+        now = time.time_ns()
+        os.utime(data, ns=(st.st_atime_ns, now - now % 1_000_000_000 - MARK_AGE_NS))
+        return Stamp.of(data.stat())
+
+    def _mark(self, d: Digest) -> None:
+        """Record the stored blob *d* as verified now."""
+        stamp = self._stamp(self.blob_path(d))
+        write_atomically(self.entry_dir(d) / VERIFIED, stamp.encode(), durable=False)
+        self.marks[d.hex] = stamp
+
+    def verified_stamp(self, d: Digest) -> Stamp | None:
+        """The blob's stamp if its verified mark still holds, else ``None`` (one ``stat``)."""
+        try:
+            current = Stamp.of(self.blob_path(d).stat())
+        except FileNotFoundError:
+            self.marks.pop(d.hex, None)
+            return None
+        mark = self.marks.get(d.hex)
+        if mark is None:
+            raw = self.read_meta(d, VERIFIED)
+            mark = Stamp.decode(raw) if raw else None
+            if mark is not None:
+                self.marks[d.hex] = mark
+        return current if current == mark else None
+
+    def is_verified(self, d: Digest) -> bool:
+        return self.verified_stamp(d) is not None
+
+    def verify(self, d: Digest) -> Verdict:
+        """Hash the stored blob (blocking): mark it when it matches, quarantine it when not."""
+        path = self.blob_path(d)
+        try:
+            actual = Digest.of_file(path)
+        except FileNotFoundError:
+            return Verdict.MISSING
+        if actual == d:
+            try:
+                self._mark(d)
+            except FileNotFoundError:  # deleted while we hashed it
+                return Verdict.MISSING
+            return Verdict.OK
+        self.quarantine(d)
+        return Verdict.CORRUPT
+
+    def quarantine(self, d: Digest) -> bool:
+        """Move the blob aside to ``quarantine/<hex>`` (replacing an older copy there)."""
+        self.marks.pop(d.hex, None)
+        path = self.entry_dir(d)
+        if not path.exists():
+            return False
+        self.quarantine_dir.mkdir(exist_ok=True)
+        aside = path.parent / f".{d.hex}.quarantined.{uuid.uuid4().hex}"
+        os.rename(path, aside)
+        target = self.quarantine_dir / d.hex
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(aside, target)
+        except OSError:  # another quarantine of the same blob won the rename: one copy is enough
+            shutil.rmtree(aside, ignore_errors=True)
+        return True
+
     def delete(self, d: Digest) -> bool:
+        self.marks.pop(d.hex, None)
         path = self.entry_dir(d)
         if not path.exists():
             return False

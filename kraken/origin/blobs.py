@@ -4,12 +4,16 @@ Fetches are deduplicated per digest (one in flight; callers see "fetching" until
 the store) and a failed fetch is remembered for ``error_ttl`` seconds. Write-back to the
 namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: recorded on disk,
 retried with backoff until it succeeds, resumed after a restart.
+
+Every "is it here" goes through :class:`~kraken.core.verify.BlobVerifier`: a local copy that
+no longer matches its digest is quarantined, its seeding torrent dropped, and the blob
+fetched again from the namespace's backend as if it had never been here.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -20,11 +24,16 @@ from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
+from kraken.core.verify import BlobVerifier
 from kraken.origin.writeback import WriteBackQueue
 from kraken.p2p.metainfo import MetaInfo, generate, piece_length_for
 from kraken.p2p.storage import METAINFO, PieceStore, Torrent
 
 log = Logger(namespace="kraken.origin.blobs")
+
+
+class SeedDropper(Protocol):
+    def remove(self, info_hash: bytes, reason: Exception | None = None) -> None: ...
 
 
 class State(enum.Enum):
@@ -46,17 +55,23 @@ class OriginBlobs:
         metrics: Metrics,
         error_ttl: float = 15.0,
         writeback_retry: tuple[float, float] = (1.0, 300.0),
+        verify_on_serve: bool = True,
     ) -> None:
         self.reactor = reactor
         self.cas = cas
         self.pieces = PieceStore(cas)
+        self.verifier = BlobVerifier(reactor, cas, metrics, verify_on_serve)
+        self.verifier.on_corrupt(self._drop_seed)
+        self.scheduler: SeedDropper | None = None  # the P2P scheduler seeding our blobs
+        self.seeding: dict[str, bytes] = {}  # digest hex -> info hash of a torrent we seed
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
         self.fetching: dict[str, Deferred[Any]] = {}
         self.failed: dict[str, tuple[float, str]] = {}
         self.writebacks = WriteBackQueue(
-            reactor, cas.root / "writeback", cas, backends, metrics, writeback_retry[0], writeback_retry[1]
+            reactor, cas.root / "writeback", cas, backends, metrics, writeback_retry[0], writeback_retry[1],
+            verifier=self.verifier,
         )
         self.m_fetches = metrics.counter("backend_fetches", "blobs fetched from a backend", ["result"])
 
@@ -82,20 +97,41 @@ class OriginBlobs:
     @inlineCallbacks
     def seed(self, namespace: str, d: Digest, info_hash: bytes) -> Any:
         """The scheduler's seed source: a torrent for a local blob; else start fetching, ``None``."""
-        if not self.cas.has(d):
+        ok = yield self.verifier.check(d)
+        if not ok:
             self.start_fetch(namespace, d)
             return None
         mi = yield self.metainfo(d)
         if mi is None:
             return None
-        torrent: Torrent | None = self.pieces.seed(mi)
+        on_corrupt = (lambda t: self._seed_corrupt(namespace, t)) if self.verifier.enabled else None
+        torrent: Torrent | None = self.pieces.seed(mi, on_corrupt)
+        if torrent is not None:
+            self.seeding[d.hex] = torrent.info_hash
         return torrent
+
+    def _seed_corrupt(self, namespace: str, torrent: Torrent) -> None:
+        """A piece of a blob we seed failed its hash: stop seeding it and fetch it again.
+
+        Not from inside the read that found it: dropping the torrent closes that connection.
+        """
+        self.reactor.callLater(0, self._repair, namespace, torrent.digest)
+
+    def _repair(self, namespace: str, d: Digest) -> None:
+        self.verifier.found_corrupt(d, "a piece failed its hash while seeding")
+        self.start_fetch(namespace, d)
+
+    def _drop_seed(self, d: Digest) -> None:
+        info_hash = self.seeding.pop(d.hex, None)
+        if info_hash is not None and self.scheduler is not None:
+            self.scheduler.remove(info_hash, RuntimeError(f"{d} is corrupt here"))
 
     # -- backend fetches ------------------------------------------------------------------------
     @inlineCallbacks
     def ensure(self, namespace: str, d: Digest) -> Any:
         """READY if local, FETCHING if a fetch runs or was started; BlobNotFound/FetchFailed otherwise."""
-        if self.cas.has(d):
+        ok = yield self.verifier.check(d)
+        if ok:
             return State.READY
         if d.hex in self.fetching:
             return State.FETCHING

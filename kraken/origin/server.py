@@ -96,10 +96,12 @@ class OriginAPI:
         hosts = self.ring().locations(d.hex)
         return Response(200, b"", {"Origin-Locations": ",".join(hosts)})
 
-    def start_upload(self, request: Request, digest: str, ns: str | None = None) -> Response:
+    @inlineCallbacks
+    def start_upload(self, request: Request, digest: str, ns: str | None = None) -> Any:
         self._check_writer(request)
         d = digest_param(digest)
-        if self.blobs.cas.has(d):
+        present = yield self.blobs.verifier.check(d)  # a corrupt copy is replaced by the upload
+        if present:
             if ns is not None:
                 self.blobs.write_back(unquote(ns), d)
             raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
@@ -198,7 +200,8 @@ class OriginAPI:
     @inlineCallbacks
     def stat(self, request: Request, ns: str, digest: str) -> Any:
         d = digest_param(digest)
-        size = self.blobs.cas.size(d)
+        present = yield self.blobs.verifier.check(d)  # as GET would decide
+        size = self.blobs.cas.size(d) if present else None
         if size is None and (request.args.get(b"local") or [b""])[0] != b"true":
             backend = self.blobs.backends.for_namespace(unquote(ns))
             if backend is not None:

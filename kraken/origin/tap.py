@@ -53,6 +53,7 @@ class OriginSection:
     max_upload_size: int = setting(64 * 1024**3, "largest upload in bytes", minimum=0)
     writeback_retry_first: float = setting(1.0, "seconds to the first write-back retry", minimum=0)
     writeback_retry_cap: float = setting(300.0, "longest wait between write-back retries", minimum=0)
+    verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +91,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     blobs = OriginBlobs(
         reactor, cas, backends, parse_thresholds(origin.piece_lengths), svc.metrics,
         writeback_retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
+        verify_on_serve=origin.verify_on_serve,
     )
     WriteBackService(blobs.writebacks).setServiceParent(svc)
     egress, ingress = buckets(config.bandwidth, reactor)
@@ -102,6 +104,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         egress=egress,
         ingress=ingress,
     )
+    blobs.scheduler = scheduler
     host = advertised_host(origin.advertise_host, origin.peer_listen)
     http = make_http_client(reactor, svc.tls)
     placement = OriginPlacement(

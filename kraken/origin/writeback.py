@@ -25,6 +25,7 @@ from kraken.backends.base import BackendRouter, BlobNotFound
 from kraken.core.cas import CAStore, write_atomically
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.verify import BlobVerifier
 
 log = Logger(namespace="kraken.origin.writeback")
 
@@ -50,8 +51,10 @@ class WriteBackQueue:
         metrics: Metrics,
         retry_first: float = 1.0,
         retry_cap: float = 300.0,
+        verifier: BlobVerifier | None = None,
     ) -> None:
         self.clock = clock
+        self.verifier = verifier  # checks the local copy before it goes to the backend
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cas = cas
@@ -167,7 +170,8 @@ class WriteBackQueue:
             return "present"
         except BlobNotFound:
             pass
-        if not self.cas.has(d):
+        present = (yield self.verifier.check(d)) if self.verifier is not None else self.cas.has(d)
+        if not present:
             return "lost"
         yield backend.upload(namespace, d.hex, str(self.cas.blob_path(d)))
         return "ok"

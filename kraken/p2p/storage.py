@@ -5,6 +5,14 @@ A download lives in ``<cas root>/download/<hex>/``: ``data`` (pre-sized), ``meta
 arrive, hashed on the way, and only marked in ``status`` once their SHA-256 matches. When
 every piece is there the whole file is hashed against the blob digest before it is moved
 into the content-addressed store, so nothing unverified is ever served as a blob.
+
+A complete blob seeded from the store carries a :class:`PieceGuard` when its owner wants
+its pieces checked on the way out: pieces leave unhashed while the data file shows the stamp
+of the store's verified mark (one ``fstat`` per piece); once it shows any other, each piece is
+hashed before it is sent, and the first that fails its hash makes the torrent read nothing
+more (the connection closes on the short read) and tells the owner, who quarantines the copy,
+drops the torrent and fetches the blob again. Downloaders then look elsewhere at once
+instead of receiving pieces they would reject.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from kraken.core.cas import CAStore
+from kraken.core.cas import CAStore, Stamp
 from kraken.core.digest import Digest
 from kraken.p2p.bitfield import Bitfield
 from kraken.p2p.metainfo import MetaInfo
@@ -22,13 +31,50 @@ from kraken.p2p.metainfo import MetaInfo
 METAINFO = "metainfo"
 
 
+class PieceGuard:
+    """Checks pieces of a seeded blob before they are sent (see the module docstring).
+
+    *stamp* is the data file's stamp under which every piece is known good (the store's
+    verified mark), or ``None`` when none is. *on_corrupt* hears of the first bad piece.
+    """
+
+    def __init__(self, stamp: Stamp | None, on_corrupt: Callable[[Torrent], None]) -> None:
+        self.stamp = stamp
+        self.trusted = stamp is not None
+        self.checked: set[int] = set()  # pieces hashed right under self.stamp
+        self.on_corrupt = on_corrupt
+        self.corrupt = False
+
+    def allows(self, torrent: Torrent, index: int, offset: int) -> bool:
+        """May the read of *index* at *offset* go ahead? Pieces are judged at their start."""
+        if self.corrupt:
+            return False
+        if offset != 0:
+            return True
+        fd = torrent.fd()
+        now = Stamp.of(os.fstat(fd))
+        if now != self.stamp:
+            self.stamp, self.trusted, self.checked = now, False, set()
+        if self.trusted or index in self.checked:
+            return True
+        mi = torrent.mi
+        data = os.pread(fd, mi.piece_size(index), mi.piece_offset(index))
+        if hashlib.sha256(data).digest() == mi.piece_hashes[index]:
+            self.checked.add(index)
+            return True
+        self.corrupt = True
+        self.on_corrupt(torrent)
+        return False
+
+
 class Torrent:
     """Read access to the pieces of one blob, and (for downloads) verified writes."""
 
-    def __init__(self, mi: MetaInfo, path: Path, have: Bitfield) -> None:
+    def __init__(self, mi: MetaInfo, path: Path, have: Bitfield, guard: PieceGuard | None = None) -> None:
         self.mi = mi
         self.path = path
         self.have = have
+        self.guard = guard
         self._fd: int | None = None
         self._writing: dict[int, int] = {}  # piece -> writers receiving it now
 
@@ -49,6 +95,9 @@ class Torrent:
         return self._fd
 
     def read(self, index: int, offset: int, length: int) -> bytes:
+        """Bytes of piece *index*; empty when the guard finds the piece corrupt."""
+        if self.guard is not None and not self.guard.allows(self, index, offset):
+            return b""
         return os.pread(self.fd(), length, self.mi.piece_offset(index) + offset)
 
     def begin_piece(self, index: int) -> PieceWriter | None:
@@ -220,12 +269,16 @@ class PieceStore:
         raw = self.cas.read_meta(d, METAINFO)
         return MetaInfo.from_json(raw) if raw else None
 
-    def seed(self, mi: MetaInfo) -> Torrent | None:
-        """The complete blob as a torrent, or ``None`` if we do not have it."""
+    def seed(self, mi: MetaInfo, on_corrupt: Callable[[Torrent], None] | None = None) -> Torrent | None:
+        """The complete blob as a torrent, or ``None`` if we do not have it.
+
+        With *on_corrupt* its pieces are checked on the way out (:class:`PieceGuard`).
+        """
         path = self.cas.blob_path(mi.digest)
         if not path.is_file():
             return None
-        return Torrent(mi, path, Bitfield.full(mi.num_pieces))
+        guard = PieceGuard(self.cas.verified_stamp(mi.digest), on_corrupt) if on_corrupt else None
+        return Torrent(mi, path, Bitfield.full(mi.num_pieces), guard)
 
     def open_download(self, mi: MetaInfo) -> DownloadTorrent:
         """Start or resume the download of *mi* (pieces already verified are kept)."""
@@ -258,7 +311,7 @@ class PieceStore:
         torrent.close()
         tmp = self.cas.temp_path()
         os.replace(torrent.path, tmp)
-        path = self.cas.ingest(tmp, torrent.digest, verify=False)
+        path = self.cas.ingest(tmp, torrent.digest, verify=False, checked=True)
         self.cas.write_meta(torrent.digest, METAINFO, torrent.mi.to_json())
         shutil.rmtree(torrent.directory, ignore_errors=True)
         return path

@@ -3,6 +3,10 @@
 Blobs committed by an upload are verified by the registry API, kept in the local cache and
 pushed to the origins owning them under the real repository namespace before the client gets
 its 201. Reads come from the cache or are fetched from the origins (and verified).
+
+A cached copy is checked (:class:`~kraken.core.verify.BlobVerifier`) before ``HEAD``,
+``GET`` or a mount uses it; one that no longer matches its digest is quarantined and, with
+origins, fetched again from them; without origins the blob is then unknown (404).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from kraken.backends.base import BlobNotFound
 from kraken.core.cas import CAStore
 from kraken.core.digest import ALGO, Digest
 from kraken.core.httpclient import HTTPStatusError
+from kraken.core.verify import BlobVerifier
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
@@ -130,16 +135,20 @@ def adopt_flat_cache(cache: CAStore) -> int:
 class ProxyStorage:
     read_only = False
 
-    def __init__(self, cache: CAStore, tags: Tags, origins: OriginCluster | None) -> None:
+    def __init__(
+        self, cache: CAStore, tags: Tags, origins: OriginCluster | None, verifier: BlobVerifier
+    ) -> None:
         adopt_flat_cache(cache)
         self.cache = cache
         self.tags = tags
         self.origins = origins
+        self.verifier = verifier
         self._fetching: dict[Digest, list[Deferred[str]]] = {}
 
     @inlineCallbacks
     def blob_size(self, name: str, digest: Digest) -> Any:
-        size = self.cache.size(digest)
+        cached = yield self.verifier.check(digest)  # as GET would decide
+        size = self.cache.size(digest) if cached else None
         if size is not None or self.origins is None:
             return size
         try:
@@ -150,20 +159,23 @@ class ProxyStorage:
             return None
         return size
 
-    def blob_path(self, name: str, digest: Digest) -> Deferred[str]:
-        if self.cache.has(digest):
+    @inlineCallbacks
+    def blob_path(self, name: str, digest: Digest) -> Any:
+        cached = yield self.verifier.check(digest)
+        if cached:
             if self.origins is not None:
                 self.cache.touch(digest)
-            return succeed(str(self.cache.blob_path(digest)))
+            return str(self.cache.blob_path(digest))
         if self.origins is None:
             raise blob_unknown(str(digest))
         waiting: Deferred[str] = Deferred()
         if digest in self._fetching:
             self._fetching[digest].append(waiting)
-            return waiting
-        self._fetching[digest] = [waiting]
-        self._fetch(name, digest).addBoth(self._fetched, digest)
-        return waiting
+        else:
+            self._fetching[digest] = [waiting]
+            self._fetch(name, digest).addBoth(self._fetched, digest)
+        path = yield waiting
+        return path
 
     def _fetched(self, result: Any, digest: Digest) -> None:
         for d in self._fetching.pop(digest, []):
@@ -171,26 +183,41 @@ class ProxyStorage:
 
     @inlineCallbacks
     def _fetch(self, name: str, d: Digest) -> Any:
+        """Download *d* from the first owning origin that sends the right bytes."""
         assert self.origins is not None
         tmp = self.cache.temp_path()
         try:
             try:
-                yield self.origins.download(name, d, str(tmp))
-            except BlobNotFound:
-                raise blob_unknown(str(d)) from None
+                owners = yield self.origins.owners(d)
             except Exception as e:
-                message = f"origin download failed: {str(e)[:300]}"
+                message = f"origin lookup failed: {str(e)[:300]}"
                 raise RegistryError("UNAVAILABLE", message, status=503) from None
-            actual = yield deferToThread(Digest.of_file, tmp)
-            if actual != d:
-                raise RegistryError("UNAVAILABLE", f"origin sent {actual} for {d}", status=503)
-            return str(self.cache.ingest(tmp, d, verify=False))
+            problems = []
+            for origin in owners:
+                try:
+                    yield origin.download(name, d, str(tmp))
+                except BlobNotFound:
+                    problems.append(f"{origin.base}: not found")
+                    continue
+                except Exception as e:
+                    problems.append(f"{origin.base}: {str(e)[:200]}")
+                    continue
+                actual = yield deferToThread(Digest.of_file, tmp)
+                if actual == d:
+                    return str(self.cache.ingest(tmp, d, verify=False, checked=True))
+                log.error("origin {origin} sent {actual} for {digest}", origin=origin.base,
+                          actual=str(actual), digest=str(d))
+                problems.append(f"{origin.base}: sent {actual}")
+            if problems and all(p.endswith(": not found") for p in problems):
+                raise blob_unknown(str(d))
+            message = f"origin download failed: {'; '.join(problems)[:300]}"
+            raise RegistryError("UNAVAILABLE", message, status=503)
         finally:
             tmp.unlink(missing_ok=True)
 
     @inlineCallbacks
     def commit_blob(self, name: str, digest: Digest, path: Path) -> Any:
-        stored = self.cache.ingest(path, digest, verify=False)
+        stored = self.cache.ingest(path, digest, verify=False, checked=True)
         yield self._push(name, digest, stored)
 
     @inlineCallbacks
@@ -208,7 +235,8 @@ class ProxyStorage:
     @inlineCallbacks
     def mount_blob(self, source: str | None, name: str, digest: Digest) -> Any:
         path = self.cache.blob_path(digest)
-        if self.cache.has(digest):
+        cached = yield self.verifier.check(digest)
+        if cached:
             # the origins write back per namespace: give the new repository its own copy there
             yield self._push(name, digest, path)
             return True

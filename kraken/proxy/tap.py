@@ -14,6 +14,7 @@ from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
+from kraken.core.verify import BlobVerifier
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
@@ -37,6 +38,7 @@ class ProxySection:
     allowed_roles: list[str] = setting(["client", "proxy"], "certificate roles admitted on tls: listeners")
     cache_tti: float = setting(0.0, "with origins: drop cached blobs idle this long, s (0 = keep)")
     cleanup_interval: float = setting(600.0, "seconds between cache cleanups", minimum=1)
+    verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +79,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     else:
         tags = LocalTags(TagStore(root / "tags"))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
-    storage = ProxyStorage(CAStore(root / "blobs"), tags, origins)
+    cache = CAStore(root / "blobs")
+    verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
+    storage = ProxyStorage(cache, tags, origins, verifier)
     api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
                            sendfile_workers=proxy.sendfile_workers)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
@@ -85,7 +89,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
     _Expiry(uploads).setServiceParent(svc)
     if origins is not None and proxy.cache_tti > 0:
-        cache, idle = storage.cache, proxy.cache_tti
+        idle = proxy.cache_tti
         cleanup = TimerService(proxy.cleanup_interval, lambda: cache.cleanup(tti=idle))
         cleanup.setServiceParent(svc)
     return svc

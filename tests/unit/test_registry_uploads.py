@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
+from kraken.core.verify import BlobVerifier
 from kraken.proxy.storage import LocalTags, ProxyStorage, adopt_flat_cache
 from kraken.registry.errors import RegistryError
 from kraken.registry.tagstore import TagStore
@@ -234,7 +235,8 @@ def test_proxy_keeps_blobs_of_the_older_cache_layout(tmp_path: Path) -> None:
     (old / digest.hex).write_bytes(body)
     (old / f"{digest.hex}.123.tmp").write_bytes(b"partial")
     cache = CAStore(tmp_path)
-    storage = ProxyStorage(cache, LocalTags(TagStore(tmp_path / "tags")), None)
+    verifier = BlobVerifier(Clock(), cache, Metrics("adopt"))
+    storage = ProxyStorage(cache, LocalTags(TagStore(tmp_path / "tags")), None, verifier)
     assert storage.cache.blob_path(digest).read_bytes() == body
     assert not (old / digest.hex).exists()
     assert adopt_flat_cache(cache) == 0
