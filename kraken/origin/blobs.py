@@ -13,6 +13,8 @@ fetched again from the namespace's backend as if it had never been here.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -34,6 +36,16 @@ log = Logger(namespace="kraken.origin.blobs")
 
 class SeedDropper(Protocol):
     def remove(self, info_hash: bytes, reason: Exception | None = None) -> None: ...
+
+
+class Replica(Protocol):
+    """Another origin owning a digest (:class:`~kraken.p2p.origins.OriginClient`)."""
+
+    base: str
+
+    def download(
+        self, namespace: str, digest: Digest, dest_path: str, local: bool = False
+    ) -> Deferred[Any]: ...
 
 
 class State(enum.Enum):
@@ -64,6 +76,8 @@ class OriginBlobs:
         self.verifier.on_corrupt(self._drop_seed)
         self.scheduler: SeedDropper | None = None  # the P2P scheduler seeding our blobs
         self.seeding: dict[str, bytes] = {}  # digest hex -> info hash of a torrent we seed
+        self.replicas: Callable[[Digest], Sequence[Replica]] | None = None  # the other owners of a digest
+        self.damaged: set[str] = set()  # quarantined here and not fetched again yet
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
@@ -122,6 +136,7 @@ class OriginBlobs:
         self.start_fetch(namespace, d)
 
     def _drop_seed(self, d: Digest) -> None:
+        self.damaged.add(d.hex)
         info_hash = self.seeding.pop(d.hex, None)
         if info_hash is not None and self.scheduler is not None:
             self.scheduler.remove(info_hash, RuntimeError(f"{d} is corrupt here"))
@@ -140,6 +155,9 @@ class OriginBlobs:
             raise FetchFailed(failure[1])
         backend = self.backends.for_namespace(namespace)
         if backend is None:
+            if self._repairable(d):
+                self.start_fetch(namespace, d)
+                return State.FETCHING
             raise BlobNotFound(f"{d} is not here and no backend serves namespace {namespace!r}")
         yield backend.stat(namespace, d.hex)
         if self.cas.has(d):
@@ -147,30 +165,56 @@ class OriginBlobs:
         self.start_fetch(namespace, d)
         return State.FETCHING
 
+    def _repairable(self, d: Digest) -> bool:
+        """A copy of *d* was quarantined here and other owners may hold a good one."""
+        return d.hex in self.damaged and self.replicas is not None
+
     def start_fetch(self, namespace: str, d: Digest) -> None:
         if d.hex in self.fetching or self.cas.has(d):
             return
         backend = self.backends.for_namespace(namespace)
-        if backend is None:
+        if backend is None and not self._repairable(d):
             return
-        self.fetching[d.hex] = self._fetch(backend, namespace, d)
+        fetch = self._fetch(backend, namespace, d)
+        if not fetch.called:
+            self.fetching[d.hex] = fetch
 
     @inlineCallbacks
     def _fetch(self, backend: Any, namespace: str, d: Digest) -> Any:
+        """From the backend; for a blob quarantined here, from the other owners if that fails."""
         tmp = self.cas.temp_path()
+        sources: list[tuple[str, Callable[[], Deferred[Any]]]] = []
+        if backend is not None:
+            sources.append(("the backend", lambda: backend.download(namespace, d.hex, str(tmp))))
+        if self._repairable(d):
+            assert self.replicas is not None
+            for replica in self.replicas(d):
+                # local: a replica must not fetch in turn, or two repairing origins wait on each other
+                sources.append((replica.base, partial(replica.download, namespace, d, str(tmp), local=True)))
+        missing, last = 0, "no source to fetch from"
         try:
-            yield backend.download(namespace, d.hex, str(tmp))
-            yield self._thread(self.cas.ingest, tmp, d, True)
-            yield self.metainfo(d)
-            self.failed.pop(d.hex, None)
-            self.m_fetches.labels("ok").inc()
-            log.info("fetched {digest} from the backend", digest=d)
-        except Exception as e:
-            tmp.unlink(missing_ok=True)
-            result = "missing" if isinstance(e, BlobNotFound) else "error"
-            self.m_fetches.labels(result).inc()
-            self.failed[d.hex] = (self.reactor.seconds(), f"backend fetch of {d} failed: {e}")
-            log.warn("backend fetch of {digest} failed: {e}", digest=d, e=e)
+            for source, download in sources:
+                try:
+                    yield download()
+                    yield self._thread(self.cas.ingest, tmp, d, True)
+                    yield self.metainfo(d)
+                except Exception as e:
+                    tmp.unlink(missing_ok=True)
+                    missing += isinstance(e, BlobNotFound)
+                    result = "missing" if isinstance(e, BlobNotFound) else "error"
+                    self.m_fetches.labels(result).inc()
+                    log.warn("fetch of {digest} from {source} failed: {e}", digest=d, source=source, e=e)
+                    last = f"fetch of {d} from {source} failed: {e}"
+                    continue
+                self.failed.pop(d.hex, None)
+                self.damaged.discard(d.hex)
+                self.m_fetches.labels("ok").inc()
+                log.info("fetched {digest} from {source}", digest=d, source=source)
+                return
+            if backend is None and missing == len(sources):
+                self.damaged.discard(d.hex)  # no owner has it: it is unknown (404), not failing
+            else:
+                self.failed[d.hex] = (self.reactor.seconds(), last)
         finally:
             self.fetching.pop(d.hex, None)
 

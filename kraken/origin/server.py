@@ -173,6 +173,10 @@ class OriginAPI:
     @inlineCallbacks
     def get_blob(self, request: Request, ns: str, digest: str) -> Any:
         d = digest_param(digest)
+        if (request.args.get(b"local") or [b""])[0] == b"true":  # another origin repairing its copy
+            present = yield self.blobs.verifier.check(d)
+            if not present:
+                raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d} in this origin's store")
         state = yield self._ensure(ns, d)
         if state is State.FETCHING:
             return _fetching(d)

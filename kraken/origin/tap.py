@@ -113,6 +113,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http))
 
+    blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]
     writers = set(origin.write_roles)
     api = OriginAPI(
         blobs, placement.ring, placement.self_address, placement.peer_context, writers,

@@ -135,9 +135,12 @@ class OriginClient:
             interval = min(interval * 1.3, 2.0)
 
     @inlineCallbacks
-    def download(self, namespace: str, digest: Digest, dest_path: str) -> Any:
-        """Stream the blob into *dest_path*; fails with :class:`BlobNotFound` on 404."""
-        url = self._blob_url(namespace, digest)
+    def download(self, namespace: str, digest: Digest, dest_path: str, local: bool = False) -> Any:
+        """Stream the blob into *dest_path*; fails with :class:`BlobNotFound` on 404.
+
+        With *local* the origin answers from its own store only (404 rather than a fetch).
+        """
+        url = self._blob_url(namespace, digest, "?local=true" if local else "")
         response = yield self._poll("GET", url, unbuffered=True)
         if response.code == 404:
             yield response.content()

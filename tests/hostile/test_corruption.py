@@ -20,7 +20,7 @@ from typing import Any
 from kraken.core.digest import Digest
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
 from tests.integration.registry_http import Registry, Reply
-from tests.support import ServerProcess, tls_section
+from tests.support import ServerProcess, free_ports, tls_section
 
 NS = "test/corrupt"
 MiB = 1024 * 1024
@@ -223,6 +223,28 @@ def test_corrupt_origin_copy_without_backend_head_and_get_agree(
     # a new push repairs it: the corrupt copy no longer counts as "already stored"
     assert registry.upload(NS, data, str(d)).status == 201
     assert origin_get(pki, origin, d).body == data
+
+
+def test_corrupt_origin_copy_is_repaired_from_another_owner(servers: Any, pki: Path, tmp_path: Path) -> None:
+    ports = free_ports(2)
+    cluster = [f"127.0.0.1:{port}" for port in ports]
+    origins = []
+    for name, port in zip(("a", "b"), ports):
+        config = origin_config(pki, tmp_path / name, None, cluster=cluster, self_address=f"127.0.0.1:{port}",
+                               max_replica=2)
+        config["listen"] = [f"tls:tcp:{port}:interface=127.0.0.1"]
+        origins.append(servers.start("kraken-origin", config, name=f"origin-{name}"))
+    data = os.urandom(3 * MiB + 1)
+    d = upload_to_origin(pki, origins[0], data)
+    wait_for(lambda: stored(tmp_path / "b" / "store", d).exists(), what="the copy to the other owner")
+    copy = stored(tmp_path / "a" / "store", d)
+    flip(copy)
+
+    reply = origin_get(pki, origins[0], d)
+    assert (reply.status, reply.body) == (200, data)
+    assert sha256_of(copy) == d.hex
+    assert origin_metric(pki, origins[0], "kraken_origin_corrupt_blobs_total") == 1
+    assert origin_metric(pki, origins[1], "kraken_origin_corrupt_blobs_total") == 0
 
 
 # -- agent and P2P --------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from kraken.agent.blobs import AgentBlobs
-from kraken.backends.base import BackendRouter, NamespaceRoute
+from kraken.backends.base import BackendRouter, BlobNotFound, NamespaceRoute
 from kraken.core.cas import VERIFIED, CAStore, Verdict
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
@@ -357,3 +357,54 @@ def test_agent_drops_the_seed_of_a_corrupt_copy_before_downloading_again(tmp_pat
     assert blobs.seed("ns", d, mi.info_hash).result is None
     assert scheduler.removed == [mi.info_hash]
     assert counted(metrics, "corrupt_blobs") == 1
+
+
+class FakeReplica:
+    def __init__(self, base: str, data: bytes | None) -> None:
+        self.base = base
+        self.data = data
+        self.asked: list[bool] = []
+
+    def download(self, namespace: str, digest: Digest, dest_path: str, local: bool = False) -> Deferred[Any]:
+        self.asked.append(local)
+        if self.data is None:
+            return fail(BlobNotFound(str(digest)))
+        Path(dest_path).write_bytes(self.data)
+        return succeed(None)
+
+
+def test_origin_without_backend_repairs_from_the_first_owner_with_good_bytes(tmp_path: Path) -> None:
+    data = os.urandom(2 * PIECE)
+    d = Digest.of_bytes(data)
+    clock = ThreadlessClock()
+    metrics = Metrics("origin-replicas")
+    keeper = OriginBlobs(clock, CAStore(tmp_path), BackendRouter([]), {0: PIECE}, metrics)
+    rotten, gone, good = data[:-1] + b"?", None, data
+    replicas = [FakeReplica("rotten:1", rotten), FakeReplica("gone:2", gone), FakeReplica("ok:3", good)]
+    keeper.replicas = lambda digest: replicas
+    tmp = keeper.cas.temp_path()
+    tmp.write_bytes(data)
+    keeper.cas.ingest(tmp, d)
+    flip(keeper.cas.blob_path(d), 9)
+
+    assert keeper.ensure("ns", d).result is State.FETCHING
+    assert [r.asked for r in replicas] == [[True], [True], [True]]  # local only: no fetch chains
+    assert keeper.cas.blob_path(d).read_bytes() == data and keeper.cas.is_verified(d)
+    assert keeper.ensure("ns", d).result is State.READY
+    assert counted(metrics, "corrupt_blobs") == 1
+
+
+def test_origin_without_backend_or_good_owner_answers_unknown(tmp_path: Path) -> None:
+    data = os.urandom(PIECE)
+    d = Digest.of_bytes(data)
+    metrics = Metrics("origin-no-owner")
+    keeper = OriginBlobs(ThreadlessClock(), CAStore(tmp_path), BackendRouter([]), {0: PIECE}, metrics)
+    keeper.replicas = lambda digest: [FakeReplica("gone:2", None)]
+    tmp = keeper.cas.temp_path()
+    tmp.write_bytes(data)
+    keeper.cas.ingest(tmp, d)
+    flip(keeper.cas.blob_path(d), 1)
+    assert keeper.ensure("ns", d).result is State.FETCHING
+    failure = keeper.ensure("ns", d)
+    assert isinstance(failure.result, Failure) and failure.result.check(BlobNotFound)
+    failure.addErrback(lambda f: None)
