@@ -37,6 +37,7 @@ from kraken.core.digest import Digest
 
 VERIFIED = "verified"  # sidecar: the data file's stamp when it last hashed right
 MARK_AGE_NS = 2_000_000_000
+MARKS_IN_MEMORY = 100_000  # about 20 MB; the others are read from their sidecars when asked
 
 
 class DigestMismatch(Exception):
@@ -161,7 +162,14 @@ class CAStore:
                 raise DigestMismatch(f"content hashes to {actual}, not {d}")
         final = self.entry_dir(d)
         if self.has(d):
-            src.unlink(missing_ok=True)
+            if not (verify or checked) or self.is_verified(d):
+                src.unlink(missing_ok=True)
+                return final / "data"
+            # the stored copy changed since it last hashed right: the hashed new one replaces it
+            fresh = self._stamp(src)
+            os.replace(src, final / "data")
+            write_atomically(final / VERIFIED, fresh.encode(), durable=False)
+            self._remember(d, fresh)
             return final / "data"
         stamp = self._stamp(src) if verify or checked else None
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +193,7 @@ class CAStore:
                 os.replace(staging / VERIFIED, final / VERIFIED)
             shutil.rmtree(staging, ignore_errors=True)
         if stamp is not None:
-            self.marks[d.hex] = stamp
+            self._remember(d, stamp)
         return final / "data"
 
     # -- verified marks and quarantine ----------------------------------------------------
@@ -201,7 +209,14 @@ class CAStore:
         """Record the stored blob *d* as verified now."""
         stamp = self._stamp(self.blob_path(d))
         write_atomically(self.entry_dir(d) / VERIFIED, stamp.encode(), durable=False)
+        self._remember(d, stamp)
+
+    def _remember(self, d: Digest, stamp: Stamp) -> None:
+        """Keep *stamp* in memory; the oldest go first past ``MARKS_IN_MEMORY`` (their sidecars stay)."""
+        self.marks.pop(d.hex, None)
         self.marks[d.hex] = stamp
+        while len(self.marks) > MARKS_IN_MEMORY:
+            del self.marks[next(iter(self.marks))]
 
     def verified_stamp(self, d: Digest) -> Stamp | None:
         """The blob's stamp if its verified mark still holds, else ``None`` (one ``stat``)."""
@@ -215,7 +230,7 @@ class CAStore:
             raw = self.read_meta(d, VERIFIED)
             mark = Stamp.decode(raw) if raw else None
             if mark is not None:
-                self.marks[d.hex] = mark
+                self._remember(d, mark)
         return current if current == mark else None
 
     def is_verified(self, d: Digest) -> bool:

@@ -170,6 +170,21 @@ def test_corrupt_proxy_copy_without_origins_is_unknown(servers: Any, pki: Path, 
     assert (get.status, head.status) == (404, 404)
     assert get.error_codes() == ["BLOB_UNKNOWN"]
     assert plain_metric(proxy.port(), "kraken_proxy_corrupt_blobs_total") == 1
+    assert registry.upload(NS, data, str(d)).status == 201  # pushed again: stored again
+    assert registry.request("GET", f"/v2/{NS}/blobs/{d}").body == data
+
+
+def test_a_new_push_replaces_a_corrupt_proxy_copy(servers: Any, pki: Path, tmp_path: Path) -> None:
+    origin = start_origin(servers, pki, tmp_path / "origin", None)
+    proxy = start_proxy(servers, pki, tmp_path / "proxy", origin)
+    registry = Registry("127.0.0.1", proxy.port())
+    data = os.urandom(MiB + 3)
+    d = Digest.of_bytes(data)
+    assert registry.upload(NS, data, str(d)).status == 201
+    flip(stored(tmp_path / "proxy" / "blobs", d))
+    assert registry.upload(NS, data, str(d)).status == 201  # not pushed to the origin from the bad copy
+    assert sha256_of(stored(tmp_path / "proxy" / "blobs", d)) == d.hex
+    assert registry.request("GET", f"/v2/{NS}/blobs/{d}").body == data
 
 
 # -- origin ---------------------------------------------------------------------------------------

@@ -408,3 +408,29 @@ def test_origin_without_backend_or_good_owner_answers_unknown(tmp_path: Path) ->
     failure = keeper.ensure("ns", d)
     assert isinstance(failure.result, Failure) and failure.result.check(BlobNotFound)
     failure.addErrback(lambda f: None)
+
+
+def test_a_hashed_copy_replaces_a_stored_one_that_changed(tmp_path: Path) -> None:
+    cas = CAStore(tmp_path)
+    data = os.urandom(10_000)
+    d = put(cas, data)
+    flip(cas.blob_path(d), 3)
+    tmp = cas.temp_path()
+    tmp.write_bytes(data)
+    cas.ingest(tmp, d, verify=False)  # not hashed here: the stored copy stays
+    assert cas.blob_path(d).read_bytes() != data
+    tmp.write_bytes(data)
+    cas.ingest(tmp, d, verify=False, checked=True)
+    assert cas.blob_path(d).read_bytes() == data and cas.is_verified(d)
+    assert not tmp.exists()
+
+
+def test_marks_in_memory_are_bounded(tmp_path: Path, monkeypatch: Any) -> None:
+    import kraken.core.cas as cas_module
+
+    monkeypatch.setattr(cas_module, "MARKS_IN_MEMORY", 2)
+    cas = CAStore(tmp_path)
+    blobs = [put(cas, bytes([i]) * 100) for i in range(4)]
+    assert len(cas.marks) == 2
+    assert all(cas.is_verified(d) for d in blobs)  # the others come back from their sidecars
+    assert len(cas.marks) == 2
