@@ -325,6 +325,7 @@ def test_origin_drops_a_seed_whose_piece_went_bad_and_fetches_it_again(tmp_path:
 class Scheduled:
     def __init__(self, torrent: Torrent) -> None:
         self.torrent = torrent
+        self.info_hash = torrent.info_hash
         self.finished = True
 
 
@@ -332,6 +333,9 @@ class AgentScheduler:
     def __init__(self) -> None:
         self.torrents: dict[bytes, Scheduled] = {}
         self.removed: list[bytes] = []
+
+    def controls_of(self, d: Digest) -> list[Scheduled]:
+        return [ctl for ctl in self.torrents.values() if ctl.torrent.digest == d]
 
     def remove(self, info_hash: bytes, reason: Exception | None = None) -> None:
         self.removed.append(info_hash)
