@@ -152,7 +152,8 @@ class CAStore:
 
         With *verify* the file is hashed first; a mismatch deletes it and raises
         :class:`DigestMismatch`. *checked* says the caller hashed it just before. Either way
-        the blob gets its verified mark. Storing a blob that is already present is a no-op.
+        the blob gets its verified mark. Storing a blob that is already present is a no-op,
+        unless the stored copy's mark no longer holds: then a hashed *src* replaces it.
         """
         src = Path(src)
         if verify:

@@ -7,7 +7,9 @@ retried with backoff until it succeeds, resumed after a restart.
 
 Every "is it here" goes through :class:`~kraken.core.verify.BlobVerifier`: a local copy that
 no longer matches its digest is quarantined, its seeding torrent dropped, and the blob
-fetched again from the namespace's backend as if it had never been here.
+fetched again as if it had never been here: from the namespace's backend, else from the
+other owners of the digest (their own stores only, so two repairing origins never wait on
+each other).
 """
 
 from __future__ import annotations
@@ -29,13 +31,10 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.verify import BlobVerifier
 from kraken.origin.writeback import WriteBackQueue
 from kraken.p2p.metainfo import MetaInfo, generate, piece_length_for
+from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.storage import METAINFO, PieceStore, Torrent
 
 log = Logger(namespace="kraken.origin.blobs")
-
-
-class SeedDropper(Protocol):
-    def remove(self, info_hash: bytes, reason: Exception | None = None) -> None: ...
 
 
 class Replica(Protocol):
@@ -74,8 +73,7 @@ class OriginBlobs:
         self.pieces = PieceStore(cas)
         self.verifier = BlobVerifier(reactor, cas, metrics, verify_on_serve)
         self.verifier.on_corrupt(self._drop_seed)
-        self.scheduler: SeedDropper | None = None  # the P2P scheduler seeding our blobs
-        self.seeding: dict[str, bytes] = {}  # digest hex -> info hash of a torrent we seed
+        self.scheduler: Scheduler | None = None  # the P2P scheduler seeding our blobs
         self.replicas: Callable[[Digest], Sequence[Replica]] | None = None  # the other owners of a digest
         self.damaged: set[str] = set()  # quarantined here and not fetched again yet
         self.backends = backends
@@ -120,8 +118,6 @@ class OriginBlobs:
             return None
         on_corrupt = (lambda t: self._seed_corrupt(namespace, t)) if self.verifier.enabled else None
         torrent: Torrent | None = self.pieces.seed(mi, on_corrupt)
-        if torrent is not None:
-            self.seeding[d.hex] = torrent.info_hash
         return torrent
 
     def _seed_corrupt(self, namespace: str, torrent: Torrent) -> None:
@@ -137,9 +133,9 @@ class OriginBlobs:
 
     def _drop_seed(self, d: Digest) -> None:
         self.damaged.add(d.hex)
-        info_hash = self.seeding.pop(d.hex, None)
-        if info_hash is not None and self.scheduler is not None:
-            self.scheduler.remove(info_hash, RuntimeError(f"{d} is corrupt here"))
+        if self.scheduler is not None:
+            for ctl in self.scheduler.controls_of(d):
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} is corrupt here"))
 
     # -- backend fetches ------------------------------------------------------------------------
     @inlineCallbacks

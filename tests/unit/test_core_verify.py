@@ -266,20 +266,34 @@ class MemoryBackend:
         return succeed(None)
 
 
-class Seeds:
+class Scheduled:
+    def __init__(self, torrent: Torrent) -> None:
+        self.torrent = torrent
+        self.info_hash = torrent.info_hash
+        self.finished = True
+
+
+class FakeScheduler:
     def __init__(self) -> None:
+        self.torrents: dict[bytes, Scheduled] = {}
         self.removed: list[bytes] = []
+
+    def controls_of(self, d: Digest) -> list[Scheduled]:
+        return [ctl for ctl in self.torrents.values() if ctl.torrent.digest == d]
 
     def remove(self, info_hash: bytes, reason: Exception | None = None) -> None:
         self.removed.append(info_hash)
+        self.torrents.pop(info_hash, None)
 
 
-def origin(tmp_path: Path, blobs: dict[str, bytes]) -> tuple[OriginBlobs, ThreadlessClock, Seeds, Metrics]:
+def origin(
+    tmp_path: Path, blobs: dict[str, bytes]
+) -> tuple[OriginBlobs, ThreadlessClock, FakeScheduler, Metrics]:
     clock = ThreadlessClock()
     metrics = Metrics("origin")
     router = BackendRouter([NamespaceRoute(re.compile(".*"), MemoryBackend(blobs))])
     keeper = OriginBlobs(clock, CAStore(tmp_path), router, {0: PIECE}, metrics)
-    seeds = Seeds()
+    seeds = FakeScheduler()
     keeper.scheduler = seeds
     return keeper, clock, seeds, metrics
 
@@ -294,6 +308,7 @@ def test_origin_fetches_a_corrupt_copy_again_from_its_backend(tmp_path: Path) ->
     mi = keeper.metainfo(d).result
     torrent = keeper.seed("ns", d, mi.info_hash).result
     assert isinstance(torrent, Torrent)
+    seeds.torrents[mi.info_hash] = Scheduled(torrent)
     flip(keeper.cas.blob_path(d), 5)
 
     state = keeper.ensure("ns", d).result  # the fetch from the memory backend ends at once
@@ -313,6 +328,7 @@ def test_origin_drops_a_seed_whose_piece_went_bad_and_fetches_it_again(tmp_path:
     keeper.cas.ingest(tmp, d)
     mi = keeper.metainfo(d).result
     torrent = keeper.seed("ns", d, mi.info_hash).result
+    seeds.torrents[mi.info_hash] = Scheduled(torrent)
     flip(torrent.path, PIECE + 1)
     assert torrent.read(1, 0, PIECE) == b""
     assert seeds.removed == []  # not from inside the read
@@ -320,26 +336,6 @@ def test_origin_drops_a_seed_whose_piece_went_bad_and_fetches_it_again(tmp_path:
     assert seeds.removed == [mi.info_hash]
     assert counted(metrics, "corrupt_blobs") == 1
     assert keeper.cas.blob_path(d).read_bytes() == data and keeper.cas.is_verified(d)
-
-
-class Scheduled:
-    def __init__(self, torrent: Torrent) -> None:
-        self.torrent = torrent
-        self.info_hash = torrent.info_hash
-        self.finished = True
-
-
-class AgentScheduler:
-    def __init__(self) -> None:
-        self.torrents: dict[bytes, Scheduled] = {}
-        self.removed: list[bytes] = []
-
-    def controls_of(self, d: Digest) -> list[Scheduled]:
-        return [ctl for ctl in self.torrents.values() if ctl.torrent.digest == d]
-
-    def remove(self, info_hash: bytes, reason: Exception | None = None) -> None:
-        self.removed.append(info_hash)
-        self.torrents.pop(info_hash, None)
 
 
 def test_agent_drops_the_seed_of_a_corrupt_copy_before_downloading_again(tmp_path: Path) -> None:
@@ -352,7 +348,7 @@ def test_agent_drops_the_seed_of_a_corrupt_copy_before_downloading_again(tmp_pat
     mi = generate(store.cas.blob_path(d), d, PIECE)
     store.cas.write_meta(d, "metainfo", mi.to_json())
     torrent = blobs.seed("ns", d, mi.info_hash).result
-    scheduler = AgentScheduler()
+    scheduler = FakeScheduler()
     scheduler.torrents[mi.info_hash] = Scheduled(torrent)
     blobs.scheduler = scheduler
     assert blobs.fetch("ns", str(d)).result == str(store.cas.blob_path(d))
