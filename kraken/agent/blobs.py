@@ -146,6 +146,10 @@ class AgentBlobs:
             return None
         torrent = self.store.open_download(mi)
         if torrent.have.count():
+            bad = yield deferToThreadPool(self.reactor, self.reactor.getThreadPool(), torrent.recheck)
+            if bad:
+                log.warn("resuming {d}: {n} pieces on disk failed their hash and are fetched again",
+                         d=d, n=len(bad))
             log.info("resuming {d}: {n} of {t} pieces on disk", d=d, n=torrent.have.count(), t=mi.num_pieces)
         return self.scheduler.add_download(torrent, namespace)
 

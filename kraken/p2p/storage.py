@@ -228,6 +228,22 @@ class DownloadTorrent(Torrent):
         os.pwrite(self._status_fd, b"\x01", index)
         self._hash_ready_prefix()
 
+    def recheck(self) -> list[int]:
+        """Hash again every piece ``status`` says is verified (blocking); forget those that fail.
+
+        For a download resumed from disk, before it is offered to anyone: its pieces may have
+        changed since (a crash that kept ``status`` but not the data, a faulty disk). Returns
+        the indices forgotten.
+        """
+        bad = []
+        for index in self.have.indices():
+            data = os.pread(self.fd(), self.mi.piece_size(index), self.mi.piece_offset(index))
+            if hashlib.sha256(data).digest() != self.mi.piece_hashes[index]:
+                self.have.clear(index)
+                os.pwrite(self._status_fd, b"\x00", index)
+                bad.append(index)
+        return bad
+
     def _hash_ready_prefix(self) -> None:
         """Feed the blob hash every piece that now continues the hashed prefix.
 

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,14 @@ def stored(store: Path, d: Digest) -> Path:
 
 def flip(path: Path) -> None:
     """Invert one byte in the middle of *path*, in place, as a faulty write would."""
+    flip_at(path, path.stat().st_size // 2)
+
+
+def flip_at(path: Path, offset: int) -> None:
     with open(path, "r+b") as f:
-        f.seek(path.stat().st_size // 2)
+        f.seek(offset)
         byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
+        f.seek(offset)
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
@@ -327,3 +332,37 @@ def test_seeding_origin_stops_offering_pieces_that_went_bad(servers: Any, pki: P
     assert origin_metric(pki, origin, "kraken_origin_corrupt_blobs_total") == 1
     assert "a piece failed its hash while seeding" in origin.log()
     assert plain_metric(second.port("http"), "kraken_agent_pieces_corrupt_total") == 0
+
+
+def test_a_resumed_agent_download_fetches_pieces_that_rotted_again(
+    servers: Any, pki: Path, tmp_path: Path
+) -> None:
+    backend = tmp_path / "backend"
+    config = origin_config(pki, tmp_path / "origin", backend)
+    config["bandwidth"] = {"egress_bits_per_sec": 16_000_000}  # about 2 MB/s: the download takes a while
+    origin = servers.start("kraken-origin", config, name="origin")
+    tracker = servers.start("kraken-tracker", tracker_config(pki, origin.port("http")), name="tracker")
+    data = os.urandom(10 * MiB)
+    d = upload_to_origin(pki, origin, data)
+    agent_cfg = agent_config(pki, tmp_path / "a0", tracker.port("http"))
+    agent = servers.start("kraken-agent", agent_cfg, name="a0")
+    status = tmp_path / "a0" / "store" / "download" / d.hex / "status"
+    downloading = threading.Thread(target=lambda: _ignore_errors(agent_get, agent, d), daemon=True)
+    downloading.start()
+    wait_for(lambda: status.exists() and status.read_bytes().count(1) >= 2, what="some pieces on disk")
+    agent.kill()
+    have = [i for i, b in enumerate(status.read_bytes()) if b == 1]
+    assert 0 < len(have) < 10
+    flip_at(status.with_name("data"), have[0] * MiB + 100)
+
+    restarted = servers.start("kraken-agent", agent_cfg, name="a0-again")
+    reply = agent_get(restarted, d)
+    assert (reply.status, reply.body) == (200, data)
+    assert "failed their hash and are fetched again" in restarted.log()
+
+
+def _ignore_errors(f: Any, *args: Any) -> None:
+    try:
+        f(*args)
+    except OSError:
+        pass

@@ -434,3 +434,26 @@ def test_marks_in_memory_are_bounded(tmp_path: Path, monkeypatch: Any) -> None:
     assert len(cas.marks) == 2
     assert all(cas.is_verified(d) for d in blobs)  # the others come back from their sidecars
     assert len(cas.marks) == 2
+
+
+def test_a_resumed_download_forgets_pieces_that_changed_on_disk(tmp_path: Path) -> None:
+    source = PieceStore(CAStore(tmp_path / "source"))
+    data = os.urandom(4 * PIECE)
+    d = put(source.cas, data)
+    mi = generate(source.cas.blob_path(d), d, PIECE)
+    store = PieceStore(CAStore(tmp_path / "agent"))
+    download = store.open_download(mi)
+    for index in range(3):
+        writer = download.begin_piece(index)
+        assert writer is not None
+        writer.write(data[index * PIECE:(index + 1) * PIECE])
+        assert writer.finish() is True
+    download.close()
+    flip(download.path, PIECE + 7)  # piece 1 rots while the agent is down
+
+    resumed = store.open_download(mi)
+    assert resumed.have.indices() == [0, 1, 2]
+    assert resumed.recheck() == [1]
+    assert resumed.have.indices() == [0, 2]
+    resumed.close()
+    assert store.open_download(mi).have.indices() == [0, 2]  # status on disk says so too
