@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from kraken.core import jsonlimits
 from kraken.core.tls import ClientTLSPolicy, TLSSettings
 
 
@@ -18,6 +21,21 @@ class HTTPStatusError(Exception):
         super().__init__(f"{method} {url} -> {status}: {text}")
         self.status = status
         self.body = body
+
+
+class BadJSONResponse(ValueError):
+    """A response body that is not JSON, or over the limits of :mod:`kraken.core.jsonlimits`."""
+
+
+@inlineCallbacks
+def json_body(response: Any, what: str) -> Any:
+    """*response*'s body read strictly by :func:`kraken.core.jsonlimits.loads` (treq's ``json()``
+    has no limits); :class:`BadJSONResponse` naming *what* answered if it cannot be read."""
+    raw = yield response.content()
+    try:
+        return jsonlimits.loads(raw, strict=True)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadJSONResponse(f"{what} sent a body that is not usable JSON: {str(e)[:200]}") from None
 
 
 class PooledHTTPClient(HTTPClient):

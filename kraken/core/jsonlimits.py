@@ -4,6 +4,11 @@
 on integers longer than ``sys.get_int_max_str_digits()``; a document that parses but nests
 hundreds of levels deep still breaks whatever walks it recursively afterwards (``repr``, the
 encoder, validators). :func:`loads` turns all of these into :class:`JSONLimitError`.
+
+Documents from other components and upstream services are read with ``strict=True``: ``NaN``,
+``Infinity`` and repeated keys in an object (which parsers resolve differently, so two readers of
+one signed manifest could see two documents) are refused as :class:`NotJSONError`, and bytes
+must be UTF-8.
 """
 
 from __future__ import annotations
@@ -19,12 +24,37 @@ class JSONLimitError(ValueError):
     """The document is well-formed but over a limit; the message completes "the document ..."."""
 
 
-def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+class NotJSONError(ValueError):
+    """The document holds what JSON (or a strict reader) does not allow: NaN, Infinity, a repeated key."""
+
+
+def _no_constant(name: str) -> Any:
+    raise NotJSONError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise NotJSONError(f"key {key[:100]!r} appears more than once in an object")
+            seen.add(key)
+    return value
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH, *, strict: bool = False) -> Any:
     """``json.loads`` with limits: JSONDecodeError or UnicodeDecodeError if malformed,
-    :class:`JSONLimitError` if nested deeper than *max_depth* or holding a too long integer."""
+    :class:`JSONLimitError` if nested deeper than *max_depth* or holding a too long integer;
+    with *strict*, :class:`NotJSONError` for NaN, Infinity and repeated keys, and UnicodeDecodeError
+    for bytes that are not UTF-8 (``json.loads`` also takes UTF-16/32 and encoded surrogates)."""
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        if strict:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        else:
+            value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, NotJSONError):
         raise
     except RecursionError:
         raise JSONLimitError(f"nests deeper than {max_depth} levels") from None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kraken.core import jsonlimits
 from kraken.registry.errors import RegistryError
 from kraken.registry.names import parse_digest
 
@@ -27,6 +27,7 @@ FOREIGN_LAYERS = (
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 )
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_BLOB_SIZE = 2**63 - 1  # descriptors' sizes are int64 in the OCI image spec
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,9 @@ def _descriptor(item: Any, where: str) -> dict[str, Any]:
     except RegistryError as e:
         raise RegistryError("MANIFEST_INVALID", f"{where}: {e.message}", detail=e.detail) from None
     size = item.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise RegistryError("MANIFEST_INVALID", f"{where}: size must be a non-negative integer")
+    in_range = isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_BLOB_SIZE
+    if size is not None and not in_range:
+        raise RegistryError("MANIFEST_INVALID", f"{where}: size must be an integer in 0..2^63-1")
     return item
 
 
@@ -71,9 +73,11 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
     if len(body) > MAX_MANIFEST_SIZE:
         raise RegistryError("SIZE_INVALID", f"manifest over {MAX_MANIFEST_SIZE} bytes", status=413)
     try:
-        doc = json.loads(body)
+        doc = jsonlimits.loads(body, strict=True)
+    except jsonlimits.JSONLimitError as e:
+        raise RegistryError("MANIFEST_INVALID", f"the manifest {e}") from None
     except (UnicodeDecodeError, ValueError) as e:
-        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {e}") from None
+        raise RegistryError("MANIFEST_INVALID", f"manifest is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(doc, dict):
         raise RegistryError("MANIFEST_INVALID", "manifest is not a JSON object")
     declared = doc.get("mediaType")
