@@ -12,6 +12,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from kraken.agent.blobs import AgentBlobs
 from kraken.backends.base import BlobNotFound
 from kraken.core.http import HTTPError, Response, Router, digest_param
+from kraken.core.httpclient import BadJSONResponse
 from kraken.core.metrics import Metrics
 from kraken.core.sendfile import SendfileSender, serve_file
 from kraken.p2p.scheduler import Scheduler
@@ -51,6 +52,9 @@ class AgentAPI:
             raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d} on the origins or their backends") from None
         except HTTPError:
             raise
+        except BadJSONResponse as e:
+            log.warn("download of {d} failed: {e}", d=d, e=e)
+            raise HTTPError(502, "BAD_UPSTREAM_ANSWER", f"download of {d} failed: {e}") from None
         except Exception as e:
             log.warn("download of {d} failed: {e}", d=d, e=e)
             raise HTTPError(500, "DOWNLOAD_FAILED", f"download of {d} failed: {e}") from None

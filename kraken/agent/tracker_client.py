@@ -13,9 +13,9 @@ from twisted.internet.task import deferLater
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
-from kraken.core.httpclient import HTTPStatusError, base_url
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body
 from kraken.core.tls import TLSSettings
-from kraken.p2p.metainfo import MetaInfo
+from kraken.p2p.metainfo import MetaInfo, MetaInfoError
 from kraken.p2p.peer import PeerInfo
 from kraken.p2p.scheduler import TorrentControl
 
@@ -48,7 +48,10 @@ class TrackerClient:
             response = yield self.http.get(url, timeout=self.request_timeout)
             body = yield response.content()
             if response.code == 200:
-                mi = MetaInfo.from_json(body)
+                try:
+                    mi = MetaInfo.from_json(body)
+                except MetaInfoError as e:
+                    raise BadJSONResponse(f"{url} sent unusable metainfo: {e}") from None
                 if mi.digest != d:
                     raise ValueError(f"tracker sent metainfo of {mi.digest} for {d}")
                 return mi
@@ -79,11 +82,22 @@ class TrackerClient:
         if response.code != 200:
             raw = yield response.content()
             raise HTTPStatusError("POST", url, response.code, raw)
-        data = yield response.json()
-        peers = [
-            PeerInfo(
-                bytes.fromhex(p["peer_id"]), p["ip"], int(p["port"]), bool(p["origin"]), bool(p["complete"])
-            )
-            for p in data.get("peers") or []
-        ]
-        return peers, float(data.get("interval") or 0)
+        data = yield json_body(response, url)
+        try:
+            return _announce_answer(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BadJSONResponse(f"{url} sent an unusable announce answer ({str(e)[:200]})") from None
+
+
+def _announce_answer(data: Any) -> tuple[list[PeerInfo], float]:
+    """``{"peers": [{"peer_id", "ip", "port", "origin", "complete"}, ...], "interval": seconds}``."""
+    peers = []
+    for p in data.get("peers") or []:
+        ip, port = p["ip"], p["port"]
+        if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("a peer needs a string ip and a port in 1..65535")
+        peers.append(PeerInfo(bytes.fromhex(p["peer_id"]), ip, port, bool(p["origin"]), bool(p["complete"])))
+    interval = data.get("interval") or 0
+    if not isinstance(interval, (int, float)):
+        raise ValueError("interval must be a number")
+    return peers, float(interval)

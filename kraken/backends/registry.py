@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from kraken.backends.base import BackendError, BlobNotFound
 from kraken.core.files import write_into
+from kraken.core.httpclient import BadJSONResponse, json_body
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
@@ -122,9 +123,9 @@ class RegistryBackend:
         if response.code != 200:
             body = yield response.content()
             raise BackendError(f"token service {realm} answered {response.code}: {body[:200]!r}")
-        data = yield response.json()
-        token = data.get("token") or data.get("access_token")
-        if not token:
+        data = yield _json(response, f"token service {realm}")
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        if not token or not isinstance(token, str):
             raise BackendError(f"token service {realm} sent no token")
         self._tokens[scope] = f"Bearer {token}"
 
@@ -214,9 +215,20 @@ class RegistryBackend:
             yield response.content()
             return []
         yield self._check(response, f"{repo} tags")
-        data = yield response.json()
-        tags = data.get("tags") or []
+        data = yield _json(response, f"registry {self.base} ({repo} tags)")
+        tags = (data.get("tags") or []) if isinstance(data, dict) else None
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise BackendError(f"registry {self.base} sent no tag list for {repo}")
         return sorted(f"{repo}:{t}" for t in tags if t.startswith(tag_prefix))
+
+
+@inlineCallbacks
+def _json(response: Any, what: str) -> Any:
+    try:
+        data = yield json_body(response, what)
+    except BadJSONResponse as e:
+        raise BackendError(str(e)) from None
+    return data
 
 
 def from_config(config: dict[str, Any], reactor: IReactorTime) -> RegistryBackend:

@@ -24,7 +24,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from kraken.core import jsonlimits
 from kraken.core.digest import Digest
+from kraken.core.jsonlimits import JSONLimitError
 
 MAGIC = b"kraken-metainfo-v1\n"
 DEFAULT_PIECE_LENGTH = 4 * 1024 * 1024
@@ -111,9 +113,11 @@ class MetaInfo:
     @classmethod
     def from_json(cls, raw: bytes | str) -> MetaInfo:
         try:
-            data = json.loads(raw)
+            data = jsonlimits.loads(raw, strict=True)
+        except JSONLimitError as e:
+            raise MetaInfoError(f"metainfo {e}") from None
         except (ValueError, UnicodeDecodeError) as e:
-            raise MetaInfoError(f"metainfo is not JSON: {e}") from None
+            raise MetaInfoError(f"metainfo is not JSON: {str(e)[:200]}") from None
         return cls.from_dict(data)
 
 

@@ -7,6 +7,7 @@ origin which ring members own a digest and uploads to the first of them.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -20,10 +21,11 @@ from twisted.web.client import FileBodyProducer
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.files import FileWindow, write_into
-from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, make_http_client
 from kraken.core.tls import TLSSettings
 
 CHUNK_SIZE = 32 * 1024 * 1024
+_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 def ns_path(namespace: str) -> str:
@@ -160,9 +162,24 @@ class OriginClient:
 
     @inlineCallbacks
     def peer_context(self) -> Any:
-        response = yield self._call("GET", f"{self.base}/internal/peercontext", (200,))
-        data = yield response.json()
+        """``{"peer_id", "ip", "port"}`` of the origin's seeder; :class:`BadJSONResponse` if unusable."""
+        url = f"{self.base}/internal/peercontext"
+        response = yield self._call("GET", url, (200,))
+        data = yield json_body(response, url)
+        if not _is_peer_context(data):
+            raise BadJSONResponse(f"{url} sent no peer context (peer_id of 40 hex digits, ip, port)")
         return data
+
+
+def _is_peer_context(data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    peer_id, ip, port = data.get("peer_id"), data.get("ip"), data.get("port")
+    return (
+        isinstance(peer_id, str) and _HEX40.fullmatch(peer_id) is not None
+        and isinstance(ip, str) and 0 < len(ip) <= 255
+        and isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+    )
 
 
 class OriginCluster:

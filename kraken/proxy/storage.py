@@ -11,7 +11,6 @@ origins, fetched again from them; without origins the blob is then unknown (404)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound
+from kraken.core import jsonlimits
 from kraken.core.cas import CAStore
 from kraken.core.digest import ALGO, Digest
 from kraken.core.httpclient import HTTPStatusError
@@ -93,7 +93,7 @@ class BuildIndexTags:
 
 def _error_detail(body: bytes) -> Any:
     try:
-        return json.loads(body)["error"].get("detail")
+        return jsonlimits.loads(body, strict=True)["error"].get("detail")
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 

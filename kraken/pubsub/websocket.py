@@ -32,6 +32,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kraken.core import jsonlimits
+from kraken.core.jsonlimits import JSONLimitError
 from kraken.core.tls import SeesTLSLayer
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
@@ -164,17 +166,17 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
             self._answer({"ok": True, "op": "publish", "records": len(records)})
             return
         try:
-            message = json.loads(payload.decode("utf-8"))
+            message = jsonlimits.loads(payload, strict=True)
             if not isinstance(message, dict):
                 raise CommandError("a command is a JSON object")
             answer = self._command(message)
             self.factory.router.flush()
             self._answer(answer)
             self.factory.admission.commanded(self, self.factory.clock.seconds())
+        except JSONLimitError as e:
+            self._answer({"ok": False, "error": f"the command {e}"})
         except (ValueError, CommandError, OverLimit) as e:
-            self._answer({"ok": False, "error": str(e)})
-        except RecursionError:
-            self._answer({"ok": False, "error": "JSON nested too deeply"})
+            self._answer({"ok": False, "error": str(e)[:300]})
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         router = self.factory.router

@@ -9,7 +9,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 
-from kraken.core.httpclient import HTTPStatusError, base_url, make_http_client
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, make_http_client
 from kraken.core.tls import TLSSettings
 
 LIST_PAGE = 1000
@@ -58,8 +58,12 @@ class TagClient:
             if response.code != 200:
                 body = yield response.content()
                 raise HTTPStatusError("GET", url, response.code, body)
-            page = yield response.json()
-            out.extend(page["result"])
-            offset = page.get("next_offset") or ""
+            page = yield json_body(response, url)
+            result = page.get("result") if isinstance(page, dict) else None
+            offset = page.get("next_offset") if isinstance(page, dict) else None
+            if not isinstance(result, list) or not all(isinstance(e, str) for e in result) \
+                    or not isinstance(offset, (str, type(None))):
+                raise BadJSONResponse(f"{url} sent no tag list (result: a list of strings, next_offset)")
+            out.extend(result)
             if not offset:
                 return out

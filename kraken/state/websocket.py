@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from kraken.core import jsonlimits
 from kraken.core.tls import SeesTLSLayer
 from kraken.state import model
 from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData
@@ -31,7 +32,7 @@ class CommandError(ValueError):
 def parse_command(payload: bytes) -> tuple[int, EventType]:
     """``{"command": 0|1|"SUBSCRIBE"|"UNSUBSCRIBE", "type": name|number}`` → (command, type)."""
     try:
-        msg = json.loads(payload)
+        msg = jsonlimits.loads(payload, strict=True)
     except (UnicodeDecodeError, ValueError):
         raise CommandError("message is not JSON") from None
     if not isinstance(msg, dict):

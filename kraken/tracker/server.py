@@ -253,11 +253,14 @@ class TrackerAPI:
         owners = yield self._owners(d)
         status, body = yield owners[0].metainfo(namespace, d)
         if status == 200:
-            self.metainfo_cache.put(d.hex, body, 300.0)
             try:
-                self.info_hash_cache.put(d.hex, MetaInfo.from_json(body).info_hash_hex, 300.0)
+                info_hash = MetaInfo.from_json(body).info_hash_hex
             except MetaInfoError as e:
-                log.warn("origin sent unreadable metainfo for {d}: {e}", d=d, e=e)
+                log.warn("origin {o} sent unreadable metainfo for {d}: {e}", o=owners[0].base, d=d, e=e)
+                message = f"origin sent unreadable metainfo for {d}: {e}"
+                raise HTTPError(502, "ORIGIN_ERROR", message) from None
+            self.metainfo_cache.put(d.hex, body, 300.0)
+            self.info_hash_cache.put(d.hex, info_hash, 300.0)
         return status, body
 
     @inlineCallbacks
@@ -270,6 +273,8 @@ class TrackerAPI:
             raise HTTPError(503, "NO_ORIGINS", "this tracker has no origins configured")
         try:
             status, body = yield self._fetch_metainfo(unquote(ns), d)
+        except HTTPError:
+            raise
         except Exception as e:
             raise HTTPError(502, "ORIGIN_ERROR", f"origin unreachable: {e}") from None
         if status in (200, 202, 404):
