@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from tests.hostile.rig import huge_int, nested
+import pytest
+
+from kraken.core.digest import Digest
+from kraken.p2p.metainfo import MetaInfo
+from tests.hostile.rig import call, huge_int, nested
+from tests.integration.p2p_fixtures import agent_config
 from tests.integration.registry_http import Registry
-from tests.support import ServerProcess
+from tests.support import ServerProcess, tls_section
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REPO = "hostile/json"
@@ -47,6 +59,93 @@ def manifest_bodies(config: bytes) -> dict[str, bytes]:
         "invalid UTF-8": head + b', "layers": [], "annotations": {"x": "\xff\xfe"}}',
         "UTF-8 surrogate": head + b', "layers": [], "annotations": {"x": "\xed\xa0\x80"}}',
     }
+
+
+# Answers a lenient reader would take or choke on; each must be refused as a whole.
+ANSWERS = {
+    "nested 900": nested(900),
+    "nested 100000": nested(100_000),
+    "5000 digits": huge_int(5000),
+    "NaN": b'{"x": NaN}',
+    "not UTF-8": b'{"x": "\xff"}',
+    "a list": b"[]",
+    "fields nested": b'{"peer_id": ' + nested(900) + b', "ip": ' + nested(900) + b', "port": ' + nested(900)
+    + b', "peers": [' + nested(900) + b'], "result": [' + nested(900) + b"]}",
+    "fields of the wrong type": b'{"peer_id": 7, "ip": [], "port": "x", "name": {}, "length": "1",'
+    b' "peers": [{"peer_id": "zz", "ip": 1, "port": "7", "origin": 0, "complete": 0}], "interval": "x",'
+    b' "result": [1, 2], "next_offset": []}',
+    "a peer of the wrong type": b'{"peers": [{"peer_id": "' + b"ab" * 20 + b'", "ip": [], "port": 7,'
+    b' "origin": false, "complete": true}], "interval": 1}',
+    "empty": b"",
+}
+
+Handler = Callable[[str, str], tuple[int, dict[str, str], bytes]]
+
+
+class FakePeer:
+    """An HTTPS server with a kraken role's certificate that asks for client certificates (like
+    every kraken server) and answers whatever *handler(method, path)* returns."""
+
+    def __init__(self, pki: Path, role: str, handler: Handler) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
+        context.load_verify_locations(str(pki / "ca.pem"))
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.requests: list[str] = []
+        peer = self
+
+        class Answer(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                peer.requests.append(f"{self.command} {self.path}")
+                status, headers, body = handler(self.command, self.path)
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fakes() -> Iterator[Callable[..., FakePeer]]:
+    started: list[FakePeer] = []
+
+    def start(pki: Path, role: str, handler: Handler) -> FakePeer:
+        started.append(FakePeer(pki, role, handler))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def metainfo_of(data: bytes) -> MetaInfo:
+    return MetaInfo(Digest.of_bytes(data), len(data), 1024, (hashlib.sha256(data).digest(),))
 
 
 def standalone_proxy(servers: ServerProcess.Pool, root: Path) -> ServerProcess:
@@ -101,3 +200,101 @@ def test_a_pathological_blob_pulled_as_a_manifest_is_unknown(
         assert reply.status == 404 and reply.error_codes() == ["MANIFEST_UNKNOWN"], (name, reply.status)
     assert reg.request("GET", "/v2/").status == 200
     assert_no_traceback(proxy)
+
+
+# -- the tracker: answers of origins -----------------------------------------------------------
+
+def announce_body(digest: Digest, namespace: str = "ns") -> bytes:
+    peer = {"peer_id": "cd" * 20, "ip": "127.0.0.1", "port": 7, "complete": False}
+    return json.dumps({"digest": str(digest), "namespace": namespace, "peer": peer}).encode()
+
+
+def test_tracker_refuses_what_origins_answer_in_pathological_json(
+    pki: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
+) -> None:
+    """Each answer comes from its own origin, owner of its own blob (a failed peer context is
+    remembered per origin); a well-behaved origin is still used afterwards."""
+    owner: dict[str, str] = {}
+
+    def front(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        m = re.fullmatch(r"/blobs/sha256:([0-9a-f]{64})/locations", path)
+        return (200, {"Origin-Locations": owner[m.group(1)]}, b"") if m else (404, {}, b"{}")
+
+    def answering(answer: bytes) -> Handler:
+        return lambda method, path: (200, {}, answer)
+
+    front_origin = fakes(pki, "origin", front)
+    blobs = {name: Digest.of_bytes(name.encode()) for name in ANSWERS}
+    for name, answer in ANSWERS.items():
+        owner[blobs[name].hex] = fakes(pki, "origin", answering(answer)).address
+    good = metainfo_of(b"a well-formed blob")
+    good_context = {"peer_id": "ef" * 20, "ip": "127.0.0.1", "port": 4242, "origin": True}
+
+    def well_behaved(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.endswith("/metainfo"):
+            return 200, {}, good.to_json()
+        return 200, {}, json.dumps(good_context).encode()
+
+    owner[good.digest.hex] = fakes(pki, "origin", well_behaved).address
+    tracker = servers.start("kraken-tracker", {
+        "listen": ["tls:tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "tracker"),
+        "tracker": {"origins": [front_origin.address]},
+    }, name="tracker")
+    port = tracker.port()
+    for name, digest in blobs.items():
+        status, body = call(pki, port, "GET", f"/namespace/ns/blobs/{digest}/metainfo", role="agent")
+        assert status == 502 and body["error"]["code"] == "ORIGIN_ERROR", (name, status, body)
+        info_hash = hashlib.sha256(name.encode()).hexdigest()
+        status, body = call(pki, port, "POST", f"/announce/{info_hash}", announce_body(digest), role="agent")
+        assert status == 503 and body["error"]["code"] == "NO_PEERS", (name, status, body)
+    status, body = call(pki, port, "GET", f"/namespace/ns/blobs/{good.digest}/metainfo", role="agent")
+    assert status == 200 and MetaInfo.from_dict(body) == good
+    status, body = call(pki, port, "POST", f"/announce/{good.info_hash_hex}", announce_body(good.digest),
+                        role="agent")
+    assert status == 200 and [p["port"] for p in body["peers"]] == [4242], body
+    assert_no_traceback(tracker)
+
+
+# -- the agent: answers of its tracker ---------------------------------------------------------
+
+def test_agent_refuses_what_its_tracker_answers_in_pathological_json(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
+) -> None:
+    blobs = {Digest.of_bytes(name.encode()).hex: answer for name, answer in ANSWERS.items()}
+    good = metainfo_of(b"a blob nobody will serve")
+    announces = iter(list(ANSWERS.values()) * 100)
+
+    def tracker(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        if method == "POST":
+            return 200, {}, next(announces)
+        m = re.search(r"/blobs/sha256:([0-9a-f]{64})/metainfo", path)
+        if m and m.group(1) == good.digest.hex:
+            return 200, {}, good.to_json()
+        return 200, {}, blobs[m.group(1)] if m else b"{}"
+
+    fake = fakes(pki, "tracker", tracker)
+    agent = servers.start("kraken-agent", agent_config(pki, tmp_path / "agent", fake.port), name="agent")
+    api = Registry("127.0.0.1", agent.port("http"))
+    for hex_digest in blobs:
+        reply = api.request("GET", f"/namespace/ns/blobs/sha256:{hex_digest}")
+        assert reply.status == 502 and reply.json()["error"]["code"] == "BAD_UPSTREAM_ANSWER", reply
+    # a download whose announces are all answered with pathological JSON: it waits, and the
+    # agent keeps announcing and serving
+    waiting = threading.Thread(target=_request_quietly, args=(api, f"/namespace/ns/blobs/{good.digest}"),
+                               daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while sum(r.startswith("POST") for r in fake.requests) < 2 * len(ANSWERS) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sum(r.startswith("POST") for r in fake.requests) >= 2 * len(ANSWERS), fake.requests
+    assert api.request("GET", "/readiness").status == 200
+    assert "unusable announce answer" in agent.log()
+    assert_no_traceback(agent)
+
+
+def _request_quietly(api: Registry, path: str) -> None:
+    try:
+        api.request("GET", path)
+    except OSError:
+        pass
