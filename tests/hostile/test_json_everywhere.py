@@ -25,6 +25,7 @@ from kraken.p2p.metainfo import MetaInfo
 from tests.hostile.rig import call, huge_int, nested
 from tests.integration.p2p_fixtures import agent_config
 from tests.integration.registry_http import Registry
+from tests.integration.registry_support import build_index_config
 from tests.support import ServerProcess, tls_section
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -298,3 +299,71 @@ def _request_quietly(api: Registry, path: str) -> None:
         api.request("GET", path)
     except OSError:
         pass
+
+
+# -- the build-index: manifests on the origins ---------------------------------------------------
+
+def test_build_index_refuses_a_pathological_manifest_on_the_origins(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
+) -> None:
+    config = b'{"os": "linux"}'
+    manifests = {sha256(body): body for body in manifest_bodies(config).values()}
+    good = b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'", "config": ' \
+        + descriptor(config) + b', "layers": []}'
+    manifests[sha256(good)] = good
+    origin: FakePeer
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        digest = re.search(r"sha256:[0-9a-f]{64}", path)
+        if path.endswith("/locations"):
+            return 200, {"Origin-Locations": origin.address}, b""
+        if method == "HEAD" and digest:
+            return 200, {"Kraken-Blob-Size": str(len(config))}, b""
+        if digest and digest.group(0) in manifests:
+            return 200, {"Content-Type": "application/octet-stream"}, manifests[digest.group(0)]
+        return 404, {}, b"{}"
+
+    origin = fakes(pki, "origin", answer)
+    index = servers.start("kraken-build-index", build_index_config(pki, tmp_path / "index", origin.port),
+                          name="build-index")
+    for digest, body in manifests.items():
+        if body == good:
+            continue
+        status, reply = call(pki, index.port(), "PUT", f"/tags/{REPO}:v1/digest/{digest}", b"", role="proxy")
+        assert status == 400 and reply["error"]["code"] == "MANIFEST_INVALID", (body[:80], status, reply)
+    good_tag = f"/tags/{REPO}:v1/digest/{sha256(good)}"
+    status, reply = call(pki, index.port(), "PUT", good_tag, b"", role="proxy")
+    assert status == 200, reply
+    assert call(pki, index.port(), "GET", f"/tags/{REPO}:v1", role="proxy")[1] == sha256(good)
+    assert_no_traceback(index)
+
+
+# -- the proxy and the agent's registry port: tag lists of the build-index -----------------------
+
+def test_registry_ports_refuse_pathological_tag_lists(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
+) -> None:
+    answers = list(ANSWERS.values())
+
+    def index(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        m = re.match(r"/list/hostile%2Fa(\d+)", path)
+        if m:
+            return 200, {}, answers[int(m.group(1))]
+        return 200, {}, b'{"result": ["hostile/good:v1"], "next_offset": null}'
+
+    fake = fakes(pki, "build-index", index)
+    proxy = servers.start("kraken-proxy", {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "proxy"),
+        "proxy": {"storage": str(tmp_path / "proxy"), "build_index": fake.address},
+    }, name="proxy")
+    agent_cfg = agent_config(pki, tmp_path / "agent", 1)
+    agent_cfg["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"], "build_index": fake.address}
+    agent = servers.start("kraken-agent", agent_cfg, name="agent")
+    for reg in (Registry("127.0.0.1", proxy.port("registry")), Registry("127.0.0.1", agent.port("registry"))):
+        for i, raw in enumerate(answers):
+            reply = reg.request("GET", f"/v2/hostile/a{i}/tags/list")
+            assert reply.status == 503 and reply.error_codes() == ["UNAVAILABLE"], (raw[:80], reply)
+        reply = reg.request("GET", "/v2/hostile/good/tags/list")
+        assert reply.status == 200 and reply.json()["tags"] == ["v1"], reply
+    assert_no_traceback(proxy, agent)
