@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -22,10 +23,13 @@ import pytest
 
 from kraken.core.digest import Digest
 from kraken.p2p.metainfo import MetaInfo
-from tests.hostile.rig import call, huge_int, nested
+from tests.hostile.rig import call, https, huge_int, nested
+from tests.hostile.test_pubsub import ws_frame, ws_read
 from tests.integration.p2p_fixtures import agent_config
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import build_index_config
+from tests.integration.state_rig import state_config
+from tests.integration.test_pubsub_server import UPGRADE
 from tests.support import ServerProcess, tls_section
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -367,3 +371,56 @@ def test_registry_ports_refuse_pathological_tag_lists(
         reply = reg.request("GET", "/v2/hostile/good/tags/list")
         assert reply.status == 200 and reply.json()["tags"] == ["v1"], reply
     assert_no_traceback(proxy, agent)
+
+
+# -- the state event websocket: commands -----------------------------------------------------
+
+N1 = "bbbbbbbb-0000-0000-0000-000000000001"
+
+
+def state_ws(pki: Path, port: int) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    conn = https(pki, "client").wrap_socket(raw, server_hostname="127.0.0.1")
+    conn.sendall(UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return conn
+
+
+def test_state_websocket_answers_pathological_commands_and_stays_usable(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    state = servers.start("kraken-state", state_config(pki, tmp_path, freeze=True), name="state")
+    ws = state_ws(pki, state.port("ws"))
+    commands = [
+        nested(250),
+        b'{"command": 0, "type": ' + nested(200) + b"}",
+        b'{"command": ' + huge_int(450) + b', "type": "STATE_CHANGE"}',
+        b'{"command": NaN, "type": "STATE_CHANGE"}',
+        b'{"command": 1, "command": 0, "type": "STATE_CHANGE"}',
+        b"",
+    ]
+    for command in commands:
+        ws.sendall(ws_frame(command))
+        assert "error" in json.loads(ws_read(ws)), command
+    ws.sendall(ws_frame(b'{"command": 0, "type": "\xff"}', opcode=2))  # text frames: WebSocket checks UTF-8
+    assert "error" in json.loads(ws_read(ws))
+    ws.sendall(ws_frame(b'{"command": "SUBSCRIBE", "type": "STATE_CHANGE"}'))
+    assert call(pki, state.port("http"), "POST", "/cfg/node", b'{"id": "' + N1.encode() + b'"}')[0] == 201
+    event = json.loads(ws_read(ws))
+    assert event["type"] == 1 and event["nodeid"] == N1, event
+    ws.close()
+
+    # WebSocket's own refusals (autobahn fails the connection, logging the close code): a message
+    # over the 512-byte limit, a text frame that is not UTF-8
+    for frame, code in ((ws_frame(nested(100_000)), 1009), (ws_frame(b'{"type": "\xff"}'), 1007)):
+        refused = state_ws(pki, state.port("ws"))
+        refused.sendall(frame)
+        with pytest.raises(ConnectionError):
+            while True:
+                ws_read(refused)
+        refused.close()
+        assert f"failing WebSocket connection (code={code})" in state.log()
+    assert_no_traceback(state)
