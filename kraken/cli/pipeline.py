@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from kraken.core import jsonlimits
+from kraken.pipeline.answers import MAX_JSON_DEPTH
+
 SERVICE_QUERIES = ("status", "definition", "state", "start", "stop", "delete")
 PIPELINE_QUERIES = ("status", "definition", "start", "stop", "delete", "stats", "components")
 _POSTS = {"start", "stop", "delete"}
@@ -56,17 +59,25 @@ class Client:
                 if lines:
                     for line in resp:
                         if line.strip():
-                            print(json.dumps(json.loads(line)), flush=True)
+                            print(json.dumps(_answer(line)), flush=True)
                     return 0
                 raw = resp.read()
-                print(json.dumps(json.loads(raw), indent=2) if raw.strip() else "null")
+                print(json.dumps(_answer(raw), indent=2) if raw.strip() else "null")
                 return 0
+        except ValueError as e:
+            message = f"{self.url}{path} answered with unusable JSON: {str(e)[:200]}"
+            print(f"kraken pipeline: {message}", file=sys.stderr)
+            return 1
         except urllib.error.HTTPError as e:
             print(e.read().decode("utf-8", "replace") or f"HTTP {e.code}", file=sys.stderr)
             return 1
         except urllib.error.URLError as e:
             print(f"cannot reach {self.url}: {e.reason}", file=sys.stderr)
             return 1
+
+
+def _answer(raw: bytes) -> Any:
+    return jsonlimits.loads(raw, MAX_JSON_DEPTH, strict=True)
 
 
 def load_json(text: str) -> Any:
@@ -189,8 +200,8 @@ def _apply(args: argparse.Namespace) -> int:
 def _status(c: Client, kind: str, name: str) -> str:
     try:
         with c.open("GET", f"/{kind}/status/{name}") as resp:
-            return json.loads(resp.read())["status"]
-    except (urllib.error.URLError, ValueError, KeyError):
+            return str(_answer(resp.read())["status"])
+    except (urllib.error.URLError, ValueError, KeyError, TypeError):
         return ":undefined"
 
 

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from kraken.core import jsonlimits
 from kraken.pubsub.timewords import time_delta_in_words
 
 DEFAULT_ADMIN = "http://127.0.0.1:12356"
@@ -46,15 +47,19 @@ def _call(args: argparse.Namespace, path: str, body: Any = None) -> Any:
     )
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            return json.loads(response.read())
+            raw = response.read()
     except urllib.error.HTTPError as e:
         try:
-            message = json.loads(e.read())["error"]["message"]
+            message = str(jsonlimits.loads(e.read(), strict=True)["error"]["message"])[:1000]
         except (ValueError, KeyError, TypeError):
             message = str(e)
         raise AdminError(message) from None
     except (urllib.error.URLError, OSError) as e:
         raise AdminError(f"cannot reach {args.admin}: {getattr(e, 'reason', e)}") from None
+    try:
+        return jsonlimits.loads(raw, strict=True)
+    except ValueError as e:
+        raise AdminError(f"{args.admin}{path} answered with unusable JSON: {str(e)[:200]}") from None
 
 
 def _run(args: argparse.Namespace, path: str, show: Any, body: Any = None) -> int:
@@ -65,8 +70,13 @@ def _run(args: argparse.Namespace, path: str, show: Any, body: Any = None) -> in
         return 1
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
+        return 0
+    try:
         show(result)
+    except (KeyError, TypeError, AttributeError) as e:
+        message = f"the server's answer is not what this command expects ({e!r:.200})"
+        print(f"kraken pubsub: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

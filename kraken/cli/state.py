@@ -68,6 +68,10 @@ def _run(args: argparse.Namespace, action: Any) -> int:
     except (ClientError, ModelError, ValueError) as e:
         print(f"kraken state: {e}", file=sys.stderr)
         return 1
+    except (KeyError, TypeError, AttributeError) as e:
+        message = f"the server's answer is not what this command expects ({e!r:.200})"
+        print(f"kraken state: {message}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"kraken state: cannot load certificates: {e}", file=sys.stderr)
         return 1

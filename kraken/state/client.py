@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from kraken.core import jsonlimits
+
 
 class ClientError(Exception):
     """The server answered with an error (``status``, ``code``) or could not be reached."""
@@ -46,16 +48,20 @@ class StateClient:
         except urllib.error.HTTPError as e:
             text = e.read()
             try:
-                err = json.loads(text)["error"]
-                raise ClientError(f"{e.code} {err['code']}: {err['message']}", e.code, err["code"]) from None
+                err = jsonlimits.loads(text, strict=True)["error"]
+                code, message = str(err["code"])[:100], str(err["message"])[:1000]
             except (ValueError, KeyError, TypeError):
                 raise ClientError(f"{e.code}: {text[:200]!r}", e.code) from None
+            raise ClientError(f"{e.code} {code}: {message}", e.code, code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ClientError(f"cannot reach {self.url}: {reason}") from None
         if raw:
-            return payload.decode()
-        return json.loads(payload) if payload else None
+            return payload.decode("utf-8", "replace")
+        try:
+            return jsonlimits.loads(payload, strict=True) if payload else None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ClientError(f"{self.url}{path} answered with unusable JSON: {str(e)[:200]}") from None
 
     def get(self, path: str, raw: bool = False) -> Any:
         return self.request("GET", path, raw=raw)

@@ -12,6 +12,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ import pytest
 
 from kraken.core.digest import Digest
 from kraken.p2p.metainfo import MetaInfo
+from tests import support
 from tests.hostile.rig import call, https, huge_int, nested
 from tests.hostile.test_pubsub import ws_frame, ws_read
 from tests.integration.p2p_fixtures import agent_config
@@ -83,6 +86,8 @@ ANSWERS = {
     b' "origin": false, "complete": true}], "interval": 1}',
     "empty": b"",
 }
+
+NOT_JSON = {"nested 900", "nested 100000", "5000 digits", "NaN", "not UTF-8", "fields nested", "nodes nested"}
 
 Handler = Callable[[str, str], tuple[int, dict[str, str], bytes]]
 
@@ -424,3 +429,38 @@ def test_state_websocket_answers_pathological_commands_and_stays_usable(
         refused.close()
         assert f"failing WebSocket connection (code={code})" in state.log()
     assert_no_traceback(state)
+
+
+# -- the kraken command: answers of servers ----------------------------------------------------
+
+def kraken(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kraken.cli", *args], capture_output=True, text=True,
+                          timeout=60, cwd=support.REPO, env=support._env())
+
+
+def test_cli_reports_pathological_answers_with_an_exit_code(
+    pki: Path, fakes: Callable[..., FakePeer]
+) -> None:
+    answers = {**ANSWERS, "nodes nested": b'{"nodes": [' + nested(900) + b"]}",
+               "nodes without fields": b'{"nodes": [{}]}'}
+    current = {"answer": b""}
+    fake = fakes(pki, "state", lambda method, path: (200, {}, current["answer"]))
+    state = ["state", "--url", f"https://{fake.address}", "--pki", str(pki)]
+    pipeline = ["pipeline", "--url", f"https://{fake.address}", "--cacert", str(pki / "ca.pem"),
+                "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
+    for name, answer in answers.items():
+        current["answer"] = answer
+        for command in ([*state, "nodes"], [*state, "nodes", "--json"], [*pipeline, "services", "list"]):
+            result = kraken(*command)
+            # `pipeline services list` prints any JSON it is given, `state nodes --json` any node list
+            if (command[0] == "pipeline" and name not in NOT_JSON) or (
+                    command[-1] == "--json" and name == "nodes without fields"):
+                assert result.returncode == 0, (name, command, result.stderr[-2000:])
+                continue
+            what = (name, command, result.stderr[-2000:])
+            assert result.returncode == 1 and "Traceback" not in result.stderr, what
+            assert result.stderr.startswith(f"kraken {command[0]}: "), what
+    current["answer"] = json.dumps({"nodes": [{"id": N1, "nodename": "n1", "platform": "p", "physState": "ON",
+                                               "runState": "UP", "busy": "FREE"}]}).encode()
+    result = kraken(*state, "nodes")
+    assert result.returncode == 0 and "n1" in result.stdout, result.stderr
