@@ -96,11 +96,11 @@ class FakePeer:
     """An HTTPS server with a kraken role's certificate that asks for client certificates (like
     every kraken server) and answers whatever *handler(method, path)* returns."""
 
-    def __init__(self, pki: Path, role: str, handler: Handler) -> None:
+    def __init__(self, pki: Path, role: str, handler: Handler, client_cert: bool = True) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
         context.load_verify_locations(str(pki / "ca.pem"))
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_REQUIRED if client_cert else ssl.CERT_NONE
         self.requests: list[str] = []
         peer = self
 
@@ -145,8 +145,8 @@ class FakePeer:
 def fakes() -> Iterator[Callable[..., FakePeer]]:
     started: list[FakePeer] = []
 
-    def start(pki: Path, role: str, handler: Handler) -> FakePeer:
-        started.append(FakePeer(pki, role, handler))
+    def start(pki: Path, role: str, handler: Handler, client_cert: bool = True) -> FakePeer:
+        started.append(FakePeer(pki, role, handler, client_cert))
         return started[-1]
 
     yield start
@@ -464,3 +464,40 @@ def test_cli_reports_pathological_answers_with_an_exit_code(
                                                "runState": "UP", "busy": "FREE"}]}).encode()
     result = kraken(*state, "nodes")
     assert result.returncode == 0 and "n1" in result.stdout, result.stderr
+
+
+# -- the build-index: an upstream registry as its tag backend ------------------------------------
+
+def test_build_index_survives_an_upstream_registry_answering_pathological_json(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
+) -> None:
+    """Tag lists and bearer tokens of a ``registry`` backend (e.g. a public registry)."""
+    answers = list(ANSWERS.values())
+    upstream: FakePeer
+
+    def registry(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        listing = re.fullmatch(r"/v2/hostile/a(\d+)/tags/list", path)
+        if listing:
+            return 200, {}, answers[int(listing.group(1))]
+        token = re.fullmatch(r"/token/(\d+)\?.*", path)
+        if token:
+            return 200, {}, answers[int(token.group(1))]
+        manifest = re.fullmatch(r"/v2/hostile/t(\d+)/manifests/v1", path)
+        if manifest:
+            realm = f"https://{upstream.address}/token/{manifest.group(1)}"
+            return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'}, b"{}"
+        return 404, {}, b"{}"
+
+    upstream = fakes(pki, "origin", registry, client_cert=False)
+    config = build_index_config(pki, tmp_path / "index", 1)
+    backend = {"type": "registry", "address": upstream.address, "ca": str(pki / "ca.pem")}
+    config["buildindex"]["backend"] = backend
+    index = servers.start("kraken-build-index", config, name="build-index")
+    for i in range(len(answers)):
+        status, reply = call(pki, index.port(), "GET", f"/list/hostile%2Fa{i}:", role="proxy")
+        assert status == 200 and reply["result"] == [], (answers[i][:80], status, reply)
+        status, reply = call(pki, index.port(), "GET", f"/tags/hostile%2Ft{i}:v1", role="proxy")
+        assert status == 404 and reply["error"]["code"] == "TAG_UNKNOWN", (answers[i][:80], status, reply)
+    log = index.log()
+    assert log.count("sent a body that is not usable JSON") >= 2 * len(NOT_JSON) - 2, log[-3000:]
+    assert_no_traceback(index)
