@@ -27,8 +27,11 @@ from kraken.core.digest import Digest
 from kraken.p2p.metainfo import MetaInfo
 from tests import support
 from tests.hostile.rig import call, https, huge_int, nested
+from tests.hostile.test_pipeline import Listener, http_service
+from tests.hostile.test_pipeline import config as pipeline_config
 from tests.hostile.test_pubsub import ws_frame, ws_read
 from tests.integration.p2p_fixtures import agent_config
+from tests.integration.pipeline_http import Http
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import build_index_config
 from tests.integration.state_rig import state_config
@@ -501,3 +504,32 @@ def test_build_index_survives_an_upstream_registry_answering_pathological_json(
     log = index.log()
     assert log.count("sent a body that is not usable JSON") >= 2 * len(NOT_JSON) - 2, log[-3000:]
     assert_no_traceback(index)
+
+
+# -- the pipeline: answers of the HTTP services it calls -----------------------------------------
+
+def test_pipeline_http_client_refuses_pathological_answers(
+    servers: ServerProcess.Pool, tmp_path: Path
+) -> None:
+    """Too deep or too long; NaN (written as null) and bytes that are not UTF-8 (replaced) are the
+    pipeline's documented leniency towards the services it calls."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    refused = NOT_JSON - {"NaN", "not UTF-8"}
+    answers = {name: ANSWERS[name] for name in ANSWERS if name in refused}
+    services = {name: Listener(head % len(answer) + answer) for name, answer in answers.items()}
+    try:
+        server = servers.start("kraken-pipeline", pipeline_config(
+            tmp_path, outbound_allow=[f"127.0.0.1:{listener.port}" for listener in services.values()]))
+        api = Http(server.port("http"))
+        for i, (name, listener) in enumerate(services.items()):
+            service = http_service(f"s{i}", f"http://127.0.0.1:{listener.port}")
+            service["interface"]["get"]["call"] = {"parse_json_body": True}
+            api.ok("POST", "/services/define", service)
+            api.ok("POST", f"/services/start/s{i}")
+            answer = api.post(f"/services/call/s{i}/get", {"path": "/"})
+            what = (name, answer.raw[:300])
+            assert answer.status == 400 and "response body" in json.dumps(answer.json), what
+        assert "Traceback" not in server.log()
+    finally:
+        for listener in services.values():
+            listener.close()

@@ -24,7 +24,10 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
+from kraken.core import jsonlimits
+from kraken.core.jsonlimits import JSONLimitError
 from kraken.core.tls import ClientTLSPolicy
+from kraken.pipeline.answers import MAX_JSON_DEPTH
 from kraken.pipeline.clients.base import Client, ClientError, ClientStartError
 from kraken.pipeline.clients.outbound import GuardedAgent, GuardedEndpoints, OutboundRefused
 from kraken.pipeline.names import service_module
@@ -185,7 +188,9 @@ class HttpClient(Client):
         text: Any = raw.decode("utf-8", "replace")
         if parse:
             try:
-                text = json.loads(text) if text.strip() else None
+                text = jsonlimits.loads(text, MAX_JSON_DEPTH) if text.strip() else None
+            except JSONLimitError as e:
+                raise ValueError(f"response body {e}") from None
             except ValueError as e:
                 raise ValueError(f"response body is not JSON: {e}") from None
         return {"status": response.code, "headers": headers, "body": text}
