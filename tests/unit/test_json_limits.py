@@ -74,3 +74,31 @@ def test_websocket_commands_are_small_enough_to_stay_harmless() -> None:
         parse_command(deepest)
     with pytest.raises(CommandError):
         parse_command(b'{"command": ' + huge_int(500) + b', "type": 1}')
+
+
+STRICTLY_REFUSED = {
+    "NaN": b'{"x": NaN}',
+    "Infinity": b"[Infinity]",
+    "-Infinity": b"[-Infinity]",
+    "a repeated key": b'{"layers": [], "layers": [1]}',
+    "a repeated key deep inside": b'{"a": [{"b": {"c": 1, "c": 2}}]}',
+    "bytes that are not UTF-8": b'{"x": "\xff"}',
+    "an encoded surrogate": b'{"x": "\xed\xa0\x80"}',
+    "UTF-16": '{"x": 1}'.encode("utf-16"),
+}
+
+
+@pytest.mark.parametrize("raw", STRICTLY_REFUSED.values(), ids=STRICTLY_REFUSED.keys())
+def test_strict_loads_refuses_what_readers_disagree_on(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        jsonlimits.loads(raw, strict=True)
+
+
+def test_strict_loads_keeps_the_limits_and_takes_plain_json() -> None:
+    with pytest.raises(JSONLimitError):
+        jsonlimits.loads(nested(MAX_DEPTH + 1), strict=True)
+    with pytest.raises(JSONLimitError):
+        jsonlimits.loads(huge_int(5000), strict=True)
+    document = {"schemaVersion": 2, "layers": [{"digest": "sha256:" + "a" * 64, "size": 1}], "x": "é"}
+    assert jsonlimits.loads(json.dumps(document, ensure_ascii=False).encode(), strict=True) == document
+    assert jsonlimits.loads('{"x": NaN}') == {"x": pytest.approx(float("nan"), nan_ok=True)}
