@@ -60,10 +60,11 @@ class TagClient:
                 raise HTTPStatusError("GET", url, response.code, body)
             page = yield json_body(response, url)
             result = page.get("result") if isinstance(page, dict) else None
-            offset = page.get("next_offset") if isinstance(page, dict) else None
+            following = page.get("next_offset") if isinstance(page, dict) else None
             if not isinstance(result, list) or not all(isinstance(e, str) for e in result) \
-                    or not isinstance(offset, (str, type(None))):
+                    or not isinstance(following, (str, type(None))):
                 raise BadJSONResponse(f"{url} sent no tag list (result: a list of strings, next_offset)")
             out.extend(result)
-            if not offset:
+            if not following:
                 return out
+            offset = following
