@@ -13,9 +13,9 @@ from twisted.internet.task import deferLater
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
-from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, read_body
 from kraken.core.tls import TLSSettings
-from kraken.p2p.metainfo import MetaInfo, MetaInfoError
+from kraken.p2p.metainfo import MAX_METAINFO_BYTES, MetaInfo, MetaInfoError
 from kraken.p2p.peer import PeerInfo
 from kraken.p2p.scheduler import TorrentControl
 
@@ -46,7 +46,7 @@ class TrackerClient:
         waited, delay = 0.0, 0.2
         while True:
             response = yield self.http.get(url, timeout=self.request_timeout)
-            body = yield response.content()
+            body = yield read_body(response, url, MAX_METAINFO_BYTES)
             if response.code == 200:
                 try:
                     mi = MetaInfo.from_json(body)

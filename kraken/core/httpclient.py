@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -27,11 +28,33 @@ class BadJSONResponse(ValueError):
     """A response body that is not JSON, or over the limits of :mod:`kraken.core.jsonlimits`."""
 
 
+MAX_JSON_BODY = 16 * 1024 * 1024
+
+
 @inlineCallbacks
-def json_body(response: Any, what: str) -> Any:
-    """*response*'s body read strictly by :func:`kraken.core.jsonlimits.loads` (treq's ``json()``
-    has no limits); :class:`BadJSONResponse` naming *what* answered if it cannot be read."""
-    raw = yield response.content()
+def read_body(response: Any, what: str, limit: int = MAX_JSON_BODY) -> Any:
+    """*response*'s body, or :class:`BadJSONResponse` naming *what* answered once it passes
+    *limit* bytes (the connection is dropped then; treq's ``content()`` has no limit)."""
+    chunks: list[bytes] = []
+    received = 0
+
+    def collect(data: bytes) -> None:
+        nonlocal received
+        received += len(data)
+        if received > limit:
+            raise BadJSONResponse(f"{what} sent a body over {limit} bytes")
+        chunks.append(data)
+
+    yield treq.collect(response, collect)
+    return b"".join(chunks)
+
+
+@inlineCallbacks
+def json_body(response: Any, what: str, limit: int = MAX_JSON_BODY) -> Any:
+    """*response*'s body (at most *limit* bytes) read strictly by
+    :func:`kraken.core.jsonlimits.loads`; :class:`BadJSONResponse` naming *what* answered if it
+    cannot be used."""
+    raw = yield read_body(response, what, limit)
     try:
         return jsonlimits.loads(raw, strict=True)
     except (UnicodeDecodeError, ValueError) as e:

@@ -31,6 +31,8 @@ from kraken.core.jsonlimits import JSONLimitError
 MAGIC = b"kraken-metainfo-v1\n"
 DEFAULT_PIECE_LENGTH = 4 * 1024 * 1024
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
+# A cap on a metainfo answer against endless bodies: 67 bytes per piece, so ~7 TB in 4 MiB pieces.
+MAX_METAINFO_BYTES = 128 * 1024 * 1024
 
 
 class MetaInfoError(ValueError):

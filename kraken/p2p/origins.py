@@ -21,8 +21,16 @@ from twisted.web.client import FileBodyProducer
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.files import FileWindow, write_into
-from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, make_http_client
+from kraken.core.httpclient import (
+    BadJSONResponse,
+    HTTPStatusError,
+    base_url,
+    json_body,
+    make_http_client,
+    read_body,
+)
 from kraken.core.tls import TLSSettings
+from kraken.p2p.metainfo import MAX_METAINFO_BYTES
 
 CHUNK_SIZE = 32 * 1024 * 1024
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -156,8 +164,9 @@ class OriginClient:
     @inlineCallbacks
     def metainfo(self, namespace: str, digest: Digest) -> Any:
         """``(status, body)`` of one metainfo request (200 JSON, 202 fetching, 404 unknown)."""
-        response = yield self.http.get(self._blob_url(namespace, digest, "/metainfo"))
-        body = yield response.content()
+        url = self._blob_url(namespace, digest, "/metainfo")
+        response = yield self.http.get(url)
+        body = yield read_body(response, url, MAX_METAINFO_BYTES)
         return response.code, body
 
     @inlineCallbacks

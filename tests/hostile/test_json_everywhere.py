@@ -276,7 +276,8 @@ def test_agent_refuses_what_its_tracker_answers_in_pathological_json(
 ) -> None:
     blobs = {Digest.of_bytes(name.encode()).hex: answer for name, answer in ANSWERS.items()}
     good = metainfo_of(b"a blob nobody will serve")
-    announces = iter(list(ANSWERS.values()) * 100)
+    endless = b"[" + b"0," * 9_000_000 + b"0]"  # 18 MB: over the 16 MiB a JSON answer may have
+    announces = iter([endless, *ANSWERS.values()] * 100)
 
     def tracker(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
         if method == "POST":
@@ -303,6 +304,7 @@ def test_agent_refuses_what_its_tracker_answers_in_pathological_json(
     assert sum(r.startswith("POST") for r in fake.requests) >= 2 * len(ANSWERS), fake.requests
     assert api.request("GET", "/readiness").status == 200
     assert "unusable announce answer" in agent.log()
+    assert "sent a body over 16777216 bytes" in agent.log()
     assert_no_traceback(agent)
 
 
