@@ -30,7 +30,7 @@ from tests.hostile.rig import call, https, huge_int, nested
 from tests.hostile.test_pipeline import Listener, http_service
 from tests.hostile.test_pipeline import config as pipeline_config
 from tests.hostile.test_pubsub import ws_frame, ws_read
-from tests.integration.p2p_fixtures import agent_config
+from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
 from tests.integration.pipeline_http import Http
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import build_index_config
@@ -535,3 +535,34 @@ def test_pipeline_http_client_refuses_pathological_answers(
     finally:
         for listener in services.values():
             listener.close()
+
+
+# -- the agent's registry port: manifests that arrive over P2P -----------------------------------
+
+def test_agent_registry_port_answers_manifest_unknown_for_pathological_manifests(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    """Anyone who may push to an origin can put any bytes under a digest; the agent's registry
+    port fetches them over P2P and must not choke on them as a manifest."""
+    origin = servers.start("kraken-origin", origin_config(pki, tmp_path / "origin"), name="origin")
+    tracker = servers.start("kraken-tracker", tracker_config(pki, origin.port("http")), name="tracker")
+    config = agent_config(pki, tmp_path / "agent", tracker.port("http"))
+    config["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"]}
+    agent = servers.start("kraken-agent", config, name="agent")
+    reg = Registry("127.0.0.1", agent.port("registry"))
+    config_blob = b'{"os": "linux"}'
+    good = b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'", "config": ' \
+        + descriptor(config_blob) + b', "layers": []}'
+    bodies = {**manifest_bodies(config_blob), "well-formed": good}
+    for name, body in bodies.items():
+        src = tmp_path / "manifest"
+        src.write_bytes(body)
+        pushed = kraken("blob", "push", str(src), "--origin", f"127.0.0.1:{origin.port('http')}",
+                        "--namespace", REPO, "--pki", str(pki))
+        assert pushed.returncode == 0, (name, pushed.stderr)
+        reply = reg.request("GET", f"/v2/{REPO}/manifests/{sha256(body)}", headers={"Accept": OCI_MANIFEST})
+        if name == "well-formed":
+            assert reply.status == 200 and reply.body == good, reply
+        else:
+            assert reply.status == 404 and reply.error_codes() == ["MANIFEST_UNKNOWN"], (name, reply)
+    assert_no_traceback(agent)
