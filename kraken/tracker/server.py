@@ -24,7 +24,9 @@ from twisted.web.server import Request
 
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
+from kraken.core.httpclient import BadJSONResponse
 from kraken.core.metrics import Metrics
+from kraken.core.offenders import OncePerOffender
 from kraken.core.tls import request_identity
 from kraken.p2p.metainfo import MetaInfo, MetaInfoError
 from kraken.p2p.origins import OriginClient, OriginCluster
@@ -108,6 +110,10 @@ class TrackerAPI:
         self.m_announces = metrics.counter("announces", "announce requests", ["complete"])
         self.m_refused = metrics.counter("announces_refused", "announces refused, by reason", ["reason"])
         self.m_peers = metrics.gauge("peers", "peer records in the store")
+        self.m_bad_answers = metrics.counter(
+            "origin_answers_refused", "origin answers that were not usable JSON", ["answer"]
+        )
+        self.bad_origins = OncePerOffender()
 
     def router(self) -> Router:
         r = Router()
@@ -143,6 +149,8 @@ class TrackerAPI:
                     ctx = yield client.peer_context()
                     self.context_cache.put(client.base, ctx, self.origin_ttl)
                 except Exception as e:
+                    if isinstance(e, BadJSONResponse):
+                        self.m_bad_answers.labels("peer_context").inc()
                     log.warn("origin {o} gave no peer context: {e}", o=client.base, e=e)
                     self.context_cache.put(client.base, False, 60.0)
                     continue
@@ -256,7 +264,10 @@ class TrackerAPI:
             try:
                 info_hash = MetaInfo.from_json(body).info_hash_hex
             except MetaInfoError as e:
-                log.warn("origin {o} sent unreadable metainfo for {d}: {e}", o=owners[0].base, d=d, e=e)
+                self.m_bad_answers.labels("metainfo").inc()
+                if self.bad_origins.first("metainfo", owners[0].base):
+                    log.warn("origin {o} sent unreadable metainfo for {d}: {e}; logged once per origin",
+                             o=owners[0].base, d=d, e=e)
                 message = f"origin sent unreadable metainfo for {d}: {e}"
                 raise HTTPError(502, "ORIGIN_ERROR", message) from None
             self.metainfo_cache.put(d.hex, body, 300.0)

@@ -266,6 +266,11 @@ def test_tracker_refuses_what_origins_answer_in_pathological_json(
     status, body = call(pki, port, "POST", f"/announce/{good.info_hash_hex}", announce_body(good.digest),
                         role="agent")
     assert status == 200 and [p["port"] for p in body["peers"]] == [4242], body
+    text = call(pki, port, "GET", "/metrics", role="agent")[1]
+    refused = "kraken_tracker_origin_answers_refused_total"
+    assert f'{refused}{{answer="metainfo"}} {2 * len(ANSWERS)}.0' in text, text  # a GET and an announce each
+    assert f'{refused}{{answer="peer_context"}} {len(ANSWERS)}.0' in text, text
+    assert tracker.log().count("logged once per origin") == len(ANSWERS)
     assert_no_traceback(tracker)
 
 
