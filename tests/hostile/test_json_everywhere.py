@@ -99,11 +99,7 @@ class FakePeer:
     """An HTTPS server with a kraken role's certificate that asks for client certificates (like
     every kraken server) and answers whatever *handler(method, path)* returns."""
 
-    def __init__(self, pki: Path, role: str, handler: Handler, client_cert: bool = True) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
-        context.load_verify_locations(str(pki / "ca.pem"))
-        context.verify_mode = ssl.CERT_REQUIRED if client_cert else ssl.CERT_NONE
+    def __init__(self, pki: Path | None, role: str, handler: Handler, client_cert: bool = True) -> None:
         self.requests: list[str] = []
         peer = self
 
@@ -130,7 +126,12 @@ class FakePeer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        if pki is not None:  # else plain HTTP
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(pki / f"{role}.pem"), str(pki / f"{role}.key"))
+            context.load_verify_locations(str(pki / "ca.pem"))
+            context.verify_mode = ssl.CERT_REQUIRED if client_cert else ssl.CERT_NONE
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -148,7 +149,7 @@ class FakePeer:
 def fakes() -> Iterator[Callable[..., FakePeer]]:
     started: list[FakePeer] = []
 
-    def start(pki: Path, role: str, handler: Handler, client_cert: bool = True) -> FakePeer:
+    def start(pki: Path | None, role: str, handler: Handler, client_cert: bool = True) -> FakePeer:
         started.append(FakePeer(pki, role, handler, client_cert))
         return started[-1]
 
@@ -455,12 +456,15 @@ def test_cli_reports_pathological_answers_with_an_exit_code(
                "nodes without fields": b'{"nodes": [{}]}'}
     current = {"answer": b""}
     fake = fakes(pki, "state", lambda method, path: (200, {}, current["answer"]))
+    plain = fakes(None, "pubsub", lambda method, path: (200, {}, current["answer"]))
     state = ["state", "--url", f"https://{fake.address}", "--pki", str(pki)]
     pipeline = ["pipeline", "--url", f"https://{fake.address}", "--cacert", str(pki / "ca.pem"),
                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
+    pubsub = ["pubsub", "--admin", f"http://{plain.address}", "dump-topics"]
     for name, answer in answers.items():
         current["answer"] = answer
-        for command in ([*state, "nodes"], [*state, "nodes", "--json"], [*pipeline, "services", "list"]):
+        commands = ([*state, "nodes"], [*state, "nodes", "--json"], [*pipeline, "services", "list"], pubsub)
+        for command in commands:
             result = kraken(*command)
             # `pipeline services list` prints any JSON it is given, `state nodes --json` any node list
             if (command[0] == "pipeline" and name not in NOT_JSON) or (
