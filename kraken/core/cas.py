@@ -111,6 +111,15 @@ def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
         os.close(fd)
 
 
+def sync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's sync makes the renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CAStore:
     """Blobs by digest under *root*; see the module docstring for the layout."""
 
@@ -147,13 +156,17 @@ class CAStore:
         except FileNotFoundError:
             pass
 
-    def ingest(self, src: str | Path, d: Digest, verify: bool = True, checked: bool = False) -> Path:
+    def ingest(
+        self, src: str | Path, d: Digest, verify: bool = True, checked: bool = False, durable: bool = True
+    ) -> Path:
         """Move the finished file *src* (on the same filesystem) into the cache as *d*.
 
         With *verify* the file is hashed first; a mismatch deletes it and raises
         :class:`DigestMismatch`. *checked* says the caller hashed it just before. Either way
         the blob gets its verified mark. Storing a blob that is already present is a no-op,
         unless the stored copy's mark no longer holds: then a hashed *src* replaces it.
+        With *durable* the data and every directory entry leading to it are synced before
+        this returns, so a power cut after it keeps the whole blob (a cache may skip that).
         """
         src = Path(src)
         if verify:
@@ -168,11 +181,17 @@ class CAStore:
                 return final / "data"
             # the stored copy changed since it last hashed right: the hashed new one replaces it
             fresh = self._stamp(src)
+            if durable:
+                sync_path(src)
             os.replace(src, final / "data")
+            if durable:
+                sync_path(final)
             write_atomically(final / VERIFIED, fresh.encode(), durable=False)
             self._remember(d, fresh)
             return final / "data"
         stamp = self._stamp(src) if verify or checked else None
+        if durable:
+            sync_path(src)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{d.hex}.{uuid.uuid4().hex}"
         staging.mkdir()
@@ -193,6 +212,9 @@ class CAStore:
             if stamp is not None:
                 os.replace(staging / VERIFIED, final / VERIFIED)
             shutil.rmtree(staging, ignore_errors=True)
+        if durable:
+            for directory in (final, final.parent, final.parent.parent, self.cache_dir):
+                sync_path(directory)
         if stamp is not None:
             self._remember(d, stamp)
         return final / "data"

@@ -65,6 +65,7 @@ class WriteBackQueue:
         self.waiting: dict[tuple[str, str], Deferred[Any]] = {}
         self.m_pending = metrics.gauge("writebacks_pending", "uploads not yet written to a backend")
         self.m_done = metrics.counter("writebacks", "write-back attempts by result", ["result"])
+        self.m_corrupt = metrics.counter("corrupt_entries", "unreadable entries set aside, by store", ["store"])
 
     def pending(self) -> set[tuple[str, str]]:
         """``(namespace, digest hex)`` of every write-back not yet confirmed by the backend."""
@@ -116,6 +117,7 @@ class WriteBackQueue:
         except (OSError, ValueError, KeyError, TypeError) as e:
             aside = path.with_suffix(".bad")
             os.replace(path, aside)
+            self.m_corrupt.labels("writeback").inc()
             log.error("unreadable write-back marker moved to {aside}: {e}", aside=str(aside), e=e)
             return None
         return namespace, d

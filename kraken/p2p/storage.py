@@ -316,7 +316,7 @@ class PieceStore:
         tmp = self.cas.temp_path()
         os.replace(torrent.path, tmp)
         try:
-            path = self.cas.ingest(tmp, torrent.digest, verify=True)
+            path = self.cas.ingest(tmp, torrent.digest, verify=True, durable=False)
         finally:
             shutil.rmtree(torrent.directory, ignore_errors=True)
         self.cas.write_meta(torrent.digest, METAINFO, torrent.mi.to_json())
@@ -327,7 +327,7 @@ class PieceStore:
         torrent.close()
         tmp = self.cas.temp_path()
         os.replace(torrent.path, tmp)
-        path = self.cas.ingest(tmp, torrent.digest, verify=False, checked=True)
+        path = self.cas.ingest(tmp, torrent.digest, verify=False, checked=True, durable=False)
         self.cas.write_meta(torrent.digest, METAINFO, torrent.mi.to_json())
         shutil.rmtree(torrent.directory, ignore_errors=True)
         return path

@@ -204,7 +204,7 @@ class ProxyStorage:
                     continue
                 actual = yield deferToThread(Digest.of_file, tmp)
                 if actual == d:
-                    return str(self.cache.ingest(tmp, d, verify=False, checked=True))
+                    return str(self.cache.ingest(tmp, d, verify=False, checked=True, durable=False))
                 log.error("origin {origin} sent {actual} for {digest}", origin=origin.base,
                           actual=str(actual), digest=str(d))
                 problems.append(f"{origin.base}: sent {actual}")
