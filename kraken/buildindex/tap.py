@@ -88,7 +88,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         duplicator = Duplicator(index.cluster, send, svc.reactor,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc())
         _StopDuplicator(duplicator).setServiceParent(svc)
-    tags = TagService(TagStore(root / "tags"), root / "tmp", origins, backend, duplicator)
+    tags = TagService(TagStore(root / "tags", svc.metrics), root / "tmp", origins, backend, duplicator)
     if index.remotes:
         if origins is None:
             raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")

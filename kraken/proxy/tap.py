@@ -77,7 +77,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if proxy.build_index:
         tags: Any = BuildIndexTags(TagClient(svc.reactor, proxy.build_index, svc.tls))
     else:
-        tags = LocalTags(TagStore(root / "tags"))
+        tags = LocalTags(TagStore(root / "tags", svc.metrics))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)

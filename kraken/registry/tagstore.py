@@ -2,6 +2,9 @@
 
 Reads always go to the file, so a moved tag resolves to its newest digest at once.
 Repository components never start with ``_``, so ``_tags`` cannot clash with a name.
+A put is synced (the file and every directory entry it created) before it returns, so an
+acknowledged tag survives a crash or a power cut. A tag file that does not hold a digest
+(truncated, garbled) is reported once, counted, and read as no tag until it is put again.
 """
 
 from __future__ import annotations
@@ -9,28 +12,52 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from twisted.logger import Logger
+
+from kraken.core.cas import sync_path, write_atomically
+from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
+
 TAGS_DIR = "_tags"
+log = Logger(namespace="kraken.registry.tagstore")
 
 
 class TagStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], metrics: Metrics | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.m_corrupt = (
+            metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
+            if metrics is not None else None
+        )
+        self.reported: set[Path] = set()
 
     def _file(self, repo: str, tag: str) -> Path:
         return self.root / repo / TAGS_DIR / tag
 
     def put(self, repo: str, tag: str, digest: str) -> None:
         path = self._file(repo, tag)
+        created = [d for d in path.parents if not d.exists() and self.root in d.parents]
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{tag}.{os.getpid()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, path)
+        write_atomically(path, digest.encode())
+        for directory in created:
+            sync_path(directory.parent)
+        self.reported.discard(path)
 
     def get(self, repo: str, tag: str) -> str | None:
+        path = self._file(repo, tag)
         try:
-            return self._file(repo, tag).read_text().strip() or None
+            text = path.read_bytes().decode("ascii").strip()
+            return str(Digest.parse(text))
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as e:
+            if path not in self.reported:
+                self.reported.add(path)
+                if self.m_corrupt is not None:
+                    self.m_corrupt.labels("tags").inc()
+                log.error("tag {repo}:{tag} is damaged on disk ({path}: {error}); it reads as absent "
+                          "until it is pushed again", repo=repo, tag=tag, path=str(path), error=str(e))
             return None
 
     def tags(self, repo: str) -> list[str] | None:

@@ -16,14 +16,20 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.registry.tagstore import TagStore
 from tests.hostile.rig import https
 from tests.integration.p2p_fixtures import origin_config
-from tests.support import ServerProcess, free_ports
+from tests.integration.registry_http import Registry
+from tests.integration.registry_support import proxy_config
+from tests.support import ServerProcess, free_ports, tls_section
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def request(pki: Path, port: int, method: str, path: str, body: bytes | None = None,
@@ -162,3 +168,168 @@ def test_a_garbled_write_back_marker_is_set_aside_and_the_others_run(
     assert str(aside) in origin.log()
     status, body = request(pki, origin.port("http"), "GET", "/metrics")
     assert metric(body.decode(), 'kraken_origin_corrupt_entries_total{store="writeback"}') == 1
+
+
+# -- tags: kraken-build-index, kraken-proxy (local tags and with a build-index) ------------------
+
+def push_image(reg: Registry, name: str, tag: str, seed: int) -> str:
+    """Push a config and a layer, then the manifest under *tag* (201); its digest."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    layer = os.urandom(2000 + seed)
+    for blob in (config, layer):
+        put = reg.upload(name, blob, "sha256:" + hashlib.sha256(blob).hexdigest())
+        assert put.status == 201, (put.status, put.body)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(), "size": len(layer)}],
+    }).encode()
+    put = reg.put_manifest(name, tag, manifest, OCI_MANIFEST)
+    assert put.status == 201, (put.status, put.body)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def pulled_digest(reg: Registry, name: str, tag: str) -> str | None:
+    got = reg.request("GET", f"/v2/{name}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+    if got.status != 200:
+        return None
+    return "sha256:" + hashlib.sha256(got.body).hexdigest()
+
+
+def build_index(servers: ServerProcess.Pool, pki: Path, root: Path, port: int, **section: Any) -> ServerProcess:
+    return servers.start("kraken-build-index", {
+        "listen": [f"tls:tcp:{port}:interface=127.0.0.1"],
+        "tls": tls_section(pki, "build-index"),
+        "buildindex": {"storage": str(root), **section},
+    }, name="build-index")
+
+
+def tag_path(tag: str, digest: str = "") -> str:
+    return f"/tags/{quote(tag, safe='')}" + (f"/digest/{digest}" if digest else "")
+
+
+def test_build_index_tag_put_survives_kill_9(pki: Path, tmp_path: Path, servers: ServerProcess.Pool) -> None:
+    port = free_ports(1)[0]
+    index = build_index(servers, pki, tmp_path / "bi", port)
+    for i in range(3):
+        digest = str(Digest.of_bytes(b"manifest %d" % i))
+        status, body = request(pki, port, "PUT", tag_path(f"team/app:v{i}", digest))
+        assert status == 200, body
+        index.kill()
+        index.start()
+        status, body = request(pki, port, "GET", tag_path(f"team/app:v{i}"))
+        assert (status, body.decode()) == (200, digest), index.log()[-2000:]
+
+
+def test_tag_put_syncs_the_file_and_the_directories_it_created(tmp_path: Path, monkeypatch: Any) -> None:
+    store = TagStore(tmp_path / "tags")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store.put("team/app", "v1", str(Digest.of_bytes(b"m")))
+    tags = tmp_path / "tags" / "team" / "app" / "_tags"
+    assert any(s.startswith(str(tags / ".v1.")) for s in synced), synced  # the data, before its rename
+    for directory in (tags, tags.parent, tags.parent.parent, tmp_path / "tags"):
+        assert str(directory) in synced, (directory, synced)
+
+
+GARBLED_TAGS = {"empty": b"", "truncated": b"sha256:0123456789abcdef", "binary": b"\x00\xff\xfe" * 30}
+
+
+@pytest.mark.parametrize("garbage", GARBLED_TAGS.values(), ids=GARBLED_TAGS.keys())
+def test_a_garbled_tag_file_reads_as_absent_and_is_reported_once(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, garbage: bytes
+) -> None:
+    backend = tmp_path / "backend"
+    port = free_ports(1)[0]
+    index = build_index(servers, pki, tmp_path / "bi", port, backend={"type": "fs", "root": str(backend)})
+    digests = {tag: str(Digest.of_bytes(tag.encode())) for tag in ("team/app:good", "team/app:bad")}
+    for tag, digest in digests.items():
+        assert request(pki, port, "PUT", tag_path(tag, digest))[0] == 200
+    index.kill()
+    damaged = tmp_path / "bi" / "tags" / "team" / "app" / "_tags" / "bad"
+    damaged.write_bytes(garbage)
+    shutil.rmtree(backend)  # no copy to repair from: the bad tag is gone, the good one stays
+    index.start()
+    assert request(pki, port, "GET", tag_path("team/app:good")) == (200, digests["team/app:good"].encode())
+    for _ in range(2):
+        assert request(pki, port, "GET", tag_path("team/app:bad"))[0] == 404
+    assert len([line for line in index.log().splitlines() if str(damaged) in line]) == 1
+    status, body = request(pki, port, "GET", "/metrics")
+    assert metric(body.decode(), 'kraken_build_index_corrupt_entries_total{store="tags"}') == 1
+    # pushed again, the tag is whole again
+    assert request(pki, port, "PUT", tag_path("team/app:bad", digests["team/app:bad"]))[0] == 200
+    assert request(pki, port, "GET", tag_path("team/app:bad")) == (200, digests["team/app:bad"].encode())
+
+
+def test_build_index_repairs_a_garbled_tag_from_its_backend(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    port = free_ports(1)[0]
+    index = build_index(servers, pki, tmp_path / "bi", port,
+                        backend={"type": "fs", "root": str(tmp_path / "backend")})
+    digest = str(Digest.of_bytes(b"manifest"))
+    assert request(pki, port, "PUT", tag_path("team/app:v1", digest))[0] == 200
+    index.kill()
+    damaged = tmp_path / "bi" / "tags" / "team" / "app" / "_tags" / "v1"
+    damaged.write_bytes(digest[:20].encode())
+    index.start()
+    assert request(pki, port, "GET", tag_path("team/app:v1")) == (200, digest.encode())
+    assert damaged.read_text() == digest
+
+
+def test_proxy_manifest_put_survives_kill_9_with_local_tags(
+    tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    proxy = servers.start("kraken-proxy", {
+        "listen": ["tcp:0:interface=127.0.0.1"], "proxy": {"storage": str(tmp_path / "proxy")},
+    }, name="proxy")
+    for i in range(3):
+        digest = push_image(Registry("127.0.0.1", proxy.port("registry")), "team/app", f"v{i}", i)
+        proxy.kill()
+        proxy.start()
+        reg = Registry("127.0.0.1", proxy.port("registry"))
+        assert pulled_digest(reg, "team/app", f"v{i}") == digest, proxy.log()[-2000:]
+        assert pulled_digest(reg, "team/app", digest) == digest
+
+    # a garbled tag file: that tag is unknown and reported once; the others stay
+    proxy.kill()
+    damaged = tmp_path / "proxy" / "tags" / "team" / "app" / "_tags" / "v1"
+    damaged.write_bytes(b"sha256:00")
+    proxy.start()
+    reg = Registry("127.0.0.1", proxy.port("registry"))
+    assert pulled_digest(reg, "team/app", "v1") is None
+    assert pulled_digest(reg, "team/app", "v0") is not None
+    assert pulled_digest(reg, "team/app", "v2") is not None
+    assert sum(str(damaged) in line for line in proxy.log().splitlines()) == 1
+    text = reg.request("GET", "/metrics").body.decode()
+    assert metric(text, 'kraken_proxy_corrupt_entries_total{store="tags"}') == 1
+
+
+def test_proxy_manifest_put_survives_kill_9_of_every_server_with_a_build_index(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    origin_port, index_port = free_ports(2)
+    config = origin_config(pki, tmp_path / "o")
+    config["listen"] = [f"tls:tcp:{origin_port}:interface=127.0.0.1"]
+    origin = servers.start("kraken-origin", config, name="origin")
+    index = build_index(servers, pki, tmp_path / "bi", index_port, origins=[f"127.0.0.1:{origin_port}"])
+    proxy = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "p", origin_port, index_port),
+                          name="proxy")
+    for i in range(2):
+        digest = push_image(Registry("127.0.0.1", proxy.port("registry")), "team/app", f"v{i}", i)
+        for server in (proxy, index, origin):
+            server.kill()
+        shutil.rmtree(tmp_path / "p")  # nothing cached: the tag and the manifest come from the cluster
+        for server in (origin, index, proxy):
+            server.start()
+        reg = Registry("127.0.0.1", proxy.port("registry"))
+        assert pulled_digest(reg, "team/app", f"v{i}") == digest, proxy.log()[-2000:]

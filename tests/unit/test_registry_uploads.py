@@ -216,11 +216,11 @@ def test_a_chunk_being_made_durable_is_not_undone(tmp_path: Path) -> None:
 def test_tag_store(tmp_path: Path) -> None:
     store = TagStore(tmp_path)
     assert store.get("test/a", "v1") is None and store.tags("test/a") is None
-    store.put("test/a", "v1", "sha256:1")
-    store.put("test/a", "v2", "sha256:2")
-    store.put("test/a/b", "v1", "sha256:3")
-    store.put("test/a", "v1", "sha256:4")  # a moved tag: newest wins at once
-    assert store.get("test/a", "v1") == "sha256:4"
+    store.put("test/a", "v1", "sha256:" + "1" * 64)
+    store.put("test/a", "v2", "sha256:" + "2" * 64)
+    store.put("test/a/b", "v1", "sha256:" + "3" * 64)
+    store.put("test/a", "v1", "sha256:" + "4" * 64)  # a moved tag: newest wins at once
+    assert store.get("test/a", "v1") == "sha256:" + "4" * 64
     assert store.tags("test/a") == ["v1", "v2"]
     assert store.repositories() == ["test/a", "test/a/b"]
     assert store.entries("test/a:") == ["test/a:v1", "test/a:v2"]
