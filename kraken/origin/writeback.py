@@ -65,7 +65,8 @@ class WriteBackQueue:
         self.waiting: dict[tuple[str, str], Deferred[Any]] = {}
         self.m_pending = metrics.gauge("writebacks_pending", "uploads not yet written to a backend")
         self.m_done = metrics.counter("writebacks", "write-back attempts by result", ["result"])
-        self.m_corrupt = metrics.counter("corrupt_entries", "unreadable entries set aside, by store", ["store"])
+        self.m_corrupt = metrics.counter("corrupt_entries", "unreadable entries found on disk, by store",
+                                         ["store"])
 
     def pending(self) -> set[tuple[str, str]]:
         """``(namespace, digest hex)`` of every write-back not yet confirmed by the backend."""

@@ -88,7 +88,7 @@ class PipelineApp:
     ) -> None:
         self.clock = clock
         self.cfg = cfg
-        self.store = Store(cfg.database or DEFAULT_DB) if cfg.persist else None
+        self.store = Store(cfg.database or DEFAULT_DB, metrics) if cfg.persist else None
         set_value_limits(cfg.max_value_bytes, cfg.max_value_nesting)
         ctx = ClientContext(
             clock,

@@ -3,7 +3,9 @@ project folder of JSON files applied at start.
 
 SQLite table ``definitions(kind, key, name, body, started, options, seq)``: one row per
 service or pipeline (``kind`` service/pipeline) and one for the routing table. Writes are
-small and synchronous (one row per management operation).
+small and synchronous (one row per management operation), each committed and fsynced before
+the API answers (:func:`~kraken.core.sqlitedb.open_durable`). A damaged file stops the start
+with one line naming it; a row that does not decode is logged, counted and skipped.
 
 Project folder layout (the original's ``lib/kraken``): ``services/*.json`` (an object or an
 array of them), ``pipelines/*.json``, ``routes.json``. At start the stored state is restored
@@ -13,12 +15,14 @@ first, then the folder is applied on top (defined and started), so edited files 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
+
+from kraken.core.metrics import Metrics
+from kraken.core.sqlitedb import open_durable
 
 log = Logger(namespace="kraken.pipeline.store")
 
@@ -32,10 +36,13 @@ CREATE TABLE IF NOT EXISTS definitions (
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, metrics: Metrics | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = open_durable(path, isolation_level=None)
+        self.m_corrupt = (
+            metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
+            if metrics is not None else None
+        )
         self.db.execute(_SCHEMA)
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM definitions").fetchone()
         self.seq = int(row[0])
@@ -63,10 +70,20 @@ class Store:
 
     def load(self, kind: str) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
         rows = self.db.execute(
-            "SELECT body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
+            "SELECT key, body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
         ).fetchall()
-        for body, started, options in rows:
-            yield json.loads(body), bool(started), json.loads(options)
+        for key, body, started, options in rows:
+            try:
+                decoded = json.loads(body), bool(started), json.loads(options)
+                if not isinstance(decoded[2], dict):
+                    raise ValueError(f"options are {type(decoded[2]).__name__}, not an object")
+            except (ValueError, TypeError) as e:
+                if self.m_corrupt is not None:
+                    self.m_corrupt.labels("definitions").inc()
+                log.error("skipping stored {kind} {key!r}: unreadable row ({error})", kind=kind, key=key,
+                          error=str(e))
+                continue
+            yield decoded
 
     def close(self) -> None:
         self.db.close()

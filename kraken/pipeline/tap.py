@@ -9,6 +9,7 @@ from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, sect
 from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
+from kraken.core.sqlitedb import DamagedDatabase
 from kraken.pipeline.app import PipelineApp, PipelineBoot, PipelineSection
 from kraken.pipeline.exposure import warn_about_plain_listeners
 from kraken.pipeline.metrics import PipelineCollector
@@ -34,7 +35,10 @@ def _counter(registry: ServiceRegistry | PipelineRegistry, state: str) -> Callab
 def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("pipeline", config, reactor)
-    app = PipelineApp(config.pipeline, svc.reactor, svc.tls, svc.metrics)
+    try:
+        app = PipelineApp(config.pipeline, svc.reactor, svc.tls, svc.metrics)
+    except DamagedDatabase as e:
+        raise SystemExit(f"kraken-pipeline: {e}") from None
     defined = svc.metrics.gauge("definitions", "defined services and pipelines", ["kind", "state"])
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):

@@ -99,7 +99,9 @@ class StateService(Service):
             sse_mutations=sse_mutations(sse_timeout),
         )
         self.engine.allow_discoveries(SSE, SSE_DISCOVERABLES)
-        self.persist = SqliteCfg(db, self.store, clock) if db else None
+        corrupt = (metrics or {}).get("corrupt_entries")
+        skipped = corrupt.labels("cfg").inc if corrupt is not None else None
+        self.persist = SqliteCfg(db, self.store, clock, on_skipped=skipped) if db else None
         self.initial = read_state_file(state_file) if state_file else []
         self.loaded = False
         self.load()

@@ -8,8 +8,7 @@ changed URL: CFG_UPDATE for Cfg, UPDATE for Dsc; a write that changes nothing em
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kraken.core.sqlitedb import open_durable
 from kraken.state import model
 from kraken.state.events import ChangeKind, Event, EventBus, EventType, StateChange
 from kraken.state.model import ModelError, Node
@@ -160,12 +160,17 @@ class SqliteCfg:
     journal costs several, and readers never block the writer.
     """
 
-    def __init__(self, path: str | Path, store: StateStore, clock: IReactorTime, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        store: StateStore,
+        clock: IReactorTime,
+        delay: float = 0.0,
+        on_skipped: Callable[[], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), check_same_thread=False)  # used by one thread at a time
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = open_durable(self.path, check_same_thread=False)  # used by one thread at a time
         self.db.execute("CREATE TABLE IF NOT EXISTS cfg (id TEXT PRIMARY KEY, node TEXT NOT NULL)")
         self.db.commit()
         self.store = store
@@ -178,14 +183,18 @@ class SqliteCfg:
         self._in_flight: list[Deferred[None]] | None = None  # waits for the commit running now
         self._call: IDelayedCall | None = None
         self.closed = False
+        self.on_skipped = on_skipped
 
     def load(self) -> list[Node]:
         nodes = []
         for node_id, text in self.db.execute("SELECT id, node FROM cfg ORDER BY id"):
             try:
                 nodes.append(model.from_json(json.loads(text)))
-            except (ModelError, ValueError) as e:
-                log.error("skipping stored node {id}: {error}", id=node_id, error=str(e))
+            except (ModelError, ValueError, TypeError, KeyError, AttributeError) as e:
+                log.error("skipping stored node {id} of {path}: {error}", id=node_id, path=str(self.path),
+                          error=str(e))
+                if self.on_skipped is not None:
+                    self.on_skipped()
         return nodes
 
     def attach(self) -> None:

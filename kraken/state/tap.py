@@ -9,6 +9,7 @@ from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_s
 from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
+from kraken.core.sqlitedb import DamagedDatabase
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
 from kraken.state.model import DEFAULT_ID, ModelError
@@ -91,6 +92,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             ),
             "discoveries": svc.metrics.counter("discoveries_total", "discoveries accepted"),
             "failures": svc.metrics.counter("mutation_failures_total", "mutations that timed out or failed"),
+            "corrupt_entries": svc.metrics.counter(
+                "corrupt_entries", "unreadable entries found on disk, by store", ["store"]
+            ),
         }
         state = StateService(
             modules,
@@ -104,7 +108,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             sse_timeout=st.sse_timeout,
             metrics=metrics,
         )
-    except (ModuleLoadError, StateError, ModelError, ValueError) as e:
+    except (ModuleLoadError, StateError, ModelError, ValueError, DamagedDatabase) as e:
         raise SystemExit(f"kraken-state: {e}") from None
     state.setServiceParent(svc)
     try:

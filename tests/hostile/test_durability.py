@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from kraken.core.digest import Digest
 from kraken.registry.tagstore import TagStore
 from tests.hostile.rig import https
 from tests.integration.p2p_fixtures import origin_config
+from tests.integration.pipeline_http import Http
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import proxy_config
-from tests.support import ServerProcess, free_ports, tls_section
+from tests.integration.state_rig import state_config
+from tests.support import ServerProcess, free_ports, run_twistd, tls_section
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -166,7 +169,7 @@ def test_a_garbled_write_back_marker_is_set_aside_and_the_others_run(
     aside = markers[0].with_suffix(".bad")
     assert aside.read_bytes() == garbage
     assert str(aside) in origin.log()
-    status, body = request(pki, origin.port("http"), "GET", "/metrics")
+    body = request(pki, origin.port("http"), "GET", "/metrics")[1]
     assert metric(body.decode(), 'kraken_origin_corrupt_entries_total{store="writeback"}') == 1
 
 
@@ -199,7 +202,8 @@ def pulled_digest(reg: Registry, name: str, tag: str) -> str | None:
     return "sha256:" + hashlib.sha256(got.body).hexdigest()
 
 
-def build_index(servers: ServerProcess.Pool, pki: Path, root: Path, port: int, **section: Any) -> ServerProcess:
+def build_index(servers: ServerProcess.Pool, pki: Path, root: Path, port: int, **section: Any
+                ) -> ServerProcess:
     return servers.start("kraken-build-index", {
         "listen": [f"tls:tcp:{port}:interface=127.0.0.1"],
         "tls": tls_section(pki, "build-index"),
@@ -263,7 +267,7 @@ def test_a_garbled_tag_file_reads_as_absent_and_is_reported_once(
     for _ in range(2):
         assert request(pki, port, "GET", tag_path("team/app:bad"))[0] == 404
     assert len([line for line in index.log().splitlines() if str(damaged) in line]) == 1
-    status, body = request(pki, port, "GET", "/metrics")
+    body = request(pki, port, "GET", "/metrics")[1]
     assert metric(body.decode(), 'kraken_build_index_corrupt_entries_total{store="tags"}') == 1
     # pushed again, the tag is whole again
     assert request(pki, port, "PUT", tag_path("team/app:bad", digests["team/app:bad"]))[0] == 200
@@ -333,3 +337,100 @@ def test_proxy_manifest_put_survives_kill_9_of_every_server_with_a_build_index(
             server.start()
         reg = Registry("127.0.0.1", proxy.port("registry"))
         assert pulled_digest(reg, "team/app", f"v{i}") == digest, proxy.log()[-2000:]
+
+
+# -- kraken-pipeline definitions; damaged SQLite files (pipeline, state) -------------------------
+
+def lambda_service(name: str) -> dict[str, Any]:
+    return {"name": name, "client": {"module": "octopus.lambda", "start": {"module": "SimpleMath"}},
+            "interface": {"add": {"call": {"function": "add"}}}}
+
+
+def stage(name: str) -> dict[str, Any]:
+    return {"name": name, "components": [{"type": "stage", "transform": {"out": "args['n'] + 1"}}]}
+
+
+def pipeline_server(servers: ServerProcess.Pool, db: Path) -> ServerProcess:
+    return servers.start("kraken-pipeline", {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "pipeline": {"persist": True, "database": str(db)},
+    }, name="pipeline")
+
+
+def test_pipeline_definitions_survive_kill_9(tmp_path: Path, servers: ServerProcess.Pool) -> None:
+    server = pipeline_server(servers, tmp_path / "defs.sqlite")
+
+    def then_kill(method: str, path: str, body: Any = None) -> Http:
+        Http(server.port("http")).ok(method, path, body)
+        server.kill()
+        server.start()
+        return Http(server.port("http"))
+
+    for i in range(2):
+        api = then_kill("POST", "/services/define", lambda_service(f"math{i}"))
+        assert f"math{i}" in api.ok("GET", "/services"), server.log()[-2000:]
+        api = then_kill("POST", f"/services/start/math{i}")
+        assert api.ok("GET", f"/services/status/math{i}")["status"] == ":ready"
+        api = then_kill("POST", "/pipelines/define", stage(f"inc{i}"))
+        assert f"inc{i}" in api.ok("GET", "/pipelines")
+        api = then_kill("POST", f"/pipelines/start/inc{i}")
+        assert api.ok("POST", f"/pipelines/call/inc{i}", {"n": 1})["out"] == 2
+        api = then_kill("POST", "/routes/define", {f"event{i}": f"inc{i}"})
+        assert api.ok("GET", "/routes") == {f"event{i}": f"inc{i}"}
+
+
+def test_an_unreadable_pipeline_row_is_skipped_and_counted(
+    tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    db = tmp_path / "defs.sqlite"
+    server = pipeline_server(servers, db)
+    api = Http(server.port("http"))
+    for name in ("good", "bad"):
+        api.ok("POST", "/pipelines/define", stage(name))
+    server.kill()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE definitions SET body = '{\"name\": \"bad\", \"compo' WHERE key LIKE '%bad%'")
+    server.start()
+    api = Http(server.port("http"))
+    assert api.ok("GET", "/pipelines") == ["good"], server.log()[-2000:]
+    assert "skipping stored pipeline" in server.log()
+    text = Http(server.port("http")).get("/metrics").raw.decode()
+    assert metric(text, 'kraken_pipeline_corrupt_entries_total{store="definitions"}') == 1
+
+
+DAMAGES = {
+    "garbage": lambda raw: b"this is not a database " * 100,
+    "truncated": lambda raw: raw[: len(raw) // 3 + 100],
+    "flipped": lambda raw: raw[:4106] + bytes(b ^ 0xFF for b in raw[4106:4496]) + raw[4496:],  # page 2
+}
+
+
+def damage(path: Path, how: str) -> None:
+    for suffix in ("-wal", "-shm"):  # checkpointed at the clean stop: the main file holds it all
+        assert not Path(f"{path}{suffix}").exists() or Path(f"{path}{suffix}").stat().st_size == 0
+    path.write_bytes(DAMAGES[how](path.read_bytes()))
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_database_stops_the_start_with_one_line(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, how: str
+) -> None:
+    state = servers.start("kraken-state", state_config(pki, tmp_path / "st", freeze=True), name="state")
+    for i in range(40):
+        nid = f"eeeeeeee-0000-0000-0000-{i:012d}"
+        body = json.dumps({"id": nid, "nodename": "n" * 200}).encode()
+        assert request(pki, state.port("http"), "POST", "/cfg/node", body,
+                       {"Content-Type": "application/json"})[0] == 201
+    state.stop()
+    pipeline = pipeline_server(servers, tmp_path / "defs.sqlite")
+    for i in range(40):
+        Http(pipeline.port("http")).ok("POST", "/pipelines/define", stage(f"p{i}" + "x" * 100))
+    pipeline.stop()
+
+    for proc, db in ((state, tmp_path / "st" / "cfg.sqlite"), (pipeline, tmp_path / "defs.sqlite")):
+        damage(db, how)
+        result = run_twistd(proc.plugin, "--config", str(proc.config_file), timeout=60)
+        assert result.returncode != 0
+        output = (result.stdout + result.stderr).strip().splitlines()
+        assert "Traceback" not in result.stderr + result.stdout, result.stderr
+        assert len(output) == 1 and str(db) in output[0] and proc.plugin in output[0], output
