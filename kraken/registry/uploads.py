@@ -199,6 +199,8 @@ class UploadManager:
                                        ["limit"]) if metrics else None
         self.expired = metrics.counter("upload_sessions_expired", "idle upload sessions deleted") if metrics \
             else None
+        self.corrupt = metrics.counter("corrupt_entries", "unreadable entries found on disk, by store",
+                                       ["store"]) if metrics else None
         self._load()
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -372,9 +374,19 @@ class UploadManager:
                 str(header["id"]), str(header["name"]), journal.with_suffix(DATA_SUFFIX),
                 float(header["started"]), float(header["started"]), str(header.get("client", "-")),
             )
+            damaged = 0
             for line in lines[1:-1]:  # the last piece has no newline: incomplete, ignored
-                size, touched = line.split()
-                session.size, session.touched = int(size), float(touched)
+                try:
+                    size, touched = line.split()
+                    if int(size) < session.size:
+                        raise ValueError("offset goes back")
+                    session.size, session.touched = int(size), float(touched)
+                except ValueError:
+                    damaged += 1  # a garbled progress line: the next good one carries on
+            if damaged:
+                self._count_corrupt()
+                log.error("upload session journal {path}: {n} unreadable progress lines skipped; the "
+                          "session resumes at {size} bytes", path=str(journal), n=damaged, size=session.size)
             if session.id != journal.stem:
                 raise ValueError("the journal names another session")
             # the data file may hold a chunk that was never acknowledged (cut off here), or,
@@ -390,6 +402,11 @@ class UploadManager:
                     session.hasher.update(block)
                     left -= len(block)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-            log.warn("upload session {path} dropped at start: {error}", path=journal.name, error=e)
+            self._count_corrupt()
+            log.error("upload session {path} dropped at start: {error}", path=str(journal), error=e)
             return None
         return session
+
+    def _count_corrupt(self) -> None:
+        if self.corrupt is not None:
+            self.corrupt.labels("upload_sessions").inc()

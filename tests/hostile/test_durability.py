@@ -434,3 +434,50 @@ def test_a_damaged_database_stops_the_start_with_one_line(
         output = (result.stdout + result.stderr).strip().splitlines()
         assert "Traceback" not in result.stderr + result.stdout, result.stderr
         assert len(output) == 1 and str(db) in output[0] and proc.plugin in output[0], output
+
+
+# -- kraken-proxy upload-session journals ---------------------------------------------------------
+
+def test_garbled_upload_journals_are_reported_and_the_good_sessions_resume(
+    tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    proxy = servers.start("kraken-proxy", {
+        "listen": ["tcp:0:interface=127.0.0.1"], "proxy": {"storage": str(tmp_path / "proxy")},
+    }, name="proxy")
+    reg = Registry("127.0.0.1", proxy.port("registry"))
+    chunks = [b"a" * 5000, b"b" * 7000]
+    locations = {}
+    for name in ("intact", "bad-line", "bad-header"):
+        start = reg.request("POST", f"/v2/team/{name}/blobs/uploads/")
+        assert start.status == 202
+        location = start.header("Location")
+        assert location
+        offset = 0
+        for chunk in chunks:
+            patched = reg.request("PATCH", location, chunk, {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
+            assert patched.status == 202, patched.body
+            offset += len(chunk)
+        locations[name] = location
+    proxy.kill()
+
+    uploads = tmp_path / "proxy" / "uploads"
+    journals = {name: next(p for p in uploads.glob("*.session") if p.stem in location)
+                for name, location in locations.items()}
+    lines = journals["bad-line"].read_bytes().split(b"\n")
+    journals["bad-line"].write_bytes(b"\n".join([lines[0], b"5\x00\xff0 garbage", *lines[2:]]))
+    journals["bad-header"].write_bytes(b'{"id": "' + journals["bad-header"].read_bytes()[8:40])
+    proxy.start()
+    reg = Registry("127.0.0.1", proxy.port("registry"))
+    whole = b"".join(chunks)
+    for name in ("intact", "bad-line"):  # both resume where their last good line says
+        status = reg.request("GET", locations[name])
+        assert status.status == 204 and status.header("Range") == f"0-{len(whole) - 1}", (name, proxy.log())
+        digest = "sha256:" + hashlib.sha256(whole).hexdigest()
+        assert reg.request("PUT", f"{locations[name]}?digest={digest}").status == 201
+    assert reg.request("GET", locations["bad-header"]).status == 404
+    log = proxy.log()
+    assert str(journals["bad-line"]) in log and str(journals["bad-header"]) in log
+    text = reg.request("GET", "/metrics").body.decode()
+    assert metric(text, 'kraken_proxy_corrupt_entries_total{store="upload_sessions"}') == 2
