@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 
 class DamagedDatabase(Exception):
     """The database file is not a readable SQLite database; the message names it."""
 
 
-def open_durable(path: str | Path, isolation_level: str | None = "", check_same_thread: bool = True
-                 ) -> sqlite3.Connection:
+def open_durable(
+    path: str | Path,
+    isolation_level: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None = "DEFERRED",
+    check_same_thread: bool = True,
+) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=isolation_level, check_same_thread=check_same_thread)
     try:
         db.execute("PRAGMA journal_mode=WAL")
