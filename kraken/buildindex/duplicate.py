@@ -4,12 +4,21 @@ After a tag is stored (not when it arrives as a duplicate), each neighbour gets
 ``PUT /internal/duplicate/tags/<repo:tag>/digest/<d>``; failures are retried with exponential
 backoff on the injected clock, up to ``attempts`` times, and then counted and logged. A newer
 digest for the same tag replaces a pending older one, so neighbours never move a tag back.
+
+With a *journal* directory each pending copy is also a marker file there, written (synced)
+before the tag is acknowledged and removed when the copy is done or given up: copies a crash
+interrupted start again at the next start (:meth:`Duplicator.resume`). An unreadable marker is
+set aside as ``.bad``, logged and counted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +27,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from kraken.core.cas import write_atomically
 from kraken.core.httpclient import HTTPStatusError, base_url
 from kraken.core.tls import TLSSettings
 
@@ -47,6 +57,11 @@ class HTTPTagSender:
         return body.addCallback(check)
 
 
+def _marker_name(task: _Task) -> str:
+    key = "\0".join((task.neighbour, task.repo, task.tag)).encode()
+    return hashlib.sha256(key).hexdigest()[:32] + ".json"
+
+
 @dataclass
 class _Task:
     neighbour: str
@@ -67,7 +82,13 @@ class Duplicator:
         first_delay: float = 0.5,
         max_delay: float = 60.0,
         on_result: Callable[[str], None] | None = None,
+        journal: Path | None = None,
+        on_corrupt: Callable[[], None] | None = None,
     ) -> None:
+        self.journal = journal
+        if journal is not None:
+            journal.mkdir(parents=True, exist_ok=True)
+        self.on_corrupt = on_corrupt or (lambda: None)
         self.neighbours = neighbours
         self.send = send
         self.clock = clock
@@ -85,7 +106,47 @@ class Duplicator:
                 old.call.cancel()
             task = _Task(neighbour, repo, tag, digest)
             self.pending[key] = task
+            self._record(task)
             self._try(task)
+
+    def resume(self) -> int:
+        """Start the copies whose markers a previous run left (for our neighbours); how many."""
+        if self.journal is None:
+            return 0
+        started = 0
+        for path in sorted(self.journal.glob("*.json")):
+            try:
+                record = json.loads(path.read_bytes())
+                task = _Task(str(record["neighbour"]), str(record["repo"]), str(record["tag"]),
+                             str(record["digest"]))
+                if path.name != _marker_name(task):
+                    raise ValueError("marker name does not match its content")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                aside = path.with_suffix(".bad")
+                os.replace(path, aside)
+                self.on_corrupt()
+                log.error("unreadable tag-copy marker moved to {aside}: {error}", aside=str(aside),
+                          error=str(e))
+                continue
+            key = (task.neighbour, task.repo, task.tag)
+            if task.neighbour not in self.neighbours or key in self.pending:
+                continue
+            self.pending[key] = task
+            self._try(task)
+            started += 1
+        if started:
+            log.info("resumed {n} pending tag copies", n=started)
+        return started
+
+    def _record(self, task: _Task) -> None:
+        if self.journal is not None:
+            record = {"neighbour": task.neighbour, "repo": task.repo, "tag": task.tag, "digest": task.digest}
+            write_atomically(self.journal / _marker_name(task), json.dumps(record).encode())
+
+    def _forget(self, task: _Task) -> None:
+        del self.pending[(task.neighbour, task.repo, task.tag)]
+        if self.journal is not None:
+            (self.journal / _marker_name(task)).unlink(missing_ok=True)
 
     def _try(self, task: _Task) -> None:
         task.call = None
@@ -98,14 +159,14 @@ class Duplicator:
 
     def _done(self, task: _Task) -> None:
         if self._current(task):
-            del self.pending[(task.neighbour, task.repo, task.tag)]
+            self._forget(task)
         self.on_result("ok")
 
     def _failed(self, task: _Task, failure: Any) -> None:
         if not self._current(task):
             return
         if task.attempt >= self.attempts:
-            del self.pending[(task.neighbour, task.repo, task.tag)]
+            self._forget(task)
             log.error("gave up copying {repo}:{tag} to {neighbour} after {n} attempts: {error}",
                       repo=task.repo, tag=task.tag, neighbour=task.neighbour, n=task.attempt,
                       error=failure.getErrorMessage())

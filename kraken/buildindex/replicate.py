@@ -44,6 +44,8 @@ class Replicator:
         clock: IReactorTime,
         scratch: Path,
         on_result: Callable[[str], None] | None = None,
+        journal: Path | None = None,
+        on_corrupt: Callable[[], None] | None = None,
     ) -> None:
         self.tags = tags
         self.http = http
@@ -53,7 +55,13 @@ class Replicator:
         self.routes: list[tuple[list[re.Pattern[str]], Duplicator]] = []
         for remote, patterns in remotes.items():
             compiled = [re.compile(p) for p in patterns]
-            self.routes.append((compiled, Duplicator([remote], self.replicate, clock, on_result=on_result)))
+            queue = Duplicator([remote], self.replicate, clock, on_result=on_result, journal=journal,
+                               on_corrupt=on_corrupt)
+            self.routes.append((compiled, queue))
+
+    def resume(self) -> int:
+        """Start the replications a previous run left pending (see :meth:`Duplicator.resume`)."""
+        return sum(queue.resume() for _, queue in self.routes)
 
     def tag_stored(self, repo: str, tag: str, digest: str) -> None:
         name = f"{repo}:{tag}"

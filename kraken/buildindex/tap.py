@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,14 @@ def _remotes(remotes: dict[str, Any]) -> dict[str, list[str]]:
 
 
 class _StopDuplicator(Service):
+    """Resumes the copies left pending on disk at start; stops retrying at shutdown."""
+
     def __init__(self, duplicator: Duplicator | Replicator) -> None:
         self.duplicator = duplicator
+
+    def startService(self) -> None:
+        super().startService()
+        self.duplicator.resume()
 
     def stopService(self) -> Any:
         self.duplicator.stop()
@@ -82,11 +89,17 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     origins = OriginCluster(svc.reactor, index.origins, svc.tls) if index.origins else None
     backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
+    corrupt_entries = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store",
+                                          ["store"])
+
+    def corrupt(store: str) -> Callable[[], None]:
+        return corrupt_entries.labels(store).inc
     if index.cluster:
         send = HTTPTagSender(make_http_client(svc.reactor, svc.tls), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
         duplicator = Duplicator(index.cluster, send, svc.reactor,
-                                on_result=lambda outcome: outcomes.labels(outcome).inc())
+                                on_result=lambda outcome: outcomes.labels(outcome).inc(),
+                                journal=root / "pending" / "duplicate", on_corrupt=corrupt("tag_copies"))
         _StopDuplicator(duplicator).setServiceParent(svc)
     tags = TagService(TagStore(root / "tags", svc.metrics), root / "tmp", origins, backend, duplicator)
     if index.remotes:
@@ -96,6 +109,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         replicator = Replicator(
             _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls), svc.tls, svc.reactor,
             root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
+            journal=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
         )
         tags.replicator = replicator
         _StopDuplicator(replicator).setServiceParent(svc)

@@ -290,6 +290,31 @@ def test_build_index_repairs_a_garbled_tag_from_its_backend(
     assert damaged.read_text() == digest
 
 
+def test_a_pending_copy_to_a_neighbour_survives_kill_9(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    port_a, port_b = free_ports(2)
+    a = servers.start("kraken-build-index", {
+        "listen": [f"tls:tcp:{port_a}:interface=127.0.0.1"], "tls": tls_section(pki, "build-index"),
+        "buildindex": {"storage": str(tmp_path / "a"), "cluster": [f"127.0.0.1:{port_b}"]},
+    }, name="build-index-a")
+    digest = str(Digest.of_bytes(b"manifest"))
+    assert request(pki, port_a, "PUT", tag_path("team/app:v1", digest))[0] == 200  # the neighbour is down
+    a.kill()
+    journal = tmp_path / "a" / "pending" / "duplicate"
+    assert len(list(journal.glob("*.json"))) == 1
+    (journal / "garbled.json").write_bytes(b"\x00" * 10)
+    build_index(servers, pki, tmp_path / "b", port_b)
+    a.start()
+    deadline = time.monotonic() + 10
+    while request(pki, port_b, "GET", tag_path("team/app:v1"))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert request(pki, port_b, "GET", tag_path("team/app:v1")) == (200, digest.encode()), a.log()[-2000:]
+    assert not list(journal.glob("*.json")) and (journal / "garbled.bad").exists()
+    body = request(pki, port_a, "GET", "/metrics")[1]
+    assert metric(body.decode(), 'kraken_build_index_corrupt_entries_total{store="tag_copies"}') == 1
+
+
 def test_proxy_manifest_put_survives_kill_9_with_local_tags(
     tmp_path: Path, servers: ServerProcess.Pool
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -80,3 +81,22 @@ def test_stop_cancels_retries() -> None:
     dup.tag_stored("r", "t", "sha256:1")
     dup.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_pending_copies_are_journaled_and_resumed(tmp_path: Path) -> None:
+    down = Neighbours(failures=100)
+    journal = tmp_path / "pending"
+    dup = Duplicator(["a:1", "b:2"], down.send, Clock(), journal=journal)
+    dup.tag_stored("test/x", "v1", "sha256:1")
+    dup.tag_stored("test/x", "v1", "sha256:2")  # replaces the pending copies, marker and all
+    assert len(list(journal.glob("*.json"))) == 2
+    dup.stop()  # as a crash would leave it: the markers stay
+
+    (journal / "garbled.json").write_bytes(b'{"neighbour": "a:1", "re')
+    corrupt: list[None] = []
+    up = Neighbours()
+    again = Duplicator(["a:1"], up.send, Clock(), journal=journal, on_corrupt=lambda: corrupt.append(None))
+    assert again.resume() == 1  # b:2 is no neighbour any more: its marker waits
+    assert up.stored == {("a:1", "test/x", "v1"): "sha256:2"}
+    assert len(list(journal.glob("*.json"))) == 1 and (journal / "garbled.bad").exists()
+    assert len(corrupt) == 1
