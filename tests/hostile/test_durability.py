@@ -506,3 +506,25 @@ def test_garbled_upload_journals_are_reported_and_the_good_sessions_resume(
     assert str(journals["bad-line"]) in log and str(journals["bad-header"]) in log
     text = reg.request("GET", "/metrics").body.decode()
     assert metric(text, 'kraken_proxy_corrupt_entries_total{store="upload_sessions"}') == 2
+
+
+def test_an_unreadable_state_row_is_skipped_and_counted(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    state = servers.start("kraken-state", state_config(pki, tmp_path, freeze=True), name="state")
+    ids = [f"eeeeeeee-0000-0000-0000-{i:012d}" for i in range(3)]
+    for nid in ids:
+        body = json.dumps({"id": nid, "nodename": "n"}).encode()
+        assert request(pki, state.port("http"), "POST", "/cfg/node", body,
+                       {"Content-Type": "application/json"})[0] == 201
+    state.kill()
+    with sqlite3.connect(tmp_path / "cfg.sqlite") as conn:
+        conn.execute("UPDATE cfg SET node = '{\"id\": [' WHERE id = ?", (ids[1],))
+    state.start()
+    port = state.port("http")
+    assert request(pki, port, "GET", f"/cfg/node/{ids[1]}")[0] == 404
+    for nid in (ids[0], ids[2]):
+        assert request(pki, port, "GET", f"/cfg/node/{nid}")[0] == 200
+    assert any(ids[1] in line and "skipping" in line for line in state.log().splitlines())
+    text = request(pki, port, "GET", "/metrics")[1].decode()
+    assert metric(text, 'kraken_state_corrupt_entries_total{store="cfg"}') == 1
