@@ -4,16 +4,27 @@ An origin cluster places each digest on ``max_replica`` origins by rendezvous ha
 configured ``cluster`` addresses (this origin alone when the list is empty). A blob uploaded to
 one owner is copied to every other owner, one after the other; a failed copy is logged, the
 others still go.
+
+With a *journal* directory the copies of a digest are recorded there (a synced marker file)
+before the upload is acknowledged; the marker goes once every copy has landed. Copies cut off
+by a crash, or that failed, are made again when the server next starts
+(:class:`ReplicationService`); an unreadable marker is set aside as ``.bad`` and counted.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from kraken.core.cas import write_atomically
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 
@@ -77,15 +88,81 @@ class Replicator:
         placement: OriginPlacement,
         blob_path: Callable[[Digest], Any],
         sender_for: Callable[[str], BlobSender],
+        journal: Path | None = None,
+        on_corrupt: Callable[[], None] | None = None,
     ) -> None:
         self.placement = placement
         self.blob_path = blob_path
         self.sender_for = sender_for
+        self.journal = journal
+        if journal is not None:
+            journal.mkdir(parents=True, exist_ok=True)
+        self.on_corrupt = on_corrupt or (lambda: None)
 
     @inlineCallbacks
     def replicate(self, d: Digest) -> Generator[Deferred[Any], Any, None]:
-        for address in self.placement.other_owners(d):
+        owners = self.placement.other_owners(d)
+        marker = self.journal / f"{d.hex}.json" if self.journal is not None else None
+        if marker is not None and owners:
+            write_atomically(marker, json.dumps({"digest": str(d)}).encode())  # before the 201
+        failed = False
+        for address in owners:
             try:
                 yield self.sender_for(address).transfer(d, str(self.blob_path(d)))
             except Exception as e:
+                failed = True
                 log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
+        if marker is not None and not failed:
+            marker.unlink(missing_ok=True)
+
+    def resume(self) -> int:
+        """Copy again every digest whose marker a previous run left; how many."""
+        if self.journal is None:
+            return 0
+        started = 0
+        for path in sorted(self.journal.glob("*.json")):
+            try:
+                d = Digest.parse(json.loads(path.read_bytes())["digest"])
+                if path.name != f"{d.hex}.json":
+                    raise ValueError("marker name does not match its content")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                aside = path.with_suffix(".bad")
+                os.replace(path, aside)
+                self.on_corrupt()
+                log.error("unreadable replication marker moved to {aside}: {e}", aside=str(aside), e=e)
+                continue
+            if not Path(self.blob_path(d)).is_file():
+                log.warn("copies of {d} not resumed: the blob is gone", d=d)
+                path.unlink(missing_ok=True)
+                continue
+            self.replicate(d)
+            started += 1
+        if started:
+            log.info("resumed copies of {n} blobs to the other owners", n=started)
+        return started
+
+
+class ReplicationService(Service):
+    """Resumes the copies left pending on disk once this origin knows its own address."""
+
+    def __init__(self, replicator: Replicator, clock: IReactorTime) -> None:
+        self.replicator = replicator
+        self.clock = clock
+        self.call: IDelayedCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.call = self.clock.callLater(0, self._resume_when_bound)
+
+    def _resume_when_bound(self) -> None:
+        placement = self.replicator.placement
+        if placement.configured_address is None and not placement.ports.get("http"):
+            self.call = self.clock.callLater(0.1, self._resume_when_bound)
+            return
+        self.call = None
+        self.replicator.resume()
+
+    def stopService(self) -> Any:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        return super().stopService()

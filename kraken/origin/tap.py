@@ -15,7 +15,7 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
-from kraken.origin.replication import OriginPlacement, Replicator
+from kraken.origin.replication import OriginPlacement, ReplicationService, Replicator
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
 from kraken.p2p.config import (
@@ -111,7 +111,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         origin.cluster, origin.max_replica, host, svc.ports, scheduler.peer_id,
         self_address=origin.self_address,
     )
-    replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http))
+    corrupt = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
+    replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http),
+                            journal=cas.root / "replicate", on_corrupt=corrupt.labels("replication").inc)
+    ReplicationService(replicator, reactor).setServiceParent(svc)
 
     blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]
     writers = set(origin.write_roles)

@@ -138,6 +138,36 @@ def test_origin_commit_and_replica_copy_survive_kill_9(
         assert status == 200 and hashlib.sha256(body).hexdigest() == c.hex
 
 
+def test_copies_to_the_other_owner_cut_off_by_kill_9_are_made_at_the_next_start(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    ports = free_ports(2)
+    cluster = [f"127.0.0.1:{p}" for p in ports]
+    configs = []
+    for name, port in zip(("a", "b"), ports):
+        config = origin_config(pki, tmp_path / name, cluster=cluster, max_replica=2,
+                               self_address=f"127.0.0.1:{port}")
+        config["listen"] = [f"tls:tcp:{port}:interface=127.0.0.1"]
+        configs.append(config)
+    a = servers.start("kraken-origin", configs[0], name="origin-a")
+    data = os.urandom(300_000)
+    d = upload_to_origin(pki, ports[0], data, "team")  # the other owner is down: its copy waits
+    a.kill()
+    journal = tmp_path / "a" / "store" / "replicate"
+    assert [p.name for p in journal.glob("*.json")] == [f"{d.hex}.json"]
+    (journal / "garbled.json").write_bytes(b'{"digest": "sha256:12')
+    servers.start("kraken-origin", configs[1], name="origin-b")
+    a.start()
+    deadline = time.monotonic() + 10
+    url = f"/internal/namespace/team/blobs/{d}?local=true"
+    while time.monotonic() < deadline and list(journal.glob("*.json")):  # gone once the copy landed
+        time.sleep(0.1)
+    assert request(pki, ports[1], "HEAD", url)[0] == 200, a.log()[-2000:]
+    assert not list(journal.glob("*.json")) and (journal / "garbled.bad").exists()
+    body = request(pki, ports[0], "GET", "/metrics")[1]
+    assert metric(body.decode(), 'kraken_origin_corrupt_entries_total{store="replication"}') == 1
+
+
 @pytest.mark.parametrize("garbage", [b"", b"{\"namespace\": \"team\", \"dig", b"\x00\xff" * 40],
                          ids=["empty", "truncated", "binary"])
 def test_a_garbled_write_back_marker_is_set_aside_and_the_others_run(
