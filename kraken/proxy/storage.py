@@ -217,7 +217,8 @@ class ProxyStorage:
 
     @inlineCallbacks
     def commit_blob(self, name: str, digest: Digest, path: Path) -> Any:
-        stored = self.cache.ingest(path, digest, verify=False, checked=True)
+        # in a worker thread: the commit syncs the blob to disk (tens of ms), the reactor goes on
+        stored = yield deferToThread(self.cache.ingest, path, digest, False, True)
         yield self._push(name, digest, stored)
 
     @inlineCallbacks
