@@ -138,6 +138,27 @@ def test_origin_commit_and_replica_copy_survive_kill_9(
         assert status == 200 and hashlib.sha256(body).hexdigest() == c.hex
 
 
+def test_an_acknowledged_origin_patch_survives_kill_9(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    origin = servers.start("kraken-origin", origin_config(pki, tmp_path / "o"), name="origin")
+    data = os.urandom(700_000)
+    d = Digest.of_bytes(data)
+    base = f"/namespace/team/blobs/{d}/uploads"
+    status, body = request(pki, origin.port("http"), "POST", base)
+    assert status == 200, body
+    uid = json.loads(body)["uid"]
+    for start, end in ((0, 300_000), (300_000, 700_000)):
+        status, body = request(pki, origin.port("http"), "PATCH", f"{base}/{uid}", data[start:end],
+                               {"Content-Range": f"{start}-{end}"})
+        assert status == 200, body
+        origin.kill()
+        origin.start()
+    status, body = request(pki, origin.port("http"), "PUT", f"{base}/{uid}")
+    assert status == 201, body
+    assert request(pki, origin.port("http"), "GET", f"/namespace/team/blobs/{d}") == (200, data)
+
+
 def test_copies_to_the_other_owner_cut_off_by_kill_9_are_made_at_the_next_start(
     pki: Path, tmp_path: Path, servers: ServerProcess.Pool
 ) -> None:
