@@ -6,9 +6,10 @@ one owner is copied to every other owner, one after the other; a failed copy is 
 others still go.
 
 With a *journal* directory the copies of a digest are recorded there (a synced marker file)
-before the upload is acknowledged; the marker goes once every copy has landed. Copies cut off
-by a crash, or that failed, are made again when the server next starts
-(:class:`ReplicationService`); an unreadable marker is set aside as ``.bad`` and counted.
+before the upload is acknowledged; the marker goes once every copy has landed. A failed copy
+is tried again with capped exponential backoff on the injected clock; copies cut off by a
+crash are made again when the server next starts (:class:`ReplicationService`). An
+unreadable marker is set aside as ``.bad`` and counted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from twisted.logger import Logger
 from kraken.core.cas import write_atomically
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
+from kraken.origin.writeback import backoff
 
 log = Logger(namespace="kraken.origin")
 
@@ -90,7 +92,13 @@ class Replicator:
         sender_for: Callable[[str], BlobSender],
         journal: Path | None = None,
         on_corrupt: Callable[[], None] | None = None,
+        clock: IReactorTime | None = None,
+        retry: tuple[float, float] = (1.0, 300.0),
     ) -> None:
+        self.clock = clock
+        self.retry_first, self.retry_cap = retry
+        self.retries: dict[str, IDelayedCall] = {}
+        self.attempts: dict[str, int] = {}
         self.placement = placement
         self.blob_path = blob_path
         self.sender_for = sender_for
@@ -100,20 +108,44 @@ class Replicator:
         self.on_corrupt = on_corrupt or (lambda: None)
 
     @inlineCallbacks
-    def replicate(self, d: Digest) -> Generator[Deferred[Any], Any, None]:
-        owners = self.placement.other_owners(d)
+    def replicate(self, d: Digest, owners: list[str] | None = None) -> Generator[Deferred[Any], Any, None]:
+        """Copy *d* to *owners* (default: every other owner, recorded on disk before the first yield)."""
         marker = self.journal / f"{d.hex}.json" if self.journal is not None else None
-        if marker is not None and owners:
-            write_atomically(marker, json.dumps({"digest": str(d)}).encode())  # before the 201
-        failed = False
+        if owners is None:
+            pending = self.retries.pop(d.hex, None)
+            if pending is not None and pending.active():
+                pending.cancel()
+            self.attempts.pop(d.hex, None)
+            owners = self.placement.other_owners(d)
+            if marker is not None and owners:
+                write_atomically(marker, json.dumps({"digest": str(d)}).encode())  # before the 201
+        failed = []
         for address in owners:
             try:
                 yield self.sender_for(address).transfer(d, str(self.blob_path(d)))
             except Exception as e:
-                failed = True
+                failed.append(address)
                 log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
-        if marker is not None and not failed:
+        if failed and Path(self.blob_path(d)).is_file():
+            if self.clock is not None:
+                attempt = self.attempts[d.hex] = self.attempts.get(d.hex, 0) + 1
+                delay = backoff(attempt, self.retry_first, self.retry_cap)
+                self.retries[d.hex] = self.clock.callLater(delay, self._retry, d, failed)
+            return
+        self.attempts.pop(d.hex, None)
+        if marker is not None:
             marker.unlink(missing_ok=True)
+
+    def _retry(self, d: Digest, owners: list[str]) -> None:
+        self.retries.pop(d.hex, None)
+        self.replicate(d, owners)
+
+    def stop(self) -> None:
+        """Stop retrying (the markers stay for the next start)."""
+        for call in self.retries.values():
+            if call.active():
+                call.cancel()
+        self.retries.clear()
 
     def resume(self) -> int:
         """Copy again every digest whose marker a previous run left; how many."""
@@ -165,4 +197,5 @@ class ReplicationService(Service):
     def stopService(self) -> Any:
         if self.call is not None and self.call.active():
             self.call.cancel()
+        self.replicator.stop()
         return super().stopService()

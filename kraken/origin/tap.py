@@ -113,7 +113,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     corrupt = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
     replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http),
-                            journal=cas.root / "replicate", on_corrupt=corrupt.labels("replication").inc)
+                            journal=cas.root / "replicate", on_corrupt=corrupt.labels("replication").inc,
+                            clock=reactor, retry=(origin.writeback_retry_first, origin.writeback_retry_cap))
     ReplicationService(replicator, reactor).setServiceParent(svc)
 
     blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]

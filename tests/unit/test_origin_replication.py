@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
@@ -58,3 +59,28 @@ def test_no_copy_when_this_origin_is_the_only_owner(tmp_path: Path) -> None:
     sent: list[tuple[str, Digest, str]] = []
     Replicator(placement, lambda d: tmp_path, lambda a: Sender(sent, a, set())).replicate(DIGEST)
     assert sent == []
+
+
+def test_a_failed_copy_is_retried_with_backoff_and_journaled_until_it_lands(tmp_path: Path) -> None:
+    owners = Ring(CLUSTER, 3).locations(DIGEST.hex)
+    me, first, second = owners
+    placement = OriginPlacement(CLUSTER, 3, "unused", {}, b"", self_address=me)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"replicated")
+    sent: list[tuple[str, Digest, str]] = []
+    broken = {first}
+    clock = Clock()
+    journal = tmp_path / "replicate"
+    replicator = Replicator(placement, lambda d: blob, lambda a: Sender(sent, a, broken), journal=journal,
+                            clock=clock, retry=(1.0, 4.0))
+    replicator.replicate(DIGEST)
+    assert [a for a, _, _ in sent] == [second]
+    assert (journal / f"{DIGEST.hex}.json").exists()
+    clock.advance(1.0)  # still down: the next try waits twice as long
+    assert [a for a, _, _ in sent] == [second]
+    broken.clear()
+    clock.advance(1.9)
+    assert [a for a, _, _ in sent] == [second]
+    clock.advance(0.1)
+    assert [a for a, _, _ in sent] == [second, first]  # only the owner that lacked it
+    assert not (journal / f"{DIGEST.hex}.json").exists() and not clock.getDelayedCalls()
