@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Sub-command modules; each has ``add_parser(subparsers)`` that sets ``func(args) -> int``.
-_COMMANDS = ("certs", "pubsub", "blob", "state", "pipeline", "cluster")
+_COMMANDS = ("certs", "pubsub", "blob", "registry", "state", "pipeline", "cluster", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
