@@ -34,7 +34,7 @@ def _port_of(address: str) -> int | None:
 
 def unreachable(address: str, reason: object) -> str:
     """One line for a failed connection to *address* (``host:port`` or a URL)."""
-    text = f"cannot reach {address}: {reason}"
+    text = f"cannot reach {address}: {str(reason).rstrip('.')}"
     port = _port_of(address)
     if port in DEV_PORTS:
         server, what = DEV_PORTS[port]

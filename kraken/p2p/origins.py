@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +41,28 @@ def ns_path(namespace: str) -> str:
     return quote(namespace, safe="")
 
 
+class _Counted:
+    """A file window that reports each read's size (upload progress)."""
+
+    def __init__(self, window: FileWindow, progress: Callable[[int], None]) -> None:
+        self.window = window
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.window.read(n)
+        self.progress(len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.window.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.window.tell()
+
+    def close(self) -> None:
+        self.window.close()
+
+
 class OriginClient:
     def __init__(
         self,
@@ -70,16 +93,19 @@ class OriginClient:
             raise HTTPStatusError(method, url, response.code, body)
         return response
 
-    def upload(self, namespace: str, digest: Digest, path: str) -> Any:
-        """Chunked upload of the file at *path*; an origin that already has it counts as success."""
-        return self._upload(self._blob_url(namespace, digest, "/uploads"), path)
+    def upload(
+        self, namespace: str, digest: Digest, path: str, progress: Callable[[int], None] | None = None
+    ) -> Any:
+        """Chunked upload of the file at *path*; an origin that already has it counts as success.
+        *progress* is called with the byte count of each piece read for sending."""
+        return self._upload(self._blob_url(namespace, digest, "/uploads"), path, progress)
 
     def transfer(self, digest: Digest, path: str) -> Any:
         """Origin-to-origin copy (no write-back, no further replication)."""
         return self._upload(f"{self.base}/internal/blobs/{digest}/uploads", path)
 
     @inlineCallbacks
-    def _upload(self, url: str, path: str) -> Any:
+    def _upload(self, url: str, path: str, progress: Callable[[int], None] | None = None) -> Any:
         response = yield self._call("POST", url, (200, 201, 202, 409))
         if response.code == 409:
             yield response.content()
@@ -91,12 +117,13 @@ class OriginClient:
         while start < size or (size == 0 and start == 0):
             length = min(self.chunk_size, size - start)
             window = FileWindow(path, start, length)
+            body = _Counted(window, progress) if progress else window
             try:
                 response = yield self._call(
                     "PATCH",
                     f"{url}/{uid}",
                     (200, 202, 204, 409),
-                    data=FileBodyProducer(window, readSize=256 * 1024),
+                    data=FileBodyProducer(body, readSize=256 * 1024),
                     headers={"Content-Range": f"{start}-{start + length}"},
                 )
             finally:
