@@ -7,14 +7,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from kraken.cli.examples import ExampleParser
+
 # Sub-command modules; each has ``add_parser(subparsers)`` that sets ``func(args) -> int``.
-_COMMANDS = ("certs", "pubsub", "blob", "registry", "state", "pipeline", "cluster", "doctor")
+COMMANDS = ("certs", "pubsub", "blob", "registry", "state", "pipeline", "cluster", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kraken", description="kraken servers: tools for operators")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMANDS:
+    parser: argparse.ArgumentParser = ExampleParser(
+        prog="kraken", description="kraken servers: tools for operators"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ExampleParser)
+    for name in COMMANDS:
         try:
             module = importlib.import_module(f"kraken.cli.{name}")
         except ModuleNotFoundError as e:

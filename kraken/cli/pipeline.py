@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from kraken.cli.hints import unreachable
 from kraken.core import jsonlimits
 from kraken.pipeline.answers import MAX_JSON_DEPTH
 
@@ -72,7 +73,7 @@ class Client:
             print(e.read().decode("utf-8", "replace") or f"HTTP {e.code}", file=sys.stderr)
             return 1
         except urllib.error.URLError as e:
-            print(f"cannot reach {self.url}: {e.reason}", file=sys.stderr)
+            print(unreachable(self.url, e.reason), file=sys.stderr)
             return 1
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kraken.cli.hints import missing_certificate, unreachable
 from kraken.state import model
 from kraken.state.client import ClientError, StateClient
 from kraken.state.model import ModelError
@@ -65,7 +66,13 @@ def _client(args: argparse.Namespace) -> StateClient:
 def _run(args: argparse.Namespace, action: Any) -> int:
     try:
         action(_client(args))
-    except (ClientError, ModelError, ValueError) as e:
+    except ClientError as e:
+        message = str(e)
+        if message.startswith("cannot reach "):
+            message = unreachable(args.url, message.partition(": ")[2])
+        print(f"kraken state: {message}", file=sys.stderr)
+        return 1
+    except (ModelError, ValueError) as e:
         print(f"kraken state: {e}", file=sys.stderr)
         return 1
     except (KeyError, TypeError, AttributeError) as e:
@@ -73,7 +80,10 @@ def _run(args: argparse.Namespace, action: Any) -> int:
         print(f"kraken state: {message}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"kraken state: cannot load certificates: {e}", file=sys.stderr)
+        pki = Path(args.pki)
+        named = (args.ca or pki / "ca.pem", args.cert or pki / f"{args.cert_name}.pem")
+        hint = next((h for h in (missing_certificate(str(p)) for p in named) if h), None)
+        print(f"kraken state: {hint or f'cannot load certificates: {e}'}", file=sys.stderr)
         return 1
     return 0
 
