@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dev_cluster import ROOT, DevCluster, dev_cluster  # noqa: F401
+from tests.integration.dev_cluster import ROOT, DevCluster
 
 CLUSTER_COMMAND = "bash scripts/cluster.sh"
 NOT_RUN = re.compile(r"^<!--\s*not run\b.*-->\s*$")
@@ -83,7 +83,7 @@ def test_marking_and_sections() -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_block_runs(block: Block, dev_cluster: DevCluster) -> None:  # noqa: F811
+def test_block_runs(block: Block, dev_cluster: DevCluster) -> None:
     if block.skipped:
         pytest.skip("marked not run")
     if block.text == CLUSTER_COMMAND + "\n":
