@@ -100,20 +100,26 @@ def start(root: Path, env: dict[str, str], timeout: float = 60) -> DevCluster:
 
 
 def stop(cluster: DevCluster) -> None:
+    servers = cluster.servers()
+    for signum, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10)):  # Ctrl-C, as the README says
+        if cluster.proc.poll() is not None:
+            break
+        cluster.proc.send_signal(signum)
+        try:
+            cluster.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
     if cluster.proc.poll() is None:
-        for signum, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10)):  # Ctrl-C, as the README says
-            cluster.proc.send_signal(signum)
-            try:
-                cluster.proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                pass
         os.killpg(cluster.proc.pid, signal.SIGKILL)
         cluster.proc.wait(5)
+    left = [name for name, pid in servers.items() if Path(f"/proc/{pid}").exists()]
+    assert not left, f"servers still running after the cluster stopped: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """One cluster per test module: other modules (test_cluster.py) start their own on the same
+    fixed ports, so none may outlive its module."""
     root, env = make_copy(tmp_path_factory.mktemp("checkout"))
     cluster = start(root, env)
     try:
