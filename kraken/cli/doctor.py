@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kraken.cli.hints import MAKE_CERTS, unreachable
+from kraken.cli.pubsub import Connection, ServerError
+from kraken.pubsub import wire
 
 EXAMPLE = """example:
   bash scripts/cluster.sh &        # or in another terminal
@@ -37,7 +39,7 @@ class Server:
 
 
 # The dev cluster's HTTP ports (etc/*.yaml); kraken-pubsub's is its admin API.
-SERVERS = (
+SERVERS: tuple[Server, ...] = (
     Server("kraken-tracker", 15001, True),
     Server("kraken-origin", 15002, True),
     Server("kraken-build-index", 15004, True),
@@ -47,6 +49,9 @@ SERVERS = (
     Server("kraken-state", 3141, True),
     Server("kraken-pipeline", 4001, False),
 )
+
+
+SERVER = {server.name: server for server in SERVERS}
 
 
 class CheckFailed(Exception):
@@ -134,9 +139,6 @@ class Doctor:
         return done.stdout
 
     def publish_and_poll(self) -> str:
-        from kraken.cli.pubsub import AdminError, Connection
-        from kraken.pubsub import wire
-
         topic = f"kraken-doctor-{secrets.token_hex(4)}".encode()
         message = secrets.token_hex(8).encode()
         address = f"{self.host}:12355"
@@ -155,16 +157,16 @@ class Doctor:
             finally:
                 subscriber.close()
                 publisher.close()
-        except AdminError as e:
+        except ServerError as e:
             raise CheckFailed(str(e)) from None
         raise CheckFailed(f"the message did not arrive within {self.timeout:.0f} s")
 
     def state_read(self) -> str:
-        nodes = self.http(SERVERS[6], "/cfg/nodes")["nodes"]
+        nodes = self.http(SERVER["kraken-state"], "/cfg/nodes")["nodes"]
         return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} in the state engine's Cfg"
 
     def pipeline_call(self) -> str:
-        answer = self.http(SERVERS[7], "/call", {"type": "hello", "name": "kraken doctor"})
+        answer = self.http(SERVER["kraken-pipeline"], "/call", {"type": "hello", "name": "kraken doctor"})
         if not isinstance(answer, dict) or "message" not in answer:
             raise CheckFailed(f"/call answered {answer!r}")
         return f"/call answered {answer['message']!r}"

@@ -27,8 +27,8 @@ EXAMPLE = """examples:
 LEVELS = ("debug", "info", "warn", "error")
 
 
-class AdminError(Exception):
-    pass
+class ServerError(Exception):
+    """The server could not be reached or answered with an error."""
 
 
 def add_parser(sub: Any) -> None:
@@ -104,19 +104,19 @@ def _call(args: argparse.Namespace, path: str, body: Any = None) -> Any:
             message = str(jsonlimits.loads(e.read(), strict=True)["error"]["message"])[:1000]
         except (ValueError, KeyError, TypeError):
             message = str(e)
-        raise AdminError(message) from None
+        raise ServerError(message) from None
     except (urllib.error.URLError, OSError) as e:
-        raise AdminError(unreachable(args.admin, getattr(e, "reason", e))) from None
+        raise ServerError(unreachable(args.admin, getattr(e, "reason", e))) from None
     try:
         return jsonlimits.loads(raw, strict=True)
     except ValueError as e:
-        raise AdminError(f"{args.admin}{path} answered with unusable JSON: {str(e)[:200]}") from None
+        raise ServerError(f"{args.admin}{path} answered with unusable JSON: {str(e)[:200]}") from None
 
 
 def _run(args: argparse.Namespace, path: str, show: Any, body: Any = None) -> int:
     try:
         result = _call(args, path, body)
-    except AdminError as e:
+    except ServerError as e:
         print(f"kraken pubsub: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace, path: str, show: Any, body: Any = None) -> in
 def _status(args: argparse.Namespace) -> int:
     try:
         result = _call(args, "/status")
-    except AdminError as e:
+    except ServerError as e:
         if args.json:
             print(json.dumps({"status": "not running", "error": str(e)}))
         else:
@@ -200,7 +200,7 @@ class Connection:
         try:
             self.sock = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
         except (OSError, ValueError) as e:
-            raise AdminError(unreachable(address, e)) from None
+            raise ServerError(unreachable(address, e)) from None
         self.address = address
         self.parser = wire.ReplyParser()
         self.pending: list[wire.Reply] = []
@@ -211,14 +211,14 @@ class Connection:
             try:
                 data = self.sock.recv(65536)
             except OSError as e:
-                raise AdminError(f"{self.address}: {e}") from None
+                raise ServerError(f"{self.address}: {e}") from None
             if not data:
-                raise AdminError(f"{self.address} closed the connection")
+                raise ServerError(f"{self.address} closed the connection")
             self.pending += self.parser.feed(data)
         reply = self.pending.pop(0)
         if reply.kind in ("ERROR", "CLIENT_ERROR", "SERVER_ERROR"):
             reason = reply.text.decode("utf-8", "replace")
-            raise AdminError(f"{self.address} answered {reply.kind} {reason}".strip())
+            raise ServerError(f"{self.address} answered {reply.kind} {reason}".strip())
         return reply
 
     def close(self) -> None:
@@ -242,7 +242,7 @@ def _publish(args: argparse.Namespace) -> int:
             conn.call(wire.set_command(b"publish", wire.publish_body(records)))
         finally:
             conn.close()
-    except AdminError as e:
+    except ServerError as e:
         print(f"kraken pubsub publish: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -262,7 +262,7 @@ def _subscribe_command(args: argparse.Namespace, topics: Sequence[bytes], conn: 
     try:
         uptime = float(_call(args, "/status")["uptime"])
         horizon = max(horizon, time.time() - uptime)
-    except (AdminError, KeyError, TypeError, ValueError):
+    except (ServerError, KeyError, TypeError, ValueError):
         pass
     data = b"%.6f\r\n%s" % (horizon, joined)
     return conn.call(wire.set_command(b"retro_subscribe", data)).kind == "STORED"
@@ -297,7 +297,7 @@ def _subscribe(args: argparse.Namespace) -> int:
                     break
         finally:
             conn.close()
-    except AdminError as e:
+    except ServerError as e:
         print(f"kraken pubsub subscribe: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
