@@ -142,6 +142,7 @@ def _up(args: argparse.Namespace) -> int:
         if args.check:
             return 0
         print("all started; Ctrl-C stops the cluster", flush=True)
+        print("check it from another terminal: . .venv/bin/activate && kraken doctor", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             for m in members:

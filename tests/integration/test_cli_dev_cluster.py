@@ -115,6 +115,9 @@ def test_demo_image_through_proxy_and_agent_keeps_its_digests(dev_cluster: DevCl
 
 
 def test_doctor_passes_on_the_running_cluster(dev_cluster: DevCluster) -> None:
+    assert dev_cluster.output[-1].startswith("all started")
+    assert dev_cluster.proc.stdout is not None
+    assert dev_cluster.proc.stdout.readline().endswith("kraken doctor\n")  # the cluster says what to run next
     done = kraken(dev_cluster, "doctor")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
