@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from kraken.backends.base import BlobNotFound
+from kraken.core.config import HTTPSection
 from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
@@ -117,6 +118,7 @@ def make_agent_registry(
     tls: TLSSettings | None,
     metrics: Metrics,
     reactor: IServerReactor,
+    http: HTTPSection | None = None,
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None
@@ -124,4 +126,4 @@ def make_agent_registry(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
         allow_cidrs=allow_cidrs or None, reactor=reactor,
     )
-    return make_registry_site(api, metrics)
+    return make_registry_site(api, metrics, http=http, reactor=reactor)

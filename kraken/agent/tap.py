@@ -65,7 +65,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     svc = KrakenService("agent", config, reactor)
     reactor = svc.reactor
     agent = config.agent
-    http = make_http_client(reactor, svc.tls)
+    http = make_http_client(reactor, svc.tls, {"tracker"})
     tracker = TrackerClient(reactor, agent.tracker, svc.tls, http)
     cas = CAStore(agent.store)
     blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics, agent.verify_on_serve)
@@ -86,7 +86,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     tracker.ip = advertised_host(agent.advertise_host, agent.peer_listen)
 
     api = AgentAPI(blobs, scheduler, svc.metrics, SendfileSender(reactor))
-    site = make_site(api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe})
+    site = make_site(
+        api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
+        reactor=reactor,
+    )
     svc.listen_all("http", config.listen, site, allowed_roles={"client", "agent"})
     for description in agent.peer_listen:
         svc.listen("peer", description, PeerFactory(scheduler), allowed_roles={"agent", "origin"})
@@ -103,7 +106,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     registry = config.registry
     if registry.listen:
         registry_site = make_agent_registry(
-            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor
+            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http
         )
         svc.listen_all("registry", registry.listen, registry_site)
     return svc

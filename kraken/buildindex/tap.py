@@ -95,7 +95,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     def corrupt(store: str) -> Callable[[], None]:
         return corrupt_entries.labels(store).inc
     if index.cluster:
-        send = HTTPTagSender(make_http_client(svc.reactor, svc.tls), svc.tls)
+        send = HTTPTagSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
         duplicator = Duplicator(index.cluster, send, svc.reactor,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc(),
@@ -107,7 +107,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")
         replicated = svc.metrics.counter("tag_replications", "replications to other clusters", ["outcome"])
         replicator = Replicator(
-            _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls), svc.tls, svc.reactor,
+            _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls,
+            svc.reactor,
             root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
             journal=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
         )
@@ -115,6 +116,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)
-    site = make_site(api.router, svc.metrics, {"storage": lambda: root.is_dir()})
+    site = make_site(
+        api.router, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
+    )
     svc.listen_all("http", config.listen, site, allowed_roles=index.allowed_roles)
     return svc

@@ -124,6 +124,36 @@ class TLSSection:
     cert: ConfigPath | None = setting(None, "our certificate chain (PEM)")
     key: ConfigPath | None = setting(None, "our private key (PEM)")
     require_client_cert: bool = setting(True, "refuse TLS clients that present no certificate")
+    handshake_timeout: float = setting(
+        10.0, "seconds from accept to a complete TLS handshake; slower connections are aborted", minimum=0.1
+    )
+    max_handshakes: int = setting(
+        256, "connections still handshaking per listener; beyond it the oldest is aborted (0: no cap)",
+        minimum=0,
+    )
+    max_handshakes_per_source: int = setting(
+        64, "connections still handshaking per client address; beyond it that address's oldest is "
+        "aborted (0: no cap)", minimum=0,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HTTPSection:
+    header_timeout: float = setting(
+        20.0, "seconds from connection start, or from the end of the previous response, to the end "
+        "of the request headers (not reset by each byte); slower connections are aborted", minimum=0.1
+    )
+    idle_timeout: float = setting(
+        60.0, "seconds without a byte from the client while it sends a request body", minimum=0.1
+    )
+    max_pending: int = setting(
+        1024, "connections awaiting request headers per site; beyond it the oldest is aborted (0: no cap)",
+        minimum=0,
+    )
+    max_pending_per_source: int = setting(
+        128, "connections awaiting request headers per client address; beyond it that address's oldest "
+        "is aborted (0: no cap)", minimum=0,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +169,7 @@ class ServerConfig:
 
     listen: list[str] = listen_setting([])
     tls: TLSSection = section(TLSSection)
+    http: HTTPSection = section(HTTPSection)
     log: LogSection = section(LogSection)
     port_file: ConfigPath | None = setting(None, "write {listener: port} JSON here once listening")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client import Counter
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamServerEndpoint
 
+from kraken.core.reactor import IServerReactor
 from kraken.core.tls import (
     IdentifiedFactory,
     TLSConfigError,
@@ -30,18 +32,23 @@ def is_tls(description: str) -> bool:
 
 
 def server_endpoint(
-    reactor: IReactorCore,
+    reactor: IServerReactor,
     description: str,
     factory: IProtocolFactory,
     tls: TLSSettings | None,
     allowed_roles: Iterable[str] | None = None,
+    aborted: Counter | None = None,
 ) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
-    """The endpoint for *description* and the factory to listen with (TLS-wrapped if asked)."""
+    """The endpoint for *description* and the factory to listen with (TLS-wrapped if asked).
+
+    A TLS listener aborts connections that do not finish their handshake in time or exceed
+    the caps of the ``tls`` section (counted in *aborted*, by reason).
+    """
     if is_tls(description):
         if tls is None:
             raise TLSConfigError(f"listen {description!r} asks for TLS but the tls section is empty")
         endpoint = serverFromString(reactor, description[len(TLS_PREFIX) :])
-        return endpoint, wrap_server_factory(factory, tls, allowed_roles)
+        return endpoint, wrap_server_factory(factory, tls, allowed_roles, reactor, aborted)
     return serverFromString(reactor, description), factory
 
 
@@ -57,15 +64,17 @@ def connect(
     """Connect *factory* to *host*:*port*; fires with the connected protocol *factory* built.
 
     With *tls*, the server's certificate and name are verified and its role must be one of
-    *expected_roles* (when given); the result fires only after the handshake, when the
-    protocol's ``connectionMade`` has run with ``transport.peer`` set, and fails if the
-    handshake does.
+    *expected_roles* (required with *tls*); the result fires only after the handshake, when
+    the protocol's ``connectionMade`` has run with ``transport.peer`` set, and fails if the
+    handshake does (:class:`~kraken.core.tls.RoleRefused` for a server of another role).
     """
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls is None:
         return tcp.connect(factory)
+    if not expected_roles:
+        raise ValueError(f"connecting to {host}:{port} over TLS needs the server roles expected")
     ready: Deferred[Any] = Deferred()
-    wrapped = IdentifiedFactory(factory, expected_roles, ready)
-    connecting = wrapClientTLS(client_creator(tls, host), tcp).connect(wrapped)
+    wrapped = IdentifiedFactory(factory, ready)
+    connecting = wrapClientTLS(client_creator(tls, host, expected_roles), tcp).connect(wrapped)
     connecting.addErrback(lambda f: ready.errback(f) if not ready.called else None)
     return ready

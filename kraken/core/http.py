@@ -14,7 +14,10 @@ Raising :class:`HTTPError` (or returning a failed Deferred with one) sends the u
 body ``{"error": {"code": ..., "message": ...}}``; any other exception is logged with its
 traceback and answered ``500`` without one. ``HEAD`` falls back to the ``GET`` handler.
 
-:func:`make_site` mounts ``/health`` and ``/metrics`` beside a router.
+:func:`make_site` mounts ``/health`` and ``/metrics`` beside a router, and serves it with
+:class:`KrakenHTTPChannel`: request headers must be complete within ``http.header_timeout`` of
+the connection's start or of the previous response (slowloris), and the connections waiting
+for headers are capped per site and per client address (:mod:`kraken.core.pending`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request as HTTPRequest
@@ -34,10 +39,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kraken.core import jsonlimits
+from kraken.core.config import HTTPSection
 from kraken.core.digest import Digest
 from kraken.core.httplimits import LimitedChannel, RefusalCounter
 from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.core.metrics import Metrics
+from kraken.core.pending import PendingConnections, PendingLimits, source_of
+from kraken.core.reactor import default_reactor
 from kraken.core.streaming import BodyRouter, streaming_requests
 
 log = Logger(namespace="kraken.http")
@@ -279,15 +287,65 @@ class _Root(Resource):
         return self.app
 
 
+class KrakenHTTPChannel(LimitedChannel):
+    """An HTTP/1.1 channel whose request headers have a deadline that trickled bytes do not move
+    (and, as :class:`~kraken.core.httplimits.LimitedChannel`, answers 414/431 for heads over the limits).
+
+    From the connection's start, and again from the end of each response on a persistent
+    connection, the connection is pending in its site's :class:`PendingConnections` until a
+    request's headers are all in; past the deadline, or pushed out by the caps, it is aborted.
+    (twisted.web's own ``timeOut`` is an idle timeout that every byte resets.)
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.await_headers()
+
+    def allHeadersReceived(self) -> None:
+        self.headers_in()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: HTTPRequest) -> None:
+        if self.persistent:
+            self.await_headers()  # before twisted.web replays a pipelined request's bytes
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.headers_in()
+        super().connectionLost(reason)
+
+    def await_headers(self) -> None:
+        pending = self.pending()
+        transport = self.transport
+        if pending is not None and transport is not None:
+            tcp = ITCPTransport(transport, None)
+            abort = tcp.abortConnection if tcp is not None else transport.loseConnection
+            pending.admit(self, source_of(transport.getPeer()), abort)
+
+    def headers_in(self) -> None:
+        pending = self.pending()
+        if pending is not None:
+            pending.done(self)
+
+    def pending(self) -> PendingConnections | None:
+        site = getattr(self, "site", None)
+        return site.pending if isinstance(site, QuietSite) else None
+
+
 class QuietSite(Site):
     """A ``Site`` that logs requests through ``twisted.logger`` at debug level.
 
     Its channels answer over-long request lines and headers with ``414``/``431``, counted in
-    ``refusals``.
+    ``refusals``, and give request headers a deadline; *pending* (when given) holds the
+    connections still awaiting headers.
     """
 
-    protocol = LimitedChannel  # type: ignore[assignment]  # HTTP/1.1 (no h2 installed), limits answered
+    protocol = KrakenHTTPChannel  # type: ignore[assignment]  # HTTP/1.1 (no h2 installed), limits answered
     refusals: RefusalCounter | None = None
+
+    def __init__(self, resource: Resource, pending: PendingConnections | None = None, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.pending = pending
 
     def log(self, request: HTTPRequest) -> None:
         log.debug(
@@ -304,18 +362,37 @@ def make_site(
     health_checks: dict[str, Callable[[], bool]] | None = None,
     extra: dict[str, Resource] | None = None,
     body_router: BodyRouter | None = None,
+    http: HTTPSection | None = None,
+    reactor: IReactorTime | None = None,
+    channel: type[KrakenHTTPChannel] = KrakenHTTPChannel,
 ) -> Site:
     """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it.
 
     With *body_router*, request bodies stream to the sinks it opens (:mod:`kraken.core.streaming`).
+    *http* (the server's ``http`` section; its defaults when ``None``) sets the header deadline,
+    the caps on connections awaiting headers (aborts counted in ``connections_aborted_total``)
+    and the idle timeout; timers run on *reactor*. Connections are served by *channel*.
     """
+    limits = http if http is not None else HTTPSection()
+    clock = reactor if reactor is not None else default_reactor()
     mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
     for name, resource in (extra or {}).items():
         mounts[name.encode()] = resource
+    pending = PendingConnections(
+        clock,
+        "http_headers",
+        PendingLimits(limits.header_timeout, limits.max_pending, limits.max_pending_per_source),
+        metrics.connections_aborted,
+    )
+    root = _Root(app, mounts)
     if body_router is not None:
-        site = QuietSite(_Root(app, mounts), requestFactory=streaming_requests(body_router))
+        site = QuietSite(
+            root, pending, requestFactory=streaming_requests(body_router), timeout=limits.idle_timeout,
+            reactor=clock,
+        )
     else:
-        site = QuietSite(_Root(app, mounts))
+        site = QuietSite(root, pending, timeout=limits.idle_timeout, reactor=clock)
+    site.protocol = channel  # type: ignore[assignment]  # HTTP/1.1 only (no h2 negotiation)
     site.noisy = False
     site.refusals = metrics.counter("http_refused", "requests refused at their head (414, 431)", ["status"])
     return site

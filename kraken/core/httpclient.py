@@ -1,7 +1,12 @@
-"""An HTTP(S) client for kraken components talking to each other (treq, mutual TLS, pooled)."""
+"""An HTTP(S) client for kraken components talking to each other (treq, mutual TLS, pooled).
+
+Each client names the roles the servers it talks to must present (``{"origin"}`` for a
+client of origins...); a server with another role fails the TLS handshake.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import treq
@@ -61,15 +66,28 @@ def json_body(response: Any, what: str, limit: int = MAX_JSON_BODY) -> Any:
         raise BadJSONResponse(f"{what} sent a body that is not usable JSON: {str(e)[:200]}") from None
 
 
-class PooledHTTPClient(HTTPClient):
-    """A treq client presenting our certificate (when *tls*) over its own connection pool."""
+IDLE_CONNECTION_SECONDS = 15
+"""How long an idle pooled connection is kept: below every kraken server's ``http.header_timeout``
+default, so that the client, not the server, closes it and no request races the server's close."""
 
-    def __init__(self, reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True) -> None:
+
+class PooledHTTPClient(HTTPClient):
+    """A treq client presenting our certificate (when *tls*) over its own connection pool; the
+    servers it reaches over TLS must present one of *expected_roles*."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        tls: TLSSettings | None,
+        expected_roles: Iterable[str],
+        persistent: bool = True,
+    ) -> None:
         self.pool = HTTPConnectionPool(reactor, persistent=persistent)
         self.pool.maxPersistentPerHost = 8
+        self.pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
         self.pool.retryAutomatically = False
         if tls is not None:
-            agent = Agent(reactor, ClientTLSPolicy(tls), pool=self.pool)
+            agent = Agent(reactor, ClientTLSPolicy(tls, expected_roles), pool=self.pool)
         else:
             agent = Agent(reactor, pool=self.pool)
         super().__init__(agent)
@@ -80,10 +98,11 @@ class PooledHTTPClient(HTTPClient):
 
 
 def make_http_client(
-    reactor: IReactorTime, tls: TLSSettings | None, persistent: bool = True
+    reactor: IReactorTime, tls: TLSSettings | None, expected_roles: Iterable[str], persistent: bool = True
 ) -> PooledHTTPClient:
-    """A treq client presenting our certificate (when *tls*) and pooling connections."""
-    return PooledHTTPClient(reactor, tls, persistent)
+    """A treq client presenting our certificate (when *tls*), pooling connections, and talking
+    only to servers whose certificate names one of *expected_roles*."""
+    return PooledHTTPClient(reactor, tls, expected_roles, persistent)
 
 
 def close_http_client(client: PooledHTTPClient) -> Deferred[None]:

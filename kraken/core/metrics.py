@@ -27,12 +27,21 @@ class MetricsResource(Resource):
 
 
 class Metrics:
-    """A server's metric family factory; names get the ``kraken_<server>_`` prefix."""
+    """A server's metric family factory; names get the ``kraken_<server>_`` prefix.
+
+    Every server has ``connections_aborted_total{reason}``: connections the core closed
+    because they did not prove themselves in time or crowded a cap (:mod:`kraken.core.pending`).
+    """
 
     def __init__(self, server: str) -> None:
         self.prefix = "kraken_" + server.replace("-", "_") + "_"
         self.registry = CollectorRegistry(auto_describe=True)
         self._counters: dict[str, Counter] = {}
+        self.connections_aborted = self.counter(
+            "connections_aborted",
+            "connections aborted before they proved themselves (TLS handshake, HTTP headers), by reason",
+            ["reason"],
+        )
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         """The counter *name*; asking again for the same name returns the same counter."""

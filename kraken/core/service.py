@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -35,6 +36,25 @@ from kraken.core.tls import TLSConfigError, TLSSettings
 
 log = Logger(namespace="kraken.service")
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def raise_open_files_limit(server: str) -> None:
+    """Raise the soft limit of open files to the hard one, so that a flood of connections meets
+    the pending-connection caps before it meets EMFILE; log both limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warn(
+                "{server}: open files limit stays at {soft} (hard limit {hard}): {e}",
+                server=server, soft=soft, hard=hard, e=e,
+            )
+            return
+    log.info(
+        "{server}: open files limit {new} (soft was {soft}, hard {hard})",
+        server=server, new=hard, soft=soft, hard=hard,
+    )
 
 
 class Listener(Service):
@@ -130,7 +150,9 @@ class KrakenService(MultiService):
         allowed_roles: Iterable[str] | None = None,
     ) -> Listener:
         """Listen on *description* (``tls:`` prefix for mutual TLS admitting *allowed_roles*)."""
-        endpoint, wrapped = server_endpoint(self.reactor, description, factory, self.tls, allowed_roles)
+        endpoint, wrapped = server_endpoint(
+            self.reactor, description, factory, self.tls, allowed_roles, self.metrics.connections_aborted
+        )
         svc = Listener(endpoint, wrapped)
         svc.setName(f"listener:{name}:{len(self._listeners)}")
         svc.setServiceParent(self)
@@ -146,6 +168,10 @@ class KrakenService(MultiService):
     ) -> None:
         for description in descriptions:
             self.listen(name, description, factory, allowed_roles)
+
+    def privilegedStartService(self) -> None:
+        raise_open_files_limit(self.server)
+        super().privilegedStartService()
 
     def startService(self) -> None:
         super().startService()

@@ -4,9 +4,12 @@
 them: a server's :class:`ServerTLS` (one per set of admitted roles) verifies the peer
 certificate against our CA during the handshake and, when the endpoint names the roles it
 admits, refuses any other role before a single application byte moves; client connection
-creators (one per server name) verify the server's certificate *and* its hostname or IP
-address (service_identity), and present our own certificate. ``TLSSettings.reload()`` reads
-the files again (the servers do on SIGHUP).
+creators (one per server name and expected roles) verify the server's certificate, its
+hostname or IP address (service_identity) *and* its role, and present our own certificate.
+``TLSSettings.reload()`` reads the files again (the servers do on SIGHUP).
+
+Server listeners bound the connections still handshaking (:mod:`kraken.core.pending`): a
+deadline from accept (``tls.handshake_timeout``) and caps per listener and per client address.
 
 Protocols learn who they talk to with :func:`peer_identity` (raw TCP) or
 :func:`request_identity` (``twisted.web``); :func:`wrap_server_factory` and
@@ -16,14 +19,19 @@ Protocols learn who they talk to with :func:`peer_identity` (raw TCP) or
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from prometheus_client import Counter
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -31,6 +39,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
     IProtocolFactory,
+    IReactorTime,
     ITransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -42,6 +51,8 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import directlyProvides, implementer, providedBy
 
 from kraken.core.config import TLSSection
+from kraken.core.pending import PendingConnections, PendingLimits, source_of
+from kraken.core.reactor import default_reactor
 
 log = Logger(namespace="kraken.tls")
 
@@ -87,7 +98,12 @@ class TLSMaterial:
         return material
 
 
-MAX_CLIENT_CREATORS = 1024  # client contexts kept, one per server name dialled
+MAX_CLIENT_CREATORS = 1024  # client contexts kept, one per server name and roles dialled
+DEFAULT_HANDSHAKE_LIMITS = PendingLimits(
+    timeout=TLSSection.handshake_timeout,
+    max_pending=TLSSection.max_handshakes,
+    max_per_source=TLSSection.max_handshakes_per_source,
+)
 
 
 class TLSSettings:
@@ -99,14 +115,22 @@ class TLSSettings:
     and a reload that fails leaves the old one in place.
     """
 
-    def __init__(self, ca: str, cert: str, key: str, require_client_cert: bool = True) -> None:
+    def __init__(
+        self,
+        ca: str,
+        cert: str,
+        key: str,
+        require_client_cert: bool = True,
+        handshake: PendingLimits = DEFAULT_HANDSHAKE_LIMITS,
+    ) -> None:
         self.ca = ca
         self.cert = cert
         self.key = key
         self.require_client_cert = require_client_cert
+        self.handshake = handshake
         self.material = TLSMaterial.load(ca, cert, key)
         self._servers: dict[frozenset[str] | None, ServerTLS] = {}
-        self._clients: dict[str, IOpenSSLClientConnectionCreator] = {}
+        self._clients: dict[tuple[str, frozenset[str]], IOpenSSLClientConnectionCreator] = {}
 
     @classmethod
     def from_config(cls, section: TLSSection | None) -> TLSSettings | None:
@@ -125,6 +149,11 @@ class TLSSettings:
             cert=str(section.cert),
             key=str(section.key),
             require_client_cert=section.require_client_cert,
+            handshake=PendingLimits(
+                timeout=section.handshake_timeout,
+                max_pending=section.max_handshakes,
+                max_per_source=section.max_handshakes_per_source,
+            ),
         )
 
     def reload(self) -> None:
@@ -143,23 +172,28 @@ class TLSSettings:
             self._servers[roles] = ServerTLS(self, roles)
         return self._servers[roles]
 
-    def client_creator(self, hostname: str) -> IOpenSSLClientConnectionCreator:
-        """Client TLS for a server that must present a certificate of our CA naming *hostname*."""
-        creator = self._clients.get(hostname)
+    def client_creator(self, hostname: str, expected_roles: Iterable[str]) -> IOpenSSLClientConnectionCreator:
+        """Client TLS for a server whose certificate (of our CA) names *hostname* and a role of
+        *expected_roles*."""
+        roles = frozenset(expected_roles)
+        if not roles:
+            raise ValueError("a TLS client must name the server roles it expects")
+        creator = self._clients.get((hostname, roles))
         if creator is None:
             m = self.material
             own = ssl.PrivateCertificate.fromCertificateAndKeyPair(
                 ssl.Certificate(m.chain[0]), ssl.KeyPair(m.key)
             )
-            creator = ssl.optionsForClientTLS(
+            checks_name = ssl.optionsForClientTLS(
                 hostname,
                 trustRoot=ssl.Certificate(m.cas[0]),
                 clientCertificate=own,
                 extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
             )
+            creator = RoleCheckingCreator(checks_name, hostname, roles)
             if len(self._clients) >= MAX_CLIENT_CREATORS:
                 del self._clients[next(iter(self._clients))]
-            self._clients[hostname] = creator
+            self._clients[(hostname, roles)] = creator
         return creator
 
 
@@ -274,20 +308,92 @@ class ServerTLS:
         return self.context
 
 
-def client_creator(settings: TLSSettings, hostname: str) -> IOpenSSLClientConnectionCreator:
-    """A client connection creator that checks the server's certificate and *hostname*."""
-    return settings.client_creator(hostname)
+def client_creator(
+    settings: TLSSettings, hostname: str, expected_roles: Iterable[str]
+) -> IOpenSSLClientConnectionCreator:
+    """A client connection creator that checks the server's certificate, *hostname* and role."""
+    return settings.client_creator(hostname, expected_roles)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RoleCheckingCreator:
+    """Client TLS that verifies the server's name *and* its role during the handshake.
+
+    *inner* (Twisted's ``ClientTLSOptions``) makes the connection: our CA, our certificate,
+    SNI. Each connection then gets one verify callback that, for the server's own certificate,
+    demands the name dialled (service_identity) and a role of *expected_roles*; a wrong role is
+    logged with both roles and the connection fails with :class:`RoleRefused`.
+    """
+
+    def __init__(
+        self, inner: IOpenSSLClientConnectionCreator, hostname: str, expected_roles: frozenset[str]
+    ) -> None:
+        self.inner = inner
+        self.hostname = hostname
+        self.expected_roles = expected_roles
+        try:
+            self.ip: str | None = str(ipaddress.ip_address(hostname))
+        except ValueError:
+            self.ip = None
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:  # noqa: N803
+        connection = self.inner.clientConnectionForTLS(tlsProtocol)
+        mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        connection.set_verify(mode, partial(self._verify, tlsProtocol))
+        return connection
+
+    def _verify(
+        self, tls: TLSMemoryBIOProtocol, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
+        ok: int,
+    ) -> bool:
+        if not ok:
+            return False
+        if depth > 0:
+            return True
+        try:
+            self._check_name(cert)
+            self._check_role(cert)
+        except (RoleRefused, VerificationError, CertificateError):
+            tls.failVerification(Failure())
+            return False
+        except Exception:  # an exception escaping an OpenSSL callback would be lost
+            log.failure("while verifying the certificate of {host}", host=self.hostname)
+            return False
+        return True
+
+    def _check_name(self, cert: crypto.X509) -> None:
+        if self.ip is not None:
+            verify_certificate_ip_address(cert.to_cryptography(), self.ip)
+        else:
+            verify_certificate_hostname(cert.to_cryptography(), self.hostname)
+
+    def _check_role(self, cert: crypto.X509) -> None:
+        server = PeerIdentity.from_x509(cert)
+        if server.role in self.expected_roles:
+            return
+        log.warn(
+            "refused TLS server {host} ({name!r}): it presents role {role!r}, expected {expected}",
+            host=self.hostname,
+            name=server.name,
+            role=server.role,
+            expected=", ".join(sorted(self.expected_roles)),
+        )
+        raise RoleRefused(server, self.expected_roles)
 
 
 @implementer(IPolicyForHTTPS)
 class ClientTLSPolicy:
-    """An HTTPS policy for ``twisted.web.client.Agent``/treq: our CA and our client certificate."""
+    """An HTTPS policy for ``twisted.web.client.Agent``/treq: our CA and client certificate, and
+    servers that must present one of *expected_roles*."""
 
-    def __init__(self, settings: TLSSettings) -> None:
+    def __init__(self, settings: TLSSettings, expected_roles: Iterable[str]) -> None:
         self.settings = settings
+        self.expected_roles = frozenset(expected_roles)
+        if not self.expected_roles:
+            raise ValueError("a TLS client must name the server roles it expects")
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
-        return self.settings.client_creator(hostname.decode("ascii"))
+        return self.settings.client_creator(hostname.decode("ascii"), self.expected_roles)
 
 
 @implementer(IHandshakeListener, ITransport)
@@ -297,32 +403,27 @@ class IdentifiedProtocol(ProtocolWrapper):
     The inner protocol's ``transport`` is this wrapper: ``transport.peer`` is the peer's
     :class:`PeerIdentity` (``None`` without a client certificate), and the usual transport
     methods (``getPeerCertificate``, ``write``, ``registerProducer``...) pass through.
+    On a server, the connection counts as pending (deadline, caps) until the handshake is done.
     """
 
     peer: PeerIdentity | None = None
     _handshake_done = False
-    _refused: Exception | None = None
     tls: TLSMemoryBIOProtocol
+    factory: IdentifiedFactory
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         self.connected = 1
         self.transport = self.tls = transport
         self.factory.registerProtocol(self)
+        pending = self.factory.pending
+        if pending is not None:
+            pending.admit(self, source_of(transport.getPeer()), transport.abortConnection)
 
     def handshakeCompleted(self) -> None:
+        if self.factory.pending is not None:
+            self.factory.pending.done(self)
         self.peer = peer_identity(self.transport)
-        expected = getattr(self.factory, "expected_roles", None)
-        if expected is not None and (self.peer is None or self.peer.role not in expected):
-            log.warn(
-                "refused TLS peer {name!r} with role {role!r}: expected {expected}",
-                name=self.peer.name if self.peer else None,
-                role=self.peer.role if self.peer else None,
-                expected=", ".join(sorted(expected)),
-            )
-            self._refused = RoleRefused(self.peer, expected)
-            self.tls.abortConnection()
-            return
         self._handshake_done = True
         self.wrappedProtocol.makeConnection(self)
         if IHandshakeListener.providedBy(self.wrappedProtocol):
@@ -333,6 +434,8 @@ class IdentifiedProtocol(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.unregisterProtocol(self)
+        if self.factory.pending is not None:
+            self.factory.pending.done(self)
         if self._handshake_done:
             self.wrappedProtocol.connectionLost(reason)
             return
@@ -343,7 +446,7 @@ class IdentifiedProtocol(ProtocolWrapper):
         )
         ready, self.factory.ready = self.factory.ready, None
         if ready is not None:
-            ready.errback(Failure(self._refused) if self._refused else reason)
+            ready.errback(reason)
 
 
 class SeesTLSLayer:
@@ -376,7 +479,8 @@ class IdentifiedFactory(WrappingFactory):
     """Wraps a factory for :class:`IdentifiedProtocol`.
 
     For one client connection, ``ready`` (when set) fires with the inner protocol once the
-    handshake is done, or fails with the reason the connection closed before that.
+    handshake is done, or fails with the reason the connection closed before that. On a
+    server, *pending* bounds the connections still handshaking.
     """
 
     protocol = IdentifiedProtocol
@@ -384,28 +488,39 @@ class IdentifiedFactory(WrappingFactory):
     def __init__(
         self,
         wrapped: IProtocolFactory,
-        expected_roles: Iterable[str] | None = None,
         ready: Deferred[Any] | None = None,
+        pending: PendingConnections | None = None,
     ) -> None:
         super().__init__(wrapped)
-        self.expected_roles = frozenset(expected_roles) if expected_roles is not None else None
         self.ready = ready
+        self.pending = pending
 
 
 def wrap_server_factory(
-    factory: IProtocolFactory, settings: TLSSettings, allowed_roles: Iterable[str] | None = None
+    factory: IProtocolFactory,
+    settings: TLSSettings,
+    allowed_roles: Iterable[str] | None = None,
+    clock: IReactorTime | None = None,
+    aborted: Counter | None = None,
 ) -> TLSMemoryBIOFactory:
-    """A TLS server factory around *factory* that admits only *allowed_roles*."""
-    return TLSMemoryBIOFactory(settings.server(allowed_roles), False, IdentifiedFactory(factory))
+    """A TLS server factory around *factory* that admits only *allowed_roles*.
+
+    Connections still handshaking are bounded by ``settings.handshake`` (deadline on *clock*,
+    the global reactor by default; caps); aborts are counted in *aborted* by reason.
+    """
+    clock = clock if clock is not None else default_reactor()
+    pending = PendingConnections(clock, "tls_handshake", settings.handshake, aborted)
+    identified = IdentifiedFactory(factory, pending=pending)
+    return TLSMemoryBIOFactory(settings.server(allowed_roles), False, identified)
 
 
 def wrap_client_factory(
     factory: IProtocolFactory,
     settings: TLSSettings,
     hostname: str,
-    expected_roles: Iterable[str] | None = None,
+    expected_roles: Iterable[str],
 ) -> TLSMemoryBIOFactory:
-    """A TLS client factory around *factory* that checks the server name and, optionally, role."""
+    """A TLS client factory around *factory* that checks the server's name and role."""
     return TLSMemoryBIOFactory(
-        settings.client_creator(hostname), True, IdentifiedFactory(factory, expected_roles)
+        settings.client_creator(hostname, expected_roles), True, IdentifiedFactory(factory)
     )

@@ -106,7 +106,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     blobs.scheduler = scheduler
     host = advertised_host(origin.advertise_host, origin.peer_listen)
-    http = make_http_client(reactor, svc.tls)
+    http = make_http_client(reactor, svc.tls, {"origin"})
     placement = OriginPlacement(
         origin.cluster, origin.max_replica, host, svc.ports, scheduler.peer_id,
         self_address=origin.self_address,
@@ -123,7 +123,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         blobs, placement.ring, placement.self_address, placement.peer_context, writers,
         replicator.replicate, origin.max_upload_size,
     )
-    site = make_site(api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api)
+    site = make_site(
+        api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api, http=config.http,
+        reactor=reactor,
+    )
     svc.listen_all("http", config.listen, site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", origin.peer_listen, PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)

@@ -35,6 +35,7 @@ from kraken.p2p.metainfo import MAX_METAINFO_BYTES
 
 CHUNK_SIZE = 32 * 1024 * 1024
 _HEX40 = re.compile(r"[0-9a-f]{40}")
+ORIGIN_ROLES = frozenset({"origin"})  # what an origin's certificate must name
 
 
 def ns_path(namespace: str) -> str:
@@ -77,7 +78,7 @@ class OriginClient:
         self.reactor = reactor
         self.tls = tls
         self.base = base_url(base, tls)
-        self.http = http or make_http_client(reactor, tls)
+        self.http = http or make_http_client(reactor, tls, ORIGIN_ROLES)
         self.chunk_size = chunk_size
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
@@ -226,7 +227,7 @@ class OriginCluster:
             raise ValueError("an origin cluster needs at least one address")
         self.reactor = reactor
         self.tls = tls
-        self.http = make_http_client(reactor, tls)
+        self.http = make_http_client(reactor, tls, ORIGIN_ROLES)
         self.clients = {a: OriginClient(reactor, a, tls, self.http) for a in addresses}
 
     def client(self, address: str) -> OriginClient:

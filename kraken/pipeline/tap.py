@@ -45,7 +45,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
     collector = PipelineCollector(svc.metrics.prefix, app.pipelines, app.services.ctx.refusals)
     svc.metrics.registry.register(collector)
-    site = make_site(app.api.router(), svc.metrics, health_checks={"store": lambda: True})
+    site = make_site(
+        app.api.router(), svc.metrics, health_checks={"store": lambda: True}, http=config.http,
+        reactor=svc.reactor,
+    )
     svc.listen_all("http", config.listen, site, allowed_roles={"client", "pipeline", "agent"})
     warn_about_plain_listeners(config.listen, config.pipeline.api_token)
     PipelineBoot(app, svc.reactor).setServiceParent(svc)

@@ -85,7 +85,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
                            sendfile_workers=proxy.sendfile_workers)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
-    site = make_registry_site(api, svc.metrics, {"storage": lambda: root.is_dir()})
+    site = make_registry_site(
+        api, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
+    )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
     _Expiry(uploads).setServiceParent(svc)
     if origins is not None and proxy.cache_tti > 0:

@@ -102,4 +102,4 @@ def connect_client(
     reactor: IReactorTime, host: str, port: int, tls: TLSSettings | None = None
 ) -> Deferred[PubSubClient]:
     """Connect (mutual TLS when *tls* is given); fires with the ready :class:`PubSubClient`."""
-    return connect(reactor, host, port, Factory.forProtocol(PubSubClient), tls)
+    return connect(reactor, host, port, Factory.forProtocol(PubSubClient), tls, {"pubsub"})

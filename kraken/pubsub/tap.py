@@ -127,7 +127,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     svc.listen_all("websocket", cfg.websocket_listen, push)
     svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
     admin = Admin(router, svc.log_control, cfg.num_router_shards)
-    site = make_site(admin.routes(), svc.metrics, health_checks={"router": lambda: True})
+    site = make_site(
+        admin.routes(), svc.metrics, health_checks={"router": lambda: True}, http=config.http,
+        reactor=svc.reactor,
+    )
     svc.listen_all("admin", cfg.admin_listen, site)
     svc.router = router
     return svc

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.web.server import Site
 
-from kraken.core.http import make_site
-from kraken.core.httplimits import LimitedChannel
+from kraken.core.config import HTTPSection
+from kraken.core.http import KrakenHTTPChannel, make_site
 from kraken.core.metrics import Metrics
 from kraken.registry.api import RegistryResource
 
 TLS_HANDSHAKE = b"\x16"
 
 
-class RegistryChannel(LimitedChannel):
+class RegistryChannel(KrakenHTTPChannel):
     """Closes at once when a client opens with a TLS handshake on a plain listener.
 
     Registry clients (skopeo, docker) try HTTPS first and fall back to HTTP; without this
@@ -34,8 +34,12 @@ class RegistryChannel(LimitedChannel):
 
 
 def make_registry_site(
-    api: RegistryResource, metrics: Metrics, health_checks: dict[str, Callable[[], bool]] | None = None
+    api: RegistryResource,
+    metrics: Metrics,
+    health_checks: dict[str, Callable[[], bool]] | None = None,
+    http: HTTPSection | None = None,
+    reactor: IReactorTime | None = None,
 ) -> Site:
-    site = make_site(api, metrics, health_checks, body_router=api)
-    site.protocol = RegistryChannel  # type: ignore[assignment,method-assign]  # HTTP/1.1 only, as before
-    return site
+    return make_site(
+        api, metrics, health_checks, body_router=api, http=http, reactor=reactor, channel=RegistryChannel
+    )

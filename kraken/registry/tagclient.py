@@ -20,7 +20,7 @@ class TagClient:
         self, reactor: IReactorTime, address: str, tls: TLSSettings | None, http: HTTPClient | None = None
     ) -> None:
         self.base = base_url(address, tls)
-        self.http = http or make_http_client(reactor, tls)
+        self.http = http or make_http_client(reactor, tls, {"build-index"})
 
     def _tag_url(self, repo: str, tag: str) -> str:
         return f"{self.base}/tags/{quote(f'{repo}:{tag}', safe='')}"

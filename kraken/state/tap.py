@@ -130,7 +130,10 @@ def _listen(
         lambda: int(state.engine.frozen)
     )
     api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"), state.durable)
-    site = make_site(api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)})
+    site = make_site(
+        api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)}, http=config.http,
+        reactor=svc.reactor,
+    )
     roles = list(st.api_roles)
     svc.listen_all("http", config.listen, site, allowed_roles=roles)
     svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus), allowed_roles=roles)

@@ -68,7 +68,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         trusted_roles=tracker.trusted_roles,
         trusted_networks=trusted_networks,
     )
-    site = make_site(api.router(), svc.metrics)
+    site = make_site(api.router(), svc.metrics, http=config.http, reactor=svc.reactor)
     svc.listen_all("http", config.listen, site, allowed_roles={"agent", "origin", "client", "proxy"})
     TimerService(60, store.purge).setServiceParent(svc)
     return svc

@@ -13,6 +13,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from kraken.core import certs
 from kraken.core.httpclient import make_http_client
 from tests.support import tls_section, tls_settings
 
@@ -60,7 +61,8 @@ def agent_config(pki: Path, root: Path, tracker_port: int, **extra: Any) -> dict
 
 
 def client(pki: Path, role: str = "client") -> HTTPClient:
-    return make_http_client(reactor, tls_settings(pki, role), persistent=False)
+    """An HTTPS client of any kraken server (it accepts every server role)."""
+    return make_http_client(reactor, tls_settings(pki, role), certs.ROLES, persistent=False)
 
 
 @implementer(IPolicyForHTTPS)

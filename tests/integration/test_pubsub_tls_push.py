@@ -120,7 +120,7 @@ def test_websocket_over_mutual_tls(servers: ServerProcess.Pool, pki: Path) -> An
     factory = WebSocketClientFactory(f"wss://127.0.0.1:{port}")
     factory.protocol = PushClient
     factory.opened = defer.Deferred()
-    yield connect(reactor, "127.0.0.1", port, factory, tls_settings(pki, "client"))
+    yield connect(reactor, "127.0.0.1", port, factory, tls_settings(pki, "client"), {"pubsub"})
     ws = yield factory.opened
     assert (yield ws.command(op="subscribe", topics=["secure"]))["ok"] is True
     mc = yield connect_client(reactor, "127.0.0.1", proc.port("memcached"))

@@ -84,6 +84,7 @@ def serve(pki: Path, allowed: set[str] | None, server_name: str = "origin") -> t
 
 @defer.inlineCallbacks
 def talk(port: Any, client_tls: Any, expected_roles: set[str] | None = None) -> Any:
+    expected_roles = expected_roles or set(certs.ROLES)
     """Connect, send b"hello", wait for the echo or the close; (factory, connect error)."""
     factory = protocol.ClientFactory.forProtocol(Client)
     factory.connected, factory.closed, factory.echoed = defer.Deferred(), defer.Deferred(), []
@@ -225,7 +226,7 @@ def test_web_site_sees_client_role(pki: Path) -> Any:
     from twisted.web.client import Agent, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=False)
-    agent = Agent(reactor, ClientTLSPolicy(tls_settings(pki, "agent")), pool=pool)
+    agent = Agent(reactor, ClientTLSPolicy(tls_settings(pki, "agent"), {"tracker"}), pool=pool)
     try:
         response = yield treq.get(f"https://127.0.0.1:{port.getHost().port}/", agent=agent)
         body = yield response.content()

@@ -23,7 +23,7 @@ class Silent(Protocol):
 @pytest_twisted.ensureDeferred
 async def test_requests_to_a_silent_tracker_time_out() -> None:
     port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
-    http = make_http_client(reactor, None)
+    http = make_http_client(reactor, None, {"tracker"})
     try:
         client = TrackerClient(reactor, f"127.0.0.1:{port.getHost().port}", None, http, request_timeout=0.3)
         started = time.monotonic()

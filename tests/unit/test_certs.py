@@ -27,7 +27,7 @@ def test_cli_dev_pki_verifies_with_openssl_and_loads_in_our_contexts(
             str(tmp_path / "ca.pem"), str(tmp_path / f"{role}.pem"), str(tmp_path / f"{role}.key")
         )
         ServerTLS(settings, {role}).getContext()
-        client_creator(settings, "localhost")
+        client_creator(settings, "localhost", {"origin"})
     text = subprocess.run(
         [
             "openssl",
@@ -100,16 +100,17 @@ def test_settings_load_once_and_reload_a_reissued_certificate(tmp_path: Path) ->
     settings = TLSSettings(str(tmp_path / "ca.pem"), str(tmp_path / "agent.pem"), str(tmp_path / "agent.key"))
     server = settings.server({"agent"})
     assert settings.server({"agent"}) is server  # one context per set of admitted roles
-    assert settings.client_creator("localhost") is settings.client_creator("localhost")
+    origin = settings.client_creator("localhost", {"origin"})
+    assert settings.client_creator("localhost", {"origin"}) is origin  # one per server name and roles
     old_context, old_serial = server.getContext(), _serial(settings)
-    old_client = settings.client_creator("localhost")
+    old_client = settings.client_creator("localhost", {"origin"})
 
     certs.issue(tmp_path, "agent", "agent")
     assert _serial(settings) == old_serial  # nothing is read again until asked
     settings.reload()
     assert _serial(settings) != old_serial
     assert server.getContext() is not old_context
-    assert settings.client_creator("localhost") is not old_client
+    assert settings.client_creator("localhost", {"origin"}) is not old_client
 
 
 def test_a_failed_reload_keeps_the_old_material(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """JSON-over-HTTP client on treq (``OctopusClientHttpFinch`` in the original).
 
 Start config: ``base_url`` (required), ``headers``, ``pool_size`` (10), ``timeout`` (seconds),
-``tls`` (true: present our kraken client certificate and trust only our CA).
+``tls`` (true: present our kraken client certificate and trust only our CA), ``roles`` (with
+``tls``, required: the certificate roles the server may present, e.g. ``["state"]``).
 Prepared arguments: ``method``, ``path``, ``params`` (query string for every method),
 ``headers``, ``body`` (a string is sent as is; objects and arrays are JSON-encoded).
 At most ``pool_size`` requests run at once; more wait for a free slot.
@@ -92,7 +93,12 @@ class HttpClient(Client):
         if config.get("tls"):
             if self.ctx.tls is None:
                 raise ClientStartError("tls: true needs the server's tls section (cert, key, ca)")
-            policy: Any = ClientTLSPolicy(self.ctx.tls)
+            roles = config.get("roles")
+            if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+                raise ClientStartError(
+                    "tls: true needs roles: the certificate roles the server may present (e.g. [state])"
+                )
+            policy: Any = ClientTLSPolicy(self.ctx.tls, roles)
         else:
             policy = BrowserLikePolicyForHTTPS()
         outbound = self.ctx.outbound
