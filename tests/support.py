@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,16 @@ def _env() -> dict[str, str]:
 class ServerProcess:
     """One ``twistd -n <plugin> --config FILE`` child process, ready once it wrote its ports."""
 
-    def __init__(self, plugin: str, config: dict[str, Any], workdir: Path, extra_args: list[str]) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        config: dict[str, Any],
+        workdir: Path,
+        extra_args: list[str],
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.plugin = plugin
+        self.preexec_fn = preexec_fn  # run in the child before twistd (e.g. to lower its rlimits)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / "ports.json"
@@ -93,7 +102,8 @@ class ServerProcess:
         self.port_file.unlink(missing_ok=True)
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=_env()
+            self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=_env(),
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -144,9 +154,10 @@ class ServerProcess:
             config: dict[str, Any],
             name: str | None = None,
             extra_args: list[str] | None = None,
+            preexec_fn: Callable[[], None] | None = None,
         ) -> ServerProcess:
             name = name or f"{plugin}-{len(self.started)}"
-            proc = ServerProcess(plugin, config, self.root / name, extra_args or [])
+            proc = ServerProcess(plugin, config, self.root / name, extra_args or [], preexec_fn)
             self.started.append(proc)
             return proc.start()
 

@@ -116,11 +116,17 @@ class PendingConnections:
         self._all[key] = _Pending(source, abort, timer)
         self._by_source.setdefault(source, OrderedDict())[key] = None
 
-    def done(self, key: Hashable) -> None:
-        """*key* proved itself (or closed): it no longer counts and its deadline is off."""
+    def done(self, key: Hashable) -> bool:
+        """*key* proved itself (or closed): it no longer counts and its deadline is off.
+
+        ``False`` when *key* was not pending (never admitted, done already, or aborted here).
+        """
         entry = self._remove(key)
-        if entry is not None and entry.timer.active():
+        if entry is None:
+            return False
+        if entry.timer.active():
             entry.timer.cancel()
+        return True
 
     def _remove(self, key: Hashable) -> _Pending | None:
         entry = self._all.pop(key, None)

@@ -434,16 +434,23 @@ class IdentifiedProtocol(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.unregisterProtocol(self)
-        if self.factory.pending is not None:
-            self.factory.pending.done(self)
+        pending = self.factory.pending
+        was_pending = pending.done(self) if pending is not None else False
         if self._handshake_done:
             self.wrappedProtocol.connectionLost(reason)
             return
-        log.info(
-            "TLS connection with {peer} closed before the handshake completed: {reason}",
-            peer=self.transport.getPeer() if self.transport else None,
-            reason=reason.getErrorMessage(),
+        peer = self.transport.getPeer() if self.transport else None
+        # On a server, a connection the pending limits aborted was logged there; the others are
+        # logged once per address and interval, as a flood of them must not flood the log.
+        quiet = pending is not None and (
+            not was_pending or pending.offenders.should_log(("closed", source_of(peer))) is None
         )
+        if not quiet:
+            log.info(
+                "TLS connection with {peer} closed before the handshake completed: {reason}",
+                peer=peer,
+                reason=reason.getErrorMessage(),
+            )
         ready, self.factory.ready = self.factory.ready, None
         if ready is not None:
             ready.errback(reason)
