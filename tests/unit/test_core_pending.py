@@ -1,0 +1,82 @@
+"""The pending-connection bookkeeping (deadline, caps, eviction of the oldest, offender log) on a Clock."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.task import Clock
+
+from kraken.core.pending import OffenderLog, PendingConnections, PendingLimits
+
+
+class Conns:
+    def __init__(self, limits: PendingLimits) -> None:
+        self.clock = Clock()
+        self.aborted: list[str] = []
+        self.registry = CollectorRegistry()
+        self.counter = Counter("aborted", "", ["reason"], registry=self.registry)
+        self.pending = PendingConnections(self.clock, "tls_handshake", limits, self.counter)
+
+    def admit(self, name: str, source: str = "10.0.0.1") -> None:
+        self.pending.admit(name, source, lambda: self.aborted.append(name))
+
+    def count(self, reason: str) -> float:
+        return self.registry.get_sample_value("aborted_total", {"reason": reason}) or 0.0
+
+
+def test_a_connection_is_aborted_at_its_deadline_unless_done() -> None:
+    conns = Conns(PendingLimits(timeout=10))
+    conns.admit("a")
+    conns.clock.advance(5)
+    conns.admit("b")
+    conns.clock.advance(5)
+    assert conns.aborted == ["a"]
+    assert conns.pending.done("b") is True
+    conns.clock.advance(100)
+    assert conns.aborted == ["a"]
+    assert conns.pending.done("a") is False  # aborted ones are no longer pending
+    assert conns.count("tls_handshake_timeout") == 1
+    assert len(conns.pending) == 0 and not conns.clock.getDelayedCalls()
+
+
+def test_an_address_at_its_cap_evicts_its_own_oldest_only() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_per_source=2))
+    conns.admit("other", source="10.0.0.2")
+    for name in ("a1", "a2", "a3", "a4"):
+        conns.admit(name)
+    assert conns.aborted == ["a1", "a2"]
+    assert conns.count("tls_handshake_per_source") == 2
+    assert len(conns.pending) == 3
+
+
+def test_a_full_listener_evicts_the_oldest_overall() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_pending=2))
+    conns.admit("a", source="10.0.0.1")
+    conns.admit("b", source="10.0.0.2")
+    conns.pending.done("a")
+    conns.admit("c", source="10.0.0.3")
+    conns.admit("d", source="10.0.0.4")
+    assert conns.aborted == ["b"]
+    assert conns.count("tls_handshake_full") == 1
+
+
+def test_readmitting_a_connection_restarts_its_deadline() -> None:
+    conns = Conns(PendingLimits(timeout=10))
+    conns.admit("keep-alive")
+    conns.clock.advance(9)
+    conns.admit("keep-alive")  # e.g. the next request on an HTTP connection
+    conns.clock.advance(9)
+    assert conns.aborted == []
+    assert len(conns.clock.getDelayedCalls()) == 1
+
+
+def test_offenders_are_logged_once_per_interval_and_forgotten_when_too_many() -> None:
+    clock = Clock()
+    offenders = OffenderLog(clock, interval=60, max_offenders=2)
+    assert offenders.should_log("x") == 0
+    assert offenders.should_log("x") is None
+    assert offenders.should_log("x") is None
+    clock.advance(60)
+    assert offenders.should_log("x") == 2  # two were not logged since
+    offenders.should_log("y")
+    offenders.should_log("z")  # x, the least recent, is forgotten
+    assert offenders.should_log("x") == 0
