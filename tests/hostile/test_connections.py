@@ -140,10 +140,12 @@ def aborted(metrics: bytes, server: str, reason: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def tracker(servers: ServerProcess.Pool, pki: Path, tls: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def tracker(servers: ServerProcess.Pool, pki: Path, tls: dict[str, Any] | None = None,
+            http: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     config = {
         "listen": ["tls:tcp:0:interface=127.0.0.1"],
         "tls": {**tls_section(pki, "tracker"), **(tls or {})},
+        "http": http or {},
         "tracker": {"origins": []},
     }
     return servers.start("kraken-tracker", config, **kwargs)
@@ -258,6 +260,23 @@ def test_keep_alive_connection_idles_at_most_the_header_deadline(
             time.sleep(0.6)
         assert not closed_by_server(s)
         assert wait_until(lambda: closed_by_server(s), timeout=2)
+
+
+def test_slowloris_behind_tls_is_aborted_too(servers: Any, pki: Path) -> None:
+    proc = tracker(servers, pki, http={"header_timeout": 1.0})
+    port = proc.port("http")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with tls_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 4 and s.recv(1):
+                    pass
+            except OSError:
+                pass
+            assert time.monotonic() - started < 3, "a trickling TLS client outlived the header deadline"
+    _, metrics = get(f"https://127.0.0.1:{port}/metrics", tls_context(pki))
+    assert aborted(metrics, "tracker", "http_headers_timeout") == 1
 
 
 def test_valid_client_is_served_while_more_slowloris_connections_than_open_files_are_held(
