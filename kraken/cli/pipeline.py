@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from kraken.cli.hints import unreachable
 from kraken.core import jsonlimits
+from kraken.core.tls import stdlib_client_context
 from kraken.pipeline.answers import MAX_JSON_DEPTH
 
 SERVICE_QUERIES = ("status", "definition", "state", "start", "stop", "delete")
@@ -42,9 +43,7 @@ class Client:
         self.timeout = timeout
         self.context: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
-            self.context = ssl.create_default_context(cafile=cacert)
-            if cert:
-                self.context.load_cert_chain(cert, key)
+            self.context = stdlib_client_context(cacert, cert, key, {"pipeline"})
 
     def open(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

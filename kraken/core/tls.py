@@ -20,6 +20,8 @@ Protocols learn who they talk to with :func:`peer_identity` (raw TCP) or
 from __future__ import annotations
 
 import ipaddress
+import socket
+import ssl as stdlib_ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -531,3 +533,36 @@ def wrap_client_factory(
     return TLSMemoryBIOFactory(
         settings.client_creator(hostname, expected_roles), True, IdentifiedFactory(factory)
     )
+
+
+class RoleCheckingSSLContext(stdlib_ssl.SSLContext):
+    """A standard-library client context (``urllib``, ``http.client``) that, after the handshake
+    has checked CA and host name, also demands a server role of ``expected_roles``."""
+
+    expected_roles: frozenset[str] = frozenset()
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> stdlib_ssl.SSLSocket:
+        tls = super().wrap_socket(sock, *args, **kwargs)
+        der = tls.getpeercert(binary_form=True)
+        server = PeerIdentity.from_x509(crypto.load_certificate(crypto.FILETYPE_ASN1, der)) if der else None
+        if server is None or server.role not in self.expected_roles:
+            tls.close()
+            raise stdlib_ssl.SSLCertVerificationError(str(RoleRefused(server, self.expected_roles)))
+        return tls
+
+
+def stdlib_client_context(
+    ca: str | None, cert: str | None, key: str | None, expected_roles: Iterable[str]
+) -> stdlib_ssl.SSLContext:
+    """A standard-library TLS client context: trust *ca* (system CAs when ``None``), present
+    *cert*/*key* when given, and talk only to servers presenting a role of *expected_roles*."""
+    context = RoleCheckingSSLContext(stdlib_ssl.PROTOCOL_TLS_CLIENT)
+    context.expected_roles = frozenset(expected_roles)
+    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2
+    if ca:
+        context.load_verify_locations(cafile=ca)
+    else:
+        context.load_default_certs()
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context

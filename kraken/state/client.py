@@ -6,9 +6,11 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from kraken.core import jsonlimits
+from kraken.core.tls import stdlib_client_context
 
 
 class ClientError(Exception):
@@ -28,14 +30,13 @@ class StateClient:
         cert: str | None = None,
         key: str | None = None,
         timeout: float = 15.0,
+        expected_roles: Iterable[str] = ("state",),
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.context: ssl.SSLContext | None = None
         if self.url.startswith("https:"):
-            self.context = ssl.create_default_context(cafile=ca)
-            if cert:
-                self.context.load_cert_chain(cert, key)
+            self.context = stdlib_client_context(ca, cert, key, expected_roles)
 
     def request(self, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
         data = json.dumps(body).encode() if body is not None else None

@@ -10,7 +10,8 @@
   a lowered open files limit. The autobahn WebSocket handshake has its own deadline.
 - Every outbound client requires the role of the server it talks to: the tracker refuses an
   "origin" with a client certificate, the agent a "tracker" with another role, the proxy a
-  "build-index" with another role, the pub/sub client a server that is not pubsub.
+  "build-index" with another role, the pub/sub client a server that is not pubsub, the
+  state CLI client a server that is not state.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from twisted.internet import protocol, reactor
 
 from kraken.core.tls import RoleRefused, wrap_server_factory
 from kraken.pubsub.client import connect_client
+from kraken.state.client import ClientError, StateClient
 from tests.support import ServerProcess, tls_section, tls_settings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -373,3 +375,12 @@ def test_pubsub_client_refuses_a_server_that_is_not_pubsub(pki: Path) -> Any:
             yield connect_client(reactor, "127.0.0.1", port.getHost().port, tls_settings(pki, "client"))
     finally:
         yield port.stopListening()
+
+
+def test_cli_clients_refuse_a_server_of_another_role(servers: Any, pki: Path) -> None:
+    impostor = tracker(servers, pki)
+    url = f"https://127.0.0.1:{impostor.port('http')}"
+    files = {"ca": str(pki / "ca.pem"), "cert": str(pki / "client.pem"), "key": str(pki / "client.key")}
+    with pytest.raises(ClientError, match="peer role 'tracker' is not one of: state"):
+        StateClient(url, **files).get("/health")
+    assert StateClient(url, **files, expected_roles={"tracker"}).get("/health") == {"status": "ok"}
