@@ -11,7 +11,7 @@
 - Every outbound client requires the role of the server it talks to: the tracker refuses an
   "origin" with a client certificate, the agent a "tracker" with another role, the proxy a
   "build-index" with another role, the pub/sub client a server that is not pubsub, the
-  state CLI client a server that is not state.
+  state CLI client a server that is not state, a pipeline HTTP service the roles it names.
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from kraken.core.tls import RoleRefused, wrap_server_factory
+from kraken.pipeline.clients.base import ClientContext, ClientError, ClientStartError
+from kraken.pipeline.clients.http import HttpClient
 from kraken.pubsub.client import connect_client
-from kraken.state.client import ClientError, StateClient
+from kraken.state.client import ClientError as StateClientError
+from kraken.state.client import StateClient
 from tests.support import ServerProcess, tls_section, tls_settings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -381,6 +386,29 @@ def test_cli_clients_refuse_a_server_of_another_role(servers: Any, pki: Path) ->
     impostor = tracker(servers, pki)
     url = f"https://127.0.0.1:{impostor.port('http')}"
     files = {"ca": str(pki / "ca.pem"), "cert": str(pki / "client.pem"), "key": str(pki / "client.key")}
-    with pytest.raises(ClientError, match="peer role 'tracker' is not one of: state"):
+    with pytest.raises(StateClientError, match="peer role 'tracker' is not one of: state"):
         StateClient(url, **files).get("/health")
     assert StateClient(url, **files, expected_roles={"tracker"}).get("/health") == {"status": "ok"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipeline_http_service_requires_and_checks_the_server_role(pki: Path) -> Any:
+    site = wrap_server_factory(Site(Resource()), tls_settings(pki, "tracker"))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    ctx = ClientContext(reactor, tls=tls_settings(pki, "pipeline"))
+    base = {"base_url": f"https://127.0.0.1:{port.getHost().port}", "tls": True}
+    client = HttpClient(ctx, "svc")
+    try:
+        with pytest.raises(ClientStartError, match="needs roles"):
+            client.start(base)
+        client.start({**base, "roles": ["state"]})
+        result = yield client.call({"path": "/"}, {})
+        assert isinstance(result, ClientError) and result.error == "RoleRefused", result
+        assert "'tracker' is not one of: state" in result.message
+        yield client.stop({})
+        client.start({**base, "roles": ["tracker"]})
+        result = yield client.call({"path": "/"}, {})
+        assert result["status"] == 404
+    finally:
+        yield client.stop({})
+        yield port.stopListening()
