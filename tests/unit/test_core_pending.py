@@ -80,3 +80,10 @@ def test_offenders_are_logged_once_per_interval_and_forgotten_when_too_many() ->
     offenders.should_log("y")
     offenders.should_log("z")  # x, the least recent, is forgotten
     assert offenders.should_log("x") == 0
+
+
+def test_every_server_exposes_the_aborted_connections_counter() -> None:
+    from kraken.core.metrics import Metrics
+
+    metrics = Metrics("build-index")
+    assert b"# TYPE kraken_build_index_connections_aborted_total counter" in metrics.render()
