@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseNeverReceived
 
 from kraken.core import jsonlimits
+from kraken.core.httpclient import IDLE_CONNECTION_SECONDS
 from kraken.core.jsonlimits import JSONLimitError
 from kraken.core.tls import ClientTLSPolicy
 from kraken.pipeline.answers import MAX_JSON_DEPTH
@@ -90,6 +91,7 @@ class HttpClient(Client):
         self.slots = defer.DeferredSemaphore(pool_size)  # at most pool_size requests at once
         self.pool = HTTPConnectionPool(self.ctx.reactor, persistent=True)
         self.pool.maxPersistentPerHost = pool_size
+        self.pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS  # we close idle ones first
         if config.get("tls"):
             if self.ctx.tls is None:
                 raise ClientStartError("tls: true needs the server's tls section (cert, key, ca)")
