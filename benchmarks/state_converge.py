@@ -39,6 +39,7 @@ from twisted.logger import globalLogBeginner
 
 from kraken.core import certs
 from kraken.core.endpoints import connect, server_endpoint
+from kraken.core.pending import PendingLimits
 from kraken.core.tls import TLSSettings
 from kraken.state.engine import Engine
 from kraken.state.events import EventBus
@@ -168,7 +169,12 @@ def make_children_pki(directory: Path, count: int) -> list[tuple[str, str]]:
 
 
 def settings(pki: Path, name: str) -> TLSSettings:
-    return TLSSettings(str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}.key"))
+    # Parent and children share one reactor here, so a child may not have sent its ClientHello
+    # when the parent looks at it: no caps on pending handshakes (only the deadline).
+    return TLSSettings(
+        str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}.key"),
+        handshake=PendingLimits(timeout=60.0),
+    )
 
 
 class Idle(protocol.Protocol):

@@ -44,7 +44,7 @@ from kraken.core.digest import Digest
 from kraken.core.httplimits import LimitedChannel, RefusalCounter
 from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.core.metrics import Metrics
-from kraken.core.pending import PendingConnections, PendingLimits, source_of
+from kraken.core.pending import PendingConnections, PendingLimits, socket_of, source_of, unread_bytes
 from kraken.core.reactor import default_reactor
 from kraken.core.streaming import BodyRouter, streaming_requests
 
@@ -320,7 +320,8 @@ class KrakenHTTPChannel(LimitedChannel):
         if pending is not None and transport is not None:
             tcp = ITCPTransport(transport, None)
             abort = tcp.abortConnection if tcp is not None else transport.loseConnection
-            pending.admit(self, source_of(transport.getPeer()), abort)
+            sock = socket_of(transport)
+            pending.admit(self, source_of(transport.getPeer()), abort, lambda: unread_bytes(sock) == 0)
 
     def headers_in(self) -> None:
         pending = self.pending()

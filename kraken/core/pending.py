@@ -7,16 +7,20 @@ so :class:`PendingConnections` bounds it three ways:
 
 - a **deadline** from admission (not reset by the bytes that arrive): a silent or trickling
   connection is aborted when it passes;
-- a cap **per source address**: a newcomer from an address already holding that many pending
-  connections makes room by aborting that address's *oldest* one;
-- a cap **per listener**: when full, a newcomer aborts the oldest pending connection overall.
+- a cap **per source address** and a cap **per listener**: while a group is over its cap, its
+  oldest connections that are *stalled* make room (are aborted).
 
-Evicting the oldest rather than refusing the newest is what keeps a legitimate client served
-while an attacker holds the caps: a real handshake or header block takes milliseconds, so the
-newcomer completes long before the attacker's next connections push it out, while each of
-the attacker's connections lives only until it is the oldest. An address can only ever evict
-its own connections, so one source cannot push out the clients of others; only many sources
-together reach the listener cap.
+A connection is *stalled* when it is older than ``grace`` (0.1 s), no bytes from it wait
+unread in its socket, and (TLS) the server has not read a complete ClientHello from it. A
+legitimate client sends its first flight right behind the TCP handshake, so it is never
+stalled, even in a burst of thousands from one address that the server needs seconds of CPU
+to get through (their bytes wait unread meanwhile); silent and trickling connections are
+pushed out as soon as they crowd a cap instead of holding a descriptor until the deadline.
+Newcomers are always admitted; an address can only push out its own connections, so one
+source cannot push out the clients of others. A group over its cap whose oldest members are
+younger than the grace is trimmed when they reach it. (A flood bigger than the open-files
+limit can fill it for that long; connections arriving meanwhile are closed by twisted's
+EMFILE recovery and must retry.)
 
 Every abort is counted (``kraken_<server>_connections_aborted_total{reason}``) and logged
 once per source address and interval (:class:`OffenderLog`).
@@ -24,9 +28,14 @@ once per source address and interval (:class:`OffenderLog`).
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
+import termios
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -37,11 +46,15 @@ log = Logger(namespace="kraken.pending")
 
 @dataclass(frozen=True)
 class PendingLimits:
-    """How long a connection may stay pending, and how many may at once (0: no cap)."""
+    """How long a connection may stay pending, and how many may at once (0: no cap).
+
+    *grace*: how old a connection must be before a cap may push it out.
+    """
 
     timeout: float
     max_pending: int = 0
     max_per_source: int = 0
+    grace: float = 0.1
 
 
 class OffenderLog:
@@ -70,11 +83,17 @@ class OffenderLog:
         return seen[1] if seen is not None else 0
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass
 class _Pending:
     source: str
     abort: Callable[[], None]
     timer: IDelayedCall
+    since: float
+    stalled: Callable[[], bool]
 
 
 class PendingConnections:
@@ -99,22 +118,29 @@ class PendingConnections:
         self.offenders = offenders if offenders is not None else OffenderLog(clock)
         self._all: OrderedDict[Hashable, _Pending] = OrderedDict()
         self._by_source: dict[str, OrderedDict[Hashable, None]] = {}
+        self._crowded: set[str] = set()  # sources over their cap
+        self._trim_call: IDelayedCall | None = None
 
     def __len__(self) -> int:
         return len(self._all)
 
-    def admit(self, key: Hashable, source: str, abort: Callable[[], None]) -> None:
-        """Start *key*'s deadline; make room under the caps first. *abort* closes it at once."""
+    def admit(
+        self, key: Hashable, source: str, abort: Callable[[], None], stalled: Callable[[], bool] = _always
+    ) -> None:
+        """Start *key*'s deadline, then make room under the caps.
+
+        *abort* closes the connection at once; *stalled* says whether it has still made no
+        progress (it may only be pushed out by a cap then, and once older than the grace).
+        """
         self.done(key)
-        limits = self.limits
-        mine = self._by_source.get(source)
-        if mine is not None and limits.max_per_source and len(mine) >= limits.max_per_source:
-            self._abort(next(iter(mine)), "per_source")
-        if limits.max_pending and len(self._all) >= limits.max_pending:
-            self._abort(next(iter(self._all)), "full")
-        timer = self.clock.callLater(limits.timeout, self._abort, key, "timeout")
-        self._all[key] = _Pending(source, abort, timer)
-        self._by_source.setdefault(source, OrderedDict())[key] = None
+        now = self.clock.seconds()
+        timer = self.clock.callLater(self.limits.timeout, self._abort, key, "timeout")
+        self._all[key] = _Pending(source, abort, timer, now, stalled)
+        mine = self._by_source.setdefault(source, OrderedDict())
+        mine[key] = None
+        if self.limits.max_per_source and len(mine) > self.limits.max_per_source:
+            self._crowded.add(source)
+        self._trim()
 
     def done(self, key: Hashable) -> bool:
         """*key* proved itself (or closed): it no longer counts and its deadline is off.
@@ -136,7 +162,47 @@ class PendingConnections:
         del mine[key]
         if not mine:
             del self._by_source[entry.source]
+        if entry.source in self._crowded and len(mine) <= self.limits.max_per_source:
+            self._crowded.discard(entry.source)
         return entry
+
+    def _trim_later(self) -> None:
+        self._trim_call = None
+        self._trim()
+
+    def _trim(self) -> None:
+        """Push out stalled connections of every group over its cap; come back for the young ones."""
+        wake: float | None = None
+        for source in list(self._crowded):
+            mine = self._by_source.get(source)
+            if mine is not None:
+                wake = _earliest(wake, self._make_room(mine, self.limits.max_per_source, "per_source"))
+        if self.limits.max_pending and len(self._all) > self.limits.max_pending:
+            wake = _earliest(wake, self._make_room(self._all, self.limits.max_pending, "full"))
+        if wake is None:
+            return
+        call = self._trim_call
+        if call is not None and call.active() and call.getTime() <= wake:
+            return
+        if call is not None and call.active():
+            call.cancel()
+        self._trim_call = self.clock.callLater(max(0.0, wake - self.clock.seconds()), self._trim_later)
+
+    def _make_room(self, group: OrderedDict[Hashable, Any], cap: int, why: str) -> float | None:
+        """Abort the oldest stalled members of *group* until it is within *cap*; the time at
+        which its next member becomes old enough to be pushed out, if it is still over."""
+        excess = len(group) - cap
+        old_enough = self.clock.seconds() - self.limits.grace
+        for key in list(group):
+            if excess <= 0:
+                return None
+            entry = self._all[key]
+            if entry.since > old_enough:
+                return entry.since + self.limits.grace
+            if entry.stalled():
+                self._abort(key, why)
+                excess -= 1
+        return None
 
     def _abort(self, key: Hashable, why: str) -> None:
         entry = self._remove(key)
@@ -164,8 +230,40 @@ class PendingConnections:
         if why == "timeout":
             return f"{self.what} not complete within {limits.timeout:g}s"
         if why == "per_source":
-            return f"over {limits.max_per_source} pending from one address; the oldest made room"
-        return f"over {limits.max_pending} pending on this listener; the oldest made room"
+            return f"over {limits.max_per_source} pending from one address, stalled for {limits.grace:g}s"
+        return f"over {limits.max_pending} pending on this listener, stalled for {limits.grace:g}s"
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def socket_of(transport: object) -> socket.socket | None:
+    """The socket under *transport* and the protocol wrappers (TLS...) above it, if any."""
+    for _ in range(8):
+        get_handle = getattr(transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        if isinstance(handle, socket.socket):
+            return handle
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def unread_bytes(sock: socket.socket | None) -> int:
+    """How many received bytes wait in *sock* for the server to read them."""
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 def source_of(address: object) -> str:

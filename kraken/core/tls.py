@@ -53,7 +53,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import directlyProvides, implementer, providedBy
 
 from kraken.core.config import TLSSection
-from kraken.core.pending import PendingConnections, PendingLimits, source_of
+from kraken.core.pending import PendingConnections, PendingLimits, socket_of, source_of, unread_bytes
 from kraken.core.reactor import default_reactor
 
 log = Logger(namespace="kraken.tls")
@@ -420,7 +420,8 @@ class IdentifiedProtocol(ProtocolWrapper):
         self.factory.registerProtocol(self)
         pending = self.factory.pending
         if pending is not None:
-            pending.admit(self, source_of(transport.getPeer()), transport.abortConnection)
+            stalled = partial(_stalled, transport.getHandle(), socket_of(transport))
+            pending.admit(self, source_of(transport.getPeer()), transport.abortConnection, stalled)
 
     def handshakeCompleted(self) -> None:
         if self.factory.pending is not None:
@@ -456,6 +457,11 @@ class IdentifiedProtocol(ProtocolWrapper):
         ready, self.factory.ready = self.factory.ready, None
         if ready is not None:
             ready.errback(reason)
+
+
+def _stalled(connection: SSL.Connection, sock: socket.socket | None) -> bool:
+    """Whether a server connection has no complete ClientHello read and no bytes waiting."""
+    return connection.get_state_string() == b"before SSL initialization" and unread_bytes(sock) == 0
 
 
 class SeesTLSLayer:

