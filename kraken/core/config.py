@@ -128,8 +128,8 @@ class TLSSection:
         10.0, "seconds from accept to a complete TLS handshake; slower connections are aborted", minimum=0.1
     )
     max_handshakes: int = setting(
-        256, "connections still handshaking per listener; beyond it the oldest stalled ones are aborted (0: no cap)",
-        minimum=0,
+        256, "connections still handshaking per listener; beyond it the oldest stalled ones are "
+        "aborted (0: no cap)", minimum=0,
     )
     max_handshakes_per_source: int = setting(
         64, "connections still handshaking per client address; beyond it that address's oldest "
@@ -147,8 +147,8 @@ class HTTPSection:
         60.0, "seconds without a byte from the client while it sends a request body", minimum=0.1
     )
     max_pending: int = setting(
-        1024, "connections awaiting request headers per site; beyond it the oldest stalled ones are aborted (0: no cap)",
-        minimum=0,
+        1024, "connections awaiting request headers per site; beyond it the oldest stalled ones are "
+        "aborted (0: no cap)", minimum=0,
     )
     max_pending_per_source: int = setting(
         128, "connections awaiting request headers per client address; beyond it that address's oldest "
