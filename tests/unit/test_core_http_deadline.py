@@ -1,0 +1,68 @@
+"""KrakenHTTPChannel's header deadline on a Clock: trickled bytes do not extend it, a request in
+progress is not cut, and a keep-alive connection idles at most the deadline after a response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from kraken.core.config import HTTPSection
+from kraken.core.http import Router, make_site
+from kraken.core.metrics import Metrics
+
+
+def serve(held: list[Deferred[Any]]) -> tuple[Clock, Any, StringTransport, Metrics]:
+    router = Router()
+    router.route("GET", "/now", lambda request: {"ok": True})
+
+    def hold(request: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        held.append(d)
+        return d
+
+    router.route("GET", "/slow", hold)
+    clock, metrics = Clock(), Metrics("t")
+    site = make_site(router, metrics, http=HTTPSection(header_timeout=5, idle_timeout=60), reactor=clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 1234))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", 1234))
+    channel.makeConnection(transport)
+    return clock, channel, transport, metrics
+
+
+def aborted(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value(
+        "kraken_t_connections_aborted_total", {"reason": "http_headers_timeout"}
+    )
+    return value or 0.0
+
+
+def test_trickled_headers_are_cut_at_the_deadline() -> None:
+    clock, channel, transport, metrics = serve([])
+    channel.dataReceived(b"GET /now HTTP/1.1\r\nX-Slow: ")
+    while not transport.disconnecting and clock.seconds() < 60:
+        channel.dataReceived(b"x")  # a byte every 0.1 s: twisted.web's idle timeout never fires
+        clock.advance(0.1)
+    assert transport.disconnecting
+    assert clock.seconds() < 5.2  # cut at the deadline, not 60 s (twisted.web: never)
+    assert aborted(metrics) == 1
+
+
+def test_a_request_in_progress_is_not_cut_and_keep_alive_idles_at_most_the_deadline() -> None:
+    held: list[Deferred[Any]] = []
+    clock, channel, transport, metrics = serve(held)
+    channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(30)
+    assert not transport.disconnecting and held
+    held[0].callback({"done": True})
+    assert b"200 OK" in transport.value()
+    clock.advance(4)
+    channel.dataReceived(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")  # the deadline restarts per request
+    clock.advance(4)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    assert aborted(metrics) == 1
