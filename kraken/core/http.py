@@ -393,7 +393,7 @@ def make_site(
         )
     else:
         site = QuietSite(root, pending, timeout=limits.idle_timeout, reactor=clock)
-    site.protocol = channel  # type: ignore[assignment]  # HTTP/1.1 only (no h2 negotiation)
+    site.protocol = channel
     site.noisy = False
     site.refusals = metrics.counter("http_refused", "requests refused at their head (414, 431)", ["status"])
     return site

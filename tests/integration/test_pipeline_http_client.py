@@ -137,11 +137,12 @@ def test_https_with_our_certificate_goes_through_the_allow_list(pki: Path) -> An
     ctx = ClientContext(reactor, tls=tls_settings(pki, "pipeline"), outbound=allow)
     client = HttpClient(ctx, "svc")
     try:
-        client.start({"base_url": f"https://localhost:{number}", "tls": True, "timeout": 5})
+        tls = {"tls": True, "roles": ["origin"], "timeout": 5}
+        client.start({"base_url": f"https://localhost:{number}", **tls})
         result = yield client.call({"path": "/x"}, {"parse_json_body": True})
         assert result["status"] == 200 and result["body"] == {"path": "/x"}
         refused = HttpClient(ctx, "other")
-        refused.start({"base_url": f"https://127.0.0.1:{number}", "tls": True, "timeout": 5})
+        refused.start({"base_url": f"https://127.0.0.1:{number}", **tls})
         outside = yield refused.call({"path": "/x"}, {})
         assert isinstance(outside, ClientError) and outside.error == "outbound_refused"
         yield refused.stop({})
