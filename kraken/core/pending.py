@@ -41,6 +41,8 @@ from prometheus_client import Counter
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from kraken.core.offenders import OffenderLog
+
 log = Logger(namespace="kraken.pending")
 
 
@@ -55,32 +57,6 @@ class PendingLimits:
     max_pending: int = 0
     max_per_source: int = 0
     grace: float = 0.1
-
-
-class OffenderLog:
-    """Log a refusal once per offender and interval; later ones in the interval are counted only.
-
-    At most *max_offenders* offenders are remembered (the least recent are forgotten first).
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float = 60.0, max_offenders: int = 10_000) -> None:
-        self.clock = clock
-        self.interval = interval
-        self.max_offenders = max_offenders
-        self._last: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
-
-    def should_log(self, offender: Hashable) -> int | None:
-        """``None`` when *offender* was logged within the interval, else how many were not logged."""
-        now = self.clock.seconds()
-        seen = self._last.get(offender)
-        if seen is not None and now - seen[0] < self.interval:
-            self._last[offender] = (seen[0], seen[1] + 1)
-            return None
-        self._last.pop(offender, None)
-        self._last[offender] = (now, 0)
-        while len(self._last) > self.max_offenders:
-            self._last.popitem(last=False)
-        return seen[1] if seen is not None else 0
 
 
 def _always() -> bool:

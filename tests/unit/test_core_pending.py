@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter
 from twisted.internet.task import Clock
 
-from kraken.core.pending import OffenderLog, PendingConnections, PendingLimits
+from kraken.core.offenders import OffenderLog
+from kraken.core.pending import PendingConnections, PendingLimits
 
 
 class Conns:
