@@ -11,7 +11,8 @@
 - Every outbound client requires the role of the server it talks to: the tracker refuses an
   "origin" with a client certificate, the agent a "tracker" with another role, the proxy a
   "build-index" with another role, the pub/sub client a server that is not pubsub, the
-  state CLI client a server that is not state, a pipeline HTTP service the roles it names.
+  state CLI client a server that is not state, a state child a parent that is not state, a
+  pipeline HTTP service the roles it names.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from kraken.pipeline.clients.outbound import OutboundPolicy
 from kraken.pubsub.client import connect_client
 from kraken.state.client import ClientError as StateClientError
 from kraken.state.client import StateClient
+from tests.integration.state_rig import issue_node_cert, state_config
 from tests.support import ServerProcess, tls_section, tls_settings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -438,3 +440,13 @@ def test_pipeline_http_service_requires_and_checks_the_server_role(pki: Path) ->
     finally:
         yield client.stop({})
         yield port.stopListening()
+
+
+def test_state_child_refuses_a_parent_of_another_role(servers: Any, pki: Path, tmp_path: Path) -> None:
+    impostor = tracker(servers, pki)  # a sync port that presents a tracker certificate
+    issue_node_cert(pki, "kid-of-impostor")
+    child = servers.start("kraken-state", state_config(
+        pki, tmp_path / "child", cert="kid-of-impostor", id="cccccccc-0000-0000-0000-0000000000aa",
+        modules=["freebusy"], parent=f"127.0.0.1:{impostor.port('http')}", hello=0.3, dead=1.5,
+    ))
+    assert wait_until(lambda: "presents role 'tracker', expected state" in child.log(), timeout=5)
