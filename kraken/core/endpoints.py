@@ -13,11 +13,12 @@ from typing import Any
 from prometheus_client import Counter
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime, IStreamServerEndpoint
 
 from kraken.core.reactor import IServerReactor
 from kraken.core.tls import (
     IdentifiedFactory,
+    IdentifiedProtocol,
     TLSConfigError,
     TLSSettings,
     client_creator,
@@ -66,7 +67,8 @@ def connect(
     With *tls*, the server's certificate and name are verified and its role must be one of
     *expected_roles* (required with *tls*); the result fires only after the handshake, when
     the protocol's ``connectionMade`` has run with ``transport.peer`` set, and fails if the
-    handshake does (:class:`~kraken.core.tls.RoleRefused` for a server of another role).
+    handshake does (:class:`~kraken.core.tls.RoleRefused` for a server of another role) or
+    takes longer than *timeout* once connected (a silent server).
     """
     tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls is None:
@@ -76,5 +78,24 @@ def connect(
     ready: Deferred[Any] = Deferred()
     wrapped = IdentifiedFactory(factory, ready)
     connecting = wrapClientTLS(client_creator(tls, host, expected_roles), tcp).connect(wrapped)
-    connecting.addErrback(lambda f: ready.errback(f) if not ready.called else None)
+    connecting.addCallbacks(
+        lambda protocol: _handshake_deadline(reactor, protocol, ready, timeout),
+        lambda f: ready.errback(f) if not ready.called else None,
+    )
     return ready
+
+
+def _handshake_deadline(
+    reactor: IReactorTime, protocol: IdentifiedProtocol, ready: Deferred[Any], timeout: float
+) -> None:
+    """Abort *protocol*'s connection if its handshake is not done within *timeout*."""
+    if ready.called:
+        return
+    call = reactor.callLater(timeout, protocol.tls.abortConnection)
+    ready.addBoth(_cancelled, call)
+
+
+def _cancelled(result: Any, call: IDelayedCall) -> Any:
+    if call.active():
+        call.cancel()
+    return result

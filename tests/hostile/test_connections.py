@@ -31,9 +31,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor
+from twisted.internet.error import ConnectionLost
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from kraken.core.endpoints import connect
 from kraken.core.tls import RoleRefused, wrap_server_factory
 from kraken.pipeline.clients.base import ClientContext, ClientError, ClientStartError
 from kraken.pipeline.clients.http import HttpClient
@@ -450,3 +452,17 @@ def test_state_child_refuses_a_parent_of_another_role(servers: Any, pki: Path, t
         modules=["freebusy"], parent=f"127.0.0.1:{impostor.port('http')}", hello=0.3, dead=1.5,
     ))
     assert wait_until(lambda: "presents role 'tracker', expected state" in child.log(), timeout=5)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tls_client_gives_up_on_a_silent_server(pki: Path) -> Any:
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Silent), interface="127.0.0.1")
+    factory = protocol.Factory.forProtocol(Silent)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionLost):  # aborted after the timeout; before: waited for ever
+            yield connect(reactor, "127.0.0.1", port.getHost().port, factory, tls_settings(pki, "client"),
+                          {"pubsub"}, timeout=1)
+    finally:
+        yield port.stopListening()
+    assert time.monotonic() - started < 3
