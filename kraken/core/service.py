@@ -42,9 +42,13 @@ def raise_open_files_limit(server: str) -> None:
     """Raise the soft limit of open files to the hard one, so that a flood of connections meets
     the pending-connection caps before it meets EMFILE; log both limits."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel's per-process ceiling then
+        nr_open = Path("/proc/sys/fs/nr_open")
+        target = int(nr_open.read_text()) if nr_open.exists() else soft
+    if soft != target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as e:
             log.warn(
                 "{server}: open files limit stays at {soft} (hard limit {hard}): {e}",
@@ -53,7 +57,7 @@ def raise_open_files_limit(server: str) -> None:
             return
     log.info(
         "{server}: open files limit {new} (soft was {soft}, hard {hard})",
-        server=server, new=hard, soft=soft, hard=hard,
+        server=server, new=target, soft=soft, hard=hard,
     )
 
 
