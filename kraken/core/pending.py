@@ -35,6 +35,7 @@ import termios
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from prometheus_client import Counter
@@ -57,6 +58,9 @@ class PendingLimits:
     max_pending: int = 0
     max_per_source: int = 0
     grace: float = 0.1
+
+
+SCAN_BUDGET = 64  # members of an over-cap group looked at per admission or timer
 
 
 def _always() -> bool:
@@ -165,20 +169,32 @@ class PendingConnections:
         self._trim_call = self.clock.callLater(max(0.0, wake - self.clock.seconds()), self._trim_later)
 
     def _make_room(self, group: OrderedDict[Hashable, Any], cap: int, why: str) -> float | None:
-        """Abort the oldest stalled members of *group* until it is within *cap*; the time at
-        which its next member becomes old enough to be pushed out, if it is still over."""
+        """Abort the oldest stalled members of *group* until it is within *cap*; when it stays
+        over, the time to look again (a member turns old enough, or may have stalled since).
+
+        At most :data:`SCAN_BUDGET` members are looked at per call; members making progress move
+        to the back of the group's order, so a group of busy legitimate connections over its
+        cap (a burst) costs a bounded scan per admission, not one over all of them.
+        """
         excess = len(group) - cap
-        old_enough = self.clock.seconds() - self.limits.grace
-        for key in list(group):
+        if excess <= 0:
+            return None
+        now = self.clock.seconds()
+        wake: float | None = None
+        for key in list(islice(group, SCAN_BUDGET)):
             if excess <= 0:
                 return None
             entry = self._all[key]
-            if entry.since > old_enough:
-                return entry.since + self.limits.grace
-            if entry.stalled():
+            if now - entry.since < self.limits.grace:
+                wake = _earliest(wake, entry.since + self.limits.grace)
+            elif entry.stalled():
                 self._abort(key, why)
                 excess -= 1
-        return None
+            else:
+                group.move_to_end(key)
+        if excess <= 0:
+            return None
+        return _earliest(wake, now + self.limits.grace)
 
     def _abort(self, key: Hashable, why: str) -> None:
         entry = self._remove(key)

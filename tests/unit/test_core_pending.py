@@ -106,3 +106,21 @@ def test_every_server_exposes_the_aborted_connections_counter() -> None:
 
     metrics = Metrics("build-index")
     assert b"# TYPE kraken_build_index_connections_aborted_total counter" in metrics.render()
+
+
+def test_a_burst_over_the_cap_costs_a_bounded_scan_and_a_stalled_one_is_still_found() -> None:
+    conns = Conns(PendingLimits(timeout=10, max_per_source=1, grace=0.1))
+    scanned: list[str] = []
+
+    def busy(name: str) -> bool:
+        scanned.append(name)
+        return False
+
+    for i in range(100):
+        conns.pending.admit(f"busy{i}", "10.0.0.1", lambda: None, stalled=lambda n=f"busy{i}": busy(n))
+    conns.admit("silent")
+    conns.clock.advance(0.1)
+    assert len(scanned) <= 64  # one trim looks at a bounded number of members
+    conns.clock.advance(0.1)
+    conns.clock.advance(0.1)
+    assert conns.aborted == ["silent"]
