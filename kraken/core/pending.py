@@ -10,12 +10,13 @@ so :class:`PendingConnections` bounds it three ways:
 - a cap **per source address** and a cap **per listener**: while a group is over its cap, its
   oldest connections that are *stalled* make room (are aborted).
 
-A connection is *stalled* when it is older than ``grace`` (0.1 s), no bytes from it wait
+A connection is *stalled* when it is older than ``grace`` (1 s), no bytes from it wait
 unread in its socket, and (TLS) the server has not read a complete ClientHello from it. A
-legitimate client sends its first flight right behind the TCP handshake, so it is never
-stalled, even in a burst of thousands from one address that the server needs seconds of CPU
-to get through (their bytes wait unread meanwhile); silent and trickling connections are
-pushed out as soon as they crowd a cap instead of holding a descriptor until the deadline.
+legitimate client sends its first flight right behind the TCP handshake (well within the
+grace, even a process opening a thousand connections at once), so it is never stalled, also
+in a burst that the server needs seconds of CPU to get through (its bytes wait unread
+meanwhile); silent and trickling connections crowding a cap are pushed out a second after
+they arrived instead of holding a descriptor until the deadline.
 Newcomers are always admitted; an address can only push out its own connections, so one
 source cannot push out the clients of others. A group over its cap whose oldest members are
 younger than the grace is trimmed when they reach it. (A flood bigger than the open-files
@@ -57,7 +58,7 @@ class PendingLimits:
     timeout: float
     max_pending: int = 0
     max_per_source: int = 0
-    grace: float = 0.1
+    grace: float = 1.0
 
 
 SCAN_BUDGET = 64  # members of an over-cap group looked at per admission or timer
