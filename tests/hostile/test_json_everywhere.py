@@ -456,9 +456,10 @@ def test_cli_reports_pathological_answers_with_an_exit_code(
                "nodes without fields": b'{"nodes": [{}]}'}
     current = {"answer": b""}
     fake = fakes(pki, "state", lambda method, path: (200, {}, current["answer"]))
+    fake_pipeline = fakes(pki, "pipeline", lambda method, path: (200, {}, current["answer"]))  # role checked
     plain = fakes(None, "pubsub", lambda method, path: (200, {}, current["answer"]))
     state = ["state", "--url", f"https://{fake.address}", "--pki", str(pki)]
-    pipeline = ["pipeline", "--url", f"https://{fake.address}", "--cacert", str(pki / "ca.pem"),
+    pipeline = ["pipeline", "--url", f"https://{fake_pipeline.address}", "--cacert", str(pki / "ca.pem"),
                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
     pubsub = ["pubsub", "--admin", f"http://{plain.address}", "dump-topics"]
     for name, answer in answers.items():
