@@ -92,7 +92,8 @@ def test_uefi_gets_the_efi_loader_and_ipxe_gets_its_script() -> None:
 
 
 def test_a_request_for_the_lease_is_acked_and_for_another_address_naked() -> None:
-    ack, _ = answer(request(MessageType.REQUEST, requested_ip=bytes([10, 9, 0, 21]), server_id=bytes([10, 9, 0, 1])))
+    ours = request(MessageType.REQUEST, requested_ip=bytes([10, 9, 0, 21]), server_id=bytes([10, 9, 0, 1]))
+    ack, _ = answer(ours)
     assert ack.message_type == MessageType.ACK and ack.yiaddr == "10.9.0.21"
     nak, _ = answer(request(MessageType.REQUEST, requested_ip=bytes([10, 9, 0, 99])))
     assert nak.message_type == MessageType.NAK and nak.yiaddr == "0.0.0.0"

@@ -22,8 +22,10 @@ def data_of(datagram: bytes) -> Data:
 
 
 def test_request_round_trip_keeps_options_lowercased() -> None:
-    raw = tftp_wire.encode_request(Request(Opcode.RRQ, "boot/x.ipxe", "octet", {"BLKSIZE": "1432", "tsize": "0"}))
-    assert tftp_wire.decode(raw) == Request(Opcode.RRQ, "boot/x.ipxe", "octet", {"blksize": "1432", "tsize": "0"})
+    options = {"BLKSIZE": "1432", "tsize": "0"}
+    raw = tftp_wire.encode_request(Request(Opcode.RRQ, "boot/x.ipxe", "octet", options))
+    lowered = {"blksize": "1432", "tsize": "0"}
+    assert tftp_wire.decode(raw) == Request(Opcode.RRQ, "boot/x.ipxe", "octet", lowered)
 
 
 @pytest.mark.parametrize(
