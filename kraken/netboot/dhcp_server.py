@@ -150,7 +150,11 @@ class DhcpProtocol(DatagramProtocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        reply = self.responder.handle(datagram)
+        try:
+            reply = self.responder.handle(datagram)
+        except Exception:
+            log.failure("dhcp request from {addr} dropped", addr=addr)
+            return
         if reply is not None and self.transport is not None:
             self.transport.write(reply.datagram, reply.address)
 

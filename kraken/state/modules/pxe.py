@@ -33,6 +33,7 @@ from kraken.netboot.dhcp_server import DhcpProtocol, DhcpResponder, Lease
 from kraken.netboot.dhcp_wire import MessageType
 from kraken.netboot.script import BootScriptError, checked_image, failing, render
 from kraken.netboot.tftp_server import MAX_DATAGRAM, TFTPServer
+from kraken.state import model
 from kraken.state.model import ExtensionType, Node, register_extension
 from kraken.state.modules.base import Context, Module, ModuleAPI, Mutation, declare
 from kraken.state.modules.power import HANG
@@ -95,7 +96,11 @@ class BootTable:
 
 def boot_node(cfg: Node) -> BootNode | None:
     ext = cfg.extensions.get(CLIENT.url)
-    if not ext or PXEState(ext.get("state", PXEState.NONE)) is PXEState.NONE:
+    try:
+        wanted = model.get_value(cfg, STATE)
+    except model.ModelError:
+        return None
+    if not ext or wanted in (None, PXEState.NONE):
         return None
     mac, ip = ext.get("mac"), ext.get("ip")
     if not isinstance(mac, str) or not isinstance(ip, str):
