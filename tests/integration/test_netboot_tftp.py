@@ -88,7 +88,7 @@ def test_garbage_writes_and_missing_files_get_tftp_errors(tftp: Any) -> Any:
             (b"\x00\x01nofile", ErrorCode.ILLEGAL_OPERATION),
             (tftp_wire.encode_request(Request(Opcode.WRQ, "x", "octet")), ErrorCode.ACCESS_VIOLATION),
             (tftp_wire.encode_request(Request(Opcode.RRQ, "absent", "octet")), ErrorCode.FILE_NOT_FOUND),
-            (tftp_wire.encode_request(Request(Opcode.RRQ, "../etc/passwd", "octet")), ErrorCode.ACCESS_VIOLATION),
+            (tftp_wire.encode_request(Request(Opcode.RRQ, "../x", "octet")), ErrorCode.ACCESS_VIOLATION),
             (tftp_wire.encode_ack(1), ErrorCode.ILLEGAL_OPERATION),
         ]
         for datagram, code in cases:
