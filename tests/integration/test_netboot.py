@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.threads import deferToThread
 
 from kraken.core.digest import Digest
 from tests.integration.p2p_fixtures import agent_config
 from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
-from tests.integration.test_p2p_swarm import start_cluster, upload
+from tests.integration.test_p2p_swarm import start_cluster
+from tests.support import REPO, _env
 
 NEEDED = ["ip", "busybox", "tftp", "curl"]
 pytestmark = pytest.mark.skipif(
@@ -89,6 +92,13 @@ def bootnet() -> Iterator[BootNet]:
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True)
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kraken.cli.main", *args],
+        capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60,
+    )
+
+
 def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -125,8 +135,7 @@ def test_a_node_boots_through_dhcp_tftp_and_the_swarm(
          "listen": [f"tcp:0:interface={bootnet.server_ip}"]},
         name="agent",
     )  # fmt: skip
-    kd = yield upload(pki, origin, kernel, tmp_path, ns="boot")
-    idd = yield upload(pki, origin, initrd, tmp_path, ns="boot")
+    kd, idd = Digest.of_bytes(kernel), Digest.of_bytes(initrd)
 
     boot_root = tmp_path / "bootroot"
     boot_root.mkdir()
@@ -147,8 +156,7 @@ def test_a_node_boots_through_dhcp_tftp_and_the_swarm(
     api = client(pki, state)
     api.post("/cfg/node", {
         "id": NODE, "nodename": "n1", "platform": "sim", "parentId": PARENT_ID, "physState": "POWER_ON",
-        "extensions": [pxe_client("02:6b:00:00:00:01", f"{bootnet.prefix}.21", kernel=str(kd),
-                                  initrd=str(idd), cmdline="console=ttyS0 quiet")],
+        "extensions": [pxe_client("02:6b:00:00:00:01", f"{bootnet.prefix}.21")],
     })  # fmt: skip
     api.post("/cfg/node", {
         "id": IMAGELESS, "nodename": "n2", "platform": "sim", "parentId": PARENT_ID, "physState": "POWER_ON",
@@ -162,6 +170,19 @@ def test_a_node_boots_through_dhcp_tftp_and_the_swarm(
         return "NONE"
 
     wait_for(lambda: pxe_state(NODE) == "WAIT", what="the node armed for boot")
+
+    (tmp_path / "vmlinuz").write_bytes(kernel)
+    (tmp_path / "initrd.img").write_bytes(initrd)
+    state_cli = ["state", "--url", f"https://127.0.0.1:{state.port('http')}", "--pki", str(pki), "image"]
+    pushed = yield deferToThread(
+        cli, *state_cli, "push", "tiny", "--kernel", str(tmp_path / "vmlinuz"), "--initrd",
+        str(tmp_path / "initrd.img"), "--cmdline", "console=ttyS0 quiet", "--node", "n1",
+        "--origin", f"127.0.0.1:{origin.port('http')}",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"kernel {kd}" in pushed.stdout and "assigned tiny to n1" in pushed.stdout
+    listed = yield deferToThread(cli, *state_cli, "list")
+    assert "tiny  kernel sha256:" in listed.stdout and "1 node(s): n1" in listed.stdout
 
     lease = dhcp(bootnet, "n1", tmp_path)
     assert lease.get("ip") == f"{bootnet.prefix}.21" and lease.get("mask") == "24"
