@@ -84,6 +84,7 @@ class TFTPServer(DatagramProtocol):
         clock: IReactorTime,
         interface: str = "",
         max_transfers: int = 256,
+        max_per_client: int = 8,
         max_blksize: int = 1468,
         on_sent: SentCallback | None = None,
     ) -> None:
@@ -92,6 +93,7 @@ class TFTPServer(DatagramProtocol):
         self.clock = clock
         self.interface = interface
         self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
         self.max_blksize = max_blksize
         self.on_sent = on_sent
         self.transfers: set[TransferProtocol] = set()
@@ -112,6 +114,9 @@ class TFTPServer(DatagramProtocol):
             return
         if len(self.transfers) >= self.max_transfers:
             self.refuse(peer, ErrorCode.NOT_DEFINED, "server busy, try again")
+            return
+        if sum(1 for t in self.transfers if t.peer[0] == peer[0]) >= self.max_per_client:
+            self.refuse(peer, ErrorCode.NOT_DEFINED, f"at most {self.max_per_client} transfers per client")
             return
         try:
             source = self.files.open(packet.filename, peer[0])

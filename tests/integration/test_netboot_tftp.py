@@ -97,3 +97,23 @@ def test_garbage_writes_and_missing_files_get_tftp_errors(tftp: Any) -> Any:
         assert server.refused == len(cases) and not server.transfers
     finally:
         listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_client_cannot_hold_more_than_its_share_of_transfers(tftp: Any) -> Any:
+    root, port, server, _sent = tftp
+    (root / "big").write_bytes(os.urandom(100_000))
+    probe = Probe()
+    listening = reactor.listenUDP(0, probe, "127.0.0.1", MAX_DATAGRAM)
+    try:
+        request = tftp_wire.encode_request(Request(Opcode.RRQ, "big", "octet"))
+        for _ in range(server.max_per_client):
+            first = tftp_wire.decode((yield probe.ask(request, port)))
+            assert first == tftp_wire.Data(1, (root / "big").read_bytes()[:512])
+        refused = tftp_wire.decode((yield probe.ask(request, port)))
+        assert isinstance(refused, Error) and "per client" in refused.message
+        assert len(server.transfers) == server.max_per_client
+    finally:
+        listening.stopListening()
+        for transfer in list(server.transfers):
+            transfer.finish()
