@@ -49,7 +49,7 @@ class Reply:
 
 
 LeaseLookup = Callable[[str], Lease | None]
-SeenCallback = Callable[[Lease, MessageType], None]
+SeenCallback = Callable[[Lease, MessageType, bool], None]  # the bool: a PXE client (ROM or iPXE)
 
 
 def loader_for(request: Message) -> str:
@@ -57,6 +57,11 @@ def loader_for(request: Message) -> str:
     if len(arch) >= 2 and struct.unpack(">H", arch[:2])[0] in UEFI_ARCHES:
         return UEFI_LOADER
     return BIOS_LOADER
+
+
+def is_pxe_client(request: Message) -> bool:
+    """A boot ROM or iPXE (vendor class ``PXEClient...``), not the booted OS's own DHCP client."""
+    return request.options.get(Option.VENDOR_CLASS, b"").startswith(b"PXEClient")
 
 
 def is_ipxe(request: Message) -> bool:
@@ -101,7 +106,7 @@ class DhcpResponder:
             if wanted != lease.ip:
                 return self._reply(request, lease, MessageType.NAK)
         if self.on_seen is not None:
-            self.on_seen(lease, kind)
+            self.on_seen(lease, kind, is_pxe_client(request))
         answer = MessageType.OFFER if kind == MessageType.DISCOVER else MessageType.ACK
         return self._reply(request, lease, answer)
 

@@ -110,13 +110,16 @@ def pxe_client(mac: str, ip: str, **boot: Any) -> dict[str, Any]:
     return {**ext, **boot}
 
 
-def dhcp(net: BootNet, node: str, tmp: Path, tries: int = 5) -> dict[str, str]:
+PXE_VENDOR = "PXEClient:Arch:00000:UNDI:002001"
+
+
+def dhcp(net: BootNet, node: str, tmp: Path, tries: int = 5, vendor: str = PXE_VENDOR) -> dict[str, str]:
     out = tmp / f"lease-{node}.env"
     script = tmp / f"udhcpc-{node}.sh"
     script.write_text(DHCP_SCRIPT.format(out=out))
     script.chmod(0o755)
     done = net.run(node, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", str(tries), "-T", "1",
-                   "-s", str(script), check=False)  # fmt: skip
+                   "-s", str(script), "-V", vendor, check=False)  # fmt: skip
     if not out.exists():
         assert "no lease" in done.stdout + done.stderr
         return {}
@@ -221,6 +224,9 @@ def test_a_node_boots_through_dhcp_tftp_and_the_swarm(
     wait_for(lambda: pxe_state(NODE) == "FETCHED", what="the image fetch to show in Dsc")
     bootnet.run("n1", "curl", "-sf", "-X", "POST", fetched_url.replace("/fetched", "/booted"))
     wait_for(lambda: pxe_state(NODE) == "BOOTED", what="the node to report in")
+    # The booted OS's own DHCP client renews the lease: that is no boot evidence.
+    assert dhcp(bootnet, "n1", tmp_path, vendor="udhcp 1.35.0").get("ip") == f"{bootnet.prefix}.21"
+    assert pxe_state(NODE) == "BOOTED"
 
     # A report from another address is refused; an unknown MAC gets no lease at all.
     refused = bootnet.run("n2", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",

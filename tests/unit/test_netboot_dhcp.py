@@ -23,10 +23,10 @@ def request(kind: MessageType, **options: bytes) -> bytes:
     return dhcp_wire.encode(Message(BOOTREQUEST, 0x1234, MAC, options=dict(opts)))
 
 
-def responder(seen: list[tuple[str, MessageType]] | None = None) -> DhcpResponder:
-    def on_seen(lease: Lease, kind: MessageType) -> None:
+def responder(seen: list[tuple[str, MessageType, bool]] | None = None) -> DhcpResponder:
+    def on_seen(lease: Lease, kind: MessageType, pxe_client: bool) -> None:
         if seen is not None:
-            seen.append((lease.mac, kind))
+            seen.append((lease.mac, kind, pxe_client))
 
     return DhcpResponder("10.9.0.1", {LEASE.mac: LEASE}.get, SCRIPT_URL, on_seen)
 
@@ -74,14 +74,16 @@ def test_the_responder_never_raises_on_a_valid_header_with_garbage_options(tail:
 
 
 def test_a_pxe_rom_is_offered_its_lease_and_the_ipxe_loader() -> None:
-    seen: list[tuple[str, MessageType]] = []
+    seen: list[tuple[str, MessageType, bool]] = []
     offer, address = answer(request(MessageType.DISCOVER), responder(seen))
     assert offer.message_type == MessageType.OFFER and offer.yiaddr == "10.9.0.21"
     assert offer.file == BIOS_LOADER and offer.siaddr == "10.9.0.1"
     assert offer.ip_option(Option.SUBNET_MASK) == "255.255.255.0"
     assert offer.ip_option(Option.ROUTER) == "10.9.0.1" and offer.options[Option.HOSTNAME] == b"n1"
     assert offer.options[Option.TFTP_SERVER] == b"10.9.0.1"
-    assert address == ("255.255.255.255", 68) and seen == [(LEASE.mac, MessageType.DISCOVER)]
+    assert address == ("255.255.255.255", 68) and seen == [(LEASE.mac, MessageType.DISCOVER, False)]
+    answer(request(MessageType.DISCOVER, vendor_class=b"PXEClient:Arch:00000:UNDI:002001"), responder(seen))
+    assert seen[-1] == (LEASE.mac, MessageType.DISCOVER, True)
 
 
 def test_uefi_gets_the_efi_loader_and_ipxe_gets_its_script() -> None:

@@ -177,10 +177,11 @@ class PxeBoot(Module):
         node = self.table.mac(mac)
         return node.lease if node is not None else None
 
-    def dhcp_seen(self, lease: Lease, kind: MessageType) -> None:
+    def dhcp_seen(self, lease: Lease, kind: MessageType, pxe_client: bool) -> None:
         assert self.table is not None and self.api is not None
         node = self.table.mac(lease.mac)
-        if node is not None and kind == MessageType.REQUEST:
+        # The booted OS asks for its lease again; only the ROM's or iPXE's request is boot evidence.
+        if node is not None and kind == MessageType.REQUEST and pxe_client:
             self.api.discover(self.si, node.node_id, STATE, "INIT")
 
     def script_for(self, client_ip: str) -> bytes | None:
