@@ -74,7 +74,7 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert-name", default="client", help="certificate name in --pki [%(default)s]")
 
 
-def _tls(args: argparse.Namespace) -> TLSSettings:
+def tls_of(args: argparse.Namespace) -> TLSSettings:
     base = args.pki
     for name in ("ca.pem", f"{args.cert_name}.pem", f"{args.cert_name}.key"):
         hint = missing_certificate(os.path.join(base, name))
@@ -91,7 +91,7 @@ def _tls(args: argparse.Namespace) -> TLSSettings:
     return settings
 
 
-def _run(coro_fn: Callable[[IReactorTime], Coroutine[Any, Any, int]]) -> int:
+def run_reactor(coro_fn: Callable[[IReactorTime], Coroutine[Any, Any, int]]) -> int:
     from twisted.internet import task
 
     result: list[int] = [1]
@@ -110,14 +110,30 @@ def _run(coro_fn: Callable[[IReactorTime], Coroutine[Any, Any, int]]) -> int:
     return result[0]
 
 
-def _push(args: argparse.Namespace) -> int:
+async def push_file(
+    reactor: IReactorTime,
+    origin: str,
+    tls: TLSSettings,
+    namespace: str,
+    path: str,
+    digest: Digest,
+    advance: Callable[[int], None] | None = None,
+) -> None:
+    """Upload *path* to the origin that owns *digest*, asking *origin* (any member) who that is."""
     from kraken.p2p.origins import OriginClient
 
+    client = OriginClient(reactor, origin, tls)
+    owners = await client.locations(digest)
+    target = OriginClient(reactor, owners[0], tls, client.http) if owners else client
+    await target.upload(namespace, digest, path, advance)
+
+
+def _push(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.file):
         print(f"kraken blob push: no such file: {args.file}", file=sys.stderr)
         return 1
     try:
-        tls = _tls(args)
+        tls = tls_of(args)
     except TLSConfigError as e:
         print(f"kraken blob push: {e}", file=sys.stderr)
         return 1
@@ -126,11 +142,8 @@ def _push(args: argparse.Namespace) -> int:
     progress = Progress.for_terminal("push", os.path.getsize(args.file), sys.stderr, args.quiet)
 
     async def push(reactor: IReactorTime) -> int:
-        client = OriginClient(reactor, args.origin, tls)
         try:
-            owners = await client.locations(digest)
-            target = OriginClient(reactor, owners[0], tls, client.http) if owners else client
-            await target.upload(args.namespace, digest, args.file, progress.advance)
+            await push_file(reactor, args.origin, tls, args.namespace, args.file, digest, progress.advance)
         except (ConnectionRefusedError, net_error.ConnectionRefusedError) as e:
             print(f"kraken blob push: {unreachable(args.origin, e)}", file=sys.stderr)
             return 1
@@ -141,7 +154,7 @@ def _push(args: argparse.Namespace) -> int:
         print(digest)
         return 0
 
-    return _run(push)
+    return run_reactor(push)
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -194,7 +207,7 @@ def _pull(args: argparse.Namespace) -> int:
             print(source_summary(os.path.getsize(output), before, after), file=sys.stderr)
         return 0
 
-    return _run(pull)
+    return run_reactor(pull)
 
 
 async def _pieces_by_role(http: Any, url: str) -> dict[str, float] | None:

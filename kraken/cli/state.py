@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kraken.cli import state_image
 from kraken.cli.hints import missing_certificate, unreachable
 from kraken.state import model
 from kraken.state.client import ClientError, StateClient
@@ -51,6 +52,8 @@ def add_parser(sub: Any) -> None:
     for name, text in (("freeze", "stop the mutation engine"), ("thaw", "restart the mutation engine")):
         action = ssub.add_parser(name, help=text)
         action.set_defaults(func=_sme, action=name)
+
+    state_image.add_parser(ssub, _run, _resolve)
 
 
 def _client(args: argparse.Namespace) -> StateClient:

@@ -14,6 +14,7 @@ BUILTIN = {
     "sim": "kraken.state.modules.sim:SimPower",
     "ipmi": "kraken.state.modules.ipmi:IpmiPower",
     "freebusy": "kraken.state.modules.freebusy:FreeBusy",
+    "pxe": "kraken.state.modules.pxe:PxeBoot",
 }
 ENTRY_POINT_GROUP = "kraken.state.modules"
 
