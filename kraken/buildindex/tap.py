@@ -13,6 +13,7 @@ from twisted.application.service import Service
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
 from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
+from kraken.buildindex.referrers import ReferrersAPI
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
@@ -21,6 +22,7 @@ from kraken.core.httpclient import make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
+from kraken.registry.referrerstore import ReferrerStore
 from kraken.registry.tagstore import TagStore
 
 
@@ -116,6 +118,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)
+    ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics).register(api.router)
     site = make_site(
         api.router, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
     )

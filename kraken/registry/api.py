@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -30,6 +30,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender, send_body
 from kraken.core.streaming import BodyRefused, BodySink, BufferedBody
 from kraken.registry import manifests as mf
+from kraken.registry import referrers as rf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
@@ -96,9 +97,11 @@ class RegistryResource(Resource):
         allow_cidrs: Sequence[str] | None = None,
         reactor: IServerReactor | None = None,
         sendfile_workers: int = 4,
+        referrers: rf.ReferrerIndex | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
+        self.referrers = referrers
         self.uploads = uploads
         self.read_only_hint = read_only_hint
         self.sender = SendfileSender(reactor, sendfile_workers) if reactor and sendfile_workers > 0 else None
@@ -327,7 +330,9 @@ class RegistryResource(Resource):
         digest = Digest.of_bytes(body)
         tag = None
         if is_digest(route.ref):
-            if parse_digest(route.ref) != digest:
+            reference = parse_digest(route.ref)
+            digest = Digest.of_bytes(body, reference.algo)  # kept under the algorithm the client named
+            if reference != digest:
                 raise RegistryError("DIGEST_INVALID", "the manifest does not match the digest in the URL",
                                     detail={"expected": route.ref, "actual": str(digest)})
         else:
@@ -341,15 +346,47 @@ class RegistryResource(Resource):
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         await self.storage.commit_blob(route.name, digest, Path(tmp))
+        headers = {"Location": f"/v2/{route.name}/manifests/{digest}", "Docker-Content-Digest": str(digest)}
+        if manifest.subject is not None and self.referrers is not None:
+            entry = rf.descriptor(manifest, digest, len(body))
+            await self.referrers.add(route.name, Digest.parse(manifest.subject), entry)
+            headers[rf.SUBJECT_HEADER] = manifest.subject
         if tag is not None:
             await self.storage.put_tag(route.name, tag, digest)
-        return Response(201, b"", {
-            "Location": f"/v2/{route.name}/manifests/{digest}",
-            "Docker-Content-Digest": str(digest),
-        })
+        return Response(201, b"", headers)
+
+    def forget_referrer(self, name: str, digest: Digest, body: bytes) -> Deferred[Any]:
+        """Drop the referrers entry of manifest *digest* of *name* (bytes *body*), if it has one.
+
+        A manifest delete calls this before removing the manifest.
+        """
+        if self.referrers is None:
+            return succeed(None)
+        return rf.forget_manifest(self.referrers, name, digest, body)
 
     async def _manifest_delete(self, request: Request, route: Route) -> Response:
         raise RegistryError("UNSUPPORTED", "deleting manifests is not supported by kraken")
+
+    # -- referrers (OCI 1.1) ---------------------------------------------------------------------
+
+    async def _referrers_get(self, request: Request, route: Route) -> Response:
+        assert route.name is not None
+        subject = parse_digest(route.ref)
+        if self.referrers is None:
+            raise RegistryError("UNSUPPORTED", "no referrers index here (registry.build_index is not set)",
+                                status=404)
+        artifact_type = _arg(request, "artifactType") or None
+        last = _arg(request, "last") or None
+        if last is not None:
+            last = str(parse_digest(last))
+        page, following = await self.referrers.page(route.name, subject, artifact_type, last)
+        headers = {"Content-Type": mf.OCI_INDEX}
+        if artifact_type is not None:
+            headers[rf.FILTER_HEADER] = "artifactType"
+        if following is not None:
+            query = urlencode({k: v for k, v in (("artifactType", artifact_type), ("last", following)) if v})
+            headers["Link"] = f'</v2/{quote(route.name)}/referrers/{subject}?{query}>; rel="next"'
+        return Response(200, rf.index_document(page), headers)
 
     # -- blobs ---------------------------------------------------------------------------------
 
@@ -462,7 +499,11 @@ class RegistryResource(Resource):
             raise
         self.upload_bytes.inc(sink.received)
         sink.release()
-        actual = session.digest()
+        session.busy = True  # no other request may write while a sha512 digest is computed
+        try:
+            actual = await self.uploads.digest_as(session, digest.algo)
+        finally:
+            session.busy = False
         if actual != digest:
             self.uploads.discard(session)
             raise RegistryError("DIGEST_INVALID", "uploaded content does not match the digest",

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -326,6 +326,15 @@ class UploadManager:
         session.close()
         session.path.unlink(missing_ok=True)
         session.journal.unlink(missing_ok=True)
+
+    def digest_as(self, session: UploadSession, algo: str) -> Deferred[Digest]:
+        """The session's content digest with *algo*: the running SHA-256 at once, another
+        algorithm (a client's ``?digest=sha512:...``) by hashing the data file (blocking work)."""
+        if algo == ALGO:
+            return succeed(session.digest())
+        found: list[Digest] = []
+        return self.run_blocking(lambda: found.append(Digest.of_file(session.path, algo))).addCallback(
+            lambda _: found[0])
 
     def finish(self, session: UploadSession) -> Path:
         """Close *session* and hand its file over to the caller, who must move or delete it."""

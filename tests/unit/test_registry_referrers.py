@@ -1,0 +1,139 @@
+"""The referrers index (OCI 1.1): descriptors from manifests, the disk store, pages, forgetting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kraken.core.digest import Digest
+from kraken.registry import manifests as mf
+from kraken.registry import referrers as rf
+from kraken.registry.errors import RegistryError
+from kraken.registry.referrerstore import LocalReferrers, ReferrerStore, TooManyReferrers
+
+SUBJECT = Digest.of_bytes(b"the subject manifest")
+CONFIG = {"mediaType": "application/vnd.example.sbom", "digest": str(Digest.of_bytes(b"c")), "size": 1}
+
+
+def _artifact(seed: str, artifact_type: str | None = None, annotations: dict[str, str] | None = None,
+              subject: Digest = SUBJECT) -> tuple[bytes, Digest]:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG, "layers": [],
+        "subject": {"mediaType": mf.OCI_MANIFEST, "digest": str(subject), "size": 20},
+        "annotations": {"seed": seed, **(annotations or {})},
+    }
+    if artifact_type is not None:
+        doc["artifactType"] = artifact_type
+    body = json.dumps(doc).encode()
+    return body, Digest.of_bytes(body)
+
+
+def _entry(seed: str, artifact_type: str | None = None) -> dict[str, Any]:
+    body, digest = _artifact(seed, artifact_type)
+    return rf.descriptor(mf.parse_manifest(body), digest, len(body))
+
+
+def test_descriptor_takes_artifact_type_else_config_media_type() -> None:
+    body, digest = _artifact("a", "application/vnd.example.signature")
+    entry = rf.descriptor(mf.parse_manifest(body), digest, len(body))
+    assert entry == {"mediaType": mf.OCI_MANIFEST, "digest": str(digest), "size": len(body),
+                     "artifactType": "application/vnd.example.signature", "annotations": {"seed": "a"}}
+    plain = _entry("b")
+    assert plain["artifactType"] == CONFIG["mediaType"]
+    subject = {"mediaType": mf.OCI_MANIFEST, "digest": str(SUBJECT), "size": 1}
+    index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [],
+                        "subject": subject}).encode()
+    parsed = mf.parse_manifest(index)
+    assert parsed.subject == str(SUBJECT)
+    assert "artifactType" not in rf.descriptor(parsed, Digest.of_bytes(index), len(index))
+
+
+def test_bad_referrer_fields_are_manifest_invalid() -> None:
+    for extra in ({"artifactType": 7}, {"annotations": {"a": 1}}, {"annotations": []},
+                  {"subject": {"digest": "sha256:nothex"}}, {"subject": "sha256:" + "0" * 64}):
+        doc = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG, "layers": [], **extra}
+        with pytest.raises(RegistryError) as e:
+            mf.parse_manifest(json.dumps(doc).encode())
+        assert e.value.code == "MANIFEST_INVALID", extra
+
+
+def test_store_add_page_filter_and_remove(tmp_path: Path) -> None:
+    store = ReferrerStore(tmp_path)
+    a, b = _entry("a", "application/x-sig"), _entry("b", "application/x-sbom")
+    store.add("test/repo", SUBJECT, a)
+    store.add("test/repo", SUBJECT, b)
+    store.add("test/repo", SUBJECT, a)  # idempotent
+    page, following = store.page("test/repo", SUBJECT, None, None)
+    assert page == sorted([a, b], key=lambda e: e["digest"]) and following is None
+    assert store.page("test/repo", SUBJECT, "application/x-sig", None) == ([a], None)
+    assert store.page("test/other", SUBJECT, None, None) == ([], None)
+    assert store.page("test/repo", Digest.of_bytes(b"unknown"), None, None) == ([], None)
+    assert store.remove("test/repo", SUBJECT, Digest.parse(a["digest"])) is True
+    assert store.remove("test/repo", SUBJECT, Digest.parse(a["digest"])) is False
+    assert store.page("test/repo", SUBJECT, None, None) == ([b], None)
+    # a new store over the same directory reads what was acknowledged
+    assert ReferrerStore(tmp_path).page("test/repo", SUBJECT, None, None) == ([b], None)
+
+
+def test_store_refuses_bad_descriptors_and_skips_damaged_files(tmp_path: Path) -> None:
+    store = ReferrerStore(tmp_path)
+    good = _entry("good")
+    for bad in ({**good, "size": -1}, {**good, "digest": "md5:00"}, {**good, "mediaType": "text/plain"},
+                {**good, "surprise": 1}, {**good, "annotations": {"k": 2}}, [good]):
+        with pytest.raises(ValueError):
+            store.add("test/repo", SUBJECT, bad)  # type: ignore[arg-type]
+    store.add("test/repo", SUBJECT, good)
+    damaged = tmp_path / "test/repo/_subjects" / str(SUBJECT) / str(Digest.of_bytes(b"x"))
+    damaged.write_bytes(b'{"mediaType": "app')
+    assert store.page("test/repo", SUBJECT, None, None) == ([good], None)
+
+
+def test_store_limit(tmp_path: Path) -> None:
+    store = ReferrerStore(tmp_path, limit=2)
+    store.add("r", SUBJECT, _entry("1"))
+    store.add("r", SUBJECT, _entry("2"))
+    store.add("r", SUBJECT, _entry("1"))  # replacing an entry is not a new one
+    with pytest.raises(TooManyReferrers):
+        store.add("r", SUBJECT, _entry("3"))
+    with pytest.raises(RegistryError) as e:
+        LocalReferrers(store).add("r", SUBJECT, _entry("3"))
+    assert e.value.status == 403
+
+
+def test_pages_by_count_and_size() -> None:
+    entries = [{"mediaType": mf.OCI_MANIFEST, "digest": str(Digest.of_bytes(str(i).encode())), "size": 1}
+               for i in range(rf.PAGE_ENTRIES + 5)]
+    first, following = rf.select(entries, None, None)
+    assert len(first) == rf.PAGE_ENTRIES and following == first[-1]["digest"]
+    rest, end = rf.select(entries, None, following)
+    assert len(rest) == 5 and end is None
+    big = [{**e, "annotations": {"x": "y" * (rf.PAGE_BYTES // 3)}} for e in entries[:4]]
+    page, following = rf.select(big, None, None)
+    assert len(page) == 2 and following is not None
+
+
+def test_forget_manifest_removes_only_its_entry(tmp_path: Path) -> None:
+    """The call a manifest DELETE makes: the deleted referrer leaves the index, nothing else does."""
+    index = LocalReferrers(ReferrerStore(tmp_path))
+    body_a, digest_a = _artifact("a")
+    body_b, digest_b = _artifact("b")
+    for body, digest in ((body_a, digest_a), (body_b, digest_b)):
+        index.add("test/repo", SUBJECT, rf.descriptor(mf.parse_manifest(body), digest, len(body)))
+    done: list[Any] = []
+    rf.forget_manifest(index, "test/repo", digest_a, body_a).addCallback(done.append)
+    assert done
+    page, _ = index.store.page("test/repo", SUBJECT, None, None)
+    assert [e["digest"] for e in page] == [str(digest_b)]
+    # a manifest without a subject, or not a manifest at all, has nothing to forget
+    plain = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG,
+                        "layers": []}).encode()
+    for body in (plain, b"not json"):
+        rf.forget_manifest(index, "test/repo", Digest.of_bytes(body), body).addCallback(done.append)
+    assert len(done) == 3
+    assert [e["digest"] for e in index.store.page("test/repo", SUBJECT, None, None)[0]] == [str(digest_b)]
+    rf.forget_manifest(index, "test/repo", digest_b, body_b)
+    assert index.store.page("test/repo", SUBJECT, None, None) == ([], None)
+    assert not (tmp_path / "test/repo/_subjects" / str(SUBJECT)).exists()
