@@ -36,18 +36,6 @@ def test_digest_parse_and_str() -> None:
     assert Digest.of_bytes(b"abc").hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
-@pytest.mark.parametrize(
-    ("text", "needle"),
-    [
-        (HEX, "lacks an algorithm prefix"),
-        (f"sha512:{HEX}", "128 lowercase hex"),
-        (f"sha384:{HEX}", "unsupported digest algorithm"),
-        (f"md5:{HEX}", "unsupported digest algorithm"),
-        ("sha256:abc", "64 lowercase hex"),
-        (f"sha256:{HEX.upper()}", "64 lowercase hex"),
-        (f"sha256:{HEX}0", "64 lowercase hex"),
-    ],
-)
 def test_sha512_digests() -> None:
     d = Digest.of_bytes(b"abc", "sha512")
     assert str(d).startswith("sha512:ddaf35a193617aba") and len(d.hex) == 128
@@ -75,6 +63,18 @@ def test_cas_keeps_sha512_blobs_beside_sha256_ones(tmp_path: Path) -> None:
     assert cas.verify(long) is Verdict.CORRUPT and cas.verify(short) is Verdict.OK
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (HEX, "lacks an algorithm prefix"),
+        (f"sha512:{HEX}", "128 lowercase hex"),
+        (f"sha384:{HEX}", "unsupported digest algorithm"),
+        (f"md5:{HEX}", "unsupported digest algorithm"),
+        ("sha256:abc", "64 lowercase hex"),
+        (f"sha256:{HEX.upper()}", "64 lowercase hex"),
+        (f"sha256:{HEX}0", "64 lowercase hex"),
+    ],
+)
 def test_digest_parse_errors_are_clear(text: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         Digest.parse(text)
