@@ -96,8 +96,8 @@ def _artifact(subject: bytes, seed: str, artifact_type: str | None = None, confi
     if index:
         doc.update(mediaType=OCI_INDEX, manifests=[])
     else:
-        doc.update(mediaType=OCI_MANIFEST, layers=[{"mediaType": OCI_EMPTY, "digest": sha256(EMPTY), "size": 2}],
-                   config={"mediaType": config_type, "digest": sha256(EMPTY), "size": 2})
+        empty = {"mediaType": OCI_EMPTY, "digest": sha256(EMPTY), "size": 2}
+        doc.update(mediaType=OCI_MANIFEST, layers=[empty], config={**empty, "mediaType": config_type})
     if artifact_type is not None:
         doc["artifactType"] = artifact_type
     return json.dumps(doc).encode()
@@ -149,7 +149,8 @@ def test_manifest_with_subject_is_listed_with_its_descriptor(target: tuple[str, 
         sha256(listing): {"mediaType": OCI_INDEX, "digest": sha256(listing), "size": len(listing),
                           "artifactType": SIGNATURE, "annotations": {"org.example.seed": "index"}},
         sha256(untyped_index): {"mediaType": OCI_INDEX, "digest": sha256(untyped_index),
-                                "size": len(untyped_index), "annotations": {"org.example.seed": "bare-index"}},
+                                "size": len(untyped_index),
+                                "annotations": {"org.example.seed": "bare-index"}},
     }
     # a client's artifactType filter, announced by the header
     filtered = _referrers(reg, name, subject_digest, f"?artifactType={SIGNATURE}")
@@ -284,7 +285,8 @@ def test_sha512_cross_repository_mount(target: tuple[str, Registry]) -> None:
     kind, reg = target
     data = b"mount me by sha512"
     assert reg.upload("oci11/mount-src", data, sha512(data)).status == 201
-    mounted = reg.request("POST", f"/v2/oci11/mount-dst/blobs/uploads/?mount={sha512(data)}&from=oci11/mount-src")
+    query = f"mount={sha512(data)}&from=oci11/mount-src"
+    mounted = reg.request("POST", f"/v2/oci11/mount-dst/blobs/uploads/?{query}")
     assert mounted.status == 201, mounted.body
     assert mounted.header("Location").endswith(f"/v2/oci11/mount-dst/blobs/{sha512(data)}")
     if kind == "docker-registry":
