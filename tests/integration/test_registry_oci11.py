@@ -18,8 +18,17 @@ from typing import Any
 
 import pytest
 
+from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
 from tests.integration.registry_http import Registry, Reply
-from tests.integration.registry_support import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, DockerRegistry, sha256
+from tests.integration.registry_support import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    DockerRegistry,
+    build_index_config,
+    proxy_config,
+    sha256,
+)
 from tests.support import ServerProcess, tls_section
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -320,3 +329,64 @@ def test_manifest_by_sha512_digest(target: tuple[str, Registry]) -> None:
     # by tag: the canonical sha256 digest, and the sha512-referenced blobs resolve
     tagged = _put(reg, name, "v1", manifest)
     assert tagged.header("Docker-Content-Digest") == sha256(manifest)
+
+
+# -- through the agent (P2P) -----------------------------------------------------------------
+
+
+def test_agent_serves_referrers_and_sha512_through_p2p(servers: Any, pki: Path, tmp_path: Path) -> None:
+    """Push to the proxy; the agent's registry port answers referrers from the build-index and
+    pulls a sha512 blob and a manifest pushed by its sha512 digest from the swarm."""
+    origin = servers.start("kraken-origin", origin_config(pki, tmp_path / "o"), name="origin")
+    tracker = servers.start("kraken-tracker", tracker_config(pki, origin.port("http")), name="tracker")
+    index = servers.start("kraken-build-index", build_index_config(pki, tmp_path / "bi", origin.port("http")),
+                          name="build-index")
+    proxy = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "p", origin.port("http"),
+                                                       index.port("http")), name="proxy")
+    config = agent_config(pki, tmp_path / "a", tracker.port("http"))
+    config["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"],
+                          "build_index": f"127.0.0.1:{index.port('http')}"}
+    agent = servers.start("kraken-agent", config, name="agent")
+    push = Registry("127.0.0.1", proxy.port("registry"))
+    pull = Registry("127.0.0.1", agent.port("registry"))
+    name = "oci11/p2p"
+
+    subject, subject_digest = _image(push, name, "p2p-subject")
+    _put(push, name, "v1", subject)
+    assert push.upload(name, EMPTY, sha256(EMPTY)).status == 201
+    signature = _artifact(subject, "p2p-sig", SIGNATURE)
+    assert _put(push, name, sha256(signature), signature).header("OCI-Subject") == subject_digest
+    sbom = _artifact(subject, "p2p-sbom", config_type=SBOM)
+    _put(push, name, sha256(sbom), sbom)
+
+    listed = _referrers(pull, name, subject_digest)
+    assert listed.status == 200 and listed.header("Content-Type") == OCI_INDEX
+    assert sorted((d["digest"], d["artifactType"]) for d in listed.json()["manifests"]) == sorted(
+        [(sha256(signature), SIGNATURE), (sha256(sbom), SBOM)])
+    filtered = _referrers(pull, name, subject_digest, f"?artifactType={SBOM}")
+    assert filtered.header("OCI-Filters-Applied") == "artifactType"
+    assert [d["digest"] for d in filtered.json()["manifests"]] == [sha256(sbom)]
+    assert _referrers(pull, name, sha256(b"nobody refers to me")).json()["manifests"] == []
+    got = pull.request("GET", f"/v2/{name}/manifests/{sha256(signature)}", headers={"Accept": OCI_MANIFEST})
+    assert got.status == 200 and got.body == signature
+
+    # sha512: blobs, and a manifest pushed by its sha512 digest, pulled over P2P
+    data = bytes(range(256)) * 9000  # ~2.3 MB: three 1 MiB pieces on the origin
+    assert push.upload(name, data, sha512(data)).status == 201
+    manifest, manifest_digest = _image(push, name, "p2p-sha512", digest=sha512)
+    assert _put(push, name, manifest_digest, manifest).header("Docker-Content-Digest") == manifest_digest
+    blob = pull.request("GET", f"/v2/{name}/blobs/{sha512(data)}")
+    assert blob.status == 200 and blob.body == data
+    assert blob.header("Docker-Content-Digest") == sha512(data)
+    ranged = pull.request("GET", f"/v2/{name}/blobs/{sha512(data)}",
+                          headers={"Range": "bytes=1048570-1048585"})
+    assert ranged.status == 206 and ranged.body == data[1048570:1048586]
+    pulled = pull.request("GET", f"/v2/{name}/manifests/{manifest_digest}", headers={"Accept": OCI_MANIFEST})
+    assert pulled.status == 200 and pulled.body == manifest
+    assert pulled.header("Docker-Content-Digest") == manifest_digest
+    for layer in json.loads(manifest)["layers"]:
+        assert pull.request("HEAD", f"/v2/{name}/blobs/{layer['digest']}").status == 200
+    bad = pull.request("GET", f"/v2/{name}/blobs/sha512:{'0' * 64}")
+    assert bad.status == 400 and bad.error_codes() == ["DIGEST_INVALID"]
+    unknown = pull.request("GET", f"/v2/{name}/blobs/{sha512(b'never pushed')}")
+    assert unknown.status == 404 and unknown.error_codes() == ["BLOB_UNKNOWN"]
