@@ -7,12 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 
+from kraken.agent.registry import AgentStorage
 from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
 from kraken.registry import manifests as mf
 from kraken.registry import referrers as rf
+from kraken.registry.api import RegistryResource
 from kraken.registry.errors import RegistryError
 from kraken.registry.referrerstore import LocalReferrers, ReferrerStore, TooManyReferrers
+from kraken.registry.site import make_registry_site
+from tests.unit.test_registry_api import FakeBlobs
 
 SUBJECT = Digest.of_bytes(b"the subject manifest")
 CONFIG = {"mediaType": "application/vnd.example.sbom", "digest": str(Digest.of_bytes(b"c")), "size": 1}
@@ -137,3 +146,58 @@ def test_forget_manifest_removes_only_its_entry(tmp_path: Path) -> None:
     rf.forget_manifest(index, "test/repo", digest_b, body_b)
     assert index.store.page("test/repo", SUBJECT, None, None) == ([], None)
     assert not (tmp_path / "test/repo/_subjects" / str(SUBJECT)).exists()
+
+
+class PagedIndex:
+    """A ReferrerIndex that answers two pages and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, Digest, str | None, str | None]] = []
+
+    def add(self, repo: str, subject: Digest, entry: dict[str, Any]) -> Deferred[Any]:
+        return succeed(None)
+
+    def remove(self, repo: str, subject: Digest, digest: Digest) -> Deferred[Any]:
+        return succeed(None)
+
+    def page(self, repo: str, subject: Digest, artifact_type: str | None,
+             last: str | None) -> Deferred[tuple[list[dict[str, Any]], str | None]]:
+        self.asked.append((repo, subject, artifact_type, last))
+        first = _entry("first", "application/x-sig")
+        return succeed(([first], first["digest"]) if last is None else ([], None))
+
+
+@pytest_twisted.ensureDeferred
+async def test_registry_api_pages_with_a_link_and_answers_head(tmp_path: Path) -> None:
+    index = PagedIndex()
+    api = RegistryResource(AgentStorage(FakeBlobs(tmp_path), None), None, Metrics("r1"), referrers=index)
+    port = reactor.listenTCP(0, make_registry_site(api, Metrics("r1b")), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}/v2/test/x/referrers/{SUBJECT}"
+    try:
+        response = await treq.get(f"{base}?artifactType=application/x-sig", persistent=False)
+        body = json.loads(await response.content())
+        assert response.code == 200 and len(body["manifests"]) == 1
+        link = response.headers.getRawHeaders("link")[0]
+        assert link.startswith(f"</v2/test/x/referrers/{SUBJECT}?") and link.endswith('>; rel="next"')
+        following = link[1:link.index(">")]
+        assert "artifactType=application%2Fx-sig" in following
+        response = await treq.get(f"http://127.0.0.1:{port.getHost().port}{following}", persistent=False)
+        assert json.loads(await response.content())["manifests"] == []
+        assert response.headers.getRawHeaders("link") is None
+        assert index.asked[-1][2:] == ("application/x-sig", body["manifests"][0]["digest"])
+        head = await treq.head(base, persistent=False)
+        assert head.code == 200 and await head.content() == b""
+        assert head.headers.getRawHeaders("content-type") == [mf.OCI_INDEX]
+        bad = await treq.get(f"{base}?last=nonsense", persistent=False)
+        assert bad.code == 400 and b"DIGEST_INVALID" in await bad.content()
+        # without an index (an agent with no build-index) there is no referrers API
+        plain = RegistryResource(AgentStorage(FakeBlobs(tmp_path), None), None, Metrics("r2"))
+        other = reactor.listenTCP(0, make_registry_site(plain, Metrics("r2b")), interface="127.0.0.1")
+        try:
+            response = await treq.get(f"http://127.0.0.1:{other.getHost().port}/v2/test/x/referrers/{SUBJECT}",
+                                      persistent=False)
+            assert response.code == 404 and b"UNSUPPORTED" in await response.content()
+        finally:
+            await other.stopListening()
+    finally:
+        await port.stopListening()
