@@ -119,6 +119,8 @@ messages = st.one_of(
         lambda t: wire.encode_payload_header(t[0], len(t[1])) + t[1]
     ),
     st.integers(0, 70).map(lambda n: wire.encode_handshake(handshake(n, tuple(range(0, n, 3))))),
+    st.integers(0, 70).map(lambda n: wire.encode_handshake(
+        dataclasses.replace(handshake(n, tuple(range(0, n, 5))), digest_hex="e" * 128))),
 )
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 
@@ -201,3 +203,30 @@ async def test_registry_api_pages_with_a_link_and_answers_head(tmp_path: Path) -
             await other.stopListening()
     finally:
         await port.stopListening()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+descriptor_like = st.fixed_dictionaries(
+    {"mediaType": st.sampled_from([mf.OCI_MANIFEST, mf.OCI_INDEX, "text/plain"]) | json_values,
+     "digest": st.sampled_from([str(SUBJECT), str(Digest.of_bytes(b"x", "sha512")), "sha256:zz"])
+     | json_values,
+     "size": st.integers(-5, 2**64) | json_values},
+    optional={"artifactType": json_values | st.text(max_size=10), "annotations": json_values,
+              "other": json_values},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, descriptor_like))
+def test_any_json_is_a_descriptor_or_a_value_error(raw: Any) -> None:
+    """What a build-index is sent, or answers, is checked before use: a descriptor or ValueError."""
+    try:
+        entry = rf.check_descriptor(raw)
+    except ValueError:
+        return
+    assert entry["mediaType"] in mf.SUPPORTED and 0 <= entry["size"] <= mf.MAX_MANIFEST_SIZE
+    assert str(Digest.parse(entry["digest"])) == entry["digest"]
