@@ -42,12 +42,23 @@ log = Logger(namespace="kraken.registry.api")
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10000
+MAX_TAG_PARAMS = 100
+TAG_HEADER = "OCI-Tag"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _arg(request: Request, name: str) -> str | None:
     values = request.args.get(name.encode())
     return values[0].decode("utf-8", "replace") if values else None
+
+
+def _tag_params(request: Request) -> list[str]:
+    """The ``?tag=`` parameters of a manifest put by digest (distribution spec: tags pushed with it)."""
+    raw = request.args.get(b"tag", [])
+    if len(raw) > MAX_TAG_PARAMS:
+        raise RegistryError("MANIFEST_INVALID", f"at most {MAX_TAG_PARAMS} tag parameters per request",
+                            status=414)
+    return list(dict.fromkeys(check_tag(t.decode("utf-8", "replace")) for t in raw))
 
 
 def _header(request: Request, name: str) -> str | None:
@@ -328,15 +339,16 @@ class RegistryResource(Resource):
         content.seek(0)
         body = content.read(mf.MAX_MANIFEST_SIZE + 1)
         digest = Digest.of_bytes(body)
-        tag = None
+        tags: list[str] = []
         if is_digest(route.ref):
             reference = parse_digest(route.ref)
             digest = Digest.of_bytes(body, reference.algo)  # kept under the algorithm the client named
             if reference != digest:
                 raise RegistryError("DIGEST_INVALID", "the manifest does not match the digest in the URL",
                                     detail={"expected": route.ref, "actual": str(digest)})
+            tags = _tag_params(request)
         else:
-            tag = check_tag(route.ref)
+            tags = [check_tag(route.ref)]
         manifest = mf.parse_manifest(body, _header(request, "content-type"))
         for ref in (*manifest.blobs, *manifest.children):
             if await self.storage.blob_size(route.name, Digest.parse(ref)) is None:
@@ -351,8 +363,10 @@ class RegistryResource(Resource):
             entry = rf.descriptor(manifest, digest, len(body))
             await self.referrers.add(route.name, Digest.parse(manifest.subject), entry)
             headers[rf.SUBJECT_HEADER] = manifest.subject
-        if tag is not None:
+        for tag in tags:
             await self.storage.put_tag(route.name, tag, digest)
+        if is_digest(route.ref) and tags:
+            headers[TAG_HEADER] = ", ".join(tags)
         return Response(201, b"", headers)
 
     def forget_referrer(self, name: str, digest: Digest, body: bytes) -> Deferred[Any]:
