@@ -374,16 +374,18 @@ def test_agent_serves_referrers_and_sha512_through_p2p(servers: Any, pki: Path, 
     data = bytes(range(256)) * 9000  # ~2.3 MB: three 1 MiB pieces on the origin
     assert push.upload(name, data, sha512(data)).status == 201
     manifest, manifest_digest = _image(push, name, "p2p-sha512", digest=sha512)
-    assert _put(push, name, manifest_digest, manifest).header("Docker-Content-Digest") == manifest_digest
+    tagged = _put(push, name, f"{manifest_digest}?tag=v512", manifest)
+    assert tagged.header("Docker-Content-Digest") == manifest_digest and tagged.header("OCI-Tag") == "v512"
     blob = pull.request("GET", f"/v2/{name}/blobs/{sha512(data)}")
     assert blob.status == 200 and blob.body == data
     assert blob.header("Docker-Content-Digest") == sha512(data)
     ranged = pull.request("GET", f"/v2/{name}/blobs/{sha512(data)}",
                           headers={"Range": "bytes=1048570-1048585"})
     assert ranged.status == 206 and ranged.body == data[1048570:1048586]
-    pulled = pull.request("GET", f"/v2/{name}/manifests/{manifest_digest}", headers={"Accept": OCI_MANIFEST})
-    assert pulled.status == 200 and pulled.body == manifest
-    assert pulled.header("Docker-Content-Digest") == manifest_digest
+    for ref in (manifest_digest, "v512"):  # the tag went through the build-index's dependency check
+        pulled = pull.request("GET", f"/v2/{name}/manifests/{ref}", headers={"Accept": OCI_MANIFEST})
+        assert pulled.status == 200 and pulled.body == manifest
+        assert pulled.header("Docker-Content-Digest") == manifest_digest
     for layer in json.loads(manifest)["layers"]:
         assert pull.request("HEAD", f"/v2/{name}/blobs/{layer['digest']}").status == 200
     bad = pull.request("GET", f"/v2/{name}/blobs/sha512:{'0' * 64}")
