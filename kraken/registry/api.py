@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
@@ -171,6 +171,11 @@ class RegistryResource(Resource):
             session = self.uploads.create(route.name, _client(request))
         except RegistryError as e:
             return ChunkSink(self.uploads, None, e)
+        claimed = parse_qs(query.decode("latin-1")).get("digest", [""])[0]
+        try:
+            self.uploads.hash_with(session, Digest.parse(claimed).algo)
+        except ValueError:
+            pass  # the request is answered DIGEST_INVALID once its body is in
         sink = self.uploads.open_chunk(route.name, session.id)
         sink.owns_session = True
         return sink
