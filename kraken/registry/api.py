@@ -36,7 +36,7 @@ from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
 from kraken.registry.ranges import parse_chunk_range, parse_get_range, progress_header
 from kraken.registry.storage import RegistryStorage
-from kraken.registry.uploads import ChunkSink, UploadManager
+from kraken.registry.uploads import ChunkSink, UploadManager, UploadSession
 
 log = Logger(namespace="kraken.registry.api")
 
@@ -155,6 +155,8 @@ class RegistryResource(Resource):
                     and session.size + length > self.uploads.max_size:
                 self._refuse_body(request, f"blob larger than the limit of {self.uploads.max_size} bytes",
                                   "blob_size")
+            if session is not None and session.name == route.name and not session.busy and method == b"PUT":
+                self._hash_as_claimed(session, query)  # POST, then the whole body with the PUT
             sink = self.uploads.open_chunk(route.name, route.ref)
             header = request.requestHeaders.getRawHeaders(b"content-range")
             if sink.session is not None and header:
@@ -171,14 +173,19 @@ class RegistryResource(Resource):
             session = self.uploads.create(route.name, _client(request))
         except RegistryError as e:
             return ChunkSink(self.uploads, None, e)
+        self._hash_as_claimed(session, query)
+        sink = self.uploads.open_chunk(route.name, session.id)
+        sink.owns_session = True
+        return sink
+
+    def _hash_as_claimed(self, session: UploadSession, query: bytes) -> None:
+        """Hash an empty session's body with the algorithm of the request's ``?digest=``."""
+        assert self.uploads is not None
         claimed = parse_qs(query.decode("latin-1")).get("digest", [""])[0]
         try:
             self.uploads.hash_with(session, Digest.parse(claimed).algo)
         except ValueError:
             pass  # the request is answered DIGEST_INVALID once its body is in
-        sink = self.uploads.open_chunk(route.name, session.id)
-        sink.owns_session = True
-        return sink
 
     def _refuse_body(self, request: Request, message: str, limit: str) -> None:
         """Answer ``413 SIZE_INVALID`` at once, before any body byte is read, and close."""
