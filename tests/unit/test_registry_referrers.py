@@ -11,16 +11,22 @@ import pytest_twisted
 import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
 
 from kraken.agent.registry import AgentStorage
+from kraken.buildindex.referrers import ReferrersAPI
 from kraken.core.digest import Digest
+from kraken.core.http import Router
 from kraken.core.metrics import Metrics
 from kraken.registry import manifests as mf
 from kraken.registry import referrers as rf
 from kraken.registry.api import RegistryResource
 from kraken.registry.errors import RegistryError
+from kraken.registry.referrerclient import ReferrerClient
 from kraken.registry.referrerstore import LocalReferrers, ReferrerStore, TooManyReferrers
 from kraken.registry.site import make_registry_site
 from tests.unit.test_registry_api import FakeBlobs
@@ -230,3 +236,36 @@ def test_any_json_is_a_descriptor_or_a_value_error(raw: Any) -> None:
         return
     assert entry["mediaType"] in mf.SUPPORTED and 0 <= entry["size"] <= mf.MAX_MANIFEST_SIZE
     assert str(Digest.parse(entry["digest"])) == entry["digest"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_build_index_routes_through_the_client(tmp_path: Path) -> None:
+    """The proxy's and the agent's ReferrerClient against the build-index's routes: add, filter,
+    remove (the call a manifest delete ends in), and errors as registry errors."""
+    router = Router()
+    ReferrersAPI(ReferrerStore(tmp_path), Metrics("b1")).register(router)
+    port = reactor.listenTCP(0, Site(router), interface="127.0.0.1")
+    client = ReferrerClient(reactor, f"127.0.0.1:{port.getHost().port}", None,
+                            HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))))
+    try:
+        body_a, digest_a = _artifact("a", "application/x-sig")
+        body_b, digest_b = _artifact("b")
+        for body, digest in ((body_a, digest_a), (body_b, digest_b)):
+            await client.add("test/repo", SUBJECT, rf.descriptor(mf.parse_manifest(body), digest, len(body)))
+        page, following = await client.page("test/repo", SUBJECT, None, None)
+        assert sorted(e["digest"] for e in page) == sorted([str(digest_a), str(digest_b)])
+        assert following is None
+        page, _ = await client.page("test/repo", SUBJECT, "application/x-sig", None)
+        assert [e["digest"] for e in page] == [str(digest_a)]
+        await rf.forget_manifest(client, "test/repo", digest_a, body_a)
+        await client.remove("test/repo", SUBJECT, digest_a)  # already gone: no error
+        page, _ = await client.page("test/repo", SUBJECT, None, None)
+        assert [e["digest"] for e in page] == [str(digest_b)]
+        with pytest.raises(RegistryError) as e:
+            await client.add("test/repo", SUBJECT, {"digest": "not one"})
+        assert e.value.status == 503 and "400: descriptor mediaType" in e.value.message
+        sha512_subject = Digest.of_bytes(b"s", "sha512")
+        await client.add("test/repo", sha512_subject, _entry("c"))
+        assert len((await client.page("test/repo", sha512_subject, None, None))[0]) == 1
+    finally:
+        await port.stopListening()
