@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import oras.client
+import oras.oci
 import pytest
 
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
@@ -424,3 +426,33 @@ def test_tag_parameters_on_a_push_by_digest(target: tuple[str, Registry]) -> Non
     too_many = reg.request("PUT", f"/v2/{name}/manifests/{digest}?{many}", manifest, oci)
     assert too_many.status == 414
     assert reg.request("GET", f"/v2/{name}/tags/list").json()["tags"] == ["1.2.3", "latest"]
+
+
+def test_oras_pushes_an_artifact_with_a_subject(target: tuple[str, Registry], tmp_path: Path) -> None:
+    """A real client (the ORAS Python SDK) attaches an artifact to an image: its manifest carries
+    the ``subject``, and the referrers API lists it with the config's media type."""
+    kind, reg = target
+    name = "oci11/oras"
+    subject, subject_digest = _image(reg, name, "oras-subject")
+    _put(reg, name, "v1", subject)
+    sbom = tmp_path / "sbom.json"
+    sbom.write_text('{"packages": []}')
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    client = oras.client.OrasClient(hostname=f"{reg.host}:{reg.port}", insecure=True)
+    pushed = client.push(
+        target=f"{reg.host}:{reg.port}/{name}:sbom", files=[str(sbom)], disable_path_validation=True,
+        manifest_config=f"{config}:{SBOM}", manifest_annotations={"org.example.tool": "oras"},
+        subject=oras.oci.Subject(mediaType=OCI_MANIFEST, digest=subject_digest, size=len(subject)),
+    )
+    assert pushed.status_code == 201
+    artifact_digest = pushed.headers["Docker-Content-Digest"]
+    if not has_referrers(kind):
+        assert "OCI-Subject" not in pushed.headers
+        pytest.skip(NO_REFERRERS)
+    assert pushed.headers["OCI-Subject"] == subject_digest
+    listed = _referrers(reg, name, subject_digest).json()["manifests"]
+    assert len(listed) == 1 and listed[0]["digest"] == artifact_digest
+    assert listed[0]["artifactType"] == SBOM and listed[0]["annotations"]["org.example.tool"] == "oras"
+    manifest = reg.request("GET", f"/v2/{name}/manifests/{artifact_digest}", headers={"Accept": OCI_MANIFEST})
+    assert manifest.status == 200 and listed[0]["size"] == len(manifest.body)
