@@ -11,7 +11,9 @@ implement (sha512 blobs, manifests with a ``subject``) is held to the same asser
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import oras.oci
 import pytest
 
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
-from tests.integration.registry_http import Registry, Reply
+from tests.integration.registry_http import Registry, Reply, TLSClient
 from tests.integration.registry_support import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -31,7 +33,7 @@ from tests.integration.registry_support import (
     proxy_config,
     sha256,
 )
-from tests.support import ServerProcess, tls_section
+from tests.support import ServerProcess, free_ports, tls_section
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
@@ -456,3 +458,57 @@ def test_oras_pushes_an_artifact_with_a_subject(target: tuple[str, Registry], tm
     assert listed[0]["artifactType"] == SBOM and listed[0]["annotations"]["org.example.tool"] == "oras"
     manifest = reg.request("GET", f"/v2/{name}/manifests/{artifact_digest}", headers={"Accept": OCI_MANIFEST})
     assert manifest.status == 200 and listed[0]["size"] == len(manifest.body)
+
+
+# -- the build-index cluster -----------------------------------------------------------------
+
+
+def _index_call(pki: Path, port: int, method: str, path: str, body: bytes | None = None,
+                role: str = "proxy") -> tuple[int, Any]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=TLSClient(pki, port, role).context,
+                                       timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_build_index_copies_referrers_to_neighbours(servers: Any, pki: Path, tmp_path: Path) -> None:
+    """A referrer recorded on one build-index of a cluster reaches the others, and so does its
+    removal; only build-indexes may send copies."""
+    ports = free_ports(2)
+    for i, port in enumerate(ports):
+        servers.start("kraken-build-index", {
+            "listen": [f"tls:tcp:{port}:interface=127.0.0.1"],
+            "tls": tls_section(pki, "build-index"),
+            "buildindex": {"storage": str(tmp_path / f"bi{i}"), "cluster": [f"127.0.0.1:{ports[1 - i]}"]},
+        }, name=f"build-index-{i}")
+    subject = sha256(b"subject")
+    entry = {"mediaType": OCI_MANIFEST, "digest": sha256(b"referrer"), "size": 8, "artifactType": SBOM}
+    path = f"/referrers/test%2Fcopies/subjects/{subject}"
+
+    def listed(port: int) -> list[str]:
+        status, body = _index_call(pki, port, "GET", path, role="agent")
+        assert status == 200, body
+        return [e["digest"] for e in body["referrers"]]
+
+    def wait_for(port: int, expected: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        while listed(port) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listed(port) == expected
+
+    assert _index_call(pki, ports[0], "PUT", path, json.dumps(entry).encode())[0] == 200
+    wait_for(ports[1], [entry["digest"]])
+    status, _ = _index_call(pki, ports[1], "DELETE", f"{path}/manifests/{entry['digest']}")
+    assert status == 200
+    wait_for(ports[0], [])
+    # a copy is applied, not passed on; only build-indexes may send one
+    copy = f"/internal/duplicate{path}"
+    assert _index_call(pki, ports[0], "PUT", copy, json.dumps(entry).encode())[0] == 403
+    status, _ = _index_call(pki, ports[0], "PUT", copy, json.dumps(entry).encode(), role="build-index")
+    assert status == 200 and listed(ports[0]) == [entry["digest"]]
+    time.sleep(1)
+    assert listed(ports[1]) == []
