@@ -25,6 +25,7 @@ from kraken.core.tls import TLSSettings
 from kraken.registry.api import RegistryResource
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
+from kraken.registry.referrerclient import ReferrerClient
 from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
 
@@ -122,8 +123,9 @@ def make_agent_registry(
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None
+    referrers = ReferrerClient(reactor, build_index, tls, tags.http) if build_index and tags else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=allow_cidrs or None, reactor=reactor,
+        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers,
     )
     return make_registry_site(api, metrics, http=http, reactor=reactor)

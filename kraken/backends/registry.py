@@ -32,6 +32,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from kraken.backends.base import BackendError, BlobNotFound
+from kraken.core.digest import Digest
 from kraken.core.files import write_into
 from kraken.core.httpclient import BadJSONResponse, json_body
 
@@ -41,7 +42,7 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ])
-_HEX = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+_HEX = re.compile(r"(?:sha256:|sha512:)?([0-9a-f]{64}(?:[0-9a-f]{64})?)")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 KNOWN_KEYS = {"address", "username", "password", "ca", "cert", "key", "timeout", "scheme"}
 
@@ -150,7 +151,10 @@ class RegistryBackend:
         """``(repo, digest, tag)`` for a blob name or a ``repo:tag`` name."""
         m = _HEX.fullmatch(name)
         if m:
-            return namespace, f"sha256:{m.group(1)}", None
+            digest = Digest.from_hex(m.group(1))
+            if ":" in name and name.partition(":")[0] != digest.algo:
+                raise BackendError(f"registry backend: {name[:160]!r} is not a {digest.algo} digest")
+            return namespace, str(digest), None
         repo, sep, tag = name.rpartition(":")
         if not sep or not repo or not tag:
             raise BackendError(f"registry backend: {name!r} is neither a digest nor repo:tag")

@@ -13,6 +13,7 @@ from twisted.application.service import Service
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
 from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
+from kraken.buildindex.referrers import HTTPReferrerSender, ReferrersAPI
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
@@ -21,6 +22,7 @@ from kraken.core.httpclient import make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
+from kraken.registry.referrerstore import ReferrerStore
 from kraken.registry.tagstore import TagStore
 
 
@@ -116,6 +118,16 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)
+    referrer_copies = None
+    if index.cluster:
+        send_referrer = HTTPReferrerSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
+        copied = svc.metrics.counter("referrer_copies", "referrer changes sent to neighbours", ["outcome"])
+        referrer_copies = Duplicator(index.cluster, send_referrer, svc.reactor,
+                                     on_result=lambda outcome: copied.labels(outcome).inc(),
+                                     journal=root / "pending" / "referrers",
+                                     on_corrupt=corrupt("referrer_copies"))
+        _StopDuplicator(referrer_copies).setServiceParent(svc)
+    ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies).register(api.router)
     site = make_site(
         api.router, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
     )

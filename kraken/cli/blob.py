@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
         epilog="example:\n  kraken blob pull sha256:<hex> -o copy.bin",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pull.add_argument("digest", help="sha256:<hex> (or bare hex)")
+    pull.add_argument("digest", help="sha256:<hex> or sha512:<hex> (or bare hex)")
     pull.add_argument("-o", "--output", help="output file (default: the digest's hex)")
     pull.add_argument("--agent", default="127.0.0.1:16000", help="agent host:port (default %(default)s)")
     pull.add_argument("--namespace", default="default", help="namespace [%(default)s]")
@@ -197,7 +197,7 @@ def _pull(args: argparse.Namespace) -> int:
         except Exception as e:
             print(f"kraken blob pull: {e}", file=sys.stderr)
             return 1
-        if Digest.of_file(tmp) != digest:
+        if Digest.of_file(tmp, digest.algo) != digest:
             os.unlink(tmp)
             print(f"kraken blob pull: received bytes do not match {digest}", file=sys.stderr)
             return 1

@@ -3,7 +3,8 @@
 Layout under ``root``::
 
     upload/<id>                          partial uploads and temporary files
-    cache/<hex[0:2]>/<hex[2:4]>/<hex>/data       complete, verified blobs
+    cache/<hex[0:2]>/<hex[2:4]>/<hex>/data       complete, verified blobs (the hex's length says
+                                         its algorithm: 64 sha256, 128 sha512)
     cache/<hex[0:2]>/<hex[2:4]>/<hex>/<sidecar>  small metadata files (metainfo, ...)
     quarantine/<hex>                     the last copy of a blob found not to match its digest
 
@@ -170,7 +171,7 @@ class CAStore:
         """
         src = Path(src)
         if verify:
-            actual = Digest.of_file(src)
+            actual = Digest.of_file(src, d.algo)
             if actual != d:
                 src.unlink(missing_ok=True)
                 raise DigestMismatch(f"content hashes to {actual}, not {d}")
@@ -263,7 +264,7 @@ class CAStore:
         """Hash the stored blob (blocking): mark it when it matches, quarantine it when not."""
         path = self.blob_path(d)
         try:
-            actual = Digest.of_file(path)
+            actual = Digest.of_file(path, d.algo)
         except FileNotFoundError:
             return Verdict.MISSING
         if actual == d:
@@ -305,7 +306,7 @@ class CAStore:
     def entries(self) -> Iterator[Entry]:
         for data in self.cache_dir.glob("??/??/*/data"):
             try:
-                digest = Digest("sha256", data.parent.name)
+                digest = Digest.from_hex(data.parent.name)
                 st = data.stat()
             except (ValueError, FileNotFoundError):
                 continue

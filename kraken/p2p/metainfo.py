@@ -1,9 +1,12 @@
 """Metainfo: how a blob is cut into pieces, the SHA-256 of each piece, and the info hash.
 
+The blob's own digest (the name) may be SHA-256 or SHA-512; pieces and the info hash are
+always SHA-256.
+
 The info hash is SHA-256 over a canonical binary encoding of (name, length, piece length,
 piece hashes)::
 
-    b"kraken-metainfo-v1\\n" | u16 len(name) | name (ASCII hex digest)
+    b"kraken-metainfo-v1\\n" | u16 len(name) | name (ASCII hex digest, 64 or 128 characters)
     | u64 length | u64 piece_length | u32 piece count | 32-byte piece hashes...
 
 (all integers big-endian). JSON form (HTTP, sidecar file)::
@@ -99,7 +102,7 @@ class MetaInfo:
         if not isinstance(data, Mapping):
             raise MetaInfoError("metainfo must be a JSON object")
         try:
-            digest = Digest("sha256", data["name"])
+            digest = Digest.from_hex(data["name"])
             length, piece_length = data["length"], data["piece_length"]
             if not isinstance(length, int) or not isinstance(piece_length, int):
                 raise MetaInfoError("length and piece_length must be integers")

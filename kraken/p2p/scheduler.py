@@ -264,7 +264,7 @@ class Scheduler:
         if self.seed_source is None:
             self._refuse(link, "unknown blob")
             return succeed(None)
-        digest = Digest("sha256", hs.digest_hex)
+        digest = Digest.from_hex(hs.digest_hex)
         d = maybeDeferred(self.seed_source, hs.namespace, digest, hs.info_hash)
 
         def loaded(torrent: object) -> TorrentControl | None:

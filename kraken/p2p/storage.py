@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kraken.core.cas import CAStore, Stamp
-from kraken.core.digest import Digest
+from kraken.core.digest import Digest, new_hash
 from kraken.p2p.bitfield import Bitfield
 from kraken.p2p.metainfo import MetaInfo
 
@@ -217,7 +217,7 @@ class DownloadTorrent(Torrent):
                 if b == 1:
                     have.set(i)
         super().__init__(mi, directory / "data", have)
-        self.blob_hash = hashlib.sha256()
+        self.blob_hash = new_hash(mi.digest.algo)
         self.hashed_pieces = 0
         self._status_fd = os.open(status_path, os.O_RDWR | os.O_CREAT, 0o644)
         if len(raw) != mi.num_pieces:
@@ -264,7 +264,7 @@ class DownloadTorrent(Torrent):
             while chunk := f.read(1 << 20):
                 self.blob_hash.update(chunk)
         self.hashed_pieces = mi.num_pieces
-        return Digest("sha256", self.blob_hash.hexdigest())
+        return Digest(self.mi.digest.algo, self.blob_hash.hexdigest())
 
     def close(self) -> None:
         super().close()

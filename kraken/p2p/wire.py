@@ -5,6 +5,7 @@ Every message is a frame: ``u32 length`` (big-endian, counts the type byte and t
 
 ====  ===============  ==============================================================
  1    HANDSHAKE        u8 version=1 | peer id (20) | info hash (32) | digest (32 raw)
+                       (version 2: u8 n + digest (n raw: 32 sha256, 64 sha512))
                        | u16 len + namespace (UTF-8) | u32 piece count | bitfield
                        ⌈count/8⌉ bytes, MSB first | u16 n + n neighbour peer ids (20 each)
  2    PIECE_REQUEST    u32 index (always the whole piece)
@@ -34,6 +35,8 @@ from kraken.core.wire import WireError as CoreWireError
 from kraken.p2p.bitfield import Bitfield, BitfieldError
 
 VERSION = 1
+VERSION_LONG_DIGEST = 2  # sent only for blobs whose digest is not SHA-256; peers read both
+_DIGEST_ALGOS = {32: "sha256", 64: "sha512"}
 PEER_ID_LEN = 20
 INFO_HASH_LEN = 32
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
@@ -129,11 +132,15 @@ def encode_handshake(h: Handshake) -> bytes:
         raise ValueError("namespace or neighbour list too long")
     if any(len(n) != PEER_ID_LEN for n in h.neighbours):
         raise ValueError("neighbour peer ids must be 20 bytes")
+    digest = bytes.fromhex(h.digest_hex)
+    if len(digest) not in _DIGEST_ALGOS:
+        raise ValueError("digest must be 32 (sha256) or 64 (sha512) bytes")
+    if len(digest) == 32:
+        head = bytes([h.version]) + h.peer_id + h.info_hash + digest
+    else:
+        head = bytes([VERSION_LONG_DIGEST]) + h.peer_id + h.info_hash + bytes([len(digest)]) + digest
     body = (
-        bytes([h.version])
-        + h.peer_id
-        + h.info_hash
-        + bytes.fromhex(h.digest_hex)
+        head
         + struct.pack(">H", len(ns))
         + ns
         + _U32.pack(h.bitfield.size)
@@ -196,9 +203,13 @@ def _parse(kind: int, body: bytes) -> Event:
     if kind == T_HANDSHAKE:
         r = _Reader(body, "HANDSHAKE")
         version = r.take(1)[0]
-        if version != VERSION:
+        if version not in (VERSION, VERSION_LONG_DIGEST):
             raise WireError(f"unsupported peer-wire version {version}")
-        peer_id, info_hash, digest = r.take(PEER_ID_LEN), r.take(INFO_HASH_LEN), r.take(32)
+        peer_id, info_hash = r.take(PEER_ID_LEN), r.take(INFO_HASH_LEN)
+        digest_length = 32 if version == VERSION else r.take(1)[0]
+        if digest_length not in _DIGEST_ALGOS:
+            raise WireError(f"HANDSHAKE digest of {digest_length} bytes (32 or 64 expected)")
+        digest = r.take(digest_length)
         try:
             namespace = r.take(r.u16()).decode("utf-8")
         except UnicodeDecodeError:
@@ -210,7 +221,7 @@ def _parse(kind: int, body: bytes) -> Event:
             raise WireError(f"HANDSHAKE bitfield: {e}") from None
         neighbours = tuple(r.take(PEER_ID_LEN) for _ in range(r.u16()))
         r.done()
-        return Handshake(peer_id, info_hash, digest.hex(), namespace, bitfield, neighbours, version)
+        return Handshake(peer_id, info_hash, digest.hex(), namespace, bitfield, neighbours, VERSION)
     if kind in (T_REQUEST, T_ANNOUNCE, T_CANCEL):
         if len(body) != 4:
             raise WireError(f"message type {kind} must carry exactly a 4-byte index")

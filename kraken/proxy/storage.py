@@ -202,7 +202,7 @@ class ProxyStorage:
                 except Exception as e:
                     problems.append(f"{origin.base}: {str(e)[:200]}")
                     continue
-                actual = yield deferToThread(Digest.of_file, tmp)
+                actual = yield deferToThread(Digest.of_file, tmp, d.algo)
                 if actual == d:
                     return str(self.cache.ingest(tmp, d, verify=False, checked=True, durable=False))
                 log.error("origin {origin} sent {actual} for {digest}", origin=origin.base,

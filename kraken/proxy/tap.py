@@ -18,6 +18,9 @@ from kraken.core.verify import BlobVerifier
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
+from kraken.registry.referrerclient import ReferrerClient
+from kraken.registry.referrers import ReferrerIndex
+from kraken.registry.referrerstore import LocalReferrers, ReferrerStore
 from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
@@ -74,16 +77,20 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         proxy.max_uploads_per_client, metrics=svc.metrics, sync=proxy.upload_sync,
         run_blocking=lambda work: deferToThreadPool(svc.reactor, svc.reactor.getThreadPool(), work),
     )
+    referrers: ReferrerIndex
     if proxy.build_index:
-        tags: Any = BuildIndexTags(TagClient(svc.reactor, proxy.build_index, svc.tls))
+        client = TagClient(svc.reactor, proxy.build_index, svc.tls)
+        tags: Any = BuildIndexTags(client)
+        referrers = ReferrerClient(svc.reactor, proxy.build_index, svc.tls, client.http)
     else:
         tags = LocalTags(TagStore(root / "tags", svc.metrics))
+        referrers = LocalReferrers(ReferrerStore(root / "referrers"))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
     storage = ProxyStorage(cache, tags, origins, verifier)
     api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
-                           sendfile_workers=proxy.sendfile_workers)
+                           sendfile_workers=proxy.sendfile_workers, referrers=referrers)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     site = make_registry_site(
         api, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor

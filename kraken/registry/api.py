@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -30,23 +30,35 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender, send_body
 from kraken.core.streaming import BodyRefused, BodySink, BufferedBody
 from kraken.registry import manifests as mf
+from kraken.registry import referrers as rf
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
 from kraken.registry.ranges import parse_chunk_range, parse_get_range, progress_header
 from kraken.registry.storage import RegistryStorage
-from kraken.registry.uploads import ChunkSink, UploadManager
+from kraken.registry.uploads import ChunkSink, UploadManager, UploadSession
 
 log = Logger(namespace="kraken.registry.api")
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10000
+MAX_TAG_PARAMS = 100
+TAG_HEADER = "OCI-Tag"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _arg(request: Request, name: str) -> str | None:
     values = request.args.get(name.encode())
     return values[0].decode("utf-8", "replace") if values else None
+
+
+def _tag_params(request: Request) -> list[str]:
+    """The ``?tag=`` parameters of a manifest put by digest (distribution spec: tags pushed with it)."""
+    raw = request.args.get(b"tag", [])
+    if len(raw) > MAX_TAG_PARAMS:
+        raise RegistryError("MANIFEST_INVALID", f"at most {MAX_TAG_PARAMS} tag parameters per request",
+                            status=414)
+    return list(dict.fromkeys(check_tag(t.decode("utf-8", "replace")) for t in raw))
 
 
 def _header(request: Request, name: str) -> str | None:
@@ -96,9 +108,11 @@ class RegistryResource(Resource):
         allow_cidrs: Sequence[str] | None = None,
         reactor: IServerReactor | None = None,
         sendfile_workers: int = 4,
+        referrers: rf.ReferrerIndex | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
+        self.referrers = referrers
         self.uploads = uploads
         self.read_only_hint = read_only_hint
         self.sender = SendfileSender(reactor, sendfile_workers) if reactor and sendfile_workers > 0 else None
@@ -141,6 +155,8 @@ class RegistryResource(Resource):
                     and session.size + length > self.uploads.max_size:
                 self._refuse_body(request, f"blob larger than the limit of {self.uploads.max_size} bytes",
                                   "blob_size")
+            if session is not None and session.name == route.name and not session.busy and method == b"PUT":
+                self._hash_as_claimed(session, query)  # POST, then the whole body with the PUT
             sink = self.uploads.open_chunk(route.name, route.ref)
             header = request.requestHeaders.getRawHeaders(b"content-range")
             if sink.session is not None and header:
@@ -157,9 +173,19 @@ class RegistryResource(Resource):
             session = self.uploads.create(route.name, _client(request))
         except RegistryError as e:
             return ChunkSink(self.uploads, None, e)
+        self._hash_as_claimed(session, query)
         sink = self.uploads.open_chunk(route.name, session.id)
         sink.owns_session = True
         return sink
+
+    def _hash_as_claimed(self, session: UploadSession, query: bytes) -> None:
+        """Hash an empty session's body with the algorithm of the request's ``?digest=``."""
+        assert self.uploads is not None
+        claimed = parse_qs(query.decode("latin-1")).get("digest", [""])[0]
+        try:
+            self.uploads.hash_with(session, Digest.parse(claimed).algo)
+        except ValueError:
+            pass  # the request is answered DIGEST_INVALID once its body is in
 
     def _refuse_body(self, request: Request, message: str, limit: str) -> None:
         """Answer ``413 SIZE_INVALID`` at once, before any body byte is read, and close."""
@@ -325,13 +351,16 @@ class RegistryResource(Resource):
         content.seek(0)
         body = content.read(mf.MAX_MANIFEST_SIZE + 1)
         digest = Digest.of_bytes(body)
-        tag = None
+        tags: list[str] = []
         if is_digest(route.ref):
-            if parse_digest(route.ref) != digest:
+            reference = parse_digest(route.ref)
+            digest = Digest.of_bytes(body, reference.algo)  # kept under the algorithm the client named
+            if reference != digest:
                 raise RegistryError("DIGEST_INVALID", "the manifest does not match the digest in the URL",
                                     detail={"expected": route.ref, "actual": str(digest)})
+            tags = _tag_params(request)
         else:
-            tag = check_tag(route.ref)
+            tags = [check_tag(route.ref)]
         manifest = mf.parse_manifest(body, _header(request, "content-type"))
         for ref in (*manifest.blobs, *manifest.children):
             if await self.storage.blob_size(route.name, Digest.parse(ref)) is None:
@@ -341,15 +370,49 @@ class RegistryResource(Resource):
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         await self.storage.commit_blob(route.name, digest, Path(tmp))
-        if tag is not None:
+        headers = {"Location": f"/v2/{route.name}/manifests/{digest}", "Docker-Content-Digest": str(digest)}
+        if manifest.subject is not None and self.referrers is not None:
+            entry = rf.descriptor(manifest, digest, len(body))
+            await self.referrers.add(route.name, Digest.parse(manifest.subject), entry)
+            headers[rf.SUBJECT_HEADER] = manifest.subject
+        for tag in tags:
             await self.storage.put_tag(route.name, tag, digest)
-        return Response(201, b"", {
-            "Location": f"/v2/{route.name}/manifests/{digest}",
-            "Docker-Content-Digest": str(digest),
-        })
+        if is_digest(route.ref) and tags:
+            headers[TAG_HEADER] = ", ".join(tags)
+        return Response(201, b"", headers)
+
+    def forget_referrer(self, name: str, digest: Digest, body: bytes) -> Deferred[Any]:
+        """Drop the referrers entry of manifest *digest* of *name* (bytes *body*), if it has one.
+
+        A manifest delete calls this before removing the manifest.
+        """
+        if self.referrers is None:
+            return succeed(None)
+        return rf.forget_manifest(self.referrers, name, digest, body)
 
     async def _manifest_delete(self, request: Request, route: Route) -> Response:
         raise RegistryError("UNSUPPORTED", "deleting manifests is not supported by kraken")
+
+    # -- referrers (OCI 1.1) ---------------------------------------------------------------------
+
+    async def _referrers_get(self, request: Request, route: Route) -> Response:
+        assert route.name is not None
+        subject = parse_digest(route.ref)
+        if self.referrers is None:
+            raise RegistryError("UNSUPPORTED", "no referrers index here (registry.build_index is not set)",
+                                status=404)
+        artifact_type = _arg(request, "artifactType") or None
+        last = _arg(request, "last") or None
+        if last is not None:
+            last = str(parse_digest(last))
+        page, following = await self.referrers.page(route.name, subject, artifact_type, last)
+        headers = {"Content-Type": mf.OCI_INDEX}
+        if artifact_type is not None:
+            headers[rf.FILTER_HEADER] = "artifactType"
+        if following is not None:
+            query = urlencode({k: v for k, v in (("artifactType", artifact_type), ("last", following)) if v})
+            headers["Link"] = f'</v2/{quote(route.name)}/referrers/{subject}?{query}>; rel="next"'
+        return Response(200, rf.index_document(page), headers)
 
     # -- blobs ---------------------------------------------------------------------------------
 
@@ -462,7 +525,11 @@ class RegistryResource(Resource):
             raise
         self.upload_bytes.inc(sink.received)
         sink.release()
-        actual = session.digest()
+        session.busy = True  # no other request may write while a sha512 digest is computed
+        try:
+            actual = await self.uploads.digest_as(session, digest.algo)
+        finally:
+            session.busy = False
         if actual != digest:
             self.uploads.discard(session)
             raise RegistryError("DIGEST_INVALID", "uploaded content does not match the digest",

@@ -38,6 +38,9 @@ class Manifest:
     blobs: tuple[str, ...] = ()
     children: tuple[str, ...] = ()
     platforms: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+    subject: str | None = None  # the digest this manifest refers to (OCI 1.1), maybe not pushed yet
+    artifact_type: str | None = None  # ``artifactType``, else an image's ``config.mediaType``
+    annotations: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_list(self) -> bool:
@@ -56,6 +59,30 @@ def _descriptor(item: Any, where: str) -> dict[str, Any]:
     if size is not None and not in_range:
         raise RegistryError("MANIFEST_INVALID", f"{where}: size must be an integer in 0..2^63-1")
     return item
+
+
+def _annotations(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = doc.get("annotations")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise RegistryError("MANIFEST_INVALID", "annotations must map strings to strings")
+    return tuple(raw.items())
+
+
+def _referrer_fields(doc: dict[str, Any], config_type: Any = None) -> dict[str, Any]:
+    """What the referrers API needs of a manifest: ``subject``, ``artifactType``, ``annotations``."""
+    subject = doc.get("subject")
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise RegistryError("MANIFEST_INVALID", "artifactType must be a string")
+    if not artifact_type and isinstance(config_type, str) and config_type:
+        artifact_type = config_type
+    return {
+        "subject": _descriptor(subject, "subject")["digest"] if subject is not None else None,
+        "artifact_type": artifact_type or None,
+        "annotations": _annotations(doc),
+    }
 
 
 def _infer_type(doc: dict[str, Any]) -> str:
@@ -109,8 +136,10 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
             platform = d.get("platform")
             if isinstance(platform, dict):
                 platforms.append((d["digest"], platform))
-        return Manifest(media_type, children=tuple(children), platforms=tuple(platforms))
-    blobs = [_descriptor(doc.get("config"), "config")["digest"]]
+        return Manifest(media_type, children=tuple(children), platforms=tuple(platforms),
+                        **_referrer_fields(doc))
+    config = _descriptor(doc.get("config"), "config")
+    blobs = [config["digest"]]
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise RegistryError("MANIFEST_INVALID", "layers must be a list")
@@ -118,7 +147,8 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
         d = _descriptor(item, f"layers[{i}]")
         if d.get("mediaType") not in FOREIGN_LAYERS:
             blobs.append(d["digest"])
-    return Manifest(media_type, blobs=tuple(dict.fromkeys(blobs)))
+    return Manifest(media_type, blobs=tuple(dict.fromkeys(blobs)),
+                    **_referrer_fields(doc, config.get("mediaType")))
 
 
 def parse_accept(headers: list[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """Which ``/v2/`` endpoint a request path names (sans-IO).
 
 Repository names contain ``/``, so the path is matched from the right: the last
-``/manifests/``, ``/blobs/`` or ``/tags/list`` decides, and what precedes it is the name.
+``/manifests/``, ``/blobs/``, ``/tags/list`` or ``/referrers/`` decides, and what precedes it is the name.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ _PATTERNS = (
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)")),
     ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)")),
     ("tags", re.compile(r"/v2/(?P<name>.+)/tags/list")),
+    ("referrers", re.compile(r"/v2/(?P<name>.+)/referrers/(?P<ref>[^/]+)")),
 )
 
 # what each endpoint answers; HEAD is listed where GET is
@@ -26,6 +27,7 @@ METHODS = {
     "blob": ("GET", "HEAD", "DELETE"),
     "uploads": ("POST",),
     "upload": ("GET", "PATCH", "PUT", "DELETE"),
+    "referrers": ("GET", "HEAD"),
 }
 WRITES = {("manifest", "PUT"), ("manifest", "DELETE"), ("blob", "DELETE"), ("uploads", "POST"),
           ("upload", "GET"), ("upload", "PATCH"), ("upload", "PUT"), ("upload", "DELETE")}

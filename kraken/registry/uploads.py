@@ -28,13 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kraken.core.digest import ALGO, Digest
+from kraken.core.digest import ALGO, Digest, new_hash
 from kraken.core.httplimits import log_refusal
 from kraken.core.metrics import Metrics
 from kraken.core.streaming import BodySink
@@ -66,6 +66,7 @@ class UploadSession:
     client: str = "-"
     size: int = 0
     hasher: RunningHash = field(default_factory=hashlib.sha256)
+    algo: str = ALGO  # the hasher's algorithm
     busy: bool = False
     writer: ChunkWriter | None = None
 
@@ -74,7 +75,7 @@ class UploadSession:
         return self.path.with_suffix(JOURNAL_SUFFIX)
 
     def digest(self) -> Digest:
-        return Digest(ALGO, self.hasher.hexdigest())
+        return Digest(self.algo, self.hasher.hexdigest())
 
     def close(self) -> None:
         if self.writer is not None:
@@ -326,6 +327,21 @@ class UploadManager:
         session.close()
         session.path.unlink(missing_ok=True)
         session.journal.unlink(missing_ok=True)
+
+    def digest_as(self, session: UploadSession, algo: str) -> Deferred[Digest]:
+        """The session's content digest with *algo*: the running hash's at once, another
+        algorithm (a client's ``?digest=sha512:...`` at the end of a chunked upload) by hashing
+        the data file (blocking work)."""
+        if algo == session.algo:
+            return succeed(session.digest())
+        found: list[Digest] = []
+        return self.run_blocking(lambda: found.append(Digest.of_file(session.path, algo))).addCallback(
+            lambda _: found[0])
+
+    def hash_with(self, session: UploadSession, algo: str) -> None:
+        """Hash an empty *session* with *algo* as its bytes arrive (a monolithic upload names it first)."""
+        if session.size == 0 and algo != session.algo:
+            session.hasher, session.algo = new_hash(algo), algo
 
     def finish(self, session: UploadSession) -> Path:
         """Close *session* and hand its file over to the caller, who must move or delete it."""

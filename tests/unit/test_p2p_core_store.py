@@ -13,7 +13,7 @@ import pytest_twisted
 
 from kraken.backends import BlobNotFound, make_backend
 from kraken.backends.base import BackendError, BackendRouter
-from kraken.core.cas import CAStore, DigestMismatch, UnknownUpload
+from kraken.core.cas import CAStore, DigestMismatch, UnknownUpload, Verdict
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 from kraken.core.uploads import ChunkWriter
@@ -36,10 +36,39 @@ def test_digest_parse_and_str() -> None:
     assert Digest.of_bytes(b"abc").hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def test_sha512_digests() -> None:
+    d = Digest.of_bytes(b"abc", "sha512")
+    assert str(d).startswith("sha512:ddaf35a193617aba") and len(d.hex) == 128
+    assert Digest.parse(str(d)) == d == Digest.parse_loose(d.hex) == Digest.from_hex(d.hex)
+    assert Digest.from_hex(HEX).algo == "sha256"
+    with pytest.raises(ValueError, match="64 \\(sha256\\) or 128"):
+        Digest.from_hex("ab" * 40)
+
+
+def test_cas_keeps_sha512_blobs_beside_sha256_ones(tmp_path: Path) -> None:
+    cas = CAStore(tmp_path)
+    data = b"the same bytes under two digests"
+    long, short = Digest.of_bytes(data, "sha512"), Digest.of_bytes(data)
+    for d in (long, short):
+        src = cas.temp_path()
+        src.write_bytes(data)
+        cas.ingest(src, d)
+        assert cas.blob_path(d).read_bytes() == data and cas.is_verified(d)
+    assert {e.digest for e in cas.entries()} == {long, short}
+    bad = cas.temp_path()
+    bad.write_bytes(b"other bytes")
+    with pytest.raises(DigestMismatch):
+        cas.ingest(bad, Digest.of_bytes(b"yet other", "sha512"))
+    cas.blob_path(long).write_bytes(b"rotted")
+    assert cas.verify(long) is Verdict.CORRUPT and cas.verify(short) is Verdict.OK
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        (HEX, "lacks the 'sha256:' prefix"),
+        (HEX, "lacks an algorithm prefix"),
+        (f"sha512:{HEX}", "128 lowercase hex"),
+        (f"sha384:{HEX}", "unsupported digest algorithm"),
         (f"md5:{HEX}", "unsupported digest algorithm"),
         ("sha256:abc", "64 lowercase hex"),
         (f"sha256:{HEX.upper()}", "64 lowercase hex"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -61,6 +62,22 @@ def test_handshake_roundtrip() -> None:
     assert h.bitfield.indices() == [0, 12] and h.neighbours == (b"n" * 20,)
 
 
+def test_handshake_of_a_sha512_blob() -> None:
+    """A sha512 digest travels in a version-2 handshake; sha256 ones stay version 1 (older peers)."""
+    long = dataclasses.replace(handshake(), digest_hex="d" * 128)
+    frame = wire.encode_handshake(long)
+    assert frame[5] == wire.VERSION_LONG_DIGEST
+    assert wire.encode_handshake(handshake())[5] == wire.VERSION
+    [h] = decode_all(frame)
+    assert isinstance(h, wire.Handshake) and h.digest_hex == "d" * 128 and h.namespace == "test/ns"
+    bad = bytearray(frame)
+    bad[5 + 1 + 20 + 32] = 48  # a digest length no algorithm has
+    with pytest.raises(wire.WireError, match="48 bytes"):
+        decode_all(bytes(bad))
+    with pytest.raises(ValueError):
+        wire.encode_handshake(dataclasses.replace(handshake(), digest_hex="d" * 40))
+
+
 def test_large_bitfield_has_no_small_ceiling() -> None:
     n = 1_000_000  # 4 TB at 4 MiB pieces
     [h] = decode_all(wire.encode_handshake(handshake(n, (0, n - 1))))
@@ -102,6 +119,8 @@ messages = st.one_of(
         lambda t: wire.encode_payload_header(t[0], len(t[1])) + t[1]
     ),
     st.integers(0, 70).map(lambda n: wire.encode_handshake(handshake(n, tuple(range(0, n, 3))))),
+    st.integers(0, 70).map(lambda n: wire.encode_handshake(
+        dataclasses.replace(handshake(n, tuple(range(0, n, 5))), digest_hex="e" * 128))),
 )
 
 
@@ -150,13 +169,25 @@ def test_metainfo_pieces_and_info_hash(tmp_path: Path) -> None:
     assert other.info_hash != mi.info_hash
 
 
+def test_metainfo_of_a_sha512_blob(tmp_path: Path) -> None:
+    data = os.urandom(10_000)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    d = Digest.of_bytes(data, "sha512")
+    mi = generate(path, d, 4096)
+    again = MetaInfo.from_json(mi.to_json())
+    assert again.digest == d and again.info_hash == mi.info_hash
+    assert all(len(h) == 32 for h in mi.piece_hashes)  # pieces stay SHA-256
+    assert mi.info_hash != generate(path, Digest.of_bytes(data), 4096).info_hash
+
+
 def test_metainfo_rejects_inconsistent_input() -> None:
     base = {"name": "a" * 64, "length": 10, "piece_length": 4, "piece_hashes": ["00" * 32] * 3}
     assert MetaInfo.from_dict(base).num_pieces == 3
     for change, needle in [
         ({"piece_hashes": ["00" * 32] * 2}, "2 piece hashes for 3 pieces"),
         ({"piece_hashes": ["00" * 31] * 3}, "32 bytes"),
-        ({"name": "zz"}, "64 lowercase hex"),
+        ({"name": "zz"}, "64 \\(sha256\\) or 128"),
         ({"piece_length": 0}, "piece length"),
         ({"length": "10"}, "integers"),
     ]:

@@ -34,6 +34,40 @@ def test_chunks_hash_and_resume(tmp_path: Path) -> None:
     assert session.id not in manager.sessions
 
 
+def test_digest_with_another_algorithm(tmp_path: Path) -> None:
+    """A chunked upload finished with a sha512 digest is hashed again from its file; a monolithic
+    one names its algorithm first and is hashed with it as it arrives (no second read)."""
+    blocking: list[object] = []
+
+    def run_blocking(work: Callable[[], None]) -> Deferred[None]:
+        blocking.append(work)
+        work()
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+    manager = UploadManager(tmp_path, Clock(), run_blocking=run_blocking)
+    chunked = manager.create("a")
+    sink = manager.open_chunk("a", chunked.id)
+    sink.write(b"hello sha512")
+    sink.release()
+    found: list[Digest] = []
+    manager.digest_as(chunked, "sha512").addCallback(found.append)
+    manager.digest_as(chunked, "sha256").addCallback(found.append)
+    assert found == [Digest.of_bytes(b"hello sha512", "sha512"), Digest.of_bytes(b"hello sha512")]
+    assert len(blocking) == 1  # only the sha512 needed a read of the file
+    mono = manager.create("a")
+    manager.hash_with(mono, "sha512")
+    sink = manager.open_chunk("a", mono.id)
+    sink.write(b"hello sha512")
+    sink.release()
+    manager.digest_as(mono, "sha512").addCallback(found.append)
+    assert found[-1] == Digest.of_bytes(b"hello sha512", "sha512") and len(blocking) == 1
+    manager.hash_with(mono, "sha256")  # too late: bytes were hashed already; digest_as reads the file
+    manager.digest_as(mono, "sha256").addCallback(found.append)
+    assert found[-1] == Digest.of_bytes(b"hello sha512") and len(blocking) == 2
+
+
 def test_failed_chunk_rolls_back(tmp_path: Path) -> None:
     manager = UploadManager(tmp_path, Clock())
     session = manager.create("a")
