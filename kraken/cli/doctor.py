@@ -24,6 +24,7 @@ from typing import Any
 
 from kraken.cli.hints import MAKE_CERTS, unreachable
 from kraken.cli.pubsub import Connection, ServerError
+from kraken.core.tls import stdlib_client_context
 from kraken.pubsub import wire
 
 EXAMPLE = """example:
@@ -77,19 +78,20 @@ class Doctor:
         self.host = host
         self.pki = pki
         self.timeout = timeout
-        self._context: ssl.SSLContext | None = None
+        self._contexts: dict[str, ssl.SSLContext] = {}
 
-    def context(self) -> ssl.SSLContext:
-        if self._context is None:
+    def context(self, server: Server) -> ssl.SSLContext:
+        """Our client certificate, and only a server presenting the role its name says."""
+        role = server.name.removeprefix("kraken-")
+        if role not in self._contexts:
             ca, cert, key = self.pki / "ca.pem", self.pki / "client.pem", self.pki / "client.key"
             for path in (ca, cert, key):
                 if not path.exists():
                     raise CheckFailed(f"no {path}: create the dev certificates with `{MAKE_CERTS}`")
-            context = ssl.create_default_context(cafile=str(ca))
+            context = stdlib_client_context(str(ca), str(cert), str(key), {role})
             context.check_hostname = False  # dev certificates name roles, not hosts
-            context.load_cert_chain(str(cert), str(key))
-            self._context = context
-        return self._context
+            self._contexts[role] = context
+        return self._contexts[role]
 
     def url(self, server: Server, path: str) -> str:
         return f"{'https' if server.tls else 'http'}://{self.host}:{server.port}{path}"
@@ -100,7 +102,7 @@ class Doctor:
         request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
         try:
             with urllib.request.urlopen(
-                request, timeout=self.timeout, context=self.context() if server.tls else None
+                request, timeout=self.timeout, context=self.context(server) if server.tls else None
             ) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as e:

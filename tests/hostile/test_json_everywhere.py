@@ -576,3 +576,18 @@ def test_agent_registry_port_answers_manifest_unknown_for_pathological_manifests
         else:
             assert reply.status == 404 and reply.error_codes() == ["MANIFEST_UNKNOWN"], (name, reply)
     assert_no_traceback(agent)
+
+
+def test_doctor_talks_only_to_servers_presenting_the_expected_role(
+    pki: Path, fakes: Callable[..., FakePeer]
+) -> None:
+    from kraken.cli.doctor import CheckFailed, Doctor, Server
+
+    healthy = lambda method, path: (200, {}, b'{"status": "ok"}')  # noqa: E731
+    impostor = fakes(pki, "origin", healthy)
+    tracker = fakes(pki, "tracker", healthy)
+    doctor = Doctor("127.0.0.1", pki, timeout=5)
+    assert doctor.health(Server("kraken-tracker", tracker.port, True)).endswith("/health")
+    with pytest.raises(CheckFailed, match="role 'origin'"):
+        doctor.health(Server("kraken-tracker", impostor.port, True))
+    assert impostor.requests == []
