@@ -28,7 +28,8 @@ from kraken.dashboard.hub import Hub
 from kraken.dashboard.sources import FetchError
 
 log = Logger(namespace="kraken.dashboard.websocket")
-MAX_MESSAGE = 4096
+MAX_MESSAGE = 4096  # from a browser (frames and whole messages)
+MAX_SNAPSHOT = 64 * 1024 * 1024  # to a browser
 
 Action = Callable[[dict[str, Any]], Deferred[Any]]
 
@@ -68,9 +69,21 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         self.registerProducer(self.flow, True)
         self.held: bytes | None = None  # the newest snapshot, while the socket is full
 
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        if self.message_data_total_length > MAX_MESSAGE:  # a message fragmented past the limit
+            log.warn("browser {peer} sent a message over {n} bytes: dropped", peer=self.peer, n=MAX_MESSAGE)
+            self.dropConnection(abort=True)
+
+    def _write(self, payload: bytes) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if len(payload) > MAX_SNAPSHOT:
+            payload = json.dumps({"type": "error", "message": "this page's data is too large to send"}).encode()
+        self.sendMessage(payload)
+
     def _send(self, message: dict[str, Any]) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendMessage(json.dumps(message).encode())
+        self._write(json.dumps(message).encode())
 
     def _refuse(self, message: str) -> None:
         self._send({"type": "error", "message": message})
@@ -149,13 +162,12 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         if self.flow.paused:
             self.held = message
             return
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendMessage(message)
+        self._write(message)
 
     def flush(self) -> None:
-        if self.held is not None and self.state == WebSocketServerProtocol.STATE_OPEN:
+        if self.held is not None:
             message, self.held = self.held, None
-            self.sendMessage(message)
+            self._write(message)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
         self.factory.hub.unwatch(self.snapshot)
@@ -170,4 +182,9 @@ class DashboardSocketFactory(WebSocketServerFactory):
         self.access = access
         self.requests = requests
         self.actions = actions
-        self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE, autoPingInterval=30, autoPingTimeout=10)
+        # autobahn applies maxMessagePayloadSize to what we send too, so it bounds snapshots;
+        # what a browser may send is bounded per frame here and per message in onMessageFrameBegin.
+        self.setProtocolOptions(
+            maxFramePayloadSize=MAX_MESSAGE, maxMessagePayloadSize=MAX_SNAPSHOT,
+            autoPingInterval=30, autoPingTimeout=10,
+        )

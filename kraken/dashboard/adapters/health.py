@@ -27,6 +27,8 @@ def metric_totals(text: str) -> dict[str, tuple[str, float]]:
     for family in text_string_to_metric_families(text):
         if len(out) >= MAX_FAMILIES:
             break
+        if family.name.endswith("_created"):  # a counter's creation time, not a measure
+            continue
         if family.type == "counter":
             total = sum(s.value for s in family.samples if s.name.endswith("_total"))
             out[family.name + "_total"] = ("counter", total)

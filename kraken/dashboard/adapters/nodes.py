@@ -32,6 +32,23 @@ def _groups(node: dict[str, Any]) -> list[str]:
     return []
 
 
+STATE_KEYS = ("physState", "runState", "busy")
+SECRET_KEYS = ("password", "secret", "token", "key")
+
+
+def redact(value: Any) -> Any:
+    """*value* with every field whose name looks secret (a BMC password...) replaced by ``"***"``."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(word in k.lower() for word in SECRET_KEYS) and not isinstance(v, (dict, list))
+            else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
 class NodesAdapter:
     def __init__(self, fetcher: Fetcher, servers: list[Server]) -> None:
         self.fetcher = fetcher
@@ -80,12 +97,11 @@ class NodesAdapter:
             if e.status != 409:
                 raise
             path = None
-        keys = sorted(set(cfg) | set(dsc))
-        diff = [
-            {"key": k, "cfg": cfg.get(k), "dsc": dsc.get(k)}
-            for k in keys
-            if k != "id" and cfg.get(k) != dsc.get(k)
-        ]
+        cfg, dsc = redact(cfg), redact(dsc)
+        # The state fields always; others where something was discovered and it differs.
+        keys = [k for k in STATE_KEYS if k in cfg or k in dsc]
+        keys += sorted(k for k in set(cfg) | set(dsc) if k not in STATE_KEYS and k != "id" and dsc.get(k))
+        diff = [{"key": k, "cfg": cfg.get(k), "dsc": dsc.get(k), "same": cfg.get(k) == dsc.get(k)} for k in keys]
         return {"cfg": cfg, "dsc": dsc, "diff": diff, "path": path}
 
     @inlineCallbacks

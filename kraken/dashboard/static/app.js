@@ -207,9 +207,9 @@ function drawNodeDetail(index, row) {
   box.append(h("h3", {}, `${node.name} `, h("code", {}, node.id)));
   const d = state.nodeDetail;
   if (d) {
-    box.append(table("Cfg (wanted) against Dsc (discovered): the fields that differ", ["field", "Cfg", "Dsc"],
-      d.diff.map((x) => [x.key, JSON.stringify(x.cfg), JSON.stringify(x.dsc)])));
-    if (!d.diff.length) box.append(h("p", { class: "note" }, "Cfg and Dsc agree."));
+    box.append(table("Cfg (wanted) against Dsc (discovered)", ["field", "Cfg", "Dsc", ""],
+      d.diff.map((x) => [x.key, JSON.stringify(x.cfg), JSON.stringify(x.dsc),
+        x.same ? "same" : h("strong", { class: "differs" }, "differs")])));
     box.append(drawPath(d.path));
   } else {
     box.append(h("p", { class: "note" }, "loading…"));
@@ -246,7 +246,7 @@ function drawPath(path) {
     const cls = path.cmplt || i < path.cur ? "box done" : i === path.cur ? "box current" : "box";
     svg.append(s("rect", { class: cls, x, y: 10, width: 150, height: 44, rx: 6 }));
     svg.append(s("text", { x: x + 75, y: 28, "text-anchor": "middle" }, step.id));
-    svg.append(s("text", { x: x + 75, y: 45, "text-anchor": "middle" }, `${step.from ?? ""} → ${step.to ?? ""}`.slice(0, 26)));
+    svg.append(s("text", { x: x + 75, y: 45, "text-anchor": "middle" }, `→ ${step.to ?? ""}`.slice(0, 24)));
     if (i) svg.append(s("line", { class: "edge", x1: x - 20, y1: 32, x2: x, y2: 32, "marker-end": "url(#arrow)" }));
   });
   return h("div", {}, h("h3", {}, "Mutation path"), svg);
@@ -297,36 +297,58 @@ function drawPipelines(data) {
   return out;
 }
 
+// Components in columns by their distance from the head (the one nobody points at); branches
+// and error routes are dashed, the main line solid.
+function pipelineLayout(comps) {
+  const edges = [];
+  for (const c of comps) {
+    if (c.next) edges.push([c.name, c.next, "edge"]);
+    for (const b of Object.values(c.branches || {})) if (b) edges.push([c.name, b, "branch"]);
+    if (c.to) edges.push([c.name, c.to, "branch"]);
+  }
+  const names = new Set(comps.map((c) => c.name));
+  const pointed = new Set(edges.map((e) => e[1]));
+  const depth = new Map(comps.filter((c) => !pointed.has(c.name)).map((c) => [c.name, 0]));
+  for (let round = 0; round < comps.length; round++) {  // longest path, bounded for cycles
+    for (const [from, to] of edges) {
+      if (depth.has(from) && names.has(to) && (depth.get(to) ?? -1) < depth.get(from) + 1) depth.set(to, depth.get(from) + 1);
+    }
+  }
+  const rows = new Map();
+  const pos = new Map();
+  for (const c of comps) {
+    const col = depth.get(c.name) ?? 0;
+    const row = rows.get(col) ?? 0;
+    rows.set(col, row + 1);
+    pos.set(c.name, [col, row]);
+  }
+  return { edges, pos, cols: Math.max(1, ...[...pos.values()].map((p) => p[0] + 1)), rows: Math.max(1, ...rows.values()) };
+}
+
 function pipelineDiagram(p) {
   const comps = p.components;
-  const index = new Map(comps.map((c, i) => [c.name, i]));
-  const width = Math.max(240, comps.length * 150 + 20), height = 110;
+  const { edges, pos, cols, rows } = pipelineLayout(comps);
+  const W = 150, H = 70, bw = 120, bh = 46;
+  const width = cols * W + 20, height = rows * H + 20;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `diagram of ${p.name}: ${comps.map((c) => c.name).join(" then ")}` });
-  svg.append(s("defs", {}, s("marker", { id: `arr-${p.name}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
+    "aria-label": `diagram of ${p.name}: ${edges.map((e) => `${e[0]} to ${e[1]}`).join(", ") || comps.map((c) => c.name).join(", ")}` });
+  const marker = `arr-${p.name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  svg.append(s("defs", {}, s("marker", { id: marker, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#0b57d0" }))));
+  const at = (name) => { const [c, r] = pos.get(name); return [10 + c * W, 10 + r * H]; };
+  for (const [from, to, cls] of edges) {
+    if (!pos.has(to)) continue;
+    const [x1, y1] = at(from), [x2, y2] = at(to);
+    svg.append(s("line", { class: cls, x1: x1 + bw, y1: y1 + bh / 2, x2, y2: y2 + bh / 2, "marker-end": `url(#${marker})` }));
+  }
   const stats = p.stats ? p.stats.components : {};
-  comps.forEach((c, i) => {
-    const x = 10 + i * 150;
-    svg.append(s("rect", { class: "box", x, y: 20, width: 120, height: 46, rx: 6 }));
-    svg.append(s("text", { x: x + 60, y: 38, "text-anchor": "middle" }, `${c.name}`.slice(0, 18)));
+  for (const c of comps) {
+    const [x, y] = at(c.name);
+    svg.append(s("rect", { class: "box", x, y, width: bw, height: bh, rx: 6 }));
+    svg.append(s("text", { x: x + bw / 2, y: y + 18, "text-anchor": "middle" }, `${c.name}`.slice(0, 18)));
     const cs = stats[c.name];
-    svg.append(s("text", { x: x + 60, y: 56, "text-anchor": "middle" }, cs ? `${cs.calls} calls` : c.type));
-    const targets = [];
-    if (c.next) targets.push([c.next, "edge"]);
-    for (const b of Object.values(c.branches || {})) if (b) targets.push([b, "branch"]);
-    if (c.to) targets.push([c.to, "branch"]);
-    for (const [t, cls] of targets) {
-      const j = index.get(t);
-      if (j === undefined) continue;
-      const x2 = 10 + j * 150;
-      if (j === i + 1 && cls === "edge") {
-        svg.append(s("line", { class: cls, x1: x + 120, y1: 43, x2, y2: 43, "marker-end": `url(#arr-${p.name})` }));
-      } else {
-        svg.append(s("path", { class: cls, d: `M${x + 60},66 C${x + 60},100 ${x2 + 60},100 ${x2 + 60},66`, "marker-end": `url(#arr-${p.name})` }));
-      }
-    }
-  });
+    svg.append(s("text", { x: x + bw / 2, y: y + 36, "text-anchor": "middle" }, cs ? `${cs.calls} calls` : c.type));
+  }
   return svg;
 }
 
