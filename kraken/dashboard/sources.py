@@ -104,12 +104,14 @@ class Fetcher:
             client = self.clients[server.role] = make_http_client(self.reactor, self.tls, {server.role})
         return client
 
-    def _headers(self, server: Server) -> dict[str, list[str]]:
+    def _headers(self, server: Server) -> dict[bytes | str, list[bytes | str]]:
         token = self.bearer.get(server.kind)
         return {"Authorization": [f"Bearer {token}"]} if token else {}
 
     @inlineCallbacks
-    def _request(self, server: Server, method: str, path: str, body: Any = None, accept: str | None = None) -> Any:
+    def _request(
+        self, server: Server, method: str, path: str, body: Any = None, accept: str | None = None
+    ) -> Any:
         client = self._client(server)
         url = server.url + path
         headers = self._headers(server)
@@ -133,7 +135,7 @@ class Fetcher:
         response = yield self._request(server, method, path, body, accept)
         if response.code in (404, 405):
             raw = yield read_body(response, server.name, 64 * 1024)
-            if method == "GET" and b'"NOT_FOUND"' in raw or response.code == 405:
+            if (method == "GET" and b'"NOT_FOUND"' in raw) or response.code == 405:
                 raise Unavailable(f"{path} is not available on this server")
             raise FetchError(f"{method} {path}: {response.code} {_error_text(raw)}", response.code)
         if response.code >= 300:

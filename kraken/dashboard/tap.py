@@ -126,9 +126,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         config.dashboard.poll_interval,
     )
     _HubService(hub, fetcher).setServiceParent(svc)
-    access = Access(
-        tuple(config.auth.viewer_tokens), tuple(config.auth.operator_tokens), tuple(config.auth.operator_certs)
-    )
+    auth = config.auth
+    access = Access(tuple(auth.viewer_tokens), tuple(auth.operator_tokens), tuple(auth.operator_certs))
     sockets = DashboardSocketFactory(
         hub,
         access,

@@ -79,14 +79,15 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return
         if len(payload) > MAX_SNAPSHOT:
-            payload = json.dumps({"type": "error", "message": "this page's data is too large to send"}).encode()
+            too_large = {"type": "error", "message": "this page's data is too large to send"}
+            payload = json.dumps(too_large).encode()
         self.sendMessage(payload)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send_json(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message).encode())
 
     def _refuse(self, message: str) -> None:
-        self._send({"type": "error", "message": message})
+        self._send_json({"type": "error", "message": message})
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn names
         try:
@@ -118,9 +119,9 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         try:
             self.role = self.factory.access.login(msg.get("token"), self.tls_peer)
         except LoginRefused as e:
-            self._send({"type": "denied", "message": str(e)})
+            self._send_json({"type": "denied", "message": str(e)})
             return
-        self._send({"type": "welcome", "role": self.role, "pages": sorted(self.factory.hub.adapters)})
+        self._send_json({"type": "welcome", "role": self.role, "pages": sorted(self.factory.hub.adapters)})
 
     def _watch(self, page: Any) -> None:
         hub = self.factory.hub
@@ -137,7 +138,7 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
             reply["data"] = data
         else:
             reply["error"] = error
-        self._send(reply)
+        self._send_json(reply)
 
     def _request(self, kind: str, msg: dict[str, Any], action: bool = False) -> None:
         handler = (self.factory.actions if action else self.factory.requests)[kind]
@@ -176,7 +177,9 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
 class DashboardSocketFactory(WebSocketServerFactory):
     protocol = DashboardSocket  # type: ignore[assignment]
 
-    def __init__(self, hub: Hub, access: Access, requests: dict[str, Action], actions: dict[str, Action]) -> None:
+    def __init__(
+        self, hub: Hub, access: Access, requests: dict[str, Action], actions: dict[str, Action]
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.access = access

@@ -24,7 +24,6 @@ import pytest
 
 from kraken.core.digest import Digest
 from kraken.core.tls import stdlib_client_context
-from kraken.pubsub import wire
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
 from tests.integration.registry_support import build_index_config, build_oci_layout, proxy_config, skopeo
 from tests.integration.state_rig import PARENT_ID, state_config
@@ -101,7 +100,8 @@ def _start_family(pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc) -> 
     config = origin_config(pki, root / "origin", backend)
     config["bandwidth"] = {"egress_bits_per_sec": 16_000_000}  # about 2 pieces a second: progress shows
     procs["origin"] = pool.start("kraken-origin", config, name="origin")
-    procs["tracker"] = pool.start("kraken-tracker", tracker_config(pki, procs["origin"].port("http")), name="tracker")
+    tracker = tracker_config(pki, procs["origin"].port("http"))
+    procs["tracker"] = pool.start("kraken-tracker", tracker, name="tracker")
     for name in ("a0", "a1"):
         procs[name] = pool.start(
             "kraken-agent", agent_config(pki, root / name, procs["tracker"].port("http")), name=name
@@ -112,8 +112,11 @@ def _start_family(pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc) -> 
     )
     nodes = [ipmi_node(bmc.port, "secret", BMC_NODE)]
     for i, node_id in enumerate(SIM_NODES):
-        nodes.append({"id": node_id, "nodename": f"sim{i + 1}", "platform": "sim", "parentId": PARENT_ID,
-                      "physState": "POWER_ON" if i < 2 else "POWER_OFF", "runState": "SYNC" if i < 2 else "UNKNOWN"})
+        on = i < 2
+        nodes.append({
+            "id": node_id, "nodename": f"sim{i + 1}", "platform": "sim", "parentId": PARENT_ID,
+            "physState": "POWER_ON" if on else "POWER_OFF", "runState": "SYNC" if on else "UNKNOWN",
+        })
     (root / "nodes.json").write_text(json.dumps({"nodes": nodes}))
     state["state"]["state_file"] = str(root / "nodes.json")
     (root / "state").mkdir()
@@ -123,7 +126,10 @@ def _start_family(pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc) -> 
         {
             "listen": ["tls:tcp:0:interface=127.0.0.1"],
             "tls": tls_section(pki, "pipeline"),
-            "pipeline": {"database": str(root / "pipeline.sqlite3"), "project_dir": str(REPO / "etc" / "pipeline-project")},
+            "pipeline": {
+                "database": str(root / "pipeline.sqlite3"),
+                "project_dir": str(REPO / "etc" / "pipeline-project"),
+            },
         },
         name="pipeline",
     )
@@ -186,7 +192,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Rig]:
         blob = Digest.of_bytes(data)
         (root / "backend" / blob.hex).write_bytes(data)
         layout = root / "image"
-        build_oci_layout(layout, "v1", [{"hello.txt": b"hello from the dashboard test\n"}, {"big.bin": os.urandom(200_000)}])
+        layers = [{"hello.txt": b"hello from the dashboard test\n"}, {"big.bin": os.urandom(200_000)}]
+        build_oci_layout(layout, "v1", layers)
         skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1",
                f"docker://127.0.0.1:{procs['proxy'].port('registry')}/demo/hello:v1")
         procs["dashboard"] = pool.start("kraken-dashboard", _dashboard_config(pki, procs), name="dashboard")

@@ -87,7 +87,7 @@ def test_swarm_download_shows_progress_moving(page: Any, rig: Rig) -> None:
     assert seen == sorted(seen), f"progress went backwards: {seen}"
     # The second agent gets it too, from the first agent and the origin; the graph shows both.
     rig.pull_in_background("a1")
-    until(page, 
+    until(page,
         f"[...document.querySelectorAll('progress')].filter(p => +p.value === {BLOB_PIECES}).length >= 3"
     )
     share = page.locator(".origin-share").inner_text()
@@ -125,7 +125,7 @@ def test_node_powered_on_from_the_ui_reaches_power_on(page: Any, rig: Rig) -> No
     dialog = page.get_by_role("dialog")
     assert "Power on bmc-node" in dialog.inner_text()
     dialog.get_by_role("button", name="Confirm").click()
-    until(page, 
+    until(page,
         f"document.querySelector('[data-node-id=\"{BMC_NODE}\"]').dataset.phys === 'POWER_ON'", timeout=40_000
     )
     assert rig.bmc.status() == "on"  # ipmitool, an independent client, agrees
@@ -145,7 +145,7 @@ def test_a_pipeline_call_appears_in_its_counts(page: Any, rig: Rig) -> None:
     injected.wait_for()
     before = int(injected.inner_text().split()[-1])
     assert rig.call_pipeline({"type": "hello", "name": "Dashboard"})["message"] == "Hello, Dashboard!"
-    until(page, 
+    until(page,
         "+document.querySelector('[data-pipeline=\"hello\"] .injected').textContent.split(' ').pop() === "
         f"{before + 1}"
     )
@@ -163,8 +163,9 @@ def test_topics_registry_and_health_render_live_data(page: Any, rig: Rig) -> Non
         page.locator("td", has_text="weather").wait_for()
         messages = page.locator(".messages-in")
         before = int(messages.inner_text().split()[-1])
-        pubsub_command(port, wire.set_command(b"publish", wire.publish_body([([b"news"], b"more")])), publisher)
-        until(page, 
+        more = wire.set_command(b"publish", wire.publish_body([([b"news"], b"more")]))
+        pubsub_command(port, more, publisher)
+        until(page,
             f"+document.querySelector('.messages-in').textContent.split(' ').pop() > {before}"
         )
         assert "Proxy tree: not available on this server" in page.locator("main").inner_text()
@@ -189,7 +190,10 @@ def test_topics_registry_and_health_render_live_data(page: Any, rig: Rig) -> Non
 
 CONTRAST = """() => {
   const lum = (rgb) => {
-    const [r, g, b] = rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    const [r, g, b] = rgb.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
     return 0.2126 * r + 0.7152 * g + 0.0722 * b;
   };
   const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
@@ -208,7 +212,8 @@ CONTRAST = """() => {
     const fg = parse(getComputedStyle(el).color).slice(0, 3), bg = background(el);
     const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
     const ratio = (hi + 0.05) / (lo + 0.05);
-    if (ratio < 4.5) bad.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)} "${el.textContent.slice(0, 30)}"`);
+    const what = `${el.tagName}.${el.className} "${el.textContent.slice(0, 30)}"`;
+    if (ratio < 4.5) bad.push(`${what}: ${ratio.toFixed(2)}`);
   }
   return bad;
 }"""
@@ -217,8 +222,10 @@ UNLABELLED = """() => {
   const named = (el) => (el.getAttribute("aria-label") || "").trim() || (el.labels && el.labels.length)
     || (el.getAttribute("aria-labelledby") && document.getElementById(el.getAttribute("aria-labelledby")))
     || (el.tagName === "BUTTON" && el.textContent.trim());
-  return [...document.querySelectorAll("input, select, button, progress, textarea, svg[role=img], nav, section")]
-    .filter((el) => !el.closest("[hidden]") && el.id !== "page" && !named(el)).map((el) => el.outerHTML.slice(0, 80));
+  const wanted = "input, select, button, progress, textarea, svg[role=img], nav, section";
+  return [...document.querySelectorAll(wanted)]
+    .filter((el) => !el.closest("[hidden]") && el.id !== "page" && !named(el))
+    .map((el) => el.outerHTML.slice(0, 80));
 }"""
 
 

@@ -101,7 +101,9 @@ class NodesAdapter:
         # The state fields always; others where something was discovered and it differs.
         keys = [k for k in STATE_KEYS if k in cfg or k in dsc]
         keys += sorted(k for k in set(cfg) | set(dsc) if k not in STATE_KEYS and k != "id" and dsc.get(k))
-        diff = [{"key": k, "cfg": cfg.get(k), "dsc": dsc.get(k), "same": cfg.get(k) == dsc.get(k)} for k in keys]
+        diff = [
+            {"key": k, "cfg": cfg.get(k), "dsc": dsc.get(k), "same": cfg.get(k) == dsc.get(k)} for k in keys
+        ]
         return {"cfg": cfg, "dsc": dsc, "diff": diff, "path": path}
 
     @inlineCallbacks

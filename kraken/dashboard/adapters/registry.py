@@ -23,7 +23,7 @@ ACCEPT = ", ".join(
 
 
 def _image_size(manifest: dict[str, Any]) -> int:
-    parts = [manifest.get("config", {})] + list(manifest.get("layers", []))
+    parts = [manifest.get("config", {}), *manifest.get("layers", [])]
     return sum(int(p.get("size", 0)) for p in parts if isinstance(p, dict))
 
 

@@ -46,7 +46,8 @@ class SwarmAdapter:
                      "from_agents": 0, "from_origins": 0, "links": []},
                 )
                 blob["hosts"].append(
-                    {"server": row["server"], "kind": row["kind"], "have": t["have"], "complete": t["complete"],
+                    {"server": row["server"], "kind": row["kind"], "have": t["have"],
+                     "complete": t["complete"],
                      "progress": round(t["have"] / t["pieces"], 4) if t["pieces"] else 1.0}
                 )
                 if row["kind"] == "agent":
