@@ -217,7 +217,10 @@ def browser() -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """The whole page as ``artifacts/dashboard/<name>.png``, and its first screenful as
+    ``artifacts/dashboard/window/<name>.png`` (what docs/images/ holds)."""
+    (ARTIFACTS / "window").mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "window" / f"{name}.png"))
     return path

@@ -33,7 +33,8 @@ WAIT_MS = 20_000
 
 @pytest.fixture
 def page(browser: Any, rig: Rig) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # Drawn at 0.7 device pixels per CSS pixel: small screenshots, the layout of a 1280 px window.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=0.7)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda e: errors.append(str(e)))

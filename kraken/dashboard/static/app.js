@@ -238,16 +238,18 @@ function drawNodeDetail(index, row) {
 function drawPath(path) {
   if (!path) return h("p", { class: "note" }, "No mutation path: the node is where its Cfg wants it.");
   const chain = path.chain || [];
-  const width = Math.max(200, chain.length * 170 + 20), height = 70;
+  const width = Math.max(200, chain.length * 210 + 20), height = 70;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `mutation path: ${chain.map((c) => c.id).join(", ")}${path.cmplt ? " (complete)" : ""}` });
+  svg.append(s("defs", {}, s("marker", { id: "path-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
+    s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#0b57d0" }))));
   chain.forEach((step, i) => {
-    const x = 10 + i * 170;
+    const x = 10 + i * 210;
     const cls = path.cmplt || i < path.cur ? "box done" : i === path.cur ? "box current" : "box";
-    svg.append(s("rect", { class: cls, x, y: 10, width: 150, height: 44, rx: 6 }));
-    svg.append(s("text", { x: x + 75, y: 28, "text-anchor": "middle" }, step.id));
-    svg.append(s("text", { x: x + 75, y: 45, "text-anchor": "middle" }, `→ ${step.to ?? ""}`.slice(0, 24)));
-    if (i) svg.append(s("line", { class: "edge", x1: x - 20, y1: 32, x2: x, y2: 32, "marker-end": "url(#arrow)" }));
+    svg.append(s("rect", { class: cls, x, y: 10, width: 190, height: 44, rx: 6 }));
+    svg.append(s("text", { x: x + 95, y: 28, "text-anchor": "middle" }, step.id));
+    svg.append(s("text", { x: x + 95, y: 45, "text-anchor": "middle" }, `→ ${step.to ?? ""}`.slice(0, 30)));
+    if (i) svg.append(s("line", { class: "edge", x1: x - 20, y1: 32, x2: x, y2: 32, "marker-end": "url(#path-arrow)" }));
   });
   return h("div", {}, h("h3", {}, "Mutation path"), svg);
 }
