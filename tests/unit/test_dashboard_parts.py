@@ -181,6 +181,7 @@ def test_swarm_names_peers_and_measures_throughput() -> None:
     agent["torrents"][0]["have"] = 3
     [blob] = adapter._merge([origin, agent])["blobs"]
     assert blob["throughput"] == [1 << 20]  # two pieces of 1 MiB in two seconds
+    assert adapter._merge([])["blobs"] == [] and adapter.held == {} and adapter.rates == {}
 
 
 class FakeState:
@@ -217,6 +218,28 @@ def test_node_detail_diff_redaction_and_power() -> None:
     for bad in bads:
         with pytest.raises(FetchError):
             result(adapter.power(*bad))
+
+
+def test_nodes_page_lists_groups_and_both_states() -> None:
+    class Lists:
+        def get_json(self, server: Server, path: str) -> Deferred[Any]:
+            first = {"id": "n1", "nodename": "a", "physState": "POWER_ON", "groups": ["rack1", "gpu"]}
+            nodes = {
+                "/cfg/nodes": [first, {"id": "n2", "group": "rack2"}],
+                "/dsc/nodes": [{"id": "n1", "physState": "POWER_OFF", "runState": "INIT"}],
+            }
+            if path == "/sme/frozen":
+                return fail(Unavailable(path))
+            return succeed({"nodes": nodes[path]})
+
+    adapter = NodesAdapter(Lists(), [Server("state", "https://s:1")])  # type: ignore[arg-type]
+    [row] = result(adapter.collect())["servers"]
+    assert row["frozen"] is None
+    n1, n2 = row["nodes"]
+    assert (n1["name"], n1["phys"], n1["run"], n1["want_phys"], n1["groups"]) == (
+        "a", "POWER_OFF", "INIT", "POWER_ON", ["rack1", "gpu"]
+    )
+    assert (n2["name"], n2["phys"], n2["groups"]) == ("n2", "PHYS_UNKNOWN", ["rack2"])
 
 
 def test_redact_and_node_ids() -> None:

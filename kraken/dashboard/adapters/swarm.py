@@ -71,6 +71,9 @@ class SwarmAdapter:
                 rate = max(0.0, (held - before[1]) * piece / (now - before[0]))
                 self.rates.setdefault(digest, deque(maxlen=self.history)).append(round(rate))
             blob["throughput"] = list(self.rates.get(digest, ()))
+        for gone in set(self.held) - set(blobs):  # blobs no host has any more
+            self.held.pop(gone, None)
+            self.rates.pop(gone, None)
         servers = [
             {k: r[k] for k in ("server", "kind", "url", "error", "unavailable") if k in r} for r in rows
         ]
