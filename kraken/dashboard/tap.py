@@ -57,6 +57,8 @@ class DashboardSection:
     poll_interval: float = setting(1.0, "seconds between reads of the watched page's servers", minimum=0.1)
     request_timeout: float = setting(5.0, "seconds a server has to answer one read", minimum=0.1)
     history: int = setting(120, "points kept per sparkline", minimum=2)
+    max_clients: int = setting(100, "browsers connected at once", minimum=1)
+    login_timeout: float = setting(10.0, "seconds a new WebSocket has to log in", minimum=0.1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +138,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             "power": lambda m: nodes.power(m.get("server"), m.get("node"), m.get("phys")),
             "replay": lambda m: pipelines.replay(m.get("server"), m.get("pipeline")),
         },
+        clock=svc.reactor,
+        max_clients=config.dashboard.max_clients,
+        login_timeout=config.dashboard.login_timeout,
     )
     ws_tls = any(is_tls(d) for d in config.dashboard.ws_listen)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -57,7 +57,10 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
     page: str | None = None
 
     def onConnect(self, request: ConnectionRequest) -> None:
-        """Refuse pages of other sites (a browser sends its certificate to any page's socket)."""
+        """Refuse pages of other sites (a browser sends its certificate to any page's socket),
+        and browsers beyond the cap."""
+        if len(self.factory.open) >= self.factory.max_clients:
+            raise ConnectionDeny(503, "too many dashboard connections")
         origin = request.origin
         if origin and origin != "null":
             host = request.host.rsplit(":", 1)[0].strip("[]") if request.host else ""
@@ -68,6 +71,12 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         self.flow = _Flow(self)
         self.registerProducer(self.flow, True)
         self.held: bytes | None = None  # the newest snapshot, while the socket is full
+        self.factory.open.add(self)
+        self.login_timer = self.factory.clock.callLater(self.factory.login_timeout, self._login_late)
+
+    def _login_late(self) -> None:
+        if self.role is None:
+            self.dropConnection(abort=True)
 
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
@@ -121,6 +130,8 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         except LoginRefused as e:
             self._send_json({"type": "denied", "message": str(e)})
             return
+        if self.login_timer.active():
+            self.login_timer.cancel()
         self._send_json({"type": "welcome", "role": self.role, "pages": sorted(self.factory.hub.adapters)})
 
     def _watch(self, page: Any) -> None:
@@ -172,15 +183,30 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
         self.factory.hub.unwatch(self.snapshot)
+        self.factory.open.discard(self)
+        timer = getattr(self, "login_timer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 class DashboardSocketFactory(WebSocketServerFactory):
     protocol = DashboardSocket  # type: ignore[assignment]
 
     def __init__(
-        self, hub: Hub, access: Access, requests: dict[str, Action], actions: dict[str, Action]
+        self,
+        hub: Hub,
+        access: Access,
+        requests: dict[str, Action],
+        actions: dict[str, Action],
+        clock: IReactorTime,
+        max_clients: int = 100,
+        login_timeout: float = 10.0,
     ) -> None:
         super().__init__()
+        self.clock = clock
+        self.max_clients = max_clients
+        self.login_timeout = login_timeout
+        self.open: set[DashboardSocket] = set()
         self.hub = hub
         self.access = access
         self.requests = requests

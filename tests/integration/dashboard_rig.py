@@ -163,7 +163,7 @@ def _dashboard_config(pki: Path, procs: dict[str, ServerProcess]) -> dict[str, A
     return {
         "listen": ["tcp:0:interface=127.0.0.1"],
         "tls": tls_section(pki, "client"),
-        "dashboard": {"ws_listen": ["tcp:0:interface=127.0.0.1"], "poll_interval": 0.5},
+        "dashboard": {"ws_listen": ["tcp:0:interface=127.0.0.1"], "poll_interval": 0.5, "login_timeout": 1.0},
         "servers": {
             "agents": http("a0") + http("a1"),
             "origins": https("origin"),

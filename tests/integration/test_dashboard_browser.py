@@ -66,6 +66,15 @@ def test_login_is_required_and_a_wrong_token_is_refused(page: Any, rig: Rig) -> 
     page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("alert").filter(has_text="unknown token").wait_for()
     assert page.locator("#session").inner_text() == "not logged in"
+    # A socket that never logs in is dropped after login_timeout (1 s here).
+    lasted = page.evaluate(
+        """(port) => new Promise((resolve) => {
+            const opened = Date.now(), ws = new WebSocket(`ws://${location.hostname}:${port}/`);
+            ws.onclose = () => resolve(Date.now() - opened);
+        })""",
+        rig.port("dashboard", "ws"),
+    )
+    assert 900 <= lasted < 5000, lasted
 
 
 def test_swarm_download_shows_progress_moving(page: Any, rig: Rig) -> None:
@@ -107,12 +116,13 @@ def test_node_powered_on_from_the_ui_reaches_power_on(page: Any, rig: Rig) -> No
     tile.click()
     assert page.get_by_role("button", name="Power on").is_disabled()
     refused = page.evaluate(
-        """() => new Promise((resolve) => {
-            const ws = new WebSocket(`ws://${location.hostname}:${window.__wsPort}/`);
-            ws.onopen = () => { ws.send(JSON.stringify({type: "hello", token: "%s"}));
-              ws.send(JSON.stringify({type: "power", id: 1, server: 0, node: "%s", phys: "POWER_ON"})); };
+        """([port, token, node]) => new Promise((resolve) => {
+            const ws = new WebSocket(`ws://${location.hostname}:${port}/`);
+            ws.onopen = () => { ws.send(JSON.stringify({type: "hello", token}));
+              ws.send(JSON.stringify({type: "power", id: 1, server: 0, node, phys: "POWER_ON"})); };
             ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === "reply") resolve(m); };
-        })""".replace("window.__wsPort", str(rig.port("dashboard", "ws"))) % (VIEWER_TOKEN, BMC_NODE)
+        })""",
+        [rig.port("dashboard", "ws"), VIEWER_TOKEN, BMC_NODE],
     )
     assert refused == {"type": "reply", "id": 1, "ok": False, "error": "this needs an operator login"}
     assert rig.bmc.status() == "off"

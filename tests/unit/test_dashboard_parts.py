@@ -18,7 +18,7 @@ from kraken.dashboard.adapters.swarm import SwarmAdapter
 from kraken.dashboard.auth import OPERATOR, VIEWER, Access, LoginRefused
 from kraken.dashboard.hub import Hub
 from kraken.dashboard.sources import FetchError, Server, Unavailable, parse_server
-from kraken.dashboard.websocket import DashboardSocket
+from kraken.dashboard.websocket import DashboardSocket, DashboardSocketFactory
 
 
 def result(d: Deferred[Any]) -> Any:
@@ -51,12 +51,19 @@ def _request(origin: str | None, host: str = "127.0.0.1:8471") -> ConnectionRequ
     return ConnectionRequest("tcp:127.0.0.1:5", {}, host, "/", {}, 13, origin, [], [])
 
 
-def test_websocket_refuses_pages_of_other_sites() -> None:
-    socket = DashboardSocket()
+def test_websocket_refuses_pages_of_other_sites_and_browsers_over_the_cap() -> None:
+    clock = Clock()
+    factory = DashboardSocketFactory(Hub(clock, {}, 1.0), Access(), {}, {}, clock, max_clients=1)
+    socket = factory.buildProtocol(None)
     socket.onConnect(_request("http://127.0.0.1:8470"))
     socket.onConnect(_request(None))
-    with pytest.raises(ConnectionDeny):
+    with pytest.raises(ConnectionDeny) as refused:
         socket.onConnect(_request("https://evil.example"))
+    assert refused.value.code == 403
+    factory.open.add(DashboardSocket())
+    with pytest.raises(ConnectionDeny) as full:
+        socket.onConnect(_request("http://127.0.0.1:8470"))
+    assert full.value.code == 503
 
 
 # -- sources ---------------------------------------------------------------------------------------

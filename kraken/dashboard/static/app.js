@@ -480,6 +480,8 @@ function connect(config, token) {
       document.body.dataset.role = msg.role;
       send({ type: "watch", page: state.page });
     } else if (msg.type === "denied") {
+      state.socket = null;  // no reconnecting: the next login opens a new socket
+      socket.close();
       sessionStorage.removeItem("kraken-token");
       showLogin(msg.message);
     } else if (msg.type === "snapshot" && msg.page === state.page) {
