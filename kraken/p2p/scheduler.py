@@ -72,6 +72,7 @@ class TorrentControl:
         self.from_agents = 0
         self.from_origins = 0
         self.received_from: dict[bytes, int] = {}  # verified pieces by the peer that sent them
+        self.piece_from: dict[int, bytes] = {}  # piece index -> the peer that sent it
         self.sent_to: dict[bytes, int] = {}
         self.origin_peers: set[bytes] = set()
 
@@ -335,6 +336,7 @@ class Scheduler:
             else:
                 ctl.from_agents += 1
             ctl.received_from[peer_id] = ctl.received_from.get(peer_id, 0) + 1
+            ctl.piece_from[index] = peer_id
             self.m_pieces_in.labels("origin" if from_origin else "agent").inc()
             self.m_bytes_in.inc(ctl.torrent.mi.piece_size(index))
         elif ok is None:
@@ -504,10 +506,24 @@ class Scheduler:
         self._tick_call = self.reactor.callLater(cfg.tick_interval, self._tick)
 
 
+MAX_PIECE_MAP = 4096  # pieces beyond which the view leaves out who sent each one
+
+
+def _piece_map(ctl: TorrentControl, pieces: int) -> list[str | None] | None:
+    """Per piece: the id of the peer that sent it, ``""`` if it was here already, ``None`` if missing."""
+    if pieces > MAX_PIECE_MAP:
+        return None
+    have = ctl.torrent.have
+    return [
+        ctl.piece_from[i].hex() if i in ctl.piece_from else ("" if i in have else None) for i in range(pieces)
+    ]
+
+
 def _torrent_view(ctl: TorrentControl, now: float) -> dict[str, Any]:
     mi = ctl.torrent.mi
     peers = set(ctl.conns) | set(ctl.received_from) | set(ctl.sent_to)
     return {
+        "piece_from": _piece_map(ctl, mi.num_pieces),
         "digest": str(ctl.torrent.digest),
         "info_hash": ctl.info_hash.hex(),
         "namespace": ctl.namespace,

@@ -105,6 +105,9 @@ def test_swarm_download_shows_progress_moving(page: Any, rig: Rig) -> None:
     rows = page.locator("table:has(caption:text('Pieces received')) tbody tr")
     assert rows.count() >= 2
     assert "origin 127.0.0.1" in rows.first.inner_text()
+    first_agent = f"agent 127.0.0.1:{rig.port('a0')}"
+    strip = page.locator(f'svg[aria-label^="{first_agent}: "]').get_attribute("aria-label")
+    assert strip == f"{first_agent}: {BLOB_PIECES} from origin 127.0.0.1:{rig.port('origin')}"
     screenshot(page, "swarm")
 
 

@@ -162,8 +162,9 @@ def test_hub_polls_watched_pages_and_health_without_piling_up() -> None:
 
 # -- adapters --------------------------------------------------------------------------------------
 def _torrent(have: int, peers: list[dict[str, Any]], agents: int = 0, origins: int = 0) -> dict[str, Any]:
+    piece_from = [""] * 4 if have == 4 else ["0" * 40] * have + [None] * (4 - have)
     return {"digest": "sha256:" + "a" * 64, "size": 4 << 20, "pieces": 4, "have": have, "complete": have == 4,
-            "from_agents": agents, "from_origins": origins, "peers": peers}
+            "from_agents": agents, "from_origins": origins, "peers": peers, "piece_from": piece_from}
 
 
 def test_swarm_names_peers_and_measures_throughput() -> None:
@@ -181,6 +182,8 @@ def test_swarm_names_peers_and_measures_throughput() -> None:
     assert blob["links"] == [{"from": "origin o", "to": "agent a", "pieces": 1, "origin": True}]
     assert blob["origin_share"] == 1.0 and blob["throughput"] == []
     assert [h["progress"] for h in blob["hosts"]] == [1.0, 0.25]
+    assert blob["senders"] == ["origin o"]
+    assert [h["piece_source"] for h in blob["hosts"]] == [[-1, -1, -1, -1], [0, -2, -2, -2]]
     assert first["servers"][2] == {
         "server": "agent b", "kind": "agent", "url": "http://b:1", "error": "unreachable"
     }

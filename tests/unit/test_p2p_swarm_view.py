@@ -19,6 +19,7 @@ def test_swarm_view_counts_pieces_per_peer_on_both_sides(tmp_path: Path, blob: A
     assert before["peer_id"] == leecher.scheduler.peer_id.hex()
     [fresh] = before["torrents"]
     assert (fresh["have"], fresh["pieces"], fresh["complete"], fresh["peers"]) == (0, 8, False, [])
+    assert fresh["piece_from"] == [None] * 8
     assert fresh["size"] == PIECE * 7 + 100 and fresh["digest"] == str(mi.digest)
 
     done = leecher.scheduler.wait(ctl)
@@ -35,8 +36,10 @@ def test_swarm_view_counts_pieces_per_peer_on_both_sides(tmp_path: Path, blob: A
     assert peer["peer_id"] == seeder.scheduler.peer_id.hex()
     assert (peer["received"], peer["sent"], peer["origin"]) == (8, 0, False)
     assert got["from_agents"] == 8 and got["from_origins"] == 0
+    assert got["piece_from"] == [seeder.scheduler.peer_id.hex()] * 8
 
     [seeded] = seeder.scheduler.swarm_view()["torrents"]
     [to] = seeded["peers"]
     assert to["peer_id"] == leecher.scheduler.peer_id.hex()
     assert (to["sent"], to["received"]) == (8, 0)
+    assert seeded["piece_from"] == [""] * 8  # the seeder had every piece already

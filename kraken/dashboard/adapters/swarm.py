@@ -18,6 +18,29 @@ from kraken.dashboard.sources import Fetcher, Server
 MAX_BLOBS = 50
 
 
+HAD = -1  # a piece the host had before (a seed)
+MISSING = -2
+
+
+def _sources(piece_from: Any, names: dict[str, str], senders: list[str]) -> list[int] | None:
+    """Per piece, the index in *senders* of the host that sent it (added there when new), or
+    :data:`HAD` / :data:`MISSING`; ``None`` when the host does not say."""
+    if not isinstance(piece_from, list):
+        return None
+    out = []
+    for peer in piece_from:
+        if peer is None:
+            out.append(MISSING)
+        elif peer == "":
+            out.append(HAD)
+        else:
+            name = names.get(peer, "peer " + str(peer)[:8])
+            if name not in senders:
+                senders.append(name)
+            out.append(senders.index(name))
+    return out
+
+
 class SwarmAdapter:
     def __init__(
         self, fetcher: Fetcher, agents: list[Server], origins: list[Server], clock: IReactorTime, history: int
@@ -43,12 +66,13 @@ class SwarmAdapter:
                 blob = blobs.setdefault(
                     t["digest"],
                     {"digest": t["digest"], "size": t["size"], "pieces": t["pieces"], "hosts": [],
-                     "from_agents": 0, "from_origins": 0, "links": []},
+                     "from_agents": 0, "from_origins": 0, "links": [], "senders": []},
                 )
                 blob["hosts"].append(
                     {"server": row["server"], "kind": row["kind"], "have": t["have"],
                      "complete": t["complete"],
-                     "progress": round(t["have"] / t["pieces"], 4) if t["pieces"] else 1.0}
+                     "progress": round(t["have"] / t["pieces"], 4) if t["pieces"] else 1.0,
+                     "piece_source": _sources(t.get("piece_from"), names, blob["senders"])}
                 )
                 if row["kind"] == "agent":
                     blob["from_agents"] += t["from_agents"]

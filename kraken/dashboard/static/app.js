@@ -103,19 +103,42 @@ function drawSwarm(data) {
       h("div", { class: "origin-share" }, `from origins ${share}`),
       h("div", {}, `throughput ${bytes(rate)}/s`),
       h("div", {}, sparkline(blob.throughput, `throughput of ${short(blob.digest)} over time`))));
-    card.append(table("Progress per host", ["host", "pieces", "progress"], blob.hosts.map((host) => [
-      host.server, `${host.have} / ${blob.pieces}${host.complete ? " ✓" : ""}`,
-      h("progress", {
-        max: blob.pieces, value: host.have, "data-host": host.server,
-        "aria-label": `${host.server} progress`,
-      }),
-    ])));
+    card.append(table("Progress per host, and who sent each piece", ["host", "pieces", "progress", "pieces by sender"],
+      blob.hosts.map((host) => [
+        host.server, `${host.have} / ${blob.pieces}${host.complete ? " ✓" : ""}`,
+        h("progress", {
+          max: blob.pieces, value: host.have, "data-host": host.server,
+          "aria-label": `${host.server} progress`,
+        }),
+        pieceStrip(host, blob.senders),
+      ])));
+    card.append(h("div", { class: "legend", "aria-label": "piece colours" },
+      h("span", { class: "swatch had" }, "had it"), h("span", { class: "swatch missing" }, "missing"),
+      blob.senders.map((name, i) => h("span", { class: `swatch sender-${i % PALETTE}` }, `from ${name}`))));
     card.append(swarmGraph(blob));
     card.append(table("Pieces received, by sender", ["from", "to", "pieces"],
       blob.links.map((l) => [l.from + (l.origin ? " (origin)" : ""), l.to, l.pieces])));
     out.push(card);
   }
   return out;
+}
+
+const PALETTE = 6;
+
+// One cell per piece, coloured by the host that sent it (see the legend beside it).
+function pieceStrip(host, senders) {
+  const cells = host.piece_source;
+  if (!cells) return "–";
+  const width = 240, height = 14, w = width / cells.length;
+  const counts = senders.map((name, i) => [cells.filter((c) => c === i).length, name])
+    .filter(([n]) => n > 0).map(([n, name]) => `${n} from ${name}`);
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `${host.server}: ${counts.join(", ") || "no pieces received"}` });
+  cells.forEach((c, i) => {
+    const cls = c === -1 ? "had" : c === -2 ? "missing" : `sender-${c % PALETTE}`;
+    svg.append(s("rect", { class: `cell ${cls}`, x: (i * w).toFixed(2), y: 0, width: Math.max(w, 1).toFixed(2), height }));
+  });
+  return svg;
 }
 
 function swarmGraph(blob) {
@@ -135,7 +158,11 @@ function swarmGraph(blob) {
   svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#0b57d0" }))));
   for (const l of blob.links) {
-    const [x1, y1] = pos.get(l.from), [x2, y2] = pos.get(l.to);
+    const [ax, ay] = pos.get(l.from), [bx, by] = pos.get(l.to);
+    // From box edge to box edge (boxes are 140 by 28), so the arrow head shows.
+    const dx = bx - ax, dy = by - ay;
+    const cut = Math.min(dx ? 72 / Math.abs(dx) : Infinity, dy ? 16 / Math.abs(dy) : Infinity, 0.45);
+    const [x1, y1, x2, y2] = [ax + dx * cut, ay + dy * cut, bx - dx * cut, by - dy * cut];
     svg.append(s("line", {
       class: "edge" + (l.origin ? " origin" : ""), x1, y1, x2, y2,
       "stroke-width": 1 + (4 * l.pieces) / max, "marker-end": "url(#arrow)",
