@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kraken.core import certs
 from kraken.pubsub import wire
 from tests.integration.dashboard_rig import (
     BLOB_PIECES,
@@ -26,6 +27,7 @@ from tests.integration.dashboard_rig import (
     screenshot,
 )
 from tests.integration.state_rig import wait_for
+from tests.support import tls_section
 
 __all__ = ["browser", "rig"]
 WAIT_MS = 20_000
@@ -282,3 +284,37 @@ def test_accessibility_labels_contrast_and_keyboard(page: Any, rig: Rig) -> None
     assert page.get_by_role("dialog").is_visible()
     page.keyboard.press("Escape")  # Escape cancels: nothing is sent
     assert not page.get_by_role("dialog").is_visible()
+
+
+def test_a_browser_certificate_named_in_operator_certs_is_an_operator(
+    browser: Any, rig: Rig, pki: Any, servers: Any
+) -> None:
+    """Over TLS (https and wss), a browser's client certificate logs it in without a token: as
+    an operator when its name is in auth.operator_certs, else as a viewer."""
+    for name in ("alice", "bob"):
+        if not (pki / f"{name}.pem").exists():
+            certs.issue(pki, name, "client")
+    dashboard = servers.start(
+        "kraken-dashboard",
+        {
+            "listen": ["tls:tcp:0:interface=127.0.0.1"],
+            "tls": tls_section(pki, "client", require_client_cert=False),
+            "dashboard": {"ws_listen": ["tls:tcp:0:interface=127.0.0.1"]},
+            "auth": {"viewer_tokens": [VIEWER_TOKEN], "operator_certs": ["alice"]},
+        },
+    )
+    url = f"https://127.0.0.1:{dashboard.port('http')}"
+    ws = f"https://127.0.0.1:{dashboard.port('ws')}"
+    for name, expected in (("alice", "operator"), ("bob", "viewer")):
+        certificates = [
+            {"origin": origin, "certPath": str(pki / f"{name}.pem"), "keyPath": str(pki / f"{name}.key")}
+            for origin in (url, ws)
+        ]
+        context = browser.new_context(ignore_https_errors=True, client_certificates=certificates)
+        try:
+            tab = context.new_page()
+            tab.goto(url + "/#health")
+            until(tab, f"document.body.dataset.role === '{expected}'")
+            assert tab.locator("#login").is_hidden()
+        finally:
+            context.close()

@@ -510,7 +510,7 @@ function connect(config, token) {
       state.socket = null;  // no reconnecting: the next login opens a new socket
       socket.close();
       sessionStorage.removeItem("kraken-token");
-      showLogin(msg.message);
+      showLogin(token ? msg.message : "");
     } else if (msg.type === "snapshot" && msg.page === state.page) {
       state.data = msg.data;
       state.at = msg.at;
@@ -549,9 +549,8 @@ async function main() {
     sessionStorage.removeItem("kraken-token");
     location.reload();
   });
-  const token = sessionStorage.getItem("kraken-token");
-  if (config.login === "token" && !token) showLogin();
-  else connect(config, token);
+  // Always try: a browser certificate may log in without a token; a refusal shows the form.
+  connect(config, sessionStorage.getItem("kraken-token"));
 }
 
 main();
