@@ -63,7 +63,8 @@ def login(page: Any, rig: Rig, token: str, where: str = "swarm") -> None:
 
 def test_login_is_required_and_a_wrong_token_is_refused(page: Any, rig: Rig) -> None:
     page.goto(rig.url + "#health")
-    assert page.get_by_label("Access token").is_visible()
+    page.get_by_label("Access token").wait_for()  # shown once the socket refuses a browser without a token
+    assert page.locator("#login-error").inner_text() == ""  # no error before a token was tried
     page.get_by_label("Access token").fill("not-a-token")
     page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("alert").filter(has_text="unknown token").wait_for()
