@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -55,6 +55,7 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
     factory: DashboardSocketFactory
     role: str | None = None
     page: str | None = None
+    login_timer: IDelayedCall | None = None
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """Refuse pages of other sites (a browser sends its certificate to any page's socket),
@@ -130,7 +131,7 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
         except LoginRefused as e:
             self._send_json({"type": "denied", "message": str(e)})
             return
-        if self.login_timer.active():
+        if self.login_timer is not None and self.login_timer.active():
             self.login_timer.cancel()
         self._send_json({"type": "welcome", "role": self.role, "pages": sorted(self.factory.hub.adapters)})
 
@@ -184,9 +185,8 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
         self.factory.hub.unwatch(self.snapshot)
         self.factory.open.discard(self)
-        timer = getattr(self, "login_timer", None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self.login_timer is not None and self.login_timer.active():
+            self.login_timer.cancel()
 
 
 class DashboardSocketFactory(WebSocketServerFactory):

@@ -203,6 +203,12 @@ def test_topics_registry_and_health_render_live_data(page: Any, rig: Rig) -> Non
     until(page, "[...document.querySelectorAll('[data-health]')].every(e => e.textContent === 'ok')")
     until(page, "document.querySelectorAll('polyline.spark').length >= 8")
     screenshot(page, "health")
+    # A server that goes away is marked on its own; the others stay ok.
+    rig.procs["tracker"].kill()
+    tracker = f"tracker 127.0.0.1:{rig.port('tracker')}"
+    cell = f"document.querySelector('[data-health=\"{tracker}\"]')"
+    until(page, f"{cell}.textContent.startsWith('unreachable')")
+    assert page.locator('[data-health^="origin "]').inner_text() == "ok"
 
 
 CONTRAST = """() => {

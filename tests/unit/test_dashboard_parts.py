@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
@@ -260,3 +262,58 @@ def test_redact_and_node_ids() -> None:
     for bad in ("", "../etc", "a/b", "a b", 5, None, "x" * 101):
         with pytest.raises(FetchError):
             node_id(bad)
+
+
+class Recording(DashboardSocket):
+    """A socket whose messages to the browser are kept instead of framed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict[str, Any]] = []
+
+    def _send_json(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def _socket(access: Access) -> Recording:
+    clock = Clock()
+    hub = Hub(clock, {"health": Counting()}, 1.0)
+    factory = DashboardSocketFactory(
+        hub, access, {"node": lambda m: succeed({"ok": 1})},
+        {"power": lambda m: succeed({"done": True})}, clock,
+    )
+    socket = Recording()
+    socket.factory = factory
+    return socket
+
+
+def test_socket_messages_roles_and_actions() -> None:
+    socket = _socket(Access(viewer_tokens=("v",), operator_tokens=("op",)))
+    socket.onMessage(b'{"type": "watch", "page": "health"}', False)
+    socket.onMessage(b'{"type": "hello", "token": "nope"}', False)
+    socket.onMessage(b'{"type": "hello", "token": "v"}', False)
+    socket.onMessage(b'{"type": "watch", "page": "nowhere"}', False)
+    socket.onMessage(b'{"type": "node", "id": 7}', False)
+    socket.onMessage(b'{"type": "power", "id": 8}', False)
+    socket.onMessage(b'{"type": "hello", "token": "op"}', False)
+    socket.onMessage(b'{"type": "power", "id": 9}', False)
+    socket.onMessage(b'{"type": "launch"}', False)
+    assert socket.sent == [
+        {"type": "error", "message": "log in first (hello)"},
+        {"type": "denied", "message": "unknown token"},
+        {"type": "welcome", "role": "viewer", "pages": ["health"]},
+        {"type": "error", "message": "no such page"},
+        {"type": "reply", "id": 7, "ok": True, "data": {"ok": 1}},
+        {"type": "reply", "id": 8, "ok": False, "error": "this needs an operator login"},
+        {"type": "welcome", "role": "operator", "pages": ["health"]},
+        {"type": "reply", "id": 9, "ok": True, "data": {"done": True}},
+        {"type": "error", "message": "unknown message type 'launch'"},
+    ]
+
+
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+@settings(max_examples=200, deadline=None)
+def test_any_message_from_a_browser_gets_an_answer_not_a_crash(payload: bytes) -> None:
+    socket = _socket(Access())
+    socket.onMessage(payload, False)
+    assert all(m["type"] in ("error", "denied", "welcome", "reply") for m in socket.sent)
