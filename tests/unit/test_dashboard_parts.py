@@ -242,6 +242,8 @@ def test_nodes_page_lists_groups_and_both_states() -> None:
             }
             if path == "/sme/frozen":
                 return fail(Unavailable(path))
+            if path == "/groups":
+                return succeed({"groups": [{"name": "rack9", "nodes": ["n2"]}, {"name": "empty"}]})
             return succeed({"nodes": nodes[path]})
 
     adapter = NodesAdapter(Lists(), [Server("state", "https://s:1")])  # type: ignore[arg-type]
@@ -249,9 +251,9 @@ def test_nodes_page_lists_groups_and_both_states() -> None:
     assert row["frozen"] is None
     n1, n2 = row["nodes"]
     assert (n1["name"], n1["phys"], n1["run"], n1["want_phys"], n1["groups"]) == (
-        "a", "POWER_OFF", "INIT", "POWER_ON", ["rack1", "gpu"]
+        "a", "POWER_OFF", "INIT", "POWER_ON", ["gpu", "rack1"]
     )
-    assert (n2["name"], n2["phys"], n2["groups"]) == ("n2", "PHYS_UNKNOWN", ["rack2"])
+    assert (n2["name"], n2["phys"], n2["groups"]) == ("n2", "PHYS_UNKNOWN", ["rack2", "rack9"])
 
 
 def test_redact_and_node_ids() -> None:

@@ -23,7 +23,8 @@ def node_id(text: Any) -> str:
 
 
 def _groups(node: dict[str, Any]) -> list[str]:
-    """The groups a node says it belongs to (``groups`` list or ``group`` name), if any."""
+    """The groups a node says it belongs to (``groups`` list or ``group`` name), if any; the
+    state engine's ``GET /groups`` (named groups listing their nodes) adds to these."""
     found = node.get("groups", node.get("group"))
     if isinstance(found, str):
         return [found]
@@ -59,6 +60,12 @@ class NodesAdapter:
         cfg = yield self.fetcher.get_json(server, "/cfg/nodes")
         dsc = yield self.fetcher.get_json(server, "/dsc/nodes")
         frozen = yield optional(self.fetcher.get_json(server, "/sme/frozen"), {})
+        groups = yield optional(self.fetcher.get_json(server, "/groups"), {})
+        member_of: dict[str, list[str]] = {}
+        for group in groups.get("groups", []) if isinstance(groups, dict) else []:
+            if isinstance(group, dict) and isinstance(group.get("nodes"), list):
+                for nid in group["nodes"]:
+                    member_of.setdefault(str(nid), []).append(str(group.get("name", "?")))
         found = {n["id"]: n for n in dsc.get("nodes", [])}
         nodes = []
         for node in cfg.get("nodes", [])[:MAX_NODES]:
@@ -72,7 +79,7 @@ class NodesAdapter:
                     "run": seen.get("runState", "UNKNOWN"),
                     "want_phys": node.get("physState", "PHYS_UNKNOWN"),
                     "want_run": node.get("runState", "UNKNOWN"),
-                    "groups": _groups(node),
+                    "groups": sorted(set(_groups(node) + member_of.get(node["id"], []))),
                 }
             )
         return {"nodes": nodes, "frozen": frozen.get("frozen")}

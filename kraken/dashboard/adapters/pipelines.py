@@ -13,10 +13,10 @@ from kraken.dashboard.adapters import NOT_AVAILABLE, each, optional
 from kraken.dashboard.sources import Fetcher, FetchError, Server
 
 MAX_PIPELINES = 100
-# Where a pipeline server lists and replays dead letters (when it has them): the one place to
-# change when that API settles.
-DEAD_LETTERS = "/pipelines/dead_letters/{name}"
-REPLAY = "/pipelines/dead_letters/{name}/replay"
+# Where a pipeline server lists and replays a pipeline's dead letters (when it keeps them).
+DEAD_LETTERS = "/dead_letters?pipeline={name}&limit=50"
+REPLAY_ALL = "/dead_letters/replay"  # body {"pipeline": name}
+NO_STORE = ":no_dead_letters"  # the answer of a server that has the API but keeps none
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
@@ -38,9 +38,20 @@ class PipelinesAdapter:
         components = yield self.fetcher.get_json(server, f"/pipelines/components/{q}")
         ready = status.get("status") == ":ready"
         stats = (yield self.fetcher.get_json(server, f"/pipelines/stats/{q}")) if ready else None
-        dead = yield optional(self.fetcher.get_json(server, DEAD_LETTERS.format(name=q)), NOT_AVAILABLE)
+        dead = yield self._dead_letters(server, q)
         return {"name": name, "status": status.get("status"), "components": components, "stats": stats,
                 "dead_letters": dead}
+
+    @inlineCallbacks
+    def _dead_letters(self, server: Server, quoted: str) -> Any:
+        try:
+            path = DEAD_LETTERS.format(name=quoted)
+            found = yield optional(self.fetcher.get_json(server, path), NOT_AVAILABLE)
+        except FetchError as e:
+            if NO_STORE in str(e):
+                return NOT_AVAILABLE
+            raise
+        return found if isinstance(found, (list, str)) else NOT_AVAILABLE
 
     @inlineCallbacks
     def _read(self, server: Server) -> Any:
@@ -56,5 +67,5 @@ class PipelinesAdapter:
     def replay(self, index: Any, name: Any) -> Deferred[Any]:
         if not isinstance(index, int) or not 0 <= index < len(self.servers):
             raise FetchError(f"no pipeline server {index!r}")
-        path = REPLAY.format(name=quote(pipeline_name(name), safe=""))
-        return self.fetcher.send_json(self.servers[index], "POST", path, {})
+        body = {"pipeline": pipeline_name(name)}
+        return self.fetcher.send_json(self.servers[index], "POST", REPLAY_ALL, body)

@@ -13,6 +13,7 @@ const state = {
   nextId: 1, waiting: new Map(),
   node: null,        // {server, id} of the node whose detail is open
   nodeDetail: null, group: "", message: "",
+  replies: {},       // outcome of the last action per button
 };
 
 // -- tiny DOM helpers ---------------------------------------------------------------------------
@@ -310,20 +311,39 @@ function drawPipelines(data) {
           return [c.name, c.type, c.count, cs.calls ?? "–", cs.errors ?? "–", cs.avg_time_micro ?? "–", cs.queued ?? "–"];
         })));
       card.append(h("h3", {}, "Dead letters"));
-      if (typeof p.dead_letters === "string") card.append(h("p", { class: "note" }, `Dead letters: ${p.dead_letters}`));
-      else {
-        const letters = Array.isArray(p.dead_letters) ? p.dead_letters : (p.dead_letters && p.dead_letters.letters) || [];
-        card.append(table("Dead letters", ["event", "error"], letters.slice(0, 50).map((l) => [JSON.stringify(l.event ?? l).slice(0, 120), String(l.error ?? "")])));
-        card.append(h("button", {
-          type: "button", disabled: state.role !== "operator" || !letters.length,
-          onclick: () => confirmThen(`Replay the dead letters of ${p.name}?`, () =>
-            request({ type: "replay", server: index, pipeline: p.name }).then(() => {}, (e) => alert(e))),
-        }, "Replay dead letters"));
-      }
+      card.append(drawDeadLetters(p, index));
       part.append(card);
     }
   })));
   return out;
+}
+
+function drawDeadLetters(p, index) {
+  const dead = p.dead_letters;
+  if (!Array.isArray(dead)) return h("p", { class: "note" }, `Dead letters: ${dead}`);
+  const box = h("div", {});
+  if (!dead.length) box.append(h("p", { class: "note" }, "No dead letters."));
+  else {
+    box.append(table(`Dead letters of ${p.name} (oldest first)`, ["id", "component", "error", "attempts", "when"],
+      dead.map((l) => [l.id, l.component, l.error ? `${l.error.kind}: ${l.error.message}` : "", l.attempts,
+        l.at ? new Date(l.at * 1000).toLocaleString() : ""])));
+  }
+  const key = `replay:${p.name}`;
+  box.append(h("button", {
+    type: "button", disabled: state.role !== "operator" || !dead.length, "data-action": key,
+    onclick: () => confirmThen(`Replay the ${dead.length} dead letters of ${p.name} shown here and any older ones?`, () => {
+      state.replies[key] = "replaying…";
+      request({ type: "replay", server: index, pipeline: p.name }).then(
+        (r) => {
+          const count = (x) => (Array.isArray(x) ? x.length : x ?? "?");
+          state.replies[key] = `replayed ${count(r.ok && r.ok.replayed)}, failed again ${count(r.ok && r.ok.failed)}`;
+          redraw();
+        },
+        (e) => { state.replies[key] = `replay failed: ${e}`; redraw(); });
+    }),
+  }, "Replay dead letters"));
+  if (state.replies[key]) box.append(h("p", { role: "status" }, state.replies[key]));
+  return box;
 }
 
 // Components in columns by their distance from the head (the one nobody points at); branches
@@ -334,6 +354,7 @@ function pipelineLayout(comps) {
     if (c.next) edges.push([c.name, c.next, "edge"]);
     for (const b of Object.values(c.branches || {})) if (b) edges.push([c.name, b, "branch"]);
     if (c.to) edges.push([c.name, c.to, "branch"]);
+    if (c.on_error && c.on_error.kind === "component") edges.push([c.name, c.on_error.target, "error-route"]);
   }
   const names = new Set(comps.map((c) => c.name));
   const pointed = new Set(edges.map((e) => e[1]));
@@ -357,7 +378,7 @@ function pipelineLayout(comps) {
 function pipelineDiagram(p) {
   const comps = p.components;
   const { edges, pos, cols, rows } = pipelineLayout(comps);
-  const W = 150, H = 70, bw = 120, bh = 46;
+  const W = 150, H = 80, bw = 120, bh = 46;
   const width = cols * W + 20, height = rows * H + 20;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `diagram of ${p.name}: ${edges.map((e) => `${e[0]} to ${e[1]}`).join(", ") || comps.map((c) => c.name).join(", ")}` });
@@ -377,6 +398,10 @@ function pipelineDiagram(p) {
     svg.append(s("text", { x: x + bw / 2, y: y + 18, "text-anchor": "middle" }, `${c.name}`.slice(0, 18)));
     const cs = stats[c.name];
     svg.append(s("text", { x: x + bw / 2, y: y + 36, "text-anchor": "middle" }, cs ? `${cs.calls} calls` : c.type));
+    if (c.on_error && c.on_error.kind !== "component") {
+      const where = c.on_error.kind === "pipeline" ? `pipeline ${c.on_error.target}` : "dead letters";
+      svg.append(s("text", { class: "error-note", x: x + bw / 2, y: y + bh + 12, "text-anchor": "middle" }, `errors → ${where}`.slice(0, 24)));
+    }
   }
   return svg;
 }
