@@ -17,6 +17,7 @@ from kraken.dashboard.adapters import NOT_AVAILABLE, each
 from kraken.dashboard.adapters.health import MetricHistory, metric_totals
 from kraken.dashboard.adapters.nodes import NodesAdapter, node_id, redact
 from kraken.dashboard.adapters.swarm import SwarmAdapter
+from kraken.dashboard.adapters.topics import tree_place
 from kraken.dashboard.auth import OPERATOR, VIEWER, Access, LoginRefused
 from kraken.dashboard.hub import Hub
 from kraken.dashboard.sources import FetchError, Server, Unavailable, parse_server
@@ -319,3 +320,18 @@ def test_any_message_from_a_browser_gets_an_answer_not_a_crash(payload: bytes) -
     socket = _socket(Access())
     socket.onMessage(payload, False)
     assert all(m["type"] in ("error", "denied", "welcome", "reply") for m in socket.sent)
+
+
+def test_place_in_the_pubsub_tree() -> None:
+    assert tree_place({"status": "running"}) == NOT_AVAILABLE
+    assert tree_place({"role": "node", "upstream": None, "cluster": None}) == {
+        "role": "node", "upstream": None, "cluster": None,
+    }
+    proxy = tree_place({"role": "proxy", "upstream": {"peer": "10.0.0.1:12355", "connected": True, "lag": 0.5,
+                                                     "records_in": 9, "secret_detail": 1}})
+    assert proxy["upstream"]["peer"] == "10.0.0.1:12355" and "secret_detail" not in proxy["upstream"]
+    cluster = tree_place({"role": "cluster", "cluster": {"self": "a", "members": [
+        {"node": "a", "healthy": True, "owned_shards": [0, 1]}, {"node": "b", "healthy": False}]}})
+    assert cluster["cluster"]["members"] == [
+        {"node": "a", "healthy": True, "shards": 2}, {"node": "b", "healthy": False, "shards": 0}
+    ]

@@ -1,5 +1,6 @@
 """Topics page: the pub/sub admin API (status, topics with subscriber counts, per-connection
-queues with depth and drops) and, where the server has one, its proxy tree."""
+queues with depth and drops) and, where the server says, its place in a proxy tree or cluster
+(``role``, ``upstream`` and ``cluster`` in ``/status``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,34 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from kraken.dashboard.adapters import NOT_AVAILABLE, each, optional
+from kraken.dashboard.adapters import NOT_AVAILABLE, each
 from kraken.dashboard.sources import Fetcher, Server
 
 MAX_ROWS = 500
-# Where a pub/sub server describes its place in a proxy tree (when it has one).
-TREE = "/tree"
+UPSTREAM_KEYS = (
+    "peer", "connected", "lag", "records_in", "records_out", "dropped_records", "waiting_records",
+)
+
+
+def tree_place(status: dict[str, Any]) -> Any:
+    """The server's role, its upstream link and cluster members, from ``/status``; a server
+    that does not say has no proxy tree to show."""
+    if "role" not in status:
+        return NOT_AVAILABLE
+    upstream = status.get("upstream")
+    cluster = status.get("cluster")
+    return {
+        "role": status["role"],
+        "upstream": {k: upstream.get(k) for k in UPSTREAM_KEYS} if isinstance(upstream, dict) else None,
+        "cluster": {
+            "self": cluster.get("self"),
+            "members": [
+                {"node": m.get("node"), "healthy": m.get("healthy"),
+                 "shards": len(m.get("owned_shards") or [])}
+                for m in cluster.get("members", []) if isinstance(m, dict)
+            ],
+        } if isinstance(cluster, dict) else None,
+    }
 
 
 class TopicsAdapter:
@@ -25,14 +48,13 @@ class TopicsAdapter:
         status = yield self.fetcher.get_json(server, "/status")
         topics = yield self.fetcher.get_json(server, "/topics")
         queues = yield self.fetcher.get_json(server, "/queues")
-        tree = yield optional(self.fetcher.get_json(server, TREE), NOT_AVAILABLE)
         rows = sorted(queues.get("queues", []), key=lambda q: -int(q.get("length", 0)))
         return {
             "status": status,
             "topics": topics.get("topics", [])[:MAX_ROWS],
             "queues": rows[:MAX_ROWS],
             "dropped": sum(int(q.get("dropped", 0)) for q in queues.get("queues", [])),
-            "tree": tree,
+            "tree": tree_place(status),
         }
 
     def collect(self) -> Deferred[dict[str, Any]]:

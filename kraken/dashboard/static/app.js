@@ -420,10 +420,24 @@ function drawTopics(data) {
     part.append(table("Connection queues", ["id", "name", "kind", "subscriptions", "depth", "bytes", "dropped"],
       row.queues.map((q) => [q.id, q.name, q.kind, q.subscriptions, q.length, bytes(q.bytes), q.dropped])));
     part.append(h("h3", {}, "Proxy tree"));
-    if (typeof row.tree === "string") part.append(h("p", { class: "note" }, `Proxy tree: ${row.tree}`));
-    else part.append(h("pre", {}, JSON.stringify(row.tree, null, 2)));
+    part.append(drawTreePlace(row.tree));
   }));
   return out;
+}
+
+function drawTreePlace(tree) {
+  if (typeof tree === "string") return h("p", { class: "note" }, `Proxy tree: ${tree}`);
+  const box = h("div", { class: "tree" }, h("p", {}, `role: ${tree.role}`));
+  const up = tree.upstream;
+  if (up) {
+    box.append(h("p", {}, `upstream ${up.peer}: ${up.connected ? "connected" : "not connected"}, lag ${(up.lag ?? 0).toFixed(2)} s, `
+      + `records in ${up.records_in}, waiting ${up.waiting_records}, dropped ${up.dropped_records}`));
+  }
+  if (tree.cluster) {
+    box.append(table(`Cluster members (this node: ${tree.cluster.self})`, ["node", "healthy", "shards owned"],
+      tree.cluster.members.map((m) => [m.node, m.healthy ? "yes" : "no", m.shards])));
+  }
+  return box;
 }
 
 function drawRegistry(data) {
