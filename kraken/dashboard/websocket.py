@@ -77,6 +77,8 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
 
     def _login_late(self) -> None:
         if self.role is None:
+            log.info("browser {peer} did not log in within {t} s: dropped", peer=self.peer,
+                     t=self.factory.login_timeout)
             self.dropConnection(abort=True)
 
     def onMessageFrameBegin(self, length: int) -> None:
