@@ -1,4 +1,5 @@
-"""The agent's own HTTP API: download a blob (through P2P), delete it, readiness, blacklist."""
+"""The agent's own HTTP API: download a blob (through P2P), delete it, readiness, blacklist,
+and the swarm view (per blob: progress, pieces from and to each peer) for dashboards."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class AgentAPI:
         r.route("GET", "/namespace/{ns}/blobs/{digest}", self.get_blob)
         r.route("DELETE", "/blobs/{digest}", self.delete_blob)
         r.route("GET", "/x/blacklist", lambda req: self.scheduler.blacklist_view())
+        r.route("GET", "/x/swarm", lambda req: self.scheduler.swarm_view())
         return r
 
     def readiness(self, request: Request) -> Any:

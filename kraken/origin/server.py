@@ -65,7 +65,14 @@ class OriginAPI:
         r.route("POST", blob + "/prefetch", self.prefetch)
         r.route("HEAD", "/internal/namespace/{ns}/blobs/{digest}", self.stat)
         r.route("GET", "/internal/peercontext", lambda req: self.peer_context())
+        r.route("GET", "/x/swarm", self.swarm)
         return r
+
+    def swarm(self, request: Request) -> Any:
+        """The blobs this origin seeds, and the pieces sent to each peer (read-only)."""
+        if self.blobs.scheduler is None:
+            raise HTTPError(503, "NOT_READY", "the scheduler is not running")
+        return self.blobs.scheduler.swarm_view()
 
     # -- helpers ----------------------------------------------------------------------------------
     def _check_writer(self, request: Request) -> None:

@@ -119,8 +119,10 @@ class PeerHost(Protocol[S]):
     def handshake_message(self, session: S, peer_id: bytes | None = None) -> bytes: ...
     def activated(self, link: PeerLink, session: S, bitfield: Bitfield) -> None: ...
     def connection_lost(self, link: PeerLink, session: S | None, peer_id: bytes) -> None: ...
-    def piece_received(self, session: S, from_origin: bool, index: int, ok: bool | None) -> None: ...
-    def piece_sent(self, session: S, to_origin: bool, index: int) -> None: ...
+    def piece_received(
+        self, session: S, from_origin: bool, index: int, ok: bool | None, peer_id: bytes = b""
+    ) -> None: ...
+    def piece_sent(self, session: S, to_origin: bool, index: int, peer_id: bytes = b"") -> None: ...
     def penalise(self, session: S | None, peer_id: bytes, reason: str) -> None: ...
 
 
@@ -279,7 +281,7 @@ class PeerConnection(Generic[S]):
         elif isinstance(event, wire.PieceEnd):
             ok = self._writer.finish() if self._writer is not None else None
             self._writer = None
-            self.host.piece_received(session, self.is_origin, event.index, ok)
+            self.host.piece_received(session, self.is_origin, event.index, ok, self.peer_id)
             dispatcher.on_piece(self.peer_id, event.index, ok)
         elif isinstance(event, wire.PieceRequest):
             dispatcher.on_request(self.peer_id, event.index)
@@ -416,5 +418,5 @@ class PeerConnection(Generic[S]):
             if self._held:
                 self.io.write_frames(self._held)
                 self._held = []
-            self.host.piece_sent(session, self.is_origin, index)
+            self.host.piece_sent(session, self.is_origin, index, self.peer_id)
         return True

@@ -71,6 +71,10 @@ class TorrentControl:
         self.started = now
         self.from_agents = 0
         self.from_origins = 0
+        self.received_from: dict[bytes, int] = {}  # verified pieces by the peer that sent them
+        self.piece_from: dict[int, bytes] = {}  # piece index -> the peer that sent it
+        self.sent_to: dict[bytes, int] = {}
+        self.origin_peers: set[bytes] = set()
 
     @property
     def info_hash(self) -> bytes:
@@ -322,12 +326,17 @@ class Scheduler:
             self._dial_spare(ctl)
 
     # -- piece accounting (metrics, idleness) ---------------------------------------------------
-    def piece_received(self, ctl: TorrentControl, from_origin: bool, index: int, ok: bool | None) -> None:
+    def piece_received(
+        self, ctl: TorrentControl, from_origin: bool, index: int, ok: bool | None, peer_id: bytes = b""
+    ) -> None:
         if ok:
             if from_origin:
                 ctl.from_origins += 1
+                ctl.origin_peers.add(peer_id)
             else:
                 ctl.from_agents += 1
+            ctl.received_from[peer_id] = ctl.received_from.get(peer_id, 0) + 1
+            ctl.piece_from[index] = peer_id
             self.m_pieces_in.labels("origin" if from_origin else "agent").inc()
             self.m_bytes_in.inc(ctl.torrent.mi.piece_size(index))
         elif ok is None:
@@ -335,8 +344,11 @@ class Scheduler:
         else:
             self.m_pieces_bad.inc()
 
-    def piece_sent(self, ctl: TorrentControl, to_origin: bool, index: int) -> None:
+    def piece_sent(self, ctl: TorrentControl, to_origin: bool, index: int, peer_id: bytes = b"") -> None:
         ctl.last_read = self.reactor.seconds()
+        ctl.sent_to[peer_id] = ctl.sent_to.get(peer_id, 0) + 1
+        if to_origin:
+            ctl.origin_peers.add(peer_id)
         self.m_pieces_out.labels("origin" if to_origin else "agent").inc()
         self.m_bytes_out.inc(ctl.torrent.mi.piece_size(index))
 
@@ -371,6 +383,15 @@ class Scheduler:
             for (p, h), t in self.blacklist.items()
             if t > now
         ]
+
+    def swarm_view(self) -> dict[str, Any]:
+        """What this host exchanges, for dashboards: per blob, its progress and the pieces
+        received from and sent to each peer (by peer id) since the blob was added here."""
+        now = self.reactor.seconds()
+        return {
+            "peer_id": self.peer_id.hex(),
+            "torrents": [_torrent_view(ctl, now) for ctl in self.torrents.values()],
+        }
 
     # -- dialing -------------------------------------------------------------------------------
     def connect_peers(self, ctl: TorrentControl, peers: list[PeerInfo]) -> None:
@@ -483,3 +504,44 @@ class Scheduler:
                 )
                 self._drop(ctl, TimeoutError(f"no progress for {cfg.leecher_tti:g}s"))
         self._tick_call = self.reactor.callLater(cfg.tick_interval, self._tick)
+
+
+MAX_PIECE_MAP = 4096  # pieces beyond which the view leaves out who sent each one
+
+
+def _piece_map(ctl: TorrentControl, pieces: int) -> list[str | None] | None:
+    """Per piece: the id of the peer that sent it, ``""`` if it was here already, ``None`` if missing."""
+    if pieces > MAX_PIECE_MAP:
+        return None
+    have = ctl.torrent.have
+    return [
+        ctl.piece_from[i].hex() if i in ctl.piece_from else ("" if i in have else None) for i in range(pieces)
+    ]
+
+
+def _torrent_view(ctl: TorrentControl, now: float) -> dict[str, Any]:
+    mi = ctl.torrent.mi
+    peers = set(ctl.conns) | set(ctl.received_from) | set(ctl.sent_to)
+    return {
+        "piece_from": _piece_map(ctl, mi.num_pieces),
+        "digest": str(ctl.torrent.digest),
+        "info_hash": ctl.info_hash.hex(),
+        "namespace": ctl.namespace,
+        "size": mi.length,
+        "pieces": mi.num_pieces,
+        "have": ctl.torrent.have.count(),
+        "complete": ctl.finished,
+        "age": round(now - ctl.started, 3),
+        "from_agents": ctl.from_agents,
+        "from_origins": ctl.from_origins,
+        "peers": [
+            {
+                "peer_id": p.hex(),
+                "origin": p in ctl.origin_peers or (p in ctl.conns and ctl.conns[p].is_origin),
+                "connected": p in ctl.conns,
+                "received": ctl.received_from.get(p, 0),
+                "sent": ctl.sent_to.get(p, 0),
+            }
+            for p in sorted(peers)
+        ],
+    }

@@ -18,7 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COPIED = ("etc", "scripts", "docs", "README.md", "setup.cfg", "pyproject.toml")
-PORTS = (15000, 15001, 15002, 15003, 15004, 16000, 16001, 5055, 12355, 12356, 12357, 12358, 3141, 4001)
+PORTS = (
+    15000, 15001, 15002, 15003, 15004, 16000, 16001, 5055, 12355, 12356, 12357, 12358, 3141, 4001, 8470, 8471
+)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_config_errors_exit_nonzero_with_one_clear_line(tapname: str, tmp_path: 
         assert errors[0].startswith(f"{tapname}: config error: {message}"), result.stderr
 
 
-ROLE_OF = {"kraken-build-index": "build-index"}
+ROLE_OF = {"kraken-build-index": "build-index", "kraken-dashboard": "client"}
 
 
 def build_service(tapname: str, pki: Path, *settings: str, reactor: Any = None) -> Any:

@@ -81,10 +81,12 @@ class Host:
     def connection_lost(self, link: PeerLink, session: Session | None, peer_id: bytes) -> None:
         self.events.append(("lost", peer_id))
 
-    def piece_received(self, session: Session, from_origin: bool, index: int, ok: bool | None) -> None:
+    def piece_received(
+        self, session: Session, from_origin: bool, index: int, ok: bool | None, peer_id: bytes = b""
+    ) -> None:
         self.events.append(("received", (index, ok)))
 
-    def piece_sent(self, session: Session, to_origin: bool, index: int) -> None:
+    def piece_sent(self, session: Session, to_origin: bool, index: int, peer_id: bytes = b"") -> None:
         self.events.append(("sent", index))
 
     def penalise(self, session: Session | None, peer_id: bytes, reason: str) -> None:

@@ -43,3 +43,8 @@ kraken_pipeline = _server(
     "kraken.pipeline.tap",
     "Flow pipelines: JSON services, pipelines and routes over an HTTP JSON API",
 )
+kraken_dashboard = _server(
+    "kraken-dashboard",
+    "kraken.dashboard.tap",
+    "Dashboard: swarm, nodes, pipelines, topics, registry and health, live in a browser",
+)
