@@ -18,6 +18,7 @@ from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
 from kraken.pipeline.routes import Routes
+from kraken.pipeline.secretrefs import SecretPolicy
 from kraken.pipeline.services import Service as PipelineService
 from kraken.pipeline.services import ServiceRegistry
 from kraken.pipeline.store import Store, read_project
@@ -53,6 +54,12 @@ class PipelineSection:
     max_json_depth: int = setting(MAX_JSON_DEPTH, "levels a request body may nest", minimum=2)
     outbound_allow: list[str] = setting(
         [], "destinations HTTP services may call: URL prefixes, host:port, networks (empty: none)"
+    )
+    secret_env: list[str] = setting(
+        [], "environment variables ${env:NAME} may read in client start options (fnmatch patterns)"
+    )
+    secret_files: list[str] = setting(
+        [], "folders whose files ${file:/path} may read in client start options"
     )
 
     def __post_init__(self) -> None:
@@ -98,6 +105,7 @@ class PipelineApp:
             list(cfg.cli_commands),
             cfg.http_timeout,
             outbound=OutboundPolicy(cfg.outbound_allow),
+            secret_policy=SecretPolicy(tuple(cfg.secret_env), tuple(cfg.secret_files)),
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         self.pipelines = PipelineRegistry(
