@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from kraken.cli.hints import unreachable
 from kraken.core import jsonlimits
@@ -182,6 +182,26 @@ def _event(args: argparse.Namespace) -> int:
     )
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        pairs = (("pipeline", args.pipeline), ("after", args.after), ("limit", args.limit))
+        query = {k: v for k, v in pairs if v}
+        return c.run("GET", "/dead_letters" + ("?" + urlencode(query) if query else ""))
+    if action == "replay" and args.all:
+        body: dict[str, Any] = {"from": args.start_from}
+        if args.pipeline:
+            body["pipeline"] = args.pipeline
+        return c.run("POST", "/dead_letters/replay", body)
+    if args.id is None:
+        raise SystemExit(f"usage: kraken pipeline dlq {action} ID")
+    if action == "show":
+        return c.run("GET", f"/dead_letters/entry/{args.id}")
+    if action == "replay":
+        return c.run("POST", f"/dead_letters/replay/{args.id}", {"from": args.start_from})
+    return c.run("POST", f"/dead_letters/delete/{args.id}", {})
+
+
 def _apply(args: argparse.Namespace) -> int:
     """Define and start a project folder: services/*.json, pipelines/*.json, routes.json."""
     c, root, code = _client(args), Path(args.dir), 0
@@ -248,6 +268,21 @@ def add_parser(sub: Any) -> None:
         e.add_argument("event")
         e.add_argument("--debug", action="store_true")
         e.set_defaults(func=_event, mode=mode)
+
+    d = psub.add_parser(
+        "dlq", help="dead letters: list [--pipeline P] | show ID | replay ID|--all [--from start] | delete ID"
+    )
+    d.add_argument("action", choices=("list", "show", "replay", "delete"))
+    d.add_argument("id", nargs="?", type=int)
+    d.add_argument("--pipeline", help="only this pipeline's dead letters")
+    d.add_argument("--after", type=int, help="list: ids above this one (paging)")
+    d.add_argument("--limit", type=int, help="list: at most this many (1000 at most)")
+    d.add_argument("--all", action="store_true", help="replay: every dead letter (of --pipeline)")
+    d.add_argument(
+        "--from", dest="start_from", choices=("component", "start"), default="component",
+        help="replay at the component that failed (default) or from the pipeline's start",
+    )
+    d.set_defaults(func=_dlq)
 
     a = psub.add_parser(
         "apply", help="define and start a project folder (services/, pipelines/, routes.json)"

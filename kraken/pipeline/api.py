@@ -39,6 +39,7 @@ from kraken.pipeline.incidents import record
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.refusals import Refusals
+from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes, call_many, routing_error
 from kraken.pipeline.services import CallError, ServiceRegistry
 
@@ -123,6 +124,31 @@ def _timeout(request: Request) -> float | None:
     if not 1 <= ms <= 3_600_000:
         raise BadRequest("query parameter timeout must be between 1 and 3600000 ms")
     return ms / 1000.0
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    value = query_arg(request, name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise BadRequest(f"query parameter {name} must be a non-negative integer", {"field": name})
+    return int(value)
+
+
+def _entry_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest("a dead-letter id is a positive integer", {"field": "id"})
+    return int(text)
+
+
+def _replay_from(request: Request, data: Any) -> bool:
+    """True: replay from the start; False (the default): at the component that failed."""
+    if not isinstance(data, dict):
+        raise BadRequest("replay options must be a JSON object")
+    where = data.get("from", query_arg(request, "from", "component"))
+    if where not in ("component", "start"):
+        raise BadRequest('from must be "component" or "start"', {"field": "from"})
+    return where == "start"
 
 
 @implementer(IPushProducer)
@@ -288,7 +314,9 @@ class Api:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
         refusals: Refusals | None = None,
+        replays: Replays | None = None,
     ) -> None:
+        self.replays = replays
         self.token = token
         self.max_json_depth = max_json_depth
         self.refusals = refusals if refusals is not None else Refusals()
@@ -363,6 +391,11 @@ class Api:
         r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
         r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(self.body(req))}))
         r.route("GET", "/routes", p(lambda req: self.routes.get()))
+        r.route("GET", "/dead_letters", p(self.dead_letter_list))
+        r.route("GET", "/dead_letters/entry/{entry}", p(self.dead_letter_entry))
+        r.route("POST", "/dead_letters/replay/{entry}", p(self.dead_letter_replay))
+        r.route("POST", "/dead_letters/delete/{entry}", p(self.dead_letter_delete))
+        r.route("POST", "/dead_letters/replay", p(self.dead_letter_replay_many))
         r.route("POST", "/call", p(self.routed_call))
         r.route("POST", "/cast", p(self.routed_cast))
         r.route("POST", "/stream", p(self.routed_stream))
@@ -501,6 +534,40 @@ class Api:
         unsubscribe = pipeline.subscribe(sink)
         out.on_close.append(unsubscribe)
         return NOT_DONE_YET
+
+    # -- dead letters ------------------------------------------------------------------------------
+    def _replays(self) -> Replays:
+        if self.replays is None:
+            raise ApiError(":no_dead_letters")
+        return self.replays
+
+    def dead_letter_list(self, request: Request) -> Any:
+        after, limit = _int_arg(request, "after", 0), _int_arg(request, "limit", 100)
+        return self._replays().store.summaries(query_arg(request, "pipeline"), after, limit)
+
+    def dead_letter_entry(self, request: Request, entry: str) -> Any:
+        return self._replays().entry(_entry_id(entry))
+
+    def dead_letter_replay(self, request: Request, entry: str) -> Any:
+        start = _replay_from(request, self.body(request, {}))
+        return self._replays().replay(_entry_id(entry), start, _timeout(request))
+
+    def dead_letter_replay_many(self, request: Request) -> Any:
+        data = self.body(request, {})
+        start = _replay_from(request, data)
+        replays = self._replays()
+        ids = data.get("ids")
+        if ids is None:
+            ids = replays.store.ids(data.get("pipeline") if isinstance(data.get("pipeline"), str) else None)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise BadRequest("ids must be a list of dead-letter ids", {"field": "ids"})
+        return replays.replay_many(ids, start).addCallback(lambda summary: {"ok": summary})
+
+    def dead_letter_delete(self, request: Request, entry: str) -> Any:
+        entry_id = _entry_id(entry)
+        if not self._replays().store.delete(entry_id):
+            raise ApiError(":not_found", {"dead_letter": entry_id})
+        return {"ok": "ok"}
 
     # -- type-routed events ------------------------------------------------------------------------
     def routed_call(self, request: Request) -> Any:

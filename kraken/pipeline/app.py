@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,10 @@ from kraken.pipeline.answers import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
+from kraken.pipeline.deadletters import DeadLetters
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
 from kraken.pipeline.pipelines import Defined, PipelineRegistry
+from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes
 from kraken.pipeline.secretrefs import SecretPolicy
 from kraken.pipeline.services import Service as PipelineService
@@ -58,6 +61,7 @@ class PipelineSection:
     secret_env: list[str] = setting(
         [], "environment variables ${env:NAME} may read in client start options (fnmatch patterns)"
     )
+    dead_letter_limit: int = setting(100_000, "dead letters kept at most (more are refused)", minimum=1)
     secret_files: list[str] = setting(
         [], "folders whose files ${file:/path} may read in client start options"
     )
@@ -108,8 +112,10 @@ class PipelineApp:
             secret_policy=SecretPolicy(tuple(cfg.secret_env), tuple(cfg.secret_files)),
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
+        db = self.store.db if self.store is not None else sqlite3.connect(":memory:", isolation_level=None)
+        self.dead_letters = DeadLetters(db, cfg.dead_letter_limit, cfg.max_response_bytes, ctx.refusals)
         self.pipelines = PipelineRegistry(
-            self.services, clock, cfg.default_timeout, self._pipeline_changed
+            self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
         self.api = Api(
@@ -121,6 +127,7 @@ class PipelineApp:
             cfg.max_response_bytes,
             cfg.max_json_depth,
             ctx.refusals,
+            Replays(self.pipelines, self.dead_letters),
         )
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pipeline.engine.compiler import Compiled, compile_pipeline
-from kraken.pipeline.engine.runtime import Pipeline
+from kraken.pipeline.engine.runtime import Outlets, Pipeline
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
 from kraken.pipeline.names import modulize, pipeline_module
 from kraken.pipeline.services import ServiceRegistry
@@ -45,7 +45,9 @@ class PipelineRegistry:
         clock: IReactorTime,
         default_timeout: float = 20.0,
         on_change: Callable[[str, Defined | None], None] | None = None,
+        dead_letter: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
+        self.outlets = Outlets(self._running, dead_letter or (lambda entry: None))
         self.services = services
         self.clock = clock
         self.default_timeout = default_timeout
@@ -69,6 +71,10 @@ class PipelineRegistry:
         if found.runtime is None:
             raise ApiError(NOT_READY)
         return found.runtime
+
+    def _running(self, name: str) -> Pipeline | None:
+        found = self.defined.get(modulize(name))
+        return found.runtime if found is not None else None
 
     def status(self, name: str) -> str:
         found = self.defined.get(modulize(name))
@@ -109,7 +115,8 @@ class PipelineRegistry:
         # A fresh graph per start: counters, memos and queues start empty.
         _, compiled = compile_pipeline(found.definition, self._snapshot_lookup(found.plugged))
         found.runtime = Pipeline(
-            found.name, compiled, self.services, self.clock, self.default_timeout, sync, telemetry
+            found.name, compiled, self.services, self.clock, self.default_timeout, sync, telemetry,
+            outlets=self.outlets,
         )
         found.options = {"sync": sync, "telemetry": telemetry}
         self.on_change(found.key, found)
