@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from kraken.core.http import Response, Router, json_bytes, query_arg
+from kraken.pipeline import diff
 from kraken.pipeline.answers import (
     ENVELOPE_DEPTH,
     MAX_JSON_DEPTH,
@@ -133,6 +134,12 @@ def _int_arg(request: Request, name: str, default: int) -> int:
     if not value.isdigit():
         raise BadRequest(f"query parameter {name} must be a non-negative integer", {"field": name})
     return int(value)
+
+
+def _version(text: str) -> int:
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise BadRequest("a version is a positive integer", {"field": "version"})
+    return int(text)
 
 
 def _entry_id(text: str) -> int:
@@ -373,6 +380,15 @@ class Api:
             "GET", "/pipelines/definition/{name}", p(lambda req, name: self.pipelines.get(name).definition)
         )
         r.route("POST", "/pipelines/start/{name}", p(self.pipeline_start))
+        r.route("POST", "/pipelines/define_version", p(self.version_define))
+        r.route("GET", "/pipelines/versions/{name}", p(lambda req, name: self.pipelines.versions(name)))
+        r.route("GET", "/pipelines/version/{name}/{version}", p(self.version_definition))
+        r.route("POST", "/pipelines/start/{name}/{version}", p(self.version_start))
+        r.route("POST", "/pipelines/stop/{name}/{version}", p(self.version_stop))
+        r.route("POST", "/pipelines/call/{name}/{version}", p(self.version_call))
+        r.route("POST", "/pipelines/switch/{name}/{version}", p(self.version_switch))
+        r.route("POST", "/pipelines/rollback/{name}", p(lambda req, name: self.pipelines.switch(name, None)))
+        r.route("GET", "/pipelines/diff/{name}", p(self.version_diff))
         r.route(
             "POST",
             "/pipelines/stop/{name}",
@@ -534,6 +550,50 @@ class Api:
         unsubscribe = pipeline.subscribe(sink)
         out.on_close.append(unsubscribe)
         return NOT_DONE_YET
+
+    # -- versions ----------------------------------------------------------------------------------
+    def version_define(self, request: Request) -> Any:
+        return self.pipelines.define_version(self.body(request))
+
+    def version_definition(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.version_definition(name, _version(version))
+
+    def version_start(self, request: Request, name: str, version: str) -> Any:
+        number = _version(version)
+        return self.pipelines.start_version(name, number).addCallback(
+            lambda module: {"ok": module, "version": number}
+        )
+
+    def version_stop(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.stop_version(name, _version(version)).addCallback(lambda ok: {"ok": ok})
+
+    def version_call(self, request: Request, name: str, version: str) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = self.body(request)
+        pipeline = self.pipelines.version_runtime(name, _version(version))
+        if isinstance(data, list):
+            out: list[Any] = []
+            return pipeline.stream(data, out.append, debug=debug, timeout=timeout).addCallback(lambda _: out)
+        return pipeline.call(data, debug=debug, timeout=timeout)
+
+    def version_switch(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.switch(name, _version(version))
+
+    def version_diff(self, request: Request, name: str) -> Any:
+        versions = [v["version"] for v in self.pipelines.versions(name)]
+        live = next((v["version"] for v in self.pipelines.versions(name) if v["live"]), versions[-1])
+        older = [v for v in versions if v < live]
+        default_from = older[-1] if older else versions[0]
+        a = _version(query_arg(request, "from") or str(default_from))
+        b = _version(query_arg(request, "to") or str(live if live != default_from else versions[-1]))
+        old, new = self.pipelines.version_definition(name, a), self.pipelines.version_definition(name, b)
+        return {
+            "pipeline": name,
+            "from": a,
+            "to": b,
+            "changes": diff.changes(old, new),
+            "diff": diff.unified(old, new, f"{name} v{a}", f"{name} v{b}"),
+        }
 
     # -- dead letters ------------------------------------------------------------------------------
     def _replays(self) -> Replays:

@@ -18,13 +18,13 @@ from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
 from kraken.pipeline.deadletters import DeadLetters
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
-from kraken.pipeline.pipelines import Defined, PipelineRegistry
+from kraken.pipeline.pipelines import Defined, PipelineRegistry, Version
 from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes
 from kraken.pipeline.secretrefs import SecretPolicy
 from kraken.pipeline.services import Service as PipelineService
 from kraken.pipeline.services import ServiceRegistry
-from kraken.pipeline.store import Store, read_project
+from kraken.pipeline.store import Store, read_history, read_project, write_version
 
 log = Logger(namespace="kraken.pipeline.tap")
 
@@ -115,7 +115,8 @@ class PipelineApp:
         db = self.store.db if self.store is not None else sqlite3.connect(":memory:", isolation_level=None)
         self.dead_letters = DeadLetters(db, cfg.dead_letter_limit, cfg.max_response_bytes, ctx.refusals)
         self.pipelines = PipelineRegistry(
-            self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add
+            self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add,
+            self._version_defined,
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
         self.api = Api(
@@ -144,8 +145,24 @@ class PipelineApp:
         if found is None:
             self.store.delete("pipeline", key)
         else:
-            options = {**(found.options or {}), "plugged": found.plugged}
+            options = {
+                **(found.options or {}),
+                "plugged": found.plugged,
+                "version": found.version,
+                "previous": found.previous,
+                "beside": sorted(found.beside),
+            }
             self.store.put("pipeline", key, found.name, found.definition, found.runtime is not None, options)
+
+    def _version_defined(self, key: str, name: str, number: int, version: Version) -> None:
+        if self.store is not None:
+            self.store.put_version(key, name, number, version.definition, version.at)
+        if self.cfg.project_dir:
+            try:
+                write_version(self.cfg.project_dir, key, number, version.definition)
+            except OSError as e:
+                log.error("version {n} of pipeline {name} not written to the project folder: {e}",
+                          n=number, name=name, e=e)
 
     def _routes_changed(self, table: dict[str, str] | None) -> None:
         if self.store is not None:
@@ -154,7 +171,17 @@ class PipelineApp:
     @defer.inlineCallbacks
     def boot(self) -> Any:
         """Stored state first, then the project folder; failures are logged, not fatal."""
+        if self.cfg.project_dir:
+            try:
+                for key, number, definition in read_history(self.cfg.project_dir):
+                    self.pipelines.history.setdefault(key, {}).setdefault(
+                        number, Version(definition, self.clock.seconds())
+                    )
+            except (OSError, ValueError) as e:
+                log.error("project folder history unreadable: {e}", e=e)
         if self.store is not None:
+            for key, _, number, definition, at in self.store.versions():
+                self.pipelines.history.setdefault(key, {})[number] = Version(definition, at)
             for definition, started, _ in list(self.store.load("service")):
                 yield self._apply_service(definition, started, "database")
             for definition, started, options in list(self.store.load("pipeline")):
@@ -195,8 +222,17 @@ class PipelineApp:
         try:
             if isinstance(name, str) and self.pipelines.status(name) == ":ready":
                 yield self.pipelines.stop(name)
-            defined = yield self.pipelines.define(definition, options.get("plugged"))
+            version = options.get("version")
+            defined = yield self.pipelines.define(
+                definition, options.get("plugged"), version if isinstance(version, int) else None
+            )
+            found = self.pipelines.get(defined)
+            if isinstance(options.get("previous"), int):
+                found.previous = options["previous"]
+            sync, telemetry = bool(options.get("sync")), bool(options.get("telemetry"))
             if start:
-                yield self.pipelines.start(defined, bool(options.get("sync")), bool(options.get("telemetry")))
+                yield self.pipelines.start(defined, sync, telemetry)
+            for number in options.get("beside") or []:
+                yield self.pipelines.start_version(defined, number, sync, telemetry)
         except Exception as e:
             log.error("{origin}: pipeline {name} not restored: {e}", origin=origin, name=name, e=e)
