@@ -37,6 +37,7 @@ from kraken.pipeline.answers import (
 from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.incidents import record
+from kraken.pipeline.journal import MAX_LOOKUP, Journal
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.refusals import Refusals
@@ -125,6 +126,18 @@ def _timeout(request: Request) -> float | None:
     if not 1 <= ms <= 3_600_000:
         raise BadRequest("query parameter timeout must be between 1 and 3600000 ms")
     return ms / 1000.0
+
+
+def _synced(pipeline: Pipeline | None, answer: Any) -> Any:
+    """*answer*, once a durable pipeline's journal holds what it accepted (a 2xx is durable)."""
+    if pipeline is None or pipeline.journal is None:
+        return answer
+    journal = pipeline.journal
+
+    def synced(value: Any) -> defer.Deferred[Any]:
+        return journal.synced().addCallback(lambda _: value)
+
+    return defer.maybeDeferred(lambda: answer).addCallback(synced)
 
 
 def _int_arg(request: Request, name: str, default: int) -> int:
@@ -322,7 +335,9 @@ class Api:
         max_json_depth: int = MAX_JSON_DEPTH,
         refusals: Refusals | None = None,
         replays: Replays | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        self._journal = journal
         self.replays = replays
         self.token = token
         self.max_json_depth = max_json_depth
@@ -407,6 +422,9 @@ class Api:
         r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
         r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(self.body(req))}))
         r.route("GET", "/routes", p(lambda req: self.routes.get()))
+        r.route("POST", "/events/lookup", p(self.events_lookup))
+        r.route("GET", "/events/summary/{name}", p(lambda req, name: self.journal.summary(name)))
+        r.route("GET", "/events/{event_id}", p(lambda req, event_id: self.journal.event(event_id)))
         r.route("GET", "/dead_letters", p(self.dead_letter_list))
         r.route("GET", "/dead_letters/entry/{entry}", p(self.dead_letter_entry))
         r.route("POST", "/dead_letters/replay/{entry}", p(self.dead_letter_replay))
@@ -482,18 +500,19 @@ class Api:
         if isinstance(data, list):
             out: list[Any] = []
             self._count(pipeline, "call", len(data))
-            return pipeline.stream(data, out.append, debug=debug, timeout=timeout).addCallback(lambda _: out)
+            running = pipeline.stream(data, out.append, debug=debug, timeout=timeout)
+            return _synced(pipeline, running.addCallback(lambda _: out))
         self._count(pipeline, "call")
-        return pipeline.call(data, debug=debug, timeout=timeout)
+        return _synced(pipeline, pipeline.call(data, debug=debug, timeout=timeout))
 
     def pipeline_cast(self, request: Request, name: str) -> Any:
         data = self.body(request)
         pipeline = self.pipelines.runtime(name)
         if isinstance(data, list):
             self._count(pipeline, "cast", len(data))
-            return {"ok": [pipeline.cast(e) for e in data]}
+            return _synced(pipeline, {"ok": [pipeline.cast(e) for e in data]})
         self._count(pipeline, "cast")
-        return {"ok": pipeline.cast(data)}
+        return _synced(pipeline, {"ok": pipeline.cast(data)})
 
     def pipeline_stream(self, request: Request, name: str) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
@@ -595,6 +614,20 @@ class Api:
             "diff": diff.unified(old, new, f"{name} v{a}", f"{name} v{b}"),
         }
 
+    # -- durable events ----------------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise ApiError(":no_journal")
+        return self._journal
+
+    def events_lookup(self, request: Request) -> Any:
+        data = self.body(request)
+        ids = data.get("ids") if isinstance(data, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > MAX_LOOKUP:
+            raise BadRequest(f"ids must be a list of at most {MAX_LOOKUP} event ids", {"field": "ids"})
+        return self.journal.lookup(ids)
+
     # -- dead letters ------------------------------------------------------------------------------
     def _replays(self) -> Replays:
         if self.replays is None:
@@ -637,21 +670,24 @@ class Api:
             return call_many(self.routes.groups(data), debug, timeout)
         pipeline = self.routes.resolve(data)
         self._count(pipeline, "call")
-        return pipeline.call(data, debug=debug, timeout=timeout)
+        return _synced(pipeline, pipeline.call(data, debug=debug, timeout=timeout))
 
     def routed_cast(self, request: Request) -> Any:
         data = self.body(request)
         if isinstance(data, list):
             refs: list[Any] = []
+            durable: Pipeline | None = None
             for event in data:
                 try:
-                    refs.append(self.routes.resolve(event).cast(event))
+                    pipeline = self.routes.resolve(event)
+                    refs.append(pipeline.cast(event))
+                    durable = pipeline if pipeline.journal is not None else durable
                 except ApiError as e:
                     refs.append(routing_error(e.error))
-            return {"ok": refs}
+            return _synced(durable, {"ok": refs})
         pipeline = self.routes.resolve(data)
         self._count(pipeline, "cast")
-        return {"ok": pipeline.cast(data)}
+        return _synced(pipeline, {"ok": pipeline.cast(data)})
 
     def routed_stream(self, request: Request) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)

@@ -18,6 +18,7 @@ from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
 from kraken.pipeline.deadletters import DeadLetters
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
+from kraken.pipeline.journal import Journal
 from kraken.pipeline.pipelines import Defined, PipelineRegistry, Version
 from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes
@@ -60,6 +61,9 @@ class PipelineSection:
     )
     secret_env: list[str] = setting(
         [], "environment variables ${env:NAME} may read in client start options (fnmatch patterns)"
+    )
+    journal_retention: float = setting(
+        86400.0, "seconds a durable pipeline's finished events stay queryable (and deduplicated)", minimum=1.0
     )
     dead_letter_limit: int = setting(100_000, "dead letters kept at most (more are refused)", minimum=1)
     secret_files: list[str] = setting(
@@ -113,10 +117,11 @@ class PipelineApp:
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         db = self.store.db if self.store is not None else sqlite3.connect(":memory:", isolation_level=None)
+        self.journal = Journal(db, clock, cfg.journal_retention)
         self.dead_letters = DeadLetters(db, cfg.dead_letter_limit, cfg.max_response_bytes, ctx.refusals)
         self.pipelines = PipelineRegistry(
             self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add,
-            self._version_defined,
+            self._version_defined, self.journal,
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
         self.api = Api(
@@ -129,6 +134,7 @@ class PipelineApp:
             cfg.max_json_depth,
             ctx.refusals,
             Replays(self.pipelines, self.dead_letters),
+            self.journal,
         )
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from kraken.pipeline.engine.compiler import Compiled, compile_pipeline
 from kraken.pipeline.engine.runtime import Outlets, Pipeline
+from kraken.pipeline.journal import Journal
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
 from kraken.pipeline.names import modulize, pipeline_module
 from kraken.pipeline.services import ServiceRegistry
@@ -59,7 +60,9 @@ class PipelineRegistry:
         on_change: Callable[[str, Defined | None], None] | None = None,
         dead_letter: Callable[[dict[str, Any]], Any] | None = None,
         on_version: Callable[[str, str, int, Version], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        self.journal = journal
         # every version ever defined, by pipeline key (kept when a pipeline is deleted)
         self.history: dict[str, dict[int, Version]] = {}
         self.on_version = on_version or (lambda key, name, number, version: None)
@@ -151,14 +154,25 @@ class PipelineRegistry:
             raise ApiError(ALREADY_STARTED)
         # A fresh graph per start: counters, memos and queues start empty.
         _, compiled = compile_pipeline(found.definition, self._snapshot_lookup(found.plugged))
-        found.runtime = Pipeline(
-            found.name, compiled, self.services, self.clock, self.default_timeout, sync, telemetry,
-            outlets=self.outlets, version=found.version,
-        )
+        found.runtime = self._running_version(found.name, compiled, sync, telemetry, found.version)
         found.options = {"sync": sync, "telemetry": telemetry}
         self.on_change(found.key, found)
         log.info("pipeline {name} started", name=found.name)
         return pipeline_module(found.name)
+
+    def _running_version(
+        self, name: str, compiled: Compiled, sync: bool, telemetry: bool, version: int
+    ) -> Pipeline:
+        """A started version; a durable one journals its events and runs again the ones a
+        crash left unfinished."""
+        rt = Pipeline(
+            name, compiled, self.services, self.clock, self.default_timeout, sync, telemetry,
+            outlets=self.outlets, version=version,
+        )
+        if compiled.durable and self.journal is not None:
+            rt.journal = self.journal
+            self.clock.callLater(0, self.journal.recover, rt)
+        return rt
 
     def _snapshot_lookup(self, plugged: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any] | None]:
         """Plugs are copied at define time: record what each plug target was then."""
@@ -258,10 +272,7 @@ class PipelineRegistry:
             raise ApiError(ALREADY_STARTED, {"version": version})
         definition = self.version_definition(name, version)
         _, compiled = compile_pipeline(definition, self._lookup_now)
-        found.beside[version] = Pipeline(
-            found.name, compiled, self.services, self.clock, self.default_timeout, sync, telemetry,
-            outlets=self.outlets, version=version,
-        )
+        found.beside[version] = self._running_version(found.name, compiled, sync, telemetry, version)
         self.on_change(found.key, found)
         log.info("pipeline {name} version {version} started beside the live one", name=found.name,
                  version=version)
@@ -301,11 +312,8 @@ class PipelineRegistry:
         runtime = found.beside.pop(version, None)
         if runtime is None and found.runtime is not None:
             options = found.options or {}
-            runtime = Pipeline(
-                found.name, compiled, self.services, self.clock, self.default_timeout,
-                bool(options.get("sync")), bool(options.get("telemetry")),
-                outlets=self.outlets, version=version,
-            )
+            sync, telemetry = bool(options.get("sync")), bool(options.get("telemetry"))
+            runtime = self._running_version(found.name, compiled, sync, telemetry, version)
         if found.runtime is not None:
             found.beside[found.version] = found.runtime  # keeps running: its events finish there
         found.previous, found.version = found.version, version

@@ -329,7 +329,19 @@ def compile_pipeline(definition: Any, lookup: Lookup) -> tuple[str, Compiled]:
     default = definition.get("on_error")
     on_error = error_route(default, "on_error", scope) if default is not None else None
     builder.resolve_gotos(scope)
-    return name, Compiled(head, builder.all, on_error)
+    compiled = Compiled(head, builder.all, on_error)
+    durable = definition.get("durable", False)
+    if isinstance(durable, dict):
+        unknown = sorted(set(durable) - {"key"})
+        if unknown:
+            raise DefinitionError(f"unknown key {unknown[0]!r} (durable takes key)", f"durable.{unknown[0]}")
+        if durable.get("key") is not None:
+            compiled.durable_key = compile_code(durable["key"], helpers, "durable.key")
+        durable = True
+    if not isinstance(durable, bool):
+        raise DefinitionError('durable must be true, false or {"key": CODE}', "durable")
+    compiled.durable = durable
+    return name, compiled
 
 
 def stored_copy(definition: dict[str, Any]) -> dict[str, Any]:

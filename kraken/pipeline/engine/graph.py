@@ -119,6 +119,8 @@ class Compiled:
     head: Component | None
     components: list[Component] = field(default_factory=list)
     on_error: ErrorRoute | None = None  # the pipeline's default for components without one
+    durable: bool = False
+    durable_key: Callable[[Any], Any] | None = None  # the idempotency key of an event
 
     @property
     def routes_errors(self) -> bool:

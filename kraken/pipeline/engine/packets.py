@@ -102,6 +102,7 @@ class Collector:
     __slots__ = (
         "debug",
         "destination",
+        "event_id",
         "finished",
         "live_in",
         "on_done",
@@ -133,6 +134,7 @@ class Collector:
         self.on_done: Callable[[Collector], None] | None = None
         self.timer: IDelayedCall | None = None
         self.live_in: set[Collector] | None = None
+        self.event_id: str | None = None  # a durable pipeline's journal id
 
     def add(self, n: int) -> None:
         self.pending += n

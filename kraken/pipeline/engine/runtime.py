@@ -9,10 +9,11 @@ and the stopwatch measuring component durations. Tests drive them with ``task.Cl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -62,6 +63,14 @@ class Outlets:
     dead_letter: Callable[[dict[str, Any]], Any]
 
 
+class Journal(Protocol):
+    """Where a durable pipeline journals what it accepts (:mod:`kraken.pipeline.journal`)."""
+
+    def accept(self, pipeline: Pipeline, collector: Collector, event: Any) -> bool: ...
+
+    def synced(self) -> defer.Deferred[None]: ...
+
+
 class Streaming(defer.Deferred[None]):
     """A stream being fed: fires once every event has its results. ``resume()`` feeds more once
     the reader caught up; cancelling stops feeding."""
@@ -90,6 +99,8 @@ class Pipeline:
         self.outlets = outlets
         self.on_error = compiled.on_error
         self.trail = compiled.routes_errors
+        self.key_of = compiled.durable_key
+        self.journal: Journal | None = None  # set for durable pipelines
         self.module = pipeline_module(name)
         self.head = compiled.head
         self.components = compiled.components
@@ -198,6 +209,18 @@ class Pipeline:
             }
         )
 
+    def durable_key(self, event: Any) -> str | None:
+        """The idempotency key of *event* (a string, or JSON text), None without one."""
+        if self.key_of is None:
+            return None
+        try:
+            key = self.key_of(event)
+        except Exception:
+            return None
+        if key is None or isinstance(key, str):
+            return key
+        return json.dumps(key, sort_keys=True, default=str)
+
     def find(self, name: str) -> Component | None:
         """The component called *name* (the first, when plugged pipelines reuse a name)."""
         return next((c for c in self.components if c.name == name), None)
@@ -274,10 +297,11 @@ class Pipeline:
     ) -> None:
         """Run *event* from the head (or from the component *at*, as a replay does)."""
         self.injected += 1
-        ip = IP(event, collector, init_event)
-        if self.trail:
-            ip.trail = []
-        self.run(ip, self.head if at is None else at)
+        if self.journal is None or at is not None or self.journal.accept(self, collector, event):
+            ip = IP(event, collector, init_event)
+            if self.trail:
+                ip.trail = []
+            self.run(ip, self.head if at is None else at)
         if collector.finished or timeout is None:
             return
         self.live.add(collector)
@@ -311,9 +335,10 @@ class Pipeline:
         return d
 
     def cast(self, event: Any) -> str:
+        """The event's ref (a durable pipeline's: its journal id, to query its result by)."""
         collector = Collector()
         self.inject(collector, event, None)
-        return collector.ref
+        return collector.event_id or collector.ref
 
     def stream(
         self,
