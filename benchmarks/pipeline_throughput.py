@@ -1,6 +1,6 @@
 """Throughput and latency of a 5-stage pipeline of Lambda stages, against plain Python calls.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py [--events 20000] [--http-events 20000]
+    .venv/bin/python benchmarks/pipeline_throughput.py [--events 20000] [--http-events 20000] [--durable]
 
 Measured in one run:
   floor       the same five functions called directly in Python (the floor);
@@ -9,7 +9,11 @@ Measured in one run:
   stream API  ``POST /pipelines/stream`` of a real ``twistd kraken-pipeline`` on loopback,
               one request carrying all events (NDJSON back), against the same request to a
               pipeline with no components (the HTTP + JSON floor);
-  call API    sequential ``POST /pipelines/call`` latency (p50/p99).
+  call API    sequential ``POST /pipelines/call`` latency (p50/p99);
+  durable     (``--durable``) the same stream request to the pipeline defined ``durable``
+              (every event journaled in SQLite, group commits), without and with an
+              idempotency key, against the non-durable stream of the same run; and ``cast``
+              in requests of 1,000 events (answered once journaled) against non-durable casts.
 Figures are printed with their ratios to the floors.
 """
 
@@ -63,6 +67,8 @@ PIPELINE = {
     ],
 }
 EMPTY = {"name": "no-stages", "components": []}
+DURABLE = {**PIPELINE, "name": "five-stages-durable", "durable": True}
+KEYED = {**PIPELINE, "name": "five-stages-keyed", "durable": {"key": "args['event']"}}
 
 
 def plain(event: dict[str, Any]) -> dict[str, Any]:
@@ -150,13 +156,13 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, json.loads(port_file.read_text())["http"]
 
 
-def over_http(n: int, calls: int) -> dict[str, float]:
+def over_http(n: int, calls: int, durable: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(Path(tmp))
         try:
             post(port, "/services/define", SERVICE)
             post(port, "/services/start/add-mult-minus", {})
-            for definition in (PIPELINE, EMPTY):
+            for definition in (PIPELINE, EMPTY, DURABLE, KEYED):
                 post(port, "/pipelines/define", definition)
                 post(port, f"/pipelines/start/{definition['name']}", {})
             events = [{"event": i} for i in range(n)]
@@ -175,10 +181,39 @@ def over_http(n: int, calls: int) -> dict[str, float]:
             out["call_p50_ms"] = statistics.median(latencies) * 1e3
             out["call_p99_ms"] = p99(latencies) * 1e3
             out["http_per_stage_us"] = (1 / out["stream_eps"] - 1 / out["empty_eps"]) / len(FUNCTIONS) * 1e6
+            if durable:
+                out.update(journaled(port, n))
             return out
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def journaled(port: int, n: int) -> dict[str, float]:
+    """Durable streams and casts against non-durable ones, all on the server just measured."""
+    out: dict[str, float] = {}
+    post(port, "/pipelines/stream/five-stages-durable", [{"event": -i} for i in range(2000)])
+    for name, key, offset in (
+        ("five-stages", "plain2", 0),
+        ("five-stages-durable", "durable", 0),
+        ("five-stages-keyed", "keyed", 10 * n),
+    ):
+        events = [{"event": offset + i} for i in range(n)]
+        start = time.perf_counter()
+        lines = post(port, f"/pipelines/stream/{name}", events).splitlines()
+        out[f"{key}_eps"] = n / (time.perf_counter() - start)
+        assert len(lines) == n and json.loads(lines[-1])["event"] == (offset + n - 1) * 2 - 3
+    casts = (("five-stages", "cast_plain", 0), ("five-stages-keyed", "cast_durable", 20 * n))
+    for name, key, offset in casts:
+        start = time.perf_counter()
+        for first in range(0, n, 1000):
+            batch = [{"event": offset + i} for i in range(first, first + 1000)]
+            assert len(json.loads(post(port, f"/pipelines/cast/{name}", batch))["ok"]) == 1000
+        out[f"{key}_eps"] = n / (time.perf_counter() - start)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/events/summary/five-stages-keyed") as resp:
+        summary = json.loads(resp.read())
+    assert summary["done"] == 2 * n and summary["open"] == 0, summary
+    return out
 
 
 def main() -> None:
@@ -186,6 +221,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000, help="events for the in-process run")
     parser.add_argument("--http-events", type=int, default=20000, help="events per stream request")
     parser.add_argument("--calls", type=int, default=1000, help="sequential single-event HTTP calls")
+    parser.add_argument("--durable", action="store_true", help="also measure durable (journaled) pipelines")
     args = parser.parse_args()
     a = in_process(args.events)
     print(f"5 Lambda stages, {args.events} events in-process, {args.http_events} per stream request")
@@ -194,7 +230,7 @@ def main() -> None:
         f"in-process Pipeline.call:    {a['eps']:>10,.0f} events/s  p99 {a['p99_us']:7.1f} µs"
         f"  = {a['eps'] / a['floor_eps']:.3f}x floor; overhead {a['per_stage_us']:.1f} µs per stage"
     )
-    h = over_http(args.http_events, args.calls)
+    h = over_http(args.http_events, args.calls, args.durable)
     print(f"stream API, no stages:       {h['empty_eps']:>10,.0f} events/s  (HTTP + JSON floor)")
     print(
         f"stream API, 5 stages:        {h['stream_eps']:>10,.0f} events/s"
@@ -205,6 +241,20 @@ def main() -> None:
     print(f"call API, one event/request: p50 {h['call_p50_ms']:.2f} ms  p99 {h['call_p99_ms']:.2f} ms")
     ok = a["eps"] >= 10_000 and a["per_stage_us"] < 20
     print(f"targets (>= 10,000 events/s in-process, < 20 µs per stage): {'met' if ok else 'NOT met'}")
+    if args.durable:
+        base = h["plain2_eps"]
+        print(f"stream API, 5 stages again:  {base:>10,.0f} events/s  (the baseline of the durable runs)")
+        for key, label in (("durable", "durable, no key"), ("keyed", "durable, idempotency key")):
+            eps = h[key + "_eps"]
+            print(f"stream API, {label + ':':<26}{eps:>8,.0f} events/s  = {eps / base:.3f}x")
+        print(f"cast API, 1000/request:      {h['cast_plain_eps']:>10,.0f} events/s  (not durable)")
+        ratio = h["cast_durable_eps"] / h["cast_plain_eps"]
+        print(
+            f"cast API, durable + key:     {h['cast_durable_eps']:>10,.0f} events/s  = {ratio:.3f}x"
+            " (answered once committed)"
+        )
+        met = min(h["durable_eps"], h["keyed_eps"]) >= max(10_000, 0.5 * base)
+        print(f"durable targets (>= 0.5x non-durable and >= 10,000 events/s): {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
