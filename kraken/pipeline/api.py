@@ -43,7 +43,9 @@ from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.refusals import Refusals
 from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes, call_many, routing_error
+from kraken.pipeline.secretrefs import REFERENCE
 from kraken.pipeline.services import CallError, ServiceRegistry
+from kraken.pipeline.triggers.registry import TriggerRegistry
 
 log = Logger(namespace="kraken.pipeline.api")
 
@@ -313,7 +315,7 @@ class GuardedRouter(Router):
         self.token = f"Bearer {token}".encode() if token else None
 
     def render(self, request: Request) -> Any:
-        if self.token is not None:
+        if self.token is not None and not request.path.startswith(b"/hooks/"):  # webhooks are signed
             given = request.getHeader(b"authorization") or b""
             if not hmac.compare_digest(given, self.token):
                 request.setResponseCode(401)
@@ -336,8 +338,10 @@ class Api:
         refusals: Refusals | None = None,
         replays: Replays | None = None,
         journal: Journal | None = None,
+        triggers: TriggerRegistry | None = None,
     ) -> None:
         self._journal = journal
+        self._triggers = triggers
         self.replays = replays
         self.token = token
         self.max_json_depth = max_json_depth
@@ -422,6 +426,12 @@ class Api:
         r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
         r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(self.body(req))}))
         r.route("GET", "/routes", p(lambda req: self.routes.get()))
+        r.route("POST", "/triggers/define", p(lambda req: {"ok": self.triggers.define(self.body(req))}))
+        r.route("GET", "/triggers", p(lambda req: self.triggers.names()))
+        r.route("GET", "/triggers/status/{name}", p(lambda req, name: self.triggers.status(name)))
+        r.route("GET", "/triggers/definition/{name}", p(self.trigger_definition))
+        r.route("POST", "/triggers/delete/{name}", p(lambda req, name: {"ok": self.triggers.delete(name)}))
+        r.route("POST", "/hooks/{name}", p(self.webhook))
         r.route("POST", "/events/lookup", p(self.events_lookup))
         r.route("GET", "/events/summary/{name}", p(lambda req, name: self.journal.summary(name)))
         r.route("GET", "/events/{event_id}", p(lambda req, event_id: self.journal.event(event_id)))
@@ -613,6 +623,36 @@ class Api:
             "changes": diff.changes(old, new),
             "diff": diff.unified(old, new, f"{name} v{a}", f"{name} v{b}"),
         }
+
+    # -- triggers ----------------------------------------------------------------------------------
+    @property
+    def triggers(self) -> TriggerRegistry:
+        if self._triggers is None:
+            raise ApiError(":no_triggers")
+        return self._triggers
+
+    def trigger_definition(self, request: Request, name: str) -> Any:
+        definition = dict(self.triggers.get(name).trig.definition)
+        secret = definition.get("secret")
+        if isinstance(secret, str) and not REFERENCE.fullmatch(secret):
+            definition["secret"] = "(hidden)"
+        return definition
+
+    def webhook(self, request: Request, name: str) -> Any:
+        hook, active = self.triggers.webhook(name)
+        content = request.content
+        raw = b""
+        if content is not None:
+            content.seek(0, 2)
+            if content.tell() > MAX_BODY:
+                raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
+            content.seek(0)
+            raw = content.read()
+        if not hook.verify(raw, request.getHeader(hook.header.encode())):
+            return Response(401, {"error": ":bad_signature", "details": {"header": hook.header}})
+        data = self.body(request)
+        events = data if isinstance(data, list) else [data]
+        return self.triggers.deliver(active, events).addCallback(lambda results: {"ok": results})
 
     # -- durable events ----------------------------------------------------------------------------
     @property

@@ -26,6 +26,10 @@ from kraken.pipeline.secretrefs import SecretPolicy
 from kraken.pipeline.services import Service as PipelineService
 from kraken.pipeline.services import ServiceRegistry
 from kraken.pipeline.store import Store, read_history, read_project, write_version
+from kraken.pipeline.triggers.definitions import TriggerDef
+from kraken.pipeline.triggers.pubsub import Connector
+from kraken.pipeline.triggers.registry import TriggerRegistry
+from kraken.pubsub.client import connect_client
 
 log = Logger(namespace="kraken.pipeline.tap")
 
@@ -65,12 +69,22 @@ class PipelineSection:
     journal_retention: float = setting(
         86400.0, "seconds a durable pipeline's finished events stay queryable (and deduplicated)", minimum=1.0
     )
+    pubsub_server: str | None = setting(
+        None, "host:port of the kraken-pubsub that pubsub triggers subscribe to and publish_to publishes to"
+    )
+    pubsub_tls: bool = setting(
+        True, "connect to pubsub_server over mutual TLS (our tls section; it must present role pubsub)"
+    )
     dead_letter_limit: int = setting(100_000, "dead letters kept at most (more are refused)", minimum=1)
     secret_files: list[str] = setting(
         [], "folders whose files ${file:/path} may read in client start options"
     )
 
     def __post_init__(self) -> None:
+        if self.pubsub_server is not None:
+            host, _, port = self.pubsub_server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"pipeline.pubsub_server: {self.pubsub_server!r} is not host:port")
         for entry in self.outbound_allow:
             try:
                 parse_rule(entry)
@@ -91,6 +105,7 @@ class PipelineBoot(Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        self.app.triggers.stop_all()
         if self.app.store is not None:
             self.app.store.close()
 
@@ -124,6 +139,10 @@ class PipelineApp:
             self._version_defined, self.journal,
         )
         self.routes = Routes(self.pipelines, self._routes_changed)
+        self.triggers = TriggerRegistry(
+            self.pipelines, self.routes, clock, ctx.secret_policy, self._pubsub_connector(tls),
+            self._trigger_changed, self._checkpoint, self._save_checkpoint,
+        )
         self.api = Api(
             self.services,
             self.pipelines,
@@ -135,6 +154,7 @@ class PipelineApp:
             ctx.refusals,
             Replays(self.pipelines, self.dead_letters),
             self.journal,
+            self.triggers,
         )
 
     def _service_changed(self, key: str, svc: PipelineService | None) -> None:
@@ -170,6 +190,34 @@ class PipelineApp:
                 log.error("version {n} of pipeline {name} not written to the project folder: {e}",
                           n=number, name=name, e=e)
 
+    def _pubsub_connector(self, tls: Any) -> Connector | None:
+        if self.cfg.pubsub_server is None:
+            return None
+        host, _, port = self.cfg.pubsub_server.rpartition(":")
+        settings = tls if self.cfg.pubsub_tls else None
+        if self.cfg.pubsub_tls and tls is None:
+            raise ConfigError("pipeline.pubsub_tls needs the server's tls section (cert, key, ca)")
+        return lambda: connect_client(self.clock, host.strip("[]"), int(port), settings)
+
+    def _trigger_changed(self, key: str, trig: TriggerDef | None) -> None:
+        if self.store is None:
+            return
+        if trig is None:
+            self.store.delete("trigger", key)
+        else:
+            self.store.put("trigger", key, trig.name, trig.definition, True, None)
+
+    def _checkpoint(self, key: str) -> float | None:
+        if self.store is None:
+            return None
+        for at, _, _ in self.store.load("trigger_checkpoint", key):
+            return float(at)
+        return None
+
+    def _save_checkpoint(self, key: str, at: float) -> None:
+        if self.store is not None:
+            self.store.put("trigger_checkpoint", key, key, at, False, None)
+
     def _routes_changed(self, table: dict[str, str] | None) -> None:
         if self.store is not None:
             self.store.put("routes", "table", "routes", table, False, None)
@@ -194,6 +242,11 @@ class PipelineApp:
                 yield self._apply_pipeline(definition, started, options, "database")
             for table, _, _ in list(self.store.load("routes")):
                 self.routes.table = table
+            for definition, _, _ in list(self.store.load("trigger")):
+                try:
+                    self.triggers.define(definition)
+                except Exception as e:
+                    log.error("database: trigger {name} not restored: {e}", name=definition.get("name"), e=e)
         if self.cfg.project_dir:
             try:
                 services, pipelines, routes = read_project(self.cfg.project_dir)

@@ -74,10 +74,15 @@ class Store:
     def delete(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM definitions WHERE kind=? AND key=?", (kind, key))
 
-    def load(self, kind: str) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
-        rows = self.db.execute(
-            "SELECT key, body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
-        ).fetchall()
+    def load(self, kind: str, key: str | None = None) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
+        if key is None:
+            rows = self.db.execute(
+                "SELECT key, body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT key, body, started, options FROM definitions WHERE kind=? AND key=?", (kind, key)
+            ).fetchall()
         for key, body, started, options in rows:
             try:
                 decoded = json.loads(body), bool(started), json.loads(options)
