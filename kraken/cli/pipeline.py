@@ -182,6 +182,21 @@ def _event(args: argparse.Namespace) -> int:
     )
 
 
+def _triggers(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        return c.run("GET", "/triggers")
+    if action == "define":
+        code = 0
+        for definition in _files(args.args):
+            code |= c.run("POST", "/triggers/define", definition)
+        return code
+    name = quote(_one_name(args))
+    if action == "delete":
+        return c.run("POST", f"/triggers/delete/{name}", {})
+    return c.run("GET", f"/triggers/{action}/{name}")
+
+
 def _dlq(args: argparse.Namespace) -> int:
     c, action = _client(args), args.action
     if action == "list":
@@ -323,6 +338,14 @@ def add_parser(sub: Any) -> None:
     df.add_argument("new", nargs="?", type=int)
     df.add_argument("--json", action="store_true", help="the changed paths and values as JSON")
     df.set_defaults(func=_diff)
+
+    t = psub.add_parser(
+        "triggers",
+        help="list | define FILE|DIR|JSON... | status|definition|delete NAME (pubsub, cron, webhook)",
+    )
+    t.add_argument("action", choices=("list", "define", "status", "definition", "delete"))
+    t.add_argument("args", nargs="*")
+    t.set_defaults(func=_triggers)
 
     d = psub.add_parser(
         "dlq", help="dead letters: list [--pipeline P] | show ID | replay ID|--all [--from start] | delete ID"

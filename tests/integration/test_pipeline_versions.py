@@ -114,6 +114,11 @@ def test_switch_under_load_rollback_diff_and_history(
     )
     assert diff.returncode == 0
     assert '-        "before": "v1"' in diff.stdout and '+        "before": "v2"' in diff.stdout
+    versions = subprocess.run(
+        [sys.executable, "-m", "kraken.cli", "pipeline", "--url", api.base, "versions", "list", "orders"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=_env(),
+    )
+    assert [v["live"] for v in json.loads(versions.stdout)] == [True, False]
     changes = api.ok("GET", "/pipelines/diff/orders?from=1&to=2")["changes"]
     assert changes == [
         {"path": "components[0].transform.before", "from": "v1", "to": "v2"},

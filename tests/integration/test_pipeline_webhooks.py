@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from kraken.pipeline.triggers.webhooks import signature
-from tests.support import ServerProcess
+from tests.support import REPO, ServerProcess, _env
 
 SECRET = "hook-" + secrets.token_hex(16)
 TOKEN = "api-" + secrets.token_hex(8)
@@ -57,6 +59,12 @@ def test_signed_webhooks_feed_a_pipeline(
     }
     assert api("/triggers/define", hook) == {"ok": "github"}
     assert api("/triggers", method="GET") == ["github"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "kraken.cli", "pipeline", "--url", f"http://127.0.0.1:{port}",
+         "--token", TOKEN, "triggers", "status", "github"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=_env(),
+    )
+    assert listed.returncode == 0 and json.loads(listed.stdout)["type"] == "webhook", listed.stderr
     assert api("/triggers/definition/github", method="GET")["secret"] == "${env:KRAKEN_TEST_HOOK_SECRET}"
 
     body = json.dumps({"ref": "main"}).encode()
