@@ -98,6 +98,8 @@ def test_failures_routed_dead_lettered_and_replayed(
     assert entry["input"]["kind"] == "order" and "price" in entry["event"]
     assert "Expected Integer but got Null" in entry["error"]["message"]
 
+    metrics = api.get("/metrics").raw.decode()
+    assert "kraken_pipeline_dead_letters 5.0" in metrics, metrics[-2000:]
     server.stop()  # dead letters are durable
     server.start()
     api = Http(server.port("http"))

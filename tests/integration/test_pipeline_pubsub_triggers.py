@@ -99,6 +99,8 @@ def test_topic_fed_pipeline_survives_a_restart(
     elapsed = time.monotonic() - started
     time.sleep(0.5)
     assert api.ok("GET", "/events/summary/orders") == {"done": MESSAGES, "open": 0, "uncommitted": 0}
+    metrics = api.get("/metrics").raw.decode()
+    assert 'kraken_pipeline_trigger_gaps_total{trigger="orders-in",type="pubsub"} 0.0' in metrics
     status = api.ok("GET", "/triggers/status/orders-in")
     assert status["connected"] and status["gaps"] == 0 and status["received"] > 0
 
