@@ -10,6 +10,8 @@ Measured in one run:
               one request carrying all events (NDJSON back), against the same request to a
               pipeline with no components (the HTTP + JSON floor);
   call API    sequential ``POST /pipelines/call`` latency (p50/p99);
+  pubsub      (``--pubsub``) messages published to a real ``kraken-pubsub`` fed to the
+              pipeline by a pubsub trigger, not durable and durable with a key;
   durable     (``--durable``) the same stream request to the pipeline defined ``durable``
               (every event journaled in SQLite, group commits), without and with an
               idempotency key, against the non-durable stream of the same run; and ``cast``
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +42,7 @@ from kraken.pipeline.clients.base import ClientContext  # noqa: E402
 from kraken.pipeline.lambdas.examples import _num  # noqa: E402
 from kraken.pipeline.pipelines import PipelineRegistry  # noqa: E402
 from kraken.pipeline.services import ServiceRegistry  # noqa: E402
+from kraken.pubsub import wire  # noqa: E402
 
 FUNCTIONS = ["add_one", "mult_by_two", "minus_three", "add_one", "minus_three"]
 SERVICE = {
@@ -126,22 +130,25 @@ def post(port: int, path: str, body: Any) -> bytes:
         return resp.read()
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port_file = workdir / "ports.json"
-    config = workdir / "pipeline.yaml"
+def start_server(
+    workdir: Path, plugin: str = "kraken-pipeline", section: dict[str, Any] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = workdir / f"{plugin}-ports.json"
+    config = workdir / f"{plugin}.yaml"
+    name = plugin.removeprefix("kraken-")
     config.write_text(
         json.dumps(
             {
                 "listen": ["tcp:0:interface=127.0.0.1"],
                 "log": {"level": "warn"},
                 "port_file": str(port_file),
-                "pipeline": {"default_timeout": 300.0},
+                name: section if section is not None else {"default_timeout": 300.0},
             }
         )
     )
     twistd = str(Path(sys.executable).with_name("twistd"))
     proc = subprocess.Popen(
-        [twistd, "--pidfile=", "-n", "kraken-pipeline", "--config", str(config)],
+        [twistd, "--pidfile=", "-n", plugin, "--config", str(config)],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -151,9 +158,58 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     while not port_file.exists():
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            raise SystemExit("kraken-pipeline did not start")
+            raise SystemExit(f"{plugin} did not start")
         time.sleep(0.05)
-    return proc, json.loads(port_file.read_text())["http"]
+    ports = json.loads(port_file.read_text())
+    return proc, ports["http" if plugin == "kraken-pipeline" else "memcached"]
+
+
+def get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def pubsub_fed(n: int) -> dict[str, float]:
+    """Messages published to a real kraken-pubsub, fed to the 5 stages by a pubsub trigger:
+    not durable, and durable with an idempotency key (each message journaled)."""
+    local = ["tcp:0:interface=127.0.0.1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        broker, mc_port = start_server(
+            Path(tmp), "kraken-pubsub",
+            {"websocket_listen": local, "admin_listen": local, "messages_stored_per_router_shard": 4 * n},
+        )
+        server, port = start_server(
+            Path(tmp), section={"default_timeout": 300.0, "pubsub_server": f"127.0.0.1:{mc_port}",
+                                "pubsub_tls": False},
+        )
+        try:
+            post(port, "/services/define", SERVICE)
+            post(port, "/services/start/add-mult-minus", {})
+            out: dict[str, float] = {}
+            sock = socket.create_connection(("127.0.0.1", mc_port))
+            runs = ((PIPELINE, "bench", "pubsub"), (KEYED, "bench.durable", "pubsub_durable"))
+            for definition, topic, key in runs:
+                name = topic.replace(".", "-")
+                post(port, "/pipelines/define", {**definition, "name": name})
+                post(port, f"/pipelines/start/{name}", {})
+                trigger = {"name": topic, "type": "pubsub", "topics": [topic], "pipeline": name}
+                post(port, "/triggers/define", trigger)
+                while not get(port, f"/triggers/status/{topic}")["connected"]:
+                    time.sleep(0.05)
+                start = time.perf_counter()
+                for first in range(0, n, 1000):
+                    records = [([topic.encode()], json.dumps({"event": i}).encode())
+                               for i in range(first, min(n, first + 1000))]
+                    sock.sendall(wire.set_command(b"publish", wire.publish_body(records)))
+                    assert sock.recv(100).startswith(b"STORED")
+                while get(port, f"/triggers/status/{topic}")["delivered"] < n:
+                    time.sleep(0.01)
+                out[f"{key}_eps"] = n / (time.perf_counter() - start)
+            return out
+        finally:
+            for proc in (server, broker):
+                proc.terminate()
+                proc.wait(10)
 
 
 def over_http(n: int, calls: int, durable: bool = False) -> dict[str, float]:
@@ -222,6 +278,7 @@ def main() -> None:
     parser.add_argument("--http-events", type=int, default=20000, help="events per stream request")
     parser.add_argument("--calls", type=int, default=1000, help="sequential single-event HTTP calls")
     parser.add_argument("--durable", action="store_true", help="also measure durable (journaled) pipelines")
+    parser.add_argument("--pubsub", action="store_true", help="also measure pipelines fed by kraken-pubsub")
     args = parser.parse_args()
     a = in_process(args.events)
     print(f"5 Lambda stages, {args.events} events in-process, {args.http_events} per stream request")
@@ -255,6 +312,17 @@ def main() -> None:
         )
         met = min(h["durable_eps"], h["keyed_eps"]) >= max(10_000, 0.5 * base)
         print(f"durable targets (>= 0.5x non-durable and >= 10,000 events/s): {'met' if met else 'NOT met'}")
+    if args.pubsub:
+        f = pubsub_fed(args.http_events)
+        base = h["stream_eps"]
+        print(
+            f"kraken-pubsub fed:           {f['pubsub_eps']:>10,.0f} events/s"
+            f"  = {f['pubsub_eps'] / base:.3f}x stream API"
+        )
+        print(
+            f"kraken-pubsub fed, durable:  {f['pubsub_durable_eps']:>10,.0f} events/s"
+            f"  = {f['pubsub_durable_eps'] / base:.3f}x stream API"
+        )
 
 
 if __name__ == "__main__":
