@@ -35,6 +35,7 @@ from kraken.pipeline.answers import (
     parse_body,
 )
 from kraken.pipeline.definitions.mapping import DefinitionError
+from kraken.pipeline.engine.graph import ErrorRoute
 from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.incidents import record
 from kraken.pipeline.journal import MAX_LOOKUP, Journal
@@ -128,6 +129,10 @@ def _timeout(request: Request) -> float | None:
     if not 1 <= ms <= 3_600_000:
         raise BadRequest("query parameter timeout must be between 1 and 3600000 ms")
     return ms / 1000.0
+
+
+def _route(route: ErrorRoute) -> dict[str, Any]:
+    return {"kind": route.kind, "target": route.target}
 
 
 def _synced(pipeline: Pipeline | None, answer: Any) -> Any:
@@ -552,6 +557,7 @@ class Api:
                     else {}
                 ),
                 **({"to": c.to} if hasattr(c, "to") and isinstance(c.to, str) else {}),
+                **({"on_error": _route(c.on_error)} if c.on_error is not None else {}),
             }
             for c in comps
         ]

@@ -77,6 +77,9 @@ def test_failures_routed_dead_lettered_and_replayed(
         ],
     })
     api.ok("POST", "/pipelines/start/orders")
+    drawn = {c["name"]: c.get("on_error") for c in api.ok("GET", "/pipelines/components/orders")}
+    assert drawn["check"] == {"kind": "pipeline", "target": "audit"} and drawn["work"] is None
+    assert drawn["price"] == {"kind": "component", "target": "priced"}
     assert api.ok("POST", "/pipelines/call/orders", {"kind": "order", "qty": 2, "n": 1}) == {
         "kind": "order", "qty": 2, "n": 1, "price": 4, "done": 1,
     }

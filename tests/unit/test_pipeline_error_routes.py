@@ -88,16 +88,22 @@ def test_to_another_pipeline_and_not_running_falls_back_to_the_error_event(world
         {"name": "comp", "type": "composer", "compose": {"events": "args['nope']", "memo": 1}},
         {"name": "slow", "service": {"name": "slow-math", "function": "add_one"}, "timeout": 100},
         {"name": "stage", "prepare": {"x": "args['k'] + 1"}},
+        {"name": "done", "type": "done", "condition": "args['k'] + 1"},
+        {"name": "goto", "type": "goto", "to": "caught", "condition": "args['k'] + 1"},
+        {"name": "plug", "type": "plug", "pipeline": "inner", "prepare": {"x": "args['k'] + 1"}},
+        {"name": "decomposer", "type": "decomposer", "decompose": {"events": "args['k'] + 1"}},
     ],
 )
 def test_every_component_kind_is_routed(world: World, component: dict[str, Any]) -> None:
+    world.pipeline({"name": "inner", "components": [{"type": "tbd"}]}, start=False)
     rt = world.pipeline(
         {
             "name": "p",
             "components": [
                 {**component, "on_error": {"component": "caught"}},
                 {"type": "done"},
-                {"name": "caught", "type": "stage", "transform": {"caught": "args['error']['component']"}},
+                {"name": "caught", "type": "goto-point"},
+                {"name": "catch", "type": "stage", "transform": {"caught": "args['error']['component']"}},
             ],
         }
     )
