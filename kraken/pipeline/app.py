@@ -75,6 +75,9 @@ class PipelineSection:
     pubsub_tls: bool = setting(
         True, "connect to pubsub_server over mutual TLS (our tls section; it must present role pubsub)"
     )
+    journal_commit_ms: float = setting(
+        2.0, "milliseconds a durable journal commit gathers events for (one fsync each)", minimum=0.0
+    )
     dead_letter_limit: int = setting(100_000, "dead letters kept at most (more are refused)", minimum=1)
     secret_files: list[str] = setting(
         [], "folders whose files ${file:/path} may read in client start options"
@@ -132,7 +135,7 @@ class PipelineApp:
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         db = self.store.db if self.store is not None else sqlite3.connect(":memory:", isolation_level=None)
-        self.journal = Journal(db, clock, cfg.journal_retention)
+        self.journal = Journal(db, clock, cfg.journal_retention, cfg.journal_commit_ms / 1000.0)
         self.dead_letters = DeadLetters(db, cfg.dead_letter_limit, cfg.max_response_bytes, ctx.refusals)
         self.pipelines = PipelineRegistry(
             self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add,

@@ -3,8 +3,9 @@
 An accepted event gets an id and a row (its input, its idempotency key when the pipeline
 defines one); its result fills the row once it has one (the event's result, a list when a
 composer fanned out, ``null`` when nothing came out, or its error event). Rows are written
-in **group commits**: everything accepted or finished in one reactor turn goes into one
-transaction (one fsync), and a ``cast`` is answered only once its events' rows are committed.
+in **group commits**: everything accepted or finished within ``interval`` (2 ms) goes into
+one transaction (one fsync), and a ``cast`` is answered only once its events' rows are
+committed.
 
 After a crash (kill -9) the rows without a result are run again from the start when their
 pipeline starts (at least once inside); the row keeps one result per id, and an event sent
@@ -49,16 +50,22 @@ PRUNE_EVERY = 60.0
 MAX_LOOKUP = 1000
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode  # one, reused
+
+
 def _json(value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODE(value)
     except ValueError:
-        return json.dumps(finite(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODE(finite(value))
 
 
 class Journal:
-    def __init__(self, db: sqlite3.Connection, clock: IReactorTime, retention: float = 86400.0) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, clock: IReactorTime, retention: float = 86400.0, interval: float = 0.002
+    ) -> None:
         self.db = db
+        self.interval = interval  # a commit gathers what this many seconds accept and finish
         self.clock = clock
         self.retention = retention
         self.db.executescript(_SCHEMA)
@@ -155,7 +162,7 @@ class Journal:
 
     def _schedule(self) -> None:
         if self.flush_call is None:
-            self.flush_call = self.clock.callLater(0, self.flush)
+            self.flush_call = self.clock.callLater(self.interval, self.flush)
 
     def flush(self) -> None:
         self.flush_call = None

@@ -42,12 +42,12 @@ def test_journal_ids_results_duplicates_and_group_commits(tmp_path: Path) -> Non
     ids = [rt.cast({"id": f"k{i}", "x": i, "delay": 1.0}) for i in range(50)]
     assert len(set(ids)) == 50 and journal.commits == 0
     synced = journal.synced()
-    world.clock.advance(0)  # one reactor turn: one commit for all fifty
+    world.clock.advance(0.002)  # one commit for all fifty
     assert synced.called and journal.commits == 1
     assert journal.event(ids[0])["state"] == "running"
     assert rt.cast({"id": "k3", "x": 99}) == ids[3]  # the same key: the same event, not run again
     world.clock.advance(1.0)
-    world.clock.advance(0)
+    world.clock.advance(0.002)
     assert journal.event(ids[3])["result"] == {"id": "k3", "x": 3, "delay": 1.0, "y": 4}
     again = rt.call({"id": "k3", "x": 99})  # a duplicate call answers the first result
     assert again == {"id": "k3", "x": 3, "delay": 1.0, "y": 4}
@@ -60,9 +60,9 @@ def test_unfinished_events_run_again_after_a_crash(tmp_path: Path) -> None:
     rt = world.pipeline(SLOW)
     assert rt is not None
     ids = [rt.cast({"id": f"k{i}", "x": i, "delay": 1.0 if i % 2 else 5.0}) for i in range(10)]
-    world.clock.advance(0)
+    world.clock.advance(0.002)
     world.clock.advance(1.0)
-    world.clock.advance(0)  # the odd ones finished, the even ones are in flight: crash now
+    world.clock.advance(0.002)  # the odd ones finished, the even ones are in flight: crash now
     assert journal.summary("p") == {"done": 5, "open": 5, "uncommitted": 0}
 
     world2, journal2 = durable_world(tmp_path / "j.sqlite3")
@@ -71,7 +71,7 @@ def test_unfinished_events_run_again_after_a_crash(tmp_path: Path) -> None:
     world2.clock.advance(0)  # recovery starts
     assert rt2.cast({"id": "k0", "x": 0}) == ids[0]  # waits for the rerun, not run a third time
     world2.clock.advance(5.0)
-    world2.clock.advance(0)
+    world2.clock.advance(0.002)
     results: dict[str, Any] = {i: journal2.event(i)["result"] for i in ids}
     assert [results[i]["y"] for i in ids] == [x + 1 for x in range(10)]
     assert journal2.summary("p") == {"done": 10, "open": 0, "uncommitted": 0}
