@@ -207,6 +207,7 @@ class Journal:
             "SELECT id, input FROM journal WHERE pipeline=? AND result IS NULL ORDER BY accepted_at",
             (modulize(pipeline.name),),
         ).fetchall()
+        rows = [row for row in rows if row[0] not in self.open]  # not those running now (another version)
         if not rows:
             return 0
         log.info("pipeline {name}: running {n} journaled events again", name=pipeline.name, n=len(rows))

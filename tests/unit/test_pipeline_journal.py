@@ -45,6 +45,10 @@ def test_journal_ids_results_duplicates_and_group_commits(tmp_path: Path) -> Non
     world.clock.advance(0.002)  # one commit for all fifty
     assert synced.called and journal.commits == 1
     assert journal.event(ids[0])["state"] == "running"
+    done(world.pipelines.define_version({**SLOW, "helpers": []}))
+    done(world.pipelines.start_version("p", 2))  # a durable version beside: it must not rerun them
+    world.clock.advance(0)
+    assert world.slow.peak == 50
     assert rt.cast({"id": "k3", "x": 99}) == ids[3]  # the same key: the same event, not run again
     world.clock.advance(1.0)
     world.clock.advance(0.002)
