@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kraken.pipeline.definitions.mapping import DefinitionError
 from kraken.pipeline.routes import Routes
 from kraken.pipeline.secretrefs import SecretPolicy
+from kraken.pipeline.triggers.pubsub import record_event, result_record
 from kraken.pipeline.triggers.registry import TriggerRegistry
 from kraken.pipeline.triggers.webhooks import Webhook, signature
 from tests.unit.pipeline_fixtures import World
@@ -75,3 +78,26 @@ def test_webhook_signatures() -> None:
     assert not hook.verify(body + b" ", signature(b"k" * 20, body).encode())
     assert not hook.verify(body, None) and not hook.verify(body, b"sha256=00")
     assert hook.status() == {"accepted": 1, "refused": 3, "signature_header": "X-Sig"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.binary(min_size=1, max_size=20), min_size=1, max_size=3))
+def test_any_message_becomes_an_event(payload: bytes, topics: list[bytes]) -> None:
+    event = record_event(topics, payload)
+    assert isinstance(event, dict)
+
+
+def test_messages_as_events() -> None:
+    assert record_event([b"t"], b'{"a": 1}') == {"a": 1}
+    assert record_event([b"t"], b"[1]") == {"topic": "t", "payload": "[1]"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert record_event([b"t"], deep)["topic"] == "t"  # too deep: kept as text, never raises
+    assert record_event([b"t"], b"\xff")["payload"] == "\ufffd"
+
+
+def test_results_as_messages() -> None:
+    assert result_record({"a": [1, 2]}) == b'{"a":[1,2]}'
+    nested: Any = 1
+    for _ in range(1000):
+        nested = [nested]
+    assert b'"limit":"response_nesting"' in result_record(nested)

@@ -12,7 +12,6 @@ come twice, which a durable pipeline with an idempotency key absorbs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from kraken.pipeline.answers import BadBody, TooLarge, encode, parse_body
 from kraken.pubsub.client import PubSubClient
 
 log = Logger(namespace="kraken.pipeline.triggers.pubsub")
@@ -32,11 +32,21 @@ SAVE_EVERY = 1.0
 Connector = Callable[[], "defer.Deferred[PubSubClient]"]
 
 
-def record_event(topics: list[bytes], payload: bytes) -> Any:
-    """A message as an event: its JSON object, else ``{"topic", "payload"}`` (text)."""
+def result_record(value: Any) -> bytes:
+    """A result as a message: its JSON; one over the answer limits becomes a ``:limit`` error
+    (a result we cannot publish must not stop its topic)."""
     try:
-        value = json.loads(payload)
-    except ValueError:
+        return encode(value)
+    except TooLarge as e:
+        return encode({"error": ":limit", "details": {"limit": e.limit, "message": str(e)}})
+
+
+def record_event(topics: list[bytes], payload: bytes) -> Any:
+    """A message as an event: its JSON object (within the API's depth limit), else
+    ``{"topic", "payload"}`` (text). Never raises: one bad message must not stop a topic."""
+    try:
+        value = parse_body(payload)
+    except BadBody:
         value = None
     if isinstance(value, dict):
         return value
@@ -82,8 +92,7 @@ class PubSubSource:
     def publish(self, topic: str, values: list[Any]) -> defer.Deferred[bool]:
         if self.client is None:
             return defer.fail(ConnectionError("not connected to kraken-pubsub"))
-        records = [([topic.encode()], json.dumps(v, separators=(",", ":")).encode()) for v in values]
-        return self.client.publish(records)
+        return self.client.publish([([topic.encode()], result_record(v)) for v in values])
 
     def status(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,6 @@ whose pipeline is not running fails whole, so a topic's checkpoint does not move
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ from kraken.pipeline.routes import Routes, call_many
 from kraken.pipeline.secretrefs import SecretError, SecretPolicy, resolve
 from kraken.pipeline.triggers.cron import CronSource
 from kraken.pipeline.triggers.definitions import TriggerDef, compile_trigger
-from kraken.pipeline.triggers.pubsub import Connector, PubSubSource
+from kraken.pipeline.triggers.pubsub import Connector, PubSubSource, result_record
 from kraken.pipeline.triggers.webhooks import Webhook
 from kraken.pubsub.client import PubSubClient
 
@@ -47,9 +46,8 @@ class Publisher:
     def publish(self, topic: str, values: list[Any]) -> Any:
         if self.client is None or self.client.closed.called:
             self.client = yield self.connect()
-        records = [([topic.encode()], json.dumps(v, separators=(",", ":")).encode()) for v in values]
         assert self.client is not None
-        return (yield self.client.publish(records))
+        return (yield self.client.publish([([topic.encode()], result_record(v)) for v in values]))
 
     def stop(self) -> None:
         if self.client is not None and self.client.transport is not None:
