@@ -59,6 +59,17 @@ def test_journal_ids_results_duplicates_and_group_commits(tmp_path: Path) -> Non
     assert journal.commits == 2
 
 
+def test_an_asynchronous_call_is_journaled_when_it_ends(tmp_path: Path) -> None:
+    world, journal = durable_world(tmp_path / "j.sqlite3")
+    rt = world.pipeline(SLOW)
+    assert rt is not None
+    answer = rt.call({"id": "c1", "x": 1, "delay": 1.0})
+    world.clock.advance(1.0)
+    assert done(answer) == {"id": "c1", "x": 1, "delay": 1.0, "y": 2}
+    world.clock.advance(0.002)
+    assert journal.summary("p") == {"done": 1, "open": 0, "uncommitted": 0}
+
+
 def test_unfinished_events_run_again_after_a_crash(tmp_path: Path) -> None:
     world, journal = durable_world(tmp_path / "j.sqlite3")
     rt = world.pipeline(SLOW)

@@ -331,7 +331,15 @@ class Pipeline:
         if collector.finished:
             return collector.value()
         d: defer.Deferred[Any] = defer.Deferred()
-        collector.on_done = lambda c: None if d.called else d.callback(c.value())
+        journaled = collector.on_done  # a durable pipeline's journal watches the end too
+
+        def done(c: Collector) -> None:
+            if journaled is not None:
+                journaled(c)
+            if not d.called:
+                d.callback(c.value())
+
+        collector.on_done = done
         return d
 
     def cast(self, event: Any) -> str:
