@@ -9,16 +9,19 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from kraken.core.config import ConfigError, ConfigPath, setting
+from kraken.core.sqlitedb import open_durable
 from kraken.pipeline.answers import MAX_JSON_DEPTH, MAX_RESPONSE_BYTES
 from kraken.pipeline.api import Api
 from kraken.pipeline.clients.base import ClientContext
 from kraken.pipeline.clients.outbound import OutboundPolicy, parse_rule
 from kraken.pipeline.deadletters import DeadLetters
 from kraken.pipeline.expr.functions import MAX_NESTING, MAX_VALUE_BYTES, set_value_limits
-from kraken.pipeline.journal import Journal
+from kraken.pipeline.journal import Journal, Writer
 from kraken.pipeline.pipelines import Defined, PipelineRegistry, Version
 from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes
@@ -104,11 +107,17 @@ class PipelineBoot(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.app.journal_pool is not None:
+            self.app.journal_pool.start()
         self.reactor.callWhenRunning(self.app.boot)
 
     def stopService(self) -> Any:
         super().stopService()
         self.app.triggers.stop_all()
+        if self.app.journal_pool is not None:
+            self.app.journal_pool.stop()  # the commit under way ends first
+        if self.app.journal.writer is not None:
+            self.app.journal.writer[0].close()
         if self.app.store is not None:
             self.app.store.close()
 
@@ -135,7 +144,16 @@ class PipelineApp:
         )
         self.services = ServiceRegistry(ctx, self._service_changed)
         db = self.store.db if self.store is not None else sqlite3.connect(":memory:", isolation_level=None)
-        self.journal = Journal(db, clock, cfg.journal_retention, cfg.journal_commit_ms / 1000.0)
+        self.journal_pool: ThreadPool | None = None
+        writer: Writer | None = None
+        if self.store is not None:  # commits in a thread of their own: the fsync does not hold the reactor
+            pool = self.journal_pool = ThreadPool(1, 1, "kraken-pipeline-journal")
+            reactor: Any = clock
+            writer = (
+                open_durable(cfg.database or DEFAULT_DB, isolation_level=None, check_same_thread=False),
+                lambda f, *args: deferToThreadPool(reactor, pool, f, *args),
+            )
+        self.journal = Journal(db, clock, cfg.journal_retention, cfg.journal_commit_ms / 1000.0, writer)
         self.dead_letters = DeadLetters(db, cfg.dead_letter_limit, cfg.max_response_bytes, ctx.refusals)
         self.pipelines = PipelineRegistry(
             self.services, clock, cfg.default_timeout, self._pipeline_changed, self.dead_letters.add,

@@ -4,8 +4,9 @@ An accepted event gets an id and a row (its input, its idempotency key when the 
 defines one); its result fills the row once it has one (the event's result, a list when a
 composer fanned out, ``null`` when nothing came out, or its error event). Rows are written
 in **group commits**: everything accepted or finished within ``interval`` (2 ms) goes into
-one transaction (one fsync), and a ``cast`` is answered only once its events' rows are
-committed.
+one transaction (one fsync), made in the writer's thread when there is one (one commit at a
+time; what arrives meanwhile is the next batch), and a ``cast`` is answered only once its
+events' rows are committed. Until then queries look at the batches in memory.
 
 After a crash (kill -9) the rows without a result are run again from the start when their
 pipeline starts (at least once inside); the row keeps one result per id, and an event sent
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,9 @@ PRUNE_EVERY = 60.0
 MAX_LOOKUP = 1000
 
 
+# the writer's own connection, and how to run a function in its thread (a Deferred of the result)
+Writer = tuple[sqlite3.Connection, Callable[..., "defer.Deferred[Any]"]]
+
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode  # one, reused
 
 
@@ -62,9 +67,21 @@ def _json(value: Any) -> str:
 
 class Journal:
     def __init__(
-        self, db: sqlite3.Connection, clock: IReactorTime, retention: float = 86400.0, interval: float = 0.002
+        self,
+        db: sqlite3.Connection,
+        clock: IReactorTime,
+        retention: float = 86400.0,
+        interval: float = 0.002,
+        writer: Writer | None = None,
     ) -> None:
+        """*db* answers queries; *writer* (a connection of its own to the same file and a way to
+        run a function in another thread) makes commits without holding the reactor during
+        the fsync. Without one, commits run here, on *db*."""
         self.db = db
+        self.writer = writer
+        # the batch being committed: (inserts, finished, keys), as below
+        self.committing: tuple[dict[str, list[Any]], dict[str, tuple[str, float]], dict[Any, str]] | None
+        self.committing = None
         self.interval = interval  # a commit gathers what this many seconds accept and finish
         self.clock = clock
         self.retention = retention
@@ -79,6 +96,7 @@ class Journal:
         self.flush_call: IDelayedCall | None = None
         self.pruned_at = clock.seconds()
         self.commits = 0
+        self.failures = 0
 
     # -- accepting -------------------------------------------------------------------------------
     def accept(self, pipeline: Pipeline, collector: Collector, event: Any) -> bool:
@@ -87,7 +105,7 @@ class Journal:
         key = pipeline.durable_key(event)
         where = modulize(pipeline.name)
         if collector.event_id is None and key is not None:
-            known = self.keys.get((where, key)) or self._known(where, key)
+            known = self.keys.get((where, key)) or self._committing_key(where, key) or self._known(where, key)
             if known is not None:
                 collector.event_id = known
                 self._answer_duplicate(known, collector)
@@ -104,6 +122,18 @@ class Journal:
         self._track(collector)
         return True
 
+    def _committing_key(self, where: str, key: str) -> str | None:
+        return self.committing[2].get((where, key)) if self.committing is not None else None
+
+    def _uncommitted_result(self, event_id: str) -> str | None:
+        done = self.finished.get(event_id)
+        if done is None and self.committing is not None:
+            done = self.committing[1].get(event_id)
+            if done is None:
+                row = self.committing[0].get(event_id)
+                return row[5] if row is not None and len(row) > 5 else None
+        return done[0] if done is not None else None
+
     def _known(self, where: str, key: str) -> str | None:
         row = self.db.execute("SELECT id FROM journal WHERE pipeline=? AND key=?", (where, key)).fetchone()
         return row[0] if row is not None else None
@@ -113,11 +143,8 @@ class Journal:
         if waiting is not None:
             waiting.append(collector)
             return
-        done = self.finished.get(event_id)
-        text: str | None = None
-        if done is not None:
-            text = done[0]
-        else:
+        text = self._uncommitted_result(event_id)
+        if text is None:
             row = self.db.execute("SELECT result FROM journal WHERE id=?", (event_id,)).fetchone()
             text = row[0] if row is not None else None
         if text is None:  # accepted before a restart and not yet run again: wait for it
@@ -166,35 +193,51 @@ class Journal:
 
     def flush(self) -> None:
         self.flush_call = None
-        inserts, finished, waiters = self.inserts, self.finished, self.synced_waiters
+        if self.committing is not None:  # one commit at a time; this batch goes next
+            return
+        inserts, finished, waiters, keys = self.inserts, self.finished, self.synced_waiters, self.keys
         self.inserts, self.finished, self.synced_waiters, self.keys = {}, {}, [], {}
         for event_id, row in inserts.items():
             done = finished.pop(event_id, None)
             row.extend(done if done is not None else (None, None))
-        try:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT OR IGNORE INTO journal(id, pipeline, key, input, accepted_at, result, done_at)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    inserts.values(),
-                )
-                self.db.executemany(
-                    "UPDATE journal SET result=?, done_at=? WHERE id=? AND result IS NULL",
-                    [(text, at, event_id) for event_id, (text, at) in finished.items()],
-                )
-        except sqlite3.Error as e:
-            log.error("journal commit failed: {e}", e=e)
-            for d in waiters:
-                d.errback(e)
+        updates = [(text, at, event_id) for event_id, (text, at) in finished.items()]
+        prune_before = None
+        if self.clock.seconds() - self.pruned_at > PRUNE_EVERY:
+            self.pruned_at = self.clock.seconds()
+            prune_before = self.pruned_at - self.retention
+        self.committing = (inserts, finished, keys)
+        if self.writer is None:
+            try:
+                _write(self.db, list(inserts.values()), updates, prune_before)
+            except sqlite3.Error as e:
+                self._failed(e, waiters)
+            else:
+                self._committed(waiters)
             return
+        db, run = self.writer
+        run(_write, db, list(inserts.values()), updates, prune_before).addCallbacks(
+            lambda _: self._committed(waiters), lambda f: self._failed(f.value, waiters)
+        )
+
+    def _committed(self, waiters: list[defer.Deferred[None]]) -> None:
+        self.committing = None
         self.commits += 1
         for d in waiters:
             d.callback(None)
-        if self.clock.seconds() - self.pruned_at > PRUNE_EVERY:
-            self.prune()
+        if self.inserts or self.finished:
+            self._schedule()
+
+    def _failed(self, error: BaseException, waiters: list[defer.Deferred[None]]) -> None:
+        self.committing = None
+        self.failures += 1
+        log.error("journal commit failed: {e}", e=error)
+        for d in waiters:
+            d.errback(error)
+        if self.inserts or self.finished:
+            self._schedule()
 
     def prune(self) -> int:
+        """Remove finished rows past the retention now (commits do it once a minute)."""
         self.pruned_at = now = self.clock.seconds()
         with self.db:
             gone = self.db.execute("DELETE FROM journal WHERE done_at < ?", (now - self.retention,)).rowcount
@@ -242,12 +285,12 @@ class Journal:
         return out
 
     def event(self, event_id: str) -> dict[str, Any]:
-        pending = self.inserts.get(event_id)
-        if pending is not None or (event_id in self.open and event_id not in self.finished):
+        text = self._uncommitted_result(event_id)
+        if text is not None:
+            return {"id": event_id, "state": "done", "result": _value(json.loads(text))}
+        committing = self.committing is not None and event_id in self.committing[0]
+        if event_id in self.inserts or committing or event_id in self.open:
             return {"id": event_id, "state": "running"}
-        done = self.finished.get(event_id)
-        if done is not None:
-            return {"id": event_id, "state": "done", "result": _value(json.loads(done[0]))}
         row = self.db.execute(
             "SELECT pipeline, key, result, accepted_at, done_at FROM journal WHERE id=?", (event_id,)
         ).fetchone()
@@ -267,6 +310,23 @@ class Journal:
             "SELECT COUNT(result), COUNT(*) - COUNT(result) FROM journal WHERE pipeline=?", (where,)
         ).fetchone()
         return {"done": int(done), "open": int(waiting), "uncommitted": len(self.inserts)}
+
+
+def _write(
+    db: sqlite3.Connection, inserts: list[list[Any]], updates: list[tuple[str, float, str]],
+    prune_before: float | None,
+) -> None:
+    """One group commit (run in the writer's thread when there is one)."""
+    with db:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR IGNORE INTO journal(id, pipeline, key, input, accepted_at, result, done_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            inserts,
+        )
+        db.executemany("UPDATE journal SET result=?, done_at=? WHERE id=? AND result IS NULL", updates)
+        if prune_before is not None:
+            db.execute("DELETE FROM journal WHERE done_at < ?", (prune_before,))
 
 
 def _deliver(collector: Collector, results: list[Any]) -> None:
