@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 
 from kraken.core.sqlitedb import open_durable
 from kraken.pipeline.definitions.mapping import DefinitionError
@@ -100,3 +101,46 @@ def test_durable_option_is_checked() -> None:
             world.pipeline({"name": "p", "components": [], **bad})
         assert e.value.field == field
     done(world.pipelines.define({"name": "p", "components": [], "durable": True}))
+
+
+def test_a_commit_under_way_elsewhere(tmp_path: Path) -> None:
+    """With a writer, commits run elsewhere: meanwhile queries and keys see the batch, the next
+    batch waits, and cast answers wait for their own commit."""
+    world = World().math()
+    path = tmp_path / "j.sqlite3"
+    started: list[tuple[Any, tuple[Any, ...]]] = []
+    pending: list[defer.Deferred[Any]] = []
+
+    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
+        started.append((f, args))
+        d: defer.Deferred[Any] = defer.Deferred()
+        pending.append(d)
+        return d
+
+    def finish_commit() -> None:
+        f, args = started.pop(0)
+        f(*args)
+        pending.pop(0).callback(None)
+
+    journal = Journal(open_durable(path, isolation_level=None), world.clock,
+                      writer=(open_durable(path, isolation_level=None), run))
+    world.pipelines = PipelineRegistry(world.services, world.clock, 20.0, journal=journal)
+    rt = world.pipeline({**SLOW, "components": [{"type": "stage", "transform": {"y": "args['x'] + 1"}}]})
+    assert rt is not None
+    first = rt.cast({"id": "a", "x": 1})
+    synced = journal.synced()
+    world.clock.advance(0.002)
+    assert len(started) == 1 and not synced.called  # the commit is under way
+    assert rt.cast({"id": "a", "x": 99}) == first  # its key is known before it is on disk
+    assert journal.event(first)["result"] == {"id": "a", "x": 1, "y": 2}
+    second = rt.cast({"id": "b", "x": 2})
+    world.clock.advance(0.002)
+    assert len(started) == 1  # one commit at a time
+    finish_commit()
+    assert synced.called and journal.commits == 1
+    world.clock.advance(0.002)
+    assert len(started) == 1
+    finish_commit()
+    assert journal.event(second)["state"] == "done"
+    assert journal.event(second)["result"] == {"id": "b", "x": 2, "y": 3}
+    assert journal.summary("p") == {"done": 2, "open": 0, "uncommitted": 0}
