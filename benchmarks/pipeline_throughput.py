@@ -245,30 +245,31 @@ def over_http(n: int, calls: int, durable: bool = False) -> dict[str, float]:
             proc.wait(10)
 
 
-def journaled(port: int, n: int) -> dict[str, float]:
-    """Durable streams and casts against non-durable ones, all on the server just measured."""
+def journaled(port: int, n: int, rounds: int = 3) -> dict[str, float]:
+    """Durable streams and casts against non-durable ones, all on the server just measured;
+    the kinds take turns for *rounds* rounds and each keeps its best (the machine is shared)."""
     out: dict[str, float] = {}
     post(port, "/pipelines/stream/five-stages-durable", [{"event": -i} for i in range(2000)])
-    for name, key, offset in (
-        ("five-stages", "plain2", 0),
-        ("five-stages-durable", "durable", 0),
-        ("five-stages-keyed", "keyed", 10 * n),
-    ):
-        events = [{"event": offset + i} for i in range(n)]
-        start = time.perf_counter()
-        lines = post(port, f"/pipelines/stream/{name}", events).splitlines()
-        out[f"{key}_eps"] = n / (time.perf_counter() - start)
-        assert len(lines) == n and json.loads(lines[-1])["event"] == (offset + n - 1) * 2 - 3
-    casts = (("five-stages", "cast_plain", 0), ("five-stages-keyed", "cast_durable", 20 * n))
-    for name, key, offset in casts:
-        start = time.perf_counter()
-        for first in range(0, n, 1000):
-            batch = [{"event": offset + i} for i in range(first, first + 1000)]
-            assert len(json.loads(post(port, f"/pipelines/cast/{name}", batch))["ok"]) == 1000
-        out[f"{key}_eps"] = n / (time.perf_counter() - start)
+    for r in range(rounds):
+        offset = 100 * n * (r + 1)  # keys never seen: no run answers from the journal
+        streams = (
+            ("five-stages", "plain2"), ("five-stages-durable", "durable"), ("five-stages-keyed", "keyed")
+        )
+        for name, key in streams:
+            events = [{"event": offset + i} for i in range(n)]
+            start = time.perf_counter()
+            lines = post(port, f"/pipelines/stream/{name}", events).splitlines()
+            out[f"{key}_eps"] = max(out.get(f"{key}_eps", 0.0), n / (time.perf_counter() - start))
+            assert len(lines) == n and json.loads(lines[-1])["event"] == (offset + n - 1) * 2 - 3
+        for name, key in (("five-stages", "cast_plain"), ("five-stages-keyed", "cast_durable")):
+            start = time.perf_counter()
+            for first in range(0, n, 1000):
+                batch = [{"event": offset + 50 * n + i} for i in range(first, first + 1000)]
+                assert len(json.loads(post(port, f"/pipelines/cast/{name}", batch))["ok"]) == 1000
+            out[f"{key}_eps"] = max(out.get(f"{key}_eps", 0.0), n / (time.perf_counter() - start))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/events/summary/five-stages-keyed") as resp:
         summary = json.loads(resp.read())
-    assert summary["done"] == 2 * n and summary["open"] == 0, summary
+    assert summary["done"] == 2 * n * rounds and summary["open"] == 0, summary
     return out
 
 
@@ -300,7 +301,7 @@ def main() -> None:
     print(f"targets (>= 10,000 events/s in-process, < 20 µs per stage): {'met' if ok else 'NOT met'}")
     if args.durable:
         base = h["plain2_eps"]
-        print(f"stream API, 5 stages again:  {base:>10,.0f} events/s  (the baseline of the durable runs)")
+        print(f"stream API, 5 stages again:  {base:>10,.0f} events/s  (baseline; each: best of 3)")
         for key, label in (("durable", "durable, no key"), ("keyed", "durable, idempotency key")):
             eps = h[key + "_eps"]
             print(f"stream API, {label + ':':<26}{eps:>8,.0f} events/s  = {eps / base:.3f}x")
