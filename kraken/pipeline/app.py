@@ -49,6 +49,9 @@ class PipelineSection:
     project_dir: ConfigPath | None = setting(
         None, "folder with services/*.json, pipelines/*.json, routes.json"
     )
+    project_history: bool = setting(
+        False, "also keep every pipeline version in project_dir/history/pipelines/<Name>/vN.json"
+    )
     default_timeout: float = setting(20.0, "seconds an event may take before its error event", minimum=0.001)
     http_timeout: float = setting(30.0, "default timeout of HTTP service calls, seconds", minimum=0.001)
     allow_lambda_code: bool = setting(False, "allow Python source in lambda start configs (remote code!)")
@@ -204,7 +207,7 @@ class PipelineApp:
     def _version_defined(self, key: str, name: str, number: int, version: Version) -> None:
         if self.store is not None:
             self.store.put_version(key, name, number, version.definition, version.at)
-        if self.cfg.project_dir:
+        if self.cfg.project_dir and self.cfg.project_history:
             try:
                 write_version(self.cfg.project_dir, key, number, version.definition)
             except OSError as e:

@@ -52,6 +52,7 @@ def test_switch_under_load_rollback_diff_and_history(
         "pipeline": {
             "database": str(tmp_path / "db.sqlite3"),
             "project_dir": str(project),
+            "project_history": True,
             "outbound_allow": [f"127.0.0.1:{flaky}"],
         },
     }
