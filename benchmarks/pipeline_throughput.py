@@ -1,6 +1,6 @@
 """Throughput and latency of a 5-stage pipeline of Lambda stages, against plain Python calls.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py [--events 20000] [--http-events 20000]
+    .venv/bin/python benchmarks/pipeline_throughput.py [--events 20000] [--http-events 20000] [--durable]
 
 Measured in one run:
   floor       the same five functions called directly in Python (the floor);
@@ -9,7 +9,13 @@ Measured in one run:
   stream API  ``POST /pipelines/stream`` of a real ``twistd kraken-pipeline`` on loopback,
               one request carrying all events (NDJSON back), against the same request to a
               pipeline with no components (the HTTP + JSON floor);
-  call API    sequential ``POST /pipelines/call`` latency (p50/p99).
+  call API    sequential ``POST /pipelines/call`` latency (p50/p99);
+  pubsub      (``--pubsub``) messages published to a real ``kraken-pubsub`` fed to the
+              pipeline by a pubsub trigger, not durable and durable with a key;
+  durable     (``--durable``) the same stream request to the pipeline defined ``durable``
+              (every event journaled in SQLite, group commits), without and with an
+              idempotency key, against the non-durable stream of the same run; and ``cast``
+              in requests of 1,000 events (answered once journaled) against non-durable casts.
 Figures are printed with their ratios to the floors.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +42,7 @@ from kraken.pipeline.clients.base import ClientContext  # noqa: E402
 from kraken.pipeline.lambdas.examples import _num  # noqa: E402
 from kraken.pipeline.pipelines import PipelineRegistry  # noqa: E402
 from kraken.pipeline.services import ServiceRegistry  # noqa: E402
+from kraken.pubsub import wire  # noqa: E402
 
 FUNCTIONS = ["add_one", "mult_by_two", "minus_three", "add_one", "minus_three"]
 SERVICE = {
@@ -63,6 +71,8 @@ PIPELINE = {
     ],
 }
 EMPTY = {"name": "no-stages", "components": []}
+DURABLE = {**PIPELINE, "name": "five-stages-durable", "durable": True}
+KEYED = {**PIPELINE, "name": "five-stages-keyed", "durable": {"key": "args['event']"}}
 
 
 def plain(event: dict[str, Any]) -> dict[str, Any]:
@@ -120,22 +130,25 @@ def post(port: int, path: str, body: Any) -> bytes:
         return resp.read()
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port_file = workdir / "ports.json"
-    config = workdir / "pipeline.yaml"
+def start_server(
+    workdir: Path, plugin: str = "kraken-pipeline", section: dict[str, Any] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = workdir / f"{plugin}-ports.json"
+    config = workdir / f"{plugin}.yaml"
+    name = plugin.removeprefix("kraken-")
     config.write_text(
         json.dumps(
             {
                 "listen": ["tcp:0:interface=127.0.0.1"],
                 "log": {"level": "warn"},
                 "port_file": str(port_file),
-                "pipeline": {"default_timeout": 300.0},
+                name: section if section is not None else {"default_timeout": 300.0},
             }
         )
     )
     twistd = str(Path(sys.executable).with_name("twistd"))
     proc = subprocess.Popen(
-        [twistd, "--pidfile=", "-n", "kraken-pipeline", "--config", str(config)],
+        [twistd, "--pidfile=", "-n", plugin, "--config", str(config)],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -145,18 +158,67 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     while not port_file.exists():
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            raise SystemExit("kraken-pipeline did not start")
+            raise SystemExit(f"{plugin} did not start")
         time.sleep(0.05)
-    return proc, json.loads(port_file.read_text())["http"]
+    ports = json.loads(port_file.read_text())
+    return proc, ports["http" if plugin == "kraken-pipeline" else "memcached"]
 
 
-def over_http(n: int, calls: int) -> dict[str, float]:
+def get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def pubsub_fed(n: int) -> dict[str, float]:
+    """Messages published to a real kraken-pubsub, fed to the 5 stages by a pubsub trigger:
+    not durable, and durable with an idempotency key (each message journaled)."""
+    local = ["tcp:0:interface=127.0.0.1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        broker, mc_port = start_server(
+            Path(tmp), "kraken-pubsub",
+            {"websocket_listen": local, "admin_listen": local, "messages_stored_per_router_shard": 4 * n},
+        )
+        server, port = start_server(
+            Path(tmp), section={"default_timeout": 300.0, "pubsub_server": f"127.0.0.1:{mc_port}",
+                                "pubsub_tls": False},
+        )
+        try:
+            post(port, "/services/define", SERVICE)
+            post(port, "/services/start/add-mult-minus", {})
+            out: dict[str, float] = {}
+            sock = socket.create_connection(("127.0.0.1", mc_port))
+            runs = ((PIPELINE, "bench", "pubsub"), (KEYED, "bench.durable", "pubsub_durable"))
+            for definition, topic, key in runs:
+                name = topic.replace(".", "-")
+                post(port, "/pipelines/define", {**definition, "name": name})
+                post(port, f"/pipelines/start/{name}", {})
+                trigger = {"name": topic, "type": "pubsub", "topics": [topic], "pipeline": name}
+                post(port, "/triggers/define", trigger)
+                while not get(port, f"/triggers/status/{topic}")["connected"]:
+                    time.sleep(0.05)
+                start = time.perf_counter()
+                for first in range(0, n, 1000):
+                    records = [([topic.encode()], json.dumps({"event": i}).encode())
+                               for i in range(first, min(n, first + 1000))]
+                    sock.sendall(wire.set_command(b"publish", wire.publish_body(records)))
+                    assert sock.recv(100).startswith(b"STORED")
+                while get(port, f"/triggers/status/{topic}")["delivered"] < n:
+                    time.sleep(0.01)
+                out[f"{key}_eps"] = n / (time.perf_counter() - start)
+            return out
+        finally:
+            for proc in (server, broker):
+                proc.terminate()
+                proc.wait(10)
+
+
+def over_http(n: int, calls: int, durable: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(Path(tmp))
         try:
             post(port, "/services/define", SERVICE)
             post(port, "/services/start/add-mult-minus", {})
-            for definition in (PIPELINE, EMPTY):
+            for definition in (PIPELINE, EMPTY, DURABLE, KEYED):
                 post(port, "/pipelines/define", definition)
                 post(port, f"/pipelines/start/{definition['name']}", {})
             events = [{"event": i} for i in range(n)]
@@ -175,10 +237,40 @@ def over_http(n: int, calls: int) -> dict[str, float]:
             out["call_p50_ms"] = statistics.median(latencies) * 1e3
             out["call_p99_ms"] = p99(latencies) * 1e3
             out["http_per_stage_us"] = (1 / out["stream_eps"] - 1 / out["empty_eps"]) / len(FUNCTIONS) * 1e6
+            if durable:
+                out.update(journaled(port, n))
             return out
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def journaled(port: int, n: int, rounds: int = 3) -> dict[str, float]:
+    """Durable streams and casts against non-durable ones, all on the server just measured;
+    the kinds take turns for *rounds* rounds and each keeps its best (the machine is shared)."""
+    out: dict[str, float] = {}
+    post(port, "/pipelines/stream/five-stages-durable", [{"event": -i} for i in range(2000)])
+    for r in range(rounds):
+        offset = 100 * n * (r + 1)  # keys never seen: no run answers from the journal
+        streams = (
+            ("five-stages", "plain2"), ("five-stages-durable", "durable"), ("five-stages-keyed", "keyed")
+        )
+        for name, key in streams:
+            events = [{"event": offset + i} for i in range(n)]
+            start = time.perf_counter()
+            lines = post(port, f"/pipelines/stream/{name}", events).splitlines()
+            out[f"{key}_eps"] = max(out.get(f"{key}_eps", 0.0), n / (time.perf_counter() - start))
+            assert len(lines) == n and json.loads(lines[-1])["event"] == (offset + n - 1) * 2 - 3
+        for name, key in (("five-stages", "cast_plain"), ("five-stages-keyed", "cast_durable")):
+            start = time.perf_counter()
+            for first in range(0, n, 1000):
+                batch = [{"event": offset + 50 * n + i} for i in range(first, first + 1000)]
+                assert len(json.loads(post(port, f"/pipelines/cast/{name}", batch))["ok"]) == 1000
+            out[f"{key}_eps"] = max(out.get(f"{key}_eps", 0.0), n / (time.perf_counter() - start))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/events/summary/five-stages-keyed") as resp:
+        summary = json.loads(resp.read())
+    assert summary["done"] == 2 * n * rounds and summary["open"] == 0, summary
+    return out
 
 
 def main() -> None:
@@ -186,6 +278,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000, help="events for the in-process run")
     parser.add_argument("--http-events", type=int, default=20000, help="events per stream request")
     parser.add_argument("--calls", type=int, default=1000, help="sequential single-event HTTP calls")
+    parser.add_argument("--durable", action="store_true", help="also measure durable (journaled) pipelines")
+    parser.add_argument("--pubsub", action="store_true", help="also measure pipelines fed by kraken-pubsub")
     args = parser.parse_args()
     a = in_process(args.events)
     print(f"5 Lambda stages, {args.events} events in-process, {args.http_events} per stream request")
@@ -194,7 +288,7 @@ def main() -> None:
         f"in-process Pipeline.call:    {a['eps']:>10,.0f} events/s  p99 {a['p99_us']:7.1f} µs"
         f"  = {a['eps'] / a['floor_eps']:.3f}x floor; overhead {a['per_stage_us']:.1f} µs per stage"
     )
-    h = over_http(args.http_events, args.calls)
+    h = over_http(args.http_events, args.calls, args.durable)
     print(f"stream API, no stages:       {h['empty_eps']:>10,.0f} events/s  (HTTP + JSON floor)")
     print(
         f"stream API, 5 stages:        {h['stream_eps']:>10,.0f} events/s"
@@ -205,6 +299,31 @@ def main() -> None:
     print(f"call API, one event/request: p50 {h['call_p50_ms']:.2f} ms  p99 {h['call_p99_ms']:.2f} ms")
     ok = a["eps"] >= 10_000 and a["per_stage_us"] < 20
     print(f"targets (>= 10,000 events/s in-process, < 20 µs per stage): {'met' if ok else 'NOT met'}")
+    if args.durable:
+        base = h["plain2_eps"]
+        print(f"stream API, 5 stages again:  {base:>10,.0f} events/s  (baseline; each: best of 3)")
+        for key, label in (("durable", "durable, no key"), ("keyed", "durable, idempotency key")):
+            eps = h[key + "_eps"]
+            print(f"stream API, {label + ':':<26}{eps:>8,.0f} events/s  = {eps / base:.3f}x")
+        print(f"cast API, 1000/request:      {h['cast_plain_eps']:>10,.0f} events/s  (not durable)")
+        ratio = h["cast_durable_eps"] / h["cast_plain_eps"]
+        print(
+            f"cast API, durable + key:     {h['cast_durable_eps']:>10,.0f} events/s  = {ratio:.3f}x"
+            " (answered once committed)"
+        )
+        met = min(h["durable_eps"], h["keyed_eps"]) >= max(10_000, 0.5 * base)
+        print(f"durable targets (>= 0.5x non-durable and >= 10,000 events/s): {'met' if met else 'NOT met'}")
+    if args.pubsub:
+        f = pubsub_fed(args.http_events)
+        base = h["stream_eps"]
+        print(
+            f"kraken-pubsub fed:           {f['pubsub_eps']:>10,.0f} events/s"
+            f"  = {f['pubsub_eps'] / base:.3f}x stream API"
+        )
+        print(
+            f"kraken-pubsub fed, durable:  {f['pubsub_durable_eps']:>10,.0f} events/s"
+            f"  = {f['pubsub_durable_eps'] / base:.3f}x stream API"
+        )
 
 
 if __name__ == "__main__":

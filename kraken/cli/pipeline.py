@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from kraken.cli.hints import unreachable
 from kraken.core import jsonlimits
@@ -182,6 +182,78 @@ def _event(args: argparse.Namespace) -> int:
     )
 
 
+def _triggers(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        return c.run("GET", "/triggers")
+    if action == "define":
+        code = 0
+        for definition in _files(args.args):
+            code |= c.run("POST", "/triggers/define", definition)
+        return code
+    name = quote(_one_name(args))
+    if action == "delete":
+        return c.run("POST", f"/triggers/delete/{name}", {})
+    return c.run("GET", f"/triggers/{action}/{name}")
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    c, action = _client(args), args.action
+    if action == "list":
+        pairs = (("pipeline", args.pipeline), ("after", args.after), ("limit", args.limit))
+        query = {k: v for k, v in pairs if v}
+        return c.run("GET", "/dead_letters" + ("?" + urlencode(query) if query else ""))
+    if action == "replay" and args.all:
+        body: dict[str, Any] = {"from": args.start_from}
+        if args.pipeline:
+            body["pipeline"] = args.pipeline
+        return c.run("POST", "/dead_letters/replay", body)
+    if args.id is None:
+        raise SystemExit(f"usage: kraken pipeline dlq {action} ID")
+    if action == "show":
+        return c.run("GET", f"/dead_letters/entry/{args.id}")
+    if action == "replay":
+        return c.run("POST", f"/dead_letters/replay/{args.id}", {"from": args.start_from})
+    return c.run("POST", f"/dead_letters/delete/{args.id}", {})
+
+
+def _versions(args: argparse.Namespace) -> int:
+    c, name = _client(args), quote(args.name)
+    if args.action == "list":
+        return c.run("GET", f"/pipelines/versions/{name}")
+    if args.action == "define":
+        code = 0
+        for definition in _files([args.name]):
+            code |= c.run("POST", "/pipelines/define_version", definition)
+        return code
+    if args.action == "rollback":
+        return c.run("POST", f"/pipelines/rollback/{name}", {})
+    if args.version is None:
+        raise SystemExit(f"usage: kraken pipeline versions {args.action} NAME VERSION")
+    if args.action == "show":
+        return c.run("GET", f"/pipelines/version/{name}/{args.version}")
+    return c.run("POST", f"/pipelines/{args.action}/{name}/{args.version}", {})
+
+
+def _diff(args: argparse.Namespace) -> int:
+    query = {k: v for k, v in (("from", args.old), ("to", args.new)) if v is not None}
+    c = _client(args)
+    path = f"/pipelines/diff/{quote(args.name)}" + ("?" + urlencode(query) if query else "")
+    if args.json:
+        return c.run("GET", path)
+    try:
+        with c.open("GET", path) as resp:
+            answer = _answer(resp.read())
+    except urllib.error.HTTPError as e:
+        print(e.read().decode("utf-8", "replace") or f"HTTP {e.code}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as e:
+        print(unreachable(c.url, e.reason), file=sys.stderr)
+        return 1
+    print(answer["diff"] or f"v{answer['from']} and v{answer['to']} are the same", end="")
+    return 0
+
+
 def _apply(args: argparse.Namespace) -> int:
     """Define and start a project folder: services/*.json, pipelines/*.json, routes.json."""
     c, root, code = _client(args), Path(args.dir), 0
@@ -248,6 +320,47 @@ def add_parser(sub: Any) -> None:
         e.add_argument("event")
         e.add_argument("--debug", action="store_true")
         e.set_defaults(func=_event, mode=mode)
+
+    v = psub.add_parser(
+        "versions",
+        help="list NAME | define FILE|JSON (a new version beside the live one) | show|start|stop|switch "
+        "NAME VERSION | rollback NAME",
+    )
+    v.add_argument("action", choices=("list", "define", "show", "start", "stop", "switch", "rollback"))
+    v.add_argument("name", help="the pipeline (for define: the definition)")
+    v.add_argument("version", nargs="?", type=int)
+    v.set_defaults(func=_versions)
+
+    df = psub.add_parser("diff", help="NAME [FROM [TO]]: what changed between two versions (default: "
+                         "the one before the live one, and the live one)")
+    df.add_argument("name")
+    df.add_argument("old", nargs="?", type=int)
+    df.add_argument("new", nargs="?", type=int)
+    df.add_argument("--json", action="store_true", help="the changed paths and values as JSON")
+    df.set_defaults(func=_diff)
+
+    t = psub.add_parser(
+        "triggers",
+        help="list | define FILE|DIR|JSON... | status|definition|delete NAME (pubsub, cron, webhook)",
+    )
+    t.add_argument("action", choices=("list", "define", "status", "definition", "delete"))
+    t.add_argument("args", nargs="*")
+    t.set_defaults(func=_triggers)
+
+    d = psub.add_parser(
+        "dlq", help="dead letters: list [--pipeline P] | show ID | replay ID|--all [--from start] | delete ID"
+    )
+    d.add_argument("action", choices=("list", "show", "replay", "delete"))
+    d.add_argument("id", nargs="?", type=int)
+    d.add_argument("--pipeline", help="only this pipeline's dead letters")
+    d.add_argument("--after", type=int, help="list: ids above this one (paging)")
+    d.add_argument("--limit", type=int, help="list: at most this many (1000 at most)")
+    d.add_argument("--all", action="store_true", help="replay: every dead letter (of --pipeline)")
+    d.add_argument(
+        "--from", dest="start_from", choices=("component", "start"), default="component",
+        help="replay at the component that failed (default) or from the pipeline's start",
+    )
+    d.set_defaults(func=_dlq)
 
     a = psub.add_parser(
         "apply", help="define and start a project folder (services/, pipelines/, routes.json)"

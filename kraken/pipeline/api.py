@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from kraken.core.http import Response, Router, json_bytes, query_arg
+from kraken.pipeline import diff
 from kraken.pipeline.answers import (
     ENVELOPE_DEPTH,
     MAX_JSON_DEPTH,
@@ -34,13 +35,18 @@ from kraken.pipeline.answers import (
     parse_body,
 )
 from kraken.pipeline.definitions.mapping import DefinitionError
+from kraken.pipeline.engine.graph import ErrorRoute
 from kraken.pipeline.engine.runtime import Pipeline
 from kraken.pipeline.incidents import record
+from kraken.pipeline.journal import MAX_LOOKUP, Journal
 from kraken.pipeline.lifecycle import ApiError
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.refusals import Refusals
+from kraken.pipeline.replays import Replays
 from kraken.pipeline.routes import Routes, call_many, routing_error
+from kraken.pipeline.secretrefs import REFERENCE
 from kraken.pipeline.services import CallError, ServiceRegistry
+from kraken.pipeline.triggers.registry import TriggerRegistry
 
 log = Logger(namespace="kraken.pipeline.api")
 
@@ -123,6 +129,53 @@ def _timeout(request: Request) -> float | None:
     if not 1 <= ms <= 3_600_000:
         raise BadRequest("query parameter timeout must be between 1 and 3600000 ms")
     return ms / 1000.0
+
+
+def _route(route: ErrorRoute) -> dict[str, Any]:
+    return {"kind": route.kind, "target": route.target}
+
+
+def _synced(pipeline: Pipeline | None, answer: Any) -> Any:
+    """*answer*, once a durable pipeline's journal holds what it accepted (a 2xx is durable)."""
+    if pipeline is None or pipeline.journal is None:
+        return answer
+    journal = pipeline.journal
+
+    def synced(value: Any) -> defer.Deferred[Any]:
+        return journal.synced().addCallback(lambda _: value)
+
+    return defer.maybeDeferred(lambda: answer).addCallback(synced)
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    value = query_arg(request, name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise BadRequest(f"query parameter {name} must be a non-negative integer", {"field": name})
+    return int(value)
+
+
+def _version(text: str) -> int:
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise BadRequest("a version is a positive integer", {"field": "version"})
+    return int(text)
+
+
+def _entry_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest("a dead-letter id is a positive integer", {"field": "id"})
+    return int(text)
+
+
+def _replay_from(request: Request, data: Any) -> bool:
+    """True: replay from the start; False (the default): at the component that failed."""
+    if not isinstance(data, dict):
+        raise BadRequest("replay options must be a JSON object")
+    where = data.get("from", query_arg(request, "from", "component"))
+    if where not in ("component", "start"):
+        raise BadRequest('from must be "component" or "start"', {"field": "from"})
+    return where == "start"
 
 
 @implementer(IPushProducer)
@@ -267,7 +320,7 @@ class GuardedRouter(Router):
         self.token = f"Bearer {token}".encode() if token else None
 
     def render(self, request: Request) -> Any:
-        if self.token is not None:
+        if self.token is not None and not request.path.startswith(b"/hooks/"):  # webhooks are signed
             given = request.getHeader(b"authorization") or b""
             if not hmac.compare_digest(given, self.token):
                 request.setResponseCode(401)
@@ -288,7 +341,13 @@ class Api:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_json_depth: int = MAX_JSON_DEPTH,
         refusals: Refusals | None = None,
+        replays: Replays | None = None,
+        journal: Journal | None = None,
+        triggers: TriggerRegistry | None = None,
     ) -> None:
+        self._journal = journal
+        self._triggers = triggers
+        self.replays = replays
         self.token = token
         self.max_json_depth = max_json_depth
         self.refusals = refusals if refusals is not None else Refusals()
@@ -345,6 +404,15 @@ class Api:
             "GET", "/pipelines/definition/{name}", p(lambda req, name: self.pipelines.get(name).definition)
         )
         r.route("POST", "/pipelines/start/{name}", p(self.pipeline_start))
+        r.route("POST", "/pipelines/define_version", p(self.version_define))
+        r.route("GET", "/pipelines/versions/{name}", p(lambda req, name: self.pipelines.versions(name)))
+        r.route("GET", "/pipelines/version/{name}/{version}", p(self.version_definition))
+        r.route("POST", "/pipelines/start/{name}/{version}", p(self.version_start))
+        r.route("POST", "/pipelines/stop/{name}/{version}", p(self.version_stop))
+        r.route("POST", "/pipelines/call/{name}/{version}", p(self.version_call))
+        r.route("POST", "/pipelines/switch/{name}/{version}", p(self.version_switch))
+        r.route("POST", "/pipelines/rollback/{name}", p(lambda req, name: self.pipelines.switch(name, None)))
+        r.route("GET", "/pipelines/diff/{name}", p(self.version_diff))
         r.route(
             "POST",
             "/pipelines/stop/{name}",
@@ -363,6 +431,20 @@ class Api:
         r.route("GET", "/pipelines/spans/{name}", p(self.pipeline_spans))
         r.route("POST", "/routes/define", p(lambda req: {"ok": self.routes.define(self.body(req))}))
         r.route("GET", "/routes", p(lambda req: self.routes.get()))
+        r.route("POST", "/triggers/define", p(lambda req: {"ok": self.triggers.define(self.body(req))}))
+        r.route("GET", "/triggers", p(lambda req: self.triggers.names()))
+        r.route("GET", "/triggers/status/{name}", p(lambda req, name: self.triggers.status(name)))
+        r.route("GET", "/triggers/definition/{name}", p(self.trigger_definition))
+        r.route("POST", "/triggers/delete/{name}", p(lambda req, name: {"ok": self.triggers.delete(name)}))
+        r.route("POST", "/hooks/{name}", p(self.webhook))
+        r.route("POST", "/events/lookup", p(self.events_lookup))
+        r.route("GET", "/events/summary/{name}", p(lambda req, name: self.journal.summary(name)))
+        r.route("GET", "/events/{event_id}", p(lambda req, event_id: self.journal.event(event_id)))
+        r.route("GET", "/dead_letters", p(self.dead_letter_list))
+        r.route("GET", "/dead_letters/entry/{entry}", p(self.dead_letter_entry))
+        r.route("POST", "/dead_letters/replay/{entry}", p(self.dead_letter_replay))
+        r.route("POST", "/dead_letters/delete/{entry}", p(self.dead_letter_delete))
+        r.route("POST", "/dead_letters/replay", p(self.dead_letter_replay_many))
         r.route("POST", "/call", p(self.routed_call))
         r.route("POST", "/cast", p(self.routed_cast))
         r.route("POST", "/stream", p(self.routed_stream))
@@ -433,18 +515,19 @@ class Api:
         if isinstance(data, list):
             out: list[Any] = []
             self._count(pipeline, "call", len(data))
-            return pipeline.stream(data, out.append, debug=debug, timeout=timeout).addCallback(lambda _: out)
+            running = pipeline.stream(data, out.append, debug=debug, timeout=timeout)
+            return _synced(pipeline, running.addCallback(lambda _: out))
         self._count(pipeline, "call")
-        return pipeline.call(data, debug=debug, timeout=timeout)
+        return _synced(pipeline, pipeline.call(data, debug=debug, timeout=timeout))
 
     def pipeline_cast(self, request: Request, name: str) -> Any:
         data = self.body(request)
         pipeline = self.pipelines.runtime(name)
         if isinstance(data, list):
             self._count(pipeline, "cast", len(data))
-            return {"ok": [pipeline.cast(e) for e in data]}
+            return _synced(pipeline, {"ok": [pipeline.cast(e) for e in data]})
         self._count(pipeline, "cast")
-        return {"ok": pipeline.cast(data)}
+        return _synced(pipeline, {"ok": pipeline.cast(data)})
 
     def pipeline_stream(self, request: Request, name: str) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
@@ -474,6 +557,7 @@ class Api:
                     else {}
                 ),
                 **({"to": c.to} if hasattr(c, "to") and isinstance(c.to, str) else {}),
+                **({"on_error": _route(c.on_error)} if c.on_error is not None else {}),
             }
             for c in comps
         ]
@@ -502,6 +586,128 @@ class Api:
         out.on_close.append(unsubscribe)
         return NOT_DONE_YET
 
+    # -- versions ----------------------------------------------------------------------------------
+    def version_define(self, request: Request) -> Any:
+        return self.pipelines.define_version(self.body(request))
+
+    def version_definition(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.version_definition(name, _version(version))
+
+    def version_start(self, request: Request, name: str, version: str) -> Any:
+        number = _version(version)
+        return self.pipelines.start_version(name, number).addCallback(
+            lambda module: {"ok": module, "version": number}
+        )
+
+    def version_stop(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.stop_version(name, _version(version)).addCallback(lambda ok: {"ok": ok})
+
+    def version_call(self, request: Request, name: str, version: str) -> Any:
+        debug, timeout = _flag(request, "debug"), _timeout(request)
+        data = self.body(request)
+        pipeline = self.pipelines.version_runtime(name, _version(version))
+        if isinstance(data, list):
+            out: list[Any] = []
+            return pipeline.stream(data, out.append, debug=debug, timeout=timeout).addCallback(lambda _: out)
+        return pipeline.call(data, debug=debug, timeout=timeout)
+
+    def version_switch(self, request: Request, name: str, version: str) -> Any:
+        return self.pipelines.switch(name, _version(version))
+
+    def version_diff(self, request: Request, name: str) -> Any:
+        versions = [v["version"] for v in self.pipelines.versions(name)]
+        live = next((v["version"] for v in self.pipelines.versions(name) if v["live"]), versions[-1])
+        older = [v for v in versions if v < live]
+        default_from = older[-1] if older else versions[0]
+        a = _version(query_arg(request, "from") or str(default_from))
+        b = _version(query_arg(request, "to") or str(live if live != default_from else versions[-1]))
+        old, new = self.pipelines.version_definition(name, a), self.pipelines.version_definition(name, b)
+        return {
+            "pipeline": name,
+            "from": a,
+            "to": b,
+            "changes": diff.changes(old, new),
+            "diff": diff.unified(old, new, f"{name} v{a}", f"{name} v{b}"),
+        }
+
+    # -- triggers ----------------------------------------------------------------------------------
+    @property
+    def triggers(self) -> TriggerRegistry:
+        if self._triggers is None:
+            raise ApiError(":no_triggers")
+        return self._triggers
+
+    def trigger_definition(self, request: Request, name: str) -> Any:
+        definition = dict(self.triggers.get(name).trig.definition)
+        secret = definition.get("secret")
+        if isinstance(secret, str) and not REFERENCE.fullmatch(secret):
+            definition["secret"] = "(hidden)"
+        return definition
+
+    def webhook(self, request: Request, name: str) -> Any:
+        hook, active = self.triggers.webhook(name)
+        content = request.content
+        raw = b""
+        if content is not None:
+            content.seek(0, 2)
+            if content.tell() > MAX_BODY:
+                raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
+            content.seek(0)
+            raw = content.read()
+        if not hook.verify(raw, request.getHeader(hook.header.encode())):
+            return Response(401, {"error": ":bad_signature", "details": {"header": hook.header}})
+        data = self.body(request)
+        events = data if isinstance(data, list) else [data]
+        return self.triggers.deliver(active, events).addCallback(lambda results: {"ok": results})
+
+    # -- durable events ----------------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise ApiError(":no_journal")
+        return self._journal
+
+    def events_lookup(self, request: Request) -> Any:
+        data = self.body(request)
+        ids = data.get("ids") if isinstance(data, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > MAX_LOOKUP:
+            raise BadRequest(f"ids must be a list of at most {MAX_LOOKUP} event ids", {"field": "ids"})
+        return self.journal.lookup(ids)
+
+    # -- dead letters ------------------------------------------------------------------------------
+    def _replays(self) -> Replays:
+        if self.replays is None:
+            raise ApiError(":no_dead_letters")
+        return self.replays
+
+    def dead_letter_list(self, request: Request) -> Any:
+        after, limit = _int_arg(request, "after", 0), _int_arg(request, "limit", 100)
+        return self._replays().store.summaries(query_arg(request, "pipeline"), after, limit)
+
+    def dead_letter_entry(self, request: Request, entry: str) -> Any:
+        return self._replays().entry(_entry_id(entry))
+
+    def dead_letter_replay(self, request: Request, entry: str) -> Any:
+        start = _replay_from(request, self.body(request, {}))
+        return self._replays().replay(_entry_id(entry), start, _timeout(request))
+
+    def dead_letter_replay_many(self, request: Request) -> Any:
+        data = self.body(request, {})
+        start = _replay_from(request, data)
+        replays = self._replays()
+        ids = data.get("ids")
+        if ids is None:
+            ids = replays.store.ids(data.get("pipeline") if isinstance(data.get("pipeline"), str) else None)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise BadRequest("ids must be a list of dead-letter ids", {"field": "ids"})
+        return replays.replay_many(ids, start).addCallback(lambda summary: {"ok": summary})
+
+    def dead_letter_delete(self, request: Request, entry: str) -> Any:
+        entry_id = _entry_id(entry)
+        if not self._replays().store.delete(entry_id):
+            raise ApiError(":not_found", {"dead_letter": entry_id})
+        return {"ok": "ok"}
+
     # -- type-routed events ------------------------------------------------------------------------
     def routed_call(self, request: Request) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)
@@ -510,21 +716,24 @@ class Api:
             return call_many(self.routes.groups(data), debug, timeout)
         pipeline = self.routes.resolve(data)
         self._count(pipeline, "call")
-        return pipeline.call(data, debug=debug, timeout=timeout)
+        return _synced(pipeline, pipeline.call(data, debug=debug, timeout=timeout))
 
     def routed_cast(self, request: Request) -> Any:
         data = self.body(request)
         if isinstance(data, list):
             refs: list[Any] = []
+            durable: Pipeline | None = None
             for event in data:
                 try:
-                    refs.append(self.routes.resolve(event).cast(event))
+                    pipeline = self.routes.resolve(event)
+                    refs.append(pipeline.cast(event))
+                    durable = pipeline if pipeline.journal is not None else durable
                 except ApiError as e:
                     refs.append(routing_error(e.error))
-            return {"ok": refs}
+            return _synced(durable, {"ok": refs})
         pipeline = self.routes.resolve(data)
         self._count(pipeline, "cast")
-        return {"ok": pipeline.cast(data)}
+        return _synced(pipeline, {"ok": pipeline.cast(data)})
 
     def routed_stream(self, request: Request) -> Any:
         debug, timeout = _flag(request, "debug"), _timeout(request)

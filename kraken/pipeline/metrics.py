@@ -8,15 +8,29 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from kraken.pipeline.deadletters import DeadLetters
+from kraken.pipeline.journal import Journal
 from kraken.pipeline.pipelines import PipelineRegistry
 from kraken.pipeline.refusals import Refusals
+from kraken.pipeline.triggers.registry import TriggerRegistry
 
 
 class PipelineCollector:
-    def __init__(self, prefix: str, pipelines: PipelineRegistry, refusals: Refusals | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        pipelines: PipelineRegistry,
+        refusals: Refusals | None = None,
+        dead_letters: DeadLetters | None = None,
+        journal: Journal | None = None,
+        triggers: TriggerRegistry | None = None,
+    ) -> None:
         self.prefix = prefix
         self.pipelines = pipelines
         self.refusals = refusals
+        self.dead_letters = dead_letters
+        self.journal = journal
+        self.triggers = triggers
 
     def describe(self) -> list[Any]:
         return []
@@ -59,3 +73,36 @@ class PipelineCollector:
             for limit, count in sorted(self.refusals.counts.items()):
                 refused.add_metric([limit], count)
             yield refused
+        yield from self._durability()
+
+    def _durability(self) -> Iterator[Any]:
+        if self.dead_letters is not None:
+            yield GaugeMetricFamily(
+                self.prefix + "dead_letters", "dead letters kept (until replayed or deleted)",
+                value=self.dead_letters.count,
+            )
+        if self.journal is not None:
+            yield CounterMetricFamily(
+                self.prefix + "journal_commits", "group commits of the durable pipelines' journal",
+                value=self.journal.commits,
+            )
+            yield GaugeMetricFamily(
+                self.prefix + "journal_running", "journaled events running now", value=len(self.journal.open)
+            )
+        if self.triggers is not None:
+            counters = {
+                name: CounterMetricFamily(self.prefix + f"trigger_{name}", text, labels=["trigger", "type"])
+                for name, text in (
+                    ("delivered", "events a trigger delivered to pipelines"),
+                    ("unroutable", "events a trigger dropped for want of a route"),
+                    ("received", "messages a pubsub trigger received"),
+                    ("gaps", "retroactive subscriptions kraken-pubsub could not fill"),
+                )
+            }
+            for active in list(self.triggers.active.values()):
+                status = {"delivered": active.delivered, "unroutable": active.unroutable,
+                          **active.source.status()}
+                for name, family in counters.items():
+                    if name in status:
+                        family.add_metric([active.trig.name, active.trig.kind], status[name])
+            yield from counters.values()

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.pipeline.clients.base import Client, ClientContext, ClientError, ClientStartError
 from kraken.pipeline.clients.registry import find_client
@@ -25,6 +26,7 @@ from kraken.pipeline.expr import ExprError, LimitError
 from kraken.pipeline.incidents import record
 from kraken.pipeline.lifecycle import ALREADY_STARTED, NOT_READY, READY, UNDEFINED, ApiError, KeyedLock
 from kraken.pipeline.names import modulize
+from kraken.pipeline.secretrefs import NO_SECRETS, SecretError, Secrets, resolve
 
 log = Logger(namespace="kraken.pipeline.services")
 
@@ -126,9 +128,9 @@ def compile_service(definition: Any) -> Service:
     )
 
 
-def unexpected(step: str, e: BaseException) -> CallError:
+def unexpected(step: str, e: BaseException, secrets: Secrets = NO_SECRETS) -> CallError:
     """A call error for an exception nobody expected: its traceback stays in the server log."""
-    error_id = record(e, f"service step {step} raised")
+    error_id = record(e, f"service step {step} raised", secrets.text if secrets else None)
     message = f"{type(e).__name__}: {e} (error id {error_id}: the traceback is in the server log)"
     return CallError(step, type(e).__name__, message, error_id)
 
@@ -146,8 +148,10 @@ def _step(step: str, fn: Callable[[Any], Any], value: Any) -> Any:
         raise unexpected(step, e) from None
 
 
-def _finish(function: Function, result: Any) -> Any:
+def _finish(function: Function, result: Any, secrets: Secrets = NO_SECRETS) -> Any:
     if isinstance(result, ClientError):
+        if secrets:
+            result = ClientError(secrets.redact(result.error), secrets.text(result.message))
         if function.on_error is None:
             raise CallError("call", result.error, result.message)
         args = {"step": "call", "error": result.error, "message": result.message, "stacktrace": ""}
@@ -169,7 +173,7 @@ def call_function(client: Client, function: Function, args: Any) -> Any:
     try:
         result = client.call(prepared, function.call_config)
     except Exception as e:
-        raise unexpected("call", e) from None
+        raise unexpected("call", e, client.secrets) from None
     if isinstance(result, defer.Deferred):
 
         def failed(f: Any) -> Any:
@@ -177,8 +181,8 @@ def call_function(client: Client, function: Function, args: Any) -> Any:
                 return f
             raise CallError("call", type(f.value).__name__, f"{type(f.value).__name__}: {f.value}")
 
-        return result.addCallbacks(lambda r: _finish(function, r), failed)
-    return _finish(function, result)
+        return result.addCallbacks(lambda r: _finish(function, r, client.secrets), failed)
+    return _finish(function, result, client.secrets)
 
 
 class ServiceRegistry:
@@ -215,7 +219,7 @@ class ServiceRegistry:
         svc = self.get(name)
         if svc.client is None:
             raise ApiError(NOT_READY)
-        return svc.client.state()
+        return svc.client.secrets.redact(svc.client.state())
 
     # -- management ------------------------------------------------------------------------------
     def define(self, definition: Any) -> defer.Deferred[str]:
@@ -254,18 +258,24 @@ class ServiceRegistry:
         svc = self.get(name)
         if svc.client is not None:
             raise ApiError(ALREADY_STARTED)
-        client = svc.client_factory(self.ctx, svc.name)
         try:
-            state = yield defer.maybeDeferred(client.start, {**svc.start_config, **args})
-        except ClientStartError as e:
+            config, secrets = resolve({**svc.start_config, **args}, self.ctx.secret_policy)
+        except SecretError as e:
             raise ApiError(f'%RuntimeError{{message: "{e}"}}') from None
+        client = svc.client_factory(self.ctx, svc.name)
+        client.secrets = secrets
+        try:
+            state = yield defer.maybeDeferred(client.start, config)
+        except ClientStartError as e:
+            raise ApiError(f'%RuntimeError{{message: "{secrets.text(str(e))}"}}') from None
         except Exception as e:
-            log.failure("service {name} failed to start", name=svc.name)
-            raise ApiError(f'%RuntimeError{{message: "{type(e).__name__}: {e}"}}') from None
-        svc.client, svc.state = client, state
+            error_id = record(e, f"service {svc.name} failed to start", secrets.text if secrets else None)
+            message = secrets.text(f"{type(e).__name__}: {e}")
+            raise ApiError(f'%RuntimeError{{message: "{message} (error id {error_id})"}}') from None
+        svc.client, svc.state = client, secrets.redact(state)
         self.on_change(svc.key, svc)
         log.info("service {name} started", name=svc.name)
-        return state
+        return svc.state
 
     def stop(self, name: str, args: dict[str, Any] | None = None) -> defer.Deferred[str]:
         return self.locks.run(modulize(name), self._stop, name, args or {}, False)
@@ -303,4 +313,28 @@ class ServiceRegistry:
         if fn is None:
             raise ApiError(f"%UndefinedFunctionError{{function: {function}/1, service: {svc.name}}}")
         svc.calls[function] = svc.calls.get(function, 0) + 1
-        return call_function(client, fn, args)
+        if not client.secrets:
+            return call_function(client, fn, args)
+        return _hiding(client.secrets, fn, client, args)
+
+
+def _hide(secrets: Secrets, e: CallError) -> CallError:
+    hidden = CallError(e.step, secrets.redact(e.error), secrets.text(e.message), e.error_id, e.limit)
+    return hidden
+
+
+def _hiding(secrets: Secrets, fn: Function, client: Client, args: Any) -> Any:
+    """A call of a service holding secrets: its errors never quote them."""
+    try:
+        result = call_function(client, fn, args)
+    except CallError as e:
+        raise _hide(secrets, e) from None
+    if isinstance(result, defer.Deferred):
+
+        def hidden(f: Failure) -> Any:
+            if isinstance(f.value, CallError):
+                raise _hide(secrets, f.value)
+            return f
+
+        return result.addErrback(hidden)
+    return result

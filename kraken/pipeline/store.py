@@ -2,7 +2,9 @@
 project folder of JSON files applied at start.
 
 SQLite table ``definitions(kind, key, name, body, started, options, seq)``: one row per
-service or pipeline (``kind`` service/pipeline) and one for the routing table. Writes are
+service or pipeline (``kind`` service/pipeline) and one for the routing table; a pipeline's
+options hold its live ``version``, the ``previous`` one and the versions started ``beside``
+it. Table ``pipeline_versions(key, version, name, body, at)`` keeps every version defined. Writes are
 small and synchronous (one row per management operation), each committed and fsynced before
 the API answers (:func:`~kraken.core.sqlitedb.open_durable`). A damaged file stops the start
 with one line naming it; a row that does not decode is logged, counted and skipped.
@@ -31,6 +33,10 @@ CREATE TABLE IF NOT EXISTS definitions (
     kind TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
     started INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}', seq INTEGER NOT NULL,
     PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS pipeline_versions (
+    key TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (key, version)
 )
 """
 
@@ -43,7 +49,7 @@ class Store:
             metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
             if metrics is not None else None
         )
-        self.db.execute(_SCHEMA)
+        self.db.executescript(_SCHEMA)
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM definitions").fetchone()
         self.seq = int(row[0])
 
@@ -68,10 +74,15 @@ class Store:
     def delete(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM definitions WHERE kind=? AND key=?", (kind, key))
 
-    def load(self, kind: str) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
-        rows = self.db.execute(
-            "SELECT key, body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
-        ).fetchall()
+    def load(self, kind: str, key: str | None = None) -> Iterator[tuple[Any, bool, dict[str, Any]]]:
+        if key is None:
+            rows = self.db.execute(
+                "SELECT key, body, started, options FROM definitions WHERE kind=? ORDER BY seq", (kind,)
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT key, body, started, options FROM definitions WHERE kind=? AND key=?", (kind, key)
+            ).fetchall()
         for key, body, started, options in rows:
             try:
                 decoded = json.loads(body), bool(started), json.loads(options)
@@ -85,8 +96,53 @@ class Store:
                 continue
             yield decoded
 
+    def put_version(self, key: str, name: str, version: int, body: Any, at: float) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO pipeline_versions(key, version, name, body, at) VALUES (?,?,?,?,?)",
+            (key, version, name, json.dumps(body, separators=(",", ":")), at),
+        )
+
+    def versions(self) -> Iterator[tuple[str, str, int, Any, float]]:
+        """Every pipeline version kept: (key, name, version, definition, defined at)."""
+        rows = self.db.execute(
+            "SELECT key, name, version, body, at FROM pipeline_versions ORDER BY key, version"
+        )
+        for key, name, version, body, at in rows.fetchall():
+            try:
+                definition = json.loads(body)
+            except ValueError as e:
+                if self.m_corrupt is not None:
+                    self.m_corrupt.labels("pipeline_versions").inc()
+                log.error("skipping stored version {v} of {key!r}: {e}", v=version, key=key, e=str(e))
+                continue
+            yield key, name, version, definition, at
+
     def close(self) -> None:
         self.db.close()
+
+
+HISTORY = "history/pipelines"
+
+
+def write_version(folder: str, key: str, version: int, definition: Any) -> None:
+    """Keep a pipeline version in the project folder too: ``history/pipelines/KEY/vN.json``."""
+    target = Path(folder) / HISTORY / key
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"v{version}.json"
+    if path.exists():
+        return
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(definition, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
+
+
+def read_history(folder: str) -> Iterator[tuple[str, int, Any]]:
+    """The project folder's kept versions: (key, version, definition)."""
+    root = Path(folder) / HISTORY
+    for path in sorted(root.glob("*/v*.json")):
+        number = path.stem[1:]
+        if number.isdigit():
+            yield path.parent.name, int(number), json.loads(path.read_text())
 
 
 def read_project(folder: str) -> tuple[list[Any], list[Any], dict[str, str] | None]:

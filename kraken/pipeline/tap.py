@@ -43,7 +43,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     for kind, registry in (("service", app.services), ("pipeline", app.pipelines)):
         for state in (":ready", ":not_ready"):
             defined.labels(kind, state.lstrip(":")).set_function(_counter(registry, state))
-    collector = PipelineCollector(svc.metrics.prefix, app.pipelines, app.services.ctx.refusals)
+    collector = PipelineCollector(
+        svc.metrics.prefix, app.pipelines, app.services.ctx.refusals,
+        app.dead_letters, app.journal, app.triggers,
+    )
     svc.metrics.registry.register(collector)
     site = make_site(
         app.api.router(), svc.metrics, health_checks={"store": lambda: True}, http=config.http,

@@ -81,3 +81,23 @@ def run_shop_stubs(tmp_path: Path) -> Iterator[dict[str, int]]:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def run_flaky_stub(tmp_path: Path, token: str) -> Iterator[int]:
+    """The breakable stub service (:mod:`tests.integration.pipeline_flaky_stub`): its port."""
+    port_file = tmp_path / "flaky-port"
+    log = open(tmp_path / "flaky.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.pipeline_flaky_stub", str(port_file), token],
+        cwd=REPO,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(port_file.exists, 20, "the flaky stub to listen")
+        yield int(port_file.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

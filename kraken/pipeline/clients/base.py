@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from kraken.core.tls import TLSSettings
 from kraken.pipeline.clients.outbound import OutboundPolicy
 from kraken.pipeline.refusals import Refusals
+from kraken.pipeline.secretrefs import NO_SECRETS, SecretPolicy, Secrets
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ClientContext:
     http_timeout: float = 30.0
     refusals: Refusals = field(default_factory=Refusals)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # allows nothing by default
+    secret_policy: SecretPolicy = field(default_factory=SecretPolicy)  # reads nothing by default
 
 
 class Client:
@@ -53,6 +55,8 @@ class Client:
     def __init__(self, ctx: ClientContext, service: str) -> None:
         self.ctx = ctx
         self.service = service
+        # the secret values of the start config: hide them in anything the client reports
+        self.secrets: Secrets = NO_SECRETS
 
     def start(self, config: dict[str, Any]) -> Any:
         """Start; the returned JSON value is the state shown by the API."""

@@ -107,7 +107,11 @@ class HttpClient(Client):
         try:
             outbound.check_url(base_url, any_path=True)
         except OutboundRefused as e:
-            log.warn("service {service}: {reason}; its calls will be refused", service=self.service, reason=e)
+            log.warn(
+                "service {service}: {reason}; its calls will be refused",
+                service=self.service,
+                reason=self.secrets.text(str(e)),
+            )
         endpoints = GuardedEndpoints(IReactorTCP(self.ctx.reactor), outbound, policy, self.timeout)
         agent = Agent.usingEndpointFactory(self.ctx.reactor, endpoints, pool=self.pool)
         self.http = treq.client.HTTPClient(GuardedAgent(agent, outbound))
@@ -168,7 +172,7 @@ class HttpClient(Client):
     def _failed(self, failure: Any) -> ClientError:
         result = _transport_error(failure)
         if result.error == "outbound_refused":
-            self.ctx.refusals.refuse("outbound", f"service {self.service}", result.message)
+            self.ctx.refusals.refuse("outbound", f"service {self.service}", self.secrets.text(result.message))
         return result
 
     @defer.inlineCallbacks

@@ -32,7 +32,7 @@ from kraken.pipeline.engine.components import (
     Tbd,
     Unplug,
 )
-from kraken.pipeline.engine.graph import Compiled, Component
+from kraken.pipeline.engine.graph import Compiled, Component, ErrorRoute
 from kraken.pipeline.names import modulize
 
 TYPES = {
@@ -62,6 +62,7 @@ class _Scope:
     def __init__(self) -> None:
         self.names: dict[str, Component] = {}
         self.gotos: list[tuple[Goto, str]] = []
+        self.error_routes: list[tuple[ErrorRoute, str]] = []
 
 
 class Builder:
@@ -104,6 +105,14 @@ class Builder:
         return comp
 
     def component(
+        self, spec: Any, nxt: Component | None, where: str, scope: _Scope, plugged: tuple[str, ...]
+    ) -> Component | None:
+        comp = self._component(spec, nxt, where, scope, plugged)
+        if comp is not None and spec.get("on_error") is not None:
+            comp.on_error = error_route(spec["on_error"], f"{where}.on_error", scope)
+        return comp
+
+    def _component(
         self, spec: Any, nxt: Component | None, where: str, scope: _Scope, plugged: tuple[str, ...]
     ) -> Component | None:
         if not isinstance(spec, dict):
@@ -281,6 +290,27 @@ class Builder:
             if target is None or not isinstance(target, GotoPoint):
                 raise DefinitionError(f"no goto-point named '{goto.to}'", where)
             goto.target = target
+        for route, where in scope.error_routes:
+            node = scope.names.get(route.target or "")
+            if node is None:
+                raise DefinitionError(f"no component named '{route.target}'", f"{where}.component")
+            route.node = node
+
+
+def error_route(spec: Any, where: str, scope: _Scope) -> ErrorRoute:
+    """``on_error``: ``"dead_letter"``, ``{"component": NAME}`` or ``{"pipeline": NAME}``."""
+    if spec == "dead_letter" or spec == {"dead_letter": True}:
+        return ErrorRoute("dead_letter")
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, target), = spec.items()
+        if kind in ("component", "pipeline") and isinstance(target, str) and target:
+            route = ErrorRoute(kind, target)
+            if kind == "component":
+                scope.error_routes.append((route, where))
+            return route
+    raise DefinitionError(
+        'on_error must be "dead_letter", {"component": NAME} or {"pipeline": NAME}', where
+    )
 
 
 def compile_pipeline(definition: Any, lookup: Lookup) -> tuple[str, Compiled]:
@@ -296,8 +326,22 @@ def compile_pipeline(definition: Any, lookup: Lookup) -> tuple[str, Compiled]:
     builder = Builder(lookup, helpers)
     scope = _Scope()
     head = builder.sequence(definition["components"], None, "components", scope, (modulize(name),))
+    default = definition.get("on_error")
+    on_error = error_route(default, "on_error", scope) if default is not None else None
     builder.resolve_gotos(scope)
-    return name, Compiled(head, builder.all)
+    compiled = Compiled(head, builder.all, on_error)
+    durable = definition.get("durable", False)
+    if isinstance(durable, dict):
+        unknown = sorted(set(durable) - {"key"})
+        if unknown:
+            raise DefinitionError(f"unknown key {unknown[0]!r} (durable takes key)", f"durable.{unknown[0]}")
+        if durable.get("key") is not None:
+            compiled.durable_key = compile_code(durable["key"], helpers, "durable.key")
+        durable = True
+    if not isinstance(durable, bool):
+        raise DefinitionError('durable must be true, false or {"key": CODE}', "durable")
+    compiled.durable = durable
+    return name, compiled
 
 
 def stored_copy(definition: dict[str, Any]) -> dict[str, Any]:

@@ -173,6 +173,8 @@ class Working(Component):
         started = rt.stopwatch()
         if ip.history is not None:
             ip.history.append([[self.name, copy], ip.event])
+        if ip.trail is not None:
+            ip.trail.append(self.name)
         try:
             if not isinstance(ip.event, dict):
                 raise StageFailure("RuntimeError", "Event must be a map")

@@ -42,6 +42,18 @@ class RunningPipeline(Protocol):
     def call_service(self, service: tuple[str, str], args: Any) -> Any: ...
 
 
+@dataclass
+class ErrorRoute:
+    """Where a component's failed event goes (``on_error``): ``component`` (continue at
+    *target* in the same pipeline, the error under the event's ``error`` key), ``pipeline``
+    (enter the pipeline named *target*, the same), or ``dead_letter`` (store it, then the
+    caller gets the error event naming the dead letter)."""
+
+    kind: str
+    target: str | None = None
+    node: Component | None = None
+
+
 class StageFailure(Exception):
     """A component failed; *kind* and *message* go into the error event."""
 
@@ -53,6 +65,7 @@ class StageFailure(Exception):
 
 class Component:
     kind = "component"
+    on_error: ErrorRoute | None = None
 
     def __init__(self, name: str, count: int = 1, source: dict[str, Any] | None = None) -> None:
         self.name = name
@@ -79,6 +92,8 @@ class Component:
         started = rt.stopwatch()
         if ip.history is not None:
             ip.history.append([[self.name, 0], ip.event])
+        if ip.trail is not None:
+            ip.trail.append(self.name)
         try:
             nxt = self.step(rt, ip)
         except Exception as e:
@@ -103,3 +118,10 @@ class Compiled:
 
     head: Component | None
     components: list[Component] = field(default_factory=list)
+    on_error: ErrorRoute | None = None  # the pipeline's default for components without one
+    durable: bool = False
+    durable_key: Callable[[Any], Any] | None = None  # the idempotency key of an event
+
+    @property
+    def routes_errors(self) -> bool:
+        return self.on_error is not None or any(c.on_error is not None for c in self.components)

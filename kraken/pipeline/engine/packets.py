@@ -24,7 +24,9 @@ def new_ref() -> str:
 class IP:
     """One event travelling through a pipeline."""
 
-    __slots__ = ("collector", "composed", "event", "history", "init_event", "plugs", "size", "steps")
+    __slots__ = (
+        "collector", "composed", "errors", "event", "history", "init_event", "plugs", "size", "steps", "trail"
+    )
 
     def __init__(self, event: Any, collector: Collector, init_event: Any = None) -> None:
         self.event = event
@@ -34,6 +36,8 @@ class IP:
         self.plugs: list[Any] = []
         self.composed = False
         self.steps = 0
+        self.errors = 0  # failures routed by on_error so far
+        self.trail: list[str] | None = None  # components visited, kept when errors are routed
         # (expanded size, depth) the event has at most, once measured; None: not yet
         self.size: tuple[int, int] | None = None
 
@@ -41,6 +45,8 @@ class IP:
         child = IP(event, self.collector, self.init_event)
         child.plugs = list(self.plugs)
         child.composed = True
+        if self.trail is not None:
+            child.trail = list(self.trail)
         if self.history is not None:
             child.history = list(self.history)
         return child
@@ -96,6 +102,7 @@ class Collector:
     __slots__ = (
         "debug",
         "destination",
+        "event_id",
         "finished",
         "live_in",
         "on_done",
@@ -127,6 +134,7 @@ class Collector:
         self.on_done: Callable[[Collector], None] | None = None
         self.timer: IDelayedCall | None = None
         self.live_in: set[Collector] | None = None
+        self.event_id: str | None = None  # a durable pipeline's journal id
 
     def add(self, n: int) -> None:
         self.pending += n

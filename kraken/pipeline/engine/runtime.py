@@ -9,16 +9,18 @@ and the stopwatch measuring component durations. Tests drive them with ``task.Cl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pipeline.engine.components import Composer
-from kraken.pipeline.engine.graph import CONSUMED, Compiled, Component, StageFailure
+from kraken.pipeline.engine.graph import CONSUMED, Compiled, Component, ErrorRoute, StageFailure
 from kraken.pipeline.engine.packets import IP, Collector, error_event, exception_error, new_ref
 from kraken.pipeline.expr import ExprError, LimitError
 from kraken.pipeline.incidents import record
@@ -31,6 +33,7 @@ log = Logger(namespace="kraken.pipeline.runtime")
 YIELD_EVERY = 1000
 MAX_STEPS = 1_000_000
 STREAM_WINDOW = 200
+MAX_ROUTED_ERRORS = 16  # failures one event may have routed by on_error before it ends as an error
 
 _END: Any = object()
 
@@ -48,6 +51,24 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     if isinstance(error, StageFailure):
         return error.kind, error.message
     return type(error).__name__, f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Outlets:
+    """What ``on_error`` routes reach outside one pipeline: another running pipeline by name
+    (``None`` when it is not running), and the dead-letter store (``add`` returns the new
+    dead letter's id, or ``None`` when the store refused it)."""
+
+    pipeline: Callable[[str], Pipeline | None]
+    dead_letter: Callable[[dict[str, Any]], Any]
+
+
+class Journal(Protocol):
+    """Where a durable pipeline journals what it accepts (:mod:`kraken.pipeline.journal`)."""
+
+    def accept(self, pipeline: Pipeline, collector: Collector, event: Any) -> bool: ...
+
+    def synced(self) -> defer.Deferred[None]: ...
 
 
 class Streaming(defer.Deferred[None]):
@@ -70,8 +91,16 @@ class Pipeline:
         sync: bool = False,
         telemetry: bool = False,
         stopwatch: Callable[[], float] = time.perf_counter,
+        outlets: Outlets | None = None,
+        version: int | None = None,
     ) -> None:
         self.name = name
+        self.version = version
+        self.outlets = outlets
+        self.on_error = compiled.on_error
+        self.trail = compiled.routes_errors
+        self.key_of = compiled.durable_key
+        self.journal: Journal | None = None  # set for durable pipelines
         self.module = pipeline_module(name)
         self.head = compiled.head
         self.components = compiled.components
@@ -129,11 +158,72 @@ class Pipeline:
         if not isinstance(error, (CallError, ApiError, ExprError, StageFailure)):
             where = f"component {getattr(component, 'name', None)} of pipeline {self.name} raised"
             message += f" (error id {record(error, where)}: the traceback is in the server log)"
-        described = component.describe(self.name, copy) if component is not None else "no_info"
-        body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described)
         if self.spans and component is not None:
             self.span(component, copy, ip, self.stopwatch(), "error", message)
+        route = None if component is None else (component.on_error or self.on_error)
+        if route is not None and component is not None and route.kind != "dead_letter":
+            if ip.errors >= MAX_ROUTED_ERRORS:
+                message += f" (after {MAX_ROUTED_ERRORS} failures routed by on_error)"
+            elif self._reroute(ip, component, route, kind, message):
+                return
+            else:
+                message += f" (on_error: pipeline {route.target} is not running)"
+        described = component.describe(self.name, copy) if component is not None else "no_info"
+        body = error_event(ip, ip.collector, self.module, exception_error(kind, message), described)
+        if route is not None and route.kind == "dead_letter" and component is not None:
+            body["dead_letter"] = self._dead_letter(ip, component, copy, kind, message)
         ip.collector.result(body)
+
+    def _reroute(self, ip: IP, component: Component, route: ErrorRoute, kind: str, message: str) -> bool:
+        """Send the failed event on as ``on_error`` says; False when its pipeline is not running."""
+        other: Pipeline | None = self
+        if route.kind == "pipeline":
+            other = self.outlets.pipeline(route.target or "") if self.outlets is not None else None
+            if other is None:
+                return False
+        error = {"component": component.name, "type": component.kind, "kind": kind, "message": message}
+        event = ip.event if isinstance(ip.event, dict) else {"event": ip.event}
+        ip.event = {**event, "error": error}
+        ip.size = None
+        ip.errors += 1
+        assert other is not None
+        other.run(ip, route.node if route.kind == "component" else other.head)
+        return True
+
+    def _dead_letter(self, ip: IP, component: Component, copy: int, kind: str, message: str) -> Any:
+        if self.outlets is None:
+            return None
+        return self.outlets.dead_letter(
+            {
+                "pipeline": self.name,
+                "version": self.version,
+                "component": component.name,
+                "component_type": component.kind,
+                "copy": copy,
+                "error": {"kind": kind, "message": message},
+                "event": ip.event,
+                "input": ip.init_event,
+                "trail": list(ip.trail) if ip.trail is not None else [],
+                "ref": ip.collector.ref,
+                "at": self.clock.seconds(),
+            }
+        )
+
+    def durable_key(self, event: Any) -> str | None:
+        """The idempotency key of *event* (a string, or JSON text), None without one."""
+        if self.key_of is None:
+            return None
+        try:
+            key = self.key_of(event)
+        except Exception:
+            return None
+        if key is None or isinstance(key, str):
+            return key
+        return json.dumps(key, sort_keys=True, default=str)
+
+    def find(self, name: str) -> Component | None:
+        """The component called *name* (the first, when plugged pipelines reuse a name)."""
+        return next((c for c in self.components if c.name == name), None)
 
     def call_service(self, service: tuple[str, str], args: Any) -> Any:
         return self.services.call(service[0], service[1], args)
@@ -197,9 +287,21 @@ class Pipeline:
         }
 
     # -- injection -------------------------------------------------------------------------------
-    def inject(self, collector: Collector, event: Any, timeout: float | None) -> None:
+    def inject(
+        self,
+        collector: Collector,
+        event: Any,
+        timeout: float | None,
+        at: Component | None = None,
+        init_event: Any = None,
+    ) -> None:
+        """Run *event* from the head (or from the component *at*, as a replay does)."""
         self.injected += 1
-        self.run(IP(event, collector), self.head)
+        if self.journal is None or at is not None or self.journal.accept(self, collector, event):
+            ip = IP(event, collector, init_event)
+            if self.trail:
+                ip.trail = []
+            self.run(ip, self.head if at is None else at)
         if collector.finished or timeout is None:
             return
         self.live.add(collector)
@@ -215,20 +317,36 @@ class Pipeline:
         collector.result(body, alive=True)
         collector.finish()
 
-    def call(self, event: Any, debug: bool = False, timeout: float | None = None) -> Any:
+    def call(
+        self,
+        event: Any,
+        debug: bool = False,
+        timeout: float | None = None,
+        at: Component | None = None,
+        init_event: Any = None,
+    ) -> Any:
         """The result now when everything ran synchronously, else a Deferred of it."""
         collector = Collector(debug=debug)
-        self.inject(collector, event, self.default_timeout if timeout is None else timeout)
+        self.inject(collector, event, self.default_timeout if timeout is None else timeout, at, init_event)
         if collector.finished:
             return collector.value()
         d: defer.Deferred[Any] = defer.Deferred()
-        collector.on_done = lambda c: None if d.called else d.callback(c.value())
+        journaled = collector.on_done  # a durable pipeline's journal watches the end too
+
+        def done(c: Collector) -> None:
+            if journaled is not None:
+                journaled(c)
+            if not d.called:
+                d.callback(c.value())
+
+        collector.on_done = done
         return d
 
     def cast(self, event: Any) -> str:
+        """The event's ref (a durable pipeline's: its journal id, to query its result by)."""
         collector = Collector()
         self.inject(collector, event, None)
-        return collector.ref
+        return collector.event_id or collector.ref
 
     def stream(
         self,
