@@ -7,7 +7,7 @@ A write is answered only once its Cfg change is committed to the database (``dur
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
@@ -17,6 +17,7 @@ from kraken.core.http import HTTPError, Response, Router, read_json
 from kraken.state import model
 from kraken.state.engine import Engine
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
+from kraken.state.modules.base import ActionError
 from kraken.state.store import StateStore, StoreError, StoreWriteError
 
 DOT_TYPE = "text/vnd.graphviz; charset=utf-8"
@@ -56,6 +57,13 @@ def _store_call(fn: Callable[..., Node], *args: Any) -> dict[str, Any]:
         raise HTTPError(e.status, e.code, str(e)) from None
     except ModelError as e:
         raise HTTPError(400, "BAD_NODE", str(e)) from None
+
+
+def _has_body(request: Request) -> bool:
+    content = request.content
+    assert content is not None
+    content.seek(0, 2)
+    return content.tell() > 0
 
 
 class StateAPI:
@@ -109,7 +117,26 @@ class StateAPI:
         r.route(["GET", "POST"], "/sme/thaw", self.thaw)
         r.route("GET", "/sme/frozen", lambda req: {"frozen": self.engine.frozen})
         r.route("GET", "/sme/path/{node_id}", self.path)
+        r.route("POST", "/action/node/{node_id}/{action}", self.act)
         return r
+
+    def act(self, request: Request, node_id: str, action: str) -> Deferred[dict[str, Any]]:
+        nid = _id(node_id)
+        body = read_json(request) if _has_body(request) else {}
+        if not isinstance(body, dict):
+            raise HTTPError(400, "BAD_ARGUMENT", "the action's arguments must be a JSON object")
+        try:
+            d = self.engine.act(nid, action, body)
+        except ActionError as e:
+            raise HTTPError(e.status, e.code, str(e)) from None
+
+        def failed(failure: Failure) -> NoReturn:
+            failure.trap(ActionError)
+            e = failure.value
+            assert isinstance(e, ActionError)
+            raise HTTPError(e.status, e.code, str(e))
+
+        return d.addCallbacks(lambda result: {"node": nid, "action": action, "result": result}, failed)
 
     @staticmethod
     def _all(where: dict[str, Node]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ class StateSection:
     retry_delay: float = setting(10.0, "seconds before retrying a node whose mutation failed", minimum=0)
     sse_timeout: float = setting(90.0, "seconds a booted child has to phone home", minimum=0)
     modules: list[str] = setting(
-        ["sim", "ipmi", "freebusy"], "state modules: built-in, entry point or pkg:Class"
+        ["sim", "ipmi", "redfish", "freebusy"], "state modules: built-in, entry point or pkg:Class"
     )
     module_config: dict[str, Any] = setting({}, "per-module settings keyed by module name")
 
