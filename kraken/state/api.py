@@ -13,9 +13,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from kraken.core.http import HTTPError, Response, Router, read_json
+from kraken.core.http import HTTPError, Response, Router, query_arg, read_json
 from kraken.state import model
 from kraken.state.engine import Engine
+from kraken.state.groups import Groups, group_from_json, typed_values
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
 from kraken.state.modules.base import ActionError
 from kraken.state.store import StateStore, StoreError, StoreWriteError
@@ -75,9 +76,11 @@ class StateAPI:
         engine: Engine,
         ws_port: Callable[[], int | None],
         durable: Callable[[], Deferred[None]] = lambda: succeed(None),
+        groups: Groups | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
+        self.groups = groups or Groups(store, store.bus, engine.clock, lambda url: url in engine.graph.index)
         self.ws_port = ws_port
         self.durable = durable
 
@@ -118,7 +121,52 @@ class StateAPI:
         r.route("GET", "/sme/frozen", lambda req: {"frozen": self.engine.frozen})
         r.route("GET", "/sme/path/{node_id}", self.path)
         r.route("POST", "/action/node/{node_id}/{action}", self.act)
+        r.route("GET", "/groups", self.list_groups)
+        r.route("GET", "/group/{name}", lambda req, name: self._group_call(self.groups.get, name).to_json())
+        r.route("PUT", "/group/{name}", self.put_group)
+        r.route("DELETE", "/group/{name}", self.delete_group)
+        r.route("POST", "/group/{name}/set", self.group_set)
+        r.route("GET", "/operations", self.list_operations)
+        r.route("GET", "/operation/{op_id}", self.operation)
         return r
+
+    @staticmethod
+    def _group_call(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except StoreError as e:
+            raise HTTPError(e.status, e.code, str(e)) from None
+        except ModelError as e:
+            raise HTTPError(400, "BAD_GROUP", str(e)) from None
+
+    def list_groups(self, request: Request) -> dict[str, Any]:
+        node = query_arg(request, "node")
+        names = self.groups.groups_of(_id(node)) if node else sorted(self.groups.groups)
+        return {"groups": [self.groups.groups[n].to_json() for n in names]}
+
+    def put_group(self, request: Request, name: str) -> Deferred[dict[str, Any]]:
+        group = self._group_call(group_from_json, name, read_json(request))
+        return self._acknowledged(self._group_call(self.groups.put, group).to_json())
+
+    def delete_group(self, request: Request, name: str) -> Deferred[dict[str, Any]]:
+        return self._acknowledged(self._group_call(self.groups.delete, name).to_json())
+
+    def group_set(self, request: Request, name: str) -> Deferred[Response]:
+        body = read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("values"), dict) or not body["values"]:
+            raise HTTPError(400, "BAD_GROUP", 'expected {"values": {field or URL: value, ...}}')
+        values = self._group_call(typed_values, body["values"])
+        op = self._group_call(self.groups.set, name, values)
+        return self._acknowledged(Response(202, {"operation": op.to_json()}))
+
+    def list_operations(self, request: Request) -> dict[str, Any]:
+        return {"operations": [op.to_json() for _, op in sorted(self.groups.operations.items())]}
+
+    def operation(self, request: Request, op_id: str) -> dict[str, Any]:
+        op = self.groups.operations.get(int(op_id)) if op_id.isdigit() else None
+        if op is None:
+            raise HTTPError(404, "OPERATION_NOT_FOUND", f"no operation {op_id!r} (the last 100 are kept)")
+        return op.to_json()
 
     def act(self, request: Request, node_id: str, action: str) -> Deferred[dict[str, Any]]:
         nid = _id(node_id)

@@ -129,7 +129,7 @@ def _listen(
     svc.metrics.gauge("frozen", "1 while the mutation engine is frozen").set_function(
         lambda: int(state.engine.frozen)
     )
-    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"), state.durable)
+    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"), state.durable, state.groups)
     site = make_site(
         api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)}, http=config.http,
         reactor=svc.reactor,
