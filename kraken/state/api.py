@@ -20,6 +20,7 @@ from kraken.state.groups import Groups, group_from_json, typed_values
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
 from kraken.state.modules.base import ActionError
 from kraken.state.store import StateStore, StoreError, StoreWriteError
+from kraken.state.sync import SyncServerFactory
 
 DOT_TYPE = "text/vnd.graphviz; charset=utf-8"
 T = TypeVar("T")
@@ -77,7 +78,9 @@ class StateAPI:
         ws_port: Callable[[], int | None],
         durable: Callable[[], Deferred[None]] = lambda: succeed(None),
         groups: Groups | None = None,
+        sync: SyncServerFactory | None = None,
     ) -> None:
+        self.sync = sync
         self.store = store
         self.engine = engine
         self.groups = groups or Groups(store, store.bus, engine.clock, lambda url: url in engine.graph.index)
@@ -126,6 +129,7 @@ class StateAPI:
         r.route("PUT", "/group/{name}", self.put_group)
         r.route("DELETE", "/group/{name}", self.delete_group)
         r.route("POST", "/group/{name}/set", self.group_set)
+        r.route("GET", "/tree/node/{node_id}", self.tree_node)
         r.route("GET", "/operations", self.list_operations)
         r.route("GET", "/operation/{op_id}", self.operation)
         return r
@@ -158,6 +162,28 @@ class StateAPI:
         values = self._group_call(typed_values, body["values"])
         op = self._group_call(self.groups.set, name, values)
         return self._acknowledged(Response(202, {"operation": op.to_json()}))
+
+    def tree_node(self, request: Request, node_id: str) -> dict[str, Any]:
+        """Where the node sits: its path from the top by Cfg ``parentId`` and, on a parent, the
+        connected child kraken its sync goes through now."""
+        nid = _id(node_id)
+        cfg = self.store.cfg
+        if nid not in cfg:
+            raise HTTPError(404, "NODE_NOT_FOUND", f"no node {nid}")
+        path, cur = [nid], cfg[nid].parent_id
+        while cur and cur not in path and len(path) < 64:
+            path.append(cur)
+            cur = cfg[cur].parent_id if cur in cfg else ""
+        path.reverse()
+        if path[0] != self.engine.self_id and self.engine.full_state and nid != self.engine.self_id:
+            path.insert(0, self.engine.self_id)  # a node without parentId is the full-state kraken's
+        link = self.sync.route(nid) if self.sync is not None else None
+        return {
+            "id": nid,
+            "path": path,
+            "names": [cfg[n].nodename if n in cfg else "" for n in path],
+            "syncedVia": link.node_id if link is not None else None,
+        }
 
     def list_operations(self, request: Request) -> dict[str, Any]:
         return {"operations": [op.to_json() for _, op in sorted(self.groups.operations.items())]}
