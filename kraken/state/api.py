@@ -15,6 +15,7 @@ from twisted.web.server import Request
 
 from kraken.core.http import HTTPError, Response, Router, query_arg, read_json
 from kraken.state import model
+from kraken.state.discovery import Discovery
 from kraken.state.engine import Engine
 from kraken.state.groups import Groups, group_from_json, typed_values
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
@@ -79,8 +80,10 @@ class StateAPI:
         durable: Callable[[], Deferred[None]] = lambda: succeed(None),
         groups: Groups | None = None,
         sync: SyncServerFactory | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.sync = sync
+        self.discovery = discovery
         self.store = store
         self.engine = engine
         self.groups = groups or Groups(store, store.bus, engine.clock, lambda url: url in engine.graph.index)
@@ -130,6 +133,10 @@ class StateAPI:
         r.route("DELETE", "/group/{name}", self.delete_group)
         r.route("POST", "/group/{name}/set", self.group_set)
         r.route("GET", "/tree/node/{node_id}", self.tree_node)
+        r.route("GET", "/discovered", self.discovered)
+        r.route("POST", "/discovered/{node_id}/accept", self.accept)
+        r.route("DELETE", "/discovered/{node_id}", self.reject)
+        r.route("POST", "/discovery/scan", self.scan)
         r.route("GET", "/operations", self.list_operations)
         r.route("GET", "/operation/{op_id}", self.operation)
         return r
@@ -184,6 +191,39 @@ class StateAPI:
             "names": [cfg[n].nodename if n in cfg else "" for n in path],
             "syncedVia": link.node_id if link is not None else None,
         }
+
+    def _discovery(self) -> Discovery:
+        if self.discovery is None:
+            raise HTTPError(404, "NO_DISCOVERY", "discovery is not configured (state.discovery)")
+        return self.discovery
+
+    def discovered(self, request: Request) -> dict[str, Any]:
+        d = self._discovery()
+        return {
+            "nodes": [d.candidates[k].to_json() for k in sorted(d.candidates)],
+            "scanning": d.running_scan is not None,
+            "scans": d.scans,
+            "lastScan": d.last.to_json() if d.last is not None else None,
+        }
+
+    def accept(self, request: Request, node_id: str) -> Deferred[Response]:
+        d = self._discovery()
+        body = read_json(request) if _has_body(request) else {}
+        if not isinstance(body, dict) or set(body) - {"nodename", "parentId"}:
+            raise HTTPError(400, "BAD_ARGUMENT", 'expected {"nodename"?, "parentId"?}')
+        nodename, parent = body.get("nodename", ""), body.get("parentId", "")
+        if not isinstance(nodename, str) or not isinstance(parent, str):
+            raise HTTPError(400, "BAD_ARGUMENT", "nodename and parentId are strings")
+        node = self._group_call(d.accept, _id(node_id), nodename, parent)
+        return self._acknowledged(Response(201, model.to_json(node)))
+
+    def reject(self, request: Request, node_id: str) -> dict[str, Any]:
+        return self._group_call(self._discovery().reject, _id(node_id)).to_json()
+
+    def scan(self, request: Request) -> Response:
+        d = self._discovery()
+        d.scan()
+        return Response(202, {"scanning": True, "scans": d.scans})
 
     def list_operations(self, request: Request) -> dict[str, Any]:
         return {"operations": [op.to_json() for _, op in sorted(self.groups.operations.items())]}

@@ -12,8 +12,10 @@ from kraken.core.service import KrakenService
 from kraken.core.sqlitedb import DamagedDatabase
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
+from kraken.state.discovery import Discovery, RangeError
 from kraken.state.model import DEFAULT_ID, ModelError
 from kraken.state.modules.loader import ModuleLoadError, load_modules
+from kraken.state.modules.redfish import INVENTORY
 from kraken.state.own_services import OwnServices
 from kraken.state.service import StateError, StateService
 from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
@@ -52,6 +54,9 @@ class StateSection:
         ["sim", "ipmi", "redfish", "freebusy"], "state modules: built-in, entry point or pkg:Class"
     )
     module_config: dict[str, Any] = setting({}, "per-module settings keyed by module name")
+    discovery: dict[str, Any] = setting(
+        {}, "BMC ranges to scan: redfish: [http://HOSTS:PORTS], ipmi: [HOSTS:PORTS], user, password..."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,8 +151,19 @@ def _listen(
     sync_server = (
         SyncServerFactory(state, svc.reactor, hello=st.hello, dead=st.dead) if serves_children else None
     )
+    discovery = None
+    if st.discovery:
+        try:
+            discovery = Discovery(
+                state.store, svc.reactor, dict(st.discovery),
+                lambda node_id, inventory: state.engine.report("redfish", node_id, INVENTORY.url, inventory),
+            )
+        except RangeError as e:
+            raise SystemExit(f"kraken-state: {e}") from None
+        discovery.setServiceParent(svc)
     api = StateAPI(
-        state.store, state.engine, lambda: svc.ports.get("ws"), state.durable, state.groups, sync_server
+        state.store, state.engine, lambda: svc.ports.get("ws"), state.durable, state.groups, sync_server,
+        discovery,
     )
     site = make_site(
         api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)}, http=config.http,

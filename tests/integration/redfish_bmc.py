@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,11 +24,30 @@ def fake_system(uuid: str, name: str, mac: str, power: str = "Off") -> dict[str,
     return {"uuid": uuid, "name": name, "power_state": power, "nics": [{"mac": mac, "ip": "192.0.2.1"}]}
 
 
+def consecutive_ports(count: int) -> int:
+    """The first of *count* consecutive loopback ports free right now (for a scanned range)."""
+    for _ in range(50):
+        first = free_port()
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 class RedfishBmc:
-    def __init__(self, directory: Path, systems: list[dict[str, Any]]) -> None:
+    def __init__(self, directory: Path, systems: list[dict[str, Any]], port: int | None = None) -> None:
         self.dir = directory
         self.systems = systems
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -86,4 +106,4 @@ def have_emulator() -> bool:
     return Path(EMULATOR).exists()
 
 
-__all__ = ["PASSWORD", "USER", "RedfishBmc", "fake_system", "have_emulator"]
+__all__ = ["PASSWORD", "USER", "RedfishBmc", "consecutive_ports", "fake_system", "have_emulator"]
