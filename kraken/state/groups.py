@@ -144,6 +144,7 @@ class Groups:
         self.every = every
         self.keep = keep
         self.groups: dict[str, Group] = {}
+        self._member_of: dict[str, set[str]] = {}  # node -> names of the groups it is in
         self.writers: list[Callable[[str], None]] = []
         self.operations: dict[int, Operation] = {}
         self._ids = itertools.count(1)
@@ -155,6 +156,14 @@ class Groups:
     def load(self, groups: Iterable[Group]) -> None:
         for g in groups:
             self.groups[g.name] = g
+        self._reindex()
+
+    def _reindex(self) -> None:
+        index: dict[str, set[str]] = {}
+        for g in self.groups.values():
+            for node_id in g.nodes:
+                index.setdefault(node_id, set()).add(g.name)
+        self._member_of = index
 
     def get(self, name: str) -> Group:
         g = self.groups.get(name)
@@ -180,6 +189,7 @@ class Groups:
                 seen.add(cur)
                 cur = self.groups[cur].parent if cur in self.groups else ""
         self.groups[group.name] = group
+        self._reindex()
         self._written(group.name)
         self.apply(self.members(group.name))
         return group
@@ -190,6 +200,7 @@ class Groups:
         if children:
             raise StoreError(409, "GROUP_HAS_CHILDREN", f"groups {', '.join(children)} inherit from {name}")
         del self.groups[name]
+        self._reindex()
         self._written(name)
         return g
 
@@ -217,17 +228,16 @@ class Groups:
     def inherited(self, node_id: str) -> dict[str, Any]:
         """The values *node_id* inherits: by depth (ancestors first), then group name."""
         ranked: list[tuple[int, str, dict[str, Any]]] = []
-        for g in self.groups.values():
-            if node_id in g.nodes:
-                for depth, link in enumerate(self.chain(g.name)):
-                    ranked.append((depth, link.name, link.values))
+        for name in self._member_of.get(node_id, ()):
+            for depth, link in enumerate(self.chain(name)):
+                ranked.append((depth, link.name, link.values))
         out: dict[str, Any] = {}
         for _, _, values in sorted(ranked, key=lambda r: (r[0], r[1])):
             out.update(values)
         return out
 
     def groups_of(self, node_id: str) -> list[str]:
-        return sorted(g.name for g in self.groups.values() if node_id in g.nodes)
+        return sorted(self._member_of.get(node_id, ()))
 
     def apply(self, nodes: Iterable[str]) -> None:
         for node_id in sorted(nodes):
@@ -293,10 +303,9 @@ class Groups:
             return
         node_id = event.url.partition(":")[0]
         if kind is ChangeKind.DELETE:
-            for g in self.groups.values():
-                if node_id in g.nodes:
-                    g.nodes.remove(node_id)
-                    self._written(g.name)
+            for name in sorted(self._member_of.pop(node_id, ())):
+                self.groups[name].nodes.remove(node_id)
+                self._written(name)
         ops = self._watch.get(node_id)
         if not ops:
             return
