@@ -29,7 +29,7 @@ from kraken.core import certs
 from kraken.core.endpoints import connect, server_endpoint
 from kraken.core.pending import PendingLimits
 from kraken.core.tls import TLSSettings
-from kraken.state.client import StateClient
+from kraken.state.client import ClientError, StateClient
 from kraken.state.sync_wire import BATCH, Decoder, Kind, encode, encode_batches
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,13 +101,17 @@ def _post_nodes(api: StateClient, nodes: list[dict[str, Any]]) -> None:
 
 
 def _bulk(api: StateClient, values: dict[str, str], timeout: float = 1800) -> dict[str, Any]:
+    """Run a bulk set on group ``all``; the top times it itself (``seconds``), we only poll."""
     op = api.post("/group/all/set", {"values": values})["operation"]
     deadline = time.monotonic() + timeout
     while not op["complete"]:
         if time.monotonic() > deadline:
             raise RuntimeError(f"operation not complete after {timeout} s: {op}")
-        time.sleep(0.1)
-        op = api.get(f"/operation/{op['id']}")
+        time.sleep(0.2)
+        try:
+            op = api.get(f"/operation/{op['id']}")
+        except ClientError as e:  # a server busy for seconds may cut a waiting poll: poll again
+            print(f"(poll: {e})", file=sys.stderr)
     return dict(op)
 
 
