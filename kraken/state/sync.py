@@ -16,7 +16,8 @@ to its fallback is heard directly, not through its stale sub-master).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -36,6 +37,7 @@ from kraken.state.sync_wire import Decoder, Kind, Message, WireError, encode, en
 
 log = Logger(namespace="kraken.state.sync")
 MAX_DEPTH = 64
+CHUNK = 500  # nodes of a batch applied per reactor turn
 _CFG_KINDS = (ChangeKind.CFG_UPDATE, ChangeKind.CREATE, ChangeKind.DELETE)
 
 
@@ -59,11 +61,41 @@ class SyncProtocol(Protocol):
         self._dead_call: IDelayedCall | None = None
         self._hello_call: IDelayedCall | None = None
         self._push_call: IDelayedCall | None = None
+        self._drain_call: IDelayedCall | None = None
+        self.backlog: deque[Any] = deque()
+        self.paused = False
         self.closed = False
 
     def send(self, kind: Kind, body: dict[str, Any]) -> None:
         if not self.closed:
             self.transport.write(encode(kind, body))
+
+    def later(self, work: Callable[[], None], items: list[Any]) -> None:
+        """Queue *items* for ``work`` (which takes them from :attr:`backlog`), :data:`CHUNK` per
+        reactor turn, and stop reading from the peer while behind: a batch of thousands of nodes
+        never holds the reactor for long (REST, websocket and other links keep being served)."""
+        self.backlog.extend(items)
+        if self._drain_call is None:
+            if not self.paused:
+                self.paused = True
+                self.transport.pauseProducing()
+            self._drain_call = self.clock.callLater(0, self._drain, work)
+
+    def _drain(self, work: Callable[[], None]) -> None:
+        self._drain_call = None
+        if self.closed:
+            self.backlog.clear()
+            return
+        work()
+        if self.backlog:
+            self._drain_call = self.clock.callLater(0, self._drain, work)
+        elif self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    def take(self) -> list[Any]:
+        chunk = [self.backlog.popleft() for _ in range(min(CHUNK, len(self.backlog)))]
+        return chunk
 
     def send_nodes(self, kind: Kind, nodes: list[Node], deleted: Sequence[str] = ()) -> None:
         if not self.closed and (nodes or deleted):
@@ -143,7 +175,7 @@ class SyncProtocol(Protocol):
         raise NotImplementedError
 
     def _stop_timers(self) -> None:
-        for name in ("_dead_call", "_hello_call", "_push_call"):
+        for name in ("_dead_call", "_hello_call", "_push_call", "_drain_call"):
             call = getattr(self, name)
             if call is not None and call.active():
                 call.cancel()
@@ -194,7 +226,7 @@ class ChildLink(SyncProtocol):
                 return
             self.factory.apply_dsc(node)
         elif message.kind is Kind.DSC_NODES:
-            self.factory.apply_subtree_dsc(self, _nodes(message.body))
+            self.later(lambda: self.factory.apply_subtree_dsc(self, self.take()), _nodes(message.body))
         elif message.kind is Kind.ERROR:
             log.warn("child {id} reports: {m}", id=self.node_id, m=message.body.get("message"))
             self.close()
@@ -397,7 +429,9 @@ class ParentLink(SyncProtocol):
         elif message.kind is Kind.CFG and self.welcomed:
             self.owner.apply_cfg(model.from_json(message.body.get("node")))
         elif message.kind is Kind.CFG_NODES and self.welcomed:
-            self.owner.apply_cfg_nodes(_nodes(message.body), message.body.get("deleted", []))
+            deleted = message.body.get("deleted", [])
+            items = [*_nodes(message.body), *(("delete", d) for d in deleted if isinstance(d, str))]
+            self.later(lambda: self.owner.apply_cfg_nodes(self.take()), items)
         else:
             self.refuse(f"unexpected {message.kind.name}")
 
@@ -509,19 +543,20 @@ class SyncClientService(Service):
             raise ModelError(f"CFG for {node.id}, we are {self.state.self_id}")
         self.state.store.update(node)
 
-    def apply_cfg_nodes(self, nodes: list[Node], deleted: Any) -> None:
-        """Cfg of nodes below us from our parent: they are ours to drive (we are a sub-master)."""
+    def apply_cfg_nodes(self, items: list[Node | tuple[str, str]]) -> None:
+        """Cfg of nodes below us from our parent (they are ours to drive: we are a sub-master),
+        and ``("delete", id)`` for nodes removed there."""
         store, me = self.state.store, self.state.self_id
-        for node in nodes:
-            if node.id == me:
+        for item in items:
+            if isinstance(item, tuple):
+                if item[1] != me and item[1] in store.cfg:
+                    store.delete(item[1])
+            elif item.id == me:
                 continue
-            if node.id in store.cfg:
-                store.update(node)
+            elif item.id in store.cfg:
+                store.update(item)
             else:
-                store.create(node)
-        for node_id in deleted if isinstance(deleted, list) else ():
-            if isinstance(node_id, str) and node_id != me and node_id in store.cfg:
-                store.delete(node_id)
+                store.create(item)
 
     def parent_lost(self, link: ParentLink) -> None:
         if self.link is not link and self.link is not None:
