@@ -301,7 +301,7 @@ class Groups:
         kind = event.data.kind
         if kind is not ChangeKind.UPDATE and kind is not ChangeKind.DELETE:
             return
-        node_id = event.url.partition(":")[0]
+        node_id, _, path = event.url.partition(":")
         if kind is ChangeKind.DELETE:
             for name in sorted(self._member_of.pop(node_id, ())):
                 self.groups[name].nodes.remove(node_id)
@@ -314,7 +314,9 @@ class Groups:
             if op is None or op.finished is not None:
                 ops.discard(op_id)
                 continue
-            self._check(op, node_id)
+            relevant = path == "/PhysState" or any(u.startswith(path) for u in op.values)
+            if kind is ChangeKind.DELETE or relevant:
+                self._check(op, node_id)
 
     def _progress(self, op: Operation, now: bool = False) -> None:
         """An OPERATION event now (start, end) or at most every ``every`` seconds meanwhile."""

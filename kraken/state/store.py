@@ -83,16 +83,21 @@ class StateStore:
     def update_dsc(self, node: Node) -> Node:
         return self._replace(self.dsc, node, ChangeKind.UPDATE)
 
-    def _replace(self, where: dict[str, Node], node: Node, kind: ChangeKind) -> Node:
+    def take_dsc(self, node: Node) -> None:
+        """Replace a Dsc node with *node* itself (the caller gives it up: no copies), as
+        :meth:`update_dsc` otherwise; for batches of nodes parsed from the sync wire."""
+        self._replace(self.dsc, node, ChangeKind.UPDATE, owned=True)
+
+    def _replace(self, where: dict[str, Node], node: Node, kind: ChangeKind, owned: bool = False) -> Node:
         old = self._get(where, node.id)
         changes = model.diff(old, node)
         if not changes:
-            return old.copy()
-        where[node.id] = node.copy()
+            return old if owned else old.copy()
+        where[node.id] = node if owned else node.copy()
         if kind is ChangeKind.CFG_UPDATE:
             self._cfg_written(node.id)
         self.bus.emit(_change(kind, node.id, path, value) for path, value in changes)
-        return where[node.id].copy()
+        return node if owned else where[node.id].copy()
 
     def set_value(self, node_id: str, path: str, value: Any, dsc: bool = False) -> bool:
         """Set one value (typed via the URL's enum); True if it changed anything."""

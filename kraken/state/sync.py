@@ -162,9 +162,9 @@ class SyncProtocol(Protocol):
         self.push()
         self.start_hello()
 
-    def push_soon(self) -> None:
+    def push_soon(self, delay: float = 0.0) -> None:
         if self._push_call is None and not self.closed:
-            self._push_call = self.clock.callLater(0, self._push_now)
+            self._push_call = self.clock.callLater(delay, self._push_now)
 
     def _push_now(self) -> None:
         self._push_call = None
@@ -397,7 +397,7 @@ class SyncServerFactory(Factory[ChildLink]):
         skipped = 0
         for node in nodes:
             if node.id in self.state.store.dsc and self.route(node.id) is link:
-                self.state.store.update_dsc(node)
+                self.state.store.take_dsc(node)
             else:
                 skipped += 1
         if skipped:
@@ -462,6 +462,7 @@ class SyncClientService(Service):
         hello: float = 10.0,
         dead: float = 40.0,
         fallbacks: list[tuple[str, int]] | None = None,
+        batch_delay: float = 0.1,
     ) -> None:
         self.state = state
         self.clock = clock
@@ -471,6 +472,7 @@ class SyncClientService(Service):
         self.port = port
         self.tls = tls
         self.dirty: set[str] = set()  # nodes below us whose Dsc changed
+        self.batch_delay = batch_delay
         self.hello = hello
         self.dead = dead
         self.link: ParentLink | None = None
@@ -573,6 +575,8 @@ class SyncClientService(Service):
         if event.data.kind is not ChangeKind.UPDATE or self.link is None or not self.link.welcomed:
             return
         node_id = event.url.partition(":")[0]
-        if node_id != self.state.self_id:
+        if node_id == self.state.self_id:
+            self.link.push_soon()
+        else:  # nodes below us: a short wait gathers a node's successive changes into one report
             self.dirty.add(node_id)
-        self.link.push_soon()
+            self.link.push_soon(self.batch_delay)
