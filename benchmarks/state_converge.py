@@ -18,6 +18,10 @@ a third figure shows group commit: W Cfg writes acknowledged one by one (one com
 W writes arriving in one reactor turn (one shared commit).
 
     .venv/bin/python benchmarks/state_converge.py [--nodes 10000] [--children 1000] [--db]
+    .venv/bin/python benchmarks/state_converge.py --tree 3 --nodes 100000 [--submasters 4]
+
+``--tree 3`` runs benchmarks/state_tree.py instead: a top, sub-masters and simulated nodes as
+real processes, beside one kraken and bare sync-wire round trips.
 """
 
 from __future__ import annotations
@@ -297,4 +301,12 @@ if __name__ == "__main__":
     parser.add_argument("--children", type=int, default=1_000)
     parser.add_argument("--db", action="store_true", help="keep Cfg in SQLite as kraken-state does")
     parser.add_argument("--writes", type=int, default=1000, help="acknowledged writes with --db (0: skip)")
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args())))
+    parser.add_argument("--tree", type=int, choices=[3], help="3: a tree of real processes (state_tree.py)")
+    parser.add_argument("--submasters", type=int, default=4, help="sub-masters in the --tree run")
+    args = parser.parse_args()
+    if args.tree:
+        from benchmarks.state_tree import main as tree_main
+
+        task.react(lambda reactor: defer.ensureDeferred(tree_main(reactor, args.nodes, args.submasters)))
+    else:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -92,3 +92,48 @@ class Progress:
         self._draw(self.clock())
         self.stream.write("\n")
         self.stream.flush()
+
+
+class CountProgress:
+    """A bar for an operation over many items: ``[#####-----] 50/100 nodes  2 failed  ETA 4s``."""
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO,
+        enabled: bool,
+        unit: str = "nodes",
+        clock: Callable[[], float] = time.monotonic,
+        width: int = 30,
+    ) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = enabled
+        self.unit = unit
+        self.clock = clock
+        self.width = width
+        self.started = clock()
+        self._drawn = 0
+
+    def line(self, done: int, total: int, failed: int = 0) -> str:
+        filled = self.width * done // total if total else self.width
+        parts = [self.label, f"[{'#' * filled}{'-' * (self.width - filled)}]", f"{done}/{total} {self.unit}"]
+        if failed:
+            parts.append(f"{failed} failed")
+        elapsed = self.clock() - self.started
+        if 0 < done < total and elapsed > 0:
+            parts.append(f"ETA {human_seconds((total - done) * elapsed / done)}")
+        return "  ".join(parts)
+
+    def update(self, done: int, total: int, failed: int = 0) -> None:
+        if not self.enabled:
+            return
+        text = self.line(done, total, failed)
+        self.stream.write("\r" + text + " " * max(0, self._drawn - len(text)))
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from kraken.cli import state_image
 from kraken.cli.hints import missing_certificate, unreachable
+from kraken.cli.progress import CountProgress
 from kraken.state import model
 from kraken.state.client import ClientError, StateClient
 from kraken.state.model import ModelError
@@ -38,11 +40,32 @@ def add_parser(sub: Any) -> None:
     get.add_argument("--dsc", action="store_true", help="discovered state instead of configured")
     get.set_defaults(func=_get)
 
-    put = ssub.add_parser("set", help="change values of a node: physState=POWER_ON /Busy=BUSY ...")
-    put.add_argument("node", help="node id or nodename")
-    put.add_argument("values", nargs="+", metavar="KEY=VALUE", help="JSON field name or URL path = value")
+    put = ssub.add_parser(
+        "set", help="change values of a node, or of every node of a group: physState=POWER_ON /Busy=BUSY ..."
+    )
+    put.add_argument("node", nargs="?", help="node id or nodename (or --group)")
+    put.add_argument("values", nargs="*", metavar="KEY=VALUE", help="JSON field name or URL path = value")
     put.add_argument("--dsc", action="store_true", help="write discovered state (use sparingly)")
+    put.add_argument("--group", help="set the values on the group: every member inherits them")
+    put.add_argument("--no-wait", action="store_true", help="with --group: do not wait for the nodes")
+    put.add_argument("--timeout", type=float, default=600.0, help="with --group: seconds to wait (600)")
+    put.add_argument("--quiet", action="store_true", help="no progress bar")
     put.set_defaults(func=_set)
+
+    groups = ssub.add_parser("groups", help="list groups (--node: the groups of one node)")
+    groups.add_argument("--node", help="node id or nodename")
+    groups.add_argument("--json", action="store_true", help="print the JSON group list")
+    groups.set_defaults(func=_groups)
+
+    group = ssub.add_parser(
+        "group", help="create or replace a group: NAME [--nodes a,b] [--parent P] KEY=VALUE..."
+    )
+    group.add_argument("name")
+    group.add_argument("values", nargs="*", metavar="KEY=VALUE", help="values the members inherit")
+    group.add_argument("--nodes", default="", help="comma-separated node ids or nodenames")
+    group.add_argument("--parent", default="", help="group whose values this one inherits")
+    group.add_argument("--delete", action="store_true", help="delete the group instead")
+    group.set_defaults(func=_group)
 
     graph = ssub.add_parser("graph", help="the mutation graph (whole, or one node's with its path)")
     graph.add_argument("--node", help="node id or nodename")
@@ -136,16 +159,43 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _pairs(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        out.append((key, _parse_value(text)))
+    return out
+
+
 def _set(args: argparse.Namespace) -> int:
+    items = list(args.values)
+    if args.node is not None and "=" in args.node:
+        items.insert(0, args.node)
+        args.node = None
+    if args.group is not None:
+        if args.node is not None:
+            print("kraken state: give either a NODE or --group, not both", file=sys.stderr)
+            return 2
+        if args.dsc:
+            print("kraken state: --dsc cannot be used with --group", file=sys.stderr)
+            return 2
+        return _set_group(args, items)
+    if args.node is None:
+        print(
+            "kraken state: name a NODE or a --group; refusing to change every node", file=sys.stderr
+        )
+        return 2
+    if not items:
+        print("kraken state: nothing to set (KEY=VALUE ...)", file=sys.stderr)
+        return 2
+
     def change(api: StateClient) -> None:
         node_id = _resolve(api, args.node)
         where = "dsc" if args.dsc else "cfg"
         data = api.get(f"/{where}/node/{node_id}")
-        for item in args.values:
-            key, sep, text = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"expected KEY=VALUE, got {item!r}")
-            value = _parse_value(text)
+        for key, value in _pairs(items):
             if key.startswith("/") or key.startswith(model.TYPE_PREFIX):
                 node = model.from_json(data)
                 model.set_value(node, key, model.value_of(key, value))
@@ -153,6 +203,66 @@ def _set(args: argparse.Namespace) -> int:
             else:
                 data[key] = value
         print(json.dumps(api.put(f"/{where}/node/{node_id}", data), indent=2))
+
+    return _run(args, change)
+
+
+def _set_group(args: argparse.Namespace, items: list[str]) -> int:
+    result = {"code": 0}
+
+    def change(api: StateClient) -> None:
+        values = dict(_pairs(items))
+        if not values:
+            raise ValueError("nothing to set (KEY=VALUE ...)")
+        op = api.post(f"/group/{args.group}/set", {"values": values})["operation"]
+        if args.no_wait:
+            print(json.dumps(op, indent=2))
+            return
+        bar = CountProgress(f"group {args.group}", sys.stderr, not args.quiet and sys.stderr.isatty())
+        deadline = time.monotonic() + args.timeout
+        while True:
+            bar.update(op["done"], op["total"], op["failed"])
+            if op["complete"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            op = api.get(f"/operation/{op['id']}")
+        bar.finish()
+        print(json.dumps(op, indent=2))
+        if not op["complete"]:
+            print(
+                f"kraken state: {op['total'] - op['done']} of {op['total']} nodes not there after "
+                f"{args.timeout:g} s ({op['failed']} failed)",
+                file=sys.stderr,
+            )
+            result["code"] = 1
+
+    code = _run(args, change)
+    return code or result["code"]
+
+
+def _groups(args: argparse.Namespace) -> int:
+    def show(api: StateClient) -> None:
+        path = f"/groups?node={_resolve(api, args.node)}" if args.node else "/groups"
+        groups = api.get(path)["groups"]
+        if args.json:
+            print(json.dumps({"groups": groups}, indent=2))
+            return
+        for g in groups:
+            values = " ".join(f"{k}={v}" for k, v in g["values"].items())
+            parent = f" < {g['parent']}" if g["parent"] else ""
+            print(f"{g['name']}{parent}  {len(g['nodes'])} nodes  {values}".rstrip())
+
+    return _run(args, show)
+
+
+def _group(args: argparse.Namespace) -> int:
+    def change(api: StateClient) -> None:
+        if args.delete:
+            print(json.dumps(api.request("DELETE", f"/group/{args.name}"), indent=2))
+            return
+        nodes = [_resolve(api, n) for n in args.nodes.split(",") if n]
+        body = {"nodes": nodes, "parent": args.parent, "values": dict(_pairs(args.values))}
+        print(json.dumps(api.put(f"/group/{args.name}", body), indent=2))
 
     return _run(args, change)
 

@@ -7,17 +7,21 @@ A write is answered only once its Cfg change is committed to the database (``dur
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from kraken.core.http import HTTPError, Response, Router, read_json
+from kraken.core.http import HTTPError, Response, Router, query_arg, read_json
 from kraken.state import model
+from kraken.state.discovery import Discovery
 from kraken.state.engine import Engine
+from kraken.state.groups import Groups, group_from_json, typed_values
 from kraken.state.model import EXTENSIONS, ModelError, Node, PhysState, RunState
+from kraken.state.modules.base import ActionError
 from kraken.state.store import StateStore, StoreError, StoreWriteError
+from kraken.state.sync import SyncServerFactory
 
 DOT_TYPE = "text/vnd.graphviz; charset=utf-8"
 T = TypeVar("T")
@@ -58,6 +62,13 @@ def _store_call(fn: Callable[..., Node], *args: Any) -> dict[str, Any]:
         raise HTTPError(400, "BAD_NODE", str(e)) from None
 
 
+def _has_body(request: Request) -> bool:
+    content = request.content
+    assert content is not None
+    content.seek(0, 2)
+    return content.tell() > 0
+
+
 class StateAPI:
     """Routes of the original REST API (plus ``/graph/.../dot`` and ``/sme/path/{id}``)."""
 
@@ -67,9 +78,15 @@ class StateAPI:
         engine: Engine,
         ws_port: Callable[[], int | None],
         durable: Callable[[], Deferred[None]] = lambda: succeed(None),
+        groups: Groups | None = None,
+        sync: SyncServerFactory | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
+        self.sync = sync
+        self.discovery = discovery
         self.store = store
         self.engine = engine
+        self.groups = groups or Groups(store, store.bus, engine.clock, lambda url: url in engine.graph.index)
         self.ws_port = ws_port
         self.durable = durable
 
@@ -109,7 +126,131 @@ class StateAPI:
         r.route(["GET", "POST"], "/sme/thaw", self.thaw)
         r.route("GET", "/sme/frozen", lambda req: {"frozen": self.engine.frozen})
         r.route("GET", "/sme/path/{node_id}", self.path)
+        r.route("POST", "/action/node/{node_id}/{action}", self.act)
+        r.route("GET", "/groups", self.list_groups)
+        r.route("GET", "/group/{name}", lambda req, name: self._group_call(self.groups.get, name).to_json())
+        r.route("PUT", "/group/{name}", self.put_group)
+        r.route("DELETE", "/group/{name}", self.delete_group)
+        r.route("POST", "/group/{name}/set", self.group_set)
+        r.route("GET", "/tree/node/{node_id}", self.tree_node)
+        r.route("GET", "/discovered", self.discovered)
+        r.route("POST", "/discovered/{node_id}/accept", self.accept)
+        r.route("DELETE", "/discovered/{node_id}", self.reject)
+        r.route("POST", "/discovery/scan", self.scan)
+        r.route("GET", "/operations", self.list_operations)
+        r.route("GET", "/operation/{op_id}", self.operation)
         return r
+
+    @staticmethod
+    def _group_call(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except StoreError as e:
+            raise HTTPError(e.status, e.code, str(e)) from None
+        except ModelError as e:
+            raise HTTPError(400, "BAD_GROUP", str(e)) from None
+
+    def list_groups(self, request: Request) -> dict[str, Any]:
+        node = query_arg(request, "node")
+        names = self.groups.groups_of(_id(node)) if node else sorted(self.groups.groups)
+        return {"groups": [self.groups.groups[n].to_json() for n in names]}
+
+    def put_group(self, request: Request, name: str) -> Deferred[dict[str, Any]]:
+        group = self._group_call(group_from_json, name, read_json(request))
+        return self._acknowledged(self._group_call(self.groups.put, group).to_json())
+
+    def delete_group(self, request: Request, name: str) -> Deferred[dict[str, Any]]:
+        return self._acknowledged(self._group_call(self.groups.delete, name).to_json())
+
+    def group_set(self, request: Request, name: str) -> Deferred[Response]:
+        body = read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("values"), dict) or not body["values"]:
+            raise HTTPError(400, "BAD_GROUP", 'expected {"values": {field or URL: value, ...}}')
+        values = self._group_call(typed_values, body["values"])
+        op = self._group_call(self.groups.set, name, values)
+        return self._acknowledged(Response(202, {"operation": op.to_json()}))
+
+    def tree_node(self, request: Request, node_id: str) -> dict[str, Any]:
+        """Where the node sits: its path from the top by Cfg ``parentId`` and, on a parent, the
+        connected child kraken its sync goes through now."""
+        nid = _id(node_id)
+        cfg = self.store.cfg
+        if nid not in cfg:
+            raise HTTPError(404, "NODE_NOT_FOUND", f"no node {nid}")
+        path, cur = [nid], cfg[nid].parent_id
+        while cur and cur not in path and len(path) < 64:
+            path.append(cur)
+            cur = cfg[cur].parent_id if cur in cfg else ""
+        path.reverse()
+        if path[0] != self.engine.self_id and self.engine.full_state and nid != self.engine.self_id:
+            path.insert(0, self.engine.self_id)  # a node without parentId is the full-state kraken's
+        link = self.sync.route(nid) if self.sync is not None else None
+        return {
+            "id": nid,
+            "path": path,
+            "names": [cfg[n].nodename if n in cfg else "" for n in path],
+            "syncedVia": link.node_id if link is not None else None,
+        }
+
+    def _discovery(self) -> Discovery:
+        if self.discovery is None:
+            raise HTTPError(404, "NO_DISCOVERY", "discovery is not configured (state.discovery)")
+        return self.discovery
+
+    def discovered(self, request: Request) -> dict[str, Any]:
+        d = self._discovery()
+        return {
+            "nodes": [d.candidates[k].to_json() for k in sorted(d.candidates)],
+            "scanning": d.running_scan is not None,
+            "scans": d.scans,
+            "lastScan": d.last.to_json() if d.last is not None else None,
+        }
+
+    def accept(self, request: Request, node_id: str) -> Deferred[Response]:
+        d = self._discovery()
+        body = read_json(request) if _has_body(request) else {}
+        if not isinstance(body, dict) or set(body) - {"nodename", "parentId"}:
+            raise HTTPError(400, "BAD_ARGUMENT", 'expected {"nodename"?, "parentId"?}')
+        nodename, parent = body.get("nodename", ""), body.get("parentId", "")
+        if not isinstance(nodename, str) or not isinstance(parent, str):
+            raise HTTPError(400, "BAD_ARGUMENT", "nodename and parentId are strings")
+        node = self._group_call(d.accept, _id(node_id), nodename, parent)
+        return self._acknowledged(Response(201, model.to_json(node)))
+
+    def reject(self, request: Request, node_id: str) -> dict[str, Any]:
+        return self._group_call(self._discovery().reject, _id(node_id)).to_json()
+
+    def scan(self, request: Request) -> Response:
+        d = self._discovery()
+        d.scan()
+        return Response(202, {"scanning": True, "scans": d.scans})
+
+    def list_operations(self, request: Request) -> dict[str, Any]:
+        return {"operations": [op.to_json() for _, op in sorted(self.groups.operations.items())]}
+
+    def operation(self, request: Request, op_id: str) -> dict[str, Any]:
+        op = self.groups.operations.get(int(op_id)) if op_id.isdigit() else None
+        if op is None:
+            raise HTTPError(404, "OPERATION_NOT_FOUND", f"no operation {op_id!r} (the last 100 are kept)")
+        return op.to_json()
+
+    def act(self, request: Request, node_id: str, action: str) -> Deferred[dict[str, Any]]:
+        nid = _id(node_id)
+        body = read_json(request) if _has_body(request) else {}
+        if not isinstance(body, dict):
+            raise HTTPError(400, "BAD_ARGUMENT", "the action's arguments must be a JSON object")
+        try:
+            d = self.engine.act(nid, action, body)
+        except ActionError as e:
+            raise HTTPError(e.status, e.code, str(e)) from None
+
+        def failed(failure: Failure) -> NoReturn:
+            failure.trap(ActionError)
+            e = failure.value
+            assert isinstance(e, ActionError)
+            raise HTTPError(e.status, e.code, str(e))
+
+        return d.addCallbacks(lambda result: {"node": nid, "action": action, "result": result}, failed)
 
     @staticmethod
     def _all(where: dict[str, Node]) -> dict[str, Any]:

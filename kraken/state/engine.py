@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,7 +34,7 @@ from kraken.state.events import (
 )
 from kraken.state.graph import Edge, MutationGraph
 from kraken.state.model import Node, RunState, ServiceState
-from kraken.state.modules.base import Context, Module, Mutation
+from kraken.state.modules.base import ActionError, Context, Module, Mutation
 from kraken.state.store import StateStore
 
 log = Logger(namespace="kraken.state.engine")
@@ -152,6 +152,40 @@ class Engine:
             return
         log.warn("{name} failed on {node}: {reason}", name=name, node=node_id, reason=reason)
         self._timeout(node_id, ap)
+
+    def report(self, si: str, node_id: str, extension: str, body: dict[str, Any]) -> bool:
+        """Record what *si* read of a node (inventory, its BMC's last error) as a whole Dsc
+        extension; only extensions the module declares in ``reports``. True if it changed."""
+        module = self.modules.get(si)
+        if module is None or extension not in module.reports:
+            log.error("rejected report of {ext} by {si}: not declared", ext=extension, si=si)
+            return False
+        if node_id not in self.store.dsc:
+            return False
+        return self.store.set_value(node_id, extension, body, dsc=True)
+
+    def act(self, node_id: str, action: str, args: dict[str, Any]) -> Deferred[Any]:
+        """Ask the module that drives *node_id*'s platform to perform a one-shot *action*."""
+        cfg = self.store.cfg.get(node_id)
+        if cfg is None:
+            raise ActionError(404, "NODE_NOT_FOUND", f"no node {node_id}")
+        offered = [m for m in self.modules.values() if m.platform and m.platform == cfg.platform]
+        if not offered:
+            raise ActionError(409, "NO_ACTION", f"no loaded module drives platform {cfg.platform!r}")
+        module = next((m for m in offered if action in m.actions), None)
+        if module is None:
+            names = sorted({a for m in offered for a in m.actions})
+            raise ActionError(
+                409, "NO_ACTION", f"platform {cfg.platform!r} offers no action {action!r} (it has: "
+                f"{', '.join(names) or 'none'})"
+            )
+        if not (cfg.parent_id == self.self_id or (not cfg.parent_id and self.full_state)):
+            raise ActionError(
+                409, "NOT_PARENT", f"node {node_id} is driven by its parent {cfg.parent_id}, not by us"
+            )
+        if self._started.get(module.si) != "running":
+            raise ActionError(503, "MODULE_NOT_RUNNING", f"module {module.si} is not running")
+        return maybeDeferred(module.act, action, cfg, args)
 
     def cfg_nodes(self) -> list[Node]:
         return list(self.store.cfg.values())

@@ -27,6 +27,7 @@ class EventType(IntEnum):
     API = 4
     DISCOVERY = 5
     ALL = 6
+    OPERATION = 7  # ours: progress of a bulk operation on a group
 
 
 class ChangeKind(IntEnum):
@@ -69,6 +70,19 @@ class DiscoveryData:
 
     def describe(self, url: str) -> str:
         return f"({self.si}) {url} == {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class OperationData:
+    progress: dict[str, Any]
+
+    def describe(self, url: str) -> str:
+        p = self.progress
+        state = "complete" if p["complete"] else "running"
+        return (
+            f"(PROGRESS) operation {p['id']} on group {p['group']}: {p['done']}/{p['total']} done, "
+            f"{p['failed']} failed, {state}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

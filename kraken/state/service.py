@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from kraken.state import model
 from kraken.state.engine import Engine
 from kraken.state.events import EventBus
+from kraken.state.groups import Groups, group_from_json
 from kraken.state.model import ModelError, Node, PhysState, RunState
 from kraken.state.modules.base import Context, Module, Mutation, declare
 from kraken.state.store import SqliteCfg, StateStore
@@ -99,6 +100,7 @@ class StateService(Service):
             sse_mutations=sse_mutations(sse_timeout),
         )
         self.engine.allow_discoveries(SSE, SSE_DISCOVERABLES)
+        self.groups = Groups(self.store, self.bus, clock, lambda url: url in self.engine.graph.index)
         corrupt = (metrics or {}).get("corrupt_entries")
         skipped = corrupt.labels("cfg").inc if corrupt is not None else None
         self.persist = SqliteCfg(db, self.store, clock, on_skipped=skipped) if db else None
@@ -112,6 +114,18 @@ class StateService(Service):
             for node in self.persist.load():
                 self.store.create(node)
             self.persist.attach()
+            for body in self.persist.load_groups():
+                try:
+                    group = group_from_json(str(body.get("name")), body)
+                except ModelError as e:
+                    log.error("skipping stored group {name}: {error}", name=body.get("name"), error=str(e))
+                    continue
+                group.nodes = [n for n in group.nodes if n in self.store.cfg]
+                self.groups.load([group])
+            groups = self.groups.groups
+            self.persist.attach_groups(
+                self.groups.writers, lambda name: groups[name].to_json() if name in groups else None
+            )
         for node in self.initial:
             if node.id != self.self_id and node.id not in self.store.cfg:
                 self.store.create(node)

@@ -83,16 +83,21 @@ class StateStore:
     def update_dsc(self, node: Node) -> Node:
         return self._replace(self.dsc, node, ChangeKind.UPDATE)
 
-    def _replace(self, where: dict[str, Node], node: Node, kind: ChangeKind) -> Node:
+    def take_dsc(self, node: Node) -> None:
+        """Replace a Dsc node with *node* itself (the caller gives it up: no copies), as
+        :meth:`update_dsc` otherwise; for batches of nodes parsed from the sync wire."""
+        self._replace(self.dsc, node, ChangeKind.UPDATE, owned=True)
+
+    def _replace(self, where: dict[str, Node], node: Node, kind: ChangeKind, owned: bool = False) -> Node:
         old = self._get(where, node.id)
         changes = model.diff(old, node)
         if not changes:
-            return old.copy()
-        where[node.id] = node.copy()
+            return old if owned else old.copy()
+        where[node.id] = node if owned else node.copy()
         if kind is ChangeKind.CFG_UPDATE:
             self._cfg_written(node.id)
         self.bus.emit(_change(kind, node.id, path, value) for path, value in changes)
-        return where[node.id].copy()
+        return node if owned else where[node.id].copy()
 
     def set_value(self, node_id: str, path: str, value: Any, dsc: bool = False) -> bool:
         """Set one value (typed via the URL's enum); True if it changed anything."""
@@ -129,7 +134,7 @@ class StoreWriteError(Exception):
     """A commit of Cfg to the database failed; the changes stay dirty and are retried."""
 
 
-Rows = list[tuple[str, str | None]]  # (node id, node JSON or None to delete)
+Rows = list[tuple[str, str, str | None]]  # (table, key, JSON or None to delete)
 
 
 def _fire(waiting: list[Deferred[None]], error: Exception | None = None) -> None:
@@ -172,6 +177,7 @@ class SqliteCfg:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = open_durable(self.path, check_same_thread=False)  # used by one thread at a time
         self.db.execute("CREATE TABLE IF NOT EXISTS cfg (id TEXT PRIMARY KEY, node TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
         self.db.commit()
         self.store = store
         self.clock = clock
@@ -179,6 +185,8 @@ class SqliteCfg:
         self.retry_delay = 1.0
         self.commits = 0
         self._dirty: set[str] = set()
+        self._dirty_groups: set[str] = set()
+        self.group_source: Callable[[str], dict[str, Any] | None] | None = None
         self._waiting: list[Deferred[None]] = []  # for the next commit
         self._in_flight: list[Deferred[None]] | None = None  # waits for the commit running now
         self._call: IDelayedCall | None = None
@@ -197,11 +205,34 @@ class SqliteCfg:
                     self.on_skipped()
         return nodes
 
+    def load_groups(self) -> list[dict[str, Any]]:
+        out = []
+        for name, text in self.db.execute("SELECT name, body FROM groups ORDER BY name"):
+            try:
+                body = json.loads(text)
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
+                out.append(body)
+            except ValueError as e:
+                log.error("skipping stored group {name}: {error}", name=name, error=str(e))
+                if self.on_skipped is not None:
+                    self.on_skipped()
+        return out
+
     def attach(self) -> None:
         self.store.cfg_writers.append(self.mark)
 
+    def attach_groups(self, writers: list[Callable[[str], None]], source: Callable[[str], Any]) -> None:
+        """Keep groups too: *writers* gets our marker, *source(name)* gives a group's JSON or None."""
+        self.group_source = source
+        writers.append(self.mark_group)
+
     def mark(self, node_id: str) -> None:
         self._dirty.add(node_id)
+        self._schedule(self.delay)
+
+    def mark_group(self, name: str) -> None:
+        self._dirty_groups.add(name)
         self._schedule(self.delay)
 
     def _schedule(self, delay: float) -> None:
@@ -210,9 +241,9 @@ class SqliteCfg:
 
     def durable(self) -> Deferred[None]:
         """Fires once every Cfg change made so far is committed (at once if none is pending)."""
-        if self.closed and self._dirty:
+        if self.closed and (self._dirty or self._dirty_groups):
             return fail(StoreWriteError(f"the Cfg database {self.path} is closed"))
-        if self._dirty:
+        if self._dirty or self._dirty_groups:
             waiting = self._waiting
         elif self._in_flight is not None:
             waiting = self._in_flight
@@ -230,44 +261,64 @@ class SqliteCfg:
         if self._in_flight is not None or self.closed:
             return  # _committed starts the next one
         dirty, self._dirty = self._dirty, set()
+        dirty_groups, self._dirty_groups = self._dirty_groups, set()
         waiting, self._waiting = self._waiting, []
-        if not dirty:
+        if not dirty and not dirty_groups:
             _fire(waiting)
             return
         rows: Rows = []
         for node_id in sorted(dirty):  # the nodes as they are now, serialised in the reactor thread
             node = self.store.cfg.get(node_id)
             text = json.dumps(model.to_json(node), separators=(",", ":")) if node is not None else None
-            rows.append((node_id, text))
+            rows.append(("cfg", node_id, text))
+        for name in sorted(dirty_groups):
+            body = self.group_source(name) if self.group_source is not None else None
+            text = json.dumps(body, separators=(",", ":")) if body is not None else None
+            rows.append(("groups", name, text))
         self._in_flight = waiting
         if IReactorThreads.providedBy(self.clock):
             reactor = cast(IReactorThreads, self.clock)
             d = deferToThreadPool(reactor, reactor.getThreadPool(), self._write, rows)
         else:
             d = maybeDeferred(self._write, rows)
-        d.addBoth(self._committed, dirty, waiting)
+        d.addBoth(self._committed, dirty, waiting, dirty_groups)
 
     def _write(self, rows: Rows) -> None:
+        sql = {
+            "cfg": ("DELETE FROM cfg WHERE id = ?", "INSERT OR REPLACE INTO cfg (id, node) VALUES (?, ?)"),
+            "groups": (
+                "DELETE FROM groups WHERE name = ?",
+                "INSERT OR REPLACE INTO groups (name, body) VALUES (?, ?)",
+            ),
+        }
         with self.db:
-            for node_id, text in rows:
+            for table, key, text in rows:
+                delete, upsert = sql[table]
                 if text is None:
-                    self.db.execute("DELETE FROM cfg WHERE id = ?", (node_id,))
+                    self.db.execute(delete, (key,))
                 else:
-                    self.db.execute("INSERT OR REPLACE INTO cfg (id, node) VALUES (?, ?)", (node_id, text))
+                    self.db.execute(upsert, (key, text))
 
-    def _committed(self, result: Failure | None, dirty: set[str], waiting: list[Deferred[None]]) -> None:
+    def _committed(
+        self,
+        result: Failure | None,
+        dirty: set[str],
+        waiting: list[Deferred[None]],
+        dirty_groups: set[str] | None = None,
+    ) -> None:
         self._in_flight = None
         if isinstance(result, Failure):
             log.error(
                 "cannot commit {n} Cfg nodes: {error}; retrying", n=len(dirty), error=result.getErrorMessage()
             )
             self._dirty |= dirty
+            self._dirty_groups |= dirty_groups or set()
             self._schedule(self.retry_delay)
             _fire(waiting, StoreWriteError(f"cannot commit Cfg to {self.path}: {result.getErrorMessage()}"))
             return
         self.commits += 1
         _fire(waiting)
-        if self._dirty:
+        if self._dirty or self._dirty_groups:
             self._schedule(self.delay)
 
     def close(self) -> Deferred[None]:

@@ -4,13 +4,19 @@ A frame is a 4-byte big-endian body length, then the body: one kind byte and a U
 object. Frames over :data:`MAX_FRAME` bytes, unknown kinds and bodies that are not JSON objects
 are protocol errors: the decoder raises :class:`WireError` for the first one and ignores any
 input after it.
+
+A kind byte with the :data:`COMPRESSED` bit set carries its JSON zlib-compressed; the encoder
+compresses bodies of :data:`COMPRESS_OVER` bytes or more (batches of nodes, where it pays), and
+the decoder refuses one that inflates beyond :data:`MAX_INFLATED`. Batches of many nodes are
+split by :func:`encode_batches` into frames of at most :data:`BATCH` nodes.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
@@ -19,6 +25,10 @@ from kraken.core import jsonlimits, wire
 from kraken.core.jsonlimits import JSONLimitError
 
 MAX_FRAME = 1 << 20
+MAX_INFLATED = 16 << 20
+COMPRESSED = 0x80
+COMPRESS_OVER = 4096
+BATCH = 2000
 _LEN = struct.Struct(">I")
 
 
@@ -28,6 +38,8 @@ class Kind(IntEnum):
     CFG = 3  # parent → child: {"node": <the child's Cfg>}
     DSC = 4  # child → parent: {"node": <the child's own Dsc>}
     ERROR = 5  # either way: {"message": ...}; the sender closes
+    CFG_NODES = 6  # parent → sub-master: {"nodes": [Cfg of nodes below it], "deleted": [ids]}
+    DSC_NODES = 7  # sub-master → parent: {"nodes": [Dsc of nodes below it]}
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,38 @@ class WireError(wire.WireError):
     """A frame that breaks the sync protocol; the adapter answers it with an ERROR frame."""
 
 
-def encode(kind: Kind, body: dict[str, Any]) -> bytes:
-    payload = bytes([kind]) + json.dumps(body, separators=(",", ":")).encode()
+def encode(kind: Kind, body: dict[str, Any], compress_over: int = COMPRESS_OVER) -> bytes:
+    text = json.dumps(body, separators=(",", ":")).encode()
+    if len(text) >= compress_over:
+        payload = bytes([kind | COMPRESSED]) + zlib.compress(text, 1)
+    else:
+        payload = bytes([kind]) + text
     if len(payload) > MAX_FRAME:
         raise ValueError(f"sync message of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
     return _LEN.pack(len(payload)) + payload
+
+
+def encode_batches(
+    kind: Kind, nodes: Iterable[dict[str, Any]], deleted: Iterable[str] = (), size: int = BATCH
+) -> bytes:
+    """Frames of *kind* carrying *nodes* (and *deleted* ids) at most *size* nodes each."""
+    items, gone = list(nodes), list(deleted)
+    frames = []
+    for start in range(0, max(len(items), 1), size):
+        body: dict[str, Any] = {"nodes": items[start : start + size]}
+        if start == 0 and gone:
+            body["deleted"] = gone
+        if body["nodes"] or gone:
+            frames.append(encode(kind, body))
+    return b"".join(frames)
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, MAX_INFLATED)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError(f"inflates beyond {MAX_INFLATED} bytes or is truncated")
+    return out
 
 
 class Decoder:
@@ -74,11 +113,17 @@ class Decoder:
             body = bytes(self._buf[4 : 4 + size])
             del self._buf[: 4 + size]
             try:
-                kind = Kind(body[0])
+                kind = Kind(body[0] & ~COMPRESSED)
             except ValueError:
                 self._fail(f"unknown message kind {body[0]}")
+            text = body[1:]
+            if body[0] & COMPRESSED:
+                try:
+                    text = _inflate(text)
+                except (zlib.error, ValueError) as e:
+                    self._fail(f"{kind.name} body does not inflate: {e}")
             try:
-                value = jsonlimits.loads(body[1:])
+                value = jsonlimits.loads(text)
             except JSONLimitError as e:
                 self._fail(f"{kind.name} body {e}")
             except (UnicodeDecodeError, ValueError):

@@ -12,8 +12,10 @@ from kraken.core.service import KrakenService
 from kraken.core.sqlitedb import DamagedDatabase
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
+from kraken.state.discovery import Discovery, RangeError
 from kraken.state.model import DEFAULT_ID, ModelError
 from kraken.state.modules.loader import ModuleLoadError, load_modules
+from kraken.state.modules.redfish import INVENTORY
 from kraken.state.own_services import OwnServices
 from kraken.state.service import StateError, StateService
 from kraken.state.sync import SyncClientService, SyncServerFactory, parse_parent
@@ -32,6 +34,12 @@ class StateSection:
     persist: bool = setting(True, "keep Cfg in the db file; false keeps it in memory only")
     state_file: ConfigPath | None = setting(None, 'initial Cfg as {"nodes": [...]}; adds nodes the db lacks')
     parent: str | None = setting(None, "HOST:PORT of the parent kraken; makes this kraken a child")
+    fallback_parents: list[str] = setting(
+        [], "HOST:PORT of krakens a child phones home to, in turn, when its parent is lost"
+    )
+    submaster: bool = setting(
+        False, "a child that is also a parent: listens on sync_listen, Cfg down and Dsc up for nodes below it"
+    )
     freeze: bool = setting(False, "start with the mutation engine frozen")
     ws_listen: list[str] = setting([f"tls:tcp:3142:{LOOPBACK}"], "endpoints of the event websocket")
     sync_listen: list[str] = setting(
@@ -43,9 +51,12 @@ class StateSection:
     retry_delay: float = setting(10.0, "seconds before retrying a node whose mutation failed", minimum=0)
     sse_timeout: float = setting(90.0, "seconds a booted child has to phone home", minimum=0)
     modules: list[str] = setting(
-        ["sim", "ipmi", "freebusy"], "state modules: built-in, entry point or pkg:Class"
+        ["sim", "ipmi", "redfish", "freebusy"], "state modules: built-in, entry point or pkg:Class"
     )
     module_config: dict[str, Any] = setting({}, "per-module settings keyed by module name")
+    discovery: dict[str, Any] = setting(
+        {}, "BMC ranges to scan: redfish: [http://HOSTS:PORTS], ipmi: [HOSTS:PORTS], user, password..."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +97,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     try:
         modules = load_modules(list(st.modules), st.module_config)
         parent = parse_parent(st.parent) if st.parent else None
+        fallbacks = [parse_parent(p) for p in st.fallback_parents]
+        if fallbacks and parent is None:
+            raise ValueError("fallback_parents needs a parent")
         metrics = {
             "mutations": svc.metrics.counter(
                 "mutations_total", "mutations the engine asked a module to perform"
@@ -112,14 +126,18 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         raise SystemExit(f"kraken-state: {e}") from None
     state.setServiceParent(svc)
     try:
-        _listen(svc, state, config, parent)
+        _listen(svc, state, config, parent, fallbacks)
     except TLSConfigError as e:
         raise SystemExit(f"kraken-state: {e}") from None
     return svc
 
 
 def _listen(
-    svc: KrakenService, state: StateService, config: StateConfig, parent: tuple[str, int] | None
+    svc: KrakenService,
+    state: StateService,
+    config: StateConfig,
+    parent: tuple[str, int] | None,
+    fallbacks: list[tuple[str, int]],
 ) -> None:
     st = config.state
     svc.metrics.gauge("nodes", "nodes in the Cfg store").set_function(lambda: len(state.store.cfg))
@@ -129,7 +147,24 @@ def _listen(
     svc.metrics.gauge("frozen", "1 while the mutation engine is frozen").set_function(
         lambda: int(state.engine.frozen)
     )
-    api = StateAPI(state.store, state.engine, lambda: svc.ports.get("ws"), state.durable)
+    serves_children = parent is None or st.submaster
+    sync_server = (
+        SyncServerFactory(state, svc.reactor, hello=st.hello, dead=st.dead) if serves_children else None
+    )
+    discovery = None
+    if st.discovery:
+        try:
+            discovery = Discovery(
+                state.store, svc.reactor, dict(st.discovery),
+                lambda node_id, inventory: state.engine.report("redfish", node_id, INVENTORY.url, inventory),
+            )
+        except RangeError as e:
+            raise SystemExit(f"kraken-state: {e}") from None
+        discovery.setServiceParent(svc)
+    api = StateAPI(
+        state.store, state.engine, lambda: svc.ports.get("ws"), state.durable, state.groups, sync_server,
+        discovery,
+    )
     site = make_site(
         api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)}, http=config.http,
         reactor=svc.reactor,
@@ -137,14 +172,14 @@ def _listen(
     roles = list(st.api_roles)
     svc.listen_all("http", config.listen, site, allowed_roles=roles)
     svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus), allowed_roles=roles)
-    OwnServices(state, ["restapi", "websocket"] + (["sse"] if parent is None else [])).setServiceParent(svc)
-    sync_args = {"hello": st.hello, "dead": st.dead}
-    if parent is None:
-        svc.listen_all(
-            "sync", st.sync_listen, SyncServerFactory(state, svc.reactor, **sync_args), ["state"]
-        )
-    else:
+    OwnServices(state, ["restapi", "websocket"] + (["sse"] if sync_server else [])).setServiceParent(svc)
+    if sync_server is not None:
+        svc.listen_all("sync", st.sync_listen, sync_server, ["state"])
+    if parent is not None:
         if svc.tls is None:
             raise SystemExit("kraken-state: a child needs the tls section to phone home to its parent")
-        client = SyncClientService(state, svc.reactor, parent[0], parent[1], svc.tls, **sync_args)
+        client = SyncClientService(
+            state, svc.reactor, parent[0], parent[1], svc.tls,
+            hello=st.hello, dead=st.dead, fallbacks=fallbacks,
+        )
         client.setServiceParent(svc)

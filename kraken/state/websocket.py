@@ -15,11 +15,14 @@ from zope.interface import implementer
 from kraken.core import jsonlimits
 from kraken.core.tls import SeesTLSLayer
 from kraken.state import model
-from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData
+from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData, OperationData
 
 log = Logger(namespace="kraken.state.websocket")
 
-_TYPES = {t.name: t for t in (EventType.STATE_CHANGE, EventType.STATE_MUTATION, EventType.DISCOVERY)}
+_TYPES = {
+    t.name: t
+    for t in (EventType.STATE_CHANGE, EventType.STATE_MUTATION, EventType.DISCOVERY, EventType.OPERATION)
+}
 _COMMANDS = {"SUBSCRIBE": 0, "UNSUBSCRIBE": 1}
 _ids = itertools.count(1)
 MAX_PENDING = 50  # messages held for a client whose socket is full; one more and it is dropped
@@ -47,16 +50,19 @@ def parse_command(payload: bytes) -> tuple[int, EventType]:
         return command, _TYPES[kind]
     if isinstance(kind, int) and not isinstance(kind, bool) and kind in {t.value for t in _TYPES.values()}:
         return command, EventType(kind)
-    raise CommandError("type must be STATE_CHANGE, STATE_MUTATION or DISCOVERY")
+    raise CommandError("type must be STATE_CHANGE, STATE_MUTATION, DISCOVERY or OPERATION")
 
 
 def event_message(event: Event) -> dict[str, Any]:
     node_id, path = model.split_url(event.url)
     data = event.data
+    value: Any
     if isinstance(data, MutationData):
         value = data.mutation
     elif isinstance(data, DiscoveryData):
         value = data.value
+    elif isinstance(data, OperationData):
+        value = data.progress
     else:
         value = model.printable(data.value)
     return {"type": int(event.type), "url": path, "data": event.describe(), "nodeid": node_id, "value": value}

@@ -25,6 +25,7 @@ NODE = "eeeeeeee-0000-0000-0000-000000000001"
 CHASSIS = """#!/bin/sh
 # ipmi_sim chassis_control hook: $1 = device, then get|set power [value]
 state="$(dirname "$0")/power.$1"
+[ "$2" = set ] && echo "$3 $4" >> "$(dirname "$0")/calls.$1"
 [ -f "$state" ] || echo 0 > "$state"
 case "$2 $3" in
   "get power") echo "power:$(cat "$state")" ;;
@@ -174,6 +175,12 @@ def test_power_on_through_rest_powers_the_bmc(
     # Someone switches it off behind kraken's back: the poll notices, the engine powers it on again.
     bmc.power_file.write_text("0\n")
     wait_for(lambda: bmc.power_file.read_text().strip() == "1", what="the engine to restore power")
+    # One-shot actions: the chassis identify light and a power reset reach the BMC.
+    calls = bmc.dir / "calls.krbmc1"
+    assert api.post(f"/action/node/{NODE}/identify", {"on": True})["result"] == {"identify": True}
+    wait_for(lambda: "identify" in calls.read_text(), what="the identify light")
+    assert api.post(f"/action/node/{NODE}/restart", {})["result"] == {"reset": "reset"}
+    wait_for(lambda: "reset" in calls.read_text(), what="the power reset")
 
 
 def _log(servers: ServerProcess.Pool) -> str:

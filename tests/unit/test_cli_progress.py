@@ -75,3 +75,21 @@ def test_summary_from_the_agents_counters() -> None:
         "pulled 3.0 MiB: 3 pieces from peers, 6 from origins (33 % from peers)"
     )
     assert source_summary(10, after, after) == "pulled 10 B: already on the agent (no pieces fetched)"
+
+
+def test_count_bar_draws_done_failed_and_eta() -> None:
+    from kraken.cli.progress import CountProgress
+
+    clock = FakeClock()
+    out = io.StringIO()
+    bar = CountProgress("group rack", out, enabled=True, clock=clock, width=10)
+    clock.now += 4
+    assert bar.line(50, 100, 2) == "group rack  [#####-----]  50/100 nodes  2 failed  ETA 4s"
+    assert bar.line(100, 100) == "group rack  [##########]  100/100 nodes"
+    bar.update(1, 4)
+    bar.finish()
+    assert out.getvalue().startswith("\rgroup rack  [##--------]  1/4 nodes")
+    assert out.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    CountProgress("g", quiet, enabled=False).update(1, 2)
+    assert quiet.getvalue() == ""

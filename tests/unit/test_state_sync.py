@@ -7,13 +7,14 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from kraken.core.tls import PeerIdentity
 from kraken.state.model import Busy, Node, RunState
 from kraken.state.modules.freebusy import FreeBusy
 from kraken.state.service import StateService
 from kraken.state.sync import ParentLink, SyncClientService, SyncServerFactory
-from kraken.state.sync_wire import Decoder, Kind, Message, encode
+from kraken.state.sync_wire import Decoder, Kind, Message, encode, encode_batches
 
 PARENT = "aaaaaaaa-0000-0000-0000-000000000001"
 KID = "cccccccc-0000-0000-0000-000000000001"
@@ -155,3 +156,85 @@ def test_child_takes_its_cfg_acts_reports_and_phones_home_again() -> None:
     assert state.store.dsc[KID].run_state is RunState.ERROR
     assert transport.disconnecting and service.link is None
     assert service._retry is not None and service._retry.getTime() == clock.seconds() + 1.0
+
+
+LEAF = "cccccccc-0000-0000-0000-00000000000a"
+OTHER = "cccccccc-0000-0000-0000-00000000000b"
+
+
+def test_a_sub_master_gets_the_cfg_below_it_and_reports_only_for_its_own_nodes() -> None:
+    clock, state, factory = parent_rig()
+    for node_id, parent in ((LEAF, KID), (OTHER, PARENT)):
+        n = Node(node_id)
+        n.parent_id = parent
+        state.store.create(n)
+    link, transport = connect_child(factory)
+    link.dataReceived(encode(Kind.HELLO, {"id": KID}))
+    welcome, below = received(transport)
+    assert welcome.kind is Kind.WELCOME
+    assert below.kind is Kind.CFG_NODES and [n["id"] for n in below.body["nodes"]] == [LEAF]
+
+    state.store.set_value(LEAF, "/Busy", "BUSY")  # Cfg of a node below the sub-master
+    state.store.set_value(OTHER, "/Busy", "BUSY")  # not below it: not sent
+    clock.advance(0)
+    messages = received(transport)
+    assert [m.kind for m in messages] == [Kind.CFG, Kind.CFG_NODES]
+    assert [n["busy"] for n in messages[1].body["nodes"]] == ["BUSY"]
+    state.store.delete(LEAF)
+    clock.advance(0)
+    assert received(transport)[-1].body == {"nodes": [], "deleted": [LEAF]}
+
+    leaf = Node(LEAF)
+    leaf.parent_id = KID
+    state.store.create(leaf)
+    dsc = [{"id": LEAF, "busy": "BUSY", "runState": "SYNC"}, {"id": OTHER, "busy": "BUSY"}]
+    link.dataReceived(encode(Kind.DSC_NODES, {"nodes": dsc}))
+    assert transport.producerState == "paused"  # applied in the next turns; no reading meanwhile
+    clock.advance(0)
+    assert transport.producerState == "producing"
+    assert state.store.dsc[LEAF].busy is Busy.BUSY
+    assert state.store.dsc[OTHER].busy is Busy.FREE  # a sub-master cannot report on others' nodes
+    assert factory.route(LEAF) is link and factory.descendants(KID) == [LEAF]
+
+    link.connectionLost()  # the sub-master dies: what it relayed is unknown now
+    assert state.store.dsc[LEAF].run_state is RunState.ERROR
+    assert state.store.dsc[KID].run_state is RunState.ERROR
+
+
+def test_a_child_tries_its_fallback_parents_in_turn() -> None:
+    clock = Clock()
+    state = StateService([FreeBusy()], clock, self_id=KID, full_state=False)
+    tls: Any = None  # never used: no connection is made
+    svc = SyncClientService(state, clock, "10.0.0.1", 1, tls, hello=1.0, fallbacks=[("10.0.0.2", 2)])
+    tried = []
+    for _ in range(3):
+        tried.append((svc.host, svc.port))
+        svc._failed(Failure(ConnectionRefusedError()))
+    assert tried == [("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.1", 1)]
+
+
+class CountingChunks(SyncClientService):
+    chunks: list[int]
+
+    def apply_cfg_nodes(self, items: list[Any]) -> None:
+        self.chunks.append(len(items))
+        super().apply_cfg_nodes(items)
+
+
+def test_a_big_batch_is_applied_a_chunk_per_turn() -> None:
+    clock = Clock()
+    state = StateService([FreeBusy()], clock, self_id=KID, full_state=False)
+    tls: Any = None
+    svc = CountingChunks(state, clock, "10.0.0.1", 1, tls)
+    svc.chunks = []
+    link = ParentLink(svc)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    link.dataReceived(encode(Kind.WELCOME, {"parent": PARENT, "cfg": {"id": KID}, "dsc": {"id": KID}}))
+    nodes = [{"id": f"dddddddd-0000-0000-0000-{i:012d}", "parentId": KID} for i in range(1200)]
+    link.dataReceived(encode_batches(Kind.CFG_NODES, nodes, ["dddddddd-0000-0000-0000-000000000000"]))
+    assert len(state.store.cfg) == 1 and transport.producerState == "paused"
+    clock.advance(0)  # a Clock runs the follow-up turns at once; a reactor, one per iteration
+    assert svc.chunks == [500, 500, 201]  # 1,200 nodes and one deletion
+    assert len(state.store.cfg) == 1 + 1200 - 1  # the deletion comes after the batch it rode with
+    assert transport.producerState == "producing"

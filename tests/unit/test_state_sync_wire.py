@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import zlib
 from typing import Any
 
 import pytest
@@ -10,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kraken.core import wire
-from kraken.state.sync_wire import MAX_FRAME, Decoder, Kind, Message, WireError, encode
+from kraken.state.sync_wire import (
+    COMPRESSED,
+    MAX_FRAME,
+    MAX_INFLATED,
+    Decoder,
+    Kind,
+    Message,
+    WireError,
+    encode,
+    encode_batches,
+)
 
 
 def test_round_trip_in_any_split() -> None:
@@ -51,7 +64,7 @@ def test_bytes_fed_are_kept_until_their_messages_are_read() -> None:
 
 def test_oversized_messages_are_refused_on_encode() -> None:
     try:
-        encode(Kind.CFG, {"blob": "x" * MAX_FRAME})
+        encode(Kind.CFG, {"blob": os.urandom(MAX_FRAME).hex()})  # does not compress below the limit
     except ValueError as e:
         assert "exceeds" in str(e)
     else:
@@ -97,3 +110,26 @@ def test_fuzzed_input_after_valid_frames_never_loses_them(
     out, _ = decode_all(Decoder(), [data[i : i + cut] for i in range(0, len(data), cut)])
     assert out[: len(valid)] == [Message(kind, body) for kind, body in valid]
     assert len(out) <= len(valid) + 1
+
+
+def test_large_bodies_are_compressed_and_batches_split() -> None:
+    nodes = [{"id": f"00000000-0000-0000-0000-{i:012d}", "physState": "POWER_ON"} for i in range(4500)]
+    data = encode_batches(Kind.DSC_NODES, nodes, ["gone"], size=2000)
+    raw = sum(len(json.dumps(n)) for n in nodes)
+    assert len(data) < raw / 5  # compressed
+    out = list(Decoder().feed(data))
+    assert [len(m.body["nodes"]) for m in out] == [2000, 2000, 500]
+    assert out[0].body["deleted"] == ["gone"] and "deleted" not in out[1].body
+    assert [n for m in out for n in m.body["nodes"]] == nodes
+    small = encode(Kind.CFG, {"node": {"id": "x"}})
+    assert not small[4] & COMPRESSED
+    assert encode_batches(Kind.CFG_NODES, []) == b""
+
+
+def test_a_body_that_inflates_too_far_or_is_broken_is_refused() -> None:
+    bomb = zlib.compress(b'{"a":"' + b"x" * (MAX_INFLATED + 10) + b'"}', 9)
+    for body, reason in ((bomb, "inflates beyond"), (b"not zlib", "does not inflate")):
+        frame = struct.pack(">I", 1 + len(body)) + bytes([Kind.DSC_NODES | COMPRESSED]) + body
+        with pytest.raises(WireError) as e:
+            list(Decoder().feed(frame))
+        assert reason in e.value.reason

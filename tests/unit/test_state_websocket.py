@@ -37,6 +37,8 @@ NID = "123e4567-e89b-12d3-a456-426655440000"
         (b'{"command": "SUBSCRIBE", "type": "DISCOVERY"}', (0, EventType.DISCOVERY)),
         (b'{"command": "unsubscribe", "type": 2}', (1, EventType.STATE_MUTATION)),
         (b'{"type": "STATE_MUTATION"}', (0, EventType.STATE_MUTATION)),
+        (b'{"command": "SUBSCRIBE", "type": "OPERATION"}', (0, EventType.OPERATION)),
+        (b'{"type": 7}', (0, EventType.OPERATION)),
     ],
 )
 def test_commands(payload: bytes, expected: tuple[int, EventType]) -> None:

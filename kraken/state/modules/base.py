@@ -73,16 +73,35 @@ class ModuleAPI(Protocol):
 
     def fail(self, si: str, node_id: str, mutation_id: str, reason: str) -> None: ...
 
+    def report(self, si: str, node_id: str, extension: str, body: dict[str, Any]) -> bool: ...
+
     def cfg_nodes(self) -> list[Node]: ...
 
     def dsc_node(self, node_id: str) -> Node | None: ...
 
 
+class ActionError(Exception):
+    """An action a module cannot perform; ``status`` and ``code`` for the HTTP answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class Module:
-    """Base class: subclasses set ``si``, build ``mutations`` and implement ``mutate``."""
+    """Base class: subclasses set ``si``, build ``mutations`` and implement ``mutate``.
+
+    ``platform`` names the nodes whose hardware the module drives; ``reports`` the extension
+    type URLs it may write into a node's Dsc (inventory, the BMC's last error); ``actions``
+    the one-shot operations :meth:`act` performs on demand (restart, identify LED, ...).
+    """
 
     si: ClassVar[str] = ""
     module_url: ClassVar[str] = ""
+    platform: ClassVar[str] = ""
+    reports: ClassVar[tuple[str, ...]] = ()
+    actions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config = dict(config or {})
@@ -117,3 +136,8 @@ class Module:
 
     def interrupt(self, node_id: str) -> None:
         """Drop queued work for *node_id* (its mutation timed out)."""
+
+    def act(self, action: str, cfg: Node, args: dict[str, Any]) -> Any:
+        """Perform *action* on the node; returns (a Deferred of) a JSON-able result or raises
+        :class:`ActionError`."""
+        raise ActionError(409, "NO_ACTION", f"module {self.si} has no action {action!r}")

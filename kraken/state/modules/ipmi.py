@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from kraken.state import model
 from kraken.state.model import ExtensionType, Node, register_extension
-from kraken.state.modules.base import Module, ModuleAPI, Mutation
+from kraken.state.modules.base import ActionError, Module, ModuleAPI, Mutation
+from kraken.state.modules.blocking import BlockingCalls
 from kraken.state.modules.power import power_mutations
 
 log = Logger(namespace="kraken.state.ipmi")
@@ -64,6 +62,17 @@ class CommandCache:
 
     def power(self, settings: dict[str, Any], action: str | None) -> str:
         """Blocking: set (``on``/``off``) or read the power; returns ``on`` or ``off``."""
+
+        def switch(cmd: Any) -> str:
+            if action is None:
+                return str(cmd.get_power()["powerstate"])
+            result = cmd.set_power(action, wait=True)
+            return str(result.get("powerstate", action))
+
+        return str(self.run(settings, switch))
+
+    def run(self, settings: dict[str, Any], fn: Any) -> Any:
+        """Blocking: ``fn(command)`` with the BMC's session, one call at a time per BMC."""
         from pyghmi.ipmi.command import Command
 
         key = (settings["bmc"], settings["port"], settings["userid"], settings["password"])
@@ -74,29 +83,22 @@ class CommandCache:
             try:
                 if cmd is None:
                     cmd = self._commands[key] = Command(**settings)
-                if action is None:
-                    return str(cmd.get_power()["powerstate"])
-                result = cmd.set_power(action, wait=True)
-                return str(result.get("powerstate", action))
+                return fn(cmd)
             except Exception:
                 self._commands.pop(key, None)
                 raise
 
 
-def _daemon_thread(**kwargs: Any) -> threading.Thread:
-    return threading.Thread(daemon=True, **kwargs)
-
-
 class IpmiPower(Module):
     si = "ipmi"
     module_url = "kraken.state.modules.ipmi"
+    platform = PLATFORM
+    actions = ("restart", "identify")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self.poll_interval = float(self.config.get("poll", 30.0))
-        self.pool = ThreadPool(
-            minthreads=0, maxthreads=int(self.config.get("threads", 4)), name="kraken-ipmi"
-        )
+        self.calls = BlockingCalls("kraken-ipmi", int(self.config.get("threads", 4)))
         self._poller: LoopingCall | None = None
         self._generation: dict[str, int] = {}
         self.commands = CommandCache()
@@ -109,10 +111,7 @@ class IpmiPower(Module):
 
     def start(self, api: ModuleAPI) -> None:
         super().start(api)
-        self.pool.start()
-        reactor = api.reactor
-        if IReactorCore.providedBy(reactor):
-            reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        self.calls.start(api.reactor, self.stop)
         if self.poll_interval > 0:
             self._poller = LoopingCall(self.poll)
             self._poller.clock = api.clock
@@ -122,13 +121,10 @@ class IpmiPower(Module):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         self._poller = None
-        if self.pool.started:
-            threading.Thread(target=self.pool.stop, name="kraken-ipmi-stop", daemon=True).start()
+        self.calls.stop()
 
     def _call(self, settings: dict[str, Any], action: str | None) -> Any:
-        assert self.api is not None
-        reactor = IReactorFromThreads(self.api.reactor)
-        return deferToThreadPool(reactor, self.pool, self.commands.power, settings, action)
+        return self.calls.call(self.commands.power, settings, action)
 
     def mutate(self, mutation: Mutation, cfg: Node, dsc: Node) -> None:
         assert self.api is not None
@@ -157,6 +153,36 @@ class IpmiPower(Module):
                 )
 
         d.addCallbacks(done, failed)
+
+    def act(self, action: str, cfg: Node, args: dict[str, Any]) -> Any:
+        """``restart`` (chassis power reset) or ``identify`` (``{"on": true|false}``: the
+        chassis identify light)."""
+        try:
+            settings = bmc_of(cfg)
+        except BMCConfigError as e:
+            raise ActionError(409, "NO_BMC", str(e)) from None
+        if action == "identify":
+            on = args.get("on", True)
+            if not isinstance(on, bool):
+                raise ActionError(400, "BAD_ARGUMENT", "on must be true or false")
+
+            def identify(cmd: Any) -> dict[str, Any]:
+                cmd.set_identify(on=on)
+                return {"identify": on}
+
+            work = identify
+        else:
+
+            def work(cmd: Any) -> dict[str, Any]:
+                cmd.set_power("reset")
+                return {"reset": "reset"}
+
+        def failed(failure: Any) -> NoReturn:
+            raise ActionError(
+                502, "BMC_ERROR", f"BMC {settings['bmc']}:{settings['port']}: {failure.getErrorMessage()}"
+            )
+
+        return self.calls.call(self.commands.run, settings, work).addErrback(failed)
 
     def interrupt(self, node_id: str) -> None:
         self._generation[node_id] = self._generation.get(node_id, 0) + 1

@@ -13,6 +13,7 @@ from kraken.state.modules.base import Module
 BUILTIN = {
     "sim": "kraken.state.modules.sim:SimPower",
     "ipmi": "kraken.state.modules.ipmi:IpmiPower",
+    "redfish": "kraken.state.modules.redfish:RedfishPower",
     "freebusy": "kraken.state.modules.freebusy:FreeBusy",
     "pxe": "kraken.state.modules.pxe:PxeBoot",
 }

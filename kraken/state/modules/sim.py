@@ -18,6 +18,7 @@ from kraken.state.modules.power import HANG, power_mutations
 class SimPower(Module):
     si = "sim"
     module_url = "kraken.state.modules.sim"
+    platform = "sim"
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
