@@ -41,6 +41,8 @@ class Admin:
             "connections": len(router.clients),
             "topics": len(router.subscribers),
             "subscriptions": router.subscription_count(),
+            "patterns": len(router.patterns),
+            "pattern_subscriptions": router.pattern_subscriptions,
             "shards": self.shards,
             "retained": [len(r) for r in router.retained],
             "publishes": s.publishes,
@@ -61,7 +63,12 @@ class Admin:
         client = self.router.clients.get(int(conn))
         if client is None:
             raise HTTPError(404, "NO_SUCH_CONNECTION", f"no connection {conn}")
-        return {"id": client.id, "name": client.name, "topics": [text(t) for t in client.topics]}
+        return {
+            "id": client.id,
+            "name": client.name,
+            "topics": [text(t) for t in client.topics],
+            "patterns": [text(p) for p in client.patterns],
+        }
 
     def set_log_level(self, request: Request) -> dict[str, Any]:
         body = read_json(request)

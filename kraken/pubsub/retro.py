@@ -9,7 +9,7 @@ the shard remembers how far back it is complete, by position and by time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 
 
@@ -57,20 +57,20 @@ class RetainedShard:
         if entry[1] > self.complete_after_time:
             self.complete_after_time = entry[1]
 
-    def newer_than_seq(self, topics: set[bytes], seq: int) -> Iterator[Entry]:
-        """Entries naming any of *topics* published after position *seq*, newest first."""
+    def newer_than_seq(self, wanted: Callable[[bytes], bool], seq: int) -> Iterator[Entry]:
+        """Entries naming a *wanted* topic published after position *seq*, newest first."""
         for entry in reversed(self.entries):
             if entry[0] <= seq:
                 return
-            if not topics.isdisjoint(entry[3]):
+            if any(map(wanted, entry[3])):
                 yield entry
 
-    def newer_than_time(self, topics: set[bytes], horizon: float) -> Iterator[Entry]:
-        """Entries naming any of *topics* published after Unix time *horizon*, newest first."""
+    def newer_than_time(self, wanted: Callable[[bytes], bool], horizon: float) -> Iterator[Entry]:
+        """Entries naming a *wanted* topic published after Unix time *horizon*, newest first."""
         for entry in reversed(self.entries):
             if entry[1] <= horizon:
                 return
-            if not topics.isdisjoint(entry[3]):
+            if any(map(wanted, entry[3])):
                 yield entry
 
     def __len__(self) -> int:

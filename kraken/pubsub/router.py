@@ -14,13 +14,14 @@ every other router operation flushes first, so ordering is never affected.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
+from kraken.pubsub.patterns import BadPattern, PatternIndex, check_pattern, compile_pattern, matches
 from kraken.pubsub.phash2 import shard_of
 from kraken.pubsub.retro import Entry, RetainedShard
 from kraken.pubsub.subscriber import Subscriber
@@ -64,6 +65,9 @@ class SubscriptionLimits:
     per_command: int = 10_000
     per_connection: int = 100_000
     server: int = 1_000_000
+    patterns_per_connection: int = 1_000
+    patterns: int = 100_000
+    pattern_bytes: int = 1024
 
 
 class Router:
@@ -88,6 +92,8 @@ class Router:
         self.started = clock.seconds()
         self.retained = [RetainedShard(retained_per_shard, self.started) for _ in range(shards)]
         self.subscribers: dict[bytes, dict[Subscriber, None]] = {}
+        self.patterns: PatternIndex[Subscriber] = PatternIndex()
+        self.pattern_subscriptions = 0
         self.clients: dict[int, Subscriber] = {}
         self.seq = 0
         self._last_time = self.started
@@ -129,6 +135,11 @@ class Router:
                     del self.subscribers[topic]
         client.topics.clear()
         client.ended.clear()
+        self.pattern_subscriptions -= len(client.patterns)
+        for pattern in client.patterns:
+            self.patterns.discard(pattern, client)
+        client.patterns.clear()
+        client.ended_patterns.clear()
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -179,6 +190,83 @@ class Router:
             # bound either: past the per-connection limit the oldest ended topics are forgotten
             # (a later replay may then repeat records this client already had from them).
             client.forget_oldest_history(self.limits.per_connection)
+
+    # --- pattern subscriptions ---------------------------------------------------------
+
+    def psubscribe(self, client: Subscriber, patterns: Sequence[bytes]) -> bool:
+        """Subscribe to *patterns* (:mod:`kraken.pubsub.patterns`); after ``register`` also
+        replay what matched them since. :class:`BadPattern` or :class:`OverLimit` change
+        nothing."""
+        self.flush()
+        self.check_pattern_limits(client, patterns)
+        self._add_patterns(client, patterns)
+        horizon, client.horizon = client.horizon, None
+        if horizon is None:
+            return True
+        return self._replay_patterns(client, patterns, seq=horizon)
+
+    def retro_psubscribe(self, client: Subscriber, horizon: float, patterns: Sequence[bytes]) -> bool:
+        """Subscribe to *patterns* and replay what matched them after Unix time *horizon*."""
+        self.flush()
+        self.check_pattern_limits(client, patterns)
+        self._add_patterns(client, patterns)
+        return self._replay_patterns(client, patterns, time=horizon)
+
+    def punsubscribe(self, client: Subscriber, patterns: Iterable[bytes]) -> None:
+        self.flush()
+        for pattern in patterns:
+            since = client.patterns.pop(pattern, None)
+            if since is None:
+                continue
+            client.subscription_ended(pattern, since, self.seq, pattern=True)
+            self.pattern_subscriptions -= 1
+            self.patterns.discard(pattern, client)
+        if len(client.ended_patterns) > 1024:
+            client.forget_history_before(min(r.complete_after_seq for r in self.retained))
+            client.forget_oldest_history(self.limits.per_connection, self.limits.patterns_per_connection)
+
+    def check_pattern_limits(self, client: Subscriber, patterns: Sequence[bytes]) -> None:
+        """Raise :class:`BadPattern` or :class:`OverLimit` if *patterns* cannot be subscribed."""
+        limits = self.limits
+        self.check_topic_count(client, len(patterns))
+        if not patterns:
+            raise BadPattern("psubscribe names no pattern")
+        for pattern in patterns:
+            check_pattern(pattern, limits.pattern_bytes)
+        new = len(set(patterns).difference(client.patterns))
+        if not new:
+            return
+        if len(client.patterns) + new > limits.patterns_per_connection:
+            self._refuse(
+                client,
+                "patterns_per_connection",
+                f"psubscribe would give this connection {len(client.patterns) + new} patterns, "
+                f"over the limit of {limits.patterns_per_connection}",
+            )
+        if self.pattern_subscriptions + new > limits.patterns:
+            why = f"the server is at its limit of {limits.patterns} patterns"
+            self._refuse(client, "patterns_server", why)
+
+    def _add_patterns(self, client: Subscriber, patterns: Iterable[bytes]) -> None:
+        seq = self.seq
+        for pattern in patterns:
+            if pattern in client.patterns:
+                continue
+            self.pattern_subscriptions += 1
+            client.patterns[pattern] = seq
+            self.patterns.add(pattern, client)
+
+    def targets(self, topic: bytes) -> Iterable[Subscriber]:
+        """Every subscriber of *topic*, by name or by pattern, each once."""
+        exact = self.subscribers.get(topic)
+        if not self.patterns.holders:
+            return exact or ()
+        by_pattern = self.patterns.match(topic)
+        if not by_pattern:
+            return exact or ()
+        if not exact:
+            return by_pattern
+        return {**exact, **dict.fromkeys(by_pattern)}
 
     def check_topic_count(self, client: Subscriber, count: int) -> None:
         """Refuse a command naming more than ``limits.per_command`` topics (front ends call
@@ -273,7 +361,7 @@ class Router:
         if shard is None:
             shard = self.shard(topic)
         self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
-        if topic not in self.subscribers:
+        if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
             self.flush()
@@ -295,7 +383,7 @@ class Router:
         self._run = []
         self._run_bytes = 0
         self._run_topic = self._run_publisher = None
-        subs = self.subscribers.get(topic)  # type: ignore[arg-type]
+        subs = self.targets(topic)  # type: ignore[arg-type]
         if not subs:
             return
         n = len(run)
@@ -328,7 +416,7 @@ class Router:
             self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
-                for sub in self.subscribers.get(topic, ()):
+                for sub in self.targets(topic):
                     if sub is not publisher:
                         matched.setdefault(sub, []).append(topic)
             if not matched:
@@ -361,7 +449,27 @@ class Router:
         self, client: Subscriber, topics: Sequence[bytes], seq: int | None = None, time: float | None = None
     ) -> bool:
         wanted = set(topics)
-        shards = {self.shard(t) for t in wanted}
+        return self._replay_where(client, {self.shard(t) for t in wanted}, wanted.__contains__, seq, time)
+
+    def _replay_patterns(
+        self, client: Subscriber, patterns: Sequence[bytes], seq: int | None = None, time: float | None = None
+    ) -> bool:
+        compiled = [compile_pattern(p) for p in set(patterns)]
+
+        def wanted(topic: bytes) -> bool:
+            return any(matches(tokens, topic) for tokens in compiled)
+
+        # a pattern may match topics of every shard
+        return self._replay_where(client, set(range(self.shards)), wanted, seq, time)
+
+    def _replay_where(
+        self,
+        client: Subscriber,
+        shards: set[int],
+        wanted: Callable[[bytes], bool],
+        seq: int | None,
+        time: float | None,
+    ) -> bool:
         for index in shards:
             kept = self.retained[index]
             if seq is not None and kept.complete_after_seq > seq:
@@ -379,7 +487,7 @@ class Router:
         for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
             if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
                 continue
-            names = [t for t in entry.topics if t in wanted]
+            names = [t for t in entry.topics if wanted(t)]
             client.deliver(wire.record(names, entry.payload))
             self.stats.replayed += 1
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
+from kraken.pubsub.patterns import BadPattern, parse_patterns
 from kraken.pubsub.router import OverLimit, Router
 from kraken.pubsub.subscriber import QueueSubscriber
 
@@ -90,12 +91,38 @@ class Session:
         if key == b"register":
             router.register(self.client)
             return wire.STORED
+        if key in (b"psubscribe", b"punsubscribe", b"retro_psubscribe"):
+            return self._patterns(key, event.data)
         try:
             router.check_topic_count(self.client, event.data.rstrip(b" ").count(b" ") + 1)
             horizon, topics = wire.parse_retro(event.data)
             found = router.retro_subscribe(self.client, horizon, topics)
         except wire.WireError as e:
             return self._refuse(wire.client_error("bad retro_subscribe data"), str(e))
+        except OverLimit as e:
+            return wire.server_error(str(e))
+        return wire.STORED if found else wire.NOT_FOUND
+
+    def _patterns(self, key: bytes, data: bytes) -> bytes:
+        """``psubscribe``/``punsubscribe``/``retro_psubscribe``: a bad pattern or a limit gets
+        an error line the connection survives, like a refused subscribe."""
+        router = self.router
+        try:
+            if key == b"punsubscribe":
+                router.punsubscribe(self.client, parse_patterns(data))
+                return wire.STORED
+            if key == b"psubscribe":
+                router.check_topic_count(self.client, data.count(b" ") + 1)
+                found = router.psubscribe(self.client, parse_patterns(data))
+            else:
+                router.check_topic_count(self.client, data.count(b" ") + 1)
+                horizon, _ = wire.parse_retro(data)
+                patterns = parse_patterns(data.partition(wire.CRLF)[2])
+                found = router.retro_psubscribe(self.client, horizon, patterns)
+        except wire.WireError as e:
+            return self._refuse(wire.client_error("bad retro_psubscribe data"), str(e))
+        except BadPattern as e:
+            return wire.client_error(f"bad pattern: {e}"[:300])
         except OverLimit as e:
             return wire.server_error(str(e))
         return wire.STORED if found else wire.NOT_FOUND

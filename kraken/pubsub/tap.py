@@ -41,6 +41,11 @@ class PubSubSection:
     max_subscriptions: int = setting(
         1_000_000, "subscriptions all connections together may hold (~350 bytes each)", minimum=1
     )
+    max_patterns_per_connection: int = setting(
+        1000, "pattern subscriptions one connection may hold", minimum=1
+    )
+    max_patterns: int = setting(100_000, "pattern subscriptions all connections together may hold", minimum=1)
+    max_pattern_bytes: int = setting(1024, "longest pattern of a psubscribe", minimum=1)
     router_min_fanout_to_warn: int = setting(1000, "warn when a record reaches this many clients", minimum=1)
     router_min_publish_to_topics_to_warn: int = setting(
         1000, "warn when a record names this many topics", minimum=1
@@ -98,6 +103,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
             per_command=cfg.max_topics_per_subscribe,
             per_connection=cfg.max_subscriptions_per_connection,
             server=cfg.max_subscriptions,
+            patterns_per_connection=cfg.max_patterns_per_connection,
+            patterns=cfg.max_patterns,
+            pattern_bytes=cfg.max_pattern_bytes,
         ),
     )
     limits = Limits(

@@ -3,7 +3,9 @@
 Client → server
   text frame, a JSON object: ``{"op": "subscribe"|"unsubscribe", "topics": [...]}``,
   ``{"op": "publish", "topics": [...], "payload": "text"}``, ``{"op": "register"}``,
-  ``{"op": "retro_subscribe", "since": <unix seconds>, "topics": [...]}``; an optional
+  ``{"op": "retro_subscribe", "since": <unix seconds>, "topics": [...]}``,
+  ``{"op": "psubscribe"|"punsubscribe", "patterns": [...]}``,
+  ``{"op": "retro_psubscribe", "since": <unix seconds>, "patterns": [...]}``; an optional
   ``"id"`` is echoed in the answer ``{"ok": true, "op": ..., "id": ..., "found": bool}`` or
   ``{"ok": false, "error": "..."}``.
   binary frame: a publish body (``MESSAGE`` records, exactly as ``set publish`` data).
@@ -113,11 +115,18 @@ class CommandError(ValueError):
     pass
 
 
-def _topics(message: dict[str, Any]) -> list[bytes]:
-    topics = message.get("topics", [])
+def _topics(message: dict[str, Any], field: str = "topics") -> list[bytes]:
+    topics = message.get(field, [])
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-        raise CommandError("'topics' must be a list of strings")
+        raise CommandError(f"'{field}' must be a list of strings")
     return [t.encode("utf-8") for t in topics]
+
+
+def _since(message: dict[str, Any]) -> float:
+    since = message.get("since")
+    if not isinstance(since, (int, float)) or isinstance(since, bool):
+        raise CommandError("'since' must be a Unix time in seconds")
+    return float(since)
 
 
 # autobahn's own bases disagree on the types of ``peer`` and its private transport details;
@@ -198,10 +207,13 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
         elif op == "register":
             router.register(client)
         elif op == "retro_subscribe":
-            since = message.get("since")
-            if not isinstance(since, (int, float)) or isinstance(since, bool):
-                raise CommandError("'since' must be a Unix time in seconds")
-            answer["found"] = router.retro_subscribe(client, float(since), _topics(message))
+            answer["found"] = router.retro_subscribe(client, _since(message), _topics(message))
+        elif op == "psubscribe":
+            answer["found"] = router.psubscribe(client, _topics(message, "patterns"))
+        elif op == "punsubscribe":
+            router.punsubscribe(client, _topics(message, "patterns"))
+        elif op == "retro_psubscribe":
+            answer["found"] = router.retro_psubscribe(client, _since(message), _topics(message, "patterns"))
         else:
             raise CommandError(f"unknown op {op!r}")
         return answer

@@ -28,7 +28,10 @@ TOO_MANY_CLIENTS = b"SERVER_ERROR Too many clients\r\n"
 TOO_MANY_CLIENTS_FROM_ADDRESS = b"SERVER_ERROR Too many clients from this address\r\n"
 
 GET_KEYS = frozenset({b"messages", b"register"})
-SET_KEYS = frozenset({b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe"})
+SET_KEYS = frozenset({
+    b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe",
+    b"psubscribe", b"punsubscribe", b"retro_psubscribe",
+})
 
 DEFAULT_MAX_LINE = 4096
 DEFAULT_MAX_VALUE = 8 * 1024 * 1024
@@ -36,7 +39,7 @@ DEFAULT_MAX_VALUE = 8 * 1024 * 1024
 _COUNT = re.compile(rb"[+-]?[0-9]+\Z")
 # The common set line, matched in one go; anything else takes the general path.
 _SET_LINE = re.compile(
-    rb"set (subscribe|unsubscribe|publish|register|retro_subscribe)"
+    rb"set (subscribe|unsubscribe|publish|register|retro_subscribe|psubscribe|punsubscribe|retro_psubscribe)"
     rb" [^ \r\n]{1,64} [^ \r\n]{1,64} ([0-9]{1,12})\r\n"
 )
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
