@@ -9,6 +9,7 @@ from twisted.web.server import Request
 from kraken.core.http import HTTPError, Router, read_json
 from kraken.core.logging import LEVELS, LogControl
 from kraken.pubsub.router import Router as PubSubRouter
+from kraken.pubsub.upstream import UpstreamLink
 
 
 def text(value: bytes) -> str:
@@ -17,8 +18,11 @@ def text(value: bytes) -> str:
 
 
 class Admin:
-    def __init__(self, router: PubSubRouter, log_control: LogControl, shards: int) -> None:
+    def __init__(
+        self, router: PubSubRouter, log_control: LogControl, shards: int, upstream: UpstreamLink | None = None
+    ) -> None:
         self.router = router
+        self.upstream = upstream
         self.log_control = log_control
         self.shards = shards
 
@@ -50,6 +54,8 @@ class Admin:
             "messages_out": s.delivered,
             "messages_replayed": s.replayed,
             "log_level": self.log_control.level,
+            "role": "proxy" if self.upstream is not None else "node",
+            "upstream": self.upstream.status() if self.upstream is not None else None,
         }
 
     def topics(self, request: Request) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -70,6 +71,21 @@ class SubscriptionLimits:
     pattern_bytes: int = 1024
 
 
+class Upstream(Protocol):
+    """What a proxy node's router tells its upstream link (:mod:`kraken.pubsub.upstream`):
+    topics and patterns gaining their first or losing their last local subscriber, and the
+    records local clients publish. Records the link itself publishes (from upstream) come
+    with ``publisher`` and are not forwarded back."""
+
+    publisher: Subscriber
+
+    def topic_added(self, topic: bytes) -> None: ...
+    def topic_removed(self, topic: bytes) -> None: ...
+    def pattern_added(self, pattern: bytes) -> None: ...
+    def pattern_removed(self, pattern: bytes) -> None: ...
+    def forward(self, record: bytes) -> None: ...
+
+
 class Router:
     RUN_RECORDS = 64
     RUN_BYTES = 64 * 1024
@@ -104,6 +120,7 @@ class Router:
         self._run: list[bytes] = []
         self._run_bytes = 0
         self._shard_cache: dict[bytes, int] = {}
+        self.upstream: Upstream | None = None
 
     # --- clients -------------------------------------------------------------------------
 
@@ -127,17 +144,22 @@ class Router:
         if self.clients.pop(client.id, None) is not None:
             self.stats.dropped_by_closed += client.dropped
         self.subscriptions -= len(client.topics)
+        upstream = self.upstream
         for topic in client.topics:
             subs = self.subscribers.get(topic)
             if subs is not None:
                 subs.pop(client, None)
                 if not subs:
                     del self.subscribers[topic]
+                    if upstream is not None:
+                        upstream.topic_removed(topic)
         client.topics.clear()
         client.ended.clear()
         self.pattern_subscriptions -= len(client.patterns)
         for pattern in client.patterns:
             self.patterns.discard(pattern, client)
+            if upstream is not None and pattern not in self.patterns.holders:
+                upstream.pattern_removed(pattern)
         client.patterns.clear()
         client.ended_patterns.clear()
 
@@ -184,6 +206,8 @@ class Router:
             del subs[client]
             if not subs:
                 del self.subscribers[topic]
+                if self.upstream is not None:
+                    self.upstream.topic_removed(topic)
         if len(client.ended) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
             # Subscribe/unsubscribe churn over fresh topics must not grow the history without
@@ -221,6 +245,8 @@ class Router:
             client.subscription_ended(pattern, since, self.seq, pattern=True)
             self.pattern_subscriptions -= 1
             self.patterns.discard(pattern, client)
+            if self.upstream is not None and pattern not in self.patterns.holders:
+                self.upstream.pattern_removed(pattern)
         if len(client.ended_patterns) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
             client.forget_oldest_history(self.limits.per_connection, self.limits.patterns_per_connection)
@@ -254,6 +280,8 @@ class Router:
                 continue
             self.pattern_subscriptions += 1
             client.patterns[pattern] = seq
+            if self.upstream is not None and pattern not in self.patterns.holders:
+                self.upstream.pattern_added(pattern)
             self.patterns.add(pattern, client)
 
     def targets(self, topic: bytes) -> Iterable[Subscriber]:
@@ -315,6 +343,8 @@ class Router:
             subs = self.subscribers.get(topic)
             if subs is None:
                 self.subscribers[topic] = subs = {}
+                if self.upstream is not None:
+                    self.upstream.topic_added(topic)
             subs[client] = None
 
     # --- publishing ----------------------------------------------------------------------
@@ -325,9 +355,14 @@ class Router:
         now = self.now()
         stats = self.stats
         stats.publishes += 1
+        upstream = self.upstream
+        if upstream is not None and publisher is upstream.publisher:
+            upstream = None
         for topics, payload in records:
             self.seq += 1
             stats.published += 1
+            if upstream is not None:
+                upstream.forward(wire.record(topics, payload))
             if len(topics) == 1:
                 self._publish_one(publisher, pub_id, now, topics[0], payload)
             elif topics:
@@ -338,6 +373,8 @@ class Router:
         self.seq += 1
         self.stats.publishes += 1
         self.stats.published += 1
+        if self.upstream is not None:
+            self.upstream.forward(record)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
     def shard(self, topic: bytes) -> int:

@@ -12,8 +12,10 @@ from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
 from kraken.pubsub.metrics import PubSubCollector
+from kraken.pubsub.proxy import UpstreamService, parse_upstream
 from kraken.pubsub.router import Router, SubscriptionLimits
 from kraken.pubsub.server import Limits, MemcachedFactory
+from kraken.pubsub.upstream import UpstreamLink
 from kraken.pubsub.websocket import PushFactory
 
 DEFAULT_PORT = 12355
@@ -66,6 +68,12 @@ class PubSubSection:
     )
     websocket_ping_timeout: float = setting(
         10.0, "drop a WebSocket client whose answer to a ping takes longer (s)", minimum=1
+    )
+    upstream: list[str] = setting(
+        [], "proxy mode: host:port of upstream nodes' mutual-TLS listeners, tried in order on failure"
+    )
+    upstream_poll_interval: float = setting(
+        0.01, "proxy mode: seconds between polls of the upstream node while it has nothing", minimum=0.001
     )
     admin_listen: list[str] = setting(
         ["tcp:12356:interface=127.0.0.1"], "endpoints of the admin HTTP API (keep it on loopback)"
@@ -134,10 +142,17 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     )
     svc.listen_all("websocket", cfg.websocket_listen, push)
     svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
-    admin = Admin(router, svc.log_control, cfg.num_router_shards)
+    link: UpstreamLink | None = None
+    health = {"router": lambda: True}
+    if cfg.upstream:
+        link = UpstreamLink(router, clock, cfg.upstream_poll_interval, cfg.max_queue_bytes)
+        upstream = UpstreamService(link, parse_upstream(cfg.upstream), svc.tls, clock)
+        upstream.setName("upstream")
+        upstream.setServiceParent(svc)
+        health["upstream"] = lambda: link is not None and link.connected
+    admin = Admin(router, svc.log_control, cfg.num_router_shards, link)
     site = make_site(
-        admin.routes(), svc.metrics, health_checks={"router": lambda: True}, http=config.http,
-        reactor=svc.reactor,
+        admin.routes(), svc.metrics, health_checks=health, http=config.http, reactor=svc.reactor,
     )
     svc.listen_all("admin", cfg.admin_listen, site)
     svc.router = router

@@ -1,5 +1,9 @@
 """An in-memory pub/sub server for tests: real protocol objects on ``StringTransport``s and a
-``Clock``, so byte transcripts can be checked without sockets or sleeping."""
+``Clock``, so byte transcripts can be checked without sockets or sleeping.
+
+:class:`Tree` is the same for a chain of proxy nodes (:mod:`kraken.pubsub.upstream`): its
+clients are spread over the nodes, and every command is followed by moving bytes between the
+nodes until nothing moves, so a test sees what it would see once the links have caught up."""
 
 from __future__ import annotations
 
@@ -10,17 +14,20 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from kraken.pubsub import wire
 from kraken.pubsub.router import Router
 from kraken.pubsub.server import Limits, MemcachedFactory, MemcachedProtocol
+from kraken.pubsub.upstream import UpstreamLink
 
 
 class Conn:
     """One client connection; :meth:`send` returns what the server wrote back."""
 
-    def __init__(self, harness: Harness, port: int) -> None:
+    def __init__(self, harness: Harness, port: int, factory: MemcachedFactory | None = None) -> None:
         self.harness = harness
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
-        protocol = harness.factory.buildProtocol(self.transport.getPeer())
+        factory = factory or harness.factory
+        protocol = factory.buildProtocol(self.transport.getPeer())
         assert protocol is not None
         self.protocol: MemcachedProtocol = protocol
         self.protocol.makeConnection(self.transport)
@@ -33,6 +40,7 @@ class Conn:
         return data
 
     def send(self, data: bytes, chunk: int | None = None) -> bytes:
+        self.harness.pump()
         if not self.lost:
             if chunk is None:
                 self.protocol.dataReceived(data)
@@ -41,6 +49,7 @@ class Conn:
                     self.protocol.dataReceived(data[i : i + chunk])
                     if self.transport.disconnecting:
                         break
+        self.harness.pump()
         return self.read()
 
     def _settle(self) -> None:
@@ -71,3 +80,71 @@ class Harness:
     def connect(self) -> Conn:
         self._port += 1
         return Conn(self, self._port)
+
+    def pump(self) -> None:
+        """Move bytes between nodes until nothing moves (one node: nothing to do)."""
+
+
+class _Link:
+    """A proxy node's upstream link wired to a connection of its parent node in memory."""
+
+    def __init__(self, link: UpstreamLink, upstream: Conn) -> None:
+        self.link = link
+        self.upstream = upstream
+        self.outbox: list[bytes] = []
+        link.attach(self.outbox.append, "parent")
+
+    def exchange(self) -> bool:
+        """Pass what the link wrote upstream and the answers back; whether anything but an
+        empty poll moved."""
+        self.link.poll()
+        if not self.outbox:
+            return False
+        data = b"".join(self.outbox)
+        self.outbox.clear()
+        before = self.link.records_in
+        transport = self.upstream.transport
+        self.upstream.protocol.dataReceived(data)
+        reply = transport.value()
+        transport.clear()
+        self.link.receive(reply)
+        return data != wire.get_command() or self.link.records_in != before
+
+
+class Tree(Harness):
+    """``levels`` nodes in a chain, each a proxy of the one before; ``router`` and ``factory``
+    are the root's. Clients connect to the deepest node first, then the root, then the nodes
+    in between, in turn."""
+
+    def __init__(self, levels: int = 2, shards: int = 4, retained: int = 10000, **kwargs: Any) -> None:
+        super().__init__(shards, retained, **kwargs)
+        limits = {k: v for k, v in kwargs.items() if k != "start"}
+        self.routers = [self.router]
+        self.factories = [self.factory]
+        self.links: list[_Link] = []
+        for _ in range(1, levels):
+            router = Router(self.clock, shards=shards, retained_per_shard=retained)
+            link = UpstreamLink(router, self.clock)
+            self._port += 1
+            self.links.append(_Link(link, Conn(self, self._port, self.factories[-1])))
+            self.routers.append(router)
+            self.factories.append(MemcachedFactory(router, self.clock, Limits(**limits)))
+        order = [levels - 1, 0, *range(1, levels - 1)]
+        self._order = [self.factories[i] for i in order]
+        self._next = 0
+
+    def connect(self) -> Conn:
+        self._port += 1
+        factory = self._order[self._next % len(self._order)]
+        self._next += 1
+        return Conn(self, self._port, factory)
+
+    def pump(self) -> None:
+        for _ in range(1000):
+            self.clock.advance(0)
+            moved = False
+            for link in self.links:
+                moved = link.exchange() or moved
+            if not moved:
+                return
+        raise AssertionError("the links never settled")

@@ -1,0 +1,132 @@
+"""Proxy nodes as real twistd processes: a 3-level tree over mutual TLS, reference-counted
+upstream subscriptions, failover to the second upstream, and the upstream's role checked."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kraken.pubsub import wire
+from tests.integration.test_pubsub_server import Wire, pubsub_config
+from tests.support import ServerProcess
+
+
+def start_node(
+    servers: ServerProcess.Pool, pki: Path, *upstream: ServerProcess, role: str = "pubsub"
+) -> ServerProcess:
+    config = pubsub_config(pki)
+    if role != "pubsub":
+        config["tls"] = dict(config["tls"], cert=str(pki / f"{role}.pem"), key=str(pki / f"{role}.key"))
+    if upstream:
+        config["pubsub"]["upstream"] = [f"127.0.0.1:{u.port('memcached-tls')}" for u in upstream]
+        config["pubsub"]["upstream_poll_interval"] = 0.005
+    return servers.start("kraken-pubsub", config)
+
+
+def admin(node: ServerProcess, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.port('admin')}{path}", timeout=5) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        return json.load(e)
+
+
+def subscribers(node: ServerProcess) -> dict[str, int]:
+    return {t["topic"]: t["subscribers"] for t in admin(node, "/topics")["topics"]}
+
+
+def wait_for(check: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def command(conn: Wire, data: bytes) -> wire.Reply:
+    parser = wire.ReplyParser()
+    conn.sock.sendall(data)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        replies = parser.feed(conn.sock.recv(65536))
+        if replies:
+            assert len(replies) == 1
+            return replies[0]
+    raise AssertionError("no reply")
+
+
+def poll_records(conn: Wire, count: int, timeout: float = 10) -> list[wire.Record]:
+    got: list[wire.Record] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"got {got}, wanted {count} records"
+        got += command(conn, b"get messages\r\n").records()
+        time.sleep(0.01)
+    return got
+
+
+def test_three_level_tree_transcript_refcounts_and_no_echo(servers: ServerProcess.Pool, pki: Path) -> None:
+    root = start_node(servers, pki)
+    mid = start_node(servers, pki, root)
+    leaf = start_node(servers, pki, mid)
+    wait_for(lambda: admin(leaf, "/health")["status"] == "ok" and admin(mid, "/health")["status"] == "ok")
+    a, a2, b = Wire(leaf.port("memcached")), Wire(leaf.port("memcached")), Wire(root.port("memcached"))
+    assert a.send(b"set subscribe 0 0 13\r\ntopicA topicB\r\n", 8) == b"STORED\r\n"
+    assert a2.send(b"set subscribe 0 0 6\r\ntopicA\r\n", 8) == b"STORED\r\n"
+    # two leaf clients, one subscription at each level above
+    wait_for(lambda: subscribers(root) == {"topicA": 1, "topicB": 1})
+    assert subscribers(mid) == {"topicA": 1, "topicB": 1}
+    assert subscribers(leaf) == {"topicA": 2, "topicB": 1}
+    body = b"MESSAGE topicA 9\r\nhi there!\r\nMESSAGE topicA topicB topicC 3\r\nabc\r\n"
+    assert b.send(b"set publish 0 0 66\r\n" + body + b"\r\n", 8) == b"STORED\r\n"
+    wait_for(lambda: admin(leaf, "/status")["messages_in"] >= 3)
+    # the spec's bytes, two hops away from the publisher
+    assert a.send(b"get messages\r\n", 100) == (
+        b"VALUE messages 0 73\r\nMESSAGE topicA 9\r\nhi there!\r\nMESSAGE topicA 3\r\nabc\r\n"
+        b"MESSAGE topicB 3\r\nabc\r\nEND\r\n"
+    )
+    # a leaf publisher reaches the root and its neighbour, never itself
+    assert b.send(b"set subscribe 0 0 6\r\ntopicA\r\n", 8) == b"STORED\r\n"
+    assert command(a, wire.set_command(b"publish", wire.record([b"topicA"], b"up"))).kind == "STORED"
+    assert poll_records(b, 1) == [([b"topicA"], b"up")]
+    assert [r for r in poll_records(a2, 3) if r[1] == b"up"] == [([b"topicA"], b"up")]
+    time.sleep(0.2)
+    assert a.send(b"get messages\r\n", 5) == b"END\r\n"
+    # the last local subscriber leaving unsubscribes upstream
+    assert a.send(b"set unsubscribe 0 0 6\r\ntopicB\r\n", 8) == b"STORED\r\n"
+    wait_for(lambda: subscribers(root) == {"topicA": 2})
+    status = admin(leaf, "/status")
+    assert status["role"] == "proxy" and status["upstream"]["connected"] is True
+    assert status["upstream"]["peer"] == f"127.0.0.1:{mid.port('memcached-tls')}"
+
+
+def test_proxy_fails_over_and_resubscribes(servers: ServerProcess.Pool, pki: Path) -> None:
+    first, second = start_node(servers, pki), start_node(servers, pki)
+    proxy = start_node(servers, pki, first, second)
+    c = Wire(proxy.port("memcached"))
+    assert c.send(b"set psubscribe 0 0 6\r\nnews.>\r\n", 8) == b"STORED\r\n"
+    assert c.send(b"set subscribe 0 0 7\r\nweather\r\n", 8) == b"STORED\r\n"
+    wait_for(lambda: subscribers(first) == {"weather": 1} and admin(first, "/status")["patterns"] == 1)
+    p1 = Wire(first.port("memcached"))
+    assert command(p1, wire.set_command(b"publish", wire.record([b"news.a"], b"before"))).kind == "STORED"
+    assert poll_records(c, 1) == [([b"news.a"], b"before")]
+    first.kill()
+    wait_for(lambda: subscribers(second) == {"weather": 1} and admin(second, "/status")["patterns"] == 1)
+    p2 = Wire(second.port("memcached"))
+    records = [([b"weather"], b"w%d" % i) for i in range(50)] + [([b"news.b.c"], b"after")]
+    assert command(p2, wire.set_command(b"publish", wire.publish_body(records))).kind == "STORED"
+    assert poll_records(c, 51) == records
+    assert admin(proxy, "/status")["upstream"]["connections"] == 2
+
+
+def test_proxy_refuses_an_upstream_without_the_pubsub_role(servers: ServerProcess.Pool, pki: Path) -> None:
+    impostor = start_node(servers, pki, role="tracker")
+    proxy = start_node(servers, pki, impostor)
+    wait_for(lambda: "peer role 'tracker' is not one of: pubsub" in proxy.log())
+    health = admin(proxy, "/health")
+    assert health == {"status": "unhealthy", "failing": ["upstream"]}
+    assert admin(proxy, "/status")["upstream"]["connected"] is False
