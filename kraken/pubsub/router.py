@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -28,6 +28,8 @@ from kraken.pubsub.retro import Entry, RetainedShard
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.router")
+
+V = TypeVar("V")
 
 
 class Stats:
@@ -71,6 +73,45 @@ class SubscriptionLimits:
     pattern_bytes: int = 1024
 
 
+class Pending(Generic[V]):
+    """An answer that waits for the upstream node (proxy nodes only): :meth:`then` runs its
+    callback with the value once it is known (at once if it is)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: V | None = None
+        self._then: list[Callable[[V], object]] = []
+
+    def then(self, callback: Callable[[V], object]) -> None:
+        if self.done:
+            callback(self.value)  # type: ignore[arg-type]
+        else:
+            self._then.append(callback)
+
+    def resolve(self, value: V) -> None:
+        if self.done:
+            return
+        self.done, self.value = True, value
+        then, self._then = self._then, []
+        for callback in then:
+            callback(value)
+
+
+Found = bool | Pending[bool]
+# A position in the published stream as ``get position`` gives it: this node's sequence
+# number, and on a proxy node "/" and its upstream node's position at that moment.
+Since = float | bytes
+
+
+def split_position(token: bytes) -> tuple[int, bytes | None]:
+    """``(this node's sequence number, the upstream node's position or None)``; ValueError if
+    *token* is not a position."""
+    local, slash, rest = token.partition(b"/")
+    if not local.isdigit() or len(token) > 400 or (slash and not rest):
+        raise ValueError(f"{token[:60]!r} is not a position")
+    return int(local), rest if slash else None
+
+
 class Upstream(Protocol):
     """What a proxy node's router tells its upstream link (:mod:`kraken.pubsub.upstream`):
     topics and patterns gaining their first or losing their last local subscriber, and the
@@ -84,6 +125,18 @@ class Upstream(Protocol):
     def pattern_added(self, pattern: bytes) -> None: ...
     def pattern_removed(self, pattern: bytes) -> None: ...
     def forward(self, record: bytes) -> None: ...
+    def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
+        """Whether every topic (or pattern) in *names* was held upstream, so that this node
+        has all its records, since position *seq* (or Unix time *time*)."""
+        ...
+    def replay(self, names: list[bytes], since: Since, patterns: bool) -> Pending[bool]:
+        """Subscribe upstream to *names*, none held yet, replaying to this node what was
+        published upstream after *since* (Unix time, or the upstream's position) and never
+        reached it."""
+        ...
+    def position(self) -> Pending[bytes | None]:
+        """The upstream node's current position (``None`` while it is not connected)."""
+        ...
 
 
 class Router:
@@ -165,34 +218,74 @@ class Router:
 
     # --- subscriptions -------------------------------------------------------------------
 
-    def subscribe(self, client: Subscriber, topics: Iterable[bytes]) -> bool:
+    def subscribe(self, client: Subscriber, topics: Iterable[bytes]) -> Found:
         """Subscribe; after ``register`` also replay from the registered position.
 
         Returns ``False`` (reply NOT_FOUND) when the retained stream no longer reaches back to
         the position; the subscription stands either way. Raises :class:`OverLimit`, having
         changed nothing (a pending ``register`` stays pending), when a limit would be passed.
+        On a proxy node a replay of topics not held upstream yet answers with a
+        :class:`Pending`.
         """
         self.flush()
         topics = list(topics)
         self.check_limits(client, topics)
-        self._add(client, topics)
-        horizon, client.horizon = client.horizon, None
+        horizon = client.horizon
         if horizon is None:
+            self._add(client, topics)
             return True
-        return self._replay(client, topics, seq=horizon)
+        client.horizon = None
+        upstream = client.horizon_upstream
+        return self._subscribe_replaying(client, topics, False, seq=horizon, upstream=upstream)
 
-    def retro_subscribe(self, client: Subscriber, horizon: float, topics: Sequence[bytes]) -> bool:
-        """Subscribe and replay what was published after Unix time *horizon*; limits as
-        :meth:`subscribe`."""
+    def retro_subscribe(
+        self, client: Subscriber, horizon: Since, topics: Sequence[bytes]
+    ) -> Found:
+        """Subscribe and replay what was published after *horizon*, Unix time or a position
+        from ``get position``; limits as :meth:`subscribe`."""
         self.flush()
         self.check_limits(client, topics)
-        self._add(client, topics)
-        return self._replay(client, topics, time=horizon)
+        return self._subscribe_since(client, topics, False, horizon)
 
-    def register(self, client: Subscriber) -> None:
-        """Remember the current position: the next subscribe replays everything after it."""
+    def _subscribe_since(
+        self, client: Subscriber, names: Sequence[bytes], patterns: bool, horizon: Since
+    ) -> Found:
+        if isinstance(horizon, bytes):
+            seq, upstream = split_position(horizon)
+            return self._subscribe_replaying(
+                client, names, patterns, seq=min(seq, self.seq), upstream=upstream
+            )
+        return self._subscribe_replaying(
+            client, names, patterns, time=horizon, upstream=horizon
+        )
+
+    def register(self, client: Subscriber) -> Pending[None] | None:
+        """Remember the current position: the next subscribe replays everything after it.
+        A proxy node also fetches its upstream node's position (answering when it has it)."""
         self.flush()
-        client.horizon = self.seq
+        client.horizon = seq = self.seq
+        client.horizon_upstream = None
+        if self.upstream is None:
+            return None
+        done: Pending[None] = Pending()
+
+        def fetched(token: bytes | None) -> None:
+            if client.horizon == seq:
+                client.horizon_upstream = token
+            done.resolve(None)
+
+        self.upstream.position().then(fetched)
+        return done
+
+    def position(self) -> bytes | Pending[bytes]:
+        """The current position, for ``get position`` (a proxy's includes its upstream's)."""
+        self.flush()
+        local = b"%d" % self.seq
+        if self.upstream is None:
+            return local
+        done: Pending[bytes] = Pending()
+        self.upstream.position().then(lambda token: done.resolve(local + b"/" + token if token else local))
+        return done
 
     def unsubscribe(self, client: Subscriber, topics: Iterable[bytes]) -> None:
         self.flush()
@@ -217,24 +310,27 @@ class Router:
 
     # --- pattern subscriptions ---------------------------------------------------------
 
-    def psubscribe(self, client: Subscriber, patterns: Sequence[bytes]) -> bool:
+    def psubscribe(self, client: Subscriber, patterns: Sequence[bytes]) -> Found:
         """Subscribe to *patterns* (:mod:`kraken.pubsub.patterns`); after ``register`` also
         replay what matched them since. :class:`BadPattern` or :class:`OverLimit` change
         nothing."""
         self.flush()
         self.check_pattern_limits(client, patterns)
-        self._add_patterns(client, patterns)
-        horizon, client.horizon = client.horizon, None
+        horizon = client.horizon
         if horizon is None:
+            self._add_patterns(client, patterns)
             return True
-        return self._replay_patterns(client, patterns, seq=horizon)
+        client.horizon = None
+        upstream = client.horizon_upstream
+        return self._subscribe_replaying(client, patterns, True, seq=horizon, upstream=upstream)
 
-    def retro_psubscribe(self, client: Subscriber, horizon: float, patterns: Sequence[bytes]) -> bool:
+    def retro_psubscribe(
+        self, client: Subscriber, horizon: Since, patterns: Sequence[bytes]
+    ) -> Found:
         """Subscribe to *patterns* and replay what matched them after Unix time *horizon*."""
         self.flush()
         self.check_pattern_limits(client, patterns)
-        self._add_patterns(client, patterns)
-        return self._replay_patterns(client, patterns, time=horizon)
+        return self._subscribe_since(client, patterns, True, horizon)
 
     def punsubscribe(self, client: Subscriber, patterns: Iterable[bytes]) -> None:
         self.flush()
@@ -273,14 +369,14 @@ class Router:
             why = f"the server is at its limit of {limits.patterns} patterns"
             self._refuse(client, "patterns_server", why)
 
-    def _add_patterns(self, client: Subscriber, patterns: Iterable[bytes]) -> None:
+    def _add_patterns(self, client: Subscriber, patterns: Iterable[bytes], announce: bool = True) -> None:
         seq = self.seq
         for pattern in patterns:
             if pattern in client.patterns:
                 continue
             self.pattern_subscriptions += 1
             client.patterns[pattern] = seq
-            if self.upstream is not None and pattern not in self.patterns.holders:
+            if self.upstream is not None and announce and pattern not in self.patterns.holders:
                 self.upstream.pattern_added(pattern)
             self.patterns.add(pattern, client)
 
@@ -333,7 +429,7 @@ class Router:
             )
         raise OverLimit(limit, message)
 
-    def _add(self, client: Subscriber, topics: Iterable[bytes]) -> None:
+    def _add(self, client: Subscriber, topics: Iterable[bytes], announce: bool = True) -> None:
         seq = self.seq
         for topic in topics:
             if topic in client.topics:
@@ -343,14 +439,17 @@ class Router:
             subs = self.subscribers.get(topic)
             if subs is None:
                 self.subscribers[topic] = subs = {}
-                if self.upstream is not None:
+                if self.upstream is not None and announce:
                     self.upstream.topic_added(topic)
             subs[client] = None
 
     # --- publishing ----------------------------------------------------------------------
 
-    def publish(self, publisher: Subscriber | None, records: Iterable[wire.Record]) -> None:
-        """Route each record in order to every subscriber except *publisher*."""
+    def publish(
+        self, publisher: Subscriber | None, records: Iterable[wire.Record], retain: bool = True
+    ) -> None:
+        """Route each record in order to every subscriber except *publisher*; keep it for
+        replay unless *retain* is false (a replay a proxy received from upstream)."""
         pub_id = publisher.id if publisher is not None else 0
         now = self.now()
         stats = self.stats
@@ -364,9 +463,9 @@ class Router:
             if upstream is not None:
                 upstream.forward(wire.record(topics, payload))
             if len(topics) == 1:
-                self._publish_one(publisher, pub_id, now, topics[0], payload)
+                self._publish_one(publisher, pub_id, now, topics[0], payload, None, retain)
             elif topics:
-                self._publish_many(publisher, pub_id, now, topics, payload)
+                self._publish_many(publisher, pub_id, now, topics, payload, retain)
 
     def publish_encoded(self, publisher: Subscriber, topic: bytes, payload: bytes, record: bytes) -> None:
         """Publish one one-topic record whose canonical bytes *record* the caller already has."""
@@ -393,11 +492,13 @@ class Router:
         topic: bytes,
         payload: bytes,
         data: bytes | None = None,
+        retain: bool = True,
     ) -> None:
-        shard = self._shard_cache.get(topic)
-        if shard is None:
-            shard = self.shard(topic)
-        self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
+        if retain:
+            shard = self._shard_cache.get(topic)
+            if shard is None:
+                shard = self.shard(topic)
+            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
         if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
@@ -435,7 +536,13 @@ class Router:
             self._warn_fanout(count, publisher, [topic], run[-1])  # type: ignore[list-item]
 
     def _publish_many(
-        self, publisher: Subscriber | None, pub_id: int, now: float, topics: list[bytes], payload: bytes
+        self,
+        publisher: Subscriber | None,
+        pub_id: int,
+        now: float,
+        topics: list[bytes],
+        payload: bytes,
+        retain: bool = True,
     ) -> None:
         self.flush()
         if len(topics) >= self.topics_to_warn:
@@ -450,7 +557,8 @@ class Router:
             groups.setdefault(self.shard(topic), []).append(topic)
         for shard in sorted(groups):
             group = groups[shard]
-            self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
+            if retain:
+                self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.targets(topic):
@@ -460,7 +568,7 @@ class Router:
                 continue
             encoded: dict[tuple[bytes, ...], bytes] = {}
             for sub, names in matched.items():
-                key = tuple(names)
+                key = tuple(group) if sub.full_records else tuple(names)
                 data = encoded.get(key)
                 if data is None:
                     encoded[key] = data = wire.record(names, payload)
@@ -482,16 +590,54 @@ class Router:
 
     # --- retroactive replay --------------------------------------------------------------
 
-    def _replay(
-        self, client: Subscriber, topics: Sequence[bytes], seq: int | None = None, time: float | None = None
-    ) -> bool:
-        wanted = set(topics)
-        return self._replay_where(client, {self.shard(t) for t in wanted}, wanted.__contains__, seq, time)
+    def _subscribe_replaying(
+        self,
+        client: Subscriber,
+        names: Sequence[bytes],
+        patterns: bool,
+        seq: int | None = None,
+        time: float | None = None,
+        upstream: Since | None = None,
+    ) -> Found:
+        """Subscribe *client* to the topics (or *patterns*) *names* and replay what they got
+        after position *seq* or Unix time *time*; *upstream*: the same point for the upstream
+        node (a proxy's)."""
+        add = self._add_patterns if patterns else self._add
+        link = self.upstream
+        if link is None:
+            add(client, names)
+            return self._replay(client, names, patterns, seq, time)
+        # A proxy has every record of a topic held upstream since it has been held; for topics
+        # held by no client here it asks upstream to subscribe and replay what never came.
+        holders = self.patterns.holders if patterns else self.subscribers
+        fresh = [n for n in dict.fromkeys(names) if n not in holders]
+        held = [n for n in names if n in holders]
+        if not link.covers(held, seq, time, patterns) or (fresh and upstream is None):
+            add(client, names)
+            return self._not_held(client, seq if time is None else time)
+        add(client, names, announce=False)
+        if not self._replay(client, names, patterns, seq, time):
+            for name in fresh:
+                (link.pattern_added if patterns else link.topic_added)(name)
+            return False
+        if not fresh:
+            return True
+        assert upstream is not None
+        return link.replay(fresh, upstream, patterns)
 
-    def _replay_patterns(
-        self, client: Subscriber, patterns: Sequence[bytes], seq: int | None = None, time: float | None = None
+    def _replay(
+        self,
+        client: Subscriber,
+        names: Sequence[bytes],
+        patterns: bool,
+        seq: int | None,
+        time: float | None,
     ) -> bool:
-        compiled = [compile_pattern(p) for p in set(patterns)]
+        if not patterns:
+            wanted_topics = set(names)
+            shards = {self.shard(t) for t in wanted_topics}
+            return self._replay_where(client, shards, wanted_topics.__contains__, seq, time)
+        compiled = [compile_pattern(p) for p in set(names)]
 
         def wanted(topic: bytes) -> bool:
             return any(matches(tokens, topic) for tokens in compiled)
@@ -528,6 +674,15 @@ class Router:
             client.deliver(wire.record(names, entry.payload))
             self.stats.replayed += 1
         return True
+
+    def _not_held(self, client: Subscriber, since: float | None) -> bool:
+        log.info(
+            "Client {name} asked for a replay since {since} of topics this proxy did not hold "
+            "upstream all that time: NOT_FOUND",
+            name=client.name,
+            since=since,
+        )
+        return False
 
     def _too_old(self, client: Subscriber, asked: float, oldest: float) -> bool:
         log.warn(

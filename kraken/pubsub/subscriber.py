@@ -34,12 +34,16 @@ class Subscriber:
         # the same two for pattern subscriptions (kraken.pubsub.patterns)
         self.patterns: dict[bytes, int] = {}
         self.ended_patterns: dict[bytes, list[tuple[int, int]]] = {}
-        self.horizon: int | None = None
+        self.horizon: int | None = None  # the position of a pending register
+        self.horizon_upstream: bytes | None = None  # on a proxy node: the upstream's then
         self.started = now
         self.last_receive = now
         self.received = 0
         self.dropped = 0
         self.warned_over_limit = False
+        # a proxy node's link (``set proxy``): records name every topic of their shard, so the
+        # proxy's own replays know them all
+        self.full_records = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
         """Take *count* serialised records (one chunk, shared with other subscribers)."""

@@ -98,17 +98,19 @@ class _Link:
         """Pass what the link wrote upstream and the answers back; whether anything but an
         empty poll moved."""
         self.link.poll()
-        if not self.outbox:
-            return False
         data = b"".join(self.outbox)
         self.outbox.clear()
         before = self.link.records_in
         transport = self.upstream.transport
-        self.upstream.protocol.dataReceived(data)
+        if data:
+            self.upstream.protocol.dataReceived(data)
         reply = transport.value()
         transport.clear()
-        self.link.receive(reply)
-        return data != wire.get_command() or self.link.records_in != before
+        if reply:
+            self.link.receive(reply)
+        if not data and not reply:
+            return False
+        return data != wire.get_command() or reply != wire.END or self.link.records_in != before
 
 
 class Tree(Harness):

@@ -19,14 +19,15 @@ is connected wait, up to ``max_pending_bytes`` (oldest dropped), and leave on th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
-from kraken.pubsub.router import Router
+from kraken.pubsub.patterns import compile_pattern, matches
+from kraken.pubsub.router import Pending, Router, Since
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.upstream")
@@ -45,6 +46,35 @@ class UpstreamPublisher(Subscriber):
         pass
 
 
+class _Replay:
+    """One replay asked of the upstream node for topics (or patterns) held by no local client."""
+
+    def __init__(self, names: list[bytes], patterns: bool) -> None:
+        self.names = names
+        self.patterns = patterns
+        self.pending: Pending[bool] = Pending()
+        self.found = False
+        self._compiled = [compile_pattern(n) for n in names] if patterns else []
+
+    def covers(self, topics: list[bytes]) -> bool:
+        """Whether a record naming *topics* can only be part of this replay."""
+        if self.patterns:
+            return all(any(matches(c, t) for c in self._compiled) for t in topics)
+        return all(t in self.names for t in topics)
+
+
+class _Position:
+    """A ``get position`` asked of the upstream node."""
+
+    def __init__(self) -> None:
+        self.pending: Pending[bytes | None] = Pending()
+
+
+Waiter = _Replay | _Position
+
+REPLAY_KEYS = {False: b"retro_subscribe", True: b"retro_psubscribe"}
+
+
 class UpstreamLink:
     def __init__(
         self,
@@ -61,10 +91,16 @@ class UpstreamLink:
         self.peer: str | None = None
         self._send: Callable[[bytes], object] | None = None
         self._parser = wire.ReplyParser()
-        self._ops: list[tuple[bytes, bytes]] = []  # (command key, topic/pattern/record) in order
+        # (command key, topic/pattern/record or replay data, the replay) in order
+        self._ops: list[tuple[bytes, bytes, Waiter | None]] = []
         self._pending_records: deque[bytes] = deque()  # forwarded while disconnected
         self._pending_bytes = 0
-        self._expect: deque[bytes] = deque()  # keys of commands awaiting a reply
+        self._expect: deque[tuple[bytes, list[bytes], Waiter | None]] = deque()  # awaiting a reply
+        # since when each topic / pattern has been held upstream without a break: this node's
+        # retained stream has every record of it since then
+        # (Unix time, local position) of the moment each became held
+        self.held_since: dict[bytes, tuple[float, int]] = {}
+        self.pattern_held_since: dict[bytes, tuple[float, int]] = {}
         self._flush_call: IDelayedCall | None = None
         self._poll_call: IDelayedCall | None = None
         self._polling = False
@@ -90,11 +126,11 @@ class UpstreamLink:
         self._parser = wire.ReplyParser()
         self._expect.clear()
         self._polling = False
-        self._ops = [(b"subscribe", t) for t in self.router.subscribers] + [
-            (b"psubscribe", p) for p in self.router.patterns.holders
-        ]
+        self._ops = [(b"proxy", b"", None)]  # records in full, for this node's own replays
+        self._ops += [(b"subscribe", t, None) for t in self.router.subscribers]
+        self._ops += [(b"psubscribe", p, None) for p in self.router.patterns.holders]
         while self._pending_records:
-            self._ops.append((b"publish", self._pending_records.popleft()))
+            self._ops.append((b"publish", self._pending_records.popleft(), None))
         self._pending_bytes = 0
         log.info("upstream link to {peer} is up", peer=peer)
         self.flush()
@@ -108,16 +144,24 @@ class UpstreamLink:
         self._send = None
         self.peer = None
         self.connected_at = None
+        replays = [r for _, _, r in self._expect if r is not None] + [r for _, _, r in self._ops if r]
         self._expect.clear()
         self._polling = False
+        self.held_since.clear()
+        self.pattern_held_since.clear()
         for call in (self._poll_call, self._flush_call):
             if call is not None and call.active():
                 call.cancel()
         self._poll_call = self._flush_call = None
-        for key, item in self._ops:
+        for key, item, _ in self._ops:
             if key == b"publish":
                 self._keep(item)
         self._ops = []
+        for waiter in replays:
+            if isinstance(waiter, _Replay):
+                waiter.pending.resolve(False)
+            else:
+                waiter.pending.resolve(None)
 
     @property
     def connected(self) -> bool:
@@ -129,12 +173,14 @@ class UpstreamLink:
         self._op(b"subscribe", topic)
 
     def topic_removed(self, topic: bytes) -> None:
+        self.held_since.pop(topic, None)
         self._op(b"unsubscribe", topic)
 
     def pattern_added(self, pattern: bytes) -> None:
         self._op(b"psubscribe", pattern)
 
     def pattern_removed(self, pattern: bytes) -> None:
+        self.pattern_held_since.pop(pattern, None)
         self._op(b"punsubscribe", pattern)
 
     def forward(self, record: bytes) -> None:
@@ -151,10 +197,27 @@ class UpstreamLink:
             self._pending_bytes -= len(self._pending_records.popleft())
             self.dropped += 1
 
-    def _op(self, key: bytes, item: bytes) -> None:
+    def replay(self, names: list[bytes], since: Since, patterns: bool) -> Pending[bool]:
+        replay = _Replay(names, patterns)
+        if self._send is None:
+            replay.pending.resolve(False)  # attach() subscribes to them, without a replay
+            return replay.pending
+        horizon = b"@" + since if isinstance(since, bytes) else b"%.6f" % since
+        self._op(REPLAY_KEYS[patterns], horizon + b"\r\n" + b" ".join(names), replay)
+        return replay.pending
+
+    def position(self) -> Pending[bytes | None]:
+        waiter = _Position()
+        if self._send is None:
+            waiter.pending.resolve(None)
+        else:
+            self._op(b"position", b"", waiter)
+        return waiter.pending
+
+    def _op(self, key: bytes, item: bytes, replay: Waiter | None = None) -> None:
         if self._send is None:
             return  # attach() subscribes to whatever is held then
-        self._ops.append((key, item))
+        self._ops.append((key, item, replay))
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
 
@@ -174,11 +237,23 @@ class UpstreamLink:
         if not self._polling:
             self.poll()
 
-    def _commands(self, ops: list[tuple[bytes, bytes]]) -> list[bytes]:
+    def _commands(self, ops: list[tuple[bytes, bytes, Waiter | None]]) -> list[bytes]:
         out: list[bytes] = []
         i = 0
         while i < len(ops):
-            key = ops[i][0]
+            key, data, replay = ops[i]
+            if isinstance(replay, _Position):
+                out.append(wire.get_command(b"position"))
+                self._expect.append((key, [], replay))
+                i += 1
+                continue
+            if replay is not None:
+                # the replay, then at once a get that drains it
+                out.append(wire.set_command(key, data) + wire.get_command())
+                self._expect.append((key, [], replay))
+                self._expect.append((b"fill", [], replay))
+                i += 1
+                continue
             j = i + 1
             if key == b"publish":
                 size = len(ops[i][1])
@@ -188,10 +263,13 @@ class UpstreamLink:
             else:
                 while j < len(ops) and j - i < SUBSCRIBE_CHUNK and ops[j][0] == key:
                     j += 1
-            items = [item for _, item in ops[i:j]]
-            data = b"".join(items) if key == b"publish" else b" ".join(items)
-            out.append(wire.set_command(key, data))
-            self._expect.append(key)
+            items = [item for _, item, _ in ops[i:j]]
+            if key == b"publish":
+                out.append(wire.set_command(key, b"".join(items)))
+                items = []
+            else:
+                out.append(wire.set_command(key, b" ".join(items)))
+            self._expect.append((key, items, None))
             i = j
         return out
 
@@ -208,7 +286,7 @@ class UpstreamLink:
         if self._ops:
             self.flush()
         self.poll_sent_at = self.clock.seconds()
-        self._expect.append(b"get")
+        self._expect.append((b"get", [], None))
         self._send(wire.get_command())
 
     def receive(self, data: bytes) -> None:
@@ -219,10 +297,19 @@ class UpstreamLink:
             log.error("upstream {peer} sent a bad reply ({e}); dropping the link", peer=self.peer, e=e)
             raise
         for reply in replies:
-            key = self._expect.popleft() if self._expect else b"?"
+            key, items, replay = self._expect.popleft() if self._expect else (b"?", [], None)
             if key == b"get":
                 self._polled(reply)
-            elif reply.kind not in ("STORED", "NOT_FOUND"):
+            elif isinstance(replay, _Position):
+                token = reply.text.rstrip(b"\r\n") if reply.kind == "VALUE" else None
+                replay.pending.resolve(token)
+            elif isinstance(replay, _Replay) and key == b"fill":
+                self._filled(replay, reply)
+            elif isinstance(replay, _Replay) and reply.kind in ("STORED", "NOT_FOUND"):
+                replay.found = reply.kind == "STORED"
+            elif reply.kind in ("STORED", "NOT_FOUND"):
+                self._held(key, items)
+            else:
                 self.errors += 1
                 log.warn(
                     "upstream {peer} refused {key}: {kind} {text}",
@@ -231,6 +318,44 @@ class UpstreamLink:
                     kind=reply.kind,
                     text=reply.text[:200].decode("utf-8", "replace"),
                 )
+
+    def _held(self, key: bytes, items: list[bytes]) -> None:
+        """A subscribe or psubscribe took effect upstream (unsubscribes end a holding when
+        they are sent)."""
+        if key in (b"subscribe", b"psubscribe"):
+            held = self.pattern_held_since if key == b"psubscribe" else self.held_since
+            holders = self.router.patterns.holders if key == b"psubscribe" else self.router.subscribers
+            now = (self.clock.seconds(), self.router.seq)
+            for item in items:
+                if item in holders:
+                    held.setdefault(item, now)
+
+    def _filled(self, replay: _Replay, reply: wire.Reply) -> None:
+        """The records of a replay (and any that came live since the last poll) are here:
+        fan them out, keeping for this node's own replays only the live ones."""
+        if reply.kind == "VALUE":
+            records = reply.records()
+            self.records_in += len(records)
+            for topics, payload in records:
+                self.router.publish(self.publisher, [(topics, payload)], retain=not replay.covers(topics))
+            self.router.flush()
+        held = self.pattern_held_since if replay.patterns else self.held_since
+        holders = self.router.patterns.holders if replay.patterns else self.router.subscribers
+        now = (self.clock.seconds(), self.router.seq)
+        for name in replay.names:
+            if name in holders:
+                held.setdefault(name, now)
+        replay.pending.resolve(replay.found)
+
+    def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
+        held = self.pattern_held_since if patterns else self.held_since
+        for name in names:
+            since = held.get(name)
+            if since is None:
+                return False
+            if (since[0] > time) if time is not None else (seq is None or since[1] > seq):
+                return False
+        return True
 
     def _polled(self, reply: wire.Reply) -> None:
         self._polling = False

@@ -40,7 +40,7 @@ from kraken.core.tls import SeesTLSLayer
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.admission import Admission, Refused
-from kraken.pubsub.router import OverLimit, Router
+from kraken.pubsub.router import OverLimit, Pending, Router
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.websocket")
@@ -180,7 +180,11 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
                 raise CommandError("a command is a JSON object")
             answer = self._command(message)
             self.factory.router.flush()
-            self._answer(answer)
+            found = answer.get("found")
+            if isinstance(found, Pending):  # a proxy's upstream replay: answered when it is in
+                found.then(lambda found: self._answer({**answer, "found": found}))
+            else:
+                self._answer(answer)
             self.factory.admission.commanded(self, self.factory.clock.seconds())
         except JSONLimitError as e:
             self._answer({"ok": False, "error": f"the command {e}"})
@@ -219,6 +223,8 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
         return answer
 
     def _answer(self, answer: dict[str, Any]) -> None:
+        if self.client is None:  # closed while a proxy's upstream replay was awaited
+            return
         self.sendMessage(json.dumps(answer).encode("utf-8"), isBinary=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803

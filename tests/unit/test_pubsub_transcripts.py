@@ -3,24 +3,13 @@ one node, a proxy node in front of it, and a chain of three (clients spread over
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from kraken.pubsub.testing import Harness, Tree
+from tests.unit import pubsub_topologies
+from tests.unit.pubsub_topologies import MakeHarness
 
-MakeHarness = Callable[..., Harness]
-
-
-@pytest.fixture(params=["node", "proxy", "tree3"])
-def make(request: pytest.FixtureRequest) -> MakeHarness:
-    def build(**kwargs: Any) -> Harness:
-        if request.param == "node":
-            return Harness(**kwargs)
-        return Tree(levels=2 if request.param == "proxy" else 3, **kwargs)
-
-    return build
+make = pubsub_topologies.make  # the fixture
 
 BODY = b"MESSAGE topicA 9\r\nhi there!\r\nMESSAGE topicA topicB topicC 3\r\nabc\r\n"
 
