@@ -103,13 +103,15 @@ Found = bool | Pending[bool]
 Since = float | bytes
 
 
-def split_position(token: bytes) -> tuple[int, bytes | None]:
-    """``(this node's sequence number, the upstream node's position or None)``; ValueError if
-    *token* is not a position."""
+def split_position(token: bytes) -> tuple[int, int | None, bytes | None]:
+    """``(this node's sequence number, its upstream connection's number, the upstream node's
+    position)``, the last two ``None`` for a node without upstream; ValueError if *token* is
+    not a position."""
     local, slash, rest = token.partition(b"/")
-    if not local.isdigit() or len(token) > 400 or (slash and not rest):
+    seq, dot, generation = local.partition(b".")
+    if not seq.isdigit() or (dot and not generation.isdigit()) or len(token) > 600 or (slash and not rest):
         raise ValueError(f"{token[:60]!r} is not a position")
-    return int(local), rest if slash else None
+    return int(seq), int(generation) if dot else None, rest if slash else None
 
 
 class Upstream(Protocol):
@@ -136,6 +138,11 @@ class Upstream(Protocol):
         ...
     def position(self) -> Pending[bytes | None]:
         """The upstream node's current position (``None`` while it is not connected)."""
+        ...
+    @property
+    def connections(self) -> int:
+        """How many connections upstream were made: an upstream position is only good on
+        the connection that gave it."""
         ...
 
 
@@ -235,8 +242,8 @@ class Router:
             self._add(client, topics)
             return True
         client.horizon = None
-        upstream = client.horizon_upstream
-        return self._subscribe_replaying(client, topics, False, seq=horizon, upstream=upstream)
+        up, generation = client.horizon_upstream, client.horizon_generation
+        return self._subscribe_replaying(client, topics, False, horizon, upstream=up, generation=generation)
 
     def retro_subscribe(
         self, client: Subscriber, horizon: Since, topics: Sequence[bytes]
@@ -251,9 +258,9 @@ class Router:
         self, client: Subscriber, names: Sequence[bytes], patterns: bool, horizon: Since
     ) -> Found:
         if isinstance(horizon, bytes):
-            seq, upstream = split_position(horizon)
+            seq, generation, upstream = split_position(horizon)
             return self._subscribe_replaying(
-                client, names, patterns, seq=min(seq, self.seq), upstream=upstream
+                client, names, patterns, seq=min(seq, self.seq), upstream=upstream, generation=generation
             )
         return self._subscribe_replaying(
             client, names, patterns, time=horizon, upstream=horizon
@@ -265,26 +272,31 @@ class Router:
         self.flush()
         client.horizon = seq = self.seq
         client.horizon_upstream = None
-        if self.upstream is None:
+        link = self.upstream
+        if link is None:
             return None
         done: Pending[None] = Pending()
 
         def fetched(token: bytes | None) -> None:
             if client.horizon == seq:
                 client.horizon_upstream = token
+                client.horizon_generation = link.connections
             done.resolve(None)
 
-        self.upstream.position().then(fetched)
+        link.position().then(fetched)
         return done
 
     def position(self) -> bytes | Pending[bytes]:
         """The current position, for ``get position`` (a proxy's includes its upstream's)."""
         self.flush()
         local = b"%d" % self.seq
-        if self.upstream is None:
+        link = self.upstream
+        if link is None:
             return local
         done: Pending[bytes] = Pending()
-        self.upstream.position().then(lambda token: done.resolve(local + b"/" + token if token else local))
+        link.position().then(
+            lambda token: done.resolve(b"%s.%d/%s" % (local, link.connections, token) if token else local)
+        )
         return done
 
     def unsubscribe(self, client: Subscriber, topics: Iterable[bytes]) -> None:
@@ -321,8 +333,8 @@ class Router:
             self._add_patterns(client, patterns)
             return True
         client.horizon = None
-        upstream = client.horizon_upstream
-        return self._subscribe_replaying(client, patterns, True, seq=horizon, upstream=upstream)
+        up, generation = client.horizon_upstream, client.horizon_generation
+        return self._subscribe_replaying(client, patterns, True, horizon, upstream=up, generation=generation)
 
     def retro_psubscribe(
         self, client: Subscriber, horizon: Since, patterns: Sequence[bytes]
@@ -598,6 +610,7 @@ class Router:
         seq: int | None = None,
         time: float | None = None,
         upstream: Since | None = None,
+        generation: int | None = None,
     ) -> Found:
         """Subscribe *client* to the topics (or *patterns*) *names* and replay what they got
         after position *seq* or Unix time *time*; *upstream*: the same point for the upstream
@@ -609,6 +622,8 @@ class Router:
             return self._replay(client, names, patterns, seq, time)
         # A proxy has every record of a topic held upstream since it has been held; for topics
         # held by no client here it asks upstream to subscribe and replay what never came.
+        if generation is not None and generation != link.connections:
+            upstream = None  # a position of an upstream connection since lost
         holders = self.patterns.holders if patterns else self.subscribers
         fresh = [n for n in dict.fromkeys(names) if n not in holders]
         held = [n for n in names if n in holders]
@@ -616,7 +631,10 @@ class Router:
             add(client, names)
             return self._not_held(client, seq if time is None else time)
         add(client, names, announce=False)
-        if not self._replay(client, names, patterns, seq, time):
+        # nothing was published through this node before it started: only upstream can be
+        # incomplete there, and it says so
+        local_time = None if time is None else max(time, self.started)
+        if not self._replay(client, names, patterns, seq, local_time):
             for name in fresh:
                 (link.pattern_added if patterns else link.topic_added)(name)
             return False

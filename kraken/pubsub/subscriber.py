@@ -36,6 +36,7 @@ class Subscriber:
         self.ended_patterns: dict[bytes, list[tuple[int, int]]] = {}
         self.horizon: int | None = None  # the position of a pending register
         self.horizon_upstream: bytes | None = None  # on a proxy node: the upstream's then
+        self.horizon_generation = 0  # and the upstream connection it belongs to
         self.started = now
         self.last_receive = now
         self.received = 0

@@ -116,24 +116,46 @@ class _Link:
 class Tree(Harness):
     """``levels`` nodes in a chain, each a proxy of the one before; ``router`` and ``factory``
     are the root's. Clients connect to the deepest node first, then the root, then the nodes
-    in between, in turn."""
+    in between, in turn. :meth:`add_proxy` and :meth:`fail_over` build other shapes."""
 
     def __init__(self, levels: int = 2, shards: int = 4, retained: int = 10000, **kwargs: Any) -> None:
         super().__init__(shards, retained, **kwargs)
-        limits = {k: v for k, v in kwargs.items() if k != "start"}
+        self._shards, self._retained = shards, retained
+        self._limits = {k: v for k, v in kwargs.items() if k != "start"}
         self.routers = [self.router]
         self.factories = [self.factory]
-        self.links: list[_Link] = []
-        for _ in range(1, levels):
-            router = Router(self.clock, shards=shards, retained_per_shard=retained)
-            link = UpstreamLink(router, self.clock)
-            self._port += 1
-            self.links.append(_Link(link, Conn(self, self._port, self.factories[-1])))
-            self.routers.append(router)
-            self.factories.append(MemcachedFactory(router, self.clock, Limits(**limits)))
+        self.links: dict[int, _Link] = {}
+        for level in range(1, levels):
+            self.add_proxy(level - 1)
         order = [levels - 1, 0, *range(1, levels - 1)]
         self._order = [self.factories[i] for i in order]
         self._next = 0
+
+    def add_proxy(self, parent: int) -> int:
+        """A new proxy node of node *parent*; its index."""
+        router = Router(self.clock, shards=self._shards, retained_per_shard=self._retained)
+        link = UpstreamLink(router, self.clock)
+        self.routers.append(router)
+        self.factories.append(MemcachedFactory(router, self.clock, Limits(**self._limits)))
+        index = len(self.routers) - 1
+        self._port += 1
+        self.links[index] = _Link(link, Conn(self, self._port, self.factories[parent]))
+        return index
+
+    def link(self, node: int) -> UpstreamLink:
+        return self.links[node].link
+
+    def fail_over(self, node: int, parent: int) -> None:
+        """Node *node*'s upstream connection breaks; it connects to node *parent* instead."""
+        old = self.links[node]
+        old.upstream.close()
+        old.link.detach()
+        self._port += 1
+        self.links[node] = _Link(old.link, Conn(self, self._port, self.factories[parent]))
+
+    def connect_to(self, node: int) -> Conn:
+        self._port += 1
+        return Conn(self, self._port, self.factories[node])
 
     def connect(self) -> Conn:
         self._port += 1
@@ -145,7 +167,7 @@ class Tree(Harness):
         for _ in range(1000):
             self.clock.advance(0)
             moved = False
-            for link in self.links:
+            for link in list(self.links.values()):
                 moved = link.exchange() or moved
             if not moved:
                 return

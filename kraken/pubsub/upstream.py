@@ -18,7 +18,7 @@ is connected wait, up to ``max_pending_bytes`` (oldest dropped), and leave on th
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,18 +46,70 @@ class UpstreamPublisher(Subscriber):
         pass
 
 
-class _Replay:
-    """One replay asked of the upstream node for topics (or patterns) held by no local client."""
+class RecentRecords:
+    """What came from (or went to) the upstream node lately, as (topic, payload) counts: after
+    a failover the new upstream replays from a little before the last contact with the old
+    one, and a replayed record counted here already arrived and is dropped once."""
 
-    def __init__(self, names: list[bytes], patterns: bool) -> None:
+    def __init__(self, window: float, max_bytes: int) -> None:
+        self.window = window
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._order: deque[tuple[float, tuple[bytes, ...], bytes]] = deque()
+        self.counts: Counter[tuple[bytes, bytes]] = Counter()
+
+    def add(self, now: float, topics: Iterable[bytes], payload: bytes) -> None:
+        names = tuple(set(topics))
+        self._order.append((now, names, payload))
+        self.size += len(payload) + 64
+        counts = self.counts
+        for name in names:
+            counts[(name, payload)] += 1
+        order = self._order
+        while order and (order[0][0] < now - self.window or self.size > self.max_bytes):
+            self._forget(*order.popleft())
+
+    def _forget(self, _: float, names: tuple[bytes, ...], payload: bytes) -> None:
+        self.size -= len(payload) + 64
+        counts = self.counts
+        for name in names:
+            key = (name, payload)
+            left = counts[key] - 1
+            if left > 0:
+                counts[key] = left
+            else:
+                del counts[key]
+
+    def take(self, topics: Iterable[bytes], payload: bytes) -> bool:
+        """Whether a record naming *topics* with *payload* arrived already (counted once)."""
+        names = set(topics)
+        counts = self.counts
+        if not names or not all(counts.get((n, payload), 0) > 0 for n in names):
+            return False
+        for name in names:
+            key = (name, payload)
+            counts[key] -= 1
+            if not counts[key]:
+                del counts[key]
+        return True
+
+
+class _Replay:
+    """One replay asked of the upstream node: for topics (or patterns) held by no local client,
+    or after a failover (``resume``) for everything held."""
+
+    def __init__(self, names: list[bytes], patterns: bool, resume: bool = False) -> None:
         self.names = names
         self.patterns = patterns
+        self.resume = resume
         self.pending: Pending[bool] = Pending()
         self.found = False
         self._compiled = [compile_pattern(n) for n in names] if patterns else []
 
     def covers(self, topics: list[bytes]) -> bool:
         """Whether a record naming *topics* can only be part of this replay."""
+        if self.resume:
+            return False
         if self.patterns:
             return all(any(matches(c, t) for c in self._compiled) for t in topics)
         return all(t in self.names for t in topics)
@@ -82,6 +134,8 @@ class UpstreamLink:
         clock: IReactorTime,
         poll_interval: float = 0.01,
         max_pending_bytes: int = 64 * 1024 * 1024,
+        failover_window: float = 60.0,
+        clock_margin: float = 2.0,
     ) -> None:
         self.router = router
         self.clock = clock
@@ -112,6 +166,12 @@ class UpstreamLink:
         self.dropped = 0
         self.errors = 0
         self.connections = 0
+        # failover: the new upstream replays from clock_margin before the last contact
+        self.last_contact: float | None = None
+        self.clock_margin = clock_margin
+        self.recent = RecentRecords(failover_window, max_pending_bytes)
+        self.resumed = 0
+        self.resume_gaps = 0
         router.upstream = self
 
     # --- the connection --------------------------------------------------------------------
@@ -127,14 +187,29 @@ class UpstreamLink:
         self._expect.clear()
         self._polling = False
         self._ops = [(b"proxy", b"", None)]  # records in full, for this node's own replays
-        self._ops += [(b"subscribe", t, None) for t in self.router.subscribers]
-        self._ops += [(b"psubscribe", p, None) for p in self.router.patterns.holders]
+        if self.last_contact is None:
+            self._ops += [(b"subscribe", t, None) for t in self.router.subscribers]
+            self._ops += [(b"psubscribe", p, None) for p in self.router.patterns.holders]
+        else:
+            self._resume(self.last_contact - self.clock_margin)
         while self._pending_records:
             self._ops.append((b"publish", self._pending_records.popleft(), None))
         self._pending_bytes = 0
         log.info("upstream link to {peer} is up", peer=peer)
         self.flush()
         self.poll()
+
+    def _resume(self, since: float) -> None:
+        """After a failover: subscribe to everything held with a replay from *since*; what
+        arrived from the old upstream is dropped from it (:class:`RecentRecords`)."""
+        held = ((False, list(self.router.subscribers)), (True, list(self.router.patterns.holders)))
+        for patterns, names in held:
+            key = REPLAY_KEYS[patterns]
+            for i in range(0, len(names), SUBSCRIBE_CHUNK):
+                chunk = names[i : i + SUBSCRIBE_CHUNK]
+                replay = _Replay(chunk, patterns, resume=True)
+                self._ops.append((key, b"%.6f\r\n%s" % (since, b" ".join(chunk)), replay))
+        self.resumed += 1
 
     def detach(self) -> None:
         """The connection is gone; commands not yet answered are forgotten."""
@@ -185,6 +260,9 @@ class UpstreamLink:
 
     def forward(self, record: bytes) -> None:
         self.records_out += 1
+        if self.last_contact is not None:
+            for topics, payload in wire.parse_publish(record):
+                self.recent.add(self.clock.seconds(), topics, payload)
         if self._send is None:
             self._keep(record)
             return
@@ -296,6 +374,8 @@ class UpstreamLink:
         except wire.WireError as e:
             log.error("upstream {peer} sent a bad reply ({e}); dropping the link", peer=self.peer, e=e)
             raise
+        if replies:
+            self.last_contact = self.clock.seconds()
         for reply in replies:
             key, items, replay = self._expect.popleft() if self._expect else (b"?", [], None)
             if key == b"get":
@@ -336,15 +416,26 @@ class UpstreamLink:
         if reply.kind == "VALUE":
             records = reply.records()
             self.records_in += len(records)
+            now = self.clock.seconds()
             for topics, payload in records:
+                if replay.resume and self.recent.take(topics, payload):
+                    continue
+                self.recent.add(now, topics, payload)
                 self.router.publish(self.publisher, [(topics, payload)], retain=not replay.covers(topics))
             self.router.flush()
+        if replay.resume and not replay.found:
+            self.resume_gaps += 1
+            log.warn(
+                "upstream {peer} cannot replay everything since the last contact with the previous "
+                "upstream: records published meanwhile may be missing",
+                peer=self.peer,
+            )
         held = self.pattern_held_since if replay.patterns else self.held_since
         holders = self.router.patterns.holders if replay.patterns else self.router.subscribers
-        now = (self.clock.seconds(), self.router.seq)
+        since = (self.clock.seconds(), self.router.seq)
         for name in replay.names:
             if name in holders:
-                held.setdefault(name, now)
+                held.setdefault(name, since)
         replay.pending.resolve(replay.found)
 
     def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
@@ -362,7 +453,10 @@ class UpstreamLink:
         if reply.kind == "VALUE":
             records = reply.records()
             self.records_in += len(records)
-            self.last_records_at = self.clock.seconds()
+            self.last_records_at = now = self.clock.seconds()
+            recent = self.recent
+            for topics, payload in records:
+                recent.add(now, topics, payload)
             self.router.publish(self.publisher, records)
             self.router.flush()
             self._poll_call = self.clock.callLater(0, self.poll)
@@ -385,6 +479,8 @@ class UpstreamLink:
             "waiting_records": len(self._pending_records),
             "dropped_records": self.dropped,
             "refused_commands": self.errors,
+            "failovers_resumed": self.resumed,
+            "failovers_not_found": self.resume_gaps,
             # how long the poll now out has been waiting: the link's lag behind upstream
             "lag": now - self.poll_sent_at if self._polling and self.poll_sent_at is not None else 0.0,
         }

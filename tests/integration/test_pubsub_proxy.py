@@ -130,3 +130,34 @@ def test_proxy_refuses_an_upstream_without_the_pubsub_role(servers: ServerProces
     health = admin(proxy, "/health")
     assert health == {"status": "unhealthy", "failing": ["upstream"]}
     assert admin(proxy, "/status")["upstream"]["connected"] is False
+
+
+def test_kill_an_upstream_mid_stream_clients_resume_without_gap_or_duplicate(
+    servers: ServerProcess.Pool, pki: Path
+) -> None:
+    root = start_node(servers, pki)
+    first, second = start_node(servers, pki, root), start_node(servers, pki, root)
+    proxy = start_node(servers, pki, first, second)
+    wait_for(lambda: admin(proxy, "/health")["status"] == "ok" and admin(second, "/health")["status"] == "ok")
+    sub = Wire(proxy.port("memcached"))
+    assert sub.send(b"set subscribe 0 0 6\r\nstream\r\n", 8) == b"STORED\r\n"
+    wait_for(lambda: subscribers(root) == {"stream": 1})
+    wait_for(lambda: admin(root, "/status")["uptime"] > 3)  # the failover replay reaches back 2 s
+    publisher = Wire(root.port("memcached"))
+    got: list[bytes] = []
+    for i in range(400):
+        body = wire.record([b"stream"], b"n%03d" % i)
+        assert command(publisher, wire.set_command(b"publish", body)).kind == "STORED"
+        if i % 20 == 0:
+            got += [payload for _, payload in command(sub, b"get messages\r\n").records()]
+        if i == 200:
+            first.kill()  # records on their way through it are lost with it
+        time.sleep(0.002)
+    deadline = time.monotonic() + 10
+    while len(got) < 400 and time.monotonic() < deadline:
+        got += [payload for _, payload in command(sub, b"get messages\r\n").records()]
+        time.sleep(0.05)
+    assert got == [b"n%03d" % i for i in range(400)]
+    status = admin(proxy, "/status")["upstream"]
+    assert status["peer"] == f"127.0.0.1:{second.port('memcached-tls')}"
+    assert status["failovers_resumed"] == 1 and status["failovers_not_found"] == 0
