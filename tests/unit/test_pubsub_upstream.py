@@ -37,7 +37,7 @@ def records(conn: Conn) -> list[wire.Record]:
 
 
 def test_subscriptions_are_reference_counted_and_merged_per_turn() -> None:
-    clock, router, link, sent = setup()
+    clock, router, _link, sent = setup()
     assert sent == [b"set proxy 0 0 0\r\n\r\n"]  # nothing to poll for yet
     sent.clear()
     a, b = client(router), client(router)
