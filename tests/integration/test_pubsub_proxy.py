@@ -3,13 +3,17 @@ upstream subscriptions, failover to the second upstream, and the upstream's role
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kraken.cli.main import main as kraken_cli
 from kraken.pubsub import wire
 from tests.integration.test_pubsub_server import Wire, pubsub_config
 from tests.support import ServerProcess
@@ -102,6 +106,16 @@ def test_three_level_tree_transcript_refcounts_and_no_echo(servers: ServerProces
     status = admin(leaf, "/status")
     assert status["role"] == "proxy" and status["upstream"]["connected"] is True
     assert status["upstream"]["peer"] == f"127.0.0.1:{mid.port('memcached-tls')}"
+    url = f"http://127.0.0.1:{leaf.port('admin')}"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert kraken_cli(["pubsub", "--admin", url, "status"]) == 0
+    pattern = (
+        rf"Status: {url}\nRunning\nUpstream: 127\.0\.0\.1:{mid.port('memcached-tls')}, connected for "
+        r"[0-9a-z ]+, lag [0-9.]+ s\n  holding 1 topics and 0 patterns, records in [0-9]+, out 1 "
+        r"\(0 waiting\), failovers 0 \(0 could not replay\)\n"
+    )
+    assert re.fullmatch(pattern, out.getvalue()), out.getvalue()
 
 
 def test_proxy_fails_over_and_resubscribes(servers: ServerProcess.Pool, pki: Path) -> None:
