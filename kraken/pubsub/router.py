@@ -120,8 +120,6 @@ class Upstream(Protocol):
     records local clients publish. Records the link itself publishes (from upstream) come
     with ``publisher`` and are not forwarded back."""
 
-    publisher: Subscriber
-
     def topic_added(self, topic: bytes) -> None: ...
     def topic_removed(self, topic: bytes) -> None: ...
     def pattern_added(self, pattern: bytes) -> None: ...
@@ -138,6 +136,10 @@ class Upstream(Protocol):
         ...
     def position(self) -> Pending[bytes | None]:
         """The upstream node's current position (``None`` while it is not connected)."""
+        ...
+    def owns(self, shard: int) -> bool:
+        """Whether this node delivers records whose first shard is *shard* to the peers of
+        its cluster (always true outside a cluster)."""
         ...
     @property
     def connections(self) -> int:
@@ -181,6 +183,11 @@ class Router:
         self._run_bytes = 0
         self._shard_cache: dict[bytes, int] = {}
         self.upstream: Upstream | None = None
+        self.peers = 0  # connections of cluster peers (``set peer``)
+        # topics and patterns held by clients other than peers, with their holder counts: what
+        # the upstream link (or the cluster) subscribes to
+        self.held_topics: dict[bytes, int] = {}
+        self.held_patterns: dict[bytes, int] = {}
 
     # --- clients -------------------------------------------------------------------------
 
@@ -203,23 +210,21 @@ class Router:
         self.flush()
         if self.clients.pop(client.id, None) is not None:
             self.stats.dropped_by_closed += client.dropped
+            self.peers -= client.peer
         self.subscriptions -= len(client.topics)
-        upstream = self.upstream
         for topic in client.topics:
             subs = self.subscribers.get(topic)
             if subs is not None:
                 subs.pop(client, None)
                 if not subs:
                     del self.subscribers[topic]
-                    if upstream is not None:
-                        upstream.topic_removed(topic)
+            self._release(client, topic, False)
         client.topics.clear()
         client.ended.clear()
         self.pattern_subscriptions -= len(client.patterns)
         for pattern in client.patterns:
             self.patterns.discard(pattern, client)
-            if upstream is not None and pattern not in self.patterns.holders:
-                upstream.pattern_removed(pattern)
+            self._release(client, pattern, True)
         client.patterns.clear()
         client.ended_patterns.clear()
 
@@ -266,6 +271,14 @@ class Router:
             client, names, patterns, time=horizon, upstream=horizon
         )
 
+    def peer_joined(self, client: Subscriber) -> None:
+        """*client* is a cluster peer's link: records reach it only from the node that
+        delivers them to the cluster (:meth:`_to_peers`), and what it publishes is not
+        forwarded again. (Say it before subscribing.)"""
+        if not client.peer and not client.topics and not client.patterns:
+            client.peer = client.no_forward = client.full_records = True
+            self.peers += 1
+
     def register(self, client: Subscriber) -> Pending[None] | None:
         """Remember the current position: the next subscribe replays everything after it.
         A proxy node also fetches its upstream node's position (answering when it has it)."""
@@ -311,8 +324,7 @@ class Router:
             del subs[client]
             if not subs:
                 del self.subscribers[topic]
-                if self.upstream is not None:
-                    self.upstream.topic_removed(topic)
+            self._release(client, topic, False)
         if len(client.ended) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
             # Subscribe/unsubscribe churn over fresh topics must not grow the history without
@@ -353,8 +365,7 @@ class Router:
             client.subscription_ended(pattern, since, self.seq, pattern=True)
             self.pattern_subscriptions -= 1
             self.patterns.discard(pattern, client)
-            if self.upstream is not None and pattern not in self.patterns.holders:
-                self.upstream.pattern_removed(pattern)
+            self._release(client, pattern, True)
         if len(client.ended_patterns) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
             client.forget_oldest_history(self.limits.per_connection, self.limits.patterns_per_connection)
@@ -388,9 +399,8 @@ class Router:
                 continue
             self.pattern_subscriptions += 1
             client.patterns[pattern] = seq
-            if self.upstream is not None and announce and pattern not in self.patterns.holders:
-                self.upstream.pattern_added(pattern)
             self.patterns.add(pattern, client)
+            self._hold(client, pattern, True, announce)
 
     def targets(self, topic: bytes) -> Iterable[Subscriber]:
         """Every subscriber of *topic*, by name or by pattern, each once."""
@@ -451,9 +461,27 @@ class Router:
             subs = self.subscribers.get(topic)
             if subs is None:
                 self.subscribers[topic] = subs = {}
-                if self.upstream is not None and announce:
-                    self.upstream.topic_added(topic)
             subs[client] = None
+            self._hold(client, topic, False, announce)
+
+    def _hold(self, client: Subscriber, name: bytes, pattern: bool, announce: bool) -> None:
+        if client.peer:
+            return  # a peer holds it for its own clients, from the nodes it chose itself
+        held = self.held_patterns if pattern else self.held_topics
+        count = held.get(name, 0)
+        held[name] = count + 1
+        if not count and announce and self.upstream is not None:
+            (self.upstream.pattern_added if pattern else self.upstream.topic_added)(name)
+
+    def _release(self, client: Subscriber, name: bytes, pattern: bool) -> None:
+        if client.peer:
+            return
+        held = self.held_patterns if pattern else self.held_topics
+        count = held.pop(name, 0) - 1
+        if count > 0:
+            held[name] = count
+        elif self.upstream is not None:
+            (self.upstream.pattern_removed if pattern else self.upstream.topic_removed)(name)
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -467,7 +495,7 @@ class Router:
         stats = self.stats
         stats.publishes += 1
         upstream = self.upstream
-        if upstream is not None and publisher is upstream.publisher:
+        if publisher is not None and publisher.no_forward:
             upstream = None
         for topics, payload in records:
             self.seq += 1
@@ -484,7 +512,7 @@ class Router:
         self.seq += 1
         self.stats.publishes += 1
         self.stats.published += 1
-        if self.upstream is not None:
+        if self.upstream is not None and not publisher.no_forward:
             self.upstream.forward(record)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
@@ -539,10 +567,16 @@ class Router:
         n = len(run)
         data = run[0] if n == 1 else b"".join(run)
         count = 0
-        for sub in subs:
-            if sub is not publisher:
-                sub.deliver(data, n)
-                count += 1
+        if self.peers and not self._to_peers(publisher, self.shard(topic)):  # type: ignore[arg-type]
+            for sub in subs:
+                if sub is not publisher and not sub.peer:
+                    sub.deliver(data, n)
+                    count += 1
+        else:
+            for sub in subs:
+                if sub is not publisher:
+                    sub.deliver(data, n)
+                    count += 1
         self.stats.delivered += count * n
         if count >= self.fanout_to_warn:
             self._warn_fanout(count, publisher, [topic], run[-1])  # type: ignore[list-item]
@@ -567,6 +601,7 @@ class Router:
         groups: dict[int, list[bytes]] = {}
         for topic in topics:
             groups.setdefault(self.shard(topic), []).append(topic)
+        skip_peers = bool(self.peers) and not self._to_peers(publisher, min(groups))
         for shard in sorted(groups):
             group = groups[shard]
             if retain:
@@ -574,7 +609,7 @@ class Router:
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.targets(topic):
-                    if sub is not publisher:
+                    if sub is not publisher and not (skip_peers and sub.peer):
                         matched.setdefault(sub, []).append(topic)
             if not matched:
                 continue
@@ -588,6 +623,13 @@ class Router:
             self.stats.delivered += len(matched)
             if len(matched) >= self.fanout_to_warn:
                 self._warn_fanout(len(matched), publisher, group, payload)
+
+    def _to_peers(self, publisher: Subscriber | None, shard: int) -> bool:
+        """In a cluster, a record reaches the peers' links once, from one node: the node it
+        was forwarded to, or the one it was published at if that owns its first shard."""
+        if publisher is not None and publisher.no_forward:
+            return publisher.peer  # forwarded by a peer: yes; from our own links: no
+        return self.upstream is None or self.upstream.owns(shard)
 
     def _warn_fanout(
         self, count: int, publisher: Subscriber | None, topics: list[bytes], payload: bytes
@@ -624,7 +666,7 @@ class Router:
         # held by no client here it asks upstream to subscribe and replay what never came.
         if generation is not None and generation != link.connections:
             upstream = None  # a position of an upstream connection since lost
-        holders = self.patterns.holders if patterns else self.subscribers
+        holders = self.held_patterns if patterns else self.held_topics
         fresh = [n for n in dict.fromkeys(names) if n not in holders]
         held = [n for n in names if n in holders]
         if not link.covers(held, seq, time, patterns) or (fresh and upstream is None):

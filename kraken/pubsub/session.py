@@ -164,6 +164,9 @@ class Session:
         if key == b"proxy":
             self.client.full_records = True
             return wire.STORED
+        if key == b"peer":
+            router.peer_joined(self.client)
+            return wire.STORED
         if key in (b"psubscribe", b"punsubscribe", b"retro_psubscribe"):
             return self._patterns(key, event.data)
         try:

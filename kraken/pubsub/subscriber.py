@@ -45,6 +45,10 @@ class Subscriber:
         # a proxy node's link (``set proxy``): records name every topic of their shard, so the
         # proxy's own replays know them all
         self.full_records = False
+        # a cluster peer's link (``set peer``); what it and our own links publish is not
+        # forwarded again
+        self.peer = False
+        self.no_forward = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
         """Take *count* serialised records (one chunk, shared with other subscribers)."""

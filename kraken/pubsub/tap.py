@@ -146,6 +146,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     health = {"router": lambda: True}
     if cfg.upstream:
         link = UpstreamLink(router, clock, cfg.upstream_poll_interval, cfg.max_queue_bytes)
+        router.upstream = link
         upstream = UpstreamService(link, parse_upstream(cfg.upstream), svc.tls, clock)
         upstream.setName("upstream")
         upstream.setServiceParent(svc)

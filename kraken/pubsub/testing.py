@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from kraken.pubsub import wire
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.router import Router
 from kraken.pubsub.server import Limits, MemcachedFactory, MemcachedProtocol
 from kraken.pubsub.upstream import UpstreamLink
@@ -135,6 +136,7 @@ class Tree(Harness):
         """A new proxy node of node *parent*; its index."""
         router = Router(self.clock, shards=self._shards, retained_per_shard=self._retained)
         link = UpstreamLink(router, self.clock)
+        router.upstream = link
         self.routers.append(router)
         self.factories.append(MemcachedFactory(router, self.clock, Limits(**self._limits)))
         index = len(self.routers) - 1
@@ -168,6 +170,67 @@ class Tree(Harness):
             self.clock.advance(0)
             moved = False
             for link in list(self.links.values()):
+                moved = link.exchange() or moved
+            if not moved:
+                return
+        raise AssertionError("the links never settled")
+
+
+class Mesh(Harness):
+    """``size`` nodes of one cluster (:mod:`kraken.pubsub.cluster`), each linked to every
+    other; ``router`` and ``factory`` are node 0's. Clients connect to the nodes in turn."""
+
+    def __init__(self, size: int = 3, shards: int = 4, retained: int = 10000, **kwargs: Any) -> None:
+        super().__init__(shards, retained, **kwargs)
+        limits = {k: v for k, v in kwargs.items() if k != "start"}
+        self.routers = [self.router]
+        self.factories = [self.factory]
+        for _ in range(1, size):
+            router = Router(self.clock, shards=shards, retained_per_shard=retained)
+            self.routers.append(router)
+            self.factories.append(MemcachedFactory(router, self.clock, Limits(**limits)))
+        names = [f"node{i}" for i in range(size)]
+        self.clusters: list[Cluster] = []
+        self.links: list[_Link] = []
+        for i, router in enumerate(self.routers):
+            cluster = Cluster(router, self.clock, names[i], names)
+            router.upstream = cluster
+            self.clusters.append(cluster)
+            for j, name in enumerate(names):
+                if j != i:
+                    self._port += 1
+                    self.links.append(_Link(cluster.links[name], Conn(self, self._port, self.factories[j])))
+        self._next = 0
+
+    def connect(self) -> Conn:
+        return self.connect_to(self._next_node())
+
+    def _next_node(self) -> int:
+        self._next += 1
+        return (self._next - 1) % len(self.routers)
+
+    def connect_to(self, node: int) -> Conn:
+        self._port += 1
+        return Conn(self, self._port, self.factories[node])
+
+    def kill(self, node: int) -> None:
+        """Node *node* stops: every link to or from it breaks."""
+        name = self.clusters[node].me
+        for link in list(self.links):
+            inbound = link.upstream.protocol.factory is self.factories[node]
+            if inbound or link.link in self.clusters[node].links.values():
+                link.upstream.close()
+                link.link.detach()
+                self.links.remove(link)
+        assert all(not c.healthy(name) for i, c in enumerate(self.clusters) if i != node)
+
+    def pump(self) -> None:
+        for cluster in self.clusters:
+            cluster.ping()
+        for _ in range(1000):
+            self.clock.advance(0)
+            moved = False
+            for link in self.links:
                 moved = link.exchange() or moved
             if not moved:
                 return

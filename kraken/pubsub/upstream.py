@@ -42,6 +42,10 @@ class UpstreamPublisher(Subscriber):
 
     kind = "upstream"
 
+    def __init__(self, ident: int, name: str, now: float) -> None:
+        super().__init__(ident, name, now)
+        self.no_forward = True
+
     def deliver(self, records: bytes, count: int = 1) -> None:
         pass
 
@@ -136,7 +140,12 @@ class UpstreamLink:
         max_pending_bytes: int = 64 * 1024 * 1024,
         failover_window: float = 60.0,
         clock_margin: float = 2.0,
+        hello: bytes = b"proxy",
     ) -> None:
+        """*hello*: what the link says first, ``proxy`` (records in full) or ``peer`` (a
+        cluster node's link; see :mod:`kraken.pubsub.cluster`). Make the link the router's
+        ``upstream`` to hear from it (a cluster's links hear from the cluster)."""
+        self.hello = hello
         self.router = router
         self.clock = clock
         self.poll_interval = poll_interval
@@ -172,7 +181,6 @@ class UpstreamLink:
         self.recent = RecentRecords(failover_window, max_pending_bytes)
         self.resumed = 0
         self.resume_gaps = 0
-        router.upstream = self
 
     # --- the connection --------------------------------------------------------------------
 
@@ -186,10 +194,10 @@ class UpstreamLink:
         self._parser = wire.ReplyParser()
         self._expect.clear()
         self._polling = False
-        self._ops = [(b"proxy", b"", None)]  # records in full, for this node's own replays
+        self._ops = [(self.hello, b"", None)]  # proxy: records in full, for this node's replays
         if self.last_contact is None:
-            self._ops += [(b"subscribe", t, None) for t in self.router.subscribers]
-            self._ops += [(b"psubscribe", p, None) for p in self.router.patterns.holders]
+            self._ops += [(b"subscribe", t, None) for t in self.router.held_topics]
+            self._ops += [(b"psubscribe", p, None) for p in self.router.held_patterns]
         else:
             self._resume(self.last_contact - self.clock_margin)
         while self._pending_records:
@@ -202,7 +210,7 @@ class UpstreamLink:
     def _resume(self, since: float) -> None:
         """After a failover: subscribe to everything held with a replay from *since*; what
         arrived from the old upstream is dropped from it (:class:`RecentRecords`)."""
-        held = ((False, list(self.router.subscribers)), (True, list(self.router.patterns.holders)))
+        held = ((False, list(self.router.held_topics)), (True, list(self.router.held_patterns)))
         for patterns, names in held:
             key = REPLAY_KEYS[patterns]
             for i in range(0, len(names), SUBSCRIBE_CHUNK):
@@ -358,7 +366,7 @@ class UpstreamLink:
         self._poll_call = None
         if self._send is None or self._polling:
             return
-        if not self.router.subscribers and not self.router.patterns.holders:
+        if not self.router.held_topics and not self.router.held_patterns:
             return
         self._polling = True
         if self._ops:
@@ -404,7 +412,7 @@ class UpstreamLink:
         they are sent)."""
         if key in (b"subscribe", b"psubscribe"):
             held = self.pattern_held_since if key == b"psubscribe" else self.held_since
-            holders = self.router.patterns.holders if key == b"psubscribe" else self.router.subscribers
+            holders = self.router.held_patterns if key == b"psubscribe" else self.router.held_topics
             now = (self.clock.seconds(), self.router.seq)
             for item in items:
                 if item in holders:
@@ -431,12 +439,15 @@ class UpstreamLink:
                 peer=self.peer,
             )
         held = self.pattern_held_since if replay.patterns else self.held_since
-        holders = self.router.patterns.holders if replay.patterns else self.router.subscribers
+        holders = self.router.held_patterns if replay.patterns else self.router.held_topics
         since = (self.clock.seconds(), self.router.seq)
         for name in replay.names:
             if name in holders:
                 held.setdefault(name, since)
         replay.pending.resolve(replay.found)
+
+    def owns(self, shard: int) -> bool:
+        return True
 
     def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
         held = self.pattern_held_since if patterns else self.held_since
@@ -472,7 +483,7 @@ class UpstreamLink:
             "connected": self.connected,
             "connections": self.connections,
             "connected_for": None if self.connected_at is None else now - self.connected_at,
-            "topics": len(self.router.subscribers),
+            "topics": len(self.router.held_topics),
             "patterns": len(self.router.patterns),
             "records_in": self.records_in,
             "records_out": self.records_out,

@@ -31,7 +31,7 @@ GET_KEYS = frozenset({b"messages", b"register", b"position"})
 SET_KEYS = frozenset({
     b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe",
     b"psubscribe", b"punsubscribe", b"retro_psubscribe",
-    b"proxy",
+    b"proxy", b"peer",
 })
 
 DEFAULT_MAX_LINE = 4096
@@ -41,7 +41,7 @@ _COUNT = re.compile(rb"[+-]?[0-9]+\Z")
 # The common set line, matched in one go; anything else takes the general path.
 _SET_LINE = re.compile(
     rb"set (subscribe|unsubscribe|publish|register|retro_subscribe|psubscribe|punsubscribe|retro_psubscribe"
-    rb"|proxy)"
+    rb"|proxy|peer)"
     rb" [^ \r\n]{1,64} [^ \r\n]{1,64} ([0-9]{1,12})\r\n"
 )
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")

@@ -1,5 +1,6 @@
-"""The ``make`` fixture: a pub/sub harness as one node, a proxy node in front of one, and a
-chain of three nodes (clients spread over the nodes), for tests that must hold for each."""
+"""The ``make`` fixture: a pub/sub harness as one node, a proxy node in front of one, a chain
+of three nodes and a 3-node cluster (clients spread over the nodes), for tests that must hold
+for each."""
 
 from __future__ import annotations
 
@@ -8,16 +9,25 @@ from typing import Any
 
 import pytest
 
-from kraken.pubsub.testing import Harness, Tree
+from kraken.pubsub.testing import Harness, Mesh, Tree
 
 MakeHarness = Callable[..., Harness]
 
 
-@pytest.fixture(params=["node", "proxy", "tree3"])
-def make(request: pytest.FixtureRequest) -> MakeHarness:
-    def build(**kwargs: Any) -> Harness:
-        if request.param == "node":
-            return Harness(**kwargs)
-        return Tree(levels=2 if request.param == "proxy" else 3, **kwargs)
+def build(topology: str, **kwargs: Any) -> Harness:
+    if topology == "node":
+        return Harness(**kwargs)
+    if topology == "cluster3":
+        return Mesh(3, **kwargs)
+    return Tree(levels=2 if topology == "proxy" else 3, **kwargs)
 
-    return build
+
+@pytest.fixture(params=["node", "proxy", "tree3", "cluster3"])
+def make(request: pytest.FixtureRequest) -> MakeHarness:
+    return lambda **kwargs: build(request.param, **kwargs)
+
+
+@pytest.fixture(params=["node", "proxy", "tree3"])
+def make_tree(request: pytest.FixtureRequest) -> MakeHarness:
+    """As ``make`` without the cluster, whose nodes do not replay across nodes."""
+    return lambda **kwargs: build(request.param, **kwargs)

@@ -19,6 +19,7 @@ def setup() -> tuple[Clock, Router, UpstreamLink, list[bytes]]:
     clock.advance(1_700_000_000)
     router = Router(clock)
     link = UpstreamLink(router, clock, poll_interval=0.5)
+    router.upstream = link
     sent: list[bytes] = []
     link.attach(sent.append, "up")
     return clock, router, link, sent
