@@ -8,6 +8,7 @@ from twisted.web.server import Request
 
 from kraken.core.http import HTTPError, Router, read_json
 from kraken.core.logging import LEVELS, LogControl
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.router import Router as PubSubRouter
 from kraken.pubsub.upstream import UpstreamLink
 
@@ -19,10 +20,16 @@ def text(value: bytes) -> str:
 
 class Admin:
     def __init__(
-        self, router: PubSubRouter, log_control: LogControl, shards: int, upstream: UpstreamLink | None = None
+        self,
+        router: PubSubRouter,
+        log_control: LogControl,
+        shards: int,
+        upstream: UpstreamLink | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.router = router
         self.upstream = upstream
+        self.cluster = cluster
         self.log_control = log_control
         self.shards = shards
 
@@ -54,9 +61,15 @@ class Admin:
             "messages_out": s.delivered,
             "messages_replayed": s.replayed,
             "log_level": self.log_control.level,
-            "role": "proxy" if self.upstream is not None else "node",
+            "role": self.role(),
             "upstream": self.upstream.status() if self.upstream is not None else None,
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }
+
+    def role(self) -> str:
+        if self.upstream is not None:
+            return "proxy"
+        return "cluster" if self.cluster is not None else "node"
 
     def topics(self, request: Request) -> dict[str, Any]:
         return {"topics": [{"topic": text(t), "subscribers": n} for t, n in self.router.topic_counts()]}

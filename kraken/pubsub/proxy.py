@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -21,18 +23,19 @@ from kraken.core.config import ConfigError
 from kraken.core.endpoints import connect
 from kraken.core.tls import TLSSettings
 from kraken.pubsub import wire
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.upstream import UpstreamLink
 
 log = Logger(namespace="kraken.pubsub.proxy")
 
 
-def parse_upstream(entries: Sequence[str]) -> list[tuple[str, int]]:
-    """``host:port`` entries of the ``upstream`` key."""
+def parse_upstream(entries: Sequence[str], key: str = "upstream") -> list[tuple[str, int]]:
+    """``host:port`` entries of the ``upstream`` (or cluster) key."""
     nodes = []
     for entry in entries:
         host, sep, port = entry.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"pubsub.upstream: {entry!r} is not host:port")
+            raise ConfigError(f"pubsub.{key}: {entry!r} is not host:port")
         nodes.append((host.strip("[]"), int(port)))
     return nodes
 
@@ -81,7 +84,7 @@ class UpstreamService(Service):
         if not nodes:
             raise ConfigError("pubsub.upstream: no upstream node")
         if tls is None:
-            raise ConfigError("pubsub.upstream needs the tls section: links between nodes use mutual TLS")
+            raise ConfigError("pubsub upstream/cluster links need the tls section: they use mutual TLS")
         self.link = link
         self.nodes = list(nodes)
         self.tls = tls
@@ -103,6 +106,11 @@ class UpstreamService(Service):
             self._retry.cancel()
         if self._protocol is not None:
             self._protocol.transport.loseConnection()
+
+    def drop(self) -> None:
+        """Close the connection (a peer that stopped answering): the next attempt follows."""
+        if self._protocol is not None:
+            self._protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _attempt(self) -> None:
         self._retry = None
@@ -134,3 +142,39 @@ class UpstreamService(Service):
         self.index = (self.index + 1) % len(self.nodes)
         if self.running and self._retry is None:
             self._retry = self.reactor.callLater(min(delay, self.max_retry_delay), self._attempt)
+
+
+class ClusterService(MultiService):
+    """A cluster node's links: one :class:`UpstreamService` per peer, and the health checks."""
+
+    def __init__(
+        self, cluster: Cluster, tls: TLSSettings | None, reactor: IReactorTime, interval: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.peers: dict[str, UpstreamService] = {}
+        for member, link in cluster.links.items():
+            service = UpstreamService(link, parse_upstream([member], "cluster_members"), tls, reactor)
+            service.setServiceParent(self)
+            self.peers[member] = service
+        self.checks = LoopingCall(self.check)
+        self.checks.clock = reactor
+        self.interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self.checks.start(self.interval, now=False)
+
+    def stopService(self) -> Deferred[None] | None:
+        if self.checks.running:
+            self.checks.stop()
+        return super().stopService()
+
+    def check(self) -> None:
+        """Ping every peer; drop the connection of one silent for too long."""
+        for member, service in self.peers.items():
+            link = self.cluster.links[member]
+            if link.connected and not self.cluster.healthy(member):
+                log.warn("cluster peer {peer} stopped answering: reconnecting", peer=member)
+                service.drop()
+        self.cluster.ping()

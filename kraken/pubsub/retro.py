@@ -16,8 +16,10 @@ from operator import itemgetter
 class Entry(tuple):
     """One published record as one shard saw it: its topics in that shard, in publish order.
 
-    Built as ``Entry((seq, time, shard, topics, payload, publisher))``: a tuple, because one is
-    made for every published record and a tuple is the cheapest object to build.
+    Built as ``Entry((seq, time, shard, topics, payload, publisher, shared))``: a tuple, because
+    one is made for every published record and a tuple is the cheapest object to build.
+    ``shared``: this node delivered it to its cluster's peers (always true outside a cluster),
+    so it may replay it to them.
     """
 
     __slots__ = ()
@@ -27,6 +29,7 @@ class Entry(tuple):
     topics: tuple[bytes, ...] = property(itemgetter(3))  # type: ignore[assignment]
     payload: bytes = property(itemgetter(4))  # type: ignore[assignment]
     publisher: int = property(itemgetter(5))  # type: ignore[assignment]
+    shared: bool = property(itemgetter(6))  # type: ignore[assignment]
 
 
 class RetainedShard:

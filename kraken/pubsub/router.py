@@ -109,7 +109,7 @@ def split_position(token: bytes) -> tuple[int, int | None, bytes | None]:
     not a position."""
     local, slash, rest = token.partition(b"/")
     seq, dot, generation = local.partition(b".")
-    if not seq.isdigit() or (dot and not generation.isdigit()) or len(token) > 600 or (slash and not rest):
+    if not seq.isdigit() or (dot and not generation.isdigit()) or len(token) > 700 or (slash and not rest):
         raise ValueError(f"{token[:60]!r} is not a position")
     return int(seq), int(generation) if dot else None, rest if slash else None
 
@@ -124,7 +124,7 @@ class Upstream(Protocol):
     def topic_removed(self, topic: bytes) -> None: ...
     def pattern_added(self, pattern: bytes) -> None: ...
     def pattern_removed(self, pattern: bytes) -> None: ...
-    def forward(self, record: bytes) -> None: ...
+    def forward(self, record: bytes, publisher: Subscriber | None) -> None: ...
     def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
         """Whether every topic (or pattern) in *names* was held upstream, so that this node
         has all its records, since position *seq* (or Unix time *time*)."""
@@ -137,9 +137,9 @@ class Upstream(Protocol):
     def position(self) -> Pending[bytes | None]:
         """The upstream node's current position (``None`` while it is not connected)."""
         ...
-    def owns(self, shard: int) -> bool:
-        """Whether this node delivers records whose first shard is *shard* to the peers of
-        its cluster (always true outside a cluster)."""
+    def delivers(self, publisher: Subscriber | None, shard: int) -> bool:
+        """Whether this node delivers to the peers of its cluster a record *publisher* (one
+        of its clients) published with first shard *shard* (always true outside a cluster)."""
         ...
     @property
     def connections(self) -> int:
@@ -299,12 +299,13 @@ class Router:
         link.position().then(fetched)
         return done
 
-    def position(self) -> bytes | Pending[bytes]:
-        """The current position, for ``get position`` (a proxy's includes its upstream's)."""
+    def position(self, client: Subscriber | None = None) -> bytes | Pending[bytes]:
+        """The current position, for ``get position`` (a proxy's includes its upstream's, a
+        cluster node's its peers' unless a peer asks)."""
         self.flush()
         local = b"%d" % self.seq
         link = self.upstream
-        if link is None:
+        if link is None or (client is not None and client.peer):
             return local
         done: Pending[bytes] = Pending()
         link.position().then(
@@ -501,7 +502,7 @@ class Router:
             self.seq += 1
             stats.published += 1
             if upstream is not None:
-                upstream.forward(wire.record(topics, payload))
+                upstream.forward(wire.record(topics, payload), publisher)
             if len(topics) == 1:
                 self._publish_one(publisher, pub_id, now, topics[0], payload, None, retain)
             elif topics:
@@ -513,7 +514,7 @@ class Router:
         self.stats.publishes += 1
         self.stats.published += 1
         if self.upstream is not None and not publisher.no_forward:
-            self.upstream.forward(record)
+            self.upstream.forward(record, publisher)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
     def shard(self, topic: bytes) -> int:
@@ -538,7 +539,8 @@ class Router:
             shard = self._shard_cache.get(topic)
             if shard is None:
                 shard = self.shard(topic)
-            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
+            shared = self.upstream is None or self._to_peers(publisher, shard)
+            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id, shared)))
         if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
@@ -601,11 +603,12 @@ class Router:
         groups: dict[int, list[bytes]] = {}
         for topic in topics:
             groups.setdefault(self.shard(topic), []).append(topic)
-        skip_peers = bool(self.peers) and not self._to_peers(publisher, min(groups))
+        skip_peers = self.upstream is not None and not self._to_peers(publisher, min(groups))
         for shard in sorted(groups):
             group = groups[shard]
             if retain:
-                self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
+                entry = (self.seq, now, shard, tuple(group), payload, pub_id, not skip_peers)
+                self.retained[shard].add(Entry(entry))
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.targets(topic):
@@ -629,7 +632,7 @@ class Router:
         was forwarded to, or the one it was published at if that owns its first shard."""
         if publisher is not None and publisher.no_forward:
             return publisher.peer  # forwarded by a peer: yes; from our own links: no
-        return self.upstream is None or self.upstream.owns(shard)
+        return self.upstream is None or self.upstream.delivers(publisher, shard)
 
     def _warn_fanout(
         self, count: int, publisher: Subscriber | None, topics: list[bytes], payload: bytes
@@ -659,7 +662,7 @@ class Router:
         node (a proxy's)."""
         add = self._add_patterns if patterns else self._add
         link = self.upstream
-        if link is None:
+        if link is None or client.peer:  # a peer asks for what this node itself shared
             add(client, names)
             return self._replay(client, names, patterns, seq, time)
         # A proxy has every record of a topic held upstream since it has been held; for topics
@@ -730,6 +733,8 @@ class Router:
         for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
             if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
                 continue
+            if client.peer and not entry.shared:
+                continue  # the peer has it from the node that shared it
             names = [t for t in entry.topics if wanted(t)]
             client.deliver(wire.record(names, entry.payload))
             self.stats.replayed += 1

@@ -122,7 +122,7 @@ class Session:
             self.router.flush()
             return self.client.drain_reply(self.router.now())
         if event.key == b"position":
-            position = self.router.position()
+            position = self.router.position(self.client)
             if isinstance(position, Pending):
                 return _then(position, wire.position_reply)
             return wire.position_reply(position)

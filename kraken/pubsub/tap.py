@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.config import ConfigError, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.endpoints import is_tls
 from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.metrics import PubSubCollector
-from kraken.pubsub.proxy import UpstreamService, parse_upstream
+from kraken.pubsub.proxy import ClusterService, UpstreamService, parse_upstream
 from kraken.pubsub.router import Router, SubscriptionLimits
 from kraken.pubsub.server import Limits, MemcachedFactory
 from kraken.pubsub.upstream import UpstreamLink
@@ -74,6 +75,14 @@ class PubSubSection:
     )
     upstream_poll_interval: float = setting(
         0.01, "proxy mode: seconds between polls of the upstream node while it has nothing", minimum=0.001
+    )
+    cluster_self: str = setting("", "cluster mode: this node's entry in cluster_members")
+    cluster_members: list[str] = setting(
+        [], "cluster mode: host:port of every member's mutual-TLS listener, this node's included"
+    )
+    cluster_health_interval: float = setting(1.0, "cluster mode: seconds between health checks", minimum=0.05)
+    cluster_health_timeout: float = setting(
+        3.0, "cluster mode: a peer silent this long loses its shards (s)", minimum=0.1
     )
     admin_listen: list[str] = setting(
         ["tcp:12356:interface=127.0.0.1"], "endpoints of the admin HTTP API (keep it on loopback)"
@@ -143,7 +152,22 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     svc.listen_all("websocket", cfg.websocket_listen, push)
     svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
     link: UpstreamLink | None = None
+    cluster: Cluster | None = None
     health = {"router": lambda: True}
+    if cfg.upstream and cfg.cluster_members:
+        raise ConfigError("pubsub: a node is a proxy (upstream) or in a cluster (cluster_members), not both")
+    if cfg.cluster_members:
+        parse_upstream(cfg.cluster_members, "cluster_members")
+        if cfg.cluster_self not in cfg.cluster_members:
+            raise ConfigError(f"pubsub.cluster_self: {cfg.cluster_self!r} is not one of cluster_members")
+        cluster = Cluster(
+            router, clock, cfg.cluster_self, cfg.cluster_members, cfg.upstream_poll_interval,
+            cfg.max_queue_bytes, cfg.cluster_health_timeout,
+        )
+        router.upstream = cluster
+        links = ClusterService(cluster, svc.tls, clock, cfg.cluster_health_interval)
+        links.setName("cluster")
+        links.setServiceParent(svc)
     if cfg.upstream:
         link = UpstreamLink(router, clock, cfg.upstream_poll_interval, cfg.max_queue_bytes)
         router.upstream = link
@@ -151,7 +175,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
         upstream.setName("upstream")
         upstream.setServiceParent(svc)
         health["upstream"] = lambda: link is not None and link.connected
-    admin = Admin(router, svc.log_control, cfg.num_router_shards, link)
+    admin = Admin(router, svc.log_control, cfg.num_router_shards, link, cluster)
     site = make_site(
         admin.routes(), svc.metrics, health_checks=health, http=config.http, reactor=svc.reactor,
     )

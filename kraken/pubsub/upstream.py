@@ -266,7 +266,7 @@ class UpstreamLink:
         self.pattern_held_since.pop(pattern, None)
         self._op(b"punsubscribe", pattern)
 
-    def forward(self, record: bytes) -> None:
+    def forward(self, record: bytes, publisher: Subscriber | None = None) -> None:
         self.records_out += 1
         if self.last_contact is not None:
             for topics, payload in wire.parse_publish(record):
@@ -446,7 +446,7 @@ class UpstreamLink:
                 held.setdefault(name, since)
         replay.pending.resolve(replay.found)
 
-    def owns(self, shard: int) -> bool:
+    def delivers(self, publisher: Subscriber | None, shard: int) -> bool:
         return True
 
     def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:

@@ -45,7 +45,8 @@ _SET_LINE = re.compile(
     rb" [^ \r\n]{1,64} [^ \r\n]{1,64} ([0-9]{1,12})\r\n"
 )
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
-_POSITION = re.compile(rb"[0-9]{1,20}(\.[0-9]{1,10})?(/[0-9]{1,20}(\.[0-9]{1,10})?){0,15}\Z")
+# <seq>[.<upstream connection>][/<upstream position>]; a cluster's: <conn>-<position>,... per peer
+_POSITION = re.compile(rb"[0-9]{1,20}(\.[0-9]{1,10})?(/[0-9][0-9./,-]{0,600})?\Z")
 
 Record = tuple[list[bytes], bytes]
 

@@ -25,9 +25,3 @@ def build(topology: str, **kwargs: Any) -> Harness:
 @pytest.fixture(params=["node", "proxy", "tree3", "cluster3"])
 def make(request: pytest.FixtureRequest) -> MakeHarness:
     return lambda **kwargs: build(request.param, **kwargs)
-
-
-@pytest.fixture(params=["node", "proxy", "tree3"])
-def make_tree(request: pytest.FixtureRequest) -> MakeHarness:
-    """As ``make`` without the cluster, whose nodes do not replay across nodes."""
-    return lambda **kwargs: build(request.param, **kwargs)
