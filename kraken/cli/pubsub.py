@@ -149,7 +149,26 @@ def _status(args: argparse.Namespace) -> int:
         upstream = result.get("upstream")
         if upstream:  # a proxy node: where its link goes and how far behind it is
             print(describe_upstream(upstream))
+        cluster = result.get("cluster")
+        if cluster:
+            print(describe_cluster(cluster))
     return 0
+
+
+def describe_cluster(cluster: dict[str, Any]) -> str:
+    lines = [f"Cluster: {len(cluster['members'])} members, this node {cluster['self']}"]
+    for member in cluster["members"]:
+        shards = " ".join(str(s) for s in member["owned_shards"]) or "none"
+        if member["self"]:
+            state = "this node"
+        elif member["healthy"]:
+            link = member["link"]
+            state = f"healthy, lag {link['lag']:.3f} s, records in {link['records_in']}"
+            state += f", out {link['records_out']}"
+        else:
+            state = "DOWN"
+        lines.append(f"  {member['node']}: {state}; owns shards {shards}")
+    return "\n".join(lines)
 
 
 def describe_upstream(link: dict[str, Any]) -> str:

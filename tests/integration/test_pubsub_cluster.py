@@ -4,11 +4,15 @@ mid-stream while the others' clients keep receiving."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import time
 from pathlib import Path
 
 from pymemcache.client.base import Client as Memcache
 
+from kraken.cli.main import main as kraken_cli
 from kraken.pubsub import wire
 from kraken.pubsub.phash2 import shard_of
 from tests.integration.test_pubsub_proxy import admin, command, poll_records, wait_for
@@ -92,3 +96,9 @@ def test_kill_a_node_mid_stream_the_others_keep_receiving(servers: ServerProcess
     assert [p for _, p in poll_records(subs[1], 50)] == [b"b%d" % i for i in range(50)]
     got0 = [p for _, p in poll_records(subs[0], 20)]
     assert got0[:20] == [b"a%d" % i for i in range(20)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert kraken_cli(["pubsub", "--admin", f"http://127.0.0.1:{alive[0].port('admin')}", "status"]) == 0
+    text = out.getvalue()
+    assert f"Cluster: 3 members, this node {names[nodes.index(alive[0])]}" in text
+    assert re.search(rf"  {re.escape(name)}: DOWN; owns shards none\n", text), text
