@@ -51,43 +51,46 @@ class UpstreamPublisher(Subscriber):
 
 
 class RecentRecords:
-    """What came from (or went to) the upstream node lately, as (topic, payload) counts: after
-    a failover the new upstream replays from a little before the last contact with the old
-    one, and a replayed record counted here already arrived and is dropped once."""
+    """What came from (or went to) the upstream node lately: after a failover the new upstream
+    replays from a little before the last contact with the old one, and a replayed record that
+    already arrived is dropped, counting (topic, payload) pairs. The blocks of records are kept
+    as they came (one append each) and counted only when a failover needs it."""
 
     def __init__(self, window: float, max_bytes: int) -> None:
         self.window = window
         self.max_bytes = max_bytes
         self.size = 0
-        self._order: deque[tuple[float, tuple[bytes, ...], bytes]] = deque()
-        self.counts: Counter[tuple[bytes, bytes]] = Counter()
+        self._blocks: deque[tuple[float, bytes]] = deque()
+        self._counts: Counter[tuple[bytes, bytes]] | None = None
+
+    def add_block(self, now: float, block: bytes) -> None:
+        """*block*: MESSAGE records, as a publish body or a ``get messages`` reply holds them."""
+        blocks = self._blocks
+        blocks.append((now, block))
+        self.size += len(block)
+        while blocks and (blocks[0][0] < now - self.window or self.size > self.max_bytes):
+            self.size -= len(blocks.popleft()[1])
+        if self._counts is not None:
+            self._count(block)
 
     def add(self, now: float, topics: Iterable[bytes], payload: bytes) -> None:
-        names = tuple(set(topics))
-        self._order.append((now, names, payload))
-        self.size += len(payload) + 64
-        counts = self.counts
-        for name in names:
-            counts[(name, payload)] += 1
-        order = self._order
-        while order and (order[0][0] < now - self.window or self.size > self.max_bytes):
-            self._forget(*order.popleft())
+        self.add_block(now, wire.record(list(topics), payload))
 
-    def _forget(self, _: float, names: tuple[bytes, ...], payload: bytes) -> None:
-        self.size -= len(payload) + 64
-        counts = self.counts
-        for name in names:
-            key = (name, payload)
-            left = counts[key] - 1
-            if left > 0:
-                counts[key] = left
-            else:
-                del counts[key]
+    def _count(self, block: bytes) -> None:
+        counts = self._counts
+        assert counts is not None
+        for topics, payload in wire.parse_publish(block):
+            for name in set(topics):
+                counts[(name, payload)] += 1
 
     def take(self, topics: Iterable[bytes], payload: bytes) -> bool:
         """Whether a record naming *topics* with *payload* arrived already (counted once)."""
+        if self._counts is None:
+            self._counts = Counter()
+            for _, block in self._blocks:
+                self._count(block)
         names = set(topics)
-        counts = self.counts
+        counts = self._counts
         if not names or not all(counts.get((n, payload), 0) > 0 for n in names):
             return False
         for name in names:
@@ -96,6 +99,10 @@ class RecentRecords:
             if not counts[key]:
                 del counts[key]
         return True
+
+    def settled(self) -> None:
+        """The replay is over: forget the counts (they are rebuilt for the next failover)."""
+        self._counts = None
 
 
 class _Replay:
@@ -269,8 +276,7 @@ class UpstreamLink:
     def forward(self, record: bytes, publisher: Subscriber | None = None) -> None:
         self.records_out += 1
         if self.last_contact is not None:
-            for topics, payload in wire.parse_publish(record):
-                self.recent.add(self.clock.seconds(), topics, payload)
+            self.recent.add_block(self.clock.seconds(), record)
         if self._send is None:
             self._keep(record)
             return
@@ -424,13 +430,13 @@ class UpstreamLink:
         if reply.kind == "VALUE":
             records = reply.records()
             self.records_in += len(records)
-            now = self.clock.seconds()
             for topics, payload in records:
                 if replay.resume and self.recent.take(topics, payload):
                     continue
-                self.recent.add(now, topics, payload)
                 self.router.publish(self.publisher, [(topics, payload)], retain=not replay.covers(topics))
             self.router.flush()
+            self.recent.settled()
+            self.recent.add_block(self.clock.seconds(), reply.text)
         if replay.resume and not replay.found:
             self.resume_gaps += 1
             log.warn(
@@ -465,9 +471,7 @@ class UpstreamLink:
             records = reply.records()
             self.records_in += len(records)
             self.last_records_at = now = self.clock.seconds()
-            recent = self.recent
-            for topics, payload in records:
-                recent.add(now, topics, payload)
+            self.recent.add_block(now, reply.text)
             self.router.publish(self.publisher, records)
             self.router.flush()
             self._poll_call = self.clock.callLater(0, self.poll)
