@@ -173,7 +173,7 @@ class UpstreamLink:
         self.pattern_held_since: dict[bytes, tuple[float, int]] = {}
         self._flush_call: IDelayedCall | None = None
         self._poll_call: IDelayedCall | None = None
-        self._polling = False
+        self._gets_out = 0
         self.connected_at: float | None = None
         self.last_records_at: float | None = None
         self.poll_sent_at: float | None = None
@@ -200,7 +200,7 @@ class UpstreamLink:
         self.connected_at = self.clock.seconds()
         self._parser = wire.ReplyParser()
         self._expect.clear()
-        self._polling = False
+        self._gets_out = 0
         self._ops = [(self.hello, b"", None)]  # proxy: records in full, for this node's replays
         if self.last_contact is None:
             self._ops += [(b"subscribe", t, None) for t in self.router.held_topics]
@@ -236,7 +236,7 @@ class UpstreamLink:
         self.connected_at = None
         replays = [r for _, _, r in self._expect if r is not None] + [r for _, _, r in self._ops if r]
         self._expect.clear()
-        self._polling = False
+        self._gets_out = 0
         self.held_since.clear()
         self.pattern_held_since.clear()
         for call in (self._poll_call, self._flush_call):
@@ -365,21 +365,28 @@ class UpstreamLink:
             i = j
         return out
 
-    def poll(self) -> None:
-        """Ask for queued records, unless a poll is out or nothing is subscribed."""
+    @property
+    def _polling(self) -> bool:
+        return self._gets_out > 0
+
+    def poll(self, depth: int = 1) -> None:
+        """Ask for queued records until *depth* polls are out (while records flow, two: the
+        next answer is on its way while this one is fanned out); not while nothing is held."""
         if self._poll_call is not None and self._poll_call.active():
             self._poll_call.cancel()
         self._poll_call = None
-        if self._send is None or self._polling:
+        if self._send is None or self._gets_out >= depth:
             return
         if not self.router.held_topics and not self.router.held_patterns:
             return
-        self._polling = True
+        more = depth - self._gets_out
+        self._gets_out = depth
         if self._ops:
             self.flush()
         self.poll_sent_at = self.clock.seconds()
-        self._expect.append((b"get", [], None))
-        self._send(wire.get_command())
+        for _ in range(more):
+            self._expect.append((b"get", [], None))
+        self._send(wire.get_command() * more)
 
     def receive(self, data: bytes) -> None:
         """Bytes from the upstream node."""
@@ -466,16 +473,16 @@ class UpstreamLink:
         return True
 
     def _polled(self, reply: wire.Reply) -> None:
-        self._polling = False
+        self._gets_out -= 1
         if reply.kind == "VALUE":
+            self.poll(depth=2)
             records = reply.records()
             self.records_in += len(records)
             self.last_records_at = now = self.clock.seconds()
             self.recent.add_block(now, reply.text)
             self.router.publish(self.publisher, records)
             self.router.flush()
-            self._poll_call = self.clock.callLater(0, self.poll)
-        else:
+        elif not self._gets_out:
             self._poll_call = self.clock.callLater(self.poll_interval, self.poll)
 
     # --- inspection --------------------------------------------------------------------------

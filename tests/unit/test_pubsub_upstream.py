@@ -69,7 +69,8 @@ def test_publishes_are_forwarded_in_one_command_and_upstream_records_are_not() -
     link.receive(wire.value_reply(wire.record([b"t"], b"from upstream")))  # the poll
     assert a.drain(0) == b"MESSAGE t 1\r\n1\r\nMESSAGE t 1\r\n2\r\nMESSAGE t 13\r\nfrom upstream\r\n"
     clock.advance(0)
-    assert sent == [b"get messages\r\n"]  # polls again at once, forwards nothing
+    # polls again at once, two deep while records flow, and forwards nothing
+    assert sent == [b"get messages\r\nget messages\r\n"]
 
 
 def test_an_empty_poll_waits_for_the_interval_and_a_refusal_is_counted() -> None:
