@@ -12,6 +12,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kraken.core.tls import peer_identity
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.admission import Admission, Refused
@@ -75,6 +76,8 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         router.connect(client)
         self.session = Session(router, client, factory.limits.max_line, factory.limits.max_value)
         self.session.on_resume = self._late_replies
+        identity = peer_identity(self.transport)
+        self.session.may_link = identity is not None and identity.role == "pubsub"
         # Until its first complete command a connection has the shorter first_command_timeout,
         # which partial input does not extend.
         timeouts = [t for t in (limits.idle_timeout, limits.first_command_timeout) if t > 0]

@@ -46,6 +46,9 @@ class Session:
         self.closing = False
         self.error: str | None = None
         self.waiting = False
+        # set proxy / set peer: only over mutual TLS with a pubsub certificate (the adapter
+        # says so), as such a link sees every topic of a record
+        self.may_link = False
         self.on_resume: Callable[[bytes], object] | None = None
         self._events: Iterator[wire.Event] | None = None
         self._held_input = bytearray()
@@ -161,11 +164,15 @@ class Session:
             return wire.STORED
         if key == b"register":
             return self._register()
-        if key == b"proxy":
-            self.client.full_records = True
-            return wire.STORED
-        if key == b"peer":
-            router.peer_joined(self.client)
+        if key in (b"proxy", b"peer"):
+            if not self.may_link:
+                return wire.client_error(
+                    f"set {key.decode()} needs a mutual-TLS connection with a pubsub certificate"
+                )
+            if key == b"proxy":
+                self.client.full_records = True
+            else:
+                router.peer_joined(self.client)
             return wire.STORED
         if key in (b"psubscribe", b"punsubscribe", b"retro_psubscribe"):
             return self._patterns(key, event.data)

@@ -93,6 +93,9 @@ class _Link:
         self.link = link
         self.upstream = upstream
         self.outbox: list[bytes] = []
+        session = upstream.protocol.session
+        assert session is not None
+        session.may_link = True  # as over mutual TLS with a pubsub certificate
         link.attach(self.outbox.append, "parent")
 
     def exchange(self) -> bool:

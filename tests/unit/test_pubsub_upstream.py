@@ -180,3 +180,15 @@ def test_recent_records_forget_by_age_and_size() -> None:
     for i in range(20):
         recent.add(12, [b"a"], b"%d" % i)
     assert recent.size <= 200 and not recent.take([b"a"], b"0") and recent.take([b"a"], b"19")
+
+
+def test_only_a_pubsub_certificate_may_declare_a_link() -> None:
+    tree = Tree(levels=1)
+    plain = tree.connect()
+    for key in (b"proxy", b"peer"):
+        assert plain.send(wire.set_command(key, b"")) == (
+            b"CLIENT_ERROR set %s needs a mutual-TLS connection with a pubsub certificate\r\n" % key
+        )
+    assert not plain.closed
+    client = plain.protocol.session.client  # type: ignore[union-attr]
+    assert not client.full_records and not client.peer
