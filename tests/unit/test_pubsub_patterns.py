@@ -10,6 +10,10 @@ from hypothesis import strategies as st
 from kraken.pubsub import wire
 from kraken.pubsub.patterns import BadPattern, PatternIndex, compile_pattern, matches, parse_patterns
 from kraken.pubsub.testing import Conn, Harness
+from tests.unit import pubsub_topologies
+from tests.unit.pubsub_topologies import MakeHarness
+
+make = pubsub_topologies.make  # the fixture
 
 
 def pub(conn: Conn, *records: tuple[list[bytes], bytes]) -> None:
@@ -116,8 +120,8 @@ def test_pattern_commands_never_crash(data: bytes, key: bytes) -> None:
         assert conn.send(b"get messages\r\n") == b"END\r\n"
 
 
-def test_psubscribe_transcript() -> None:
-    h = Harness()
+def test_psubscribe_transcript(make: MakeHarness) -> None:
+    h = make()
     sub, p = h.connect(), h.connect()
     assert sub.send(b"set psubscribe 0 0 12\r\nnews.*.sport\r\n") == b"STORED\r\n"
     assert sub.send(b"set psubscribe 0 0 5\r\nlog.>\r\n") == b"STORED\r\n"
@@ -131,8 +135,8 @@ def test_psubscribe_transcript() -> None:
     assert got(sub) == [([b"news.fr.sport"], b"allez")]
 
 
-def test_a_record_matched_by_name_and_pattern_arrives_once_naming_each_topic() -> None:
-    h = Harness(shards=1)
+def test_a_record_matched_by_name_and_pattern_arrives_once_naming_each_topic(make: MakeHarness) -> None:
+    h = make(shards=1)
     sub, p = h.connect(), h.connect()
     sub.send(wire.set_command(b"subscribe", b"a.b"))
     sub.send(wire.set_command(b"psubscribe", b"a.* a.>"))
@@ -142,8 +146,8 @@ def test_a_record_matched_by_name_and_pattern_arrives_once_naming_each_topic() -
     assert h.router.pattern_subscriptions == 2
 
 
-def test_publisher_never_gets_its_own_message_through_a_pattern() -> None:
-    h = Harness()
+def test_publisher_never_gets_its_own_message_through_a_pattern(make: MakeHarness) -> None:
+    h = make()
     a, b = h.connect(), h.connect()
     for c in (a, b):
         c.send(wire.set_command(b"psubscribe", b"t.*"))
@@ -152,8 +156,8 @@ def test_publisher_never_gets_its_own_message_through_a_pattern() -> None:
     assert got(b) == [([b"t.1"], b"hi")]
 
 
-def test_register_then_psubscribe_replays_matching_records_once() -> None:
-    h = Harness()
+def test_register_then_psubscribe_replays_matching_records_once(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     pub(p, ([b"t.old"], b"old"))
     assert s.send(b"set register 0 0 0\r\n\r\n") == b"STORED\r\n"
@@ -167,8 +171,8 @@ def test_register_then_psubscribe_replays_matching_records_once() -> None:
     assert got(s) == [([b"t.b"], b"m5"), ([b"t.c"], b"m4")]
 
 
-def test_retro_psubscribe_replays_by_time_and_not_found_before_start() -> None:
-    h = Harness()
+def test_retro_psubscribe_replays_by_time_and_not_found_before_start(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     pub(p, ([b"x.1"], b"before"))
     h.clock.advance(0.5)
@@ -184,8 +188,8 @@ def test_retro_psubscribe_replays_by_time_and_not_found_before_start() -> None:
     assert got(t) == [([b"x.3"], b"live")]
 
 
-def test_pattern_replay_skips_what_a_former_pattern_delivered_live() -> None:
-    h = Harness()
+def test_pattern_replay_skips_what_a_former_pattern_delivered_live(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     start = h.clock.seconds()
     s.send(wire.set_command(b"psubscribe", b"k.*"))
