@@ -102,3 +102,29 @@ def test_kill_a_node_mid_stream_the_others_keep_receiving(servers: ServerProcess
     text = out.getvalue()
     assert f"Cluster: 3 members, this node {names[nodes.index(alive[0])]}" in text
     assert re.search(rf"  {re.escape(name)}: DOWN; owns shards none\n", text), text
+
+
+def test_two_processes_share_one_port_as_a_cluster(servers: ServerProcess.Pool, pki: Path) -> None:
+    """Several cores: processes on one host bind the public port with SO_REUSEPORT (the kernel
+    spreads connections over them) and form a cluster, so they behave as one server."""
+    public, *peer_ports = free_ports(3)
+    members = [f"127.0.0.1:{p}" for p in peer_ports]
+    workers = []
+    for port, me in zip(peer_ports, members, strict=True):
+        config = pubsub_config(pki)
+        shared = f"reuseport:tcp:{public}:interface=127.0.0.1"
+        config["listen"] = [shared, f"tls:tcp:{port}:interface=127.0.0.1"]
+        config["pubsub"].update(cluster_self=me, cluster_members=members, cluster_health_interval=0.2)
+        workers.append(servers.start("kraken-pubsub", config))
+    wait_for(lambda: all(m["healthy"] for w in workers for m in admin(w, "/status")["cluster"]["members"]))
+    subs = [Wire(public) for _ in range(24)]
+    for s in subs:
+        assert s.send(b"set subscribe 0 0 4\r\nnews\r\n", 8) == b"STORED\r\n"
+    spread = [admin(w, "/status")["connections"] for w in workers]
+    assert all(n > 0 for n in spread) and sum(spread) >= 24, spread  # (+ the peers' links)
+    wait_for(lambda: all("news" in topics_at(w) for w in workers))
+    publisher = Wire(public)
+    records = [([b"news"], b"n%d" % i) for i in range(30)]
+    assert command(publisher, wire.set_command(b"publish", wire.publish_body(records))).kind == "STORED"
+    for s in subs:
+        assert poll_records(s, 30) == records
