@@ -450,7 +450,7 @@ def main() -> int:
                     results[base_mode].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0})
                     for mode in modes:
                         r = run(mode, ports, n, args.seconds)
-                        r["rate_ratio"] = r["rate"] / base["rate"]
+                        r["rate_ratio"] = r["rate"] / base["rate"] if base["rate"] else float("inf")
                         r["p99_ratio"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
                         results[mode].append(r)
                 for mode, rows in results.items():
