@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from kraken.core.config import ConfigError
 from kraken.core.endpoints import connect
-from kraken.core.tls import TLSSettings
+from kraken.core.tls import IdentifiedProtocol, TLSSettings
 from kraken.pubsub import wire
 from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.upstream import UpstreamLink
@@ -80,6 +80,7 @@ class UpstreamService(Service):
         reactor: IReactorTime,
         retry_delay: float = 0.5,
         max_retry_delay: float = 5.0,
+        timeout: float = 10.0,
     ) -> None:
         if not nodes:
             raise ConfigError("pubsub.upstream: no upstream node")
@@ -95,13 +96,32 @@ class UpstreamService(Service):
         self._failures = 0  # consecutive failed attempts
         self._protocol: UpstreamProtocol | None = None
         self._retry: IDelayedCall | None = None
+        # an upstream that leaves a question unanswered this long is dropped (then the next)
+        self.timeout = timeout
+        self._watch = LoopingCall(self.watch)
+        self._watch.clock = reactor
 
     def startService(self) -> None:
         super().startService()
         self._attempt()
+        self._watch.start(min(1.0, self.timeout / 3), now=False)
+
+    def watch(self) -> None:
+        link = self.link
+        if link.silent_for() > self.timeout:
+            log.warn(
+                "upstream {peer} has not answered for {seconds:.0f} s: dropping it",
+                peer=link.peer,
+                seconds=link.silent_for(),
+            )
+            self.drop()
+        else:
+            link.keepalive()
 
     def stopService(self) -> None:
         super().stopService()
+        if self._watch.running:
+            self._watch.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         if self._protocol is not None:
@@ -110,7 +130,11 @@ class UpstreamService(Service):
     def drop(self) -> None:
         """Close the connection (a peer that stopped answering): the next attempt follows."""
         if self._protocol is not None:
-            self._protocol.transport.abortConnection()  # type: ignore[attr-defined]
+            transport = self._protocol.transport
+            if isinstance(transport, IdentifiedProtocol):
+                transport.tls.abortConnection()
+            else:
+                transport.loseConnection()
 
     def _attempt(self) -> None:
         self._retry = None

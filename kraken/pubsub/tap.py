@@ -76,6 +76,9 @@ class PubSubSection:
     upstream_poll_interval: float = setting(
         0.01, "proxy mode: seconds between polls of the upstream node while it has nothing", minimum=0.001
     )
+    upstream_timeout: float = setting(
+        10.0, "proxy mode: an upstream that leaves a command unanswered this long is dropped (s)", minimum=0.1
+    )
     cluster_self: str = setting("", "cluster mode: this node's entry in cluster_members")
     cluster_members: list[str] = setting(
         [], "cluster mode: host:port of every member's mutual-TLS listener, this node's included"
@@ -171,7 +174,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     if cfg.upstream:
         link = UpstreamLink(router, clock, cfg.upstream_poll_interval, cfg.max_queue_bytes)
         router.upstream = link
-        upstream = UpstreamService(link, parse_upstream(cfg.upstream), svc.tls, clock)
+        upstream = UpstreamService(
+            link, parse_upstream(cfg.upstream), svc.tls, clock, timeout=cfg.upstream_timeout
+        )
         upstream.setName("upstream")
         upstream.setServiceParent(svc)
         health["upstream"] = lambda: link is not None and link.connected

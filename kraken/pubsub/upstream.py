@@ -184,6 +184,7 @@ class UpstreamLink:
         self.connections = 0
         # failover: the new upstream replays from clock_margin before the last contact
         self.last_contact: float | None = None
+        self.asked_at = 0.0  # when the upstream last went from nothing asked to a question
         self.clock_margin = clock_margin
         self.recent = RecentRecords(failover_window, max_pending_bytes)
         self.resumed = 0
@@ -325,6 +326,8 @@ class UpstreamLink:
         if self._send is None:
             return
         if ops:
+            if not self._expect:
+                self.asked_at = self.clock.seconds()
             self._send(b"".join(self._commands(ops)))
         if not self._polling:
             self.poll()
@@ -384,6 +387,8 @@ class UpstreamLink:
         if self._ops:
             self.flush()
         self.poll_sent_at = self.clock.seconds()
+        if not self._expect:
+            self.asked_at = self.poll_sent_at
         for _ in range(more):
             self._expect.append((b"get", [], None))
         self._send(wire.get_command() * more)
@@ -458,6 +463,18 @@ class UpstreamLink:
             if name in holders:
                 held.setdefault(name, since)
         replay.pending.resolve(replay.found)
+
+    def keepalive(self) -> None:
+        """Ask something when nothing is asked, so that :meth:`silent_for` keeps meaning."""
+        if self._send is not None and not self._expect and not self._ops:
+            self.position()
+
+    def silent_for(self) -> float:
+        """Seconds the upstream has left a question unanswered (0 when nothing is asked)."""
+        if self._send is None or not self._expect:
+            return 0.0
+        since = max(self.last_contact or 0.0, self.connected_at or 0.0, self.asked_at)
+        return self.clock.seconds() - since
 
     def delivers(self, publisher: Subscriber | None, shard: int) -> bool:
         return True

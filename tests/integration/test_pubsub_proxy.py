@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -175,3 +176,27 @@ def test_kill_an_upstream_mid_stream_clients_resume_without_gap_or_duplicate(
     status = admin(proxy, "/status")["upstream"]
     assert status["peer"] == f"127.0.0.1:{second.port('memcached-tls')}"
     assert status["failovers_resumed"] == 1 and status["failovers_not_found"] == 0
+
+
+def test_a_frozen_upstream_is_dropped_and_the_next_one_used(servers: ServerProcess.Pool, pki: Path) -> None:
+    first, second = start_node(servers, pki), start_node(servers, pki)
+    config = pubsub_config(pki)
+    config["pubsub"].update(
+        upstream=[f"127.0.0.1:{u.port('memcached-tls')}" for u in (first, second)],
+        upstream_poll_interval=0.005,
+        upstream_timeout=1.5,
+    )
+    proxy = servers.start("kraken-pubsub", config)
+    c = Wire(proxy.port("memcached"))
+    assert c.send(b"set subscribe 0 0 1\r\nx\r\n", 8) == b"STORED\r\n"
+    wait_for(lambda: subscribers(first) == {"x": 1})
+    assert first.proc is not None
+    first.send_signal(signal.SIGSTOP)  # alive, connected, silent
+    try:
+        wait_for(lambda: subscribers(second) == {"x": 1}, timeout=15)
+        assert "has not answered for" in proxy.log()
+        p = Wire(second.port("memcached"))
+        assert command(p, wire.set_command(b"publish", wire.record([b"x"], b"via second"))).kind == "STORED"
+        assert poll_records(c, 1) == [([b"x"], b"via second")]
+    finally:
+        first.send_signal(signal.SIGCONT)

@@ -192,3 +192,17 @@ def test_only_a_pubsub_certificate_may_declare_a_link() -> None:
     assert not plain.closed
     client = plain.protocol.session.client  # type: ignore[union-attr]
     assert not client.full_records and not client.peer
+
+
+def test_silence_is_measured_only_while_a_question_is_out() -> None:
+    clock, _router, link, sent = setup()
+    link.receive(b"STORED\r\n")  # the hello
+    clock.advance(5)
+    assert link.silent_for() == 0.0
+    link.keepalive()
+    clock.advance(0)
+    assert sent[-1] == b"get position\r\n"
+    clock.advance(4)
+    assert link.silent_for() == 4.0
+    link.receive(b"VALUE position 0 1\r\n7\r\nEND\r\n")
+    assert link.silent_for() == 0.0
