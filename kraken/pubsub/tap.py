@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kraken.core.config import ConfigError, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.endpoints import is_tls
@@ -18,6 +18,7 @@ from kraken.pubsub.router import Router, SubscriptionLimits
 from kraken.pubsub.server import Limits, MemcachedFactory
 from kraken.pubsub.upstream import UpstreamLink
 from kraken.pubsub.websocket import PushFactory
+from kraken.pubsub.workers import Plan, WorkerSupervisor
 
 DEFAULT_PORT = 12355
 
@@ -79,6 +80,9 @@ class PubSubSection:
     upstream_timeout: float = setting(
         10.0, "proxy mode: an upstream that leaves a command unanswered this long is dropped (s)", minimum=0.1
     )
+    workers: int = setting(
+        1, "processes on this host serving as one (a cluster sharing the reuseport: listeners)", minimum=1
+    )
     cluster_self: str = setting("", "cluster mode: this node's entry in cluster_members")
     cluster_members: list[str] = setting(
         [], "cluster mode: host:port of every member's mutual-TLS listener, this node's included"
@@ -108,11 +112,38 @@ class PubSubService(KrakenService):
     router: Router
 
 
+def child_arguments(options: Options) -> list[str]:
+    """This process's config file and command-line settings, for the other workers."""
+    args = ["--config", options["config"]] if options["config"] else []
+    for flag, value in options.opts.items():
+        if flag != "config" and value is not None:
+            args += [f"--{flag}", str(value)]
+    for key, value in options.overrides:
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> PubSubService:
     config = options.config
+    plan: Plan | None = None
+    if config.pubsub.workers > 1:
+        if config.pubsub.upstream or config.pubsub.cluster_members:
+            raise ConfigError("pubsub.workers: a proxy or a cluster member runs one process")
+        plan = Plan.make(config.pubsub.workers, config.listen, config.pubsub.websocket_listen)
+        config = replace(
+            config,
+            listen=[*config.listen, plan.peer_listener(0)],
+            pubsub=replace(config.pubsub, cluster_self=plan.members[0], cluster_members=plan.members),
+        )
     svc = PubSubService("pubsub", config, reactor)
     clock = svc.reactor
     cfg = config.pubsub
+    if plan is not None:
+        if svc.tls is None:
+            raise ConfigError("pubsub.workers needs the tls section: the workers talk mutual TLS")
+        workers = WorkerSupervisor(svc.reactor, plan, child_arguments(options))
+        workers.setName("workers")
+        workers.setServiceParent(svc)
     router = Router(
         clock,
         shards=cfg.num_router_shards,

@@ -128,3 +128,37 @@ def test_two_processes_share_one_port_as_a_cluster(servers: ServerProcess.Pool, 
     assert command(publisher, wire.set_command(b"publish", wire.publish_body(records))).kind == "STORED"
     for s in subs:
         assert poll_records(s, 30) == records
+
+
+def test_workers_key_runs_processes_sharing_the_port(servers: ServerProcess.Pool, pki: Path) -> None:
+    (public,) = free_ports(1)
+    config = pubsub_config(pki)
+    config["listen"] = [f"reuseport:tcp:{public}:interface=127.0.0.1"]
+    config["pubsub"].update(workers=2, cluster_health_interval=0.2)
+    parent = servers.start("kraken-pubsub", config)
+    wait_for(lambda: len(admin(parent, "/status")["cluster"]["members"]) == 2)
+    wait_for(lambda: all(m["healthy"] for m in admin(parent, "/status")["cluster"]["members"]))
+    subs = [Wire(public) for _ in range(24)]
+    for s in subs:
+        assert s.send(b"set subscribe 0 0 4\r\nnews\r\n", 8) == b"STORED\r\n"
+    # some connections went to the other worker: the parent holds fewer than all of them
+    wait_for(lambda: "news" in topics_at(parent))
+    assert 0 < admin(parent, "/status")["connections"] < 24 + 1
+    time.sleep(0.5)  # the other worker's subscription reaches the parent
+    publisher = Wire(public)
+    records = [([b"news"], b"w%d" % i) for i in range(20)]
+    assert command(publisher, wire.set_command(b"publish", wire.publish_body(records))).kind == "STORED"
+    for s in subs:
+        assert poll_records(s, 20) == records
+    assert parent.proc is not None
+    child_pids = [
+        int(line.split("pid ")[1].rstrip(")"))
+        for line in parent.log().splitlines()
+        if "started pub/sub worker" in line
+    ]
+    assert len(child_pids) == 1
+    parent.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child_pids[0]}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child_pids[0]}").exists()  # stopping worker 0 stopped the others
