@@ -15,7 +15,8 @@ Modes: ``redis`` (baseline), ``kraken`` (memcached polling, one record per ``set
 ``kraken-batch`` (memcached polling, 50 records per ``set publish``), ``kraken-ws`` (WebSocket push),
 ``kraken-proxy3`` (the publisher at a root node, the polling subscribers spread over 3 proxy
 nodes of it) and ``kraken-cluster3`` (publisher and polling subscribers spread over a 3-node
-cluster; the publisher at the node that owns the topic's shard). Proxies and cluster nodes
+cluster; the publisher at the node that owns the topic's shard) and ``kraken-workers2`` (one
+server with ``workers: 2``: publisher and subscribers land on either process). Proxies and cluster nodes
 talk mutual TLS with certificates of a dev CA made in a temporary directory. The ratio
 columns compare with Redis; ``--vs kraken`` compares with the single kraken node instead.
 """
@@ -132,6 +133,14 @@ def start_proxy_tree(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict
         procs.append(proc)
         sub_ports.append(ports["memcached"])
     return procs, {"pub": root_ports["memcached"], "subs": sub_ports}
+
+
+def start_workers(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, Any]]:
+    """One kraken-pubsub with ``workers: 2`` (2 processes sharing a reuseport: port)."""
+    port = free_port()
+    proc, _ = start_kraken(workdir, "workers", [f"reuseport:tcp:{port}:interface=127.0.0.1"], workers=2)
+    time.sleep(3)  # the second worker starts and the first health checks pass
+    return [proc], {"pub": port, "subs": [port]}
 
 
 def start_cluster(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, Any]]:
@@ -330,6 +339,7 @@ def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> d
         "kraken-ws": (KrakenPushSub, ports.get("websocket")),
         "kraken-proxy3": (KrakenPollSub, None),
         "kraken-cluster3": (KrakenPollSub, None),
+        "kraken-workers2": (KrakenPollSub, None),
     }[mode]
     subs: list[Any] = []
     for i in range(subscribers):
@@ -423,7 +433,7 @@ def main() -> int:
             redis_proc, redis_ports = start_redis(work)
             procs.append(redis_proc)
             ports.update(redis_ports)
-        if any(m in ("kraken-proxy3", "kraken-cluster3") for m in modes):
+        if any(m in ("kraken-proxy3", "kraken-cluster3", "kraken-workers2") for m in modes):
             sys.path.insert(0, str(REPO))
             from kraken.core.certs import ensure_dev_pki
 
@@ -434,6 +444,9 @@ def main() -> int:
         if "kraken-proxy3" in modes:
             tree, ports.setdefault("topologies", {})["kraken-proxy3"] = start_proxy_tree(work)
             procs += tree
+        if "kraken-workers2" in modes:
+            workers, ports.setdefault("topologies", {})["kraken-workers2"] = start_workers(work)
+            procs += workers
         if "kraken-cluster3" in modes:
             cluster, ports.setdefault("topologies", {})["kraken-cluster3"] = start_cluster(work)
             procs += cluster
