@@ -209,7 +209,11 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
                 raise CommandError("'payload' must be a string")
             router.publish(client, [(_topics(message), data.encode("utf-8"))])
         elif op == "register":
-            router.register(client)
+            waiting = router.register(client)
+            if waiting is not None:  # a proxy fetches its upstream's position: answer after it
+                registered: Pending[bool] = Pending()
+                waiting.then(lambda _: registered.resolve(True))
+                answer["found"] = registered
         elif op == "retro_subscribe":
             answer["found"] = router.retro_subscribe(client, _since(message), _topics(message))
         elif op == "psubscribe":

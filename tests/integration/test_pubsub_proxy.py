@@ -14,9 +14,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest_twisted
+from twisted.internet import reactor
+
 from kraken.cli.main import main as kraken_cli
 from kraken.pubsub import wire
+from kraken.pubsub.client import connect_client
 from tests.integration.test_pubsub_server import Wire, pubsub_config
+from tests.integration.test_pubsub_tls_push import open_push
 from tests.support import ServerProcess
 
 
@@ -200,3 +205,22 @@ def test_a_frozen_upstream_is_dropped_and_the_next_one_used(servers: ServerProce
         assert poll_records(c, 1) == [([b"x"], b"via second")]
     finally:
         first.send_signal(signal.SIGCONT)
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_register_at_a_proxy_replays_from_the_upstream(
+    servers: ServerProcess.Pool, pki: Path
+) -> Any:
+    root = start_node(servers, pki)
+    proxy = start_node(servers, pki, root)
+    wait_for(lambda: admin(proxy, "/health")["status"] == "ok")
+    ws = yield open_push(proxy.port("websocket"))
+    answer = yield ws.command(op="register")
+    assert answer == {"ok": True, "op": "register", "found": True}  # after the upstream's position
+    publisher = yield connect_client(reactor, "127.0.0.1", root.port("memcached"))
+    yield publisher.publish([([b"fresh"], b"published at the root after the register")])
+    answer = yield ws.command(op="subscribe", topics=["fresh"])
+    assert answer == {"ok": True, "op": "subscribe", "found": True}
+    assert (yield ws.frames.get()) == b"MESSAGE fresh 40\r\npublished at the root after the register\r\n"
+    ws.sendClose()
+    yield publisher.quit()
