@@ -12,7 +12,13 @@ and are stopped at the end.
     .venv/bin/python benchmarks/pubsub_fanout.py [--seconds 3] [--subscribers 1,10,100] [--repeat 3]
 
 Modes: ``redis`` (baseline), ``kraken`` (memcached polling, one record per ``set publish``),
-``kraken-batch`` (memcached polling, 50 records per ``set publish``), ``kraken-ws`` (WebSocket push).
+``kraken-batch`` (memcached polling, 50 records per ``set publish``), ``kraken-ws`` (WebSocket push),
+``kraken-proxy3`` (the publisher at a root node, the polling subscribers spread over 3 proxy
+nodes of it) and ``kraken-cluster3`` (publisher and polling subscribers spread over a 3-node
+cluster; the publisher at the node that owns the topic's shard) and ``kraken-workers2`` (one
+server with ``workers: 2``: publisher and subscribers land on either process). Proxies and cluster nodes
+talk mutual TLS with certificates of a dev CA made in a temporary directory. The ratio
+columns compare with Redis; ``--vs kraken`` compares with the single kraken node instead.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import selectors
 import shutil
 import socket
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +84,85 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]
     return proc, {"redis": port}
 
 
-def start_kraken(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    port_file = workdir / "ports.json"
-    config = {
-        "listen": ["tcp:0:interface=127.0.0.1"],
+def start_kraken(
+    workdir: Path, name: str = "kraken", listen: list[str] | None = None, **pubsub: Any
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    port_file = workdir / f"{name}-ports.json"
+    config: dict[str, Any] = {
+        "listen": listen or ["tcp:0:interface=127.0.0.1"],
         "log": {"level": "warn"},
         "port_file": str(port_file),
         "pubsub": {
             "websocket_listen": ["tcp:0:interface=127.0.0.1"],
             "admin_listen": ["tcp:0:interface=127.0.0.1"],
-            "max_tcp_clients": 10000,
+            "max_tcp_clients": 20000,
+            "max_tcp_clients_per_ip": 0,
+            **pubsub,
         },
     }
-    (workdir / "pubsub.json").write_text(json.dumps(config))  # JSON is YAML
+    pki = workdir / "pki"
+    if (pki / "pubsub.pem").exists():
+        files = {"ca": "ca.pem", "cert": "pubsub.pem", "key": "pubsub.key"}
+        config["tls"] = {name: str(pki / f) for name, f in files.items()}
+    (workdir / f"{name}.json").write_text(json.dumps(config))  # JSON is YAML
     twistd = str(Path(sys.executable).with_name("twistd"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    log = workdir / f"{name}.log"
     proc = subprocess.Popen(
-        [twistd, "--pidfile=", "-n", "kraken-pubsub", "--config", str(workdir / "pubsub.json")],
-        cwd=workdir, env=env, stdout=open(workdir / "kraken.log", "wb"), stderr=subprocess.STDOUT,
+        [twistd, "--pidfile=", "-n", "kraken-pubsub", "--config", str(workdir / f"{name}.json")],
+        cwd=workdir, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("kraken-pubsub did not start:\n" + (workdir / "kraken.log").read_text())
+            raise RuntimeError(f"kraken-pubsub {name} did not start:\n" + log.read_text())
         time.sleep(0.05)
     return proc, json.loads(port_file.read_text())
+
+
+def start_proxy_tree(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, Any]]:
+    """A root and 3 proxy nodes of it: publish at the root, subscribe at the proxies."""
+    tls = "tls:tcp:0:interface=127.0.0.1"
+    root, root_ports = start_kraken(workdir, "root", ["tcp:0:interface=127.0.0.1", tls])
+    procs, sub_ports = [root], []
+    for i in range(3):
+        proc, ports = start_kraken(
+            workdir, f"proxy{i}", upstream=[f"127.0.0.1:{root_ports['memcached-tls']}"],
+            upstream_poll_interval=0.001,
+        )
+        procs.append(proc)
+        sub_ports.append(ports["memcached"])
+    return procs, {"pub": root_ports["memcached"], "subs": sub_ports}
+
+
+def start_workers(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, Any]]:
+    """One kraken-pubsub with ``workers: 2`` (2 processes sharing a reuseport: port)."""
+    port = free_port()
+    proc, _ = start_kraken(workdir, "workers", [f"reuseport:tcp:{port}:interface=127.0.0.1"], workers=2)
+    time.sleep(3)  # the second worker starts and the first health checks pass
+    return [proc], {"pub": port, "subs": [port]}
+
+
+def start_cluster(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, Any]]:
+    """3 cluster nodes; the publisher at the node whose shards include the topic's."""
+    tls_ports = [free_port() for _ in range(3)]
+    members = [f"127.0.0.1:{p}" for p in tls_ports]
+    procs, plain = [], []
+    for i, port in enumerate(tls_ports):
+        proc, ports = start_kraken(
+            workdir, f"node{i}", ["tcp:0:interface=127.0.0.1", f"tls:tcp:{port}:interface=127.0.0.1"],
+            cluster_self=members[i], cluster_members=members, upstream_poll_interval=0.001,
+        )
+        procs.append(proc)
+        plain.append(ports)
+    time.sleep(2)  # the first health checks
+    sys.path.insert(0, str(REPO))
+    from kraken.pubsub.phash2 import shard_of
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{plain[0]['admin']}/status") as r:
+        members_status = json.load(r)["cluster"]["members"]
+    owner = next(m["node"] for m in members_status if shard_of(b"t", 4) in m["owned_shards"])
+    return procs, {"pub": plain[members.index(owner)]["memcached"], "subs": [p["memcached"] for p in plain]}
 
 
 # --- wire formats ----------------------------------------------------------------------------
@@ -267,16 +329,22 @@ class KrakenBatchPub(KrakenPub):
 # --- one run ---------------------------------------------------------------------------------
 
 
-def run(mode: str, ports: dict[str, int], subscribers: int, seconds: float) -> dict[str, float]:
+def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> dict[str, float]:
     sel = selectors.DefaultSelector()
+    topology = ports.get("topologies", {}).get(mode, {})
     sub_class, port = {
         "redis": (RedisSub, ports.get("redis")),
         "kraken": (KrakenPollSub, ports.get("memcached")),
         "kraken-batch": (KrakenPollSub, ports.get("memcached")),
         "kraken-ws": (KrakenPushSub, ports.get("websocket")),
+        "kraken-proxy3": (KrakenPollSub, None),
+        "kraken-cluster3": (KrakenPollSub, None),
+        "kraken-workers2": (KrakenPollSub, None),
     }[mode]
     subs: list[Any] = []
-    for _ in range(subscribers):
+    for i in range(subscribers):
+        if topology:
+            port = topology["subs"][i % len(topology["subs"])]
         sock = socket.create_connection(("127.0.0.1", port or 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sub = sub_class(sock)
@@ -284,17 +352,17 @@ def run(mode: str, ports: dict[str, int], subscribers: int, seconds: float) -> d
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, sub)
         subs.append(sub)
-    pub_port = ports["redis"] if mode == "redis" else ports["memcached"]
+    pub_port = ports["redis"] if mode == "redis" else topology.get("pub", ports["memcached"])
     pub_sock = socket.create_connection(("127.0.0.1", pub_port))
     pub_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    pub = {"redis": RedisPub, "kraken": KrakenPub, "kraken-batch": KrakenBatchPub,
-           "kraken-ws": KrakenPub}[mode](pub_sock, subs)
+    publisher = {"redis": RedisPub, "kraken-batch": KrakenBatchPub}.get(mode, KrakenPub)
+    pub = publisher(pub_sock, subs)
     sel.register(pub_sock, selectors.EVENT_READ, pub)
-    time.sleep(0.2)
+    time.sleep(0.5 if topology else 0.2)  # subscriptions travel to the root / the peers
     warmup_end = time.monotonic() + 0.5
     end = warmup_end + seconds
     measuring = False
-    polling = mode in ("kraken", "kraken-batch")
+    polling = mode not in ("redis", "kraken-ws")
     while True:
         now = time.monotonic()
         if not measuring and now >= warmup_end:
@@ -343,40 +411,70 @@ def main() -> int:
     parser.add_argument("--subscribers", default="1,10,100")
     parser.add_argument("--modes", default="kraken,kraken-batch,kraken-ws")
     parser.add_argument(
+        "--vs", default="redis", choices=["redis", "kraken"],
+        help="the baseline of the ratio columns (kraken: the single node, which then runs too)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1,
         help="rounds of (redis, then each mode); medians are printed, ratios paired per round",
     )
     args = parser.parse_args()
     counts = [int(n) for n in args.subscribers.split(",")]
     modes = args.modes.split(",")
+    if args.vs == "kraken" and "kraken" in modes:
+        modes.remove("kraken")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 10,000 subscribers need sockets
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as tmp:
-        redis_proc, redis_ports = start_redis(Path(tmp))
-        kraken_proc, kraken_ports = start_kraken(Path(tmp))
-        ports = {**redis_ports, **kraken_ports}
+        work = Path(tmp)
+        procs: list[subprocess.Popen[bytes]] = []
+        ports: dict[str, Any] = {}
+        if args.vs == "redis":
+            redis_proc, redis_ports = start_redis(work)
+            procs.append(redis_proc)
+            ports.update(redis_ports)
+        if any(m in ("kraken-proxy3", "kraken-cluster3", "kraken-workers2") for m in modes):
+            sys.path.insert(0, str(REPO))
+            from kraken.core.certs import ensure_dev_pki
+
+            ensure_dev_pki(work / "pki", {"pubsub": "pubsub"})
+        kraken_proc, kraken_ports = start_kraken(work)
+        procs.append(kraken_proc)
+        ports.update(kraken_ports)
+        if "kraken-proxy3" in modes:
+            tree, ports.setdefault("topologies", {})["kraken-proxy3"] = start_proxy_tree(work)
+            procs += tree
+        if "kraken-workers2" in modes:
+            workers, ports.setdefault("topologies", {})["kraken-workers2"] = start_workers(work)
+            procs += workers
+        if "kraken-cluster3" in modes:
+            cluster, ports.setdefault("topologies", {})["kraken-cluster3"] = start_cluster(work)
+            procs += cluster
+        base_mode = "redis" if args.vs == "redis" else "kraken"
         try:
             print(f"{PAYLOAD_SIZE}-byte messages, 1 publisher, {args.seconds:g} s per run, "
                   f"median of {args.repeat}\n")
-            print(f"{'subs':>5} {'mode':<13} {'msgs/s':>11} {'p99 ms':>8} {'rate vs redis':>14} "
-                  f"{'p99 vs redis':>13}")
+            print(f"{'subs':>5} {'mode':<15} {'msgs/s':>11} {'p99 ms':>8} {'rate vs ' + base_mode:>15} "
+                  f"{'p99 vs ' + base_mode:>14}")
             for n in counts:
-                results: dict[str, list[dict[str, float]]] = {m: [] for m in ["redis", *modes]}
+                results: dict[str, list[dict[str, float]]] = {m: [] for m in [base_mode, *modes]}
                 for _ in range(args.repeat):
-                    base = run("redis", ports, n, args.seconds)
-                    results["redis"].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0})
+                    base = run(base_mode, ports, n, args.seconds)
+                    results[base_mode].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0})
                     for mode in modes:
                         r = run(mode, ports, n, args.seconds)
-                        r["rate_ratio"] = r["rate"] / base["rate"]
+                        r["rate_ratio"] = r["rate"] / base["rate"] if base["rate"] else float("inf")
                         r["p99_ratio"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
                         results[mode].append(r)
                 for mode, rows in results.items():
                     def m(key: str, rows: list[dict[str, float]] = rows) -> float:
                         return median([row[key] for row in rows])
 
-                    print(f"{n:>5} {mode:<13} {m('rate'):>11,.0f} {m('p99_ms'):>8.2f} "
-                          f"{m('rate_ratio'):>14.2f} {m('p99_ratio'):>13.2f}")
+                    print(f"{n:>5} {mode:<15} {m('rate'):>11,.0f} {m('p99_ms'):>8.2f} "
+                          f"{m('rate_ratio'):>15.2f} {m('p99_ratio'):>14.2f}")
                 sys.stdout.flush()
         finally:
-            for proc in (kraken_proc, redis_proc):
+            for proc in procs:
                 proc.terminate()
                 proc.wait(10)
     return 0

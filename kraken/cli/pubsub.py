@@ -72,7 +72,9 @@ def add_parser(sub: Any) -> None:
     subscribe.add_argument("--interval", type=float, default=0.2, help="seconds between polls [%(default)s]")
     subscribe.set_defaults(func=_subscribe)
     _json_flag(subscribe)
-    psub.add_parser("status", help="Running (exit 0) or Not running (exit 1)").set_defaults(func=_status)
+    psub.add_parser(
+        "status", help="Running (exit 0) or Not running (exit 1); a proxy's upstream link"
+    ).set_defaults(func=_status)
     psub.add_parser("dump-topics", help="topic<TAB>subscribers, most first").set_defaults(func=_topics)
     psub.add_parser("dump-queues", help="every connection with its queue").set_defaults(func=_queues)
     qt = psub.add_parser("dump-queue-topics", help="the topics of one connection")
@@ -144,7 +146,46 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"Status: {args.admin}\nRunning")
+        upstream = result.get("upstream")
+        if upstream:  # a proxy node: where its link goes and how far behind it is
+            print(describe_upstream(upstream))
+        cluster = result.get("cluster")
+        if cluster:
+            print(describe_cluster(cluster))
     return 0
+
+
+def describe_cluster(cluster: dict[str, Any]) -> str:
+    lines = [f"Cluster: {len(cluster['members'])} members, this node {cluster['self']}"]
+    for member in cluster["members"]:
+        shards = " ".join(str(s) for s in member["owned_shards"]) or "none"
+        if member["self"]:
+            state = "this node"
+        elif member["healthy"]:
+            link = member["link"]
+            state = f"healthy, lag {link['lag']:.3f} s, records in {link['records_in']}"
+            state += f", out {link['records_out']}"
+        else:
+            state = "DOWN"
+        lines.append(f"  {member['node']}: {state}; owns shards {shards}")
+    return "\n".join(lines)
+
+
+def describe_upstream(link: dict[str, Any]) -> str:
+    if not link.get("connected"):
+        state = f"not connected ({link.get('connections', 0)} connections so far)"
+    else:
+        state = (
+            f"{link['peer']}, connected for {time_delta_in_words(int(link['connected_for'] or 0))}, "
+            f"lag {link['lag']:.3f} s"
+        )
+    return (
+        f"Upstream: {state}\n"
+        f"  holding {link['topics']} topics and {link['patterns']} patterns, records in "
+        f"{link['records_in']}, out {link['records_out']} ({link['waiting_records']} waiting), "
+        f"failovers {link['connections'] - 1 if link['connections'] else 0} "
+        f"({link['failovers_not_found']} could not replay)"
+    )
 
 
 def _topics(args: argparse.Namespace) -> int:

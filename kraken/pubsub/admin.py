@@ -8,7 +8,9 @@ from twisted.web.server import Request
 
 from kraken.core.http import HTTPError, Router, read_json
 from kraken.core.logging import LEVELS, LogControl
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.router import Router as PubSubRouter
+from kraken.pubsub.upstream import UpstreamLink
 
 
 def text(value: bytes) -> str:
@@ -17,8 +19,17 @@ def text(value: bytes) -> str:
 
 
 class Admin:
-    def __init__(self, router: PubSubRouter, log_control: LogControl, shards: int) -> None:
+    def __init__(
+        self,
+        router: PubSubRouter,
+        log_control: LogControl,
+        shards: int,
+        upstream: UpstreamLink | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
         self.router = router
+        self.upstream = upstream
+        self.cluster = cluster
         self.log_control = log_control
         self.shards = shards
 
@@ -41,6 +52,8 @@ class Admin:
             "connections": len(router.clients),
             "topics": len(router.subscribers),
             "subscriptions": router.subscription_count(),
+            "patterns": len(router.patterns),
+            "pattern_subscriptions": router.pattern_subscriptions,
             "shards": self.shards,
             "retained": [len(r) for r in router.retained],
             "publishes": s.publishes,
@@ -48,7 +61,15 @@ class Admin:
             "messages_out": s.delivered,
             "messages_replayed": s.replayed,
             "log_level": self.log_control.level,
+            "role": self.role(),
+            "upstream": self.upstream.status() if self.upstream is not None else None,
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }
+
+    def role(self) -> str:
+        if self.upstream is not None:
+            return "proxy"
+        return "cluster" if self.cluster is not None else "node"
 
     def topics(self, request: Request) -> dict[str, Any]:
         return {"topics": [{"topic": text(t), "subscribers": n} for t, n in self.router.topic_counts()]}
@@ -61,7 +82,12 @@ class Admin:
         client = self.router.clients.get(int(conn))
         if client is None:
             raise HTTPError(404, "NO_SUCH_CONNECTION", f"no connection {conn}")
-        return {"id": client.id, "name": client.name, "topics": [text(t) for t in client.topics]}
+        return {
+            "id": client.id,
+            "name": client.name,
+            "topics": [text(t) for t in client.topics],
+            "patterns": [text(p) for p in client.patterns],
+        }
 
     def set_log_level(self, request: Request) -> dict[str, Any]:
         body = read_json(request)

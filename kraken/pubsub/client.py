@@ -90,6 +90,17 @@ class PubSubClient(Protocol):
         data = b"%.6f\r\n%s" % (since, b" ".join(topics))
         return self._stored(wire.set_command(b"retro_subscribe", data))
 
+    def psubscribe(self, patterns: Iterable[bytes]) -> Deferred[bool]:
+        """Subscribe to NATS-style patterns (``a.*.c``, ``a.>``); results as :meth:`subscribe`."""
+        return self._stored(wire.set_command(b"psubscribe", b" ".join(patterns)))
+
+    def punsubscribe(self, patterns: Iterable[bytes]) -> Deferred[bool]:
+        return self._stored(wire.set_command(b"punsubscribe", b" ".join(patterns)))
+
+    def retro_psubscribe(self, since: float, patterns: Iterable[bytes]) -> Deferred[bool]:
+        data = b"%.6f\r\n%s" % (since, b" ".join(patterns))
+        return self._stored(wire.set_command(b"retro_psubscribe", data))
+
     def messages(self) -> Deferred[list[wire.Record]]:
         return self.send(wire.get_command()).addCallback(lambda reply: reply.records())
 

@@ -45,6 +45,9 @@ class PubSubCollector(Collector):
         yield GaugeMetricFamily(p + "topics", "topics with a subscriber", value=len(router.subscribers))
         yield GaugeMetricFamily(p + "subscriptions", "topic subscriptions", value=router.subscription_count())
         yield GaugeMetricFamily(
+            p + "pattern_subscriptions", "pattern subscriptions", value=router.pattern_subscriptions
+        )
+        yield GaugeMetricFamily(
             p + "retained_messages", "records kept for retroactive subscription",
             value=sum(len(r) for r in router.retained),
         )

@@ -9,15 +9,17 @@ the shard remembers how far back it is complete, by position and by time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 
 
 class Entry(tuple):
     """One published record as one shard saw it: its topics in that shard, in publish order.
 
-    Built as ``Entry((seq, time, shard, topics, payload, publisher))``: a tuple, because one is
-    made for every published record and a tuple is the cheapest object to build.
+    Built as ``Entry((seq, time, shard, topics, payload, publisher, shared))``: a tuple, because
+    one is made for every published record and a tuple is the cheapest object to build.
+    ``shared``: this node delivered it to its cluster's peers (always true outside a cluster),
+    so it may replay it to them.
     """
 
     __slots__ = ()
@@ -27,6 +29,7 @@ class Entry(tuple):
     topics: tuple[bytes, ...] = property(itemgetter(3))  # type: ignore[assignment]
     payload: bytes = property(itemgetter(4))  # type: ignore[assignment]
     publisher: int = property(itemgetter(5))  # type: ignore[assignment]
+    shared: bool = property(itemgetter(6))  # type: ignore[assignment]
 
 
 class RetainedShard:
@@ -57,20 +60,20 @@ class RetainedShard:
         if entry[1] > self.complete_after_time:
             self.complete_after_time = entry[1]
 
-    def newer_than_seq(self, topics: set[bytes], seq: int) -> Iterator[Entry]:
-        """Entries naming any of *topics* published after position *seq*, newest first."""
+    def newer_than_seq(self, wanted: Callable[[bytes], bool], seq: int) -> Iterator[Entry]:
+        """Entries naming a *wanted* topic published after position *seq*, newest first."""
         for entry in reversed(self.entries):
             if entry[0] <= seq:
                 return
-            if not topics.isdisjoint(entry[3]):
+            if any(map(wanted, entry[3])):
                 yield entry
 
-    def newer_than_time(self, topics: set[bytes], horizon: float) -> Iterator[Entry]:
-        """Entries naming any of *topics* published after Unix time *horizon*, newest first."""
+    def newer_than_time(self, wanted: Callable[[bytes], bool], horizon: float) -> Iterator[Entry]:
+        """Entries naming a *wanted* topic published after Unix time *horizon*, newest first."""
         for entry in reversed(self.entries):
             if entry[1] <= horizon:
                 return
-            if not topics.isdisjoint(entry[3]):
+            if any(map(wanted, entry[3])):
                 yield entry
 
     def __len__(self) -> int:

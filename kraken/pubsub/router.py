@@ -14,18 +14,22 @@ every other router operation flushes first, so ordering is never affected.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kraken.pubsub import wire
+from kraken.pubsub.patterns import BadPattern, PatternIndex, check_pattern, compile_pattern, matches
 from kraken.pubsub.phash2 import shard_of
 from kraken.pubsub.retro import Entry, RetainedShard
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.router")
+
+V = TypeVar("V")
 
 
 class Stats:
@@ -64,6 +68,84 @@ class SubscriptionLimits:
     per_command: int = 10_000
     per_connection: int = 100_000
     server: int = 1_000_000
+    patterns_per_connection: int = 1_000
+    patterns: int = 100_000
+    pattern_bytes: int = 1024
+
+
+class Pending(Generic[V]):
+    """An answer that waits for the upstream node (proxy nodes only): :meth:`then` runs its
+    callback with the value once it is known (at once if it is)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: V | None = None
+        self._then: list[Callable[[V], object]] = []
+
+    def then(self, callback: Callable[[V], object]) -> None:
+        if self.done:
+            callback(self.value)  # type: ignore[arg-type]
+        else:
+            self._then.append(callback)
+
+    def resolve(self, value: V) -> None:
+        if self.done:
+            return
+        self.done, self.value = True, value
+        then, self._then = self._then, []
+        for callback in then:
+            callback(value)
+
+
+Found = bool | Pending[bool]
+# A position in the published stream as ``get position`` gives it: this node's sequence
+# number, and on a proxy node "/" and its upstream node's position at that moment.
+Since = float | bytes
+
+
+def split_position(token: bytes) -> tuple[int, int | None, bytes | None]:
+    """``(this node's sequence number, its upstream connection's number, the upstream node's
+    position)``, the last two ``None`` for a node without upstream; ValueError if *token* is
+    not a position."""
+    local, slash, rest = token.partition(b"/")
+    seq, dot, generation = local.partition(b".")
+    if not seq.isdigit() or (dot and not generation.isdigit()) or len(token) > 700 or (slash and not rest):
+        raise ValueError(f"{token[:60]!r} is not a position")
+    return int(seq), int(generation) if dot else None, rest if slash else None
+
+
+class Upstream(Protocol):
+    """What a proxy node's router tells its upstream link (:mod:`kraken.pubsub.upstream`):
+    topics and patterns gaining their first or losing their last local subscriber, and the
+    records local clients publish. Records the link itself publishes (from upstream) come
+    with ``publisher`` and are not forwarded back."""
+
+    def topic_added(self, topic: bytes) -> None: ...
+    def topic_removed(self, topic: bytes) -> None: ...
+    def pattern_added(self, pattern: bytes) -> None: ...
+    def pattern_removed(self, pattern: bytes) -> None: ...
+    def forward(self, record: bytes, publisher: Subscriber | None) -> None: ...
+    def covers(self, names: Iterable[bytes], seq: int | None, time: float | None, patterns: bool) -> bool:
+        """Whether every topic (or pattern) in *names* was held upstream, so that this node
+        has all its records, since position *seq* (or Unix time *time*)."""
+        ...
+    def replay(self, names: list[bytes], since: Since, patterns: bool) -> Pending[bool]:
+        """Subscribe upstream to *names*, none held yet, replaying to this node what was
+        published upstream after *since* (Unix time, or the upstream's position) and never
+        reached it."""
+        ...
+    def position(self) -> Pending[bytes | None]:
+        """The upstream node's current position (``None`` while it is not connected)."""
+        ...
+    def delivers(self, publisher: Subscriber | None, shard: int) -> bool:
+        """Whether this node delivers to the peers of its cluster a record *publisher* (one
+        of its clients) published with first shard *shard* (always true outside a cluster)."""
+        ...
+    @property
+    def connections(self) -> int:
+        """How many connections upstream were made: an upstream position is only good on
+        the connection that gave it."""
+        ...
 
 
 class Router:
@@ -88,6 +170,8 @@ class Router:
         self.started = clock.seconds()
         self.retained = [RetainedShard(retained_per_shard, self.started) for _ in range(shards)]
         self.subscribers: dict[bytes, dict[Subscriber, None]] = {}
+        self.patterns: PatternIndex[Subscriber] = PatternIndex()
+        self.pattern_subscriptions = 0
         self.clients: dict[int, Subscriber] = {}
         self.seq = 0
         self._last_time = self.started
@@ -98,6 +182,12 @@ class Router:
         self._run: list[bytes] = []
         self._run_bytes = 0
         self._shard_cache: dict[bytes, int] = {}
+        self.upstream: Upstream | None = None
+        self.peers = 0  # connections of cluster peers (``set peer``)
+        # topics and patterns held by clients other than peers, with their holder counts: what
+        # the upstream link (or the cluster) subscribes to
+        self.held_topics: dict[bytes, int] = {}
+        self.held_patterns: dict[bytes, int] = {}
 
     # --- clients -------------------------------------------------------------------------
 
@@ -120,6 +210,7 @@ class Router:
         self.flush()
         if self.clients.pop(client.id, None) is not None:
             self.stats.dropped_by_closed += client.dropped
+            self.peers -= client.peer
         self.subscriptions -= len(client.topics)
         for topic in client.topics:
             subs = self.subscribers.get(topic)
@@ -127,39 +218,100 @@ class Router:
                 subs.pop(client, None)
                 if not subs:
                     del self.subscribers[topic]
+            self._release(client, topic, False)
         client.topics.clear()
         client.ended.clear()
+        self.pattern_subscriptions -= len(client.patterns)
+        for pattern in client.patterns:
+            self.patterns.discard(pattern, client)
+            self._release(client, pattern, True)
+        client.patterns.clear()
+        client.ended_patterns.clear()
 
     # --- subscriptions -------------------------------------------------------------------
 
-    def subscribe(self, client: Subscriber, topics: Iterable[bytes]) -> bool:
+    def subscribe(self, client: Subscriber, topics: Iterable[bytes]) -> Found:
         """Subscribe; after ``register`` also replay from the registered position.
 
         Returns ``False`` (reply NOT_FOUND) when the retained stream no longer reaches back to
         the position; the subscription stands either way. Raises :class:`OverLimit`, having
         changed nothing (a pending ``register`` stays pending), when a limit would be passed.
+        On a proxy node a replay of topics not held upstream yet answers with a
+        :class:`Pending`.
         """
         self.flush()
         topics = list(topics)
         self.check_limits(client, topics)
-        self._add(client, topics)
-        horizon, client.horizon = client.horizon, None
+        horizon = client.horizon
         if horizon is None:
+            self._add(client, topics)
             return True
-        return self._replay(client, topics, seq=horizon)
+        client.horizon = None
+        up, generation = client.horizon_upstream, client.horizon_generation
+        return self._subscribe_replaying(client, topics, False, horizon, upstream=up, generation=generation)
 
-    def retro_subscribe(self, client: Subscriber, horizon: float, topics: Sequence[bytes]) -> bool:
-        """Subscribe and replay what was published after Unix time *horizon*; limits as
-        :meth:`subscribe`."""
+    def retro_subscribe(
+        self, client: Subscriber, horizon: Since, topics: Sequence[bytes]
+    ) -> Found:
+        """Subscribe and replay what was published after *horizon*, Unix time or a position
+        from ``get position``; limits as :meth:`subscribe`."""
         self.flush()
         self.check_limits(client, topics)
-        self._add(client, topics)
-        return self._replay(client, topics, time=horizon)
+        return self._subscribe_since(client, topics, False, horizon)
 
-    def register(self, client: Subscriber) -> None:
-        """Remember the current position: the next subscribe replays everything after it."""
+    def _subscribe_since(
+        self, client: Subscriber, names: Sequence[bytes], patterns: bool, horizon: Since
+    ) -> Found:
+        if isinstance(horizon, bytes):
+            seq, generation, upstream = split_position(horizon)
+            return self._subscribe_replaying(
+                client, names, patterns, seq=min(seq, self.seq), upstream=upstream, generation=generation
+            )
+        return self._subscribe_replaying(
+            client, names, patterns, time=horizon, upstream=horizon
+        )
+
+    def peer_joined(self, client: Subscriber) -> None:
+        """*client* is a cluster peer's link: records reach it only from the node that
+        delivers them to the cluster (:meth:`_to_peers`), and what it publishes is not
+        forwarded again. (Say it before subscribing.)"""
+        if not client.peer and not client.topics and not client.patterns:
+            client.peer = client.no_forward = client.full_records = True
+            self.peers += 1
+
+    def register(self, client: Subscriber) -> Pending[None] | None:
+        """Remember the current position: the next subscribe replays everything after it.
+        A proxy node also fetches its upstream node's position (answering when it has it)."""
         self.flush()
-        client.horizon = self.seq
+        client.horizon = seq = self.seq
+        client.horizon_upstream = None
+        link = self.upstream
+        if link is None:
+            return None
+        done: Pending[None] = Pending()
+
+        def fetched(token: bytes | None) -> None:
+            if client.horizon == seq:
+                client.horizon_upstream = token
+                client.horizon_generation = link.connections
+            done.resolve(None)
+
+        link.position().then(fetched)
+        return done
+
+    def position(self, client: Subscriber | None = None) -> bytes | Pending[bytes]:
+        """The current position, for ``get position`` (a proxy's includes its upstream's, a
+        cluster node's its peers' unless a peer asks)."""
+        self.flush()
+        local = b"%d" % self.seq
+        link = self.upstream
+        if link is None or (client is not None and client.peer):
+            return local
+        done: Pending[bytes] = Pending()
+        link.position().then(
+            lambda token: done.resolve(b"%s.%d/%s" % (local, link.connections, token) if token else local)
+        )
+        return done
 
     def unsubscribe(self, client: Subscriber, topics: Iterable[bytes]) -> None:
         self.flush()
@@ -173,12 +325,95 @@ class Router:
             del subs[client]
             if not subs:
                 del self.subscribers[topic]
+            self._release(client, topic, False)
         if len(client.ended) > 1024:
             client.forget_history_before(min(r.complete_after_seq for r in self.retained))
             # Subscribe/unsubscribe churn over fresh topics must not grow the history without
             # bound either: past the per-connection limit the oldest ended topics are forgotten
             # (a later replay may then repeat records this client already had from them).
             client.forget_oldest_history(self.limits.per_connection)
+
+    # --- pattern subscriptions ---------------------------------------------------------
+
+    def psubscribe(self, client: Subscriber, patterns: Sequence[bytes]) -> Found:
+        """Subscribe to *patterns* (:mod:`kraken.pubsub.patterns`); after ``register`` also
+        replay what matched them since. :class:`BadPattern` or :class:`OverLimit` change
+        nothing."""
+        self.flush()
+        self.check_pattern_limits(client, patterns)
+        horizon = client.horizon
+        if horizon is None:
+            self._add_patterns(client, patterns)
+            return True
+        client.horizon = None
+        up, generation = client.horizon_upstream, client.horizon_generation
+        return self._subscribe_replaying(client, patterns, True, horizon, upstream=up, generation=generation)
+
+    def retro_psubscribe(
+        self, client: Subscriber, horizon: Since, patterns: Sequence[bytes]
+    ) -> Found:
+        """Subscribe to *patterns* and replay what matched them after Unix time *horizon*."""
+        self.flush()
+        self.check_pattern_limits(client, patterns)
+        return self._subscribe_since(client, patterns, True, horizon)
+
+    def punsubscribe(self, client: Subscriber, patterns: Iterable[bytes]) -> None:
+        self.flush()
+        for pattern in patterns:
+            since = client.patterns.pop(pattern, None)
+            if since is None:
+                continue
+            client.subscription_ended(pattern, since, self.seq, pattern=True)
+            self.pattern_subscriptions -= 1
+            self.patterns.discard(pattern, client)
+            self._release(client, pattern, True)
+        if len(client.ended_patterns) > 1024:
+            client.forget_history_before(min(r.complete_after_seq for r in self.retained))
+            client.forget_oldest_history(self.limits.per_connection, self.limits.patterns_per_connection)
+
+    def check_pattern_limits(self, client: Subscriber, patterns: Sequence[bytes]) -> None:
+        """Raise :class:`BadPattern` or :class:`OverLimit` if *patterns* cannot be subscribed."""
+        limits = self.limits
+        self.check_topic_count(client, len(patterns))
+        if not patterns:
+            raise BadPattern("psubscribe names no pattern")
+        for pattern in patterns:
+            check_pattern(pattern, limits.pattern_bytes)
+        new = len(set(patterns).difference(client.patterns))
+        if not new:
+            return
+        if len(client.patterns) + new > limits.patterns_per_connection:
+            self._refuse(
+                client,
+                "patterns_per_connection",
+                f"psubscribe would give this connection {len(client.patterns) + new} patterns, "
+                f"over the limit of {limits.patterns_per_connection}",
+            )
+        if self.pattern_subscriptions + new > limits.patterns:
+            why = f"the server is at its limit of {limits.patterns} patterns"
+            self._refuse(client, "patterns_server", why)
+
+    def _add_patterns(self, client: Subscriber, patterns: Iterable[bytes], announce: bool = True) -> None:
+        seq = self.seq
+        for pattern in patterns:
+            if pattern in client.patterns:
+                continue
+            self.pattern_subscriptions += 1
+            client.patterns[pattern] = seq
+            self.patterns.add(pattern, client)
+            self._hold(client, pattern, True, announce)
+
+    def targets(self, topic: bytes) -> Iterable[Subscriber]:
+        """Every subscriber of *topic*, by name or by pattern, each once."""
+        exact = self.subscribers.get(topic)
+        if not self.patterns.holders:
+            return exact or ()
+        by_pattern = self.patterns.match(topic)
+        if not by_pattern:
+            return exact or ()
+        if not exact:
+            return by_pattern
+        return {**exact, **dict.fromkeys(by_pattern)}
 
     def check_topic_count(self, client: Subscriber, count: int) -> None:
         """Refuse a command naming more than ``limits.per_command`` topics (front ends call
@@ -217,7 +452,7 @@ class Router:
             )
         raise OverLimit(limit, message)
 
-    def _add(self, client: Subscriber, topics: Iterable[bytes]) -> None:
+    def _add(self, client: Subscriber, topics: Iterable[bytes], announce: bool = True) -> None:
         seq = self.seq
         for topic in topics:
             if topic in client.topics:
@@ -228,28 +463,58 @@ class Router:
             if subs is None:
                 self.subscribers[topic] = subs = {}
             subs[client] = None
+            self._hold(client, topic, False, announce)
+
+    def _hold(self, client: Subscriber, name: bytes, pattern: bool, announce: bool) -> None:
+        if client.peer:
+            return  # a peer holds it for its own clients, from the nodes it chose itself
+        held = self.held_patterns if pattern else self.held_topics
+        count = held.get(name, 0)
+        held[name] = count + 1
+        if not count and announce and self.upstream is not None:
+            (self.upstream.pattern_added if pattern else self.upstream.topic_added)(name)
+
+    def _release(self, client: Subscriber, name: bytes, pattern: bool) -> None:
+        if client.peer:
+            return
+        held = self.held_patterns if pattern else self.held_topics
+        count = held.pop(name, 0) - 1
+        if count > 0:
+            held[name] = count
+        elif self.upstream is not None:
+            (self.upstream.pattern_removed if pattern else self.upstream.topic_removed)(name)
 
     # --- publishing ----------------------------------------------------------------------
 
-    def publish(self, publisher: Subscriber | None, records: Iterable[wire.Record]) -> None:
-        """Route each record in order to every subscriber except *publisher*."""
+    def publish(
+        self, publisher: Subscriber | None, records: Iterable[wire.Record], retain: bool = True
+    ) -> None:
+        """Route each record in order to every subscriber except *publisher*; keep it for
+        replay unless *retain* is false (a replay a proxy received from upstream)."""
         pub_id = publisher.id if publisher is not None else 0
         now = self.now()
         stats = self.stats
         stats.publishes += 1
+        upstream = self.upstream
+        if publisher is not None and publisher.no_forward:
+            upstream = None
         for topics, payload in records:
             self.seq += 1
             stats.published += 1
+            if upstream is not None:
+                upstream.forward(wire.record(topics, payload), publisher)
             if len(topics) == 1:
-                self._publish_one(publisher, pub_id, now, topics[0], payload)
+                self._publish_one(publisher, pub_id, now, topics[0], payload, None, retain)
             elif topics:
-                self._publish_many(publisher, pub_id, now, topics, payload)
+                self._publish_many(publisher, pub_id, now, topics, payload, retain)
 
     def publish_encoded(self, publisher: Subscriber, topic: bytes, payload: bytes, record: bytes) -> None:
         """Publish one one-topic record whose canonical bytes *record* the caller already has."""
         self.seq += 1
         self.stats.publishes += 1
         self.stats.published += 1
+        if self.upstream is not None and not publisher.no_forward:
+            self.upstream.forward(record, publisher)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
     def shard(self, topic: bytes) -> int:
@@ -268,12 +533,15 @@ class Router:
         topic: bytes,
         payload: bytes,
         data: bytes | None = None,
+        retain: bool = True,
     ) -> None:
-        shard = self._shard_cache.get(topic)
-        if shard is None:
-            shard = self.shard(topic)
-        self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id)))
-        if topic not in self.subscribers:
+        if retain:
+            shard = self._shard_cache.get(topic)
+            if shard is None:
+                shard = self.shard(topic)
+            shared = self.upstream is None or self._to_peers(publisher, shard)
+            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id, shared)))
+        if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
             self.flush()
@@ -295,22 +563,34 @@ class Router:
         self._run = []
         self._run_bytes = 0
         self._run_topic = self._run_publisher = None
-        subs = self.subscribers.get(topic)  # type: ignore[arg-type]
+        subs = self.targets(topic)  # type: ignore[arg-type]
         if not subs:
             return
         n = len(run)
         data = run[0] if n == 1 else b"".join(run)
         count = 0
-        for sub in subs:
-            if sub is not publisher:
-                sub.deliver(data, n)
-                count += 1
+        if self.peers and not self._to_peers(publisher, self.shard(topic)):  # type: ignore[arg-type]
+            for sub in subs:
+                if sub is not publisher and not sub.peer:
+                    sub.deliver(data, n)
+                    count += 1
+        else:
+            for sub in subs:
+                if sub is not publisher:
+                    sub.deliver(data, n)
+                    count += 1
         self.stats.delivered += count * n
         if count >= self.fanout_to_warn:
             self._warn_fanout(count, publisher, [topic], run[-1])  # type: ignore[list-item]
 
     def _publish_many(
-        self, publisher: Subscriber | None, pub_id: int, now: float, topics: list[bytes], payload: bytes
+        self,
+        publisher: Subscriber | None,
+        pub_id: int,
+        now: float,
+        topics: list[bytes],
+        payload: bytes,
+        retain: bool = True,
     ) -> None:
         self.flush()
         if len(topics) >= self.topics_to_warn:
@@ -323,19 +603,22 @@ class Router:
         groups: dict[int, list[bytes]] = {}
         for topic in topics:
             groups.setdefault(self.shard(topic), []).append(topic)
+        skip_peers = self.upstream is not None and not self._to_peers(publisher, min(groups))
         for shard in sorted(groups):
             group = groups[shard]
-            self.retained[shard].add(Entry((self.seq, now, shard, tuple(group), payload, pub_id)))
+            if retain:
+                entry = (self.seq, now, shard, tuple(group), payload, pub_id, not skip_peers)
+                self.retained[shard].add(Entry(entry))
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
-                for sub in self.subscribers.get(topic, ()):
-                    if sub is not publisher:
+                for sub in self.targets(topic):
+                    if sub is not publisher and not (skip_peers and sub.peer):
                         matched.setdefault(sub, []).append(topic)
             if not matched:
                 continue
             encoded: dict[tuple[bytes, ...], bytes] = {}
             for sub, names in matched.items():
-                key = tuple(names)
+                key = tuple(group) if sub.full_records else tuple(names)
                 data = encoded.get(key)
                 if data is None:
                     encoded[key] = data = wire.record(names, payload)
@@ -343,6 +626,13 @@ class Router:
             self.stats.delivered += len(matched)
             if len(matched) >= self.fanout_to_warn:
                 self._warn_fanout(len(matched), publisher, group, payload)
+
+    def _to_peers(self, publisher: Subscriber | None, shard: int) -> bool:
+        """In a cluster, a record reaches the peers' links once, from one node: the node it
+        was forwarded to, or the one it was published at if that owns its first shard."""
+        if publisher is not None and publisher.no_forward:
+            return publisher.peer  # forwarded by a peer: yes; from our own links: no
+        return self.upstream is None or self.upstream.delivers(publisher, shard)
 
     def _warn_fanout(
         self, count: int, publisher: Subscriber | None, topics: list[bytes], payload: bytes
@@ -357,11 +647,75 @@ class Router:
 
     # --- retroactive replay --------------------------------------------------------------
 
+    def _subscribe_replaying(
+        self,
+        client: Subscriber,
+        names: Sequence[bytes],
+        patterns: bool,
+        seq: int | None = None,
+        time: float | None = None,
+        upstream: Since | None = None,
+        generation: int | None = None,
+    ) -> Found:
+        """Subscribe *client* to the topics (or *patterns*) *names* and replay what they got
+        after position *seq* or Unix time *time*; *upstream*: the same point for the upstream
+        node (a proxy's)."""
+        add = self._add_patterns if patterns else self._add
+        link = self.upstream
+        if link is None or client.peer:  # a peer asks for what this node itself shared
+            add(client, names)
+            return self._replay(client, names, patterns, seq, time)
+        # A proxy has every record of a topic held upstream since it has been held; for topics
+        # held by no client here it asks upstream to subscribe and replay what never came.
+        if generation is not None and generation != link.connections:
+            upstream = None  # a position of an upstream connection since lost
+        holders = self.held_patterns if patterns else self.held_topics
+        fresh = [n for n in dict.fromkeys(names) if n not in holders]
+        held = [n for n in names if n in holders]
+        if not link.covers(held, seq, time, patterns) or (fresh and upstream is None):
+            add(client, names)
+            return self._not_held(client, seq if time is None else time)
+        add(client, names, announce=False)
+        # nothing was published through this node before it started: only upstream can be
+        # incomplete there, and it says so
+        local_time = None if time is None else max(time, self.started)
+        if not self._replay(client, names, patterns, seq, local_time):
+            for name in fresh:
+                (link.pattern_added if patterns else link.topic_added)(name)
+            return False
+        if not fresh:
+            return True
+        assert upstream is not None
+        return link.replay(fresh, upstream, patterns)
+
     def _replay(
-        self, client: Subscriber, topics: Sequence[bytes], seq: int | None = None, time: float | None = None
+        self,
+        client: Subscriber,
+        names: Sequence[bytes],
+        patterns: bool,
+        seq: int | None,
+        time: float | None,
     ) -> bool:
-        wanted = set(topics)
-        shards = {self.shard(t) for t in wanted}
+        if not patterns:
+            wanted_topics = set(names)
+            shards = {self.shard(t) for t in wanted_topics}
+            return self._replay_where(client, shards, wanted_topics.__contains__, seq, time)
+        compiled = [compile_pattern(p) for p in set(names)]
+
+        def wanted(topic: bytes) -> bool:
+            return any(matches(tokens, topic) for tokens in compiled)
+
+        # a pattern may match topics of every shard
+        return self._replay_where(client, set(range(self.shards)), wanted, seq, time)
+
+    def _replay_where(
+        self,
+        client: Subscriber,
+        shards: set[int],
+        wanted: Callable[[bytes], bool],
+        seq: int | None,
+        time: float | None,
+    ) -> bool:
         for index in shards:
             kept = self.retained[index]
             if seq is not None and kept.complete_after_seq > seq:
@@ -379,10 +733,21 @@ class Router:
         for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
             if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
                 continue
-            names = [t for t in entry.topics if t in wanted]
+            if client.peer and not entry.shared:
+                continue  # the peer has it from the node that shared it
+            names = [t for t in entry.topics if wanted(t)]
             client.deliver(wire.record(names, entry.payload))
             self.stats.replayed += 1
         return True
+
+    def _not_held(self, client: Subscriber, since: float | None) -> bool:
+        log.info(
+            "Client {name} asked for a replay since {since} of topics this proxy did not hold "
+            "upstream all that time: NOT_FOUND",
+            name=client.name,
+            since=since,
+        )
+        return False
 
     def _too_old(self, client: Subscriber, asked: float, oldest: float) -> bool:
         log.warn(

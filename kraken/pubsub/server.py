@@ -12,6 +12,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kraken.core.tls import peer_identity
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.admission import Admission, Refused
@@ -74,6 +75,9 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         )
         router.connect(client)
         self.session = Session(router, client, factory.limits.max_line, factory.limits.max_value)
+        self.session.on_resume = self._late_replies
+        identity = peer_identity(self.transport)
+        self.session.may_link = identity is not None and identity.role == "pubsub"
         # Until its first complete command a connection has the shorter first_command_timeout,
         # which partial input does not extend.
         timeouts = [t for t in (limits.idle_timeout, limits.first_command_timeout) if t > 0]
@@ -93,7 +97,7 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        if self.session is not None and not self.session.closing:
+        if self.session is not None and not self.session.closing and not self.session.waiting:
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -113,11 +117,25 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
             session.closing = True
             session.error = "internal error"
             reply = b"SERVER_ERROR internal error\r\n"
+        self._replied(session, reply)
+
+    def _late_replies(self, reply: bytes) -> None:
+        """Replies after an answer the session waited for (a proxy's upstream replay)."""
+        session = self.session
+        if session is None:
+            return
+        self._replied(session, reply)
+        if not session.waiting and not session.closing:
+            self.transport.resumeProducing()
+
+    def _replied(self, session: Session, reply: bytes) -> None:
         if reply:
             self.transport.write(reply)
             now = self.factory.clock.seconds()
             if now - self.last_command >= 1.0:  # idleness counts in seconds: cheap for busy clients
                 self._commanded(now)
+        if session.waiting:
+            self.transport.pauseProducing()
         if session.closing:
             if session.error is not None:
                 self.factory.malformed += 1
@@ -147,6 +165,7 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.factory.admission.leave(self)
         if self.session is not None:
+            self.session.close()
             self.factory.router.disconnect(self.session.client)
             self.session = None
 

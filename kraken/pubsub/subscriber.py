@@ -8,6 +8,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from kraken.pubsub.patterns import compile_pattern, matches
+
 log = Logger(namespace="kraken.pubsub.queue")
 
 # Ended subscriptions kept per topic for replay de-duplication; older ones fall off.
@@ -29,12 +31,24 @@ class Subscriber:
         self.name = name
         self.topics: dict[bytes, int] = {}
         self.ended: dict[bytes, list[tuple[int, int]]] = {}
-        self.horizon: int | None = None
+        # the same two for pattern subscriptions (kraken.pubsub.patterns)
+        self.patterns: dict[bytes, int] = {}
+        self.ended_patterns: dict[bytes, list[tuple[int, int]]] = {}
+        self.horizon: int | None = None  # the position of a pending register
+        self.horizon_upstream: bytes | None = None  # on a proxy node: the upstream's then
+        self.horizon_generation = 0  # and the upstream connection it belongs to
         self.started = now
         self.last_receive = now
         self.received = 0
         self.dropped = 0
         self.warned_over_limit = False
+        # a proxy node's link (``set proxy``): records name every topic of their shard, so the
+        # proxy's own replays know them all
+        self.full_records = False
+        # a cluster peer's link (``set peer``); what it and our own links publish is not
+        # forwarded again
+        self.peer = False
+        self.no_forward = False
 
     def deliver(self, records: bytes, count: int = 1) -> None:
         """Take *count* serialised records (one chunk, shared with other subscribers)."""
@@ -55,26 +69,41 @@ class Subscriber:
             for start, stop in self.ended.get(topic, ()):
                 if start < seq <= stop:
                     return True
+        if self.patterns or self.ended_patterns:
+            return self._got_live_by_pattern(topics, seq)
         return False
 
-    def subscription_ended(self, topic: bytes, since: int, until: int) -> None:
-        spans = self.ended.setdefault(topic, [])
+    def _got_live_by_pattern(self, topics: tuple[bytes, ...], seq: int) -> bool:
+        for pattern, since in self.patterns.items():
+            if since < seq and any(matches(compile_pattern(pattern), t) for t in topics):
+                return True
+        for pattern, spans in self.ended_patterns.items():
+            if any(start < seq <= stop for start, stop in spans) and any(
+                matches(compile_pattern(pattern), t) for t in topics
+            ):
+                return True
+        return False
+
+    def subscription_ended(self, topic: bytes, since: int, until: int, pattern: bool = False) -> None:
+        spans = (self.ended_patterns if pattern else self.ended).setdefault(topic, [])
         spans.append((since, until))
         if len(spans) > _HISTORY_PER_TOPIC:
             del spans[0]
 
     def forget_history_before(self, seq: int) -> None:
         """Drop spans that ended before *seq*: no retained entry can be that old."""
-        for topic in [t for t, spans in self.ended.items() if spans[-1][1] < seq]:
-            del self.ended[topic]
+        for history in (self.ended, self.ended_patterns):
+            for topic in [t for t, spans in history.items() if spans[-1][1] < seq]:
+                del history[topic]
 
-    def forget_oldest_history(self, keep: int) -> None:
-        """Keep the ended spans of at most *keep* topics, those whose history began last."""
-        ended = self.ended
-        excess = len(ended) - keep
-        if excess > 0:
-            for topic in list(itertools.islice(ended, excess)):
-                del ended[topic]
+    def forget_oldest_history(self, keep: int, keep_patterns: int | None = None) -> None:
+        """Keep the ended spans of at most *keep* topics (and *keep_patterns* patterns), those
+        whose history began last."""
+        for ended, limit in ((self.ended, keep), (self.ended_patterns, keep_patterns or keep)):
+            excess = len(ended) - limit
+            if excess > 0:
+                for topic in list(itertools.islice(ended, excess)):
+                    del ended[topic]
 
     def describe(self, now: float) -> dict[str, Any]:
         return {
@@ -82,6 +111,7 @@ class Subscriber:
             "name": self.name,
             "kind": self.kind,
             "subscriptions": len(self.topics),
+            "patterns": len(self.patterns),
             "length": self.depth(),
             "bytes": self.queued_bytes(),
             "received_message_count": self.received,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from kraken.core.config import KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.config import ConfigError, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.endpoints import is_tls
 from kraken.core.http import make_site
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.pubsub import wire
 from kraken.pubsub.admin import Admin
+from kraken.pubsub.cluster import Cluster
 from kraken.pubsub.metrics import PubSubCollector
+from kraken.pubsub.proxy import ClusterService, UpstreamService, parse_upstream
 from kraken.pubsub.router import Router, SubscriptionLimits
 from kraken.pubsub.server import Limits, MemcachedFactory
+from kraken.pubsub.upstream import UpstreamLink
 from kraken.pubsub.websocket import PushFactory
+from kraken.pubsub.workers import Plan, WorkerSupervisor
 
 DEFAULT_PORT = 12355
 
@@ -41,6 +45,11 @@ class PubSubSection:
     max_subscriptions: int = setting(
         1_000_000, "subscriptions all connections together may hold (~350 bytes each)", minimum=1
     )
+    max_patterns_per_connection: int = setting(
+        1000, "pattern subscriptions one connection may hold", minimum=1
+    )
+    max_patterns: int = setting(100_000, "pattern subscriptions all connections together may hold", minimum=1)
+    max_pattern_bytes: int = setting(1024, "longest pattern of a psubscribe", minimum=1)
     router_min_fanout_to_warn: int = setting(1000, "warn when a record reaches this many clients", minimum=1)
     router_min_publish_to_topics_to_warn: int = setting(
         1000, "warn when a record names this many topics", minimum=1
@@ -61,6 +70,26 @@ class PubSubSection:
     )
     websocket_ping_timeout: float = setting(
         10.0, "drop a WebSocket client whose answer to a ping takes longer (s)", minimum=1
+    )
+    upstream: list[str] = setting(
+        [], "proxy mode: host:port of upstream nodes' mutual-TLS listeners, tried in order on failure"
+    )
+    upstream_poll_interval: float = setting(
+        0.01, "proxy mode: seconds between polls of the upstream node while it has nothing", minimum=0.001
+    )
+    upstream_timeout: float = setting(
+        10.0, "proxy mode: an upstream that leaves a command unanswered this long is dropped (s)", minimum=0.1
+    )
+    workers: int = setting(
+        1, "processes on this host serving as one (a cluster sharing the reuseport: listeners)", minimum=1
+    )
+    cluster_self: str = setting("", "cluster mode: this node's entry in cluster_members")
+    cluster_members: list[str] = setting(
+        [], "cluster mode: host:port of every member's mutual-TLS listener, this node's included"
+    )
+    cluster_health_interval: float = setting(1.0, "cluster mode: seconds between health checks", minimum=0.05)
+    cluster_health_timeout: float = setting(
+        3.0, "cluster mode: a peer silent this long loses its shards (s)", minimum=0.1
     )
     admin_listen: list[str] = setting(
         ["tcp:12356:interface=127.0.0.1"], "endpoints of the admin HTTP API (keep it on loopback)"
@@ -83,11 +112,38 @@ class PubSubService(KrakenService):
     router: Router
 
 
+def child_arguments(options: Options) -> list[str]:
+    """This process's config file and command-line settings, for the other workers."""
+    args = ["--config", options["config"]] if options["config"] else []
+    for flag, value in options.opts.items():
+        if flag != "config" and value is not None:
+            args += [f"--{flag}", str(value)]
+    for key, value in options.overrides:
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> PubSubService:
     config = options.config
+    plan: Plan | None = None
+    if config.pubsub.workers > 1:
+        if config.pubsub.upstream or config.pubsub.cluster_members:
+            raise ConfigError("pubsub.workers: a proxy or a cluster member runs one process")
+        plan = Plan.make(config.pubsub.workers, config.listen, config.pubsub.websocket_listen)
+        config = replace(
+            config,
+            listen=[*config.listen, plan.peer_listener(0)],
+            pubsub=replace(config.pubsub, cluster_self=plan.members[0], cluster_members=plan.members),
+        )
     svc = PubSubService("pubsub", config, reactor)
     clock = svc.reactor
     cfg = config.pubsub
+    if plan is not None:
+        if svc.tls is None:
+            raise ConfigError("pubsub.workers needs the tls section: the workers talk mutual TLS")
+        workers = WorkerSupervisor(svc.reactor, plan, child_arguments(options))
+        workers.setName("workers")
+        workers.setServiceParent(svc)
     router = Router(
         clock,
         shards=cfg.num_router_shards,
@@ -98,6 +154,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
             per_command=cfg.max_topics_per_subscribe,
             per_connection=cfg.max_subscriptions_per_connection,
             server=cfg.max_subscriptions,
+            patterns_per_connection=cfg.max_patterns_per_connection,
+            patterns=cfg.max_patterns,
+            pattern_bytes=cfg.max_pattern_bytes,
         ),
     )
     limits = Limits(
@@ -126,10 +185,35 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> PubS
     )
     svc.listen_all("websocket", cfg.websocket_listen, push)
     svc.metrics.registry.register(PubSubCollector(svc.metrics.prefix, router, memcached, push))
-    admin = Admin(router, svc.log_control, cfg.num_router_shards)
+    link: UpstreamLink | None = None
+    cluster: Cluster | None = None
+    health = {"router": lambda: True}
+    if cfg.upstream and cfg.cluster_members:
+        raise ConfigError("pubsub: a node is a proxy (upstream) or in a cluster (cluster_members), not both")
+    if cfg.cluster_members:
+        parse_upstream(cfg.cluster_members, "cluster_members")
+        if cfg.cluster_self not in cfg.cluster_members:
+            raise ConfigError(f"pubsub.cluster_self: {cfg.cluster_self!r} is not one of cluster_members")
+        cluster = Cluster(
+            router, clock, cfg.cluster_self, cfg.cluster_members, cfg.upstream_poll_interval,
+            cfg.max_queue_bytes, cfg.cluster_health_timeout,
+        )
+        router.upstream = cluster
+        links = ClusterService(cluster, svc.tls, clock, cfg.cluster_health_interval)
+        links.setName("cluster")
+        links.setServiceParent(svc)
+    if cfg.upstream:
+        link = UpstreamLink(router, clock, cfg.upstream_poll_interval, cfg.max_queue_bytes)
+        router.upstream = link
+        upstream = UpstreamService(
+            link, parse_upstream(cfg.upstream), svc.tls, clock, timeout=cfg.upstream_timeout
+        )
+        upstream.setName("upstream")
+        upstream.setServiceParent(svc)
+        health["upstream"] = lambda: link is not None and link.connected
+    admin = Admin(router, svc.log_control, cfg.num_router_shards, link, cluster)
     site = make_site(
-        admin.routes(), svc.metrics, health_checks={"router": lambda: True}, http=config.http,
-        reactor=svc.reactor,
+        admin.routes(), svc.metrics, health_checks=health, http=config.http, reactor=svc.reactor,
     )
     svc.listen_all("admin", cfg.admin_listen, site)
     svc.router = router

@@ -3,7 +3,9 @@
 Client → server
   text frame, a JSON object: ``{"op": "subscribe"|"unsubscribe", "topics": [...]}``,
   ``{"op": "publish", "topics": [...], "payload": "text"}``, ``{"op": "register"}``,
-  ``{"op": "retro_subscribe", "since": <unix seconds>, "topics": [...]}``; an optional
+  ``{"op": "retro_subscribe", "since": <unix seconds>, "topics": [...]}``,
+  ``{"op": "psubscribe"|"punsubscribe", "patterns": [...]}``,
+  ``{"op": "retro_psubscribe", "since": <unix seconds>, "patterns": [...]}``; an optional
   ``"id"`` is echoed in the answer ``{"ok": true, "op": ..., "id": ..., "found": bool}`` or
   ``{"ok": false, "error": "..."}``.
   binary frame: a publish body (``MESSAGE`` records, exactly as ``set publish`` data).
@@ -38,7 +40,7 @@ from kraken.core.tls import SeesTLSLayer
 from kraken.core.transport import IStreamTransport
 from kraken.pubsub import wire
 from kraken.pubsub.admission import Admission, Refused
-from kraken.pubsub.router import OverLimit, Router
+from kraken.pubsub.router import OverLimit, Pending, Router
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.websocket")
@@ -113,11 +115,18 @@ class CommandError(ValueError):
     pass
 
 
-def _topics(message: dict[str, Any]) -> list[bytes]:
-    topics = message.get("topics", [])
+def _topics(message: dict[str, Any], field: str = "topics") -> list[bytes]:
+    topics = message.get(field, [])
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-        raise CommandError("'topics' must be a list of strings")
+        raise CommandError(f"'{field}' must be a list of strings")
     return [t.encode("utf-8") for t in topics]
+
+
+def _since(message: dict[str, Any]) -> float:
+    since = message.get("since")
+    if not isinstance(since, (int, float)) or isinstance(since, bool):
+        raise CommandError("'since' must be a Unix time in seconds")
+    return float(since)
 
 
 # autobahn's own bases disagree on the types of ``peer`` and its private transport details;
@@ -171,7 +180,11 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
                 raise CommandError("a command is a JSON object")
             answer = self._command(message)
             self.factory.router.flush()
-            self._answer(answer)
+            found = answer.get("found")
+            if isinstance(found, Pending):  # a proxy's upstream replay: answered when it is in
+                found.then(lambda found: self._answer({**answer, "found": found}))
+            else:
+                self._answer(answer)
             self.factory.admission.commanded(self, self.factory.clock.seconds())
         except JSONLimitError as e:
             self._answer({"ok": False, "error": f"the command {e}"})
@@ -196,17 +209,26 @@ class PushProtocol(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
                 raise CommandError("'payload' must be a string")
             router.publish(client, [(_topics(message), data.encode("utf-8"))])
         elif op == "register":
-            router.register(client)
+            waiting = router.register(client)
+            if waiting is not None:  # a proxy fetches its upstream's position: answer after it
+                registered: Pending[bool] = Pending()
+                waiting.then(lambda _: registered.resolve(True))
+                answer["found"] = registered
         elif op == "retro_subscribe":
-            since = message.get("since")
-            if not isinstance(since, (int, float)) or isinstance(since, bool):
-                raise CommandError("'since' must be a Unix time in seconds")
-            answer["found"] = router.retro_subscribe(client, float(since), _topics(message))
+            answer["found"] = router.retro_subscribe(client, _since(message), _topics(message))
+        elif op == "psubscribe":
+            answer["found"] = router.psubscribe(client, _topics(message, "patterns"))
+        elif op == "punsubscribe":
+            router.punsubscribe(client, _topics(message, "patterns"))
+        elif op == "retro_psubscribe":
+            answer["found"] = router.retro_psubscribe(client, _since(message), _topics(message, "patterns"))
         else:
             raise CommandError(f"unknown op {op!r}")
         return answer
 
     def _answer(self, answer: dict[str, Any]) -> None:
+        if self.client is None:  # closed while a proxy's upstream replay was awaited
+            return
         self.sendMessage(json.dumps(answer).encode("utf-8"), isBinary=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803

@@ -27,8 +27,12 @@ ERROR = b"ERROR\r\n"
 TOO_MANY_CLIENTS = b"SERVER_ERROR Too many clients\r\n"
 TOO_MANY_CLIENTS_FROM_ADDRESS = b"SERVER_ERROR Too many clients from this address\r\n"
 
-GET_KEYS = frozenset({b"messages", b"register"})
-SET_KEYS = frozenset({b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe"})
+GET_KEYS = frozenset({b"messages", b"register", b"position"})
+SET_KEYS = frozenset({
+    b"subscribe", b"unsubscribe", b"publish", b"register", b"retro_subscribe",
+    b"psubscribe", b"punsubscribe", b"retro_psubscribe",
+    b"proxy", b"peer",
+})
 
 DEFAULT_MAX_LINE = 4096
 DEFAULT_MAX_VALUE = 8 * 1024 * 1024
@@ -36,10 +40,13 @@ DEFAULT_MAX_VALUE = 8 * 1024 * 1024
 _COUNT = re.compile(rb"[+-]?[0-9]+\Z")
 # The common set line, matched in one go; anything else takes the general path.
 _SET_LINE = re.compile(
-    rb"set (subscribe|unsubscribe|publish|register|retro_subscribe)"
+    rb"set (subscribe|unsubscribe|publish|register|retro_subscribe|psubscribe|punsubscribe|retro_psubscribe"
+    rb"|proxy|peer)"
     rb" [^ \r\n]{1,64} [^ \r\n]{1,64} ([0-9]{1,12})\r\n"
 )
 _HORIZON = re.compile(rb"[0-9]+(\.[0-9]*)?\Z")
+# <seq>[.<upstream connection>][/<upstream position>]; a cluster's: <conn>-<position>,... per peer
+_POSITION = re.compile(rb"[0-9]{1,20}(\.[0-9]{1,10})?(/[0-9][0-9./,-]{0,600})?\Z")
 
 Record = tuple[list[bytes], bytes]
 
@@ -253,12 +260,17 @@ def single_record(data: bytes) -> tuple[bytes, bytes] | None:
     return topic, data[start:end]
 
 
-def parse_retro(data: bytes) -> tuple[float, list[bytes]]:
-    """``set retro_subscribe`` data: ``<unix seconds>\\r\\n<topics>`` (trailing spaces dropped)."""
+def parse_retro(data: bytes) -> tuple[float | bytes, list[bytes]]:
+    """``set retro_subscribe`` data: ``<unix seconds>\\r\\n<topics>`` (trailing spaces
+    dropped); instead of the time, ``@<position>`` as ``get position`` gave it."""
     pieces = data.split(CRLF)
     if len(pieces) != 2:
         raise WireError("retro_subscribe data must be <unix seconds>CRLF<topics>")
     horizon_text, topics = pieces
+    if horizon_text.startswith(b"@"):
+        if not _POSITION.match(horizon_text, 1):
+            raise WireError(f"position {horizon_text[:40]!r} is not one from get position")
+        return horizon_text[1:], _tokens(topics)
     if not _HORIZON.match(horizon_text):
         raise WireError(f"horizon {horizon_text[:40]!r} is not a Unix time in seconds")
     return float(horizon_text), _tokens(topics)
@@ -279,6 +291,10 @@ def value_reply(block: bytes) -> bytes:
     if not block:
         return END
     return b"VALUE messages 0 %d\r\n%sEND\r\n" % (len(block) - 2, block)
+
+
+def position_reply(token: bytes) -> bytes:
+    return b"VALUE position 0 %d\r\n%s\r\nEND\r\n" % (len(token), token)
 
 
 def set_command(key: bytes, data: bytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,5 +127,30 @@ def test_websocket_over_mutual_tls(servers: ServerProcess.Pool, pki: Path) -> An
     mc = yield connect_client(reactor, "127.0.0.1", proc.port("memcached"))
     yield mc.publish([([b"secure"], b"over tls")])
     assert (yield ws.frames.get()) == b"MESSAGE secure 8\r\nover tls\r\n"
+    ws.sendClose()
+    yield mc.quit()
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_pattern_subscriptions_and_pattern_replay(servers: ServerProcess.Pool, pki: Path) -> Any:
+    proc = servers.start("kraken-pubsub", pubsub_config(pki))
+    mc = yield connect_client(reactor, "127.0.0.1", proc.port("memcached"))
+    yield mc.publish([([b"metrics.cpu.host1"], b"early")])
+    ws = yield open_push(proc.port("websocket"))
+    assert (yield ws.command(op="register"))["ok"] is True
+    yield mc.publish([([b"metrics.cpu.host2"], b"after register"), ([b"logs.x"], b"no")])
+    answer = yield ws.command(op="psubscribe", patterns=["metrics.*.host2", "alerts.>"])
+    assert answer == {"ok": True, "op": "psubscribe", "found": True}
+    # replayed from the registered position, the pattern's topic named
+    assert (yield ws.frames.get()) == b"MESSAGE metrics.cpu.host2 14\r\nafter register\r\n"
+    yield mc.publish([([b"alerts.disk.full", b"metrics.mem.host2"], b"live")])
+    frame = yield ws.frames.get()
+    expected = [([b"alerts.disk.full"], b"live"), ([b"metrics.mem.host2"], b"live")]
+    assert sorted(wire.parse_publish(frame)) == expected
+    bad = yield ws.command(op="psubscribe", patterns=["a.>.b"])
+    assert bad["ok"] is False and "'>' must be the last token" in bad["error"]
+    assert (yield ws.command(op="punsubscribe", patterns=["alerts.>"]))["ok"] is True
+    retro = yield ws.command(op="retro_psubscribe", since=time.time() - 3600, patterns=["metrics.cpu.*"])
+    assert retro == {"ok": True, "op": "retro_psubscribe", "found": False}  # before the server started
     ws.sendClose()
     yield mc.quit()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from kraken.pubsub import wire
-from kraken.pubsub.testing import Conn, Harness
+from kraken.pubsub.testing import Conn
+from tests.unit import pubsub_topologies
+from tests.unit.pubsub_topologies import MakeHarness
+
+make = pubsub_topologies.make  # the fixture
 
 START = 1_700_000_000.0
 
@@ -25,8 +29,8 @@ def pairs(records: list[tuple[list[bytes], bytes]]) -> set[tuple[bytes, bytes]]:
 MSGS = (([b"t1", b"t2", b"other"], b"msg1"), ([b"t1", b"t2"], b"msg2"))
 
 
-def test_retro_basic_gives_filtered_records_in_publish_order() -> None:
-    h = Harness()
+def test_retro_basic_gives_filtered_records_in_publish_order(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     assert s.send(b"set register 0 0 0\r\n\r\n") == b"STORED\r\n"
     h.clock.advance(1)
@@ -39,8 +43,8 @@ def test_retro_basic_gives_filtered_records_in_publish_order() -> None:
     assert s.send(b"get messages\r\n") == wire.value_reply(block)
 
 
-def test_register_has_no_same_second_gap() -> None:
-    h = Harness()
+def test_register_has_no_same_second_gap(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     publish(p, *MSGS)  # same clock second as the register
@@ -48,8 +52,8 @@ def test_register_has_no_same_second_gap() -> None:
     assert pairs(received(s)) == {(b"t1", b"msg1"), (b"t2", b"msg1"), (b"t1", b"msg2"), (b"t2", b"msg2")}
 
 
-def test_register_cutoff_excludes_older_messages() -> None:
-    h = Harness()
+def test_register_cutoff_excludes_older_messages(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     publish(p, ([b"t1", b"t2"], b"old1"), ([b"t1"], b"old2"))
     s.send(b"set register 0 0 0\r\n\r\n")
@@ -59,8 +63,8 @@ def test_register_cutoff_excludes_older_messages() -> None:
     assert payloads == [b"msg1", b"msg1", b"msg2", b"msg2"]
 
 
-def test_offline_retro_basic_and_cutoff_with_fractional_horizon() -> None:
-    h = Harness()
+def test_offline_retro_basic_and_cutoff_with_fractional_horizon(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     publish(p, ([b"t1", b"t2"], b"old1"))
     h.clock.advance(0.25)
@@ -72,16 +76,16 @@ def test_offline_retro_basic_and_cutoff_with_fractional_horizon() -> None:
     assert pairs(received(s)) == {(b"t1", b"msg1"), (b"t2", b"msg1"), (b"t1", b"msg2"), (b"t2", b"msg2")}
 
 
-def test_horizon_before_start_is_not_found_but_subscription_stands() -> None:
-    h = Harness()
+def test_horizon_before_start_is_not_found_but_subscription_stands(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     assert s.send(wire.set_command(b"retro_subscribe", b"0\r\nt1")) == b"NOT_FOUND\r\n"
     publish(p, ([b"t1"], b"live"))
     assert received(s) == [([b"t1"], b"live")]
 
 
-def test_future_horizon_and_empty_topics_are_stored() -> None:
-    h = Harness()
+def test_future_horizon_and_empty_topics_are_stored(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     publish(p, ([b"t1"], b"x"))
     assert s.send(wire.set_command(b"retro_subscribe", b"%d\r\nt1" % (START + 100))) == b"STORED\r\n"
@@ -89,8 +93,8 @@ def test_future_horizon_and_empty_topics_are_stored() -> None:
     assert s.send(b"get messages\r\n") == b"END\r\n"
 
 
-def test_eviction_makes_only_the_affected_shard_not_found() -> None:
-    h = Harness(retained=2)
+def test_eviction_makes_only_the_affected_shard_not_found(make: MakeHarness) -> None:
+    h = make(retained=2)
     s, p = h.connect(), h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     for i in range(3):
@@ -109,8 +113,8 @@ def test_eviction_makes_only_the_affected_shard_not_found() -> None:
     assert s2.send(b"get messages\r\n") == b"END\r\n"
 
 
-def test_own_messages_are_not_replayed() -> None:
-    h = Harness()
+def test_own_messages_are_not_replayed(make: MakeHarness) -> None:
+    h = make()
     s = h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     publish(s, ([b"t9"], b"mine"))
@@ -118,8 +122,8 @@ def test_own_messages_are_not_replayed() -> None:
     assert s.send(b"get messages\r\n") == b"END\r\n"
 
 
-def test_what_arrived_live_is_not_replayed() -> None:
-    h = Harness()
+def test_what_arrived_live_is_not_replayed(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     s.send(wire.set_command(b"subscribe", b"other"))  # t2 and other share shard 2
     s.send(b"set register 0 0 0\r\n\r\n")
@@ -129,8 +133,8 @@ def test_what_arrived_live_is_not_replayed() -> None:
     assert received(s) == [([b"t2"], b"only-t2")]
 
 
-def test_a_gap_in_a_subscription_is_filled() -> None:
-    h = Harness()
+def test_a_gap_in_a_subscription_is_filled(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     s.send(wire.set_command(b"subscribe", b"other"))
     s.send(b"set register 0 0 0\r\n\r\n")
@@ -141,8 +145,8 @@ def test_a_gap_in_a_subscription_is_filled() -> None:
     assert received(s) == [([b"other"], b"live"), ([b"other"], b"missed")]
 
 
-def test_retro_subscribe_keeps_a_pending_register() -> None:
-    h = Harness()
+def test_retro_subscribe_keeps_a_pending_register(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     h.clock.advance(0.5)
@@ -153,8 +157,8 @@ def test_retro_subscribe_keeps_a_pending_register() -> None:
     assert received(s) == [([b"beta"], b"y")]
 
 
-def test_second_register_overwrites_the_first() -> None:
-    h = Harness()
+def test_second_register_overwrites_the_first(make: MakeHarness) -> None:
+    h = make()
     s, p = h.connect(), h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     publish(p, ([b"a"], b"before"))
@@ -164,8 +168,8 @@ def test_second_register_overwrites_the_first() -> None:
     assert received(s) == [([b"a"], b"after")]
 
 
-def test_no_retention_means_not_found_once_anything_was_published() -> None:
-    h = Harness(retained=0)
+def test_no_retention_means_not_found_once_anything_was_published(make: MakeHarness) -> None:
+    h = make(retained=0)
     s, p = h.connect(), h.connect()
     s.send(b"set register 0 0 0\r\n\r\n")
     assert s.send(wire.set_command(b"subscribe", b"beta")) == b"STORED\r\n"  # nothing was lost
