@@ -19,6 +19,7 @@ from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import make_http_client
+from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
@@ -91,6 +92,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     origins = OriginCluster(svc.reactor, index.origins, svc.tls) if index.origins else None
     backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
+    journal = open_journal(root / JOURNAL_FILE, svc.reactor, svc.metrics, "kraken-build-index")
     corrupt_entries = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store",
                                           ["store"])
 
@@ -99,9 +101,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if index.cluster:
         send = HTTPTagSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
-        duplicator = Duplicator(index.cluster, send, svc.reactor,
+        duplicator = Duplicator(index.cluster, send, journal,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc(),
-                                journal=root / "pending" / "duplicate", on_corrupt=corrupt("tag_copies"))
+                                legacy_markers=root / "pending" / "duplicate",
+                                on_corrupt=corrupt("tag_copies"))
         _StopDuplicator(duplicator).setServiceParent(svc)
     tags = TagService(TagStore(root / "tags", svc.metrics), root / "tmp", origins, backend, duplicator)
     if index.remotes:
@@ -110,9 +113,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         replicated = svc.metrics.counter("tag_replications", "replications to other clusters", ["outcome"])
         replicator = Replicator(
             _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls,
-            svc.reactor,
-            root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
-            journal=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
+            svc.reactor, root / "tmp", journal, on_result=lambda outcome: replicated.labels(outcome).inc(),
+            legacy_markers=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
         )
         tags.replicator = replicator
         _StopDuplicator(replicator).setServiceParent(svc)

@@ -2,8 +2,8 @@
 
 Fetches are deduplicated per digest (one in flight; callers see "fetching" until it is in
 the store) and a failed fetch is remembered for ``error_ttl`` seconds. Write-back to the
-namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: recorded on disk,
-retried with backoff until it succeeds, resumed after a restart.
+namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: committed to the
+origin's journal, retried with backoff until it succeeds, resumed after a restart.
 
 Every "is it here" goes through :class:`~kraken.core.verify.BlobVerifier`: a local copy that
 no longer matches its digest is quarantined, its seeding torrent dropped, and the blob
@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from kraken.backends.base import BackendRouter, BlobNotFound
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.core.journal import Journal
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.core.verify import BlobVerifier
@@ -67,6 +68,7 @@ class OriginBlobs:
         error_ttl: float = 15.0,
         writeback_retry: tuple[float, float] = (1.0, 300.0),
         verify_on_serve: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self.reactor = reactor
         self.cas = cas
@@ -82,8 +84,9 @@ class OriginBlobs:
         self.fetching: dict[str, Deferred[Any]] = {}
         self.failed: dict[str, tuple[float, str]] = {}
         self.writebacks = WriteBackQueue(
-            reactor, cas.root / "writeback", cas, backends, metrics, writeback_retry[0], writeback_retry[1],
-            verifier=self.verifier,
+            journal if journal is not None else Journal(":memory:", reactor), cas, backends,
+            writeback_retry[0], writeback_retry[1], verifier=self.verifier,
+            legacy_markers=cas.root / "writeback",
         )
         self.m_fetches = metrics.counter("backend_fetches", "blobs fetched from a backend", ["result"])
 

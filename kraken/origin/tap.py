@@ -12,6 +12,7 @@ from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
@@ -88,10 +89,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
     backends = BackendRouter.from_config(_resolve_backend_paths(origin.backends, base), reactor)
     cas = CAStore(origin.store)
+    journal = open_journal(cas.root / JOURNAL_FILE, reactor, svc.metrics, "kraken-origin")
     blobs = OriginBlobs(
         reactor, cas, backends, parse_thresholds(origin.piece_lengths), svc.metrics,
         writeback_retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
-        verify_on_serve=origin.verify_on_serve,
+        verify_on_serve=origin.verify_on_serve, journal=journal,
     )
     WriteBackService(blobs.writebacks).setServiceParent(svc)
     egress, ingress = buckets(config.bandwidth, reactor)
@@ -113,8 +115,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     corrupt = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
     replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http),
-                            journal=cas.root / "replicate", on_corrupt=corrupt.labels("replication").inc,
-                            clock=reactor, retry=(origin.writeback_retry_first, origin.writeback_retry_cap))
+                            journal, retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
+                            legacy_markers=cas.root / "replicate",
+                            on_corrupt=corrupt.labels("replication").inc)
     ReplicationService(replicator, reactor).setServiceParent(svc)
 
     blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]
@@ -134,7 +137,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         from twisted.application.internet import TimerService
 
         cleanup = TimerService(
-            origin.cleanup_interval, cas.cleanup, origin.cache_tti, keep=blobs.writebacks.holds
+            origin.cleanup_interval, cas.cleanup, origin.cache_tti,
+            keep=lambda d: blobs.writebacks.holds(d) or replicator.holds(d),
         )
         cleanup.setServiceParent(svc)
     return svc
