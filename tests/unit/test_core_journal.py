@@ -173,3 +173,24 @@ def test_an_added_task_survives_kill_9(tmp_path: Path) -> None:
     worker = Worker()
     assert Journal(path, Clock()).queue("wb", worker).resume() == 1
     assert worker.calls == [{"n": 1}]
+
+
+def test_kraken_queues_lists_depth_age_and_tasks(tmp_path: Path, capsys: Any) -> None:
+    from kraken.cli.main import main as kraken_cli
+
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path, Clock())
+    journal.queue("writeback", Worker(failures=10**6)).add("abc/team", {"digest": "sha256:abc"})
+    journal.queue("replication", Worker(hold=True)).add("abc>o2:1", {"owner": "o2:1"})
+    assert kraken_cli(["queues", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("replication: 1 pending, oldest ") and out[0].endswith("most attempts 0")
+    assert out[2].startswith("writeback: 1 pending") and out[2].endswith("most attempts 1")
+    assert "abc/team" in out[3] and "1 failed attempts  last error: " in out[3] and "down" in out[3]
+    assert kraken_cli(["queues", str(path), "--json", "--queue", "writeback"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["key"] == "abc/team" and row["payload"] == {"digest": "sha256:abc"} and row["attempts"] == 1
+    assert kraken_cli(["queues", str(tmp_path / "none.sqlite")]) == 1
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
+    assert kraken_cli(["queues", str(tmp_path / "junk.sqlite")]) == 1
+    assert "not a readable journal" in capsys.readouterr().err
