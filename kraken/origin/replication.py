@@ -31,6 +31,8 @@ class OriginPlacement:
     """This origin's place in its cluster: its own address, the ring, what peers dial.
 
     *ports* is the server's map of bound ports (filled once listening), read on each call.
+    *healthy* is the verdict of the active health checks on the other members
+    (:mod:`kraken.origin.membership`); this origin counts as healthy to itself.
     """
 
     def __init__(
@@ -48,6 +50,19 @@ class OriginPlacement:
         self.ports = ports
         self.peer_id = peer_id
         self.configured_address = self_address
+        self.healthy: Callable[[str], bool] = lambda address: True
+
+    def is_healthy(self, address: str) -> bool:
+        return address == self.self_address() or self.healthy(address)
+
+    def others(self) -> list[str]:
+        """The other members of the cluster (what the health checks probe)."""
+        me = self.self_address()
+        return [address for address in self.cluster if address != me]
+
+    def locations(self, d: Digest) -> list[str]:
+        """Where reads and uploads of *d* go: its healthy owners, else the next healthy member."""
+        return self.ring().locations(d.hex, self.is_healthy)
 
     def self_address(self) -> str:
         """This origin's ``host:port`` as the cluster lists it."""
@@ -57,7 +72,8 @@ class OriginPlacement:
         return Ring(self.cluster or [self.self_address()], self.max_replica)
 
     def other_owners(self, d: Digest) -> list[str]:
-        """The owners of *d* besides this origin, in ring order."""
+        """The owners of *d* besides this origin, in ring order, healthy or not (copies to a dead
+        owner wait in the replication queue until it is back)."""
         me = self.self_address()
         return [address for address in self.ring().locations(d.hex) if address != me]
 

@@ -7,15 +7,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from twisted.logger import Logger
+
 from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
-from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.config import (
+    ConfigError,
+    ConfigPath,
+    KrakenOptions,
+    ServerConfig,
+    listen_setting,
+    section,
+    setting,
+)
+from kraken.core.health import healthy_first
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
+from kraken.origin.membership import ClusterHealth, Membership, changed
 from kraken.origin.replication import OriginPlacement, ReplicationService, Replicator
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
@@ -33,6 +45,7 @@ from kraken.p2p.origins import OriginClient
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 
+log = Logger(namespace="kraken.origin.tap")
 CLIENT_ROLES = {"agent", "origin", "tracker", "proxy", "build-index", "client"}
 
 
@@ -55,6 +68,11 @@ class OriginSection:
     writeback_retry_first: float = setting(1.0, "seconds to the first write-back retry", minimum=0)
     writeback_retry_cap: float = setting(300.0, "longest wait between write-back retries", minimum=0)
     verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
+    health_interval: float = setting(2.0, "seconds between health checks of the other cluster members",
+                                     minimum=0.05)
+    health_timeout: float = setting(2.0, "seconds after which a health check failed", minimum=0.05)
+    health_fails: int = setting(3, "failed checks in a row that make a member unhealthy", minimum=1)
+    health_passes: int = setting(2, "good checks in a row that make it healthy again", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,16 +137,33 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                             legacy_markers=cas.root / "replicate",
                             on_corrupt=corrupt.labels("replication").inc)
     ReplicationService(replicator, reactor).setServiceParent(svc)
+    health = ClusterHealth(reactor, placement, http, svc.tls, svc.metrics, origin.health_interval,
+                           origin.health_timeout, origin.health_fails, origin.health_passes)
+    health.checker.setServiceParent(svc)
+    membership = Membership(reactor, placement, cas, replicator)
 
-    blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]
+    def reload_membership() -> None:
+        try:
+            new = options.reread().origin
+        except ConfigError as e:
+            log.error("kraken-origin: config reload refused, keeping the old membership: {e}", e=e)
+            return
+        changed(membership.apply(new.cluster, new.max_replica))
+
+    svc.reload_hooks.append(reload_membership)
+
+    blobs.replicas = lambda d: [
+        OriginClient(reactor, a, svc.tls, http)
+        for a in healthy_first(placement.other_owners(d), placement.is_healthy)
+    ]
     writers = set(origin.write_roles)
     api = OriginAPI(
-        blobs, placement.ring, placement.self_address, placement.peer_context, writers,
+        blobs, placement.locations, placement.self_address, placement.peer_context, writers,
         replicator.replicate, origin.max_upload_size,
     )
     site = make_site(
         api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api, http=config.http,
-        reactor=reactor,
+        reactor=reactor, ready_checks={"scheduler": scheduler.probe, "cluster_health": health.ready},
     )
     svc.listen_all("http", config.listen, site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", origin.peer_listen, PeerFactory(scheduler), allowed_roles={"agent", "origin"})

@@ -256,18 +256,18 @@ class TrackerAPI:
 
     @inlineCallbacks
     def _fetch_metainfo(self, namespace: str, d: Digest) -> Any:
-        """(status, body) of *d*'s metainfo from its first owner; a 200 is cached with its info hash."""
+        """(status, body) of *d*'s metainfo from the first owner that answers; a 200 is cached with its
+        info hash."""
         assert self.origins is not None
-        owners = yield self._owners(d)
-        status, body = yield owners[0].metainfo(namespace, d)
+        status, body, origin = yield self.origins.metainfo(namespace, d)
         if status == 200:
             try:
                 info_hash = MetaInfo.from_json(body).info_hash_hex
             except MetaInfoError as e:
                 self.m_bad_answers.labels("metainfo").inc()
-                if self.bad_origins.first("metainfo", owners[0].base):
+                if self.bad_origins.first("metainfo", origin):
                     log.warn("origin {o} sent unreadable metainfo for {d}: {e}; logged once per origin",
-                             o=owners[0].base, d=d, e=e)
+                             o=origin, d=d, e=e)
                 message = f"origin sent unreadable metainfo for {d}: {e}"
                 raise HTTPError(502, "ORIGIN_ERROR", message) from None
             self.metainfo_cache.put(d.hex, body, 300.0)
