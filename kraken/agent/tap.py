@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kraken.agent.blobs import AgentBlobs
+from kraken.agent.readiness import AgentReadiness
 from kraken.agent.registry import make_agent_registry
 from kraken.agent.server import AgentAPI
 from kraken.agent.tracker_client import TrackerClient
@@ -33,7 +34,9 @@ class AgentSection:
     store: ConfigPath = setting("run/agent/store", "cache and download directory")
     peer_listen: list[str] = setting(["tls:tcp:16001:interface=127.0.0.1"], "peer-wire endpoints (tls:)")
     advertise_host: str | None = setting(None, "address peers dial (default: the peer listener's interface)")
-    tracker: str = setting("127.0.0.1:15001", "tracker host:port (or URL)")
+    tracker: str = setting("127.0.0.1:15001", "tracker host:port (or URL); trackers, when set, wins")
+    trackers: list[str] = setting([], "several trackers (host:port or URL): each blob hashed to its own, "
+                                      "the next one when it does not answer")
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
     cache_ttl: float = setting(0.0, "delete blobs older than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
@@ -66,7 +69,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     reactor = svc.reactor
     agent = config.agent
     http = make_http_client(reactor, svc.tls, {"tracker"})
-    tracker = TrackerClient(reactor, agent.tracker, svc.tls, http)
+    tracker = TrackerClient(reactor, agent.trackers or agent.tracker, svc.tls, http)
     cas = CAStore(agent.store)
     blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics, agent.verify_on_serve)
     egress, ingress = buckets(config.bandwidth, reactor)
@@ -86,9 +89,13 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     tracker.ip = advertised_host(agent.advertise_host, agent.peer_listen)
 
     api = AgentAPI(blobs, scheduler, svc.metrics, SendfileSender(reactor))
+    build_index = config.registry.build_index if config.registry.listen else None
+    readiness = AgentReadiness(reactor, agent.trackers or [agent.tracker], build_index, svc.tls)
+    readiness.checker.setServiceParent(svc)
     site = make_site(
         api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
-        reactor=reactor,
+        reactor=reactor, ready_checks={"scheduler": scheduler.probe, "tracker": readiness.tracker_answers,
+                                       "build_index": readiness.build_index_answers},
     )
     svc.listen_all("http", config.listen, site, allowed_roles={"client", "agent"})
     for description in agent.peer_listen:
