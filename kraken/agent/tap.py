@@ -37,6 +37,9 @@ class AgentSection:
     tracker: str = setting("127.0.0.1:15001", "tracker host:port (or URL); trackers, when set, wins")
     trackers: list[str] = setting([], "several trackers (host:port or URL): each blob hashed to its own, "
                                       "the next one when it does not answer")
+    unavailable_timeout: float = setting(
+        60.0, "seconds a download waits for a tracker and an origin to answer before it fails", minimum=0
+    )
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
     cache_ttl: float = setting(0.0, "delete blobs older than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
@@ -69,7 +72,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     reactor = svc.reactor
     agent = config.agent
     http = make_http_client(reactor, svc.tls, {"tracker"})
-    tracker = TrackerClient(reactor, agent.trackers or agent.tracker, svc.tls, http)
+    tracker = TrackerClient(reactor, agent.trackers or agent.tracker, svc.tls, http,
+                            unavailable_timeout=agent.unavailable_timeout)
     cas = CAStore(agent.store)
     blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics, agent.verify_on_serve)
     egress, ingress = buckets(config.bandwidth, reactor)

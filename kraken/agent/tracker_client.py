@@ -12,6 +12,7 @@ swarm again from its announces.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
@@ -38,6 +40,16 @@ def tracker_failed(error: BaseException) -> bool:
     return not isinstance(error, (BlobNotFound, BadJSONResponse, ValueError))
 
 
+def _unavailable(error: BaseException) -> bool:
+    """No tracker answered, or the tracker reached no origin (``503``): worth asking again later."""
+    if isinstance(error, HTTPStatusError):
+        return error.status == 503
+    return tracker_failed(error)
+
+
+log = Logger(namespace="kraken.agent.tracker_client")
+
+
 class TrackerClient:
     def __init__(
         self,
@@ -48,6 +60,7 @@ class TrackerClient:
         poll_timeout: float = 900.0,
         request_timeout: float = 30.0,
         fail_timeout: float = 10.0,
+        unavailable_timeout: float = 60.0,
     ) -> None:
         self.reactor = reactor
         addresses = [address] if isinstance(address, str) else list(address)
@@ -58,6 +71,7 @@ class TrackerClient:
         self.health = PassiveFilter(reactor, fails=1, fail_timeout=fail_timeout)
         self.http = http
         self.poll_timeout = poll_timeout
+        self.unavailable_timeout = unavailable_timeout
         self.request_timeout = request_timeout  # a silent tracker must not stall announces forever
         self.peer_id = b""
         self.ip = "127.0.0.1"
@@ -87,10 +101,27 @@ class TrackerClient:
 
     @inlineCallbacks
     def metainfo(self, namespace: str, d: Digest) -> Any:
-        """The blob's metainfo; waits (1 s, x1.3, at most 5 s apart) while origins answer 202."""
+        """The blob's metainfo; waits (1 s, x1.3, at most 5 s apart) while origins answer 202.
+
+        While no tracker answers, or they answer ``503`` (no origin reachable), it asks again for
+        up to ``unavailable_timeout`` seconds: a download started while every origin restarts
+        goes on once they are back.
+        """
         waited, delay = 0.0, 0.2
+        unavailable, pause = 0.0, 0.25
+        ask = partial(self._get_metainfo, namespace=namespace, d=d)
         while True:
-            response, body, url = yield self._on_each(d, lambda base: self._get_metainfo(base, namespace, d))
+            try:
+                response, body, url = yield self._on_each(d, ask)
+            except Exception as e:
+                if not _unavailable(e) or unavailable >= self.unavailable_timeout:
+                    raise
+                log.info("metainfo of {d}: no tracker or origin available ({e}); asking again in {p:.2f}s",
+                         d=d, e=e, p=pause)
+                yield deferLater(self.reactor, pause, lambda: None)
+                unavailable += pause
+                pause = min(pause * 1.5, 2.0)
+                continue
             if response.code == 200:
                 try:
                     mi = MetaInfo.from_json(body)
@@ -108,7 +139,7 @@ class TrackerClient:
             delay = min(delay * 1.3, 5.0)
 
     @inlineCallbacks
-    def _get_metainfo(self, base: str, namespace: str, d: Digest) -> Any:
+    def _get_metainfo(self, base: str, *, namespace: str, d: Digest) -> Any:
         url = f"{base}/namespace/{quote(namespace, safe='')}/blobs/{d}/metainfo"
         response = yield self.http.get(url, timeout=self.request_timeout)
         body = yield read_body(response, url, MAX_METAINFO_BYTES)
