@@ -136,7 +136,8 @@ class Cluster:
         self.agents: list[ServerProcess] = []
 
     def agent(self, name: str, **extra: Any) -> ServerProcess:
-        config = agent_config(self.pki, self.root / name, self.tracker_ports[0], **extra)
+        scheduler = {"seeder_announce_interval": 0.5, **extra.pop("scheduler", {})}
+        config = agent_config(self.pki, self.root / name, self.tracker_ports[0], scheduler=scheduler, **extra)
         config["agent"]["trackers"] = [f"127.0.0.1:{p}" for p in self.tracker_ports]
         config["agent"]["unavailable_timeout"] = 20.0
         proc = self.servers.start("kraken-agent", config, name=name)
