@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.application.internet import TimerService
+
 from kraken.agent.blobs import AgentBlobs
 from kraken.agent.readiness import AgentReadiness
 from kraken.agent.registry import make_agent_registry
@@ -11,6 +13,7 @@ from kraken.agent.server import AgentAPI
 from kraken.agent.tracker_client import TrackerClient
 from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.eviction import EvictionPolicy, Evictor
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.reactor import IServerReactor
@@ -43,6 +46,10 @@ class AgentSection:
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
     cache_ttl: float = setting(0.0, "delete blobs older than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
+    disk_high_water: float = setting(0.0, "store utilisation (0..1) at which least recently read blobs are "
+                                          "evicted (0 = no limit)", minimum=0)
+    disk_low_water: float = setting(0.0, "evict down to this utilisation (0 = high water - 0.1)", minimum=0)
+    store_capacity: int = setting(0, "bytes the store may use (0 = its filesystem's size)", minimum=0)
     verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
 
 
@@ -107,12 +114,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     tracker.port_of = lambda: svc.ports.get("peer", 0)
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
 
-    if agent.cache_tti > 0 or agent.cache_ttl > 0:
-        from twisted.application.internet import TimerService
-
-        TimerService(
-            agent.cleanup_interval, cas.cleanup, agent.cache_tti, agent.cache_ttl
-        ).setServiceParent(svc)
+    policy = EvictionPolicy(agent.cache_tti, agent.cache_ttl, agent.disk_high_water, agent.disk_low_water,
+                            agent.store_capacity)
+    evictor = Evictor(reactor, cas, policy, svc.metrics, busy=blobs.busy, before_delete=blobs.let_go)
+    if evictor.enabled:
+        TimerService(agent.cleanup_interval, evictor.run).setServiceParent(svc)
 
     registry = config.registry
     if registry.listen:

@@ -78,6 +78,7 @@ class OriginBlobs:
         self.scheduler: Scheduler | None = None  # the P2P scheduler seeding our blobs
         self.replicas: Callable[[Digest], Sequence[Replica]] | None = None  # the other owners of a digest
         self.damaged: set[str] = set()  # quarantined here and not fetched again yet
+        self.pending_copy: Callable[[Digest], bool] = lambda d: False  # a copy to another owner waits
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
@@ -223,6 +224,20 @@ class OriginBlobs:
         """Verify and store an upload, then make its metainfo."""
         yield self._thread(self.cas.commit_upload, uid, d, True)
         yield self.metainfo(d)
+
+    # -- disk management ---------------------------------------------------------------------------
+    def busy(self, d: Digest) -> bool:
+        """Whether eviction must keep *d*: fetched, awaiting write-back or a copy, or seeded to a peer."""
+        if d.hex in self.fetching or self.writebacks.holds(d) or self.pending_copy(d):
+            return True
+        controls = self.scheduler.controls_of(d) if self.scheduler is not None else []
+        return any(ctl.conns or ctl.dialing for ctl in controls)
+
+    def let_go(self, d: Digest) -> None:
+        """Stop seeding *d* (it is about to be evicted)."""
+        if self.scheduler is not None:
+            for ctl in self.scheduler.controls_of(d):
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} evicted"))
 
     def write_back(self, namespace: str, d: Digest) -> None:
         """Have the backend of *namespace* receive *d*; recorded on disk before this returns."""

@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.logger import Logger
 
 from kraken.backends.base import BackendRouter
@@ -20,6 +21,7 @@ from kraken.core.config import (
     section,
     setting,
 )
+from kraken.core.eviction import EvictionPolicy, Evictor
 from kraken.core.health import healthy_first
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
@@ -63,7 +65,12 @@ class OriginSection:
         [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins"
     )
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
+    cache_ttl: float = setting(0.0, "delete blobs stored longer than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
+    disk_high_water: float = setting(0.0, "store utilisation (0..1) at which least recently read blobs are "
+                                          "evicted (0 = no limit)", minimum=0)
+    disk_low_water: float = setting(0.0, "evict down to this utilisation (0 = high water - 0.1)", minimum=0)
+    store_capacity: int = setting(0, "bytes the store may use (0 = its filesystem's size)", minimum=0)
     max_upload_size: int = setting(64 * 1024**3, "largest upload in bytes", minimum=0)
     writeback_retry_first: float = setting(1.0, "seconds to the first write-back retry", minimum=0)
     writeback_retry_cap: float = setting(300.0, "longest wait between write-back retries", minimum=0)
@@ -152,6 +159,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
 
     svc.reload_hooks.append(reload_membership)
 
+    blobs.pending_copy = replicator.holds
     blobs.replicas = lambda d: [
         OriginClient(reactor, a, svc.tls, http)
         for a in healthy_first(placement.other_owners(d), placement.is_healthy)
@@ -168,12 +176,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     svc.listen_all("http", config.listen, site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", origin.peer_listen, PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
-    if origin.cache_tti > 0:
-        from twisted.application.internet import TimerService
-
-        cleanup = TimerService(
-            origin.cleanup_interval, cas.cleanup, origin.cache_tti,
-            keep=lambda d: blobs.writebacks.holds(d) or replicator.holds(d),
-        )
-        cleanup.setServiceParent(svc)
+    policy = EvictionPolicy(origin.cache_tti, origin.cache_ttl, origin.disk_high_water, origin.disk_low_water,
+                            origin.store_capacity)
+    evictor = Evictor(reactor, cas, policy, svc.metrics, busy=blobs.busy, before_delete=blobs.let_go)
+    if evictor.enabled:
+        TimerService(origin.cleanup_interval, evictor.run).setServiceParent(svc)
     return svc

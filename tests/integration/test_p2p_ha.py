@@ -242,3 +242,32 @@ def test_sighup_membership_change_copies_moved_blobs_to_their_new_owners(
         path = f"/internal/namespace/{NS_PATH}/blobs/{d}?local=true"
         there = wait_for(lambda p=path: request(newcomer, "HEAD", p, pki=c.pki)[0] == 200)
         assert there, c.origins[0].log()[-3000:]
+
+
+def test_an_origin_over_its_high_water_mark_evicts_but_never_a_blob_awaiting_write_back(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool
+) -> None:
+    c = Cluster(servers, pki, tmp_path, origins=1, store_capacity=3 * MiB, disk_high_water=0.9,
+                disk_low_water=0.5, cleanup_interval=0.3)
+    port = c.origin_ports[0]
+    pending = os.urandom(MiB)
+    p = Digest.of_bytes(pending)
+    (c.backend / p.hex / "in-the-way").mkdir(parents=True)  # its write-back fails for now
+    assert c.push(pending) == p
+    others = [os.urandom(MiB + i) for i in range(3)]
+    digests = [c.push(data) for data in others]
+    assert wait_for(lambda: all(c.written_back(d) for d in digests))
+
+    def local(d: Digest) -> bool:
+        path = f"/internal/namespace/{NS_PATH}/blobs/{d}?local=true"
+        return request(port, "HEAD", path, pki=c.pki)[0] == 200
+
+    assert wait_for(lambda: not any(local(d) for d in digests)), "4 MiB of 3: the written-back blobs go"
+    assert local(p), "the blob awaiting its write-back stays"
+    text = request(port, "GET", "/metrics", pki=c.pki)[1].decode()
+    assert metric(text, 'kraken_origin_evictions_total{reason="disk"}') == 3
+    agent = c.agent("a0")
+    assert c.pull(agent, digests[0]) == (200, others[0])  # fetched again from the backend
+    shutil.rmtree(c.backend / p.hex)
+    assert wait_for(lambda: c.written_back(p))
+    assert c.pull(agent, p) == (200, pending)
