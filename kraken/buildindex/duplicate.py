@@ -83,13 +83,15 @@ class Duplicator:
         """Copies not yet made, by task key."""
         return {t.key: t.payload for t in self.queue.tasks.values()}
 
-    def tag_stored(self, repo: str, tag: str, digest: str, neighbours: Iterable[str] | None = None) -> None:
-        """Queue the copy of ``repo:tag -> digest`` to *neighbours* (default all), committed on return."""
+    def tag_stored(
+        self, repo: str, tag: str, digest: str, neighbours: Iterable[str] | None = None, delay: float = 0.0
+    ) -> None:
+        """Queue the copy of ``repo:tag -> digest`` to *neighbours* (default all), committed on return;
+        the first attempt *delay* seconds later."""
         targets = self.neighbours if neighbours is None else neighbours
         self.queue.add_many(
-            (task_key(n, repo, tag), {"neighbour": n, "repo": repo, "tag": tag, "digest": digest})
-            for n in targets
-        )
+            ((task_key(n, repo, tag), {"neighbour": n, "repo": repo, "tag": tag, "digest": digest})
+             for n in targets), delay)
 
     def resume(self) -> int:
         """Start the copies a previous run left for our neighbours (others wait in the journal); how many."""

@@ -63,11 +63,12 @@ class Replicator:
         """Start the replications a previous run left pending (see :meth:`Duplicator.resume`)."""
         return self.queue.resume()
 
-    def tag_stored(self, repo: str, tag: str, digest: str) -> None:
+    def tag_stored(self, repo: str, tag: str, digest: str, delay: float = 0.0) -> None:
+        """Queue the replication of the tag to every remote whose patterns match it (durably)."""
         name = f"{repo}:{tag}"
         remotes = [r for r, patterns in self.routes.items() if any(p.match(name) for p in patterns)]
         if remotes:
-            self.queue.tag_stored(repo, tag, digest, remotes)
+            self.queue.tag_stored(repo, tag, digest, remotes, delay)
 
     def stop(self) -> None:
         self.queue.stop()

@@ -37,6 +37,9 @@ class BuildIndexSection:
         {}, "remote build-index host:port -> [repo:tag regexes] replicated there"
     )
     origin: str | None = setting(None, "origin address other clusters replicate to (default: origins[0])")
+    replica_delay: float = setting(
+        10.0, "seconds before a neighbour's tag copy is replicated to remotes by this one too", minimum=0
+    )
     allowed_roles: list[str] = setting(
         ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
     )
@@ -117,6 +120,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             legacy_markers=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
         )
         tags.replicator = replicator
+        tags.replica_delay = index.replica_delay
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)

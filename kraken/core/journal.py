@@ -186,8 +186,8 @@ class DurableQueue:
         """Commit the task durably, then run it (at once, or after the attempt now running)."""
         self.add_many([(key, payload)])
 
-    def add_many(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Several tasks in one durable commit."""
+    def add_many(self, entries: Iterable[tuple[str, dict[str, Any]]], delay: float = 0.0) -> None:
+        """Several tasks in one durable commit; their first attempt *delay* seconds from now."""
         now = self.clock.seconds()
         added = []
         with _Transaction(self.db):
@@ -217,7 +217,11 @@ class DurableQueue:
             if task.call is not None and task.call.active():
                 task.call.cancel()
             task.call = None
-            if not task.running:
+            if task.running:
+                continue
+            if delay > 0 and not self.stopped:
+                task.call = self.clock.callLater(delay, self._make_ready, task)
+            else:
                 self._make_ready(task)
 
     def resume(self, accept: Callable[[dict[str, Any]], bool] | None = None) -> int:
