@@ -49,6 +49,7 @@ class Replicator:
         on_result: Callable[[str], None] | None = None,
         legacy_markers: Path | None = None,
         on_corrupt: Callable[[], None] | None = None,
+        retry: tuple[float, float] = (0.5, 60.0),
     ) -> None:
         self.tags = tags
         self.http = http
@@ -56,7 +57,7 @@ class Replicator:
         self.reactor = clock
         self.scratch = scratch
         self.routes = {remote: [re.compile(p) for p in patterns] for remote, patterns in remotes.items()}
-        self.queue = Duplicator(list(remotes), self.replicate, journal, "tag_replication",
+        self.queue = Duplicator(list(remotes), self.replicate, journal, "tag_replication", retry[0], retry[1],
                                 on_result=on_result, legacy_markers=legacy_markers, on_corrupt=on_corrupt)
 
     def resume(self) -> int:

@@ -37,6 +37,8 @@ class BuildIndexSection:
         {}, "remote build-index host:port -> [repo:tag regexes] replicated there"
     )
     origin: str | None = setting(None, "origin address other clusters replicate to (default: origins[0])")
+    retry_first: float = setting(0.5, "seconds to the first retry of a tag copy or replication", minimum=0)
+    retry_cap: float = setting(60.0, "longest wait between retries (they never give up)", minimum=0.01)
     replica_delay: float = setting(
         10.0, "seconds before a neighbour's tag copy is replicated to remotes by this one too", minimum=0
     )
@@ -104,7 +106,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if index.cluster:
         send = HTTPTagSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
-        duplicator = Duplicator(index.cluster, send, journal,
+        duplicator = Duplicator(index.cluster, send, journal, first_delay=index.retry_first,
+                                max_delay=index.retry_cap,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc(),
                                 legacy_markers=root / "pending" / "duplicate",
                                 on_corrupt=corrupt("tag_copies"))
@@ -118,6 +121,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
             _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls,
             svc.reactor, root / "tmp", journal, on_result=lambda outcome: replicated.labels(outcome).inc(),
             legacy_markers=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
+            retry=(index.retry_first, index.retry_cap),
         )
         tags.replicator = replicator
         tags.replica_delay = index.replica_delay

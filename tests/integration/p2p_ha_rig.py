@@ -105,7 +105,7 @@ class Cluster:
 
     def __init__(
         self, servers: ServerProcess.Pool, pki: Path, root: Path, origins: int = 2, trackers: int = 1,
-        max_replica: int = 2, peer_store: str = "memory", **origin_extra: Any,
+        max_replica: int = 2, peer_store: str = "memory", prefix: str = "", **origin_extra: Any,
     ) -> None:
         self.servers = servers
         self.pki = pki
@@ -122,7 +122,7 @@ class Cluster:
                                    **{**HEALTH, **origin_extra})
             config["listen"] = [f"tls:tcp:{port}:interface=127.0.0.1"]
             config["origin"]["backends"].insert(0, {"namespace": "down/.*", "backend": DEAD_S3})
-            self.origins.append(servers.start("kraken-origin", config, name=f"o{i}"))
+            self.origins.append(servers.start("kraken-origin", config, name=f"{prefix}o{i}"))
         self.tracker_ports = free_ports(trackers)
         self.trackers: list[ServerProcess] = []
         for i, port in enumerate(self.tracker_ports):
@@ -132,11 +132,12 @@ class Cluster:
                 "tracker": {"origins": self.cluster, "announce_interval": 0.5, "origin_cache_ttl": 1.0,
                             "peer_store": peer_store},
             }
-            self.trackers.append(servers.start("kraken-tracker", config, name=f"t{i}"))
+            self.trackers.append(servers.start("kraken-tracker", config, name=f"{prefix}t{i}"))
         self.agents: list[ServerProcess] = []
 
     def agent(self, name: str, **extra: Any) -> ServerProcess:
-        scheduler = {"seeder_announce_interval": 0.5, **extra.pop("scheduler", {})}
+        # an origin wiped and restarted refuses a peer until it fetched the blob again: redial soon
+        scheduler = {"seeder_announce_interval": 0.5, "redial_after": 1.0, **extra.pop("scheduler", {})}
         config = agent_config(self.pki, self.root / name, self.tracker_ports[0], scheduler=scheduler, **extra)
         config["agent"]["trackers"] = [f"127.0.0.1:{p}" for p in self.tracker_ports]
         config["agent"]["unavailable_timeout"] = 20.0
