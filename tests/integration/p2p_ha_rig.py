@@ -105,7 +105,8 @@ class Cluster:
 
     def __init__(
         self, servers: ServerProcess.Pool, pki: Path, root: Path, origins: int = 2, trackers: int = 1,
-        max_replica: int = 2, peer_store: str = "memory", prefix: str = "", **origin_extra: Any,
+        max_replica: int = 2, peer_store: str = "memory", prefix: str = "", origin_egress: int = 0,
+        **origin_extra: Any,
     ) -> None:
         self.servers = servers
         self.pki = pki
@@ -122,6 +123,7 @@ class Cluster:
                                    **{**HEALTH, **origin_extra})
             config["listen"] = [f"tls:tcp:{port}:interface=127.0.0.1"]
             config["origin"]["backends"].insert(0, {"namespace": "down/.*", "backend": DEAD_S3})
+            config["bandwidth"] = {"egress_bits_per_sec": origin_egress}
             self.origins.append(servers.start("kraken-origin", config, name=f"{prefix}o{i}"))
         self.tracker_ports = free_ports(trackers)
         self.trackers: list[ServerProcess] = []

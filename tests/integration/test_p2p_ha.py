@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis as redis_client
 
 from kraken.core.digest import Digest
@@ -170,10 +171,11 @@ def test_kill_9_of_an_origin_mid_upload_serves_no_partial_blob_and_the_retry_suc
     assert c.pull(c.agent("a1"), d) == (200, data)
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_tracker_under_load_downloads_finish_through_the_other(
     pki: Path, tmp_path: Path, servers: ServerProcess.Pool
 ) -> None:
-    c = Cluster(servers, pki, tmp_path, trackers=2)
+    c = Cluster(servers, pki, tmp_path, trackers=2, origin_egress=30_000_000)  # about 4 s of downloads
     blobs = [os.urandom(3 * MiB + i) for i in range(4)]
     digests = [c.push(b) for b in blobs]
     agents = [c.agent(f"a{i}") for i in range(3)]
@@ -185,6 +187,8 @@ def test_kill_9_of_a_tracker_under_load_downloads_finish_through_the_other(
     threads = [threading.Thread(target=pull, args=(i, j)) for i in range(3) for j in range(4)]
     for t in threads:
         t.start()
+    time.sleep(1.5)
+    assert not results, "the downloads are still running"
     c.trackers[0].kill()
     for t in threads:
         t.join(90)

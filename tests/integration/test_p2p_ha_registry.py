@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.integration.p2p_ha_rig import Cluster, request, wait_for
 from tests.integration.registry_support import Image, build_oci_layout, sha256, skopeo
 from tests.support import ServerProcess, free_ports, tls_section
@@ -80,6 +82,7 @@ def test_push_then_restart_the_proxy_with_a_wiped_disk_and_pull(
     assert pull_matches(image, p.port("registry"), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_ha_end_to_end_backend_down_restarts_then_wiped_disks(
     pki: Path, tmp_path: Path, servers: ServerProcess.Pool
 ) -> None:
@@ -116,6 +119,7 @@ def _wait_for_tag(pki: Path, port: int, tag: str, digest: str, timeout: float = 
                          == (200, digest.encode()), timeout))
 
 
+@pytest.mark.slow
 def test_two_clusters_replicate_once_the_remote_build_index_is_back(
     pki: Path, tmp_path: Path, servers: ServerProcess.Pool
 ) -> None:
