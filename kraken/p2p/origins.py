@@ -307,12 +307,14 @@ class OriginCluster:
         return _NEXT
 
     @inlineCallbacks
-    def upload(self, namespace: str, digest: Digest, path: str) -> Any:
+    def upload(
+        self, namespace: str, digest: Digest, path: str, progress: Callable[[int], None] | None = None
+    ) -> Any:
         """Upload to the first owner that accepts it (next owner on failure); the owner's base URL."""
 
         @inlineCallbacks
         def attempt(client: OriginClient) -> Any:
-            yield client.upload(namespace, digest, path)
+            yield client.upload(namespace, digest, path, progress)
             return client.base
 
         base = yield self._each_owner(digest, attempt)
