@@ -95,6 +95,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     index = config.buildindex
     root = Path(index.storage)
     origins = OriginCluster(svc.reactor, index.origins, svc.tls) if index.origins else None
+    if origins is not None:  # SIGHUP: a new buildindex.origins list
+        svc.on_config_reload(options.reread,
+                             lambda new: origins.set_members(new.buildindex.origins or origins.members))
     backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
     journal = open_journal(root / JOURNAL_FILE, svc.reactor, svc.metrics, "kraken-build-index")

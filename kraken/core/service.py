@@ -27,7 +27,7 @@ from twisted.python import log as legacy_log
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from kraken.core.config import ServerConfig
+from kraken.core.config import ConfigError, ServerConfig
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
@@ -194,6 +194,21 @@ class KrakenService(MultiService):
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.reload)
+
+    def on_config_reload(self, reread: Callable[[], Any], apply: Callable[[Any], None]) -> None:
+        """On SIGHUP, *apply* the configuration *reread* returns; one that does not parse is logged
+        and the running one kept."""
+
+        def hook() -> None:
+            try:
+                config = reread()
+            except ConfigError as e:
+                log.error("{server}: config reload refused, keeping the running settings: {e}",
+                          server=self.server, e=e)
+                return
+            apply(config)
+
+        self.reload_hooks.append(hook)
 
     def reload(self) -> None:
         """SIGHUP: the TLS files, then every reload hook (each logs its own failure)."""

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import TimerService
-from twisted.logger import Logger
 
 from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
 from kraken.core.config import (
-    ConfigError,
     ConfigPath,
     KrakenOptions,
     ServerConfig,
@@ -47,7 +45,6 @@ from kraken.p2p.origins import OriginClient
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 
-log = Logger(namespace="kraken.origin.tap")
 CLIENT_ROLES = {"agent", "origin", "tracker", "proxy", "build-index", "client"}
 
 
@@ -149,15 +146,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     health.checker.setServiceParent(svc)
     membership = Membership(reactor, placement, cas, replicator)
 
-    def reload_membership() -> None:
-        try:
-            new = options.reread().origin
-        except ConfigError as e:
-            log.error("kraken-origin: config reload refused, keeping the old membership: {e}", e=e)
-            return
-        changed(membership.apply(new.cluster, new.max_replica))
-
-    svc.reload_hooks.append(reload_membership)
+    svc.on_config_reload(
+        options.reread, lambda new: changed(membership.apply(new.origin.cluster, new.origin.max_replica))
+    )
 
     blobs.pending_copy = replicator.holds
     blobs.replicas = lambda d: [

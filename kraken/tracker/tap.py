@@ -67,6 +67,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         raise SystemExit(f"kraken-tracker: config error: tracker.peer_store: {tracker.peer_store!r} is "
                          "neither memory nor a redis:// URL")
     origins = OriginCluster(svc.reactor, tracker.origins, svc.tls) if tracker.origins else None
+    if origins is not None:  # SIGHUP: a new tracker.origins list
+        svc.on_config_reload(options.reread,
+                             lambda new: origins.set_members(new.tracker.origins or origins.members))
     api = TrackerAPI(
         svc.reactor,
         store,

@@ -246,6 +246,11 @@ def test_sighup_membership_change_copies_moved_blobs_to_their_new_owners(
         path = f"/internal/namespace/{NS_PATH}/blobs/{d}?local=true"
         there = wait_for(lambda p=path: request(newcomer, "HEAD", p, pki=c.pki)[0] == 200)
         assert there, c.origins[0].log()[-3000:]
+    # a config that does not parse is refused and the running membership kept
+    c.origins[0].config_file.write_text("origin: {cluster: [unclosed")
+    c.origins[0].send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "config reload refused" in c.origins[0].log())
+    assert c.owners(moved[0]) == [newcomer]
 
 
 def test_an_origin_over_its_high_water_mark_evicts_but_never_a_blob_awaiting_write_back(
