@@ -135,9 +135,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if index.cluster:
         send_referrer = HTTPReferrerSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         copied = svc.metrics.counter("referrer_copies", "referrer changes sent to neighbours", ["outcome"])
-        referrer_copies = Duplicator(index.cluster, send_referrer, svc.reactor,
+        referrer_copies = Duplicator(index.cluster, send_referrer, journal, "referrer_copies",
+                                     first_delay=index.retry_first, max_delay=index.retry_cap,
                                      on_result=lambda outcome: copied.labels(outcome).inc(),
-                                     journal=root / "pending" / "referrers",
+                                     legacy_markers=root / "pending" / "referrers",
                                      on_corrupt=corrupt("referrer_copies"))
         _StopDuplicator(referrer_copies).setServiceParent(svc)
     ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies).register(api.router)
