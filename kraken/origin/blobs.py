@@ -79,6 +79,7 @@ class OriginBlobs:
         self.replicas: Callable[[Digest], Sequence[Replica]] | None = None  # the other owners of a digest
         self.damaged: set[str] = set()  # quarantined here and not fetched again yet
         self.pending_copy: Callable[[Digest], bool] = lambda d: False  # a copy to another owner waits
+        self.committing: dict[str, int] = {}  # uploads being stored, not yet queued for write-back
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
@@ -221,14 +222,25 @@ class OriginBlobs:
     # -- uploads -------------------------------------------------------------------------------
     @inlineCallbacks
     def commit_upload(self, uid: str, d: Digest) -> Any:
-        """Verify and store an upload, then make its metainfo."""
-        yield self._thread(self.cas.commit_upload, uid, d, True)
-        yield self.metainfo(d)
+        """Verify and store an upload, then make its metainfo.
+
+        Until it returns the blob counts as busy (eviction keeps it): the caller records its
+        write-back in the same reactor turn as this fires."""
+        self.committing[d.hex] = self.committing.get(d.hex, 0) + 1
+        try:
+            yield self._thread(self.cas.commit_upload, uid, d, True)
+            yield self.metainfo(d)
+        finally:
+            left = self.committing.pop(d.hex) - 1
+            if left:
+                self.committing[d.hex] = left
 
     # -- disk management ---------------------------------------------------------------------------
     def busy(self, d: Digest) -> bool:
         """Whether eviction must keep *d*: fetched, awaiting write-back or a copy, or seeded to a peer."""
-        if d.hex in self.fetching or self.writebacks.holds(d) or self.pending_copy(d):
+        if d.hex in self.fetching or d.hex in self.committing:
+            return True
+        if self.writebacks.holds(d) or self.pending_copy(d):
             return True
         controls = self.scheduler.controls_of(d) if self.scheduler is not None else []
         return any(ctl.conns or ctl.dialing for ctl in controls)
