@@ -81,6 +81,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     http = make_http_client(reactor, svc.tls, {"tracker"})
     tracker = TrackerClient(reactor, agent.trackers or agent.tracker, svc.tls, http,
                             unavailable_timeout=agent.unavailable_timeout)
+    svc.on_config_reload(options.reread,  # SIGHUP: a new tracker list
+                         lambda new: tracker.set_trackers(new.agent.trackers or [new.agent.tracker]))
     cas = CAStore(agent.store)
     blobs = AgentBlobs(reactor, PieceStore(cas), tracker, svc.metrics, agent.verify_on_serve)
     egress, ingress = buckets(config.bandwidth, reactor)

@@ -63,11 +63,8 @@ class TrackerClient:
         unavailable_timeout: float = 60.0,
     ) -> None:
         self.reactor = reactor
-        addresses = [address] if isinstance(address, str) else list(address)
-        if not addresses:
-            raise ValueError("an agent needs at least one tracker")
-        self.bases = {base_url(a, tls): a for a in addresses}
-        self.ring = Ring(list(self.bases), 1)
+        self.tls = tls
+        self.set_trackers([address] if isinstance(address, str) else list(address))
         self.health = PassiveFilter(reactor, fails=1, fail_timeout=fail_timeout)
         self.http = http
         self.poll_timeout = poll_timeout
@@ -76,6 +73,13 @@ class TrackerClient:
         self.peer_id = b""
         self.ip = "127.0.0.1"
         self.port_of: Callable[[], int] = lambda: 0
+
+    def set_trackers(self, addresses: list[str]) -> None:
+        """The trackers to use from now on (a config reload)."""
+        if not addresses:
+            raise ValueError("an agent needs at least one tracker")
+        self.bases = {base_url(a, self.tls): a for a in addresses}
+        self.ring = Ring(list(self.bases), 1)
 
     def trackers_for(self, d: Digest) -> list[str]:
         """Base URLs of the trackers to ask about *d*, its own first, those failing lately last."""

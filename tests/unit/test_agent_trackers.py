@@ -67,3 +67,14 @@ def test_a_blob_asks_its_tracker_then_the_next_and_a_failing_one_goes_last(track
     with pytest.raises(HTTPStatusError):
         yield client.metainfo("ns", D)  # none answers and no wait is allowed: the last failure
     assert trackers.asked[4:] == order
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_new_tracker_list_takes_effect_at_once(trackers: Trackers) -> Any:
+    client = TrackerClient(Clock(), "t1:1", None, StubTreq(trackers))  # type: ignore[arg-type]
+    yield client.metainfo("ns", D)
+    client.set_trackers(["t9:9"])
+    yield client.metainfo("ns", D)
+    assert trackers.asked == ["t1", "t9"]
+    with pytest.raises(ValueError):
+        client.set_trackers([])
