@@ -77,6 +77,15 @@ class OriginPlacement:
         me = self.self_address()
         return [address for address in self.ring().locations(d.hex) if address != me]
 
+    def stand_ins(self, d: Digest) -> list[str]:
+        """Healthy members after the owners of *d* in its rendezvous order, one for each owner found
+        unhealthy: they hold a copy while it is down, so *d* keeps ``max_replica`` live copies."""
+        ranked = self.ring().ranked(d.hex)
+        owners, rest = ranked[: self.max_replica], ranked[self.max_replica :]
+        down = sum(1 for o in owners if not self.is_healthy(o))
+        me = self.self_address()
+        return [n for n in rest if n != me and self.is_healthy(n)][:down]
+
     def peer_context(self) -> dict[str, Any]:
         """How peers reach this origin's seeder (``/internal/peercontext``)."""
         port = self.ports.get("peer")
@@ -121,8 +130,12 @@ class Replicator:
                                    group=lambda p: Digest.parse(p["digest"]).hex)
 
     def replicate(self, d: Digest, owners: list[str] | None = None) -> None:
-        """Queue copies of *d* to *owners* (default: every other owner), committed before this returns."""
-        targets = self.placement.other_owners(d) if owners is None else owners
+        """Queue copies of *d* to *owners* (default: every other owner, and a stand-in for each owner
+        that is down), committed before this returns."""
+        if owners is None:
+            targets = self.placement.other_owners(d) + self.placement.stand_ins(d)
+        else:
+            targets = owners
         self.queue.add_many((task_key(d, o), {"digest": str(d), "owner": o}) for o in targets)
 
     def holds(self, d: Digest) -> bool:

@@ -96,6 +96,11 @@ def test_reads_and_uploads_go_to_the_healthy_owners_else_the_next_healthy_member
     down.add(ranked[2])
     assert placement.locations(d) == [me]  # this origin is healthy to itself
     assert placement.other_owners(d) == ranked[:2]  # copies still go to the real owners (queued)
+    assert placement.stand_ins(d) == []  # no other healthy member to stand in (this one is last)
+    down.discard(ranked[2])
+    assert placement.stand_ins(d) == [ranked[2]]  # two owners down, one healthy member left
+    down.clear()
+    assert placement.stand_ins(d) == []
     assert placement.others() == [a for a in CLUSTER if a != me]
 
 
