@@ -17,6 +17,7 @@ import pytest
 import redis as redis_client
 
 from kraken.core.digest import Digest
+from kraken.core.hashring import Ring
 from kraken.core.journal import read_rows
 from tests.integration.p2p_ha_rig import NS_PATH, Cluster, RedisServer, metric, request, wait_for
 from tests.support import ServerProcess
@@ -114,13 +115,22 @@ def test_one_of_two_owners_stopped_download_and_upload_work(
     assert c.pull(c.agent("a0"), d) == (200, data)
     status, body = request(survivor.port("http"), "GET", "/ready", pki=c.pki)
     assert status == 200, body
+    # a new blob one of whose owners is down: the third origin stands in with a copy meanwhile
+    third = next(p for p in c.origin_ports if p not in (first, second))
+    while True:
+        extra = os.urandom(256 * 1024)
+        x = Digest.of_bytes(extra)
+        if f"127.0.0.1:{first}" in Ring(c.cluster, 2).locations(x.hex) and third != c.owners(x)[0]:
+            break
+    assert c.push(extra) == x
+    path = f"/internal/namespace/{NS_PATH}/blobs/{x}?local=true"
+    assert wait_for(lambda: request(third, "HEAD", path, pki=c.pki)[0] == 200), "the stand-in has a copy"
     # an upload whose owners are both down goes to the next healthy origin on the ring
     while True:
         other = os.urandom(MiB)
         if c.owners(Digest.of_bytes(other))[0] == second:  # owned by the survivor and the dead one
             break
     survivor.kill()
-    third = next(p for p in c.origin_ports if p not in (first, second))
     e = Digest.of_bytes(other)
     assert wait_for(lambda: c.owners(e) == [third])
     assert c.push(other) == e
