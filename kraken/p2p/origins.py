@@ -267,7 +267,9 @@ class OriginCluster:
     def _address(self, client: OriginClient) -> str:
         return next((a for a, c in self.clients.items() if c is client), client.base)
 
-    def _failed(self, client: OriginClient, error: BaseException) -> None:
+    def failed(self, client: OriginClient, error: BaseException) -> None:
+        """Tell the passive filter that a request to *client* failed with *error* (for callers that
+        walk the owners themselves)."""
         if member_failed(error):
             self.health.failed(self._address(client))
 
@@ -280,7 +282,7 @@ class OriginCluster:
             try:
                 hosts = yield client.locations(digest)
             except Exception as e:
-                self._failed(client, e)
+                self.failed(client, e)
                 last = e
                 continue
             self.health.succeeded(address)
@@ -297,7 +299,7 @@ class OriginCluster:
             try:
                 result = yield attempt(client)
             except Exception as e:
-                self._failed(client, e)
+                self.failed(client, e)
                 last = e
                 continue
             if result is not _NEXT:
