@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -391,6 +392,104 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         cleanup()
 
 
+CHAOS_ORIGINS = [f"{SUBNET}.{i}" for i in (1, 2, 3)]
+CHAOS_TRACKERS = [f"{SUBNET}.{i}" for i in (254, 253)]
+
+
+def _fetch_and_hash(agent_ns: list[str], url: str, timeout: int) -> tuple[float, list[str]]:
+    """Every agent downloads *url* at once; the time until the last is done, and each body's SHA-256."""
+    started = time.monotonic()
+    procs = [subprocess.Popen(in_ns(ns, "sh", "-c", f"curl -sf -m {timeout} {url} | sha256sum"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for ns in agent_ns]
+    _procs.extend(procs)
+    hashes = []
+    for p in procs:
+        out, err = p.communicate()
+        hashes.append(out.decode().split(" ")[0] if p.returncode == 0 else f"failed: {err.decode()[:200]}")
+    return time.monotonic() - started, hashes
+
+
+def chaos_round(
+    n: int, size: int, rate: int, root: Path, blob: Path, digest: Digest, faults: bool
+) -> dict[str, Any]:
+    """Three origins (two owners per blob) and two trackers; with *faults*, the blob's first owner and
+    its tracker are killed (-9) 2 s into the distribution."""
+    from kraken.core.hashring import Ring
+
+    sh("ip", "netns", "add", BRIDGE_NS)
+    _namespaces.append(BRIDGE_NS)
+    sh(*in_ns(BRIDGE_NS, "ip", "link", "add", "br0", "type", "bridge"))
+    sh(*in_ns(BRIDGE_NS, "ip", "link", "set", "br0", "up"))
+    run = root / f"chaos{n}{'f' if faults else ''}"
+    pki = root / "pki"
+    try:
+        tracker_ns = [add_host(int(ip.rsplit(".", 1)[1]), ip, None) for ip in CHAOS_TRACKERS]
+        origin_ns = [add_host(int(ip.rsplit(".", 1)[1]), ip, rate) for ip in CHAOS_ORIGINS]
+        agent_ns = [add_host(10 + i, f"{SUBNET}.{10 + i}", rate) for i in range(n)]
+        cluster = [f"{ip}:15002" for ip in CHAOS_ORIGINS]
+        origins, trackers = [], []
+        for i, (ns, ip) in enumerate(zip(origin_ns, CHAOS_ORIGINS)):
+            certs.issue(pki, f"origin{i}", "origin", hosts=[ip])
+            origins.append(start(ns, "kraken-origin", {
+                "listen": [f"tls:tcp:15002:interface={ip}"], "tls": tls(pki, f"origin{i}"),
+                "origin": {"store": str(run / f"origin{i}"), "peer_listen": [f"tls:tcp:15003:interface={ip}"],
+                           "piece_lengths": {0: PIECE_LENGTH[0]}, "cluster": cluster,
+                           "self_address": cluster[i], "max_replica": 2, "health_interval": 0.5,
+                           "health_timeout": 1.0, "health_fails": 2},
+                "scheduler": ORIGIN_SCHEDULER,
+            }, run / f"origin{i}-run"))
+        for i, (ns, ip) in enumerate(zip(tracker_ns, CHAOS_TRACKERS)):
+            certs.issue(pki, f"tracker{i}", "tracker", hosts=[ip])
+            trackers.append(start(ns, "kraken-tracker", {
+                "listen": [f"tls:tcp:15001:interface={ip}"], "tls": tls(pki, f"tracker{i}"),
+                "tracker": {"origins": cluster, "announce_interval": 1.0, "origin_cache_ttl": 2.0},
+            }, run / f"tracker{i}-run"))
+        for i, ns in enumerate(agent_ns):
+            certs.issue(pki, f"agent{i}", "agent", hosts=[f"{SUBNET}.{10 + i}"])
+            start(ns, "kraken-agent", {
+                "listen": ["tcp:16000:interface=127.0.0.1"], "tls": tls(pki, f"agent{i}"),
+                "agent": {"store": str(run / f"agent{i}"),
+                          "trackers": [f"{ip}:15001" for ip in CHAOS_TRACKERS],
+                          "peer_listen": [f"tls:tcp:16001:interface={SUBNET}.{10 + i}"]},
+                "registry": {"listen": []},
+                "scheduler": {"pipeline_limit": PIPELINE[0], "redial_after": 2.0, **AGENT_SCHEDULER},
+            }, run / f"agent{i}-run")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        push = subprocess.run(
+            in_ns(origin_ns[0], PY, "-m", "kraken.cli.main", "blob", "push", str(blob), "--origin",
+                  cluster[0], "--pki", str(pki), "--namespace", "bench"),
+            capture_output=True, text=True, env=env)
+        if push.returncode != 0:
+            raise RuntimeError(push.stderr)
+        owners = Ring(cluster, 2).locations(digest.hex)
+        c = pki / "client"
+        second = owners[1].split(":")[0]
+        local = f"https://{owners[1]}/internal/namespace/bench/blobs/{digest}?local=true"
+        for _ in range(600):  # the second owner's copy has landed
+            probe = in_ns(origin_ns[CHAOS_ORIGINS.index(second)], "curl", "-sfI", "--cacert",
+                          str(pki / "ca.pem"), "--cert", f"{c}.pem", "--key", f"{c}.key", local)
+            if subprocess.run(probe, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        victim_origin = origins[cluster.index(owners[0])]
+        victim_tracker = trackers[[f"https://{ip}:15001" for ip in CHAOS_TRACKERS].index(
+            Ring([f"https://{ip}:15001" for ip in CHAOS_TRACKERS], 1).ranked(digest.hex)[0])]
+        killer = None
+        if faults:
+            def kill() -> None:
+                victim_origin.kill()
+                victim_tracker.kill()
+            killer = threading.Timer(2.0, kill)
+            killer.start()
+        url = f"http://127.0.0.1:16000/namespace/bench/blobs/{digest}"
+        took, hashes = _fetch_and_hash(agent_ns, url, int(120 + 5 * size * 8 / (rate * 1e6)))
+        if killer is not None:
+            killer.join()
+        return {"time": took, "identical": sum(h == digest.hex for h in hashes), "hashes": hashes}
+    finally:
+        cleanup()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -416,6 +515,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) at the end")
     parser.add_argument("--mtu", type=int, default=1500, help="MTU of every emulated link")
     parser.add_argument("--piece-mb", type=float, default=0.5, help="origin piece length in MiB")
+    parser.add_argument("--chaos", action="store_true",
+                        help="three origins and two trackers: time the swarm without faults, then with the "
+                             "blob's first owner and its tracker killed 2 s in")
     parser.add_argument("--cc", default="cubic",
                         help="TCP congestion control of every emulated host (default: Linux's own default)")
     args = parser.parse_args()
@@ -453,6 +555,8 @@ def main() -> int:
                 f.write(os.urandom(1024 * 1024))
         digest = Digest.of_file(blob)
         ideal = size * 8 / (args.rate_mbit * 1e6)
+        if args.chaos:
+            return chaos_table(args, size, ideal, root, blob, digest)
         print(f"blob {args.size_mb} MiB ({args.piece_mb:g} MiB pieces), links {args.rate_mbit} Mbit/s"
               f" up and down; ideal S/B = {ideal:.2f}s")
         print(f"{'N':>3} {'http s':>8} {'kraken s':>9} {'http/ideal':>11} {'kraken/ideal':>13}"
@@ -473,6 +577,27 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def chaos_table(
+    args: argparse.Namespace, size: int, ideal: float, root: Path, blob: Path, digest: Digest
+) -> int:
+    print(f"blob {args.size_mb} MiB ({args.piece_mb:g} MiB pieces), links {args.rate_mbit} Mbit/s up and"
+          f" down, 3 origins (2 owners), 2 trackers; ideal S/B = {ideal:.2f}s")
+    print(f"{'N':>3} {'no faults s':>12} {'efficiency':>11} {'faults s':>9} {'efficiency':>11}"
+          f" {'faults/no faults':>17} {'identical':>10}")
+    worst = 0
+    for n in args.agents:
+        calm = chaos_round(n, size, args.rate_mbit, root, blob, digest, faults=False)
+        hit = chaos_round(n, size, args.rate_mbit, root, blob, digest, faults=True)
+        same = f"{calm['identical'] + hit['identical']}/{2 * n}"
+        print(f"{n:>3} {calm['time']:>12.2f} {ideal / calm['time']:>10.0%} {hit['time']:>9.2f}"
+              f" {ideal / hit['time']:>10.0%} {hit['time'] / calm['time']:>17.2f} {same:>10}", flush=True)
+        for h in calm["hashes"] + hit["hashes"]:
+            if h != digest.hex:
+                print(f"    a download differs: {h}")
+                worst = 1
+    return worst
 
 
 if __name__ == "__main__":

@@ -153,6 +153,19 @@ class AgentBlobs:
             log.info("resuming {d}: {n} of {t} pieces on disk", d=d, n=torrent.have.count(), t=mi.num_pieces)
         return self.scheduler.add_download(torrent, namespace)
 
+    def busy(self, d: Digest) -> bool:
+        """Whether eviction must keep *d*: being downloaded, or seeded to a peer right now."""
+        if d.hex in self.starting:
+            return True
+        controls = self.scheduler.controls_of(d) if self.scheduler is not None else []
+        return any(not ctl.finished or ctl.conns or ctl.dialing for ctl in controls)
+
+    def let_go(self, d: Digest) -> None:
+        """Stop seeding *d* (it is about to be evicted)."""
+        if self.scheduler is not None:
+            for ctl in self.scheduler.controls_of(d):
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} evicted"))
+
     def delete(self, d: Digest) -> bool:
         assert self.scheduler is not None
         for ctl in self.scheduler.controls_of(d):

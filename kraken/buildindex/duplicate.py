@@ -1,34 +1,28 @@
 """Copies of every stored tag to the neighbour build-indexes of the same cluster.
 
 After a tag is stored (not when it arrives as a duplicate), each neighbour gets
-``PUT /internal/duplicate/tags/<repo:tag>/digest/<d>``; failures are retried with exponential
-backoff on the injected clock, up to ``attempts`` times, and then counted and logged. A newer
-digest for the same tag replaces a pending older one, so neighbours never move a tag back.
-
-With a *journal* directory each pending copy is also a marker file there, written (synced)
-before the tag is acknowledged and removed when the copy is done or given up: copies a crash
-interrupted start again at the next start (:meth:`Duplicator.resume`). An unreadable marker is
-set aside as ``.bad``, logged and counted.
+``PUT /internal/duplicate/tags/<repo:tag>/digest/<d>``. Each copy is a task of a durable queue
+of the build-index's journal (:mod:`kraken.core.journal`): committed before the tag is
+acknowledged, retried with capped exponential backoff until it lands, resumed at every start.
+A newer digest for the same tag replaces a pending older one, so neighbours never move a tag
+back. The same :class:`Duplicator` carries the cross-cluster replication
+(:mod:`kraken.buildindex.replicate`) with another *send*.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from kraken.core.cas import write_atomically
 from kraken.core.httpclient import HTTPStatusError, base_url
+from kraken.core.journal import Journal, import_markers
 from kraken.core.tls import TLSSettings
 
 log = Logger(namespace="kraken.buildindex.duplicate")
@@ -57,130 +51,68 @@ class HTTPTagSender:
         return body.addCallback(check)
 
 
-def _marker_name(task: _Task) -> str:
-    key = "\0".join((task.neighbour, task.repo, task.tag)).encode()
-    return hashlib.sha256(key).hexdigest()[:32] + ".json"
-
-
-@dataclass
-class _Task:
-    neighbour: str
-    repo: str
-    tag: str
-    digest: str
-    attempt: int = 0
-    call: IDelayedCall | None = None
+def task_key(neighbour: str, repo: str, tag: str) -> str:
+    return f"{neighbour}/{repo}:{tag}"
 
 
 class Duplicator:
+    """Copies of stored tags to *neighbours*: the queue *name* of *journal*, retried until they land."""
+
     def __init__(
         self,
         neighbours: list[str],
         send: Send,
-        clock: IReactorTime,
-        attempts: int = 8,
+        journal: Journal,
+        name: str = "tag_copies",
         first_delay: float = 0.5,
         max_delay: float = 60.0,
         on_result: Callable[[str], None] | None = None,
-        journal: Path | None = None,
+        legacy_markers: Path | None = None,
         on_corrupt: Callable[[], None] | None = None,
     ) -> None:
-        self.journal = journal
-        if journal is not None:
-            journal.mkdir(parents=True, exist_ok=True)
-        self.on_corrupt = on_corrupt or (lambda: None)
         self.neighbours = neighbours
         self.send = send
-        self.clock = clock
-        self.attempts = attempts
-        self.first_delay = first_delay
-        self.max_delay = max_delay
         self.on_result = on_result or (lambda outcome: None)
-        self.pending: dict[tuple[str, str, str], _Task] = {}
+        self.legacy_markers = legacy_markers
+        self.on_corrupt = on_corrupt
+        self.queue = journal.queue(name, self._copy, first_delay, max_delay)
+        self.queue.on_done.append(lambda key, payload, result: self.on_result(result))
 
-    def tag_stored(self, repo: str, tag: str, digest: str) -> None:
-        for neighbour in self.neighbours:
-            key = (neighbour, repo, tag)
-            old = self.pending.pop(key, None)
-            if old is not None and old.call is not None and old.call.active():
-                old.call.cancel()
-            task = _Task(neighbour, repo, tag, digest)
-            self.pending[key] = task
-            self._record(task)
-            self._try(task)
+    @property
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Copies not yet made, by task key."""
+        return {t.key: t.payload for t in self.queue.tasks.values()}
+
+    def tag_stored(
+        self, repo: str, tag: str, digest: str, neighbours: Iterable[str] | None = None, delay: float = 0.0
+    ) -> None:
+        """Queue the copy of ``repo:tag -> digest`` to *neighbours* (default all), committed on return;
+        the first attempt *delay* seconds later."""
+        targets = self.neighbours if neighbours is None else neighbours
+        self.queue.add_many(
+            ((task_key(n, repo, tag), {"neighbour": n, "repo": repo, "tag": tag, "digest": digest})
+             for n in targets), delay)
 
     def resume(self) -> int:
-        """Start the copies whose markers a previous run left (for our neighbours); how many."""
-        if self.journal is None:
-            return 0
-        started = 0
-        for path in sorted(self.journal.glob("*.json")):
-            try:
-                record = json.loads(path.read_bytes())
-                task = _Task(str(record["neighbour"]), str(record["repo"]), str(record["tag"]),
-                             str(record["digest"]))
-                if path.name != _marker_name(task):
-                    raise ValueError("marker name does not match its content")
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                aside = path.with_suffix(".bad")
-                os.replace(path, aside)
-                self.on_corrupt()
-                log.error("unreadable tag-copy marker moved to {aside}: {error}", aside=str(aside),
-                          error=str(e))
-                continue
-            key = (task.neighbour, task.repo, task.tag)
-            if task.neighbour not in self.neighbours or key in self.pending:
-                continue
-            self.pending[key] = task
-            self._try(task)
-            started += 1
-        if started:
-            log.info("resumed {n} pending tag copies", n=started)
-        return started
+        """Start the copies a previous run left for our neighbours (others wait in the journal); how many."""
+        if self.legacy_markers is not None:
+            import_markers(self.legacy_markers, self.queue, _legacy_task, self.on_corrupt)
+        return self.queue.resume(lambda payload: payload.get("neighbour") in self.neighbours)
 
-    def _record(self, task: _Task) -> None:
-        if self.journal is not None:
-            record = {"neighbour": task.neighbour, "repo": task.repo, "tag": task.tag, "digest": task.digest}
-            write_atomically(self.journal / _marker_name(task), json.dumps(record).encode())
+    def _copy(self, payload: dict[str, Any]) -> Deferred[Any]:
+        sent = maybeDeferred(self.send, str(payload["neighbour"]), str(payload["repo"]), str(payload["tag"]),
+                             str(payload["digest"]))
+        return sent.addCallbacks(lambda _: "ok", self._failed, errbackArgs=(payload,))
 
-    def _forget(self, task: _Task) -> None:
-        del self.pending[(task.neighbour, task.repo, task.tag)]
-        if self.journal is not None:
-            (self.journal / _marker_name(task)).unlink(missing_ok=True)
-
-    def _try(self, task: _Task) -> None:
-        task.call = None
-        task.attempt += 1
-        d = maybeDeferred(self.send, task.neighbour, task.repo, task.tag, task.digest)
-        d.addCallbacks(lambda _: self._done(task), lambda f: self._failed(task, f))
-
-    def _current(self, task: _Task) -> bool:
-        return self.pending.get((task.neighbour, task.repo, task.tag)) is task
-
-    def _done(self, task: _Task) -> None:
-        if self._current(task):
-            self._forget(task)
-        self.on_result("ok")
-
-    def _failed(self, task: _Task, failure: Any) -> None:
-        if not self._current(task):
-            return
-        if task.attempt >= self.attempts:
-            self._forget(task)
-            log.error("gave up copying {repo}:{tag} to {neighbour} after {n} attempts: {error}",
-                      repo=task.repo, tag=task.tag, neighbour=task.neighbour, n=task.attempt,
-                      error=failure.getErrorMessage())
-            self.on_result("gave_up")
-            return
-        delay = min(self.first_delay * 2 ** (task.attempt - 1), self.max_delay)
-        log.warn("copying {repo}:{tag} to {neighbour} failed ({error}); retry in {delay}s",
-                 repo=task.repo, tag=task.tag, neighbour=task.neighbour, error=failure.getErrorMessage(),
-                 delay=delay)
+    def _failed(self, failure: Failure, payload: dict[str, Any]) -> Failure:
         self.on_result("retry")
-        task.call = self.clock.callLater(delay, self._try, task)
+        return failure
 
     def stop(self) -> None:
-        for task in self.pending.values():
-            if task.call is not None and task.call.active():
-                task.call.cancel()
-        self.pending.clear()
+        self.queue.stop()
+
+
+def _legacy_task(record: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+    neighbour, repo, tag, digest = (str(record[k]) for k in ("neighbour", "repo", "tag", "digest"))
+    payload = {"neighbour": neighbour, "repo": repo, "tag": tag, "digest": digest}
+    return [(task_key(neighbour, repo, tag), payload)]

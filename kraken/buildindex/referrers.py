@@ -11,9 +11,10 @@
   applied without being passed on; ``build-index`` certificates only.
 
 Every change a client makes is copied to the neighbours of ``buildindex.cluster`` by the
-tags' :class:`~kraken.buildindex.duplicate.Duplicator` (retries with backoff, journaled,
-resumed after a restart), keyed by ``<subject>/<referrer>`` so the latest change of one
-referrer (added, then removed) is the one that lands.
+tags' :class:`~kraken.buildindex.duplicate.Duplicator` (the durable queue ``referrer_copies``:
+retried with backoff until it lands, resumed after a restart), keyed by
+``<subject>/<referrer>`` so the latest change of one referrer (added, then removed) is the one
+that lands.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Replication of tags to the build-indexes of other clusters, blobs first.
 
 ``remotes`` maps a remote build-index (``host:port``) to the ``repo:tag`` patterns it takes.
-For each stored tag that matches, a task (retried with backoff by a :class:`Duplicator`)
-asks the remote for the tag; if it already points at the same digest nothing is done.
+For each stored tag that matches, a task (a :class:`Duplicator`'s: durable in the journal,
+retried with backoff until it lands) asks the remote for the tag; if it already points at the
+same digest nothing is done.
 Otherwise the remote names its origin cluster (``GET /origin``), every blob the manifest
 needs that the remote origins lack is copied there from ours (namespace = repository), and
 the tag is ``PUT`` on the remote build-index, which checks it and replicates it onwards.
@@ -28,6 +29,7 @@ from kraken.buildindex.duplicate import Duplicator
 from kraken.buildindex.tags import TagService
 from kraken.core.digest import Digest
 from kraken.core.httpclient import HTTPStatusError, base_url
+from kraken.core.journal import Journal
 from kraken.core.tls import TLSSettings
 from kraken.p2p.origins import OriginCluster
 
@@ -43,35 +45,34 @@ class Replicator:
         tls: TLSSettings | None,
         clock: IReactorTime,
         scratch: Path,
+        journal: Journal,
         on_result: Callable[[str], None] | None = None,
-        journal: Path | None = None,
+        legacy_markers: Path | None = None,
         on_corrupt: Callable[[], None] | None = None,
+        retry: tuple[float, float] = (0.5, 60.0),
     ) -> None:
         self.tags = tags
         self.http = http
         self.tls = tls
         self.reactor = clock
         self.scratch = scratch
-        self.routes: list[tuple[list[re.Pattern[str]], Duplicator]] = []
-        for remote, patterns in remotes.items():
-            compiled = [re.compile(p) for p in patterns]
-            queue = Duplicator([remote], self.replicate, clock, on_result=on_result, journal=journal,
-                               on_corrupt=on_corrupt)
-            self.routes.append((compiled, queue))
+        self.routes = {remote: [re.compile(p) for p in patterns] for remote, patterns in remotes.items()}
+        self.queue = Duplicator(list(remotes), self.replicate, journal, "tag_replication", retry[0], retry[1],
+                                on_result=on_result, legacy_markers=legacy_markers, on_corrupt=on_corrupt)
 
     def resume(self) -> int:
         """Start the replications a previous run left pending (see :meth:`Duplicator.resume`)."""
-        return sum(queue.resume() for _, queue in self.routes)
+        return self.queue.resume()
 
-    def tag_stored(self, repo: str, tag: str, digest: str) -> None:
+    def tag_stored(self, repo: str, tag: str, digest: str, delay: float = 0.0) -> None:
+        """Queue the replication of the tag to every remote whose patterns match it (durably)."""
         name = f"{repo}:{tag}"
-        for patterns, queue in self.routes:
-            if any(p.match(name) for p in patterns):
-                queue.tag_stored(repo, tag, digest)
+        remotes = [r for r, patterns in self.routes.items() if any(p.match(name) for p in patterns)]
+        if remotes:
+            self.queue.tag_stored(repo, tag, digest, remotes, delay)
 
     def stop(self) -> None:
-        for _, queue in self.routes:
-            queue.stop()
+        self.queue.stop()
 
     @inlineCallbacks
     def _get(self, url: str, ok: tuple[int, ...] = (200,)) -> Any:

@@ -35,7 +35,7 @@ class MissingDependency(Exception):
 class TagListener(Protocol):
     """Told of each tag a client stores (the cross-cluster replicator)."""
 
-    def tag_stored(self, repo: str, tag: str, digest: str) -> None: ...
+    def tag_stored(self, repo: str, tag: str, digest: str, delay: float = 0.0) -> None: ...
 
 
 class TagService:
@@ -48,6 +48,7 @@ class TagService:
         duplicator: Duplicator | None = None,
     ) -> None:
         self.replicator: TagListener | None = None
+        self.replica_delay = 10.0  # seconds before a duplicate's replication is first tried
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -89,14 +90,17 @@ class TagService:
 
     @inlineCallbacks
     def put(self, repo: str, tag: str, digest: str, duplicate: bool = False) -> Any:
-        """Store a tag; a *duplicate* (a neighbour's copy) skips the checks and is not passed on."""
+        """Store a tag; a *duplicate* (a neighbour's copy) skips the checks, is not copied to the
+        neighbours again, and is replicated to remote clusters only after ``replica_delay``."""
         if not duplicate:
             yield self.dependencies(repo, digest)
         self.store.put(repo, tag, digest)
         if self.duplicator is not None and not duplicate:
             self.duplicator.tag_stored(repo, tag, digest)
-        if self.replicator is not None and not duplicate:
-            self.replicator.tag_stored(repo, tag, digest)
+        if self.replicator is not None:
+            # a neighbour's copy queues the replication too, later: if the build-index that took the
+            # tag dies before replicating it, its neighbours' queued copies still do (idempotent)
+            self.replicator.tag_stored(repo, tag, digest, self.replica_delay if duplicate else 0.0)
         if self.backend is not None:
             tmp = self._tmp(".tag")
             try:

@@ -19,6 +19,7 @@ from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
 from kraken.core.http import make_site
 from kraken.core.httpclient import make_http_client
+from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
@@ -36,6 +37,11 @@ class BuildIndexSection:
         {}, "remote build-index host:port -> [repo:tag regexes] replicated there"
     )
     origin: str | None = setting(None, "origin address other clusters replicate to (default: origins[0])")
+    retry_first: float = setting(0.5, "seconds to the first retry of a tag copy or replication", minimum=0)
+    retry_cap: float = setting(60.0, "longest wait between retries (they never give up)", minimum=0.01)
+    replica_delay: float = setting(
+        10.0, "seconds before a neighbour's tag copy is replicated to remotes by this one too", minimum=0
+    )
     allowed_roles: list[str] = setting(
         ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
     )
@@ -89,8 +95,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     index = config.buildindex
     root = Path(index.storage)
     origins = OriginCluster(svc.reactor, index.origins, svc.tls) if index.origins else None
+    if origins is not None:  # SIGHUP: a new buildindex.origins list
+        svc.on_config_reload(options.reread,
+                             lambda new: origins.set_members(new.buildindex.origins or origins.members))
     backend = make_backend(index.backend, svc.reactor) if index.backend else None
     duplicator = None
+    journal = open_journal(root / JOURNAL_FILE, svc.reactor, svc.metrics, "kraken-build-index")
     corrupt_entries = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store",
                                           ["store"])
 
@@ -99,9 +109,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if index.cluster:
         send = HTTPTagSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         outcomes = svc.metrics.counter("tag_copies", "tag copies sent to neighbours", ["outcome"])
-        duplicator = Duplicator(index.cluster, send, svc.reactor,
+        duplicator = Duplicator(index.cluster, send, journal, first_delay=index.retry_first,
+                                max_delay=index.retry_cap,
                                 on_result=lambda outcome: outcomes.labels(outcome).inc(),
-                                journal=root / "pending" / "duplicate", on_corrupt=corrupt("tag_copies"))
+                                legacy_markers=root / "pending" / "duplicate",
+                                on_corrupt=corrupt("tag_copies"))
         _StopDuplicator(duplicator).setServiceParent(svc)
     tags = TagService(TagStore(root / "tags", svc.metrics), root / "tmp", origins, backend, duplicator)
     if index.remotes:
@@ -110,11 +122,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         replicated = svc.metrics.counter("tag_replications", "replications to other clusters", ["outcome"])
         replicator = Replicator(
             _remotes(index.remotes), tags, make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls,
-            svc.reactor,
-            root / "tmp", on_result=lambda outcome: replicated.labels(outcome).inc(),
-            journal=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
+            svc.reactor, root / "tmp", journal, on_result=lambda outcome: replicated.labels(outcome).inc(),
+            legacy_markers=root / "pending" / "replicate", on_corrupt=corrupt("tag_replications"),
+            retry=(index.retry_first, index.retry_cap),
         )
         tags.replicator = replicator
+        tags.replica_delay = index.replica_delay
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
     api = BuildIndexAPI(tags, svc.metrics, origin)
@@ -122,9 +135,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     if index.cluster:
         send_referrer = HTTPReferrerSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
         copied = svc.metrics.counter("referrer_copies", "referrer changes sent to neighbours", ["outcome"])
-        referrer_copies = Duplicator(index.cluster, send_referrer, svc.reactor,
+        referrer_copies = Duplicator(index.cluster, send_referrer, journal, "referrer_copies",
+                                     first_delay=index.retry_first, max_delay=index.retry_cap,
                                      on_result=lambda outcome: copied.labels(outcome).inc(),
-                                     journal=root / "pending" / "referrers",
+                                     legacy_markers=root / "pending" / "referrers",
                                      on_corrupt=corrupt("referrer_copies"))
         _StopDuplicator(referrer_copies).setServiceParent(svc)
     ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies).register(api.router)

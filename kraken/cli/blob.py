@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     push.add_argument("file")
-    push.add_argument("--origin", default="127.0.0.1:15002", help="any origin's host:port [%(default)s]")
+    push.add_argument("--origin", default="127.0.0.1:15002",
+                      help="any origin's host:port, or several, comma-separated, tried in turn [%(default)s]")
     push.add_argument("--namespace", default="default", help="namespace (picks the backend) [%(default)s]")
     _tls_args(push)
     _quiet_arg(push)
@@ -119,13 +120,12 @@ async def push_file(
     digest: Digest,
     advance: Callable[[int], None] | None = None,
 ) -> None:
-    """Upload *path* to the origin that owns *digest*, asking *origin* (any member) who that is."""
-    from kraken.p2p.origins import OriginClient
+    """Upload *path* to the first owner of *digest* that takes it, asking *origin* (any member, or
+    several, comma-separated, tried in turn) who the owners are."""
+    from kraken.p2p.origins import OriginCluster
 
-    client = OriginClient(reactor, origin, tls)
-    owners = await client.locations(digest)
-    target = OriginClient(reactor, owners[0], tls, client.http) if owners else client
-    await target.upload(namespace, digest, path, advance)
+    cluster = OriginCluster(reactor, [a.strip() for a in origin.split(",") if a.strip()], tls)
+    await cluster.upload(namespace, digest, path, advance)
 
 
 def _push(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ EXAMPLES: dict[str, str] = {
     "kraken cluster": "kraken cluster up",
     "kraken cluster up": "kraken cluster up --only pubsub --only state",
     "kraken doctor": "kraken doctor",
+    "kraken queues": "kraken queues run/origin/store/journal.sqlite",
 }
 
 

@@ -405,17 +405,21 @@ class KrakenOptions(usage.Options, Generic[S]):
         self.overrides.append((key.strip(), value))
 
     def postOptions(self) -> None:
+        try:
+            self.config = self.reread()
+        except ConfigError as e:
+            # twistd would print its whole usage text for a UsageError; one line is clearer.
+            raise SystemExit(f"{self.prog_name()}: config error: {e}") from None
+
+    def reread(self) -> S:
+        """The configuration as its file says now, with the same overrides (:class:`ConfigError` if wrong)."""
         flag_overrides = [
             (dotted, self.opts[flag])
             for flag, dotted in self._flags.items()
             if self.opts.get(flag) is not None
         ]
-        try:
-            values = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
-            self.config = build(self.config_type, values)
-        except ConfigError as e:
-            # twistd would print its whole usage text for a UsageError; one line is clearer.
-            raise SystemExit(f"{self.prog_name()}: config error: {e}") from None
+        values = load_config(self.schema, self.opts["config"], flag_overrides + self.overrides)
+        return build(self.config_type, values)
 
     def prog_name(self) -> str:
         return getattr(self, "tapname", type(self).__module__)

@@ -253,18 +253,24 @@ class Router(Resource):
 
 
 class HealthResource(Resource):
-    """``/health``: ``200 {"status": "ok"}`` while every check passes, else ``503``."""
+    """``/health``: ``200 {"status": "ok"}`` while every check passes, else ``503``.
+
+    Mounted as ``/ready`` too (readiness: whether the server can serve now), with its own checks
+    and ``"not ready"`` for a failing one."""
 
     isLeaf = True
 
-    def __init__(self, checks: dict[str, Callable[[], bool]] | None = None) -> None:
+    def __init__(
+        self, checks: dict[str, Callable[[], bool]] | None = None, failing_word: str = "unhealthy"
+    ) -> None:
         super().__init__()
         self.checks = checks or {}
+        self.failing_word = failing_word
 
     def render_GET(self, request: Request) -> bytes:
         failing = sorted(name for name, check in self.checks.items() if not check())
         status = 503 if failing else 200
-        body: dict[str, Any] = {"status": "ok" if not failing else "unhealthy"}
+        body: dict[str, Any] = {"status": "ok" if not failing else self.failing_word}
         if failing:
             body["failing"] = failing
         request.setResponseCode(status)
@@ -366,8 +372,11 @@ def make_site(
     http: HTTPSection | None = None,
     reactor: IReactorTime | None = None,
     channel: type[KrakenHTTPChannel] = KrakenHTTPChannel,
+    ready_checks: dict[str, Callable[[], bool]] | None = None,
 ) -> Site:
-    """A site serving *app*, with ``/health`` and ``/metrics`` (and *extra*) mounted beside it.
+    """A site serving *app*, with ``/health``, ``/ready`` and ``/metrics`` (and *extra*) beside it.
+
+    ``/ready`` asks *ready_checks* (default: the health checks).
 
     With *body_router*, request bodies stream to the sinks it opens (:mod:`kraken.core.streaming`).
     *http* (the server's ``http`` section; its defaults when ``None``) sets the header deadline,
@@ -376,7 +385,11 @@ def make_site(
     """
     limits = http if http is not None else HTTPSection()
     clock = reactor if reactor is not None else default_reactor()
-    mounts = {b"health": HealthResource(health_checks), b"metrics": metrics.resource()}
+    mounts = {
+        b"health": HealthResource(health_checks),
+        b"ready": HealthResource(health_checks if ready_checks is None else ready_checks, "not ready"),
+        b"metrics": metrics.resource(),
+    }
     for name, resource in (extra or {}).items():
         mounts[name.encode()] = resource
     pending = PendingConnections(

@@ -27,7 +27,7 @@ from twisted.python import log as legacy_log
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from kraken.core.config import ServerConfig
+from kraken.core.config import ConfigError, ServerConfig
 from kraken.core.endpoints import server_endpoint
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
@@ -137,6 +137,7 @@ class KrakenService(MultiService):
         self.ports: dict[str, int] = {}
         self._listeners: list[tuple[str, Listener]] = []
         self._previous_sighup: list[SignalHandler] = []  # while our SIGHUP handler is installed
+        self.reload_hooks: list[Callable[[], None]] = []  # run on SIGHUP after the TLS files
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -179,7 +180,8 @@ class KrakenService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        if self.tls is not None and threading.current_thread() is threading.main_thread():
+        reloads = self.tls is not None or self.reload_hooks
+        if reloads and threading.current_thread() is threading.main_thread():
             self._previous_sighup = [signal.signal(signal.SIGHUP, self._on_sighup)]
         waits = [svc.bound().addCallback(self._bound, name) for name, svc in self._listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._all_bound)
@@ -191,7 +193,31 @@ class KrakenService(MultiService):
         return super().stopService()
 
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
-        self.reactor.callFromThread(self.reload_tls)
+        self.reactor.callFromThread(self.reload)
+
+    def on_config_reload(self, reread: Callable[[], Any], apply: Callable[[Any], None]) -> None:
+        """On SIGHUP, *apply* the configuration *reread* returns; one that does not parse is logged
+        and the running one kept."""
+
+        def hook() -> None:
+            try:
+                config = reread()
+            except ConfigError as e:
+                log.error("{server}: config reload refused, keeping the running settings: {e}",
+                          server=self.server, e=e)
+                return
+            apply(config)
+
+        self.reload_hooks.append(hook)
+
+    def reload(self) -> None:
+        """SIGHUP: the TLS files, then every reload hook (each logs its own failure)."""
+        self.reload_tls()
+        for hook in self.reload_hooks:
+            try:
+                hook()
+            except Exception:
+                log.failure("{server}: reload failed", server=self.server)
 
     def reload_tls(self) -> None:
         """Read the TLS files again for new connections; on failure log and keep the old ones."""

@@ -2,8 +2,8 @@
 
 Fetches are deduplicated per digest (one in flight; callers see "fetching" until it is in
 the store) and a failed fetch is remembered for ``error_ttl`` seconds. Write-back to the
-namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: recorded on disk,
-retried with backoff until it succeeds, resumed after a restart.
+namespace's backend is :class:`~kraken.origin.writeback.WriteBackQueue`'s: committed to the
+origin's journal, retried with backoff until it succeeds, resumed after a restart.
 
 Every "is it here" goes through :class:`~kraken.core.verify.BlobVerifier`: a local copy that
 no longer matches its digest is quarantined, its seeding torrent dropped, and the blob
@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from kraken.backends.base import BackendRouter, BlobNotFound
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.core.journal import Journal
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.core.verify import BlobVerifier
@@ -67,6 +68,7 @@ class OriginBlobs:
         error_ttl: float = 15.0,
         writeback_retry: tuple[float, float] = (1.0, 300.0),
         verify_on_serve: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self.reactor = reactor
         self.cas = cas
@@ -76,14 +78,17 @@ class OriginBlobs:
         self.scheduler: Scheduler | None = None  # the P2P scheduler seeding our blobs
         self.replicas: Callable[[Digest], Sequence[Replica]] | None = None  # the other owners of a digest
         self.damaged: set[str] = set()  # quarantined here and not fetched again yet
+        self.pending_copy: Callable[[Digest], bool] = lambda d: False  # a copy to another owner waits
+        self.committing: dict[str, int] = {}  # uploads being stored, not yet queued for write-back
         self.backends = backends
         self.piece_lengths = piece_lengths
         self.error_ttl = error_ttl
         self.fetching: dict[str, Deferred[Any]] = {}
         self.failed: dict[str, tuple[float, str]] = {}
         self.writebacks = WriteBackQueue(
-            reactor, cas.root / "writeback", cas, backends, metrics, writeback_retry[0], writeback_retry[1],
-            verifier=self.verifier,
+            journal if journal is not None else Journal(":memory:", reactor), cas, backends,
+            writeback_retry[0], writeback_retry[1], verifier=self.verifier,
+            legacy_markers=cas.root / "writeback",
         )
         self.m_fetches = metrics.counter("backend_fetches", "blobs fetched from a backend", ["result"])
 
@@ -217,9 +222,34 @@ class OriginBlobs:
     # -- uploads -------------------------------------------------------------------------------
     @inlineCallbacks
     def commit_upload(self, uid: str, d: Digest) -> Any:
-        """Verify and store an upload, then make its metainfo."""
-        yield self._thread(self.cas.commit_upload, uid, d, True)
-        yield self.metainfo(d)
+        """Verify and store an upload, then make its metainfo.
+
+        Until it returns the blob counts as busy (eviction keeps it): the caller records its
+        write-back in the same reactor turn as this fires."""
+        self.committing[d.hex] = self.committing.get(d.hex, 0) + 1
+        try:
+            yield self._thread(self.cas.commit_upload, uid, d, True)
+            yield self.metainfo(d)
+        finally:
+            left = self.committing.pop(d.hex) - 1
+            if left:
+                self.committing[d.hex] = left
+
+    # -- disk management ---------------------------------------------------------------------------
+    def busy(self, d: Digest) -> bool:
+        """Whether eviction must keep *d*: fetched, awaiting write-back or a copy, or seeded to a peer."""
+        if d.hex in self.fetching or d.hex in self.committing:
+            return True
+        if self.writebacks.holds(d) or self.pending_copy(d):
+            return True
+        controls = self.scheduler.controls_of(d) if self.scheduler is not None else []
+        return any(ctl.conns or ctl.dialing for ctl in controls)
+
+    def let_go(self, d: Digest) -> None:
+        """Stop seeding *d* (it is about to be evicted)."""
+        if self.scheduler is not None:
+            for ctl in self.scheduler.controls_of(d):
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} evicted"))
 
     def write_back(self, namespace: str, d: Digest) -> None:
         """Have the backend of *namespace* receive *d*; recorded on disk before this returns."""

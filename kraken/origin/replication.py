@@ -2,33 +2,27 @@
 
 An origin cluster places each digest on ``max_replica`` origins by rendezvous hashing over the
 configured ``cluster`` addresses (this origin alone when the list is empty). A blob uploaded to
-one owner is copied to every other owner, one after the other; a failed copy is logged, the
-others still go.
-
-With a *journal* directory the copies of a digest are recorded there (a synced marker file)
-before the upload is acknowledged; the marker goes once every copy has landed. A failed copy
-is tried again with capped exponential backoff on the injected clock; copies cut off by a
-crash are made again when the server next starts (:class:`ReplicationService`). An
-unreadable marker is set aside as ``.bad`` and counted.
+one owner is copied to every other owner: one task ``<digest hex>><owner>`` each in the
+``replication`` queue of the origin's journal (:mod:`kraken.core.journal`), committed before
+the upload is acknowledged, retried with capped exponential backoff until the copy lands (an
+owner that has it already answers ``409``, which counts as done), and resumed at every start
+(:class:`ReplicationService`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from kraken.core.cas import write_atomically
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
-from kraken.origin.writeback import backoff
+from kraken.core.journal import Journal, import_markers
 
 log = Logger(namespace="kraken.origin")
 
@@ -37,6 +31,8 @@ class OriginPlacement:
     """This origin's place in its cluster: its own address, the ring, what peers dial.
 
     *ports* is the server's map of bound ports (filled once listening), read on each call.
+    *healthy* is the verdict of the active health checks on the other members
+    (:mod:`kraken.origin.membership`); this origin counts as healthy to itself.
     """
 
     def __init__(
@@ -54,6 +50,19 @@ class OriginPlacement:
         self.ports = ports
         self.peer_id = peer_id
         self.configured_address = self_address
+        self.healthy: Callable[[str], bool] = lambda address: True
+
+    def is_healthy(self, address: str) -> bool:
+        return address == self.self_address() or self.healthy(address)
+
+    def others(self) -> list[str]:
+        """The other members of the cluster (what the health checks probe)."""
+        me = self.self_address()
+        return [address for address in self.cluster if address != me]
+
+    def locations(self, d: Digest) -> list[str]:
+        """Where reads and uploads of *d* go: its healthy owners, else the next healthy member."""
+        return self.ring().locations(d.hex, self.is_healthy)
 
     def self_address(self) -> str:
         """This origin's ``host:port`` as the cluster lists it."""
@@ -63,9 +72,19 @@ class OriginPlacement:
         return Ring(self.cluster or [self.self_address()], self.max_replica)
 
     def other_owners(self, d: Digest) -> list[str]:
-        """The owners of *d* besides this origin, in ring order."""
+        """The owners of *d* besides this origin, in ring order, healthy or not (copies to a dead
+        owner wait in the replication queue until it is back)."""
         me = self.self_address()
         return [address for address in self.ring().locations(d.hex) if address != me]
+
+    def stand_ins(self, d: Digest) -> list[str]:
+        """Healthy members after the owners of *d* in its rendezvous order, one for each owner found
+        unhealthy: they hold a copy while it is down, so *d* keeps ``max_replica`` live copies."""
+        ranked = self.ring().ranked(d.hex)
+        owners, rest = ranked[: self.max_replica], ranked[self.max_replica :]
+        down = sum(1 for o in owners if not self.is_healthy(o))
+        me = self.self_address()
+        return [n for n in rest if n != me and self.is_healthy(n)][:down]
 
     def peer_context(self) -> dict[str, Any]:
         """How peers reach this origin's seeder (``/internal/peercontext``)."""
@@ -79,8 +98,15 @@ class BlobSender(Protocol):
     def transfer(self, digest: Digest, path: str) -> Deferred[Any]: ...
 
 
+QUEUE = "replication"
+
+
+def task_key(d: Digest, owner: str) -> str:
+    return f"{d.hex}>{owner}"
+
+
 class Replicator:
-    """Copies a committed blob to the other owners of its digest.
+    """Copies a committed blob to the other owners of its digest, through the journal.
 
     *sender_for* gives a client for an origin address; *blob_path* where a digest is stored.
     """
@@ -90,92 +116,61 @@ class Replicator:
         placement: OriginPlacement,
         blob_path: Callable[[Digest], Any],
         sender_for: Callable[[str], BlobSender],
-        journal: Path | None = None,
-        on_corrupt: Callable[[], None] | None = None,
-        clock: IReactorTime | None = None,
+        journal: Journal,
         retry: tuple[float, float] = (1.0, 300.0),
+        legacy_markers: Path | None = None,
+        on_corrupt: Callable[[], None] | None = None,
     ) -> None:
-        self.clock = clock
-        self.retry_first, self.retry_cap = retry
-        self.retries: dict[str, IDelayedCall] = {}
-        self.attempts: dict[str, int] = {}
         self.placement = placement
         self.blob_path = blob_path
         self.sender_for = sender_for
-        self.journal = journal
-        if journal is not None:
-            journal.mkdir(parents=True, exist_ok=True)
-        self.on_corrupt = on_corrupt or (lambda: None)
+        self.legacy_markers = legacy_markers
+        self.on_corrupt = on_corrupt
+        self.queue = journal.queue(QUEUE, self._copy, retry[0], retry[1],
+                                   group=lambda p: Digest.parse(p["digest"]).hex)
 
-    @inlineCallbacks
-    def replicate(self, d: Digest, owners: list[str] | None = None) -> Generator[Deferred[Any], Any, None]:
-        """Copy *d* to *owners* (default: every other owner, recorded on disk before the first yield)."""
-        marker = self.journal / f"{d.hex}.json" if self.journal is not None else None
+    def replicate(self, d: Digest, owners: list[str] | None = None) -> None:
+        """Queue copies of *d* to *owners* (default: every other owner, and a stand-in for each owner
+        that is down), committed before this returns."""
         if owners is None:
-            pending = self.retries.pop(d.hex, None)
-            if pending is not None and pending.active():
-                pending.cancel()
-            self.attempts.pop(d.hex, None)
-            owners = self.placement.other_owners(d)
-            if marker is not None and owners:
-                write_atomically(marker, json.dumps({"digest": str(d)}).encode())  # before the 201
-        failed = []
-        for address in owners:
-            try:
-                yield self.sender_for(address).transfer(d, str(self.blob_path(d)))
-            except Exception as e:
-                failed.append(address)
-                log.warn("copy of {d} to {a} failed: {e}", d=d, a=address, e=e)
-        if failed and Path(self.blob_path(d)).is_file():
-            if self.clock is not None:
-                attempt = self.attempts[d.hex] = self.attempts.get(d.hex, 0) + 1
-                delay = backoff(attempt, self.retry_first, self.retry_cap)
-                self.retries[d.hex] = self.clock.callLater(delay, self._retry, d, failed)
-            return
-        self.attempts.pop(d.hex, None)
-        if marker is not None:
-            marker.unlink(missing_ok=True)
+            targets = self.placement.other_owners(d) + self.placement.stand_ins(d)
+        else:
+            targets = owners
+        self.queue.add_many((task_key(d, o), {"digest": str(d), "owner": o}) for o in targets)
 
-    def _retry(self, d: Digest, owners: list[str]) -> None:
-        self.retries.pop(d.hex, None)
-        self.replicate(d, owners)
+    def holds(self, d: Digest) -> bool:
+        """Whether a copy of *d* still waits to be made (eviction must keep the blob)."""
+        return self.queue.holds_group(d.hex)
+
+    def _copy(self, payload: dict[str, Any]) -> Deferred[Any]:
+        d, owner = Digest.parse(payload["digest"]), str(payload["owner"])
+        path = Path(self.blob_path(d))
+        if not path.is_file():
+            log.warn("copy of {d} to {owner} dropped: the blob is gone here", d=d, owner=owner)
+            return succeed("lost")
+        sent: Deferred[Any] = self.sender_for(owner).transfer(d, str(path))
+        return sent.addCallback(lambda _: "ok")
 
     def stop(self) -> None:
-        """Stop retrying (the markers stay for the next start)."""
-        for call in self.retries.values():
-            if call.active():
-                call.cancel()
-        self.retries.clear()
+        """Stop retrying (the tasks stay in the journal for the next start)."""
+        self.queue.stop()
 
     def resume(self) -> int:
-        """Copy again every digest whose marker a previous run left; how many."""
-        if self.journal is None:
-            return 0
-        started = 0
-        for path in sorted(self.journal.glob("*.json")):
-            try:
-                d = Digest.parse(json.loads(path.read_bytes())["digest"])
-                if path.name != f"{d.hex}.json":
-                    raise ValueError("marker name does not match its content")
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                aside = path.with_suffix(".bad")
-                os.replace(path, aside)
-                self.on_corrupt()
-                log.error("unreadable replication marker moved to {aside}: {e}", aside=str(aside), e=e)
-                continue
-            if not Path(self.blob_path(d)).is_file():
-                log.warn("copies of {d} not resumed: the blob is gone", d=d)
-                path.unlink(missing_ok=True)
-                continue
-            self.replicate(d)
-            started += 1
-        if started:
-            log.info("resumed copies of {n} blobs to the other owners", n=started)
-        return started
+        """Start every copy the journal holds (and the marker files of earlier versions); how many."""
+        if self.legacy_markers is not None:
+            import_markers(self.legacy_markers, self.queue, self._legacy_tasks, self.on_corrupt)
+        return self.queue.resume()
+
+    def _legacy_tasks(self, record: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+        """A marker of an earlier version stood for a copy to every other owner."""
+        d = Digest.parse(record["digest"])
+        if path.name != f"{d.hex}.json":
+            raise ValueError("marker name does not match its content")
+        return [(task_key(d, o), {"digest": str(d), "owner": o}) for o in self.placement.other_owners(d)]
 
 
 class ReplicationService(Service):
-    """Resumes the copies left pending on disk once this origin knows its own address."""
+    """Resumes the copies left pending in the journal once this origin knows its own address."""
 
     def __init__(self, replicator: Replicator, clock: IReactorTime) -> None:
         self.replicator = replicator

@@ -13,7 +13,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 from kraken.backends.base import BlobNotFound
 from kraken.core.cas import DigestMismatch, UnknownUpload
 from kraken.core.digest import Digest
-from kraken.core.hashring import Ring
 from kraken.core.http import HTTPError, Response, Router, digest_param
 from kraken.core.sendfile import serve_file
 from kraken.core.streaming import BodySink
@@ -30,7 +29,7 @@ class OriginAPI:
     def __init__(
         self,
         blobs: OriginBlobs,
-        ring: Callable[[], Ring],
+        locations: Callable[[Digest], list[str]],
         self_address: Callable[[], str],
         peer_context: Callable[[], dict[str, Any]],
         write_roles: set[str],
@@ -39,7 +38,7 @@ class OriginAPI:
     ) -> None:
         self.blobs = blobs
         self.uploads = UploadSessions(blobs.cas, max_upload_size)
-        self.ring = ring
+        self.owners = locations
         self.self_address = self_address
         self.peer_context = peer_context
         self.write_roles = write_roles
@@ -100,7 +99,7 @@ class OriginAPI:
     # -- routes -----------------------------------------------------------------------------------
     def locations(self, request: Request, digest: str) -> Response:
         d = digest_param(digest)
-        hosts = self.ring().locations(d.hex)
+        hosts = self.owners(d)
         return Response(200, b"", {"Origin-Locations": ",".join(hosts)})
 
     @inlineCallbacks

@@ -7,14 +7,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import TimerService
+
 from kraken.backends.base import BackendRouter
 from kraken.core.cas import CAStore
-from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
+from kraken.core.config import (
+    ConfigPath,
+    KrakenOptions,
+    ServerConfig,
+    listen_setting,
+    section,
+    setting,
+)
+from kraken.core.eviction import EvictionPolicy, Evictor
+from kraken.core.health import healthy_first
 from kraken.core.http import make_site
 from kraken.core.httpclient import close_http_client, make_http_client
+from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.origin.blobs import OriginBlobs
+from kraken.origin.membership import ClusterHealth, Membership, changed
 from kraken.origin.replication import OriginPlacement, ReplicationService, Replicator
 from kraken.origin.server import OriginAPI
 from kraken.origin.writeback import WriteBackService
@@ -49,11 +62,21 @@ class OriginSection:
         [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins"
     )
     cache_tti: float = setting(0.0, "delete blobs not read for this many seconds (0 = keep)")
+    cache_ttl: float = setting(0.0, "delete blobs stored longer than this many seconds (0 = keep)")
     cleanup_interval: float = setting(1800.0, "seconds between cache cleanups")
+    disk_high_water: float = setting(0.0, "store utilisation (0..1) at which least recently read blobs are "
+                                          "evicted (0 = no limit)", minimum=0)
+    disk_low_water: float = setting(0.0, "evict down to this utilisation (0 = high water - 0.1)", minimum=0)
+    store_capacity: int = setting(0, "bytes the store may use (0 = its filesystem's size)", minimum=0)
     max_upload_size: int = setting(64 * 1024**3, "largest upload in bytes", minimum=0)
     writeback_retry_first: float = setting(1.0, "seconds to the first write-back retry", minimum=0)
     writeback_retry_cap: float = setting(300.0, "longest wait between write-back retries", minimum=0)
     verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
+    health_interval: float = setting(2.0, "seconds between health checks of the other cluster members",
+                                     minimum=0.05)
+    health_timeout: float = setting(2.0, "seconds after which a health check failed", minimum=0.05)
+    health_fails: int = setting(3, "failed checks in a row that make a member unhealthy", minimum=1)
+    health_passes: int = setting(2, "good checks in a row that make it healthy again", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,10 +111,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
     backends = BackendRouter.from_config(_resolve_backend_paths(origin.backends, base), reactor)
     cas = CAStore(origin.store)
+    journal = open_journal(cas.root / JOURNAL_FILE, reactor, svc.metrics, "kraken-origin")
     blobs = OriginBlobs(
         reactor, cas, backends, parse_thresholds(origin.piece_lengths), svc.metrics,
         writeback_retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
-        verify_on_serve=origin.verify_on_serve,
+        verify_on_serve=origin.verify_on_serve, journal=journal,
     )
     WriteBackService(blobs.writebacks).setServiceParent(svc)
     egress, ingress = buckets(config.bandwidth, reactor)
@@ -113,28 +137,39 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     corrupt = svc.metrics.counter("corrupt_entries", "unreadable entries found on disk, by store", ["store"])
     replicator = Replicator(placement, cas.blob_path, partial(OriginClient, reactor, tls=svc.tls, http=http),
-                            journal=cas.root / "replicate", on_corrupt=corrupt.labels("replication").inc,
-                            clock=reactor, retry=(origin.writeback_retry_first, origin.writeback_retry_cap))
+                            journal, retry=(origin.writeback_retry_first, origin.writeback_retry_cap),
+                            legacy_markers=cas.root / "replicate",
+                            on_corrupt=corrupt.labels("replication").inc)
     ReplicationService(replicator, reactor).setServiceParent(svc)
+    health = ClusterHealth(reactor, placement, http, svc.tls, svc.metrics, origin.health_interval,
+                           origin.health_timeout, origin.health_fails, origin.health_passes)
+    health.checker.setServiceParent(svc)
+    membership = Membership(reactor, placement, cas, replicator)
 
-    blobs.replicas = lambda d: [OriginClient(reactor, a, svc.tls, http) for a in placement.other_owners(d)]
+    svc.on_config_reload(
+        options.reread, lambda new: changed(membership.apply(new.origin.cluster, new.origin.max_replica))
+    )
+
+    blobs.pending_copy = replicator.holds
+    blobs.replicas = lambda d: [
+        OriginClient(reactor, a, svc.tls, http)
+        for a in healthy_first(placement.other_owners(d), placement.is_healthy)
+    ]
     writers = set(origin.write_roles)
     api = OriginAPI(
-        blobs, placement.ring, placement.self_address, placement.peer_context, writers,
+        blobs, placement.locations, placement.self_address, placement.peer_context, writers,
         replicator.replicate, origin.max_upload_size,
     )
     site = make_site(
         api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api, http=config.http,
-        reactor=reactor,
+        reactor=reactor, ready_checks={"scheduler": scheduler.probe, "cluster_health": health.ready},
     )
     svc.listen_all("http", config.listen, site, allowed_roles=CLIENT_ROLES)
     svc.listen_all("peer", origin.peer_listen, PeerFactory(scheduler), allowed_roles={"agent", "origin"})
     SchedulerService(scheduler, on_stop=lambda: close_http_client(http)).setServiceParent(svc)
-    if origin.cache_tti > 0:
-        from twisted.application.internet import TimerService
-
-        cleanup = TimerService(
-            origin.cleanup_interval, cas.cleanup, origin.cache_tti, keep=blobs.writebacks.holds
-        )
-        cleanup.setServiceParent(svc)
+    policy = EvictionPolicy(origin.cache_tti, origin.cache_ttl, origin.disk_high_water, origin.disk_low_water,
+                            origin.store_capacity)
+    evictor = Evictor(reactor, cas, policy, svc.metrics, busy=blobs.busy, before_delete=blobs.let_go)
+    if evictor.enabled:
+        TimerService(origin.cleanup_interval, evictor.run).setServiceParent(svc)
     return svc

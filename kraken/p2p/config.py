@@ -33,6 +33,10 @@ class SchedulerSection:
     blacklist_duration: float = setting(30.0, "seconds a failing peer is shunned for a blob")
     conn_tti: float = setting(30.0, "close a connection idle this long (seconds)")
     seeder_tti: float = setting(300.0, "forget a complete blob nobody read for this long")
+    seeder_announce_interval: float = setting(
+        30.0, "seconds between announces of a complete blob (a restarted peer store learns its seeders)",
+        minimum=0.1,
+    )
     leecher_tti: float = setting(300.0, "fail a download that made no progress for this long")
     handshake_timeout: float = setting(5.0, "seconds to dial and exchange handshakes")
     redial_after: float = setting(10.0, "seconds before redialing a peer that refused us or hung up")
@@ -93,6 +97,7 @@ def scheduler_config(section: SchedulerSection) -> SchedulerConfig:
         blacklist_duration=section.blacklist_duration,
         conn_tti=section.conn_tti,
         seeder_tti=section.seeder_tti,
+        seeder_announce_interval=section.seeder_announce_interval,
         leecher_tti=section.leecher_tti,
         handshake_timeout=section.handshake_timeout,
         redial_after=section.redial_after,

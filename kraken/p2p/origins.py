@@ -22,6 +22,7 @@ from twisted.web.client import FileBodyProducer
 from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.files import FileWindow, write_into
+from kraken.core.health import PassiveFilter, healthy_first
 from kraken.core.httpclient import (
     BadJSONResponse,
     HTTPStatusError,
@@ -219,59 +220,142 @@ def _is_peer_context(data: Any) -> bool:
     )
 
 
-class OriginCluster:
-    """The origins one component knows; owners are asked of any reachable member."""
+def member_failed(error: BaseException) -> bool:
+    """Whether *error* says the origin itself is in trouble (unreachable, 5xx), not the request."""
+    if isinstance(error, HTTPStatusError):
+        return error.status >= 500
+    return not isinstance(error, (BlobNotFound, BadJSONResponse))
 
-    def __init__(self, reactor: IReactorTime, addresses: list[str], tls: TLSSettings | None) -> None:
+
+class OriginCluster:
+    """The origins one component knows (agent-side tracker, proxy, build-index, CLI).
+
+    Owners are asked of any reachable member (each origin's answer already routes around the
+    members its active health checks found down). Every request goes to the owners in turn,
+    healthy ones first by a :class:`~kraken.core.health.PassiveFilter`: an origin that failed
+    (unreachable or 5xx) is tried last for ``fail_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        addresses: list[str],
+        tls: TLSSettings | None,
+        health: PassiveFilter | None = None,
+    ) -> None:
         if not addresses:
             raise ValueError("an origin cluster needs at least one address")
         self.reactor = reactor
         self.tls = tls
         self.http = make_http_client(reactor, tls, ORIGIN_ROLES)
-        self.clients = {a: OriginClient(reactor, a, tls, self.http) for a in addresses}
+        self.health = health if health is not None else PassiveFilter(reactor)
+        self.clients: dict[str, OriginClient] = {}
+        self.members: list[str] = []
+        self.set_members(addresses)
+
+    def set_members(self, addresses: list[str]) -> None:
+        """The configured origins (a membership change read on reload)."""
+        self.members = list(addresses)
+        for a in addresses:
+            self.client(a)
 
     def client(self, address: str) -> OriginClient:
         if address not in self.clients:
             self.clients[address] = OriginClient(self.reactor, address, self.tls, self.http)
         return self.clients[address]
 
+    def _address(self, client: OriginClient) -> str:
+        return next((a for a, c in self.clients.items() if c is client), client.base)
+
+    def failed(self, client: OriginClient, error: BaseException) -> None:
+        """Tell the passive filter that a request to *client* failed with *error* (for callers that
+        walk the owners themselves)."""
+        if member_failed(error):
+            self.health.failed(self._address(client))
+
     @inlineCallbacks
     def owners(self, digest: Digest) -> Any:
-        """Clients of the origins owning *digest*, best first (asks members in turn)."""
+        """Clients of the origins owning *digest*, passively healthy ones first (asks members in turn)."""
         last: Exception | None = None
-        for client in list(self.clients.values()):
+        for address in healthy_first(self.members, self.health.healthy):
+            client = self.client(address)
             try:
                 hosts = yield client.locations(digest)
             except Exception as e:
+                self.failed(client, e)
                 last = e
                 continue
+            self.health.succeeded(address)
             if hosts:
-                return [self.client(h) for h in hosts]
+                return [self.client(h) for h in healthy_first(hosts, self.health.healthy)]
         raise last or RuntimeError("no origin answered the locations request")
 
     @inlineCallbacks
-    def upload(self, namespace: str, digest: Digest, path: str) -> Any:
-        """Upload to the first owner that accepts it (next owner on failure)."""
+    def _each_owner(self, digest: Digest, attempt: Callable[[OriginClient], Any]) -> Any:
+        """*attempt* on each owner in turn until one gives an answer that is not ``_NEXT``."""
         owners = yield self.owners(digest)
         last: Exception | None = None
         for client in owners:
             try:
-                yield client.upload(namespace, digest, path)
-                return client.base
+                result = yield attempt(client)
             except Exception as e:
+                self.failed(client, e)
                 last = e
-        assert last is not None
-        raise last
+                continue
+            if result is not _NEXT:
+                return result
+        if last is not None:
+            raise last
+        return _NEXT
+
+    @inlineCallbacks
+    def upload(
+        self, namespace: str, digest: Digest, path: str, progress: Callable[[int], None] | None = None
+    ) -> Any:
+        """Upload to the first owner that accepts it (next owner on failure); the owner's base URL."""
+
+        @inlineCallbacks
+        def attempt(client: OriginClient) -> Any:
+            yield client.upload(namespace, digest, path, progress)
+            return client.base
+
+        base = yield self._each_owner(digest, attempt)
+        return base
 
     @inlineCallbacks
     def stat(self, namespace: str, digest: Digest) -> Any:
-        owners = yield self.owners(digest)
-        size = yield owners[0].stat(namespace, digest)
-        return size
+        """Size of the blob on the first owner (or its backend) that has it, ``None`` if none has."""
+
+        @inlineCallbacks
+        def attempt(client: OriginClient) -> Any:
+            size = yield client.stat(namespace, digest)
+            return _NEXT if size is None else size
+
+        size = yield self._each_owner(digest, attempt)
+        return None if size is _NEXT else size
 
     @inlineCallbacks
     def download(self, namespace: str, digest: Digest, dest_path: str) -> Any:
-        owners = yield self.owners(digest)
-        yield owners[0].download(namespace, digest, dest_path)
+        """Stream the blob from the first owner that has it; :class:`BlobNotFound` if none has."""
+        found = yield self._each_owner(digest, lambda c: c.download(namespace, digest, dest_path))
+        if found is _NEXT:
+            raise BlobNotFound(str(digest))
+
+    @inlineCallbacks
+    def metainfo(self, namespace: str, digest: Digest) -> Any:
+        """``(status, body, owner base)`` of the first owner answering 200 or 202; else its 404."""
+        answers: list[tuple[int, bytes, str]] = []
+
+        @inlineCallbacks
+        def attempt(client: OriginClient) -> Any:
+            status, body = yield client.metainfo(namespace, digest)
+            if status >= 500:
+                raise HTTPStatusError("GET", client.base, status, body)
+            answers.append((status, body, client.base))
+            return _NEXT if status == 404 else (status, body, client.base)
+
+        answer = yield self._each_owner(digest, attempt)
+        return answers[0] if answer is _NEXT else answer
 
 
+_NEXT = object()  # "ask the next owner"

@@ -40,6 +40,7 @@ class SchedulerConfig:
     blacklist_duration: float = 30.0
     conn_tti: float = 30.0
     seeder_tti: float = 300.0
+    seeder_announce_interval: float = 30.0
     leecher_tti: float = 300.0
     handshake_timeout: float = 5.0
     redial_after: float = 10.0
@@ -68,6 +69,7 @@ class TorrentControl:
         self.last_read = now
         self.finished = torrent.complete()
         self.final_announce_done = self.finished
+        self.announced_at = now  # of a complete blob: its last announce (re-announced while seeded)
         self.started = now
         self.from_agents = 0
         self.from_origins = 0
@@ -476,6 +478,7 @@ class Scheduler:
                 self._schedule_announce(interval)
             if complete:
                 ctl.final_announce_done = True
+                ctl.announced_at = self.reactor.seconds()
                 return
             self.connect_peers(ctl, peers)
 
@@ -498,6 +501,10 @@ class Scheduler:
             if ctl.finished:
                 if not ctl.conns and now - ctl.last_read >= cfg.seeder_tti:
                     self._drop(ctl, RuntimeError("seeder idle"))
+                elif (self.announcer is not None and ctl.final_announce_done
+                      and now - ctl.announced_at >= cfg.seeder_announce_interval):
+                    ctl.announced_at = now
+                    self._announce(ctl)
             elif now - ctl.dispatcher.last_activity >= cfg.leecher_tti:
                 log.warn(
                     "download of {d} stalled for {s}s; giving up", d=ctl.torrent.digest, s=cfg.leecher_tti

@@ -200,6 +200,7 @@ class ProxyStorage:
                     problems.append(f"{origin.base}: not found")
                     continue
                 except Exception as e:
+                    self.origins.failed(origin, e)  # tried last for a while
                     problems.append(f"{origin.base}: {str(e)[:200]}")
                     continue
                 actual = yield deferToThread(Digest.of_file, tmp, d.algo)

@@ -86,6 +86,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         tags = LocalTags(TagStore(root / "tags", svc.metrics))
         referrers = LocalReferrers(ReferrerStore(root / "referrers"))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
+    if origins is not None:  # SIGHUP: a new proxy.origins list
+        svc.on_config_reload(options.reread,
+                             lambda new: origins.set_members(new.proxy.origins or origins.members))
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
     storage = ProxyStorage(cache, tags, origins, verifier)

@@ -17,20 +17,21 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
-from kraken.core.httpclient import BadJSONResponse
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError
 from kraken.core.metrics import Metrics
 from kraken.core.offenders import OncePerOffender
 from kraken.core.tls import request_identity
 from kraken.p2p.metainfo import MetaInfo, MetaInfoError
 from kraken.p2p.origins import OriginClient, OriginCluster
 from kraken.tracker.peerstore import BLOBS_PER_PEER, PeerLimit, PeerRecord, PeerStore
+from kraken.tracker.redisstore import RedisPeerStore
 
 log = Logger(namespace="kraken.tracker")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -85,7 +86,7 @@ class TrackerAPI:
     def __init__(
         self,
         clock: IReactorTime,
-        store: PeerStore,
+        store: PeerStore | RedisPeerStore,
         origins: OriginCluster | None,
         metrics: Metrics,
         announce_interval: float = 3.0,
@@ -114,6 +115,7 @@ class TrackerAPI:
             "origin_answers_refused", "origin answers that were not usable JSON", ["answer"]
         )
         self.bad_origins = OncePerOffender()
+        self.m_store_errors = metrics.counter("peer_store_errors", "peer store calls that failed", ["call"])
 
     def router(self) -> Router:
         r = Router()
@@ -157,6 +159,13 @@ class TrackerAPI:
             if ctx:
                 out.append(PeerRecord(ctx["peer_id"], ctx["ip"], int(ctx["port"]), True, True))
         return out
+
+    def _store_failed(self, what: str, error: Exception) -> None:
+        """The peer store did not answer: the announce goes on with the origins alone."""
+        self.m_store_errors.labels(what).inc()
+        if self.bad_origins.first("peer_store", what):
+            log.warn("the peer store failed ({what}): {e}; handing out origins only (logged once)",
+                     what=what, e=error)
 
     def _refuse(self, source: str, reason: str, error: HTTPError) -> HTTPError:
         """Count the refusal, log it once per source address and reason, and return *error*."""
@@ -237,15 +246,22 @@ class TrackerAPI:
                 HTTPError(400, "INFO_HASH_MISMATCH", f"info hash {info_hash} is not that of {d}'s metainfo"),
             )
         try:
-            self.store.update(info_hash, record)
+            yield maybeDeferred(self.store.update, info_hash, record)
         except PeerLimit as e:
             code = "TOO_MANY_BLOBS" if e.reason == BLOBS_PER_PEER else "TOO_MANY_PEERS"
             raise self._refuse(source, e.reason, HTTPError(429, code, str(e))) from None
+        except Exception as e:
+            self._store_failed("update", e)
         self.m_announces.labels(str(record.complete).lower()).inc()
         self.m_peers.set(len(self.store))
         if record.complete:
             return {"peers": None, "interval": self.announce_interval}
-        peers = [p for p in self.store.sample(info_hash, self.announce_limit) if p.peer_id != record.peer_id]
+        try:
+            sampled = yield maybeDeferred(self.store.sample, info_hash, self.announce_limit)
+        except Exception as e:
+            self._store_failed("sample", e)
+            sampled = []
+        peers = [p for p in sampled if p.peer_id != record.peer_id]
         origins = yield self._origin_peers(d)
         if not peers and not origins:
             raise HTTPError(503, "NO_PEERS", "no peers and no origin available for this blob")
@@ -256,18 +272,18 @@ class TrackerAPI:
 
     @inlineCallbacks
     def _fetch_metainfo(self, namespace: str, d: Digest) -> Any:
-        """(status, body) of *d*'s metainfo from its first owner; a 200 is cached with its info hash."""
+        """(status, body) of *d*'s metainfo from the first owner that answers; a 200 is cached with its
+        info hash."""
         assert self.origins is not None
-        owners = yield self._owners(d)
-        status, body = yield owners[0].metainfo(namespace, d)
+        status, body, origin = yield self.origins.metainfo(namespace, d)
         if status == 200:
             try:
                 info_hash = MetaInfo.from_json(body).info_hash_hex
             except MetaInfoError as e:
                 self.m_bad_answers.labels("metainfo").inc()
-                if self.bad_origins.first("metainfo", owners[0].base):
+                if self.bad_origins.first("metainfo", origin):
                     log.warn("origin {o} sent unreadable metainfo for {d}: {e}; logged once per origin",
-                             o=owners[0].base, d=d, e=e)
+                             o=origin, d=d, e=e)
                 message = f"origin sent unreadable metainfo for {d}: {e}"
                 raise HTTPError(502, "ORIGIN_ERROR", message) from None
             self.metainfo_cache.put(d.hex, body, 300.0)
@@ -286,8 +302,10 @@ class TrackerAPI:
             status, body = yield self._fetch_metainfo(unquote(ns), d)
         except HTTPError:
             raise
+        except HTTPStatusError as e:
+            raise HTTPError(502, "ORIGIN_ERROR", f"origin answered {e}") from None
         except Exception as e:
-            raise HTTPError(502, "ORIGIN_ERROR", f"origin unreachable: {e}") from None
+            raise HTTPError(503, "ORIGINS_UNAVAILABLE", f"no owning origin reachable: {e}") from None
         if status in (200, 202, 404):
             return Response(status, body, {"Content-Type": "application/json"})
         text = body[:200].decode("utf-8", "replace")

@@ -12,6 +12,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.p2p.origins import OriginCluster
 from kraken.tracker.peerstore import PeerStore
+from kraken.tracker.redisstore import RedisPeerStore
 from kraken.tracker.server import TrackerAPI, parse_networks
 
 
@@ -30,6 +31,7 @@ class TrackerSection:
     trusted_networks: list[str] = setting(
         [], "CIDRs whose clients may announce an address not their own (e.g. behind NAT)"
     )
+    peer_store: str = setting("memory", "memory, or redis://HOST:PORT[/DB] shared by every tracker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,13 +52,24 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         trusted_networks = parse_networks(tracker.trusted_networks)
     except ValueError as e:
         raise SystemExit(f"kraken-tracker: {e}") from None
-    store = PeerStore(
-        svc.reactor,
-        tracker.peer_ttl,
-        max_peers_per_blob=tracker.max_peers_per_blob,
-        max_blobs_per_peer=tracker.max_blobs_per_peer,
-    )
+    store: PeerStore | RedisPeerStore
+    if tracker.peer_store == "memory":
+        store = PeerStore(
+            svc.reactor,
+            tracker.peer_ttl,
+            max_peers_per_blob=tracker.max_peers_per_blob,
+            max_blobs_per_peer=tracker.max_blobs_per_peer,
+        )
+    elif tracker.peer_store.startswith(("redis://", "rediss://", "unix://")):
+        store = RedisPeerStore(svc.reactor, tracker.peer_store, tracker.peer_ttl,
+                               tracker.max_peers_per_blob, tracker.max_blobs_per_peer)
+    else:
+        raise SystemExit(f"kraken-tracker: config error: tracker.peer_store: {tracker.peer_store!r} is "
+                         "neither memory nor a redis:// URL")
     origins = OriginCluster(svc.reactor, tracker.origins, svc.tls) if tracker.origins else None
+    if origins is not None:  # SIGHUP: a new tracker.origins list
+        svc.on_config_reload(options.reread,
+                             lambda new: origins.set_members(new.tracker.origins or origins.members))
     api = TrackerAPI(
         svc.reactor,
         store,

@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.core.journal import Journal, read_rows
 from kraken.registry.tagstore import TagStore
 from tests.hostile.rig import https
 from tests.integration.p2p_fixtures import origin_config
@@ -174,54 +176,42 @@ def test_copies_to_the_other_owner_cut_off_by_kill_9_are_made_at_the_next_start(
     data = os.urandom(300_000)
     d = upload_to_origin(pki, ports[0], data, "team")  # the other owner is down: its copy waits
     a.kill()
-    journal = tmp_path / "a" / "store" / "replicate"
-    assert [p.name for p in journal.glob("*.json")] == [f"{d.hex}.json"]
-    (journal / "garbled.json").write_bytes(b'{"digest": "sha256:12')
+    journal = tmp_path / "a" / "store" / "journal.sqlite"
+    assert [r.payload for r in read_rows(journal) if r.queue == "replication"] == [
+        {"digest": str(d), "owner": cluster[1]}]
     servers.start("kraken-origin", configs[1], name="origin-b")
     a.start()
     deadline = time.monotonic() + 10
     url = f"/internal/namespace/team/blobs/{d}?local=true"
-    while time.monotonic() < deadline and list(journal.glob("*.json")):  # gone once the copy landed
+    while time.monotonic() < deadline and read_rows(journal):  # gone once the copy landed
         time.sleep(0.1)
     assert request(pki, ports[1], "HEAD", url)[0] == 200, a.log()[-2000:]
-    assert not list(journal.glob("*.json")) and (journal / "garbled.bad").exists()
-    body = request(pki, ports[0], "GET", "/metrics")[1]
-    assert metric(body.decode(), 'kraken_origin_corrupt_entries_total{store="replication"}') == 1
+    assert read_rows(journal) == []
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{\"namespace\": \"team\", \"dig", b"\x00\xff" * 40],
-                         ids=["empty", "truncated", "binary"])
-def test_a_garbled_write_back_marker_is_set_aside_and_the_others_run(
-    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, garbage: bytes
+@pytest.mark.parametrize("how", ["garbage", "truncated", "flipped"])
+def test_a_damaged_journal_stops_the_origin_and_build_index_with_one_line(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, how: str
 ) -> None:
-    backend = tmp_path / "backend"
-    backend.mkdir()
-    config = origin_config(pki, tmp_path / "o", backend, writeback_retry_first=0.1, writeback_retry_cap=0.2)
-    origin = servers.start("kraken-origin", config, name="origin")
-    port = origin.port("http")
-    good = [os.urandom(100_000 + i) for i in range(2)]
-    digests = []
-    for data in good:
-        d = Digest.of_bytes(data)
-        (backend / d.hex / "in-the-way").mkdir(parents=True)
-        digests.append(upload_to_origin(pki, port, data, "team"))
-    origin.kill()
-    markers = sorted((tmp_path / "o" / "store" / "writeback").glob("*.json"))
-    assert len(markers) == 2
-    markers[0].write_bytes(garbage)
-    for d in digests:
-        shutil.rmtree(backend / d.hex)
-    origin.start()
-    survivor = next(d for d in digests if markers[1].name.startswith(d.hex))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (backend / survivor.hex).is_file():
-        time.sleep(0.05)
-    assert (backend / survivor.hex).is_file(), origin.log()[-2000:]
-    aside = markers[0].with_suffix(".bad")
-    assert aside.read_bytes() == garbage
-    assert str(aside) in origin.log()
-    body = request(pki, origin.port("http"), "GET", "/metrics")[1]
-    assert metric(body.decode(), 'kraken_origin_corrupt_entries_total{store="writeback"}') == 1
+    from twisted.internet.task import Clock
+
+    origin = origin_config(pki, tmp_path / "o")
+    index = {"listen": ["tls:tcp:0:interface=127.0.0.1"], "tls": tls_section(pki, "build-index"),
+             "buildindex": {"storage": str(tmp_path / "bi"), "cluster": ["127.0.0.1:9"]}}
+    for plugin, config, db in (("kraken-origin", origin, tmp_path / "o" / "store" / "journal.sqlite"),
+                               ("kraken-build-index", index, tmp_path / "bi" / "journal.sqlite")):
+        journal = Journal(db, Clock())
+        journal.queue("writeback", lambda p: Deferred()).add_many(
+            (f"{i:064x}/team", {"namespace": "team", "digest": f"sha256:{i:064x}"}) for i in range(40))
+        journal.close()
+        damage(db, how)
+        config_file = tmp_path / f"{plugin}.yaml"
+        config_file.write_text(json.dumps(config))
+        result = run_twistd(plugin, "--config", str(config_file), timeout=60)
+        assert result.returncode != 0
+        output = (result.stdout + result.stderr).strip().splitlines()
+        assert "Traceback" not in result.stderr + result.stdout, result.stderr
+        assert len(output) == 1 and str(db) in output[0] and plugin in output[0], output
 
 
 # -- tags: kraken-build-index, kraken-proxy (local tags and with a build-index) ------------------
@@ -352,18 +342,15 @@ def test_a_pending_copy_to_a_neighbour_survives_kill_9(
     digest = str(Digest.of_bytes(b"manifest"))
     assert request(pki, port_a, "PUT", tag_path("team/app:v1", digest))[0] == 200  # the neighbour is down
     a.kill()
-    journal = tmp_path / "a" / "pending" / "duplicate"
-    assert len(list(journal.glob("*.json"))) == 1
-    (journal / "garbled.json").write_bytes(b"\x00" * 10)
+    journal = tmp_path / "a" / "journal.sqlite"
+    assert [r.queue for r in read_rows(journal)] == ["tag_copies"]
     build_index(servers, pki, tmp_path / "b", port_b)
     a.start()
     deadline = time.monotonic() + 10
     while request(pki, port_b, "GET", tag_path("team/app:v1"))[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert request(pki, port_b, "GET", tag_path("team/app:v1")) == (200, digest.encode()), a.log()[-2000:]
-    assert not list(journal.glob("*.json")) and (journal / "garbled.bad").exists()
-    body = request(pki, port_a, "GET", "/metrics")[1]
-    assert metric(body.decode(), 'kraken_build_index_corrupt_entries_total{store="tag_copies"}') == 1
+    assert read_rows(journal) == []
 
 
 def test_proxy_manifest_put_survives_kill_9_with_local_tags(

@@ -10,9 +10,13 @@ from typing import Any
 import pytest_twisted
 
 from kraken.core.digest import Digest
+from kraken.core.journal import read_rows
 from kraken.p2p.origins import OriginClient
 from tests.integration.p2p_fixtures import client, metric, origin_config, sleep
 from tests.support import tls_settings
+
+FAILURES = 'kraken_origin_queue_failures_total{queue="writeback"}'
+DONE_OK = 'kraken_origin_queue_done_total{queue="writeback",result="ok"}'
 
 
 @pytest_twisted.inlineCallbacks
@@ -33,29 +37,29 @@ def test_pending_write_back_resumes_after_a_crash(servers: Any, pki: Path, tmp_p
 
     http = client(pki)
     for _ in range(100):
-        retries = yield metric(http, f"https://{base}/metrics", "kraken_origin_writebacks_total")
+        retries = yield metric(http, f"https://{base}/metrics", FAILURES)
         if retries >= 2:
             break
         yield sleep(0.1)
     assert retries >= 2, origin.log()
-    pending = yield metric(http, f"https://{base}/metrics", "kraken_origin_writebacks_pending")
+    pending = yield metric(http, f"https://{base}/metrics", 'kraken_origin_queue_depth{queue="writeback"}')
     assert pending == 1
-    markers = list((tmp_path / "o" / "store" / "writeback").glob("*.json"))
-    assert len(markers) == 1
+    journal = tmp_path / "o" / "store" / "journal.sqlite"
+    assert [r.payload for r in read_rows(journal)] == [{"namespace": "ns", "digest": str(d)}]
 
     origin.kill()  # as a crash would: nothing gets to run at shutdown
-    assert markers[0].exists() and not squatter.is_file()
+    assert len(read_rows(journal)) == 1 and not squatter.is_file()
     shutil.rmtree(squatter)  # the backend works again
 
     origin.start()
     for _ in range(100):
-        if squatter.is_file() and not markers[0].exists():
+        if squatter.is_file() and not read_rows(journal):
             break
         yield sleep(0.1)
     assert squatter.read_bytes() == data, origin.log()
-    assert not markers[0].exists()
+    assert read_rows(journal) == []
     base = f"127.0.0.1:{origin.port('http')}"
-    ok = yield metric(http, f"https://{base}/metrics", 'kraken_origin_writebacks_total{result="ok"}')
-    pending = yield metric(http, f"https://{base}/metrics", "kraken_origin_writebacks_pending")
+    ok = yield metric(http, f"https://{base}/metrics", DONE_OK)
+    pending = yield metric(http, f"https://{base}/metrics", 'kraken_origin_queue_depth{queue="writeback"}')
     assert ok == 1 and pending == 0
-    assert "resumed 1 pending write-backs" in origin.log()
+    assert "queue writeback: resumed 1 pending tasks" in origin.log()

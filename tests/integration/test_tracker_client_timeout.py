@@ -25,7 +25,8 @@ async def test_requests_to_a_silent_tracker_time_out() -> None:
     port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
     http = make_http_client(reactor, None, {"tracker"})
     try:
-        client = TrackerClient(reactor, f"127.0.0.1:{port.getHost().port}", None, http, request_timeout=0.3)
+        client = TrackerClient(reactor, f"127.0.0.1:{port.getHost().port}", None, http, request_timeout=0.3,
+                               unavailable_timeout=0)
         started = time.monotonic()
         with pytest.raises(ResponseNeverReceived):
             await client.metainfo("ns", Digest.of_bytes(b"x"))

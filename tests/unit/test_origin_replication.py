@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
+from kraken.core.journal import Journal, read_rows
 from kraken.origin.replication import OriginPlacement, Replicator
 
 CLUSTER = ["10.0.0.1:15002", "10.0.0.2:15002", "10.0.0.3:15002"]
@@ -47,17 +48,20 @@ def test_replicate_copies_to_every_other_owner_and_survives_a_failure(tmp_path: 
     me, first, second = owners
     placement = OriginPlacement(CLUSTER, 3, "unused", {}, b"", self_address=me)
     sent: list[tuple[str, Digest, str]] = []
-    replicator = Replicator(placement, lambda d: tmp_path / d.hex, lambda a: Sender(sent, a, {first}))
-    done = replicator.replicate(DIGEST)
-    assert done.called
+    (tmp_path / DIGEST.hex).write_bytes(b"replicated")
+    replicator = Replicator(placement, lambda d: tmp_path / d.hex, lambda a: Sender(sent, a, {first}),
+                            Journal(":memory:", Clock()))
+    replicator.replicate(DIGEST)
     assert sent == [(second, DIGEST, str(tmp_path / DIGEST.hex))]
+    assert replicator.holds(DIGEST)  # the copy to the first owner still waits
 
 
 def test_no_copy_when_this_origin_is_the_only_owner(tmp_path: Path) -> None:
     (me,) = Ring(CLUSTER, 1).locations(DIGEST.hex)
     placement = OriginPlacement(CLUSTER, 1, "unused", {}, b"", self_address=me)
     sent: list[tuple[str, Digest, str]] = []
-    Replicator(placement, lambda d: tmp_path, lambda a: Sender(sent, a, set())).replicate(DIGEST)
+    Replicator(placement, lambda d: tmp_path, lambda a: Sender(sent, a, set()),
+               Journal(":memory:", Clock())).replicate(DIGEST)
     assert sent == []
 
 
@@ -70,12 +74,12 @@ def test_a_failed_copy_is_retried_with_backoff_and_journaled_until_it_lands(tmp_
     sent: list[tuple[str, Digest, str]] = []
     broken = {first}
     clock = Clock()
-    journal = tmp_path / "replicate"
-    replicator = Replicator(placement, lambda d: blob, lambda a: Sender(sent, a, broken), journal=journal,
-                            clock=clock, retry=(1.0, 4.0))
+    journal = tmp_path / "journal.sqlite"
+    replicator = Replicator(placement, lambda d: blob, lambda a: Sender(sent, a, broken),
+                            Journal(journal, clock), retry=(1.0, 4.0))
     replicator.replicate(DIGEST)
     assert [a for a, _, _ in sent] == [second]
-    assert (journal / f"{DIGEST.hex}.json").exists()
+    assert [r.payload for r in read_rows(journal)] == [{"digest": str(DIGEST), "owner": first}]
     clock.advance(1.0)  # still down: the next try waits twice as long
     assert [a for a, _, _ in sent] == [second]
     broken.clear()
@@ -83,4 +87,4 @@ def test_a_failed_copy_is_retried_with_backoff_and_journaled_until_it_lands(tmp_
     assert [a for a, _, _ in sent] == [second]
     clock.advance(0.1)
     assert [a for a, _, _ in sent] == [second, first]  # only the owner that lacked it
-    assert not (journal / f"{DIGEST.hex}.json").exists() and not clock.getDelayedCalls()
+    assert read_rows(journal) == [] and not clock.getDelayedCalls()

@@ -1,4 +1,4 @@
-"""Durable write-back on a Clock: markers on disk, capped exponential backoff, resume after restart."""
+"""Durable write-back on a Clock: tasks in the journal, capped exponential backoff, resume after restart."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from twisted.internet.task import Clock
 from kraken.backends.base import BackendError, BackendRouter, BlobNotFound, NamespaceRoute
 from kraken.core.cas import CAStore
 from kraken.core.digest import Digest
+from kraken.core.journal import Journal, read_rows
 from kraken.core.metrics import Metrics
-from kraken.origin.writeback import WriteBackQueue, backoff
+from kraken.origin.writeback import WriteBackQueue
 
 
 class SyncDirectoryBackend:
@@ -68,7 +69,13 @@ def _setup(tmp_path: Path, failures: int, name: str) -> Setup:
 
 def _queue(clock: Clock, cas: CAStore, backend: SyncDirectoryBackend, metrics: Metrics) -> WriteBackQueue:
     router = BackendRouter([NamespaceRoute(re.compile(".*"), backend)])
-    return WriteBackQueue(clock, cas.root / "writeback", cas, router, metrics, retry_first=1.0, retry_cap=8.0)
+    journal = Journal(cas.root / "journal.sqlite", clock, metrics)
+    return WriteBackQueue(journal, cas, router, retry_first=1.0, retry_cap=8.0,
+                          legacy_markers=cas.root / "writeback")
+
+
+def _rows(cas: CAStore) -> list[tuple[str, dict[str, str]]]:
+    return [(r.key, r.payload) for r in read_rows(cas.root / "journal.sqlite")]
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -76,37 +83,33 @@ def _sample(metrics: Metrics, name: str, **labels: str) -> float:
     return value or 0.0
 
 
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff(n, 1.0, 8.0) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    assert backoff(10_000, 0.5, 60.0) == 60.0
-
-
-def test_retries_back_off_then_marker_goes_on_success(tmp_path: Path) -> None:
+def test_retries_back_off_then_the_task_goes_on_success(tmp_path: Path) -> None:
     clock, cas, backend, metrics, d = _setup(tmp_path, failures=5, name="wb1")
     queue = _queue(clock, cas, backend, metrics)
     queue.add("team/ns", d)
-    markers = list((cas.root / "writeback").glob("*.json"))
-    assert len(markers) == 1 and b'"team/ns"' in markers[0].read_bytes()
+    task = [(f"{d.hex}/team/ns", {"namespace": "team/ns", "digest": str(d)})]
+    assert _rows(cas) == task
     assert queue.pending() == {("team/ns", d.hex)} and queue.holds(d)
-    assert _sample(metrics, "writebacks_pending") == 1
+    assert _sample(metrics, "queue_depth", queue="writeback") == 1
     # Failures 1..5 wait 1, 2, 4, 8, 8 seconds: nothing happens a moment before each deadline.
     for wait in (1.0, 2.0, 4.0, 8.0):
         clock.advance(wait - 0.01)
-        assert backend.uploads == [] and markers[0].exists()
+        assert backend.uploads == [] and _rows(cas) == task
         clock.advance(0.01)
-    assert _sample(metrics, "writebacks_total", result="retry") == 5  # the 5th failure: stat at t=15
+    assert _sample(metrics, "queue_failures_total", queue="writeback") == 5  # the 5th failure: stat at t=15
+    assert _sample(metrics, "queue_oldest_age_seconds", queue="writeback") == 15
     clock.advance(7.99)
-    assert backend.uploads == [] and markers[0].exists()
+    assert backend.uploads == [] and _rows(cas) == task
     clock.advance(0.01)
     assert backend.uploads == [d.hex]
     assert (backend.root / d.hex).read_bytes() == cas.blob_path(d).read_bytes()
-    assert not markers[0].exists() and queue.pending() == set() and not queue.holds(d)
-    assert _sample(metrics, "writebacks_pending") == 0
-    assert _sample(metrics, "writebacks_total", result="ok") == 1
+    assert _rows(cas) == [] and queue.pending() == set() and not queue.holds(d)
+    assert _sample(metrics, "queue_depth", queue="writeback") == 0
+    assert _sample(metrics, "queue_done_total", queue="writeback", result="ok") == 1
     assert clock.getDelayedCalls() == []
 
 
-def test_markers_survive_a_restart_and_are_resumed(tmp_path: Path) -> None:
+def test_tasks_survive_a_restart_and_are_resumed(tmp_path: Path) -> None:
     clock, cas, backend, metrics, d = _setup(tmp_path, failures=1000, name="wb2")
     first = _queue(clock, cas, backend, metrics)
     first.add("ns", d)
@@ -114,7 +117,7 @@ def test_markers_survive_a_restart_and_are_resumed(tmp_path: Path) -> None:
     clock.advance(3.0)
     first.stop()  # the origin shuts down with the backend still failing
     assert clock.getDelayedCalls() == [] and backend.uploads == []
-    assert len(list((cas.root / "writeback").glob("*.json"))) == 1
+    assert len(_rows(cas)) == 1
 
     backend.failures = 0
     clock2, metrics2 = Clock(), Metrics("wb2b")
@@ -122,20 +125,26 @@ def test_markers_survive_a_restart_and_are_resumed(tmp_path: Path) -> None:
     assert second.pending() == set()
     assert second.resume() == 1
     assert backend.uploads == [d.hex]
-    assert list((cas.root / "writeback").glob("*.json")) == []
-    assert _sample(metrics2, "writebacks_total", result="ok") == 1
+    assert _rows(cas) == []
+    assert _sample(metrics2, "queue_done_total", queue="writeback", result="ok") == 1
 
 
-def test_present_in_backend_and_unreadable_markers(tmp_path: Path) -> None:
+def test_present_in_backend_and_markers_of_earlier_versions(tmp_path: Path) -> None:
     clock, cas, backend, metrics, d = _setup(tmp_path, failures=0, name="wb3")
     shutil.copyfile(cas.blob_path(d), backend.root / d.hex)
     queue = _queue(clock, cas, backend, metrics)
     queue.add("ns", d)
-    assert backend.uploads == [] and _sample(metrics, "writebacks_total", result="present") == 1
-    garbage = cas.root / "writeback" / "junk.json"
+    assert backend.uploads == []
+    assert _sample(metrics, "queue_done_total", queue="writeback", result="present") == 1
+    (backend.root / d.hex).unlink()
+    markers = cas.root / "writeback"
+    markers.mkdir()
+    (markers / f"{d.hex}.0123.json").write_text(f'{{"namespace": "old", "digest": "{d}"}}')
+    garbage = markers / "junk.json"
     garbage.write_bytes(b"{not json")
-    assert queue.resume() == 0
-    assert not garbage.exists() and garbage.with_suffix(".bad").exists()  # kept for a person to look at
+    queue.resume()
+    assert backend.uploads == [d.hex] and _rows(cas) == []
+    assert sorted(p.name for p in markers.iterdir()) == ["junk.bad"]  # kept for a person to look at
 
 
 def test_cleanup_keeps_blobs_awaiting_write_back(tmp_path: Path) -> None:
@@ -144,7 +153,7 @@ def test_cleanup_keeps_blobs_awaiting_write_back(tmp_path: Path) -> None:
     queue.add("ns", d)
     later = cas.blob_path(d).stat().st_atime + 100
     assert cas.cleanup(tti=10, now=later, keep=queue.holds) == [] and cas.has(d)
-    queue.stop()
-    marker = next((cas.root / "writeback").glob("*.json"))
-    marker.unlink()
+    backend.failures = 0
+    queue.queue.retry_now()
+    assert backend.uploads == [d.hex]
     assert cas.cleanup(tti=10, now=later, keep=queue.holds) == [d]

@@ -271,3 +271,26 @@ def test_upload_slots_stream_one_piece_at_a_time_over_all_connections(
     events = wire.Decoder().feed(transports[1].value())
     assert [e.index for e in events if isinstance(e, wire.PiecePayload)] == [1]
     assert not seeder.scheduler.uploads.holders and not seeder.scheduler.uploads.waiting
+
+
+def test_a_complete_blob_is_announced_again_while_it_is_seeded(tmp_path: Path, blob: Any) -> None:
+    mi, data = blob
+    seeder = Host(tmp_path, "s", mi, data, seeder_announce_interval=10.0, seeder_tti=100.0)
+    announced: list[bool] = []
+
+    def announce(ctl: TorrentControl, complete: bool) -> Deferred[Any]:
+        announced.append(complete)
+        d: Deferred[Any] = Deferred()
+        d.callback(([], 60.0))
+        return d
+
+    seeder.scheduler.announcer = announce
+    seeder.scheduler.start()
+    ctl = seeder.scheduler.add_torrent(seeder.store.seed(mi), "ns")
+    assert ctl.finished and announced == []  # a complete blob announces on the next seeding tick
+    seeder.reactor.pump([1.0] * 10)
+    assert announced == [True]  # the peer store may have lost it (a Redis restart): it says so again
+    seeder.reactor.pump([1.0] * 10)
+    assert announced == [True, True]
+    seeder.reactor.pump([1.0] * 100)  # nobody read it for seeder_tti: dropped, no more announces
+    assert len(announced) <= 11 and ctl.info_hash not in seeder.scheduler.torrents

@@ -1,4 +1,4 @@
-"""Build-index neighbour copies: retries with backoff on a Clock, newest digest wins."""
+"""Build-index neighbour copies: retries with backoff on a Clock until they land, newest digest wins."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from kraken.buildindex.duplicate import Duplicator
+from kraken.core.journal import Journal, read_rows
+
+
+def _mem(clock: Clock) -> Journal:
+    return Journal(":memory:", clock)
 
 
 class Neighbours:
@@ -30,7 +35,7 @@ class Neighbours:
 def test_copies_to_every_neighbour() -> None:
     n = Neighbours()
     outcomes: list[str] = []
-    dup = Duplicator(["a:1", "b:2"], n.send, Clock(), on_result=outcomes.append)
+    dup = Duplicator(["a:1", "b:2"], n.send, _mem(Clock()), on_result=outcomes.append)
     dup.tag_stored("test/x", "v1", "sha256:1")
     assert n.stored == {("a:1", "test/x", "v1"): "sha256:1", ("b:2", "test/x", "v1"): "sha256:1"}
     assert outcomes == ["ok", "ok"] and not dup.pending
@@ -39,7 +44,7 @@ def test_copies_to_every_neighbour() -> None:
 def test_retries_with_backoff_then_succeeds() -> None:
     clock = Clock()
     n = Neighbours(failures=3)
-    dup = Duplicator(["a:1"], n.send, clock, first_delay=1.0)
+    dup = Duplicator(["a:1"], n.send, _mem(clock), first_delay=1.0)
     dup.tag_stored("r", "t", "sha256:1")
     assert len(n.calls) == 1
     clock.advance(1.0)
@@ -53,20 +58,20 @@ def test_retries_with_backoff_then_succeeds() -> None:
     assert not dup.pending
 
 
-def test_gives_up_after_the_attempts() -> None:
+def test_never_gives_up() -> None:
     clock = Clock()
     n = Neighbours(failures=100)
     outcomes: list[str] = []
-    dup = Duplicator(["a:1"], n.send, clock, attempts=3, first_delay=1.0, on_result=outcomes.append)
+    dup = Duplicator(["a:1"], n.send, _mem(clock), first_delay=1.0, max_delay=10.0, on_result=outcomes.append)
     dup.tag_stored("r", "t", "sha256:1")
-    clock.pump([10.0] * 5)
-    assert len(n.calls) == 3 and outcomes == ["retry", "retry", "gave_up"] and not dup.pending
+    clock.pump([10.0] * 100)
+    assert len(n.calls) == 101 and outcomes == ["retry"] * 100 + ["ok"] and not dup.pending
 
 
 def test_newer_digest_replaces_a_pending_retry() -> None:
     clock = Clock()
     n = Neighbours(failures=1)
-    dup = Duplicator(["a:1"], n.send, clock, first_delay=5.0)
+    dup = Duplicator(["a:1"], n.send, _mem(clock), first_delay=5.0)
     dup.tag_stored("r", "t", "sha256:old")
     dup.tag_stored("r", "t", "sha256:new")
     clock.advance(60)
@@ -77,7 +82,7 @@ def test_newer_digest_replaces_a_pending_retry() -> None:
 def test_stop_cancels_retries() -> None:
     clock = Clock()
     n = Neighbours(failures=1)
-    dup = Duplicator(["a:1"], n.send, clock)
+    dup = Duplicator(["a:1"], n.send, _mem(clock))
     dup.tag_stored("r", "t", "sha256:1")
     dup.stop()
     assert not clock.getDelayedCalls()
@@ -85,18 +90,23 @@ def test_stop_cancels_retries() -> None:
 
 def test_pending_copies_are_journaled_and_resumed(tmp_path: Path) -> None:
     down = Neighbours(failures=100)
-    journal = tmp_path / "pending"
-    dup = Duplicator(["a:1", "b:2"], down.send, Clock(), journal=journal)
+    path = tmp_path / "journal.sqlite"
+    dup = Duplicator(["a:1", "b:2"], down.send, Journal(path, Clock()))
     dup.tag_stored("test/x", "v1", "sha256:1")
-    dup.tag_stored("test/x", "v1", "sha256:2")  # replaces the pending copies, marker and all
-    assert len(list(journal.glob("*.json"))) == 2
-    dup.stop()  # as a crash would leave it: the markers stay
+    dup.tag_stored("test/x", "v1", "sha256:2")  # replaces the pending copies
+    assert sorted((r.key, r.payload["digest"]) for r in read_rows(path)) == [
+        ("a:1/test/x:v1", "sha256:2"), ("b:2/test/x:v1", "sha256:2")]
+    dup.stop()  # as a crash would leave it: the rows stay
 
-    (journal / "garbled.json").write_bytes(b'{"neighbour": "a:1", "re')
+    legacy = tmp_path / "pending"  # marker files of an earlier version are taken over
+    legacy.mkdir()
+    (legacy / "old.json").write_text('{"neighbour": "a:1", "repo": "r", "tag": "t", "digest": "sha256:9"}')
+    (legacy / "garbled.json").write_bytes(b'{"neighbour": "a:1", "re')
     corrupt: list[None] = []
     up = Neighbours()
-    again = Duplicator(["a:1"], up.send, Clock(), journal=journal, on_corrupt=lambda: corrupt.append(None))
-    assert again.resume() == 1  # b:2 is no neighbour any more: its marker waits
-    assert up.stored == {("a:1", "test/x", "v1"): "sha256:2"}
-    assert len(list(journal.glob("*.json"))) == 1 and (journal / "garbled.bad").exists()
-    assert len(corrupt) == 1
+    again = Duplicator(["a:1"], up.send, Journal(path, Clock()), legacy_markers=legacy,
+                       on_corrupt=lambda: corrupt.append(None))
+    assert again.resume() == 1  # b:2 is no neighbour any more: its row waits
+    assert up.stored == {("a:1", "test/x", "v1"): "sha256:2", ("a:1", "r", "t"): "sha256:9"}
+    assert [r.key for r in read_rows(path)] == ["b:2/test/x:v1"]
+    assert sorted(p.name for p in legacy.iterdir()) == ["garbled.bad"] and len(corrupt) == 1
