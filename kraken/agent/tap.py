@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.application.internet import TimerService
 
@@ -19,6 +20,7 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender
 from kraken.core.service import KrakenService
+from kraken.mirror.wiring import agent_name_mapper
 from kraken.p2p.config import (
     BandwidthSection,
     SchedulerSection,
@@ -58,6 +60,7 @@ class AgentRegistrySection:
     listen: list[str] = setting(["tcp:5055:interface=127.0.0.1"], "read-only Docker registry endpoints")
     build_index: str | None = setting(None, "build-index URL for tag lookups")
     allow_cidrs: list[str] = setting([], "client networks allowed on the registry port")
+    mirrors: dict[str, Any] = setting({}, "registry host (containerd's ?ns=) -> upstream (mirroring)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +128,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     registry = config.registry
     if registry.listen:
         registry_site = make_agent_registry(
-            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http
+            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http,
+            name_for=agent_name_mapper(registry.mirrors) if registry.mirrors else None,
         )
         svc.listen_all("registry", registry.listen, registry_site)
     return svc
