@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -182,11 +183,10 @@ class Containerd:
         return result
 
     def write_hosts(self, upstream: str, server: str, mirror: str) -> None:
-        directory = self.hosts / upstream
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "hosts.toml").write_text(
-            f'server = "{server}"\n\n[host."{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
-        )
+        """``hosts.toml`` for *upstream* as ``kraken registry mirror-config`` writes it."""
+        subprocess.run([sys.executable, "-m", "kraken.cli.main", "registry", "mirror-config",
+                        f"{upstream}={server}", "--agent", mirror, "--dir", str(self.hosts)],
+                       check=True, capture_output=True, timeout=60)
 
     def pull(self, ref: str, *extra: str) -> None:
         self.ctr("images", "pull", "--hosts-dir", str(self.hosts), *extra, ref, timeout=180)
