@@ -207,3 +207,8 @@ class Containerd:
                 self.proc.kill()
         self.log.close()
 
+
+
+def push_anonymous(layout: str, address: str, ref: str, all_platforms: bool = False) -> None:
+    extra = ["--all"] if all_platforms else []
+    skopeo("copy", *extra, "--dest-tls-verify=false", layout, f"docker://{address}/{ref}")

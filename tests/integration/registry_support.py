@@ -107,11 +107,11 @@ class DockerRegistry:
     """Debian's docker-registry (CNCF distribution) on a loopback port, as reference or upstream."""
 
     def __init__(self, workdir: Path, htpasswd: Path | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, port: int | None = None) -> None:
         if shutil.which("docker-registry") is None:
             pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn"},
