@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -20,7 +21,8 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender
 from kraken.core.service import KrakenService
-from kraken.mirror.wiring import agent_name_mapper
+from kraken.mirror.preload import PreloadAPI
+from kraken.mirror.wiring import agent_name_mapper, checked_mirrors
 from kraken.p2p.config import (
     BandwidthSection,
     SchedulerSection,
@@ -61,6 +63,9 @@ class AgentRegistrySection:
     build_index: str | None = setting(None, "build-index URL for tag lookups")
     allow_cidrs: list[str] = setting([], "client networks allowed on the registry port")
     mirrors: dict[str, Any] = setting({}, "registry host (containerd's ?ns=) -> upstream (mirroring)")
+    containerd_socket: str = setting("/run/containerd/containerd.sock", "containerd's socket (preload)")
+    ctr: str = setting("ctr", "the ctr program preload runs")
+    preload_timeout: float = setting(600.0, "seconds a preload may take", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,8 +113,15 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     build_index = config.registry.build_index if config.registry.listen else None
     readiness = AgentReadiness(reactor, agent.trackers or [agent.tracker], build_index, svc.tls)
     readiness.checker.setServiceParent(svc)
+    router = api.router()
+    PreloadAPI(
+        reactor, lambda: svc.ports.get("registry", 0),
+        checked_mirrors(config.registry.mirrors, "registry.mirrors"), Path(f"{agent.store}-preload-hosts"),
+        config.registry.containerd_socket, config.registry.ctr,
+        config.registry.preload_timeout,
+    ).register(router)
     site = make_site(
-        api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
+        router, svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
         reactor=reactor, ready_checks={"scheduler": scheduler.probe, "tracker": readiness.tracker_answers,
                                        "build_index": readiness.build_index_answers},
     )

@@ -12,6 +12,7 @@ import base64
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from kraken.cli.registry import write_demo_image
 from tests.integration.mirror_support import (
@@ -47,11 +48,12 @@ class Kraken:
         index["buildindex"]["mirrors"] = mirrors
         self.index = servers.start("kraken-build-index", index, name="build-index")
 
-    def agent(self, name: str) -> Any:
+    def agent(self, name: str, **registry: Any) -> Any:
         config = agent_config(self.pki, self.root / name, self.tracker.port("http"))
         config["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"],
                               "build_index": f"127.0.0.1:{self.index.port('http')}",
-                              "mirrors": {host: {"url": m["url"]} for host, m in self.mirrors.items()}}
+                              "mirrors": {host: {"url": m["url"]} for host, m in self.mirrors.items()},
+                              **registry}
         return self.servers.start("kraken-agent", config, name=name)
 
 
@@ -71,10 +73,10 @@ def test_containerd_pulls_two_upstreams_through_the_agent(servers: Any, pki: Pat
 
         kraken = Kraken(servers, pki, tmp_path / "k", _mirrors(
             (basic.address, f"http://{basic.address}"), (bearer.address, f"http://{bearer.address}")))
-        agent = kraken.agent("agent-1")
+        containerd = Containerd(tmp_path / "containerd")
+        agent = kraken.agent("agent-1", containerd_socket=str(containerd.socket))
         mirror = f"http://127.0.0.1:{agent.port('registry')}"
 
-        containerd = Containerd(tmp_path / "containerd")
         for upstream in (basic, bearer):
             containerd.write_hosts(upstream.address, f"http://{upstream.address}", mirror)
         containerd.pull(f"{basic.address}/test/single:v1")
@@ -91,6 +93,20 @@ def test_containerd_pulls_two_upstreams_through_the_agent(servers: Any, pki: Pat
         arm64 = next(m for m in json.loads(got.body)["manifests"] if m["platform"]["architecture"] == "arm64")
         got = reg.request("GET", f"/v2/test/multi/manifests/{arm64['digest']}?ns={bearer.address}")
         assert got.status == 200 and sha256(got.body) == arm64["digest"]
+
+        # preload: the agent makes containerd pull an image through itself, under its upstream name
+        api = Registry("127.0.0.1", agent.port("http"))
+        mirrored = quote(f"127.0.0.1-{bearer.port}/test/multi:v1", safe="")
+        done = api.request("GET", f"/preload/tags/{mirrored}?runtime=containerd&namespace=preloaded")
+        assert done.status == 200, done.body
+        assert done.json()["image"] == f"{bearer.address}/test/multi:v1"
+        listed = containerd.ctr("--namespace", "preloaded", "images", "ls").stdout
+        assert f"{bearer.address}/test/multi:v1" in listed and multi_digest in listed
+        refused = api.request("GET", f"/preload/tags/{mirrored}?runtime=docker")
+        assert refused.status == 400 and refused.json()["error"]["code"] == "RUNTIME_UNSUPPORTED"
+        missing = api.request("GET", "/preload/tags/test%2Fnever:v1?runtime=containerd&namespace=preloaded")
+        assert missing.status == 500 and missing.json()["error"]["code"] == "PRELOAD_FAILED"
+        assert f"127.0.0.1:{agent.port('registry')}/test/never:v1" in missing.json()["error"]["message"]
     finally:
         if containerd is not None:
             containerd.stop()
