@@ -154,6 +154,7 @@ def run(n: int, size_mb: int, rate: int, root: Path) -> dict[str, float]:
                 "--insecure-policy",
                 "copy",
                 "--dest-tls-verify=false",
+                "--preserve-digests",  # else skopeo gzips the layer on the way
                 f"oci:{root / 'layout'}:v1",
                 f"docker://{UPSTREAM}/bench/big:v1",
             ),
