@@ -146,6 +146,13 @@ class TagService:
     @inlineCallbacks
     def list(self, prefix: str) -> Any:
         entries = set(self.store.entries(prefix))
+        if self.mirror is not None and ":" in prefix and self.mirror.owns(prefix.partition(":")[0]):
+            try:
+                remote = yield self.mirror.list_tags(prefix)
+                entries.update(e for e in remote if ":" in e)
+            except Exception as e:
+                log.warn("upstream list of {prefix!r} failed: {error}", prefix=prefix, error=str(e))
+            return sorted(entries)
         if self.backend is not None:
             try:
                 remote = yield self.backend.list(prefix)

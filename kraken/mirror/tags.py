@@ -130,6 +130,12 @@ class MirrorTags:
         self._refresh(upstream, repo, tag, stored).addBoth(self._answer, key)
         return d
 
+    def list_tags(self, prefix: str) -> Deferred[Any]:
+        """``repo:tag`` names of a mirrored repository (*prefix* ``repo:`` or ``repo:v``) at its upstream."""
+        upstream = upstream_of(self.upstreams, prefix.partition(":")[0])
+        assert upstream is not None
+        return self.backends[upstream.name].list(prefix)
+
     def _answer(self, result: Any, key: tuple[str, str]) -> None:
         for d in self._inflight.pop(key, []):
             d.errback(result) if isinstance(result, Failure) else d.callback(result)

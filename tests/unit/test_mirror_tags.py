@@ -46,6 +46,10 @@ class Upstream:
             "layers": descriptors}).encode())
 
     # Backend
+    def list(self, prefix: str) -> Deferred[Any]:
+        repo, _, start = prefix.partition(":")
+        return succeed(sorted(f"{repo}:{t}" for t in self.tags if t.startswith(start)))
+
     def download(self, namespace: str, name: str, dest: str) -> Deferred[Any]:
         if self.down:
             return fail(BackendError("connection refused"))
@@ -97,6 +101,7 @@ def test_tag_is_resolved_kept_for_its_ttl_then_checked_again(tmp_path: Path) -> 
     clock.advance(31)
     assert _result(tags.get(REPO, "v1")) == second and upstream.tag_reads == 2
     assert _result(tags.get(REPO, "nope")) is None
+    assert _result(tags.list_tags(f"{REPO}:")) == [f"{REPO}:v1"]
 
 
 def test_kept_digest_is_served_while_the_upstream_is_down(tmp_path: Path) -> None:
