@@ -163,5 +163,7 @@ def test_mirror_refuses_clearly(servers: Any, pki: Path, tmp_path: Path) -> None
 
         good = reg.request("GET", f"/v2/test/img/manifests/v1?ns=127.0.0.1:{port}")
         assert good.status == 200 and good.body == image.manifest
+        listed = reg.request("GET", f"/v2/test/img/tags/list?ns=127.0.0.1:{port}")
+        assert listed.status == 200 and listed.json()["tags"] == ["v1"]
     finally:
         basic.stop()
