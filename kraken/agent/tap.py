@@ -118,7 +118,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         reactor, lambda: svc.ports.get("registry", 0),
         checked_mirrors(config.registry.mirrors, "registry.mirrors"), Path(f"{agent.store}-preload-hosts"),
         config.registry.containerd_socket, config.registry.ctr,
-        config.registry.preload_timeout,
+        config.registry.preload_timeout, metrics=svc.metrics,
     ).register(router)
     site = make_site(
         router, svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,

@@ -46,6 +46,7 @@ MANIFEST_TYPES = ", ".join([
 ])
 _HEX = re.compile(r"(?:sha256:|sha512:)?([0-9a-f]{64}(?:[0-9a-f]{64})?)")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+MAX_TOKENS = 10_000
 KNOWN_KEYS = {"address", "username", "password", "ca", "cert", "key", "timeout", "scheme", "prefix"}
 
 
@@ -133,7 +134,10 @@ class RegistryBackend:
         token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not token or not isinstance(token, str):
             raise BackendError(f"token service {realm} sent no token")
+        self._tokens.pop(scope, None)
         self._tokens[scope] = f"Bearer {token}"
+        while len(self._tokens) > MAX_TOKENS:  # one per repository scope: forget the oldest
+            del self._tokens[next(iter(self._tokens))]
 
     @staticmethod
     def _scope(repo: str) -> str:

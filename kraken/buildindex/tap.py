@@ -119,7 +119,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         _StopDuplicator(duplicator).setServiceParent(svc)
     tag_store = TagStore(root / "tags", svc.metrics)
     tags = TagService(tag_store, root / "tmp", origins, backend, duplicator)
-    tags.mirror = build_index_mirror(index.mirrors, tag_store, root / "tmp", svc.reactor, origins)
+    tags.mirror = build_index_mirror(index.mirrors, tag_store, root / "tmp", svc.reactor, origins,
+                                     svc.metrics)
     if index.remotes:
         if origins is None:
             raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")

@@ -29,6 +29,7 @@ from twisted.web.server import Request
 
 from kraken.core.cas import write_atomically
 from kraken.core.http import HTTPError, Router, query_arg
+from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.mirror.config import Upstream, upstream_of
 from kraken.mirror.hoststoml import hosts_toml
@@ -110,7 +111,10 @@ class PreloadAPI:
         ctr: str = "ctr",
         timeout: float = 600.0,
         run: Callable[[list[str], float], Deferred[tuple[int | None, bytes]]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.m_preloads = (metrics.counter("preloads", "images preloaded into containerd", ["outcome"])
+                           if metrics is not None else None)
         self.registry_port = registry_port
         self.upstreams = upstreams
         self.hosts_dir = hosts_dir
@@ -119,6 +123,10 @@ class PreloadAPI:
         self.timeout = timeout
         self.run = run or (lambda argv, t: run_process(reactor, argv, t))
         self.running = 0
+
+    def _count(self, outcome: str) -> None:
+        if self.m_preloads is not None:
+            self.m_preloads.labels(outcome).inc()
 
     def register(self, router: Router) -> None:
         router.route("GET", "/preload/tags/{tag:path}", self.preload)
@@ -156,9 +164,11 @@ class PreloadAPI:
         try:
             code, output = yield self.run(command.argv, self.timeout)
         except Exception as e:
+            self._count("failed")
             raise HTTPError(500, "PRELOAD_FAILED", f"running {self.ctr} failed: {e}") from None
         finally:
             self.running -= 1
+        self._count("ok" if code == 0 else "failed")
         if code != 0:
             text = output.decode("utf-8", "replace").strip()[-1000:]
             why = "timed out" if code is None else f"exit status {code}"

@@ -5,8 +5,8 @@ or was last checked more than the mirror's ``tag_ttl`` seconds ago. A new digest
 once the manifest, every blob it references and (one level into an index) every child
 manifest and its blobs are known to be obtainable (through the origins, which fetch from the
 same upstream), so no client is sent to an image the upstream cannot deliver in full. While the
-upstream fails, the digest kept here is served (stale), which is what keeps cached images
-pullable during an upstream outage.
+upstream fails, the digest kept here is served (stale, and not asked again for ``tag_ttl``),
+which is what keeps cached images pullable during an upstream outage.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from kraken.core import jsonlimits
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError
 from kraken.core.httpclient import HTTPStatusError
+from kraken.core.metrics import Metrics
 from kraken.mirror.config import Upstream, upstream_of
 from kraken.registry.errors import RegistryError
 from kraken.registry.manifests import parse_manifest
@@ -97,7 +98,10 @@ class MirrorTags:
         clock: IReactorTime,
         source: BlobSource | None = None,
         max_checked: int = MAX_CHECKED,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.m_lookups = (metrics.counter("mirror_tag_lookups", "tags of mirrored repositories looked up",
+                                          ["outcome"]) if metrics is not None else None)
         self.upstreams = upstreams
         self.backends = backends  # mirror name -> registry backend of that upstream
         self.store = store
@@ -121,6 +125,7 @@ class MirrorTags:
         checked = self.checked.get(key)
         d: Deferred[Any] = Deferred()
         if stored is not None and checked is not None and self.clock.seconds() - checked < upstream.tag_ttl:
+            self._count("fresh")
             d.callback(stored)
             return d
         if key in self._inflight:
@@ -135,6 +140,10 @@ class MirrorTags:
         upstream = upstream_of(self.upstreams, prefix.partition(":")[0])
         assert upstream is not None
         return self.backends[upstream.name].list(prefix)
+
+    def _count(self, outcome: str) -> None:
+        if self.m_lookups is not None:
+            self.m_lookups.labels(outcome).inc()
 
     def _answer(self, result: Any, key: tuple[str, str]) -> None:
         for d in self._inflight.pop(key, []):
@@ -160,12 +169,16 @@ class MirrorTags:
             digest = str(Digest.parse(tmp.read_text().strip()))
         except BlobNotFound:
             self.checked.pop((repo, tag), None)
+            self._count("unknown")
             return None
         except Exception as e:
             if stored is not None:
+                self._count("stale")
+                self._remember((repo, tag))  # not asked again for tag_ttl: a hanging upstream stalls once
                 log.warn("upstream {url} failed for {repo}:{tag}, serving the kept {digest}: {error}",
                          url=upstream.url, repo=repo, tag=tag, digest=stored, error=str(e))
                 return stored
+            self._count("failed")
             raise UpstreamFailed(f"mirror {upstream.host} ({upstream.url}) failed for {repo}:{tag}: "
                                  f"{str(e)[:400]}") from None
         finally:
@@ -174,17 +187,21 @@ class MirrorTags:
             try:
                 yield self.check_complete(upstream, repo, digest)
             except UpstreamIncomplete:
+                self._count("incomplete")
                 raise
             except Exception as e:
                 if stored is not None:
+                    self._count("stale")
                     log.warn("checking {repo}@{digest} failed, serving the kept {kept}: {error}",
                              repo=repo, digest=digest, kept=stored, error=str(e))
                     return stored
+                self._count("failed")
                 raise UpstreamFailed(f"mirror {upstream.host} ({upstream.url}): checking {repo}@{digest} "
                                      f"failed: {str(e)[:400]}") from None
             self.store.put(repo, tag, digest)
             log.info("mirror tag {repo}:{tag} -> {digest}", repo=repo, tag=tag, digest=digest)
         self._remember((repo, tag))
+        self._count("upstream")
         return digest
 
     @inlineCallbacks

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from kraken.backends.base import NamespaceRoute, make_backend
+from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.mirror.config import MirrorConfigError, mirrored_name, parse_mirrors
 from kraken.mirror.tags import BlobSource, MirrorTags
@@ -44,9 +45,9 @@ def origin_routes(raw: Any, reactor: IServerReactor) -> list[NamespaceRoute]:
 
 
 def build_index_mirror(raw: Any, store: TagStore, scratch: Path, reactor: IServerReactor,
-                       source: BlobSource | None) -> MirrorTags | None:
+                       source: BlobSource | None, metrics: Metrics | None = None) -> MirrorTags | None:
     upstreams = checked_mirrors(raw, "buildindex.mirrors")
     if not upstreams:
         return None
     backends = {u.name: make_backend(u.backend_config(), reactor) for u in upstreams.values()}
-    return MirrorTags(upstreams, backends, store, scratch, reactor, source)
+    return MirrorTags(upstreams, backends, store, scratch, reactor, source, metrics=metrics)

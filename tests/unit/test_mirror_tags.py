@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from kraken.backends.base import BackendError, BlobNotFound
 from kraken.core.digest import Digest
+from kraken.core.metrics import Metrics
 from kraken.mirror.config import MirrorConfigError, mirrored_name, parse_mirrors
 from kraken.mirror.tags import MirrorTags, UpstreamFailed, UpstreamIncomplete
 from kraken.registry.errors import RegistryError
@@ -51,10 +52,11 @@ class Upstream:
         return succeed(sorted(f"{repo}:{t}" for t in self.tags if t.startswith(start)))
 
     def download(self, namespace: str, name: str, dest: str) -> Deferred[Any]:
+        is_tag = ":" in name and not name.startswith("sha256:")
+        self.tag_reads += is_tag
         if self.down:
             return fail(BackendError("connection refused"))
-        if ":" in name and not name.startswith("sha256:"):
-            self.tag_reads += 1
+        if is_tag:
             tag = name.rpartition(":")[2]
             if tag not in self.tags:
                 return fail(BlobNotFound(name))
@@ -70,10 +72,17 @@ class Upstream:
         return succeed(len(data)) if data is not None else fail(BlobNotFound(name))
 
 
-def _tags(tmp_path: Path, upstream: Upstream, clock: Clock) -> MirrorTags:
+def _tags(tmp_path: Path, upstream: Upstream, clock: Clock, metrics: Metrics | None = None) -> MirrorTags:
     upstreams = parse_mirrors({"reg.example:5000": {"url": "https://reg.example:5000", "tag_ttl": 30}})
     backends: dict[str, Any] = {"reg.example-5000": upstream}
-    return MirrorTags(upstreams, backends, TagStore(tmp_path / "tags"), tmp_path / "tmp", clock)
+    return MirrorTags(upstreams, backends, TagStore(tmp_path / "tags"), tmp_path / "tmp", clock,
+                      metrics=metrics)
+
+
+def _count(metrics: Metrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value("kraken_build_index_mirror_tag_lookups_total",
+                                              {"outcome": outcome})
+    return value or 0.0
 
 
 def _result(d: Deferred[Any]) -> Any:
@@ -107,11 +116,15 @@ def test_tag_is_resolved_kept_for_its_ttl_then_checked_again(tmp_path: Path) -> 
 def test_kept_digest_is_served_while_the_upstream_is_down(tmp_path: Path) -> None:
     upstream, clock = Upstream(), Clock()
     upstream.tags["v1"] = digest = upstream.image(b"layer")
-    tags = _tags(tmp_path, upstream, clock)
+    metrics = Metrics("build-index")
+    tags = _tags(tmp_path, upstream, clock, metrics)
     assert _result(tags.get(REPO, "v1")) == digest
     upstream.down = True
     clock.advance(60)
+    reads = upstream.tag_reads
     assert _result(tags.get(REPO, "v1")) == digest
+    assert _result(tags.get(REPO, "v1")) == digest and upstream.tag_reads == reads + 1  # once per ttl
+    assert (_count(metrics, "upstream"), _count(metrics, "stale"), _count(metrics, "fresh")) == (1, 1, 1)
     with pytest.raises(UpstreamFailed, match="connection refused"):
         _result(tags.get(REPO, "never-seen"))
 
