@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker-registry skopeo openipmi ipmitool redis-server iproute2 openssl curl busybox-static tftp-hpa ipxe chromium)
+APT_PACKAGES=(docker-registry skopeo containerd openipmi ipmitool redis-server iproute2 openssl curl busybox-static tftp-hpa ipxe chromium)
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3

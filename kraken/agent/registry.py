@@ -9,12 +9,13 @@ answered ``405 UNSUPPORTED`` with a pointer to the proxy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from kraken.backends.base import BlobNotFound
 from kraken.core.config import HTTPSection
@@ -22,6 +23,7 @@ from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor
 from kraken.core.tls import TLSSettings
+from kraken.mirror.tags import mirror_error
 from kraken.registry.api import RegistryResource
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
@@ -45,6 +47,9 @@ def _unavailable(f: Any, what: str) -> Any:
     if f.check(RegistryError):
         return f
     log.warn("{what} failed: {error}", what=what, error=f.getErrorMessage())
+    upstream = mirror_error(f.value)
+    if upstream is not None:  # a mirrored upstream failed: pass the build-index's explanation on
+        raise RegistryError("UNAVAILABLE", upstream[0], status=503, detail=upstream[1])
     raise RegistryError("UNAVAILABLE", f"{what} failed: {f.getErrorMessage()[:300]}", status=503)
 
 
@@ -120,12 +125,13 @@ def make_agent_registry(
     metrics: Metrics,
     reactor: IServerReactor,
     http: HTTPSection | None = None,
+    name_for: Callable[[Request, str], str] | None = None,
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None
     referrers = ReferrerClient(reactor, build_index, tls, tags.http) if build_index and tags else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers,
+        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers, name_for=name_for,
     )
     return make_registry_site(api, metrics, http=http, reactor=reactor)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from twisted.application.internet import TimerService
 
@@ -19,6 +21,8 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.reactor import IServerReactor
 from kraken.core.sendfile import SendfileSender
 from kraken.core.service import KrakenService
+from kraken.mirror.preload import PreloadAPI
+from kraken.mirror.wiring import agent_name_mapper, checked_mirrors
 from kraken.p2p.config import (
     BandwidthSection,
     SchedulerSection,
@@ -58,6 +62,10 @@ class AgentRegistrySection:
     listen: list[str] = setting(["tcp:5055:interface=127.0.0.1"], "read-only Docker registry endpoints")
     build_index: str | None = setting(None, "build-index URL for tag lookups")
     allow_cidrs: list[str] = setting([], "client networks allowed on the registry port")
+    mirrors: dict[str, Any] = setting({}, "registry host (containerd's ?ns=) -> upstream (mirroring)")
+    containerd_socket: str = setting("/run/containerd/containerd.sock", "containerd's socket (preload)")
+    ctr: str = setting("ctr", "the ctr program preload runs")
+    preload_timeout: float = setting(600.0, "seconds a preload may take", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +113,15 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     build_index = config.registry.build_index if config.registry.listen else None
     readiness = AgentReadiness(reactor, agent.trackers or [agent.tracker], build_index, svc.tls)
     readiness.checker.setServiceParent(svc)
+    router = api.router()
+    PreloadAPI(
+        reactor, lambda: svc.ports.get("registry", 0),
+        checked_mirrors(config.registry.mirrors, "registry.mirrors"), Path(f"{agent.store}-preload-hosts"),
+        config.registry.containerd_socket, config.registry.ctr,
+        config.registry.preload_timeout, metrics=svc.metrics,
+    ).register(router)
     site = make_site(
-        api.router(), svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
+        router, svc.metrics, health_checks={"scheduler": scheduler.probe}, http=config.http,
         reactor=reactor, ready_checks={"scheduler": scheduler.probe, "tracker": readiness.tracker_answers,
                                        "build_index": readiness.build_index_answers},
     )
@@ -125,7 +140,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     registry = config.registry
     if registry.listen:
         registry_site = make_agent_registry(
-            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http
+            blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http,
+            name_for=agent_name_mapper(registry.mirrors) if registry.mirrors else None,
         )
         svc.listen_all("registry", registry.listen, registry_site)
     return svc

@@ -12,6 +12,8 @@ Config (``type: registry``)::
     ca: /etc/ssl/registry-ca.pem              # optional: trust only this CA
     cert: client.pem, key: client.key         # optional: client certificate
     timeout: 60                               # seconds per request
+    prefix: docker.io/                        # optional: kraken repositories start with it, the
+                                              #   upstream's do not (a pull-through mirror)
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ MANIFEST_TYPES = ", ".join([
 ])
 _HEX = re.compile(r"(?:sha256:|sha512:)?([0-9a-f]{64}(?:[0-9a-f]{64})?)")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
-KNOWN_KEYS = {"address", "username", "password", "ca", "cert", "key", "timeout", "scheme"}
+MAX_TOKENS = 10_000
+KNOWN_KEYS = {"address", "username", "password", "ca", "cert", "key", "timeout", "scheme", "prefix"}
 
 
 @implementer(IPolicyForHTTPS)
@@ -76,7 +79,9 @@ class RegistryBackend:
         cert: str | None = None,
         key: str | None = None,
         timeout: float = 60.0,
+        prefix: str = "",
     ) -> None:
+        self.prefix = prefix
         self.base = address.rstrip("/") if "://" in address else f"https://{address}"
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 8
@@ -123,12 +128,16 @@ class RegistryBackend:
         response = yield self.http.get(f"{realm}?{urlencode(query)}", headers=headers, timeout=self.timeout)
         if response.code != 200:
             body = yield response.content()
-            raise BackendError(f"token service {realm} answered {response.code}: {body[:200]!r}")
+            refused = " (it refused our credentials)" if response.code in (401, 403) else ""
+            raise BackendError(f"token service {realm} answered {response.code}{refused}: {body[:200]!r}")
         data = yield _json(response, f"token service {realm}")
         token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not token or not isinstance(token, str):
             raise BackendError(f"token service {realm} sent no token")
+        self._tokens.pop(scope, None)
         self._tokens[scope] = f"Bearer {token}"
+        while len(self._tokens) > MAX_TOKENS:  # one per repository scope: forget the oldest
+            del self._tokens[next(iter(self._tokens))]
 
     @staticmethod
     def _scope(repo: str) -> str:
@@ -139,6 +148,10 @@ class RegistryBackend:
         if response.code == 404:
             yield response.content()
             raise BlobNotFound(what)
+        if response.code == 401:
+            body = yield response.content()
+            whose = "refused our credentials" if self.basic else "needs credentials (none are configured)"
+            raise BackendError(f"registry {self.base} {whose} (HTTP 401) for {what}: {body[:200]!r}")
         if response.code not in (200, 206):
             body = yield response.content()
             raise BackendError(f"registry {self.base}: {what}: HTTP {response.code}: {body[:200]!r}")
@@ -146,9 +159,21 @@ class RegistryBackend:
 
     # -- names ---------------------------------------------------------------------------------
 
+    def _upstream_repo(self, repo: str) -> str:
+        """The upstream's name of kraken repository *repo* (without the mirror's prefix)."""
+        if not self.prefix:
+            return repo
+        if not repo.startswith(self.prefix) or len(repo) == len(self.prefix):
+            raise BlobNotFound(f"{repo!r} is not under this mirror's prefix {self.prefix!r}")
+        return repo[len(self.prefix):]
+
+    def _split(self, namespace: str, name: str) -> tuple[str, str | None, str | None]:
+        """``(upstream repo, digest, tag)`` for a blob name or a ``repo:tag`` name."""
+        repo, digest, tag = self._split_names(namespace, name)
+        return self._upstream_repo(repo), digest, tag
+
     @staticmethod
-    def _split(namespace: str, name: str) -> tuple[str, str | None, str | None]:
-        """``(repo, digest, tag)`` for a blob name or a ``repo:tag`` name."""
+    def _split_names(namespace: str, name: str) -> tuple[str, str | None, str | None]:
         m = _HEX.fullmatch(name)
         if m:
             digest = Digest.from_hex(m.group(1))
@@ -211,8 +236,12 @@ class RegistryBackend:
     @inlineCallbacks
     def list(self, prefix: str) -> Any:
         """``repo:tag`` names: the tags of the repository *prefix* names (``repo:`` or ``repo:v``)."""
-        repo, sep, tag_prefix = prefix.partition(":")
-        if not sep or not repo:
+        kraken_repo, sep, tag_prefix = prefix.partition(":")
+        if not sep or not kraken_repo:
+            return []
+        try:
+            repo = self._upstream_repo(kraken_repo)
+        except BlobNotFound:
             return []
         response = yield self._request("GET", f"/v2/{repo}/tags/list", self._scope(repo))
         if response.code == 404:
@@ -223,7 +252,7 @@ class RegistryBackend:
         tags = (data.get("tags") or []) if isinstance(data, dict) else None
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise BackendError(f"registry {self.base} sent no tag list for {repo}")
-        return sorted(f"{repo}:{t}" for t in tags if t.startswith(tag_prefix))
+        return sorted(f"{kraken_repo}:{t}" for t in tags if isinstance(t, str) and t.startswith(tag_prefix))
 
 
 @inlineCallbacks
@@ -246,4 +275,5 @@ def from_config(config: dict[str, Any], reactor: IReactorTime) -> RegistryBacken
     return RegistryBackend(
         reactor, address, config.get("username"), config.get("password"), config.get("ca"),
         config.get("cert"), config.get("key"), float(config.get("timeout", 60.0)),
+        str(config.get("prefix", "")),
     )

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from kraken.backends.base import Backend, BlobNotFound
 from kraken.buildindex.duplicate import Duplicator
 from kraken.core.digest import Digest
+from kraken.mirror.tags import MirrorTags
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.errors import RegistryError
 from kraken.registry.manifests import parse_manifest
@@ -49,6 +50,7 @@ class TagService:
     ) -> None:
         self.replicator: TagListener | None = None
         self.replica_delay = 10.0  # seconds before a duplicate's replication is first tried
+        self.mirror: MirrorTags | None = None  # tags of mirrored repositories come from their upstream
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,8 @@ class TagService:
 
     @inlineCallbacks
     def get(self, repo: str, tag: str) -> Any:
+        if self.mirror is not None and self.mirror.owns(repo):
+            return (yield self.mirror.get(repo, tag))
         digest = self.store.get(repo, tag)
         if digest is not None or self.backend is None:
             return digest
@@ -142,6 +146,13 @@ class TagService:
     @inlineCallbacks
     def list(self, prefix: str) -> Any:
         entries = set(self.store.entries(prefix))
+        if self.mirror is not None and ":" in prefix and self.mirror.owns(prefix.partition(":")[0]):
+            try:
+                remote = yield self.mirror.list_tags(prefix)
+                entries.update(e for e in remote if ":" in e)
+            except Exception as e:
+                log.warn("upstream list of {prefix!r} failed: {error}", prefix=prefix, error=str(e))
+            return sorted(entries)
         if self.backend is not None:
             try:
                 remote = yield self.backend.list(prefix)

@@ -22,6 +22,7 @@ from kraken.core.httpclient import make_http_client
 from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
+from kraken.mirror.wiring import build_index_mirror
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.referrerstore import ReferrerStore
 from kraken.registry.tagstore import TagStore
@@ -36,6 +37,7 @@ class BuildIndexSection:
     remotes: dict[str, Any] = setting(
         {}, "remote build-index host:port -> [repo:tag regexes] replicated there"
     )
+    mirrors: dict[str, Any] = setting({}, "registry host -> upstream {url, credentials, tag_ttl} (mirroring)")
     origin: str | None = setting(None, "origin address other clusters replicate to (default: origins[0])")
     retry_first: float = setting(0.5, "seconds to the first retry of a tag copy or replication", minimum=0)
     retry_cap: float = setting(60.0, "longest wait between retries (they never give up)", minimum=0.01)
@@ -115,7 +117,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                                 legacy_markers=root / "pending" / "duplicate",
                                 on_corrupt=corrupt("tag_copies"))
         _StopDuplicator(duplicator).setServiceParent(svc)
-    tags = TagService(TagStore(root / "tags", svc.metrics), root / "tmp", origins, backend, duplicator)
+    tag_store = TagStore(root / "tags", svc.metrics)
+    tags = TagService(tag_store, root / "tmp", origins, backend, duplicator)
+    tags.mirror = build_index_mirror(index.mirrors, tag_store, root / "tmp", svc.reactor, origins,
+                                     svc.metrics)
     if index.remotes:
         if origins is None:
             raise SystemExit(f"{CONFIG_ERROR}.remotes needs buildindex.origins")

@@ -1,4 +1,5 @@
-"""``kraken registry demo-image DIR``: a small multi-platform OCI image layout, built offline.
+"""``kraken registry demo-image DIR``: a small multi-platform OCI image layout, built offline;
+``kraken registry mirror-config HOST...``: containerd ``hosts.toml`` files for the agent's mirror.
 
 The image has one layer per platform (a gzip'd tar holding ``/hello.txt``), written byte for byte
 the same on every run: tar and gzip times are 0, owners are root, so the digests are stable.
@@ -11,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
 PLATFORMS = (("linux", "amd64"), ("linux", "arm64"))
 
+MIRROR_EXAMPLE = """example:
+  kraken registry mirror-config docker.io ghcr.io --dir /etc/containerd/certs.d
+  kraken registry mirror-config 127.0.0.1:5000=http://127.0.0.1:5000 --agent http://127.0.0.1:5055"""
 EXAMPLE = """example:
   kraken registry demo-image demo --tag v1
   skopeo copy --all --dest-tls-verify=false oci:demo:v1 docker://127.0.0.1:15000/demo/hello:v1"""
@@ -42,7 +47,7 @@ class Descriptor:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "registry",
-        help="registry tools: build a demo OCI image",
+        help="registry tools: build a demo OCI image, containerd mirror config",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,6 +61,48 @@ def add_parser(sub: Any) -> None:
     demo.add_argument("dir", help="the OCI layout directory (created; other tags in it are kept)")
     demo.add_argument("--tag", default="v1", help="the reference name in index.json [%(default)s]")
     demo.set_defaults(func=_demo_image)
+    mirror = rsub.add_parser(
+        "mirror-config",
+        help="print or write containerd hosts.toml files pulling the given registries through the agent",
+        epilog=MIRROR_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mirror.add_argument("upstreams", nargs="+", metavar="HOST[=URL]",
+                        help="registry host as images name it (docker.io, ghcr.io, reg:5000); URL of its "
+                             "server when not https://HOST (docker.io: https://registry-1.docker.io)")
+    mirror.add_argument("--agent", default="http://127.0.0.1:5055",
+                        help="the agent's registry port as containerd reaches it [%(default)s]")
+    mirror.add_argument("--dir", help="write DIR/<host>/hosts.toml (containerd's config_path, e.g. "
+                                      "/etc/containerd/certs.d) instead of printing them")
+    mirror.set_defaults(func=_mirror_config)
+
+
+def _mirror_config(args: argparse.Namespace) -> int:
+    from kraken.core.cas import write_atomically
+    from kraken.mirror.hoststoml import hosts_toml, parse_upstream
+
+    if not re.fullmatch(r"https?://[^\s\"/]+/?", args.agent):
+        print(f"kraken registry mirror-config: --agent {args.agent!r}: expected http(s)://HOST:PORT",
+              file=sys.stderr)
+        return 2
+    try:
+        files = [hosts_toml(*parse_upstream(spec), args.agent.rstrip("/")) for spec in args.upstreams]
+    except ValueError as e:
+        print(f"kraken registry mirror-config: {e}", file=sys.stderr)
+        return 2
+    for hosts in files:
+        if args.dir is None:
+            print(f"# {hosts.relative_path}\n{hosts.text}")
+            continue
+        path = Path(args.dir) / hosts.relative_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, hosts.text.encode())
+        except OSError as e:
+            print(f"kraken registry mirror-config: {path}: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {path}")
+    return 0
 
 
 def _demo_image(args: argparse.Namespace) -> int:

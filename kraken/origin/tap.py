@@ -26,6 +26,7 @@ from kraken.core.httpclient import close_http_client, make_http_client
 from kraken.core.journal import JOURNAL_FILE, open_journal
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
+from kraken.mirror.wiring import origin_routes
 from kraken.origin.blobs import OriginBlobs
 from kraken.origin.membership import ClusterHealth, Membership, changed
 from kraken.origin.replication import OriginPlacement, ReplicationService, Replicator
@@ -58,6 +59,7 @@ class OriginSection:
     max_replica: int = setting(2, "how many origins own each digest", minimum=1)
     piece_lengths: dict[Any, Any] = setting({0: 4 * 1024 * 1024}, "blob size threshold -> piece length")
     write_roles: list[str] = setting(["proxy", "client", "origin", "build-index"], "roles that may upload")
+    mirrors: dict[str, Any] = setting({}, "registry host -> upstream {url, credentials} (mirroring)")
     backends: list[dict[str, Any]] = setting(
         [], "[{namespace: REGEX, backend: {type: fs, root: DIR}}], first wins"
     )
@@ -110,6 +112,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     origin = config.origin
     base = Path(options.opts["config"]).resolve().parent if options.opts.get("config") else Path.cwd()
     backends = BackendRouter.from_config(_resolve_backend_paths(origin.backends, base), reactor)
+    backends.routes[:0] = origin_routes(origin.mirrors, reactor)
     cas = CAStore(origin.store)
     journal = open_journal(cas.root / JOURNAL_FILE, reactor, svc.metrics, "kraken-origin")
     blobs = OriginBlobs(

@@ -15,6 +15,9 @@ from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_s
 from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.core.verify import BlobVerifier
+from kraken.mirror.preheat import PreheatAPI, preheat_router
+from kraken.mirror.warm import Warmer
+from kraken.mirror.wiring import checked_mirrors
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
@@ -42,6 +45,10 @@ class ProxySection:
     cache_tti: float = setting(0.0, "with origins: drop cached blobs idle this long, s (0 = keep)")
     cleanup_interval: float = setting(600.0, "seconds between cache cleanups", minimum=1)
     verify_on_serve: bool = setting(True, "re-hash blobs changed since last checked, before serving")
+    mirrors: dict[str, Any] = setting({}, "registry host -> upstream: preheat/prefetch of mirrored images")
+    prefetch_min_blob_size: int = setting(0, "prefetch skips blobs smaller than this, bytes", minimum=0)
+    prefetch_max_blob_size: int = setting(50 * 1024**3, "prefetch skips blobs larger than this, bytes",
+                                          minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +102,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
                            sendfile_workers=proxy.sendfile_workers, referrers=referrers)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
+    warmer = Warmer(origins, svc.reactor, root / "tmp") if origins is not None else None
+    preheat = PreheatAPI(warmer, tags, checked_mirrors(proxy.mirrors, "proxy.mirrors"), svc.metrics,
+                         proxy.prefetch_min_blob_size, proxy.prefetch_max_blob_size)
     site = make_registry_site(
-        api, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
+        api, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor,
+        routes=preheat_router(preheat),
     )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
     _Expiry(uploads).setServiceParent(svc)

@@ -109,8 +109,10 @@ class RegistryResource(Resource):
         reactor: IServerReactor | None = None,
         sendfile_workers: int = 4,
         referrers: rf.ReferrerIndex | None = None,
+        name_for: Callable[[Request, str], str] | None = None,
     ) -> None:
         super().__init__()
+        self.name_for = name_for  # maps a client's repository name (a mirror's ?ns=) to ours
         self.storage = storage
         self.referrers = referrers
         self.uploads = uploads
@@ -245,6 +247,8 @@ class RegistryResource(Resource):
             )
         if route.name is not None:
             check_name(route.name)
+            if self.name_for is not None:
+                route = Route(route.kind, self.name_for(request, route.name), route.ref)
         if (route.kind, method) in WRITES and self.uploads is None:
             raise RegistryError("UNSUPPORTED", self.read_only_hint)
         return route

@@ -106,11 +106,12 @@ def skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 class DockerRegistry:
     """Debian's docker-registry (CNCF distribution) on a loopback port, as reference or upstream."""
 
-    def __init__(self, workdir: Path, htpasswd: Path | None = None) -> None:
+    def __init__(self, workdir: Path, htpasswd: Path | None = None,
+                 extra: dict[str, Any] | None = None, port: int | None = None) -> None:
         if shutil.which("docker-registry") is None:
             pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn"},
@@ -119,6 +120,7 @@ class DockerRegistry:
         }
         if htpasswd is not None:
             config["auth"] = {"htpasswd": {"realm": "kraken-test", "path": str(htpasswd)}}
+        config.update(extra or {})
         self.config_file = workdir / "config.yml"
         self.config_file.write_text(json.dumps(config))
         self.log = open(workdir / "registry.log", "wb")

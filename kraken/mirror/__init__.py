@@ -1,0 +1,1 @@
+"""Pull-through mirroring of other registries (Docker Hub, GHCR, private ones) through kraken."""
