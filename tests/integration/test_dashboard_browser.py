@@ -284,6 +284,7 @@ def test_topics_registry_and_health_render_live_data(page: Any, rig: Rig) -> Non
         proxy.locator("td", has_text="news").wait_for()
         records_in = "/records in [1-9]/.test(p.textContent)"
         until(page, f"[...document.querySelectorAll('.tree p')].some((p) => {records_in})")
+        proxy.scroll_into_view_if_needed()
         screenshot(page, "topics")
     finally:
         for conn in (subscriber, publisher, below):
