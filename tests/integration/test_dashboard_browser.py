@@ -7,6 +7,7 @@ page go to ``artifacts/dashboard/``; labels, contrast and keyboard navigation ar
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -250,9 +251,15 @@ def test_a_dead_letter_is_listed_replayed_from_the_ui_and_error_routes_are_drawn
     card.scroll_into_view_if_needed()
     screenshot(page, "pipelines")
 
+    replay = card.get_by_role("button", name="Replay dead letters")
+    confirm = page.get_by_role("dialog").get_by_role("button", name="Confirm")
+    replay.click()  # the stub is still broken: the replay fails and the dead letter stays, counted
+    confirm.click()
+    card.get_by_role("status").filter(has_text="replayed 0, failed again 1").wait_for()
+    row.locator("td:nth-child(4)", has_text=re.compile(r"^1$")).wait_for()  # attempts: 1
     rig.flaky_stub("/_fix")
-    card.get_by_role("button", name="Replay dead letters").click()
-    page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
+    replay.click()
+    confirm.click()
     card.get_by_role("status").filter(has_text="replayed 1, failed again 0").wait_for()
     card.get_by_text("No dead letters.").wait_for()
     assert rig.pipeline_api("GET", "/dead_letters?pipeline=orders") == []
