@@ -240,7 +240,8 @@ def test_a_dead_letter_is_listed_replayed_from_the_ui_and_error_routes_are_drawn
     row = card.locator("table:has(caption:text('Dead letters of orders')) tbody tr")
     row.wait_for()
     cells = row.locator("td").all_inner_texts()
-    assert cells[:2] == [str(failed["dead_letter"]), "work"] and cells[3] == "0", cells
+    assert (cells[0], cells[2], cells[4]) == (str(failed["dead_letter"]), "work", "0"), cells
+    assert "Expected Integer but got Null" in cells[3] and cells[1] == "1", cells  # version 1
     diagram = card.locator('svg[role="img"]')
     words = diagram.get_attribute("aria-label")
     for route in ("price errors to priced", "work errors to dead letters", "priced errors to dead letters"):
@@ -256,7 +257,7 @@ def test_a_dead_letter_is_listed_replayed_from_the_ui_and_error_routes_are_drawn
     replay.click()  # the stub is still broken: the replay fails and the dead letter stays, counted
     confirm.click()
     card.get_by_role("status").filter(has_text="replayed 0, failed again 1").wait_for()
-    row.locator("td:nth-child(4)", has_text=re.compile(r"^1$")).wait_for()  # attempts: 1
+    row.locator("td:nth-child(5)", has_text=re.compile(r"^1$")).wait_for()  # attempts: 1
     rig.flaky_stub("/_fix")
     replay.click()
     confirm.click()

@@ -324,8 +324,8 @@ function drawDeadLetters(p, index) {
   const box = h("div", {});
   if (!dead.length) box.append(h("p", { class: "note" }, "No dead letters."));
   else {
-    box.append(table(`Dead letters of ${p.name} (oldest first)`, ["id", "component", "error", "attempts", "when"],
-      dead.map((l) => [l.id, l.component, l.error ? `${l.error.kind}: ${l.error.message}` : "", l.attempts,
+    box.append(table(`Dead letters of ${p.name} (oldest first)`, ["id", "version", "component", "error", "attempts", "when"],
+      dead.map((l) => [l.id, l.version ?? "–", l.component, l.error ? `${l.error.kind}: ${l.error.message}` : "", l.attempts,
         l.at ? new Date(l.at * 1000).toLocaleString() : ""])));
   }
   const key = `replay:${p.name}`;
