@@ -2,8 +2,9 @@
 
 One of each server as twistd processes on random loopback ports (an origin with a filesystem
 backend, a tracker, two agents, a state engine driving a real ipmi_sim BMC and three sim nodes,
-a pipeline server with the dev project, pub/sub, a build-index and a proxy holding an image
-pushed by skopeo) and a kraken-dashboard pointed at all of them with its client certificate.
+a pipeline server with the dev project and a breakable stub HTTP service it may call, pub/sub
+with a proxy node below it (its upstream over mutual TLS), a build-index and a proxy holding an
+image pushed by skopeo) and a kraken-dashboard pointed at all of them with its client certificate.
 Headless Debian chromium is driven by playwright (never a downloaded browser).
 """
 
