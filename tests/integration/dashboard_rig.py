@@ -2,8 +2,9 @@
 
 One of each server as twistd processes on random loopback ports (an origin with a filesystem
 backend, a tracker, two agents, a state engine driving a real ipmi_sim BMC and three sim nodes,
-a pipeline server with the dev project, pub/sub, a build-index and a proxy holding an image
-pushed by skopeo) and a kraken-dashboard pointed at all of them with its client certificate.
+a pipeline server with the dev project and a breakable stub HTTP service it may call, pub/sub
+with a proxy node below it (its upstream over mutual TLS), a build-index and a proxy holding an
+image pushed by skopeo) and a kraken-dashboard pointed at all of them with its client certificate.
 Headless Debian chromium is driven by playwright (never a downloaded browser).
 """
 
@@ -14,8 +15,10 @@ import os
 import shutil
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import pytest
 from kraken.core.digest import Digest
 from kraken.core.tls import stdlib_client_context
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
+from tests.integration.pipeline_http import run_flaky_stub
 from tests.integration.registry_support import build_index_config, build_oci_layout, proxy_config, skopeo
 from tests.integration.state_rig import PARENT_ID, state_config
 from tests.integration.test_state_ipmi import Bmc, ipmi_node
@@ -43,6 +47,7 @@ PIECE = 1024 * 1024
 BLOB_PIECES = 6
 SIM_NODES = [f"dddddddd-0000-0000-0000-00000000000{i}" for i in range(1, 4)]
 BMC_NODE = "eeeeeeee-0000-0000-0000-000000000001"
+FLAKY_TOKEN = "flaky-stub-token"
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Rig:
     bmc: Bmc
     blob: Digest
     url: str
+    flaky_port: int
     threads: list[threading.Thread] = field(default_factory=list)
 
     def port(self, name: str, listener: str = "http") -> int:
@@ -71,15 +77,28 @@ class Rig:
         return thread
 
     def call_pipeline(self, event: dict[str, Any]) -> Any:
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{self.port('pipeline')}/call", json.dumps(event).encode(), method="POST"
-        )
+        return self.pipeline_api("POST", "/call", event)
+
+    def pipeline_api(self, method: str, path: str, body: Any = None) -> Any:
+        """The pipeline server's answer (a 400's JSON too), over mutual TLS as a client."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port('pipeline')}{path}", data, method=method)
         pki = self.pki
         context = stdlib_client_context(
             str(pki / "ca.pem"), str(pki / "client.pem"), str(pki / "client.key"), {"pipeline"}
         )
-        with urllib.request.urlopen(req, timeout=20, context=context) as r:
-            return json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, timeout=20, context=context) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read())
+
+    def flaky_stub(self, path: str) -> None:
+        """Break (``/_break``) or fix (``/_fix``) the stub service the ``orders`` pipeline calls."""
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{self.flaky_port}{path}", data=b"", method="POST"),
+            timeout=10,
+        ).close()
 
 
 def pubsub_command(port: int, data: bytes, sock: socket.socket | None = None) -> socket.socket:
@@ -93,7 +112,9 @@ def pubsub_command(port: int, data: bytes, sock: socket.socket | None = None) ->
     return sock
 
 
-def _start_family(pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc) -> dict[str, ServerProcess]:
+def _start_family(
+    pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc, flaky_port: int
+) -> dict[str, ServerProcess]:
     procs: dict[str, ServerProcess] = {}
     backend = root / "backend"
     backend.mkdir()
@@ -129,17 +150,32 @@ def _start_family(pool: ServerProcess.Pool, pki: Path, root: Path, bmc: Bmc) -> 
             "pipeline": {
                 "database": str(root / "pipeline.sqlite3"),
                 "project_dir": str(REPO / "etc" / "pipeline-project"),
+                "outbound_allow": [f"127.0.0.1:{flaky_port}"],
             },
         },
         name="pipeline",
     )
+    local = "tcp:0:interface=127.0.0.1"
     procs["pubsub"] = pool.start(
         "kraken-pubsub",
         {
-            "listen": ["tcp:0:interface=127.0.0.1"],
-            "pubsub": {"websocket_listen": [], "admin_listen": ["tcp:0:interface=127.0.0.1"]},
+            "listen": [local, "tls:" + local],
+            "tls": tls_section(pki, "pubsub"),
+            "pubsub": {"websocket_listen": [], "admin_listen": [local]},
         },
         name="pubsub",
+    )
+    procs["pubsub-proxy"] = pool.start(  # a proxy node: the tested pub/sub is its upstream
+        "kraken-pubsub",
+        {
+            "listen": [local],
+            "tls": tls_section(pki, "pubsub"),
+            "pubsub": {
+                "websocket_listen": [], "admin_listen": [local],
+                "upstream": [f"127.0.0.1:{procs['pubsub'].port('memcached-tls')}"],
+            },
+        },
+        name="pubsub-proxy",
     )
     origin_port = procs["origin"].port("http")
     procs["build-index"] = pool.start(
@@ -172,7 +208,7 @@ def _dashboard_config(pki: Path, procs: dict[str, ServerProcess]) -> dict[str, A
             "proxies": http("proxy", "registry"),
             "state": https("state"),
             "pipeline": https("pipeline"),
-            "pubsub": http("pubsub", "admin"),
+            "pubsub": http("pubsub", "admin") + http("pubsub-proxy", "admin"),
         },
         "auth": {"viewer_tokens": [VIEWER_TOKEN], "operator_tokens": [OPERATOR_TOKEN]},
     }
@@ -186,8 +222,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Rig]:
     pool = ServerProcess.Pool(root)
     bmc = Bmc(root / "bmc")
     bmc.start()
+    stub = contextmanager(run_flaky_stub)(root, FLAKY_TOKEN)
     try:
-        procs = _start_family(pool, pki, root, bmc)
+        flaky_port = stub.__enter__()
+        procs = _start_family(pool, pki, root, bmc, flaky_port)
         data = os.urandom(BLOB_PIECES * PIECE)
         blob = Digest.of_bytes(data)
         (root / "backend" / blob.hex).write_bytes(data)
@@ -197,10 +235,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Rig]:
         skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1",
                f"docker://127.0.0.1:{procs['proxy'].port('registry')}/demo/hello:v1")
         procs["dashboard"] = pool.start("kraken-dashboard", _dashboard_config(pki, procs), name="dashboard")
-        yield Rig(pki, procs, bmc, blob, f"http://127.0.0.1:{procs['dashboard'].port('http')}/")
+        yield Rig(pki, procs, bmc, blob, f"http://127.0.0.1:{procs['dashboard'].port('http')}/", flaky_port)
     finally:
         pool.stop_all()
         bmc.stop()
+        stub.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")

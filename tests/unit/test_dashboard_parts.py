@@ -15,7 +15,8 @@ from twisted.internet.task import Clock
 from kraken.core.tls import PeerIdentity
 from kraken.dashboard.adapters import NOT_AVAILABLE, each
 from kraken.dashboard.adapters.health import MetricHistory, metric_totals
-from kraken.dashboard.adapters.nodes import NodesAdapter, node_id, redact
+from kraken.dashboard.adapters.nodes import NodesAdapter, group_members, node_id, redact
+from kraken.dashboard.adapters.pipelines import PipelinesAdapter, error_route
 from kraken.dashboard.adapters.swarm import SwarmAdapter
 from kraken.dashboard.adapters.topics import tree_place
 from kraken.dashboard.auth import OPERATOR, VIEWER, Access, LoginRefused
@@ -255,6 +256,46 @@ def test_nodes_page_lists_groups_and_both_states() -> None:
         "a", "POWER_OFF", "INIT", "POWER_ON", ["gpu", "rack1"]
     )
     assert (n2["name"], n2["phys"], n2["groups"]) == ("n2", "PHYS_UNKNOWN", ["rack2", "rack9"])
+
+
+def test_group_members_include_the_nodes_of_groups_inheriting() -> None:
+    groups = [
+        {"name": "room", "nodes": ["a"], "parent": ""},
+        {"name": "rack", "nodes": ["b"], "parent": "room"},
+        {"name": "gpu", "nodes": ["b", "c"], "parent": "rack"},
+        {"name": "loop1", "nodes": ["d"], "parent": "loop2"},
+        {"name": "loop2", "nodes": [], "parent": "loop1"},
+        {"name": "orphan", "nodes": ["e"], "parent": "gone"},
+        "junk",
+    ]
+    assert group_members(groups) == {
+        "a": ["room"], "b": ["gpu", "rack", "room"], "c": ["gpu", "rack", "room"],
+        "d": ["loop1", "loop2"], "e": ["orphan"],
+    }
+
+
+def test_a_pipelines_default_error_route_is_drawn_on_components_without_their_own() -> None:
+    assert error_route("dead_letter") == {"kind": "dead_letter", "target": None, "default": True}
+    assert error_route({"pipeline": "audit"}) == {"kind": "pipeline", "target": "audit", "default": True}
+    assert error_route(None) is None and error_route({"component": 3}) is None
+
+    class Server_:
+        def get_json(self, server: Server, path: str) -> Deferred[Any]:
+            answers: dict[str, Any] = {
+                "/pipelines": ["p"], "/pipelines/status/p": {"status": ":not_ready"},
+                "/pipelines/components/p": [
+                    {"name": "a", "on_error": {"kind": "component", "target": "b"}}, {"name": "b"},
+                ],
+                "/pipelines/definition/p": {"name": "p", "on_error": "dead_letter"},
+                "/dead_letters?pipeline=p&limit=50": [],
+            }
+            return succeed(answers[path])
+
+    adapter = PipelinesAdapter(Server_(), [Server("pipeline", "https://p:1")])  # type: ignore[arg-type]
+    [row] = result(adapter.collect())["servers"]
+    a, b = row["pipelines"][0]["components"]
+    assert a["on_error"] == {"kind": "component", "target": "b"}
+    assert b["on_error"] == {"kind": "dead_letter", "target": None, "default": True}
 
 
 def test_redact_and_node_ids() -> None:

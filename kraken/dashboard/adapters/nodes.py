@@ -33,6 +33,25 @@ def _groups(node: dict[str, Any]) -> list[str]:
     return []
 
 
+def group_members(groups: list[Any]) -> dict[str, list[str]]:
+    """Node id -> the groups it is a member of, from ``GET /groups``: a group's members are its
+    own nodes and those of every group inheriting from it (as the state engine's bulk
+    operations count them)."""
+    named = {str(g["name"]): g for g in groups if isinstance(g, dict) and "name" in g}
+    member_of: dict[str, set[str]] = {}
+    for name, group in named.items():
+        ancestors, cur = [name], group
+        while isinstance(cur.get("parent"), str) and cur["parent"] in named and len(ancestors) <= 16:
+            if cur["parent"] in ancestors:
+                break
+            ancestors.append(cur["parent"])
+            cur = named[cur["parent"]]
+        nodes = group.get("nodes")
+        for nid in nodes if isinstance(nodes, list) else []:
+            member_of.setdefault(str(nid), set()).update(ancestors)
+    return {nid: sorted(names) for nid, names in member_of.items()}
+
+
 STATE_KEYS = ("physState", "runState", "busy")
 SECRET_KEYS = ("password", "secret", "token", "key")
 
@@ -61,11 +80,7 @@ class NodesAdapter:
         dsc = yield self.fetcher.get_json(server, "/dsc/nodes")
         frozen = yield optional(self.fetcher.get_json(server, "/sme/frozen"), {})
         groups = yield optional(self.fetcher.get_json(server, "/groups"), {})
-        member_of: dict[str, list[str]] = {}
-        for group in groups.get("groups", []) if isinstance(groups, dict) else []:
-            if isinstance(group, dict) and isinstance(group.get("nodes"), list):
-                for nid in group["nodes"]:
-                    member_of.setdefault(str(nid), []).append(str(group.get("name", "?")))
+        member_of = group_members(groups.get("groups", []) if isinstance(groups, dict) else [])
         found = {n["id"]: n for n in dsc.get("nodes", [])}
         nodes = []
         for node in cfg.get("nodes", [])[:MAX_NODES]:

@@ -26,6 +26,19 @@ def pipeline_name(text: Any) -> str:
     return text
 
 
+def error_route(spec: Any) -> dict[str, Any] | None:
+    """A pipeline's default ``on_error`` (its definition's form) as ``/pipelines/components``
+    gives a component's: ``{kind, target}``, marked ``default``; the components endpoint
+    shows only the components' own routes."""
+    if spec == "dead_letter" or spec == {"dead_letter": True}:
+        return {"kind": "dead_letter", "target": None, "default": True}
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((kind, target),) = spec.items()
+        if kind in ("component", "pipeline") and isinstance(target, str):
+            return {"kind": kind, "target": target, "default": True}
+    return None
+
+
 class PipelinesAdapter:
     def __init__(self, fetcher: Fetcher, servers: list[Server]) -> None:
         self.fetcher = fetcher
@@ -36,6 +49,11 @@ class PipelinesAdapter:
         q = quote(name, safe="")
         status = yield self.fetcher.get_json(server, f"/pipelines/status/{q}")
         components = yield self.fetcher.get_json(server, f"/pipelines/components/{q}")
+        definition = yield optional(self.fetcher.get_json(server, f"/pipelines/definition/{q}"), {})
+        default = error_route(definition.get("on_error") if isinstance(definition, dict) else None)
+        if default is not None and isinstance(components, list):
+            components = [c if not isinstance(c, dict) or c.get("on_error") else {**c, "on_error": default}
+                          for c in components]
         ready = status.get("status") == ":ready"
         stats = (yield self.fetcher.get_json(server, f"/pipelines/stats/{q}")) if ready else None
         dead = yield self._dead_letters(server, q)

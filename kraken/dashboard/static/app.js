@@ -324,8 +324,8 @@ function drawDeadLetters(p, index) {
   const box = h("div", {});
   if (!dead.length) box.append(h("p", { class: "note" }, "No dead letters."));
   else {
-    box.append(table(`Dead letters of ${p.name} (oldest first)`, ["id", "component", "error", "attempts", "when"],
-      dead.map((l) => [l.id, l.component, l.error ? `${l.error.kind}: ${l.error.message}` : "", l.attempts,
+    box.append(table(`Dead letters of ${p.name} (oldest first)`, ["id", "version", "component", "error", "attempts", "when"],
+      dead.map((l) => [l.id, l.version ?? "–", l.component, l.error ? `${l.error.kind}: ${l.error.message}` : "", l.attempts,
         l.at ? new Date(l.at * 1000).toLocaleString() : ""])));
   }
   const key = `replay:${p.name}`;
@@ -354,7 +354,7 @@ function pipelineLayout(comps) {
     if (c.next) edges.push([c.name, c.next, "edge"]);
     for (const b of Object.values(c.branches || {})) if (b) edges.push([c.name, b, "branch"]);
     if (c.to) edges.push([c.name, c.to, "branch"]);
-    if (c.on_error && c.on_error.kind === "component") edges.push([c.name, c.on_error.target, "error-route"]);
+    if (c.on_error && c.on_error.kind === "component" && c.on_error.target !== c.name) edges.push([c.name, c.on_error.target, "error-route"]);
   }
   const names = new Set(comps.map((c) => c.name));
   const pointed = new Set(edges.map((e) => e[1]));
@@ -375,13 +375,26 @@ function pipelineLayout(comps) {
   return { edges, pos, cols: Math.max(1, ...[...pos.values()].map((p) => p[0] + 1)), rows: Math.max(1, ...rows.values()) };
 }
 
+function errorTarget(route) {
+  return route.kind === "pipeline" ? `pipeline ${route.target}` : "dead letters";
+}
+
+// The diagram in words (its accessible name): every edge, error routes said as such.
+function diagramWords(comps, edges) {
+  const words = edges.map(([from, to, cls]) => `${from} ${cls === "error-route" ? "errors to" : "to"} ${to}`);
+  for (const c of comps) {
+    if (c.on_error && c.on_error.kind !== "component") words.push(`${c.name} errors to ${errorTarget(c.on_error)}`);
+  }
+  return words.join(", ") || comps.map((c) => c.name).join(", ");
+}
+
 function pipelineDiagram(p) {
   const comps = p.components;
   const { edges, pos, cols, rows } = pipelineLayout(comps);
   const W = 150, H = 80, bw = 120, bh = 46;
   const width = cols * W + 20, height = rows * H + 20;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `diagram of ${p.name}: ${edges.map((e) => `${e[0]} to ${e[1]}`).join(", ") || comps.map((c) => c.name).join(", ")}` });
+    "aria-label": `diagram of ${p.name}: ${diagramWords(comps, edges)}` });
   const marker = `arr-${p.name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
   svg.append(s("defs", {}, s("marker", { id: marker, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#0b57d0" }))));
@@ -389,7 +402,12 @@ function pipelineDiagram(p) {
   for (const [from, to, cls] of edges) {
     if (!pos.has(to)) continue;
     const [x1, y1] = at(from), [x2, y2] = at(to);
-    svg.append(s("line", { class: cls, x1: x1 + bw, y1: y1 + bh / 2, x2, y2: y2 + bh / 2, "marker-end": `url(#${marker})` }));
+    if (cls === "error-route") {  // bowed below the boxes, so it never hides a main-line edge
+      const bottom = Math.max(y1, y2) + bh, mid = (x1 + bw + x2) / 2;
+      svg.append(s("path", { class: cls, d: `M${x1 + bw},${y1 + bh - 4} Q${mid},${bottom + 24} ${x2},${y2 + bh - 4}`, "marker-end": `url(#${marker})` }));
+    } else {
+      svg.append(s("line", { class: cls, x1: x1 + bw, y1: y1 + bh / 2, x2, y2: y2 + bh / 2, "marker-end": `url(#${marker})` }));
+    }
   }
   const stats = p.stats ? p.stats.components : {};
   for (const c of comps) {
@@ -399,8 +417,9 @@ function pipelineDiagram(p) {
     const cs = stats[c.name];
     svg.append(s("text", { x: x + bw / 2, y: y + 36, "text-anchor": "middle" }, cs ? `${cs.calls} calls` : c.type));
     if (c.on_error && c.on_error.kind !== "component") {
-      const where = c.on_error.kind === "pipeline" ? `pipeline ${c.on_error.target}` : "dead letters";
-      svg.append(s("text", { class: "error-note", x: x + bw / 2, y: y + bh + 12, "text-anchor": "middle" }, `errors → ${where}`.slice(0, 24)));
+      const note = s("text", { class: "error-note", x: x + bw / 2, y: y + bh + 24, "text-anchor": "middle" }, `errors → ${errorTarget(c.on_error)}`.slice(0, 24));
+      // A pipeline's default route (not the component's own) says so in a tooltip.
+      svg.append(c.on_error.default ? s("g", { class: "default-route" }, s("title", {}, "the pipeline's default on_error"), note) : note);
     }
   }
   return svg;
