@@ -3,7 +3,8 @@
 Tags resolve through the build-index on every request (no cache: a moved tag is seen at
 once); manifests and blobs come from ``blobs.fetch(namespace, digest)``, which downloads
 them from peers (namespace = repository) and returns the verified local file. Pushes are
-answered ``405 UNSUPPORTED`` with a pointer to the proxy.
+answered ``405 UNSUPPORTED`` with a pointer to the proxy, and so are deletes (``DELETE`` of
+manifests, tags and blobs): the agent only caches what the cluster holds.
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ class AgentStorage:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
     def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def delete_blob(self, name: str, digest: Digest) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def delete_manifest(self, name: str, digest: Digest) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def delete_tag(self, name: str, tag: str) -> Deferred[bool]:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
 

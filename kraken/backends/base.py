@@ -47,6 +47,10 @@ class Backend(Protocol):
         """Every stored name starting with *prefix*, sorted."""
         ...
 
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        """Remove the blob *name*; fails with :class:`BlobNotFound` when there is none."""
+        ...
+
 
 BACKEND_TYPES: dict[str, str] = {
     "fs": "kraken.backends.fs:from_config",

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from kraken.backends.base import BackendError, BlobNotFound
+from kraken.core.cas import sync_path
 from kraken.core.reactor import IServerReactor, default_reactor
 
 
@@ -91,6 +92,20 @@ class FilesystemBackend:
 
     def list(self, prefix: str) -> Deferred[list[str]]:
         return self._run(self._list, prefix)
+
+
+    def _delete(self, name: str) -> None:
+        path = self._path(name)
+        if not path.is_file():
+            raise BlobNotFound(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise BlobNotFound(name) from None
+        sync_path(path.parent)  # the removal survives a crash, as the write did
+
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        return self._run(self._delete, name)
 
 
 def from_config(config: dict[str, Any], reactor: IServerReactor) -> FilesystemBackend:

@@ -211,6 +211,15 @@ class S3Backend:
             if root.findtext(f"{_S3_NS}IsTruncated") != "true" or not token:
                 return sorted(names)
 
+    @inlineCallbacks
+    def delete(self, namespace: str, name: str) -> Any:
+        # S3 answers 204 whether or not the key existed: ask first, so a missing blob is reported
+        yield self.stat(namespace, name)
+        response = yield self._request("DELETE", self._url(self._key(name)))
+        if response.code not in (200, 204):
+            yield self._fail(response, name)
+        yield response.content()
+
     def close(self) -> Deferred[None]:
         return self.pool.closeCachedConnections()
 

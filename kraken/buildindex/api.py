@@ -3,6 +3,7 @@
 - ``PUT /tags/{repo:tag}/digest/{digest}``: store, after checking the manifest and its blobs
   exist on the origins. ``repo:tag`` may be percent-encoded (``test%2Fhello:v1``) or not.
 - ``GET``/``HEAD /tags/{repo:tag}``: ``200`` with the digest as plain text, or ``404``.
+- ``DELETE /tags/{repo:tag}[?digest=D]``: remove (only while it points at D); ``200`` or ``404``.
 - ``GET /list/{prefix}?limit=N&offset=TOKEN``: ``repo:tag`` entries in order, paginated.
 - ``GET /repositories/{repo}/tags``: the tags of one repository.
 """
@@ -43,10 +44,12 @@ class BuildIndexAPI:
         self.tags = tags
         self.origin_address = origin
         self.puts = metrics.counter("tag_puts", "tags stored", ["outcome"])
+        self.deletes = metrics.counter("tag_deletes", "tags removed")
         self.router = Router()
         self.router.route("PUT", "/tags/{tag:path}/digest/{digest}", self.put_tag)
         self.router.route("PUT", "/internal/duplicate/tags/{tag:path}/digest/{digest}", self.put_duplicate)
         self.router.route("GET", "/tags/{tag:path}", self.get_tag)
+        self.router.route("DELETE", "/tags/{tag:path}", self.delete_tag)
         self.router.route("GET", "/list/{prefix:path}", self.list)
         self.router.route("GET", "/list/", self.list)
         self.router.route("GET", "/repositories/{repo:path}/tags", self.repo_tags)
@@ -91,6 +94,23 @@ class BuildIndexAPI:
         if digest is None:
             raise HTTPError(404, "TAG_UNKNOWN", f"no tag {repo}:{name}")
         return Response(200, digest.encode(), {"Content-Type": "text/plain"})
+
+    @inlineCallbacks
+    def delete_tag(self, request: Request, tag: str) -> Any:
+        """Remove a tag; with ``?digest=D`` only while it still points at D (else ``404``)."""
+        repo, name = split_tag(tag)
+        expected = query_arg(request, "digest", None)
+        if expected is not None:
+            try:
+                expected = str(Digest.parse(expected))
+            except ValueError as e:
+                raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
+        digest = yield self.tags.delete(repo, name, expected)
+        if digest is None:
+            at = f" at {expected}" if expected else ""
+            raise HTTPError(404, "TAG_UNKNOWN", f"no tag {repo}:{name}{at}")
+        self.deletes.inc()
+        return Response(200, {"tag": f"{repo}:{name}", "digest": digest})
 
     @inlineCallbacks
     def list(self, request: Request, prefix: str = "") -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,8 @@ class TagService:
         self.replicator: TagListener | None = None
         self.replica_delay = 10.0  # seconds before a duplicate's replication is first tried
         self.mirror: MirrorTags | None = None  # tags of mirrored repositories come from their upstream
+        # told (repo, tag, old digest) after each tag removal: retention and GC bookkeeping
+        self.delete_listeners: list[Callable[[str, str, str], object]] = []
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,27 @@ class TagService:
                 log.warn("backend write of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
             finally:
                 tmp.unlink(missing_ok=True)
+
+    @inlineCallbacks
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Any:
+        """Remove a tag (only while it points at *expected*, when given); the digest it had, or ``None``.
+
+        The backend's copy goes too, so a later read does not bring the tag back from there.
+        """
+        digest = yield self.get(repo, tag)
+        if digest is None or (expected is not None and digest != expected):
+            return None
+        self.store.delete(repo, tag, expected=digest)
+        if self.backend is not None:
+            try:
+                yield self.backend.delete(repo, f"{repo}:{tag}")
+            except BlobNotFound:
+                pass
+            except Exception as e:
+                log.warn("backend delete of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
+        for listener in self.delete_listeners:
+            listener(repo, tag, digest)
+        return digest
 
     @inlineCallbacks
     def get(self, repo: str, tag: str) -> Any:

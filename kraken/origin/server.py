@@ -60,6 +60,7 @@ class OriginAPI:
         r.route("PATCH", "/internal/blobs/{digest}/uploads/{uid}", self.patch_upload)
         r.route("PUT", "/internal/blobs/{digest}/uploads/{uid}", self.commit_upload)
         r.route("GET", blob, self.get_blob)
+        r.route("DELETE", blob, self.delete_blob)
         r.route("GET", blob + "/metainfo", self.get_metainfo)
         r.route("POST", blob + "/prefetch", self.prefetch)
         r.route("HEAD", "/internal/namespace/{ns}/blobs/{digest}", self.stat)
@@ -189,6 +190,22 @@ class OriginAPI:
         self.blobs.cas.touch(d)
         serve_file(request, str(self.blobs.cas.blob_path(d)))
         return NOT_DONE_YET
+
+    @inlineCallbacks
+    def delete_blob(self, request: Request, ns: str, digest: str) -> Any:
+        """``202`` once the blob is gone from this origin and the namespace's backend; ``404`` if absent."""
+        self._check_writer(request)
+        d = digest_param(digest)
+        try:
+            found = yield self.blobs.delete(unquote(ns), d)
+        except BlobNotFound:
+            found = False
+        except Exception as e:
+            log.warn("delete of {d} failed: {e}", d=d, e=e)
+            raise HTTPError(502, "BACKEND_ERROR", f"backend error: {e}") from None
+        if not found:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
+        return Response(202, {"deleted": str(d)})
 
     @inlineCallbacks
     def get_metainfo(self, request: Request, ns: str, digest: str) -> Any:

@@ -102,6 +102,14 @@ class OriginClient:
         *progress* is called with the byte count of each piece read for sending."""
         return self._upload(self._blob_url(namespace, digest, "/uploads"), path, progress)
 
+    @inlineCallbacks
+    def delete(self, namespace: str, digest: Digest) -> Any:
+        """Remove *digest* from this origin and its backend; ``False`` when it had none."""
+        url = self._blob_url(namespace, digest)
+        response = yield self._call("DELETE", url, (200, 202, 204, 404))
+        yield response.content()
+        return response.code != 404
+
     def transfer(self, digest: Digest, path: str) -> Any:
         """Origin-to-origin copy (no write-back, no further replication)."""
         return self._upload(f"{self.base}/internal/blobs/{digest}/uploads", path)
@@ -321,6 +329,16 @@ class OriginCluster:
 
         base = yield self._each_owner(digest, attempt)
         return base
+
+    @inlineCallbacks
+    def delete(self, namespace: str, digest: Digest) -> Any:
+        """Remove *digest* from every owner (and their backends); ``True`` if any held it."""
+        owners = yield self.owners(digest)
+        found = False
+        for client in owners:
+            deleted = yield client.delete(namespace, digest)
+            found = found or deleted
+        return found
 
     @inlineCallbacks
     def stat(self, namespace: str, digest: Digest) -> Any:

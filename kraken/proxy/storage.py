@@ -38,6 +38,7 @@ class Tags(Protocol):
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]: ...
     def tags(self, repo: str) -> Deferred[list[str] | None]: ...
     def repositories(self) -> Deferred[list[str]]: ...
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]: ...
 
 
 class LocalTags:
@@ -58,6 +59,9 @@ class LocalTags:
 
     def repositories(self) -> Deferred[list[str]]:
         return succeed(self.store.repositories())
+
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
+        return succeed(self.store.delete(repo, tag, expected) is not None)
 
 
 class BuildIndexTags:
@@ -89,6 +93,9 @@ class BuildIndexTags:
     def repositories(self) -> Any:
         entries = yield _unavailable(self.client.list(""), "build-index")
         return sorted({e.rpartition(":")[0] for e in entries})
+
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
+        return _unavailable(self.client.delete(repo, tag, expected), "build-index")
 
 
 def _error_detail(body: bytes) -> Any:
@@ -260,3 +267,34 @@ class ProxyStorage:
 
     def list_repositories(self) -> Deferred[list[str]]:
         return self.tags.repositories()
+
+    # -- deletes ---------------------------------------------------------------------------------
+
+    def delete_tag(self, name: str, tag: str) -> Deferred[bool]:
+        return self.tags.delete(name, tag)
+
+    @inlineCallbacks
+    def delete_manifest(self, name: str, digest: Digest) -> Any:
+        tags = (yield self.tags.tags(name)) or []
+        untagged = False
+        for tag in tags:
+            current = yield self.tags.get(name, tag)
+            if current == str(digest):
+                removed = yield self.tags.delete(name, tag, str(digest))
+                untagged = untagged or removed
+        had_bytes = yield self.delete_blob(name, digest)
+        return untagged or had_bytes
+
+    @inlineCallbacks
+    def delete_blob(self, name: str, digest: Digest) -> Any:
+        cached = yield deferToThread(self.cache.delete, digest)
+        if self.origins is None:
+            return cached
+        try:
+            on_origins = yield self.origins.delete(name, digest)
+        except Exception as e:
+            log.error("delete of {digest} ({name}) on the origins failed: {error}", digest=str(digest),
+                      name=name, error=str(e))
+            raise RegistryError("UNAVAILABLE", f"deleting the blob on the origins failed: {str(e)[:300]}",
+                                status=503) from None
+        return cached or on_origins

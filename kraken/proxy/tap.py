@@ -49,6 +49,7 @@ class ProxySection:
     prefetch_min_blob_size: int = setting(0, "prefetch skips blobs smaller than this, bytes", minimum=0)
     prefetch_max_blob_size: int = setting(50 * 1024**3, "prefetch skips blobs larger than this, bytes",
                                           minimum=0)
+    read_only: bool = setting(False, "refuse pushes and deletes (405 UNSUPPORTED): a pull-only mirror")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,8 +100,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
     storage = ProxyStorage(cache, tags, origins, verifier)
-    api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
-                           sendfile_workers=proxy.sendfile_workers, referrers=referrers)
+    api = RegistryResource(storage, None if proxy.read_only else uploads, svc.metrics,
+                           read_only_hint="this proxy is configured read-only (proxy.read_only)",
+                           reactor=svc.reactor, sendfile_workers=proxy.sendfile_workers, referrers=referrers)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     warmer = Warmer(origins, svc.reactor, root / "tmp") if origins is not None else None
     preheat = PreheatAPI(warmer, tags, checked_mirrors(proxy.mirrors, "proxy.mirrors"), svc.metrics,

@@ -118,6 +118,9 @@ class RegistryResource(Resource):
         self.uploads = uploads
         self.read_only_hint = read_only_hint
         self.sender = SendfileSender(reactor, sendfile_workers) if reactor and sendfile_workers > 0 else None
+        # called (repository, digest) after a manifest is deleted by digest (its referrers entry
+        # is already gone); each may return a Deferred, which the 202 waits for
+        self.on_manifest_deleted: list[Callable[[str, Digest], object]] = []
         self.networks = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs] if allow_cidrs else None
         self.requests = metrics.counter("registry_requests", "registry API requests", ["endpoint", "method",
                                                                                         "status"])
@@ -395,7 +398,20 @@ class RegistryResource(Resource):
         return rf.forget_manifest(self.referrers, name, digest, body)
 
     async def _manifest_delete(self, request: Request, route: Route) -> Response:
-        raise RegistryError("UNSUPPORTED", "deleting manifests is not supported by kraken")
+        """By digest: the manifest and every tag of the repository on it; by tag: the tag alone."""
+        assert route.name is not None and route.ref is not None
+        if not is_digest(route.ref):
+            if not await self.storage.delete_tag(route.name, check_tag(route.ref)):
+                raise manifest_unknown(route.ref)
+            return Response(202, b"", {})
+        digest = parse_digest(route.ref)
+        body, _ = await self._read_manifest(route.name, digest, route.ref)  # MANIFEST_UNKNOWN: 404
+        await self.forget_referrer(route.name, digest, body)
+        if not await self.storage.delete_manifest(route.name, digest):
+            raise manifest_unknown(route.ref)
+        for forget in self.on_manifest_deleted:
+            await maybeDeferred(forget, route.name, digest)
+        return Response(202, b"", {})
 
     # -- referrers (OCI 1.1) ---------------------------------------------------------------------
 
@@ -460,7 +476,11 @@ class RegistryResource(Resource):
         return NOT_DONE_YET
 
     async def _blob_delete(self, request: Request, route: Route) -> Response:
-        raise RegistryError("UNSUPPORTED", "deleting blobs is not supported by kraken")
+        assert route.name is not None
+        digest = parse_digest(route.ref)
+        if not await self.storage.delete_blob(route.name, digest):
+            raise blob_unknown(str(digest))
+        return Response(202, b"", {})
 
     # -- uploads -------------------------------------------------------------------------------
 

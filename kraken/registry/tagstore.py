@@ -44,6 +44,24 @@ class TagStore:
             sync_path(directory.parent)
         self.reported.discard(path)
 
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> str | None:
+        """Remove the tag (only while it points at *expected*, when given); the digest it had, or ``None``.
+
+        The removal is synced; a repository left without tags disappears from the listings.
+        """
+        digest = self.get(repo, tag)
+        if digest is None or (expected is not None and digest != expected):
+            return None
+        path = self._file(repo, tag)
+        path.unlink(missing_ok=True)
+        sync_path(path.parent)
+        self.reported.discard(path)
+        try:
+            path.parent.rmdir()
+        except OSError:  # other tags remain
+            pass
+        return digest
+
     def get(self, repo: str, tag: str) -> str | None:
         path = self._file(repo, tag)
         try:

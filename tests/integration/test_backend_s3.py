@@ -98,6 +98,22 @@ def test_upload_stat_download_list(s3: dict[str, str], tmp_path: Path) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
+def test_delete(s3: dict[str, str], tmp_path: Path) -> Any:
+    b = backend(s3)
+    src = tmp_path / "blob"
+    src.write_bytes(b"to be deleted")
+    yield b.upload("ns", "cd34", str(src))
+    yield b.delete("ns", "cd34")
+    with pytest.raises(BlobNotFound):
+        yield b.stat("ns", "cd34")
+    with pytest.raises(BlobNotFound):  # S3 itself answers 204 for a missing key
+        yield b.delete("ns", "cd34")
+    names = yield b.list("cd")
+    assert names == []
+    yield b.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_large_files_go_up_in_parts(s3: dict[str, str], tmp_path: Path) -> Any:
     mib = 1024 * 1024
     b = backend(s3, multipart_threshold=6 * mib, part_size=5 * mib)

@@ -59,6 +59,11 @@ def test_pull_from_agent_through_p2p(servers: Any, pki: Path, tmp_path: Path) ->
     put = reg.request("PUT", "/v2/test/p2p/manifests/v2", image.manifest,
                       {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert put.status == 405
+    # the agent's port is the pull side: deletes go to the proxy
+    for path in (f"/v2/test/p2p/manifests/{image.manifest_digest}", "/v2/test/p2p/manifests/v1",
+                 f"/v2/test/p2p/blobs/{sha256(image.layers[0])}"):
+        refused = reg.request("DELETE", path)
+        assert refused.status == 405 and refused.error_codes() == ["UNSUPPORTED"], path
     missing = reg.request("GET", "/v2/test/p2p/manifests/nope")
     assert missing.status == 404 and missing.error_codes() == ["MANIFEST_UNKNOWN"]
     missing = reg.request("GET", f"/v2/test/p2p/blobs/{sha256(b'never pushed')}")

@@ -51,6 +51,9 @@ class SyncDirectoryBackend:
     def list(self, prefix: str) -> Deferred[list[str]]:
         raise NotImplementedError
 
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        raise NotImplementedError
+
 
 Setup = tuple[Clock, CAStore, SyncDirectoryBackend, Metrics, Digest]
 

@@ -166,6 +166,13 @@ def test_fs_backend_roundtrip(tmp_path: Path) -> Any:
         yield backend.stat("ns", "b" * 64)
     with pytest.raises(BackendError):
         yield backend.stat("ns", "../etc/passwd")
+    yield backend.delete("tags", "repo/x:latest")
+    names = yield backend.list("repo/")
+    assert names == []
+    with pytest.raises(BlobNotFound):
+        yield backend.delete("tags", "repo/x:latest")
+    with pytest.raises(BackendError):
+        yield backend.delete("ns", "../etc/passwd")
 
 
 def test_backend_config_errors_name_the_problem(tmp_path: Path) -> None:
