@@ -48,6 +48,7 @@ class BuildIndexAPI:
         self.router = Router()
         self.router.route("PUT", "/tags/{tag:path}/digest/{digest}", self.put_tag)
         self.router.route("PUT", "/internal/duplicate/tags/{tag:path}/digest/{digest}", self.put_duplicate)
+        self.router.route("DELETE", "/internal/duplicate/tags/{tag:path}", self.delete_duplicate)
         self.router.route("GET", "/tags/{tag:path}", self.get_tag)
         self.router.route("DELETE", "/tags/{tag:path}", self.delete_tag)
         self.router.route("GET", "/list/{prefix:path}", self.list)
@@ -86,6 +87,17 @@ class BuildIndexAPI:
         yield self.tags.put(repo, name, parsed, duplicate=True)
         self.puts.labels("duplicate").inc()
         return Response(200, {"tag": f"{repo}:{name}", "digest": parsed})
+
+    @inlineCallbacks
+    def delete_duplicate(self, request: Request, tag: str) -> Any:
+        peer = request_identity(request)
+        if peer is None or peer.role != "build-index":
+            raise HTTPError(403, "FORBIDDEN", "only build-index peers may send duplicates")
+        repo, name = split_tag(tag)
+        digest = yield self.tags.delete(repo, name, duplicate=True)
+        if digest is None:
+            raise HTTPError(404, "TAG_UNKNOWN", f"no tag {repo}:{name}")
+        return Response(200, {"tag": f"{repo}:{name}", "digest": digest})
 
     @inlineCallbacks
     def get_tag(self, request: Request, tag: str) -> Any:

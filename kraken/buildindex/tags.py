@@ -118,15 +118,18 @@ class TagService:
                 tmp.unlink(missing_ok=True)
 
     @inlineCallbacks
-    def delete(self, repo: str, tag: str, expected: str | None = None) -> Any:
+    def delete(self, repo: str, tag: str, expected: str | None = None, duplicate: bool = False) -> Any:
         """Remove a tag (only while it points at *expected*, when given); the digest it had, or ``None``.
 
-        The backend's copy goes too, so a later read does not bring the tag back from there.
+        The backend's copy goes too, so a later read does not bring the tag back from there;
+        neighbours are told unless this is a neighbour's removal (*duplicate*).
         """
         digest = yield self.get(repo, tag)
         if digest is None or (expected is not None and digest != expected):
             return None
         self.store.delete(repo, tag, expected=digest)
+        if self.duplicator is not None and not duplicate:
+            self.duplicator.tag_deleted(repo, tag)
         if self.backend is not None:
             try:
                 yield self.backend.delete(repo, f"{repo}:{tag}")

@@ -69,11 +69,8 @@ class WriteBackQueue:
         self.queue.add(task_key(namespace, d), {"namespace": namespace, "digest": str(d)})
 
     def cancel(self, namespace: str, d: Digest) -> None:
-        """Forget a pending write-back of *d* (the blob is being deleted); its marker goes now."""
-        (self.directory / marker_name(namespace, d)).unlink(missing_ok=True)
-        waiting = self.waiting.get((namespace, d.hex))
-        if waiting is not None:
-            waiting.cancel()
+        """Forget a pending write-back of *d* (the blob is being deleted), in the journal too."""
+        self.queue.remove(task_key(namespace, d))
 
     def resume(self) -> int:
         """Start every write-back the journal holds (and the marker files of earlier versions)."""

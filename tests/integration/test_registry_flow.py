@@ -109,7 +109,14 @@ def test_build_index_copies_tags_to_neighbours(servers: Any, pki: Path, tmp_path
     # only build-indexes may send copies
     status, _ = second.request("PUT", f"/internal/duplicate/tags/test%2Fdup:v1/digest/{sha256(b'x')}")
     assert status == 403
+    assert second.request("DELETE", "/internal/duplicate/tags/test%2Fdup:v1")[0] == 403
     assert second.request("GET", "/tags/test%2Fdup:v1") == (200, digest.encode())
+    # a removal travels too
+    assert first.request("DELETE", "/tags/test%2Fdup:v1")[0] == 200
+    deadline = time.monotonic() + 10
+    while second.request("GET", "/tags/test%2Fdup:v1")[0] != 404 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.request("GET", "/tags/test%2Fdup:v1")[0] == 404
 
 
 def test_tag_refused_by_build_index_is_a_registry_error(cluster: dict[str, Any], servers: Any, pki: Path,
