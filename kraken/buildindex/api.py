@@ -1,9 +1,10 @@
-"""The build-index HTTP API (JSON errors from kraken.core.http).
+r"""The build-index HTTP API (JSON errors from kraken.core.http).
 
 - ``PUT /tags/{repo:tag}/digest/{digest}``: store, after checking the manifest and its blobs
   exist on the origins. ``repo:tag`` may be percent-encoded (``test%2Fhello:v1``) or not.
 - ``GET``/``HEAD /tags/{repo:tag}``: ``200`` with the digest as plain text, or ``404``.
 - ``DELETE /tags/{repo:tag}[?digest=D]``: remove (only while it points at D); ``200`` or ``404``.
+- ``POST /retention[?dry_run=true]``: apply the retention rules now; the ``repo:tag``\ s removed.
 - ``GET /list/{prefix}?limit=N&offset=TOKEN``: ``repo:tag`` entries in order, paginated.
 - ``GET /repositories/{repo}/tags``: the tags of one repository.
 """
@@ -14,15 +15,18 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
 from kraken.buildindex.tags import MissingDependency, TagService
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, query_arg, query_int
 from kraken.core.metrics import Metrics
+from kraken.core.reactor import default_reactor
 from kraken.core.tls import request_identity
 from kraken.registry.errors import RegistryError
 from kraken.registry.names import check_name, is_tag
+from kraken.registry.policy import TagImmutable
 
 MAX_LIMIT = 10000
 
@@ -39,9 +43,19 @@ def split_tag(raw: str) -> tuple[str, str]:
     return repo, tag
 
 
+def _refuse_agents(request: Request) -> None:
+    """Agents read tags; removing them is for proxies, operators and other build-indexes."""
+    peer = request_identity(request)
+    if peer is not None and peer.role == "agent":
+        raise HTTPError(403, "FORBIDDEN", "agents may not remove tags")
+
+
 class BuildIndexAPI:
-    def __init__(self, tags: TagService, metrics: Metrics, origin: str | None = None) -> None:
+    def __init__(self, tags: TagService, metrics: Metrics, origin: str | None = None,
+                 clock: IReactorTime | None = None) -> None:
         self.tags = tags
+        self.clock: IReactorTime = clock or default_reactor()
+        self.expired = metrics.counter("tags_expired", "tags removed by retention rules")
         self.origin_address = origin
         self.puts = metrics.counter("tag_puts", "tags stored", ["outcome"])
         self.deletes = metrics.counter("tag_deletes", "tags removed")
@@ -55,6 +69,7 @@ class BuildIndexAPI:
         self.router.route("GET", "/list/", self.list)
         self.router.route("GET", "/repositories/{repo:path}/tags", self.repo_tags)
         self.router.route("GET", "/origin", self.origin)
+        self.router.route("POST", "/retention", self.retention)
 
     @inlineCallbacks
     def put_tag(self, request: Request, tag: str, digest: str) -> Any:
@@ -65,6 +80,9 @@ class BuildIndexAPI:
             raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
         try:
             yield self.tags.put(repo, name, parsed)
+        except TagImmutable as e:
+            self.puts.labels("immutable").inc()
+            raise HTTPError(403, "TAG_IMMUTABLE", str(e), detail={"digest": e.digest}) from None
         except MissingDependency as e:
             self.puts.labels("missing_dependency").inc()
             raise HTTPError(424, "MISSING_DEPENDENCY", str(e), detail={"missing": e.missing}) from None
@@ -110,6 +128,7 @@ class BuildIndexAPI:
     @inlineCallbacks
     def delete_tag(self, request: Request, tag: str) -> Any:
         """Remove a tag; with ``?digest=D`` only while it still points at D (else ``404``)."""
+        _refuse_agents(request)
         repo, name = split_tag(tag)
         expected = query_arg(request, "digest", None)
         if expected is not None:
@@ -117,7 +136,10 @@ class BuildIndexAPI:
                 expected = str(Digest.parse(expected))
             except ValueError as e:
                 raise HTTPError(400, "DIGEST_INVALID", str(e)) from None
-        digest = yield self.tags.delete(repo, name, expected)
+        try:
+            digest = yield self.tags.delete(repo, name, expected)
+        except TagImmutable as e:
+            raise HTTPError(403, "TAG_IMMUTABLE", str(e), detail={"digest": e.digest}) from None
         if digest is None:
             at = f" at {expected}" if expected else ""
             raise HTTPError(404, "TAG_UNKNOWN", f"no tag {repo}:{name}{at}")
@@ -141,6 +163,16 @@ class BuildIndexAPI:
             token = quote(next_offset, safe="")
             links["next"] = f"/list/{quote(prefix, safe='')}?limit={limit}&offset={token}"
         return {"links": links, "size": len(page), "result": page, "next_offset": next_offset}
+
+    @inlineCallbacks
+    def retention(self, request: Request) -> Any:
+        """Apply the retention rules now; ``?dry_run=true`` only lists what would go."""
+        _refuse_agents(request)
+        dry_run = (query_arg(request, "dry_run", "false") or "").lower() in ("1", "true", "yes")
+        expired = yield self.tags.apply_retention(self.clock.seconds(), dry_run)
+        if not dry_run:
+            self.expired.inc(len(expired))
+        return {"dry_run": dry_run, "expired": expired}
 
     def origin(self, request: Request) -> Any:
         if not self.origin_address:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -27,6 +27,8 @@ from kraken.core.verify import BlobVerifier
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
+from kraken.registry.policy import TagImmutable, TagRules
+from kraken.registry.retention import apply_retention
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
 
@@ -42,15 +44,20 @@ class Tags(Protocol):
 
 
 class LocalTags:
-    """Tags in a directory of this proxy (no build-index configured)."""
+    """Tags in a directory of this proxy (no build-index configured), under the proxy's tag rules."""
 
-    def __init__(self, store: TagStore) -> None:
+    def __init__(self, store: TagStore, rules: TagRules | None = None) -> None:
         self.store = store
+        self.rules = rules or TagRules()
 
     def get(self, repo: str, tag: str) -> Deferred[str | None]:
         return succeed(self.store.get(repo, tag))
 
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
+        try:
+            self.rules.check_put(repo, tag, self.store.get(repo, tag), digest)
+        except TagImmutable as e:
+            return fail(immutable_error(str(e)))
         self.store.put(repo, tag, digest)
         return succeed(None)
 
@@ -61,7 +68,16 @@ class LocalTags:
         return succeed(self.store.repositories())
 
     def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
+        current = self.store.get(repo, tag)
+        if current is not None:
+            try:
+                self.rules.check_delete(repo, tag, current)
+            except TagImmutable as e:
+                return fail(immutable_error(str(e)))
         return succeed(self.store.delete(repo, tag, expected) is not None)
+
+    def apply_retention(self, now: float, dry_run: bool = False) -> Deferred[list[str]]:
+        return apply_retention(self.store, self.rules, now, self.delete, dry_run)
 
 
 class BuildIndexTags:
@@ -80,7 +96,7 @@ class BuildIndexTags:
                 detail = _error_detail(f.value.body)
                 message = "the build-index found blobs missing on the origins"
                 raise RegistryError("MANIFEST_BLOB_UNKNOWN", message, detail=detail)
-            return f
+            return _immutable(f)
 
         return _unavailable(self.client.put(repo, tag, digest).addErrback(refused), "build-index")
 
@@ -95,14 +111,37 @@ class BuildIndexTags:
         return sorted({e.rpartition(":")[0] for e in entries})
 
     def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
-        return _unavailable(self.client.delete(repo, tag, expected), "build-index")
+        return _unavailable(self.client.delete(repo, tag, expected).addErrback(_immutable), "build-index")
+
+
+def immutable_error(message: str) -> RegistryError:
+    return RegistryError("DENIED", message)
+
+
+def _immutable(f: Any) -> Any:
+    """The build-index's ``403 TAG_IMMUTABLE`` is the registry's ``403 DENIED``."""
+    if f.check(HTTPStatusError) and f.value.status == 403 and _error_code(f.value.body) == "TAG_IMMUTABLE":
+        raise immutable_error(_error_message(f.value.body) or "the tag is immutable")
+    return f
+
+
+def _error_field(body: bytes, name: str) -> Any:
+    try:
+        return jsonlimits.loads(body, strict=True)["error"].get(name)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _error_code(body: bytes) -> Any:
+    return _error_field(body, "code")
+
+
+def _error_message(body: bytes) -> Any:
+    return _error_field(body, "message")
 
 
 def _error_detail(body: bytes) -> Any:
-    try:
-        return jsonlimits.loads(body, strict=True)["error"].get("detail")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    return _error_field(body, "detail")
 
 
 def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:

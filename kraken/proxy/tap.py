@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
@@ -21,6 +26,7 @@ from kraken.mirror.wiring import checked_mirrors
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
+from kraken.registry.policy import PolicyConfigError, TagRules
 from kraken.registry.referrerclient import ReferrerClient
 from kraken.registry.referrers import ReferrerIndex
 from kraken.registry.referrerstore import LocalReferrers, ReferrerStore
@@ -28,6 +34,8 @@ from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
 from kraken.registry.uploads import UploadManager
+
+log = Logger(namespace="kraken.proxy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +58,13 @@ class ProxySection:
     prefetch_max_blob_size: int = setting(50 * 1024**3, "prefetch skips blobs larger than this, bytes",
                                           minimum=0)
     read_only: bool = setting(False, "refuse pushes and deletes (405 UNSUPPORTED): a pull-only mirror")
+    immutable_tags: list[dict[str, Any]] = setting(
+        [], "without a build-index: [{repository: REGEX, tags: REGEX}], tags that cannot move"
+    )
+    retention: list[dict[str, Any]] = setting(
+        [], "without a build-index: [{repository: REGEX, keep_last: N, keep_newer_than: 7d, keep_tags: RE}]"
+    )
+    retention_interval: float = setting(3600.0, "seconds between retention runs (0: never)", minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +90,18 @@ class _Expiry(Service):
         return super().stopService()
 
 
+def _run_retention(tags: LocalTags, clock: IReactorTime, count: Callable[[int], None]) -> Deferred[Any]:
+    def done(expired: list[str]) -> None:
+        count(len(expired))
+        if expired:
+            log.info("retention removed {n} tags: {tags}", n=len(expired), tags=", ".join(expired[:20]))
+
+    def failed(f: Failure) -> None:
+        log.failure("retention run failed", f)
+
+    return tags.apply_retention(clock.seconds()).addCallbacks(done, failed)
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("proxy", config, reactor)
@@ -85,13 +112,22 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         proxy.max_uploads_per_client, metrics=svc.metrics, sync=proxy.upload_sync,
         run_blocking=lambda work: deferToThreadPool(svc.reactor, svc.reactor.getThreadPool(), work),
     )
+    try:
+        rules = TagRules.from_config(proxy.immutable_tags, proxy.retention, "proxy")
+    except PolicyConfigError as e:
+        raise SystemExit(f"kraken-proxy: config error: {e}") from None
+    local: LocalTags | None = None
     referrers: ReferrerIndex
     if proxy.build_index:
+        if rules.immutable or rules.retention:
+            raise SystemExit("kraken-proxy: config error: proxy.immutable_tags and proxy.retention apply "
+                             "to tags kept by the proxy; with proxy.build_index set, configure them in "
+                             "the build-index (buildindex.immutable_tags, buildindex.retention)")
         client = TagClient(svc.reactor, proxy.build_index, svc.tls)
         tags: Any = BuildIndexTags(client)
         referrers = ReferrerClient(svc.reactor, proxy.build_index, svc.tls, client.http)
     else:
-        tags = LocalTags(TagStore(root / "tags", svc.metrics))
+        tags = local = LocalTags(TagStore(root / "tags", svc.metrics), rules)
         referrers = LocalReferrers(ReferrerStore(root / "referrers"))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
     if origins is not None:  # SIGHUP: a new proxy.origins list
@@ -113,6 +149,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
     _Expiry(uploads).setServiceParent(svc)
+    if local is not None and rules.retention and proxy.retention_interval > 0:
+        expired = svc.metrics.counter("tags_expired", "tags removed by retention rules")
+        retention = TimerService(proxy.retention_interval, _run_retention, local, svc.reactor, expired.inc)
+        retention.clock = svc.reactor
+        retention.setServiceParent(svc)
     if origins is not None and proxy.cache_tti > 0:
         idle = proxy.cache_tti
         cleanup = TimerService(proxy.cleanup_interval, lambda: cache.cleanup(tti=idle))

@@ -84,6 +84,16 @@ class TagStore:
             return None
         return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
 
+    def pushed(self, repo: str) -> list[tuple[str, float]]:
+        """``(tag, time it was last put)`` of every tag of *repo*."""
+        out = []
+        for tag in self.tags(repo) or ():
+            try:
+                out.append((tag, self._file(repo, tag).stat().st_mtime))
+            except OSError:  # removed meanwhile
+                continue
+        return out
+
     def repositories(self) -> list[str]:
         repos = []
         for dirpath, dirnames, _ in os.walk(self.root):
