@@ -26,6 +26,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.tls import TLSSettings
 from kraken.mirror.tags import mirror_error
 from kraken.registry.api import RegistryResource
+from kraken.registry.auth import Authenticator
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
 from kraken.registry.referrerclient import ReferrerClient
@@ -136,12 +137,13 @@ def make_agent_registry(
     reactor: IServerReactor,
     http: HTTPSection | None = None,
     name_for: Callable[[Request, str], str] | None = None,
+    auth: Authenticator | None = None,
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None
     referrers = ReferrerClient(reactor, build_index, tls, tags.http) if build_index and tags else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers, name_for=name_for,
+        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers, name_for=name_for, auth=auth,
     )
     return make_registry_site(api, metrics, http=http, reactor=reactor)

@@ -26,6 +26,7 @@ from kraken.mirror.wiring import checked_mirrors
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
+from kraken.registry.auth import AuthSection, make_authenticator
 from kraken.registry.policy import PolicyConfigError, TagRules
 from kraken.registry.referrerclient import ReferrerClient
 from kraken.registry.referrers import ReferrerIndex
@@ -71,6 +72,7 @@ class ProxySection:
 class ProxyConfig(ServerConfig):
     listen: list[str] = listen_setting(["tcp:15000:interface=127.0.0.1"])
     proxy: ProxySection = section(ProxySection)
+    auth: AuthSection = section(AuthSection)
 
 
 class Options(KrakenOptions[ProxyConfig]):
@@ -138,7 +140,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     storage = ProxyStorage(cache, tags, origins, verifier)
     api = RegistryResource(storage, None if proxy.read_only else uploads, svc.metrics,
                            read_only_hint="this proxy is configured read-only (proxy.read_only)",
-                           reactor=svc.reactor, sendfile_workers=proxy.sendfile_workers, referrers=referrers)
+                           reactor=svc.reactor, sendfile_workers=proxy.sendfile_workers, referrers=referrers,
+                           auth=make_authenticator(config.auth, svc.reactor, svc.metrics, "kraken-proxy"))
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     warmer = Warmer(origins, svc.reactor, root / "tmp") if origins is not None else None
     preheat = PreheatAPI(warmer, tags, checked_mirrors(proxy.mirrors, "proxy.mirrors"), svc.metrics,

@@ -31,6 +31,7 @@ from kraken.core.sendfile import SendfileSender, send_body
 from kraken.core.streaming import BodyRefused, BodySink, BufferedBody
 from kraken.registry import manifests as mf
 from kraken.registry import referrers as rf
+from kraken.registry.auth import TOKEN_PATH, Authenticator
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
@@ -110,8 +111,10 @@ class RegistryResource(Resource):
         sendfile_workers: int = 4,
         referrers: rf.ReferrerIndex | None = None,
         name_for: Callable[[Request, str], str] | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         super().__init__()
+        self.auth = auth
         self.name_for = name_for  # maps a client's repository name (a mirror's ?ns=) to ours
         self.storage = storage
         self.referrers = referrers
@@ -153,6 +156,12 @@ class RegistryResource(Resource):
             check_name(route.name)
         except RegistryError as e:
             return ChunkSink(self.uploads, None, e)
+        if self.auth is not None and not self.auth.may_upload(request, route):
+            # the body is discarded; the handler's check answers 401/403 (or, for a password not
+            # checked yet, asks for the chunk again)
+            retry = RegistryError("UNAUTHORIZED", "credentials were not verified before the body; "
+                                  "send it again")
+            return ChunkSink(self.uploads, None, retry)
         if route.kind == "upload":
             assert route.ref is not None
             session = self.uploads.sessions.get(route.ref)
@@ -205,9 +214,18 @@ class RegistryResource(Resource):
         request.setHeader(API_VERSION[0], API_VERSION[1])
         endpoint = "other"
         try:
-            route = self._route(request)
-            endpoint = route.kind
-            d = maybeDeferred(self._handle, request, route)
+            if self.auth is not None and request.path == TOKEN_PATH:
+                endpoint = "token"
+                d = self._token(request)
+            else:
+                route = self._route(request)
+                endpoint = route.kind
+                if self.auth is not None:
+                    method = request.method.decode("ascii")
+                    d = self.auth.authorize(request, route, method).addCallback(
+                        lambda _: self._handle(request, route))
+                else:
+                    d = maybeDeferred(self._handle, request, route)
         except RegistryError as e:
             d = Deferred()
             d.errback(Failure(e))
@@ -218,6 +236,14 @@ class RegistryResource(Resource):
         d.addBoth(lambda _: self.requests.labels(endpoint, method, str(request.code)).inc())
         request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET
+
+    def _token(self, request: Request) -> Deferred[Any]:
+        assert self.auth is not None
+        if request.method not in (b"GET", b"HEAD"):
+            raise RegistryError("UNSUPPORTED", "the token endpoint answers GET",
+                                headers={"Allow": "GET, HEAD"})
+        return self.auth.token(request).addCallback(
+            lambda body: Response(200, body, {"Cache-Control": "no-store"}))
 
     def _route(self, request: Request) -> Route:
         content = request.content
@@ -500,7 +526,8 @@ class RegistryResource(Resource):
             source = _arg(request, "from")
             if source is not None:
                 check_name(source)
-            if await self.storage.mount_blob(source, name, digest):
+            readable = self.auth is None or self.auth.permits(request, source or name, "pull")
+            if readable and await self.storage.mount_blob(source, name, digest):
                 return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}",
                                            "Docker-Content-Digest": str(digest)})
         if isinstance(request.content, ChunkSink):
@@ -592,5 +619,7 @@ class RegistryResource(Resource):
 
     async def _catalog_get(self, request: Request, route: Route) -> Any:
         repos = await self.storage.list_repositories()
+        if self.auth is not None:
+            repos = self.auth.visible(request, repos)
         page, headers = _page(request, repos, "/v2/_catalog")
         return Response(200, {"repositories": page}, headers)
