@@ -52,6 +52,22 @@ class Backend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+@runtime_checkable
+class ListsEntries(Protocol):
+    """A backend that can tell when each blob was written (garbage collection needs it)."""
+
+    def entries(self, prefix: str) -> Deferred[list[BackendEntry]]:
+        """Every stored name starting with *prefix*, with its size and modification time."""
+        ...
+
+
 BACKEND_TYPES: dict[str, str] = {
     "fs": "kraken.backends.fs:from_config",
     "s3": "kraken.backends.s3:from_config",

@@ -4,6 +4,7 @@ r"""The build-index HTTP API (JSON errors from kraken.core.http).
   exist on the origins. ``repo:tag`` may be percent-encoded (``test%2Fhello:v1``) or not.
 - ``GET``/``HEAD /tags/{repo:tag}``: ``200`` with the digest as plain text, or ``404``.
 - ``DELETE /tags/{repo:tag}[?digest=D]``: remove (only while it points at D); ``200`` or ``404``.
+- ``POST /gc[?dry_run=true&grace=S]``: garbage collection over the origins; a report.
 - ``POST /retention[?dry_run=true]``: apply the retention rules now; the ``repo:tag``\ s removed.
 - ``GET /list/{prefix}?limit=N&offset=TOKEN``: ``repo:tag`` entries in order, paginated.
 - ``GET /repositories/{repo}/tags``: the tags of one repository.
@@ -18,6 +19,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
+from kraken.buildindex.gc import Collector, GCError
 from kraken.buildindex.tags import MissingDependency, TagService
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, query_arg, query_int
@@ -26,7 +28,7 @@ from kraken.core.reactor import default_reactor
 from kraken.core.tls import request_identity
 from kraken.registry.errors import RegistryError
 from kraken.registry.names import check_name, is_tag
-from kraken.registry.policy import TagImmutable
+from kraken.registry.policy import TagImmutable, parse_duration
 
 MAX_LIMIT = 10000
 
@@ -52,8 +54,11 @@ def _refuse_agents(request: Request) -> None:
 
 class BuildIndexAPI:
     def __init__(self, tags: TagService, metrics: Metrics, origin: str | None = None,
-                 clock: IReactorTime | None = None) -> None:
+                 clock: IReactorTime | None = None, collector: Collector | None = None,
+                 gc_grace: float = 3600.0) -> None:
         self.tags = tags
+        self.collector = collector
+        self.gc_grace = gc_grace
         self.clock: IReactorTime = clock or default_reactor()
         self.expired = metrics.counter("tags_expired", "tags removed by retention rules")
         self.origin_address = origin
@@ -70,6 +75,7 @@ class BuildIndexAPI:
         self.router.route("GET", "/repositories/{repo:path}/tags", self.repo_tags)
         self.router.route("GET", "/origin", self.origin)
         self.router.route("POST", "/retention", self.retention)
+        self.router.route("POST", "/gc", self.collect_garbage)
 
     @inlineCallbacks
     def put_tag(self, request: Request, tag: str, digest: str) -> Any:
@@ -173,6 +179,26 @@ class BuildIndexAPI:
         if not dry_run:
             self.expired.inc(len(expired))
         return {"dry_run": dry_run, "expired": expired}
+
+    @inlineCallbacks
+    def collect_garbage(self, request: Request) -> Any:
+        """Mark from every tag, have every origin sweep the rest; ``?dry_run=true``, ``?grace=S``."""
+        _refuse_agents(request)
+        if self.collector is None:
+            raise HTTPError(404, "NO_ORIGINS", "garbage collection needs buildindex.origins")
+        dry_run = (query_arg(request, "dry_run", "false") or "").lower() in ("1", "true", "yes")
+        grace = self.gc_grace
+        text = query_arg(request, "grace")
+        if text is not None:
+            try:
+                grace = parse_duration(text, "grace")
+            except ValueError as e:
+                raise HTTPError(400, "BAD_REQUEST", str(e)) from None
+        try:
+            report = yield self.collector.run(grace, dry_run)
+        except GCError as e:
+            raise HTTPError(503, "GC_FAILED", str(e)) from None
+        return report
 
     def origin(self, request: Request) -> Any:
         if not self.origin_address:

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
 from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
+from kraken.buildindex.gc import Collector
 from kraken.buildindex.referrers import HTTPReferrerSender, ReferrersAPI
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
@@ -63,6 +64,8 @@ class BuildIndexSection:
     )
     retention_interval: float = setting(3600.0, "seconds between retention runs (0: only POST /retention)",
                                         minimum=0)
+    gc_grace: float = setting(3600.0, "seconds a blob written or asked about is spared by garbage collection",
+                              minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +171,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         tags.replica_delay = index.replica_delay
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
-    api = BuildIndexAPI(tags, svc.metrics, origin, svc.reactor)
+    collector = Collector(tags, origins, root / "tmp", svc.reactor, svc.metrics) if origins else None
+    api = BuildIndexAPI(tags, svc.metrics, origin, svc.reactor, collector, index.gc_grace)
     referrer_copies = None
     if index.cluster:
         send_referrer = HTTPReferrerSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
@@ -179,7 +183,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                                      legacy_markers=root / "pending" / "referrers",
                                      on_corrupt=corrupt("referrer_copies"))
         _StopDuplicator(referrer_copies).setServiceParent(svc)
-    ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies).register(api.router)
+    referrer_store = ReferrerStore(root / "referrers")
+    ReferrersAPI(referrer_store, svc.metrics, referrer_copies).register(api.router)
     if rules.retention and index.retention_interval > 0:
         retention = TimerService(index.retention_interval, _run_retention, api, svc.reactor)
         retention.clock = svc.reactor

@@ -49,7 +49,8 @@ class Descriptor:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "registry",
-        help="registry tools: demo image, containerd mirror config, account password hashes",
+        help="registry tools: demo image, containerd mirror config, account password hashes, garbage "
+             "collection",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -140,6 +140,17 @@ def _error_message(body: bytes) -> Any:
     return _error_field(body, "message")
 
 
+def _missing(error: RegistryError) -> list[Digest]:
+    detail = error.detail.get("missing") if isinstance(error.detail, dict) else None
+    out = []
+    for text in detail if isinstance(detail, list) else []:
+        try:
+            out.append(Digest.parse(text))
+        except (TypeError, ValueError):
+            return []
+    return out
+
+
 def _error_detail(body: bytes) -> Any:
     return _error_field(body, "detail")
 
@@ -298,8 +309,27 @@ class ProxyStorage:
     def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
         return self.tags.get(name, tag)
 
-    def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
-        return self.tags.put(name, tag, str(digest))
+    @inlineCallbacks
+    def put_tag(self, name: str, tag: str, digest: Digest) -> Any:
+        try:
+            yield self.tags.put(name, tag, str(digest))
+            return
+        except RegistryError as e:
+            missing = _missing(e) if e.code == "MANIFEST_BLOB_UNKNOWN" and self.origins is not None else []
+            restorable = [d for d in missing if self.cache.has(d)]
+            if not missing or len(restorable) != len(missing):
+                raise
+        # the origins lost blobs this cache still holds (garbage-collected between the client's
+        # HEAD and its manifest): give them back, then ask once more
+        log.info("restoring {n} blobs of {name}:{tag} the origins no longer hold", n=len(restorable),
+                 name=name, tag=tag)
+        for d in restorable:
+            ok = yield self.verifier.check(d)
+            if not ok:
+                raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob",
+                                    detail={"digest": str(d)})
+            yield self._push(name, d, self.cache.blob_path(d))
+        yield self.tags.put(name, tag, str(digest))
 
     def list_tags(self, name: str) -> Deferred[list[str] | None]:
         return self.tags.tags(name)

@@ -94,6 +94,9 @@ def test_upload_stat_download_list(s3: dict[str, str], tmp_path: Path) -> Any:
     assert names == ["ab12", "repo/name:tag"]
     names = yield b.list("repo/")
     assert names == ["repo/name:tag"]
+    entries = yield b.entries("ab")
+    assert [(e.name, e.size) for e in entries] == [("ab12", 300_000)]
+    assert abs(entries[0].modified - time.time()) < 60
     yield b.close()
 
 

@@ -162,6 +162,9 @@ def test_fs_backend_roundtrip(tmp_path: Path) -> Any:
     assert (tmp_path / "out").read_bytes() == b"payload"
     names = yield backend.list("repo/")
     assert names == ["repo/x:latest"]
+    entries = yield backend.entries("")
+    assert [(e.name, e.size) for e in entries] == [(HEX, 7), ("repo/x:latest", 7)]
+    assert entries[0].modified == (tmp_path / "remote" / HEX).stat().st_mtime
     with pytest.raises(BlobNotFound):
         yield backend.stat("ns", "b" * 64)
     with pytest.raises(BackendError):

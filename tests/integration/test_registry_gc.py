@@ -1,0 +1,190 @@
+"""Garbage collection on real servers: an origin with an ``fs`` backend, a build-index, proxies.
+
+A dry run changes nothing; a run sweeps exactly the blobs no tag reaches (store and backend)
+and spares recent uploads; under a loop of concurrent pushes and moving tags no blob of any
+tagged image is lost: every tag pulls afterwards through a proxy with an empty cache, and
+every byte is checked against its digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tests.integration.p2p_fixtures import origin_config
+from tests.integration.registry_http import Registry, TLSClient
+from tests.integration.registry_support import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    build_index_config,
+    build_oci_layout,
+    proxy_config,
+    sha256,
+    skopeo,
+)
+from tests.support import REPO
+
+GRACE = 4
+
+
+def _cluster(servers: Any, pki: Path, tmp_path: Path) -> dict[str, Any]:
+    origin = servers.start("kraken-origin", origin_config(pki, tmp_path / "o", tmp_path / "backend"),
+                           name="origin")
+    index = servers.start("kraken-build-index", build_index_config(pki, tmp_path / "bi", origin.port("http")),
+                          name="build-index")
+    proxy = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "p", origin.port("http"),
+                                                       index.port("http")), name="proxy")
+    return {"origin": origin, "index": index, "proxy": proxy}
+
+
+def _stored(tmp_path: Path) -> tuple[set[str], set[str]]:
+    """Digest hexes in the origin's store and in its backend."""
+    store = {p.parent.name for p in (tmp_path / "o" / "store").glob("cache/??/??/*/data")}
+    backend = {p.name for p in (tmp_path / "backend").iterdir() if len(p.name) == 64}
+    return store, backend
+
+
+def _wait_for_backend(tmp_path: Path, digests: list[str]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if {d.split(":")[1] for d in digests} <= _stored(tmp_path)[1]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("write-back did not finish")
+
+
+def _gc_cli(pki: Path, index: Any, *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "kraken.cli", "registry", "gc", "--build-index",
+         f"127.0.0.1:{index.port('http')}", "--pki", str(pki), "--json", *args],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
+    c = _cluster(servers, pki, tmp_path)
+    address = f"127.0.0.1:{c['proxy'].port('registry')}"
+    shared = {"shared.txt": b"a base layer both images use\n" * 100}
+    keep = build_oci_layout(tmp_path / "keep", "v1", [shared, {"keep.txt": b"kept"}])
+    drop = build_oci_layout(tmp_path / "drop", "v1", [shared, {"drop.txt": b"dropped"}])
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{keep.layout}:v1", f"docker://{address}/test/gc:keep")
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{drop.layout}:v1", f"docker://{address}/test/gc:drop")
+    reg = Registry("127.0.0.1", c["proxy"].port("registry"))
+    assert reg.request("DELETE", "/v2/test/gc/manifests/drop").status == 202
+    garbage = {sha256(b).split(":")[1] for b in (drop.manifest, drop.config, drop.layers[1])}
+    _wait_for_backend(tmp_path, [f"sha256:{h}" for h in garbage])
+    time.sleep(GRACE + 0.2)  # the pushes asked about the blobs: they are spared until then
+    before = _stored(tmp_path)
+
+    dry = _gc_cli(pki, c["index"], "--dry-run", "--grace", f"{GRACE}s")
+    assert dry["dry_run"] is True and dry["live"] == 4  # keep's manifest, config and two layers
+    origin_report = next(iter(dry["origins"].values()))
+    assert {(s["digest"].split(":")[1], s["where"]) for s in origin_report["swept"]} == \
+        {(h, where) for h in garbage for where in ("store", "backend")}
+    assert _stored(tmp_path) == before
+
+    fresh = os.urandom(1000)  # uploaded just now, not tagged yet: spared
+    assert reg.upload("test/gc", fresh, sha256(fresh)).status == 201
+    before = _stored(tmp_path)
+    status, body = TLSClient(pki, c["index"].port("http")).request("POST", f"/gc?grace={GRACE}")
+    swept = json.loads(body)
+    assert status == 200 and swept["swept_count"] == 6 and swept["reclaimed_bytes"]["store"] > 0
+    store, backend = _stored(tmp_path)
+    assert store == before[0] - garbage and backend == before[1] - garbage
+    assert sha256(fresh).split(":")[1] in store
+    _, metrics = TLSClient(pki, c["origin"].port("http")).request("GET", "/metrics")
+    assert b'kraken_origin_gc_reclaimed_bytes_total{where="store"}' in metrics
+    _, metrics = TLSClient(pki, c["index"].port("http")).request("GET", "/metrics")
+    assert b'kraken_build_index_gc_runs_total{outcome="dry_run"} 1.0' in metrics
+
+    # the kept image pulls from the origins through a proxy that caches nothing yet
+    cold = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "cold", c["origin"].port("http"),
+                                                      c["index"].port("http")), name="cold-proxy")
+    out = tmp_path / "pulled"
+    skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{cold.port('registry')}/test/gc:keep",
+           f"dir:{out}")
+    assert (out / "manifest.json").read_bytes() == keep.manifest
+    # agents may not run it
+    assert TLSClient(pki, c["index"].port("http"), role="agent").request("POST", "/gc?dry_run=true")[0] == 403
+
+
+def _image(seed: str, shared: bytes) -> tuple[bytes, list[bytes]]:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    layer = hashlib.sha256(seed.encode()).digest() * 256
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": sha256(b), "size": len(b)} for b in (shared, layer)],
+    }).encode()
+    return manifest, [config, shared, layer]
+
+
+def test_no_tagged_blob_is_lost_under_concurrent_pushes(servers: Any, pki: Path, tmp_path: Path) -> None:
+    c = _cluster(servers, pki, tmp_path)
+    reg = Registry("127.0.0.1", c["proxy"].port("registry"))
+    shared = os.urandom(50_000)
+    tagged: dict[str, tuple[bytes, list[bytes]]] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def push_loop() -> None:
+        n = 0
+        while not stop.is_set() and n < 200:
+            tag = f"t{n % 12}"  # tags move: earlier images become garbage
+            manifest, blobs = _image(f"image-{n}", shared)
+            for blob in blobs:
+                if reg.request("HEAD", f"/v2/test/loop/blobs/{sha256(blob)}").status != 200:
+                    reply = reg.upload("test/loop", blob, sha256(blob))
+                    if reply.status != 201:
+                        failures.append(f"upload {n}: {reply.status} {reply.body[:200]!r}")
+            put = reg.put_manifest("test/loop", tag, manifest, OCI_MANIFEST)
+            if put.status != 201:
+                failures.append(f"manifest {n}: {put.status} {put.body[:300]!r}")
+            else:
+                tagged[tag] = (manifest, blobs)
+            n += 1
+
+    operator = TLSClient(pki, c["index"].port("http"))
+    pusher = threading.Thread(target=push_loop)
+    pusher.start()
+    runs = []
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and pusher.is_alive():
+            status, body = operator.request("POST", "/gc?grace=2")
+            assert status == 200, body
+            runs.append(json.loads(body))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        pusher.join(60)
+    assert not failures, failures[:5]
+    assert len(runs) >= 3 and sum(r["swept_count"] for r in runs) > 0, runs
+    time.sleep(0.5)
+    status, body = operator.request("POST", "/gc?grace=2")
+    assert status == 200, body
+
+    cold = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "cold", c["origin"].port("http"),
+                                                      c["index"].port("http")), name="cold-proxy")
+    fresh = Registry("127.0.0.1", cold.port("registry"))
+    for tag, (manifest, blobs) in sorted(tagged.items()):
+        got = fresh.request("GET", f"/v2/test/loop/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+        assert got.status == 200 and got.body == manifest, tag
+        for blob in blobs:
+            reply = fresh.request("GET", f"/v2/test/loop/blobs/{sha256(blob)}")
+            assert reply.status == 200 and sha256(reply.body) == sha256(blob), (tag, sha256(blob))
+    # and one through skopeo, which checks every digest itself
+    skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{cold.port('registry')}/test/loop:t0",
+           f"dir:{tmp_path / 'pulled'}")
+    assert operator.request("GET", f"/tags/{quote('test/loop:t0', safe='')}")[0] == 200
