@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,15 @@ def _run_retention(tags: LocalTags, clock: IReactorTime, count: Callable[[int], 
     return tags.apply_retention(clock.seconds()).addCallbacks(done, failed)
 
 
+def _open_to_the_network(endpoint: str) -> bool:
+    """A plain TCP listener reachable beyond this machine (no loopback ``interface=``)."""
+    if not endpoint.startswith(("tcp:", "tcp6:")):
+        return False
+    found = re.search(r"interface=((?:\\.|[^:])*)", endpoint)
+    interface = found.group(1).replace("\\:", ":") if found else ""
+    return interface not in ("127.0.0.1", "localhost", "::1") and not interface.startswith("127.")
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("proxy", config, reactor)
@@ -151,6 +161,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         routes=preheat_router(preheat),
     )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
+    if config.auth.mode == "none":
+        for endpoint in filter(_open_to_the_network, config.listen):
+            log.warn("{endpoint}: anyone who can reach this port may push, move and delete images "
+                     "(auth.mode is none); see docs/registry.md, \"Login and rights\"", endpoint=endpoint)
     _Expiry(uploads).setServiceParent(svc)
     if local is not None and rules.retention and proxy.retention_interval > 0:
         expired = svc.metrics.counter("tags_expired", "tags removed by retention rules")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -183,6 +184,9 @@ class Accounts:
             self.generation += 1
         except (OSError, yaml.YAMLError, AccountsError) as e:
             if force and self.stamp is None:
+                if isinstance(e, FileNotFoundError):
+                    raise AccountsError(f"no accounts file {self.path} (`kraken cluster up` writes the dev "
+                                        "cluster's; docs/registry.md, \"Login and rights\")") from None
                 raise AccountsError(str(e)) from None
             log.error(
                 "accounts file {path} unusable, keeping the previous version: {error}",
@@ -236,6 +240,34 @@ class Accounts:
 
 def hash_password(password: str) -> str:
     return argon2.PasswordHasher().hash(password)
+
+
+DEV_USER = "dev"
+
+
+def ensure_dev_accounts(directory: Path) -> Path:
+    """The dev cluster's accounts: user ``dev`` with every right, a random password in
+    ``<directory>/password`` (mode 0600); both made on first use, kept afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    accounts, password_file = directory / "accounts.yaml", directory / "password"
+    if accounts.exists() and password_file.exists():
+        return accounts
+    password = secrets.token_urlsafe(18)
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    doc = {
+        "users": {DEV_USER: hash_password(password)},
+        "grants": [
+            {"repository": ".*", "actions": list(ACTIONS), "users": [DEV_USER]},
+            {"repository": ".*", "actions": ["pull", "push"], "roles": ["client", "proxy"]},
+        ],
+    }
+    tmp = accounts.with_name(accounts.name + ".tmp")
+    tmp.write_text("# written by `kraken cluster up`; see docs/registry.md, \"Login and rights\"\n"
+                   + yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, accounts)
+    return accounts
 
 
 class VerifiedCache:

@@ -152,3 +152,28 @@ def test_verified_cache_expires_and_holds_no_password() -> None:
     for i in range(3):
         cache.put(f"u{i}", "x", ALICE)
     assert len(cache.entries) == 2
+
+
+def test_which_plain_listeners_reach_beyond_this_machine() -> None:
+    from kraken.proxy.tap import _open_to_the_network
+
+    assert _open_to_the_network("tcp:15000")
+    assert _open_to_the_network("tcp:port=5000:interface=0.0.0.0")
+    assert _open_to_the_network(r"tcp6:0:interface=\:\:")
+    assert not _open_to_the_network("tcp:15000:interface=127.0.0.1")
+    assert not _open_to_the_network(r"tcp6:0:interface=\:\:1")
+    assert not _open_to_the_network("tls:tcp:1:interface=0.0.0.0")  # mutual TLS admits certificates only
+
+
+def test_dev_accounts_are_made_once(tmp_path: Path) -> None:
+    from kraken.registry.accounts import DEV_USER, ensure_dev_accounts
+
+    path = ensure_dev_accounts(tmp_path / "registry")
+    password = (tmp_path / "registry" / "password").read_text().strip()
+    assert (tmp_path / "registry" / "password").stat().st_mode & 0o777 == 0o600
+    accounts = Accounts(path)
+    assert accounts.verify(DEV_USER, password) == Principal("user", DEV_USER)
+    assert accounts.allowed(Principal("user", DEV_USER), "any/repo") == {"pull", "push", "delete"}
+    assert accounts.allowed(ANONYMOUS, "any/repo") == set()
+    ensure_dev_accounts(tmp_path / "registry")
+    assert (tmp_path / "registry" / "password").read_text().strip() == password
