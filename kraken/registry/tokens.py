@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +80,14 @@ class Token:
 
 
 class TokenIssuer:
-    def __init__(self, key: bytes, service: str, ttl: float) -> None:
+    def __init__(self, key: bytes, service: str, ttl: float, remembered: int = 4096) -> None:
         self.key = key
         self.service = service
         self.ttl = ttl
+        # tokens that checked out, until they expire: a client sends the same one on every request,
+        # and checking its signature again would cost more than the request itself
+        self.checked: OrderedDict[str, Token] = OrderedDict()
+        self.remembered = remembered
 
     def issue(self, principal: Principal, access: dict[str, frozenset[str]], now: float) -> str:
         claims = {
@@ -100,6 +105,20 @@ class TokenIssuer:
 
     def check(self, token: str, now: float) -> Token:
         """The token's content, or :class:`TokenError` saying why it cannot be used."""
+        known = self.checked.get(token)
+        if known is not None:
+            if now >= known.expires:
+                del self.checked[token]
+                raise TokenError("the token has expired")
+            self.checked.move_to_end(token)
+            return known
+        checked = self._check(token, now)
+        self.checked[token] = checked
+        while len(self.checked) > self.remembered:
+            self.checked.popitem(last=False)
+        return checked
+
+    def _check(self, token: str, now: float) -> Token:
         try:
             claims = jwt.decode(
                 token, self.key, algorithms=[ALGORITHM], audience=self.service, issuer=self.service,

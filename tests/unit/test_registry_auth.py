@@ -30,10 +30,19 @@ def test_tokens_round_trip_and_expire_on_the_clock() -> None:
     token = issuer.issue(ALICE, {"team/app": frozenset({"pull", "push"})}, now=1000.0)
     checked = issuer.check(token, now=1200.0)
     assert checked.principal == ALICE and checked.access == {"team/app": frozenset({"pull", "push"})}
+    assert issuer.check(token, now=1250.0) is checked  # remembered, not decoded again
     with pytest.raises(TokenError, match="expired"):
         issuer.check(token, now=1300.0)
+    assert token not in issuer.checked
+    with pytest.raises(TokenError, match="expired"):
+        issuer.check(token, now=1300.0)
+    early = issuer.issue(ALICE, {}, now=1000.0)
     with pytest.raises(TokenError, match="not valid yet"):
-        issuer.check(token, now=900.0)
+        issuer.check(early, now=900.0)
+    many = TokenIssuer(KEY, "kraken", ttl=300, remembered=2)
+    for i in range(3):
+        many.check(many.issue(ALICE, {f"r{i}": frozenset()}, now=1000.0), now=1000.0)
+    assert len(many.checked) == 2
 
 
 def test_forged_and_foreign_tokens_are_refused() -> None:
