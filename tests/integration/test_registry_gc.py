@@ -96,13 +96,14 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
 
     fresh = os.urandom(1000)  # uploaded just now, not tagged yet: spared
     assert reg.upload("test/gc", fresh, sha256(fresh)).status == 201
+    _wait_for_backend(tmp_path, [sha256(fresh)])
     before = _stored(tmp_path)
     status, body = TLSClient(pki, c["index"].port("http")).request("POST", f"/gc?grace={GRACE}")
     swept = json.loads(body)
     assert status == 200 and swept["swept_count"] == 6 and swept["reclaimed_bytes"]["store"] > 0
     store, backend = _stored(tmp_path)
     assert store == before[0] - garbage and backend == before[1] - garbage
-    assert sha256(fresh).split(":")[1] in store
+    assert sha256(fresh).split(":")[1] in store and sha256(fresh).split(":")[1] in backend
     _, metrics = TLSClient(pki, c["origin"].port("http")).request("GET", "/metrics")
     assert b'kraken_origin_gc_reclaimed_bytes_total{where="store"}' in metrics
     _, metrics = TLSClient(pki, c["index"].port("http")).request("GET", "/metrics")
@@ -177,12 +178,12 @@ def test_no_tagged_blob_is_lost_under_concurrent_pushes(servers: Any, pki: Path,
 
     cold = servers.start("kraken-proxy", proxy_config(pki, tmp_path / "cold", c["origin"].port("http"),
                                                       c["index"].port("http")), name="cold-proxy")
-    fresh = Registry("127.0.0.1", cold.port("registry"))
+    cold_registry = Registry("127.0.0.1", cold.port("registry"))
     for tag, (manifest, blobs) in sorted(tagged.items()):
-        got = fresh.request("GET", f"/v2/test/loop/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+        got = cold_registry.request("GET", f"/v2/test/loop/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
         assert got.status == 200 and got.body == manifest, tag
         for blob in blobs:
-            reply = fresh.request("GET", f"/v2/test/loop/blobs/{sha256(blob)}")
+            reply = cold_registry.request("GET", f"/v2/test/loop/blobs/{sha256(blob)}")
             assert reply.status == 200 and sha256(reply.body) == sha256(blob), (tag, sha256(blob))
     # and one through skopeo, which checks every digest itself
     skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{cold.port('registry')}/test/loop:t0",
