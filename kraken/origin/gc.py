@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound, ListsEntries
@@ -29,6 +30,7 @@ from kraken.origin.blobs import OriginBlobs
 
 log = Logger(namespace="kraken.origin.gc")
 HEX = re.compile(r"[0-9a-f]{64}")
+BATCH = 500  # store entries checked per reactor turn
 MAX_LISTED = 1000  # swept digests named in a report; the counts are complete
 WANTED_KEEP = 7 * 86400.0  # notes older than this are dropped (grace periods are shorter)
 
@@ -96,7 +98,7 @@ class OriginSweeper:
         self.running = True
         try:
             report = SweepReport(dry_run)
-            self._sweep_store(live, grace, report)
+            yield self._sweep_store(live, grace, report)
             yield self._sweep_backends(live, grace, report)
         finally:
             self.running = False
@@ -108,13 +110,17 @@ class OriginSweeper:
                      backend=report.reclaimed_bytes["backend"])
         return report
 
-    def _sweep_store(self, live: set[str], grace: float, report: SweepReport) -> None:
-        # one reactor turn: no request can ask for a blob between its check and its removal
-        now = self.clock.seconds()
-        for entry in list(self.blobs.cas.entries()):
+    @inlineCallbacks
+    def _sweep_store(self, live: set[str], grace: float, report: SweepReport) -> Any:
+        # a blob's check and its removal happen in one reactor turn, so no request can ask for
+        # it in between; the reactor gets a turn between batches of a large store
+        for i, entry in enumerate(list(self.blobs.cas.entries())):
+            if i and i % BATCH == 0:
+                yield deferLater(self.clock, 0, lambda: None)
             d = entry.digest
             if d.hex in live:
                 continue
+            now = self.clock.seconds()
             if now - self._last_use(d.hex, *self._store_times(d)) < grace or self.blobs.busy(d):
                 report.kept_recent += 1
                 continue

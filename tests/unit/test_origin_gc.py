@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
@@ -131,3 +132,18 @@ def test_backend_objects_are_swept_only_by_their_first_owner(tmp_path: Path) -> 
     _in_backend(backend, d, b"not mine", 2 * HOUR)
     assert _swept(_run(sweeper, set(), HOUR, dry_run=False)) == set()
     assert (backend.root / d.hex).exists()
+
+
+def test_a_large_store_is_swept_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kraken.origin.gc
+
+    monkeypatch.setattr(kraken.origin.gc, "BATCH", 2)
+    clock, cas, _, sweeper = _setup(tmp_path)
+    for i in range(5):
+        _store(cas, b"blob %d" % i, 2 * HOUR)
+    out: list[Any] = []
+    sweeper.sweep(set(), HOUR, dry_run=False).addBoth(out.append)
+    assert out == [] and sweeper.running  # the reactor gets a turn between batches
+    for _ in range(3):
+        clock.advance(0)
+    assert isinstance(out[0], SweepReport) and out[0].swept_count == 5 and not sweeper.running
