@@ -7,8 +7,10 @@ would sweep live blobs. Sweep: every origin of the cluster (``/internal/cluster`
 marked digests and the grace period and removes the rest of its store and backends
 (:mod:`kraken.origin.gc`).
 
-Roots beyond tags (e.g. a referrers index keeping untagged signatures alive) plug in through
-:attr:`Collector.extra_roots`: callables returning ``(repository, digest)`` pairs.
+A live manifest keeps its referrers (OCI 1.1: signatures, SBOMs pushed with a ``subject``,
+untagged) live too, and theirs in turn: *referrers_of* gives the referrers the build-index's
+index records for a subject. Other roots plug in through :attr:`Collector.extra_roots`:
+callables returning ``(repository, digest)`` pairs.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ class GCError(Exception):
 
 class Collector:
     def __init__(self, tags: TagService, origins: OriginCluster, scratch: Path, clock: IReactorTime,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, referrers_of: Callable[[str, Digest], list[Digest]] | None = None) -> None:
         self.tags = tags
+        self.referrers_of = referrers_of
         self.origins = origins
         self.scratch = scratch
         self.clock = clock
@@ -98,6 +101,8 @@ class Collector:
         live.update(Digest.parse(b).hex for b in manifest.blobs)
         for child in manifest.children:
             yield self._mark_manifest(repo, Digest.parse(child), live)
+        for referrer in self.referrers_of(repo, d) if self.referrers_of is not None else ():
+            yield self._mark_manifest(repo, referrer, live)
         return True
 
     @inlineCallbacks

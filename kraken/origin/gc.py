@@ -24,12 +24,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from kraken.backends.base import BlobNotFound, ListsEntries
-from kraken.core.digest import ALGO, Digest
+from kraken.core.digest import Digest
 from kraken.core.metrics import Metrics
 from kraken.origin.blobs import OriginBlobs
 
 log = Logger(namespace="kraken.origin.gc")
-HEX = re.compile(r"[0-9a-f]{64}")
+HEX = re.compile(r"[0-9a-f]{64}|[0-9a-f]{128}")  # a blob's bare name: sha256 or sha512
 BATCH = 500  # store entries checked per reactor turn
 MAX_LISTED = 1000  # swept digests named in a report; the counts are complete
 WANTED_KEEP = 7 * 86400.0  # notes older than this are dropped (grace periods are shorter)
@@ -47,11 +47,11 @@ class SweepReport:
     reclaimed_bytes: dict[str, int] = field(default_factory=lambda: {"store": 0, "backend": 0})
     kept_recent: int = 0
 
-    def add(self, d: str, size: int, where: str) -> None:
+    def add(self, d: Digest, size: int, where: str) -> None:
         self.swept_count += 1
         self.reclaimed_bytes[where] += size
         if len(self.swept) < MAX_LISTED:
-            self.swept.append({"digest": f"{ALGO}:{d}", "bytes": size, "where": where})
+            self.swept.append({"digest": str(d), "bytes": size, "where": where})
 
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "swept": self.swept, "swept_count": self.swept_count,
@@ -128,7 +128,7 @@ class OriginSweeper:
                 if not self._remove_local(d):
                     continue
                 self.m_swept.labels("store").inc()
-            report.add(d.hex, entry.size, "store")
+            report.add(d, entry.size, "store")
 
     def _remove_local(self, d: Digest) -> bool:
         self.blobs.let_go(d)
@@ -146,7 +146,7 @@ class OriginSweeper:
             for entry in entries:
                 if not HEX.fullmatch(entry.name) or entry.name in live:
                     continue  # tags kept in the same backend, or live blobs
-                d = Digest(ALGO, entry.name)
+                d = Digest.from_hex(entry.name)
                 if not self.is_first_owner(d):
                     continue
                 now = self.clock.seconds()
@@ -160,5 +160,5 @@ class OriginSweeper:
                     except BlobNotFound:
                         continue
                     self.m_swept.labels("backend").inc()
-                report.add(d.hex, entry.size, "backend")
+                report.add(d, entry.size, "backend")
 

@@ -83,14 +83,19 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
     skopeo("copy", "--dest-tls-verify=false", f"oci:{keep.layout}:v1", f"docker://{address}/test/gc:keep")
     skopeo("copy", "--dest-tls-verify=false", f"oci:{drop.layout}:v1", f"docker://{address}/test/gc:drop")
     reg = Registry("127.0.0.1", c["proxy"].port("registry"))
+    # untagged referrers (OCI 1.1): a signature of the kept image stays, one of the dropped goes
+    signature = _referrer(reg, keep.manifest, "kept")
+    dropped_signature = _referrer(reg, drop.manifest, "gone")
     assert reg.request("DELETE", "/v2/test/gc/manifests/drop").status == 202
-    garbage = {sha256(b).split(":")[1] for b in (drop.manifest, drop.config, drop.layers[1])}
+    dropped = (drop.manifest, drop.config, drop.layers[1], dropped_signature)
+    garbage = {sha256(b).split(":")[1] for b in dropped}
     _wait_for_backend(tmp_path, [f"sha256:{h}" for h in garbage])
     time.sleep(GRACE + 0.2)  # the pushes asked about the blobs: they are spared until then
     before = _stored(tmp_path)
 
     dry = _gc_cli(pki, c["index"], "--dry-run", "--grace", f"{GRACE}s")
-    assert dry["dry_run"] is True and dry["live"] == 4  # keep's manifest, config and two layers
+    assert dry["dry_run"] is True and dry["live"] == 6  # keep's manifest, config, two layers; its signature
+    assert sha256(signature).split(":")[1] in _stored(tmp_path)[0]
     origin_report = next(iter(dry["origins"].values()))
     assert {(s["digest"].split(":")[1], s["where"]) for s in origin_report["swept"]} == \
         {(h, where) for h in garbage for where in ("store", "backend")}
@@ -102,7 +107,7 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
     before = _stored(tmp_path)
     status, body = TLSClient(pki, c["index"].port("http")).request("POST", f"/gc?grace={GRACE}")
     swept = json.loads(body)
-    assert status == 200 and swept["swept_count"] == 6 and swept["reclaimed_bytes"]["store"] > 0
+    assert status == 200 and swept["swept_count"] == 8 and swept["reclaimed_bytes"]["store"] > 0
     store, backend = _stored(tmp_path)
     assert store == before[0] - garbage and backend == before[1] - garbage
     assert sha256(fresh).split(":")[1] in store and sha256(fresh).split(":")[1] in backend
@@ -120,6 +125,23 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
     assert (out / "manifest.json").read_bytes() == keep.manifest
     # agents may not run it
     assert TLSClient(pki, c["index"].port("http"), role="agent").request("POST", "/gc?dry_run=true")[0] == 403
+
+
+EMPTY = b"{}"
+
+
+def _referrer(reg: Registry, subject: bytes, seed: str) -> bytes:
+    """Push an untagged signature of the manifest *subject*; its bytes."""
+    assert reg.upload("test/gc", EMPTY, sha256(EMPTY)).status == 201
+    empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(EMPTY), "size": 2}
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.signature",
+        "config": empty, "layers": [empty], "annotations": {"seed": seed},
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(subject), "size": len(subject)},
+    }).encode()
+    put = reg.put_manifest("test/gc", sha256(body), body, OCI_MANIFEST)
+    assert put.status == 201 and put.header("OCI-Subject") == sha256(subject), put.body
+    return body
 
 
 def _image(seed: str, shared: bytes) -> tuple[bytes, list[bytes]]:
