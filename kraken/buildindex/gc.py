@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -37,15 +37,24 @@ log = Logger(namespace="kraken.buildindex.gc")
 Roots = Iterable[tuple[str, str]]  # (repository, digest) pairs to keep
 
 
+class ReferrerView(Protocol):
+    """The build-index's referrers index as garbage collection uses it."""
+
+    def subjects(self) -> list[tuple[str, Digest]]: ...
+    def referrers(self, name: str, target: Digest) -> list[Digest]: ...
+    def forget(self, name: str, target: Digest, referrer: Digest) -> bool: ...
+    def recorded_at(self, name: str, target: Digest, referrer: Digest) -> float | None: ...
+
+
 class GCError(Exception):
     """The run stopped before sweeping (a manifest could not be read, an origin failed)."""
 
 
 class Collector:
     def __init__(self, tags: TagService, origins: OriginCluster, scratch: Path, clock: IReactorTime,
-                 metrics: Metrics, referrers_of: Callable[[str, Digest], list[Digest]] | None = None) -> None:
+                 metrics: Metrics, referrers: ReferrerView | None = None) -> None:
         self.tags = tags
-        self.referrers_of = referrers_of
+        self.referrers = referrers
         self.origins = origins
         self.scratch = scratch
         self.clock = clock
@@ -101,9 +110,25 @@ class Collector:
         live.update(Digest.parse(b).hex for b in manifest.blobs)
         for child in manifest.children:
             yield self._mark_manifest(repo, Digest.parse(child), live)
-        for referrer in self.referrers_of(repo, d) if self.referrers_of is not None else ():
+        for referrer in self.referrers.referrers(repo, d) if self.referrers is not None else ():
             yield self._mark_manifest(repo, referrer, live)
         return True
+
+    def _forget_dead_referrers(self, live: set[str], grace: float) -> int:
+        """Drop the index entries of referrers whose subject the mark did not reach, once they are
+        older than the grace period (a subject pushed by digest may be tagged in a moment)."""
+        if self.referrers is None:
+            return 0
+        now, forgotten = self.clock.seconds(), 0
+        for repo, subject in self.referrers.subjects():
+            if subject.hex in live:
+                continue
+            for referrer in self.referrers.referrers(repo, subject):
+                recorded = self.referrers.recorded_at(repo, subject, referrer)
+                if recorded is not None and now - recorded >= grace \
+                        and self.referrers.forget(repo, subject, referrer):
+                    forgotten += 1
+        return forgotten
 
     @inlineCallbacks
     def run(self, grace: float, dry_run: bool) -> Any:
@@ -142,6 +167,7 @@ class Collector:
             for where, size in (report.get("reclaimed_bytes") or {}).items():
                 if where in reclaimed:
                     reclaimed[where] += int(size)
+        forgotten = 0 if dry_run else self._forget_dead_referrers(live, grace)
         if not dry_run:
             self.m_blobs.inc(swept)
             for where, size in reclaimed.items():
@@ -150,5 +176,6 @@ class Collector:
                  "reclaimed", dry=" (dry run)" if dry_run else "", live=len(live), swept=swept,
                  store=reclaimed["store"], backend=reclaimed["backend"])
         return {"dry_run": dry_run, "grace": grace, "live": len(live), "dangling_tags": dangling[:1000],
+                "referrers_forgotten": forgotten,
                 "swept_count": swept, "reclaimed_bytes": reclaimed, "origins": reports,
                 "seconds": round(self.clock.seconds() - started, 3)}

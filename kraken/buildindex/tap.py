@@ -23,7 +23,6 @@ from kraken.buildindex.referrers import HTTPReferrerSender, ReferrersAPI
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
-from kraken.core.digest import Digest
 from kraken.core.http import make_site
 from kraken.core.httpclient import make_http_client
 from kraken.core.journal import JOURNAL_FILE, open_journal
@@ -172,13 +171,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         tags.replica_delay = index.replica_delay
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
-    referrer_store = ReferrerStore(root / "referrers")
-
-    def referrers_of(repo: str, subject: Digest) -> list[Digest]:
-        return [Digest.parse(entry["digest"]) for entry in referrer_store.entries(repo, subject)]
-
-    collector = (Collector(tags, origins, root / "tmp", svc.reactor, svc.metrics, referrers_of)
-                 if origins else None)
+    collector = Collector(tags, origins, root / "tmp", svc.reactor, svc.metrics) if origins else None
     api = BuildIndexAPI(tags, svc.metrics, origin, svc.reactor, collector, index.gc_grace)
     referrer_copies = None
     if index.cluster:
@@ -190,7 +183,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                                      legacy_markers=root / "pending" / "referrers",
                                      on_corrupt=corrupt("referrer_copies"))
         _StopDuplicator(referrer_copies).setServiceParent(svc)
-    ReferrersAPI(referrer_store, svc.metrics, referrer_copies).register(api.router)
+    referrers = ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies)
+    referrers.register(api.router)
+    if collector is not None:
+        collector.referrers = referrers  # a live manifest keeps its referrers; dead ones leave the index
     if rules.retention and index.retention_interval > 0:
         retention = TimerService(index.retention_interval, _run_retention, api, svc.reactor)
         retention.clock = svc.reactor

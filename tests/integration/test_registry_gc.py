@@ -108,6 +108,10 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
     status, body = TLSClient(pki, c["index"].port("http")).request("POST", f"/gc?grace={GRACE}")
     swept = json.loads(body)
     assert status == 200 and swept["swept_count"] == 8 and swept["reclaimed_bytes"]["store"] > 0
+    assert swept["referrers_forgotten"] == 1  # the dropped image's signature leaves the index
+    listed = reg.request("GET", f"/v2/test/gc/referrers/{sha256(keep.manifest)}").json()["manifests"]
+    assert [m["digest"] for m in listed] == [sha256(signature)]
+    assert reg.request("GET", f"/v2/test/gc/referrers/{sha256(drop.manifest)}").json()["manifests"] == []
     store, backend = _stored(tmp_path)
     assert store == before[0] - garbage and backend == before[1] - garbage
     assert sha256(fresh).split(":")[1] in store and sha256(fresh).split(":")[1] in backend
