@@ -247,7 +247,8 @@ DEV_USER = "dev"
 
 def ensure_dev_accounts(directory: Path) -> Path:
     """The dev cluster's accounts: user ``dev`` with every right, a random password in
-    ``<directory>/password`` (mode 0600); both made on first use, kept afterwards."""
+    ``<directory>/password`` (mode 0600); anonymous pulls, as the agent's loopback port allows
+    them anyway. Both files are made on first use and kept afterwards."""
     directory.mkdir(parents=True, exist_ok=True)
     accounts, password_file = directory / "accounts.yaml", directory / "password"
     if accounts.exists() and password_file.exists():
@@ -261,6 +262,8 @@ def ensure_dev_accounts(directory: Path) -> Path:
         "grants": [
             {"repository": ".*", "actions": list(ACTIONS), "users": [DEV_USER]},
             {"repository": ".*", "actions": ["pull", "push"], "roles": ["client", "proxy"]},
+            # the agent's loopback port serves the same images to anyone on the host
+            {"repository": ".*", "actions": ["pull"], "anonymous": True},
         ],
     }
     tmp = accounts.with_name(accounts.name + ".tmp")
