@@ -9,6 +9,7 @@ every byte is checked against its digest.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import subprocess
@@ -62,6 +63,19 @@ def _wait_for_backend(tmp_path: Path, digests: list[str]) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("write-back did not finish")
+
+
+def _post(pki: Path, port: int, role: str, path: str, body: Any) -> int:
+    context = TLSClient(pki, port, role=role).context
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
 
 
 def _gc_cli(pki: Path, index: Any, *args: str) -> dict[str, Any]:
@@ -127,8 +141,17 @@ def test_dry_run_then_sweep(servers: Any, pki: Path, tmp_path: Path) -> None:
     skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{cold.port('registry')}/test/gc:keep",
            f"dir:{out}")
     assert (out / "manifest.json").read_bytes() == keep.manifest
-    # agents may not run it
+    # agents may not run it, and only a build-index asks an origin to sweep, with a sound request
     assert TLSClient(pki, c["index"].port("http"), role="agent").request("POST", "/gc?dry_run=true")[0] == 403
+    sound = {"live": [], "grace": 0, "dry_run": True}
+    assert _post(pki, c["origin"].port("http"), "client", "/internal/gc", sound) == 403
+    bad_requests: list[Any] = [
+        {**sound, "live": "all"}, {**sound, "live": ["sha256:" + "0" * 64]}, {**sound, "live": ["xyz"]},
+        {**sound, "grace": -1}, {**sound, "grace": "1h"}, {"live": [], "grace": 0}, [], "nonsense",
+    ]
+    for bad in bad_requests:
+        assert _post(pki, c["origin"].port("http"), "build-index", "/internal/gc", bad) == 400, bad
+    assert _stored(tmp_path)[0] == store
 
 
 EMPTY = b"{}"
