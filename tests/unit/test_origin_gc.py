@@ -81,7 +81,8 @@ def _setup(tmp_path: Path, first_owner: bool = True) -> Setup:
     backend = DirectoryBackend(tmp_path / "backend")
     router = BackendRouter([NamespaceRoute(re.compile(".*"), backend)])
     blobs = OriginBlobs(clock, cas, router, {0: 1 << 20}, Metrics(f"gc{id(clock)}"))
-    return clock, cas, backend, OriginSweeper(blobs, lambda d: first_owner, clock, Metrics(f"sw{id(clock)}"))
+    sweeper = OriginSweeper(blobs, lambda d: first_owner, lambda: ["me:1"], clock, Metrics(f"sw{id(clock)}"))
+    return clock, cas, backend, sweeper
 
 
 def _swept(report: SweepReport) -> set[tuple[str, str]]:
