@@ -3,7 +3,8 @@
 Tags resolve through the build-index on every request (no cache: a moved tag is seen at
 once); manifests and blobs come from ``blobs.fetch(namespace, digest)``, which downloads
 them from peers (namespace = repository) and returns the verified local file. Pushes are
-answered ``405 UNSUPPORTED`` with a pointer to the proxy.
+answered ``405 UNSUPPORTED`` with a pointer to the proxy, and so are deletes (``DELETE`` of
+manifests, tags and blobs): the agent only caches what the cluster holds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.tls import TLSSettings
 from kraken.mirror.tags import mirror_error
 from kraken.registry.api import RegistryResource
+from kraken.registry.auth import Authenticator
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
 from kraken.registry.referrerclient import ReferrerClient
@@ -116,6 +118,15 @@ class AgentStorage:
     def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
         raise RegistryError("UNSUPPORTED", PUSH_HINT)
 
+    def delete_blob(self, name: str, digest: Digest) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def delete_manifest(self, name: str, digest: Digest) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
+    def delete_tag(self, name: str, tag: str) -> Deferred[bool]:
+        raise RegistryError("UNSUPPORTED", PUSH_HINT)
+
 
 def make_agent_registry(
     blobs: BlobSource,
@@ -126,12 +137,13 @@ def make_agent_registry(
     reactor: IServerReactor,
     http: HTTPSection | None = None,
     name_for: Callable[[Request, str], str] | None = None,
+    auth: Authenticator | None = None,
 ) -> Site:
     """The site the agent listens with on ``registry.listen``; tags come from *build_index*."""
     tags = TagClient(reactor, build_index, tls) if build_index else None
     referrers = ReferrerClient(reactor, build_index, tls, tags.http) if build_index and tags else None
     api = RegistryResource(
         AgentStorage(blobs, tags), None, metrics, read_only_hint=PUSH_HINT,
-        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers, name_for=name_for,
+        allow_cidrs=allow_cidrs or None, reactor=reactor, referrers=referrers, name_for=name_for, auth=auth,
     )
     return make_registry_site(api, metrics, http=http, reactor=reactor)

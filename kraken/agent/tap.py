@@ -34,6 +34,7 @@ from kraken.p2p.conn import PeerDialer, PeerFactory
 from kraken.p2p.scheduler import Scheduler
 from kraken.p2p.service import SchedulerService
 from kraken.p2p.storage import PieceStore
+from kraken.registry.auth import AuthSection, make_authenticator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,7 @@ class AgentRegistrySection:
     containerd_socket: str = setting("/run/containerd/containerd.sock", "containerd's socket (preload)")
     ctr: str = setting("ctr", "the ctr program preload runs")
     preload_timeout: float = setting(600.0, "seconds a preload may take", minimum=1)
+    auth: AuthSection = section(AuthSection)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +144,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         registry_site = make_agent_registry(
             blobs, registry.build_index, registry.allow_cidrs, svc.tls, svc.metrics, reactor, config.http,
             name_for=agent_name_mapper(registry.mirrors) if registry.mirrors else None,
+            auth=make_authenticator(registry.auth, reactor, svc.metrics, "kraken-agent"),
         )
         svc.listen_all("registry", registry.listen, registry_site)
     return svc

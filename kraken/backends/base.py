@@ -47,6 +47,26 @@ class Backend(Protocol):
         """Every stored name starting with *prefix*, sorted."""
         ...
 
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        """Remove the blob *name*; fails with :class:`BlobNotFound` when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+@runtime_checkable
+class ListsEntries(Protocol):
+    """A backend that can tell when each blob was written (garbage collection needs it)."""
+
+    def entries(self, prefix: str) -> Deferred[list[BackendEntry]]:
+        """Every stored name starting with *prefix*, with its size and modification time."""
+        ...
+
 
 BACKEND_TYPES: dict[str, str] = {
     "fs": "kraken.backends.fs:from_config",

@@ -16,7 +16,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
-from kraken.backends.base import BackendError, BlobNotFound
+from kraken.backends.base import BackendEntry, BackendError, BlobNotFound
+from kraken.core.cas import sync_path
 from kraken.core.reactor import IServerReactor, default_reactor
 
 
@@ -76,6 +77,19 @@ class FilesystemBackend:
     def upload(self, namespace: str, name: str, src_path: str) -> Deferred[None]:
         return self._run(self._upload, name, src_path)
 
+    def _entries(self, prefix: str) -> list[BackendEntry]:
+        out = []
+        for name in self._list(prefix):
+            try:
+                st = self._path(name).stat()
+            except OSError:  # removed meanwhile
+                continue
+            out.append(BackendEntry(name, st.st_size, st.st_mtime))
+        return out
+
+    def entries(self, prefix: str) -> Deferred[list[BackendEntry]]:
+        return self._run(self._entries, prefix)
+
     def _list(self, prefix: str) -> list[str]:
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -91,6 +105,20 @@ class FilesystemBackend:
 
     def list(self, prefix: str) -> Deferred[list[str]]:
         return self._run(self._list, prefix)
+
+
+    def _delete(self, name: str) -> None:
+        path = self._path(name)
+        if not path.is_file():
+            raise BlobNotFound(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise BlobNotFound(name) from None
+        sync_path(path.parent)  # the removal survives a crash, as the write did
+
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        return self._run(self._delete, name)
 
 
 def from_config(config: dict[str, Any], reactor: IServerReactor) -> FilesystemBackend:

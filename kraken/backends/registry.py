@@ -233,6 +233,9 @@ class RegistryBackend:
     def upload(self, namespace: str, name: str, src_path: str) -> Any:
         return fail(BackendError("the registry backend is read-only"))
 
+    def delete(self, namespace: str, name: str) -> Any:
+        return fail(BackendError("the registry backend is read-only"))
+
     @inlineCallbacks
     def list(self, prefix: str) -> Any:
         """``repo:tag`` names: the tags of the repository *prefix* names (``repo:`` or ``repo:v``)."""

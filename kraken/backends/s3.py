@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree
@@ -27,7 +29,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
-from kraken.backends.base import BackendError, BlobNotFound
+from kraken.backends.base import BackendEntry, BackendError, BlobNotFound
 from kraken.core.files import FileWindow, write_into
 from kraken.core.reactor import IServerReactor
 
@@ -194,7 +196,12 @@ class S3Backend:
 
     @inlineCallbacks
     def list(self, prefix: str) -> Any:
-        names: list[str] = []
+        found = yield self.entries(prefix)
+        return [e.name for e in found]
+
+    @inlineCallbacks
+    def entries(self, prefix: str) -> Any:
+        found: list[BackendEntry] = []
         token = None
         while True:
             query = f"list-type=2&prefix={quote(self.prefix + prefix, safe='')}"
@@ -206,10 +213,21 @@ class S3Backend:
             root = ElementTree.fromstring((yield response.content()))
             for item in root.iter(f"{_S3_NS}Contents"):
                 key = item.findtext(f"{_S3_NS}Key") or ""
-                names.append(key[len(self.prefix) :])
+                size = int(item.findtext(f"{_S3_NS}Size") or 0)
+                modified = _s3_time(item.findtext(f"{_S3_NS}LastModified") or "")
+                found.append(BackendEntry(key[len(self.prefix) :], size, modified))
             token = root.findtext(f"{_S3_NS}NextContinuationToken")
             if root.findtext(f"{_S3_NS}IsTruncated") != "true" or not token:
-                return sorted(names)
+                return sorted(found, key=lambda e: e.name)
+
+    @inlineCallbacks
+    def delete(self, namespace: str, name: str) -> Any:
+        # S3 answers 204 whether or not the key existed: ask first, so a missing blob is reported
+        yield self.stat(namespace, name)
+        response = yield self._request("DELETE", self._url(self._key(name)))
+        if response.code not in (200, 204):
+            yield self._fail(response, name)
+        yield response.content()
 
     def close(self) -> Deferred[None]:
         return self.pool.closeCachedConnections()
@@ -225,6 +243,14 @@ _KEYS = {
     "multipart_threshold",
     "part_size",
 }
+
+
+def _s3_time(text: str) -> float:
+    """``2026-12-05T19:30:07.000Z`` in seconds since the epoch; unreadable: now (too young to sweep)."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def from_config(config: dict[str, Any], reactor: IServerReactor) -> S3Backend:

@@ -5,7 +5,9 @@ After a tag is stored (not when it arrives as a duplicate), each neighbour gets
 of the build-index's journal (:mod:`kraken.core.journal`): committed before the tag is
 acknowledged, retried with capped exponential backoff until it lands, resumed at every start.
 A newer digest for the same tag replaces a pending older one, so neighbours never move a tag
-back. The same :class:`Duplicator` carries the cross-cluster replication
+back. A removal travels the same way (digest :data:`DELETED`, sent as
+``DELETE /internal/duplicate/tags/<repo:tag>``) and replaces a pending copy of that tag.
+The same :class:`Duplicator` carries the cross-cluster replication
 (:mod:`kraken.buildindex.replicate`) with another *send*.
 """
 
@@ -28,6 +30,7 @@ from kraken.core.tls import TLSSettings
 log = Logger(namespace="kraken.buildindex.duplicate")
 
 Send = Callable[[str, str, str, str], "Deferred[Any]"]
+DELETED = "-"  # the digest of a pending removal
 
 
 class HTTPTagSender:
@@ -39,13 +42,17 @@ class HTTPTagSender:
 
     def __call__(self, neighbour: str, repo: str, tag: str, digest: str) -> Deferred[None]:
         url = f"{base_url(neighbour, self.tls)}/internal/duplicate/tags/{quote(f'{repo}:{tag}', safe='')}"
+        if digest == DELETED:
+            removed: Deferred[Any] = self.http.delete(url)
+            return removed.addCallback(self._expect_ok, url, "DELETE", (200, 404))
         sent: Deferred[Any] = self.http.put(f"{url}/digest/{digest}", data=b"")
         return sent.addCallback(self._expect_ok, url)
 
-    def _expect_ok(self, response: Any, url: str) -> Deferred[None]:
+    def _expect_ok(self, response: Any, url: str, method: str = "PUT",
+                   ok: tuple[int, ...] = (200,)) -> Deferred[None]:
         def check(body: bytes) -> None:
-            if response.code != 200:
-                raise HTTPStatusError("PUT", url, response.code, body)
+            if response.code not in ok:
+                raise HTTPStatusError(method, url, response.code, body)
 
         body: Deferred[bytes] = response.content()
         return body.addCallback(check)
@@ -92,6 +99,10 @@ class Duplicator:
         self.queue.add_many(
             ((task_key(n, repo, tag), {"neighbour": n, "repo": repo, "tag": tag, "digest": digest})
              for n in targets), delay)
+
+    def tag_deleted(self, repo: str, tag: str) -> None:
+        """Queue the removal of ``repo:tag`` at every neighbour (it replaces a pending copy)."""
+        self.tag_stored(repo, tag, DELETED)
 
     def resume(self) -> int:
         """Start the copies a previous run left for our neighbours (others wait in the journal); how many."""

@@ -140,10 +140,26 @@ class ReferrersAPI:
         name, target, referrer = _repo(repo), digest_param(subject), digest_param(digest)
         return name, target, referrer, self.store.remove(name, target, referrer)
 
-    def delete(self, request: Request, repo: str, subject: str, digest: str) -> Any:
-        name, target, referrer, removed = self._remove(repo, subject, digest)
+    def forget(self, name: str, target: Digest, referrer: Digest) -> bool:
+        """Remove one referrer here and at the neighbours; whether it was recorded here."""
+        removed = self.store.remove(name, target, referrer)
         if self.copies is not None:  # also when absent here: a neighbour may hold a copy in flight
             self.copies.tag_stored(name, f"{target}/{referrer}", REMOVED)
+        return removed
+
+    # garbage collection's view of the index (kraken.buildindex.gc.ReferrerView)
+    def subjects(self) -> list[tuple[str, Digest]]:
+        return self.store.subjects()
+
+    def referrers(self, name: str, target: Digest) -> list[Digest]:
+        return [Digest.parse(entry["digest"]) for entry in self.store.entries(name, target)]
+
+    def recorded_at(self, name: str, target: Digest, referrer: Digest) -> float | None:
+        return self.store.recorded_at(name, target, referrer)
+
+    def delete(self, request: Request, repo: str, subject: str, digest: str) -> Any:
+        name, target, referrer = _repo(repo), digest_param(subject), digest_param(digest)
+        removed = self.forget(name, target, referrer)
         if not removed:
             raise HTTPError(404, "REFERRER_UNKNOWN", f"{referrer} is no referrer of {target} in {name}")
         self.updates.labels("removed").inc()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from kraken.backends.base import Backend, BlobNotFound
@@ -22,6 +23,8 @@ from kraken.mirror.tags import MirrorTags
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.errors import RegistryError
 from kraken.registry.manifests import parse_manifest
+from kraken.registry.policy import TagRules
+from kraken.registry.retention import apply_retention
 from kraken.registry.tagstore import TagStore
 
 log = Logger(namespace="kraken.buildindex.tags")
@@ -47,10 +50,14 @@ class TagService:
         origins: OriginCluster | None = None,
         backend: Backend | None = None,
         duplicator: Duplicator | None = None,
+        rules: TagRules | None = None,
     ) -> None:
+        self.rules = rules or TagRules()
         self.replicator: TagListener | None = None
         self.replica_delay = 10.0  # seconds before a duplicate's replication is first tried
         self.mirror: MirrorTags | None = None  # tags of mirrored repositories come from their upstream
+        # told (repo, tag, old digest) after each tag removal: retention and GC bookkeeping
+        self.delete_listeners: list[Callable[[str, str, str], object]] = []
         self.store = store
         self.scratch = scratch
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -95,6 +102,9 @@ class TagService:
         """Store a tag; a *duplicate* (a neighbour's copy) skips the checks, is not copied to the
         neighbours again, and is replicated to remote clusters only after ``replica_delay``."""
         if not duplicate:
+            if self.rules.immutable:
+                current = yield self.get(repo, tag)
+                self.rules.check_put(repo, tag, current, digest)
             yield self.dependencies(repo, digest)
         self.store.put(repo, tag, digest)
         if self.duplicator is not None and not duplicate:
@@ -113,6 +123,40 @@ class TagService:
                 log.warn("backend write of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
             finally:
                 tmp.unlink(missing_ok=True)
+
+    @inlineCallbacks
+    def delete(self, repo: str, tag: str, expected: str | None = None, duplicate: bool = False) -> Any:
+        """Remove a tag (only while it points at *expected*, when given); the digest it had, or ``None``.
+
+        The backend's copy goes too, so a later read does not bring the tag back from there;
+        neighbours are told unless this is a neighbour's removal (*duplicate*).
+        """
+        digest = yield self.get(repo, tag)
+        if digest is None or (expected is not None and digest != expected):
+            return None
+        if not duplicate:
+            self.rules.check_delete(repo, tag, digest)
+        self.store.delete(repo, tag, expected=digest)
+        if self.duplicator is not None and not duplicate:
+            self.duplicator.tag_deleted(repo, tag)
+        if self.backend is not None:
+            try:
+                yield self.backend.delete(repo, f"{repo}:{tag}")
+            except BlobNotFound:
+                pass
+            except Exception as e:
+                log.warn("backend delete of {repo}:{tag} failed: {error}", repo=repo, tag=tag, error=str(e))
+        for listener in self.delete_listeners:
+            listener(repo, tag, digest)
+        return digest
+
+    def apply_retention(self, now: float, dry_run: bool = False) -> Deferred[list[str]]:
+        """Remove the tags the retention rules let go (only those on this build-index's disk)."""
+        def remove(repo: str, tag: str, digest: str) -> Deferred[Any]:
+            removed: Deferred[Any] = self.delete(repo, tag, expected=digest)
+            return removed.addCallback(lambda old: old is not None)
+
+        return apply_retention(self.store, self.rules, now, remove, dry_run)
 
     @inlineCallbacks
     def get(self, repo: str, tag: str) -> Any:

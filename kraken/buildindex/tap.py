@@ -8,11 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.backends.base import make_backend
 from kraken.buildindex.api import BuildIndexAPI
 from kraken.buildindex.duplicate import Duplicator, HTTPTagSender
+from kraken.buildindex.gc import Collector
 from kraken.buildindex.referrers import HTTPReferrerSender, ReferrersAPI
 from kraken.buildindex.replicate import Replicator
 from kraken.buildindex.tags import TagService
@@ -24,8 +30,11 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.mirror.wiring import build_index_mirror
 from kraken.p2p.origins import OriginCluster
+from kraken.registry.policy import PolicyConfigError, TagRules
 from kraken.registry.referrerstore import ReferrerStore
 from kraken.registry.tagstore import TagStore
+
+log = Logger(namespace="kraken.buildindex")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +56,16 @@ class BuildIndexSection:
     allowed_roles: list[str] = setting(
         ["proxy", "agent", "build-index", "client"], "certificate roles admitted on tls:"
     )
+    immutable_tags: list[dict[str, Any]] = setting(
+        [], "[{repository: REGEX, tags: REGEX}]: existing matching tags cannot be moved or removed"
+    )
+    retention: list[dict[str, Any]] = setting(
+        [], "[{repository: REGEX, keep_last: N, keep_newer_than: 7d, keep_tags: REGEX}], first match wins"
+    )
+    retention_interval: float = setting(3600.0, "seconds between retention runs (0: only POST /retention)",
+                                        minimum=0)
+    gc_grace: float = setting(3600.0, "seconds a blob written or asked about is spared by garbage collection",
+                              minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +93,19 @@ def _remotes(remotes: dict[str, Any]) -> dict[str, list[str]]:
                 raise SystemExit(f"{CONFIG_ERROR}.remotes.{remote}: {e}") from None
         out[str(remote)] = patterns
     return out
+
+
+def _run_retention(api: BuildIndexAPI, clock: IReactorTime) -> Deferred[Any]:
+    def done(expired: list[str]) -> None:
+        api.expired.inc(len(expired))
+        if expired:
+            log.info("retention removed {n} tags: {tags}", n=len(expired), tags=", ".join(expired[:20]))
+
+    def failed(f: Failure) -> None:
+        log.failure("retention run failed", f)
+
+    d: Deferred[Any] = api.tags.apply_retention(clock.seconds())
+    return d.addCallbacks(done, failed)
 
 
 class _StopDuplicator(Service):
@@ -117,8 +149,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                                 legacy_markers=root / "pending" / "duplicate",
                                 on_corrupt=corrupt("tag_copies"))
         _StopDuplicator(duplicator).setServiceParent(svc)
+    try:
+        rules = TagRules.from_config(index.immutable_tags, index.retention, "buildindex")
+    except PolicyConfigError as e:
+        raise SystemExit(f"kraken-build-index: config error: {e}") from None
     tag_store = TagStore(root / "tags", svc.metrics)
-    tags = TagService(tag_store, root / "tmp", origins, backend, duplicator)
+    tags = TagService(tag_store, root / "tmp", origins, backend, duplicator, rules)
     tags.mirror = build_index_mirror(index.mirrors, tag_store, root / "tmp", svc.reactor, origins,
                                      svc.metrics)
     if index.remotes:
@@ -135,7 +171,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         tags.replica_delay = index.replica_delay
         _StopDuplicator(replicator).setServiceParent(svc)
     origin = index.origin or (index.origins[0] if index.origins else None)
-    api = BuildIndexAPI(tags, svc.metrics, origin)
+    collector = Collector(tags, origins, root / "tmp", svc.reactor, svc.metrics) if origins else None
+    api = BuildIndexAPI(tags, svc.metrics, origin, svc.reactor, collector, index.gc_grace)
     referrer_copies = None
     if index.cluster:
         send_referrer = HTTPReferrerSender(make_http_client(svc.reactor, svc.tls, {"build-index"}), svc.tls)
@@ -146,7 +183,14 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
                                      legacy_markers=root / "pending" / "referrers",
                                      on_corrupt=corrupt("referrer_copies"))
         _StopDuplicator(referrer_copies).setServiceParent(svc)
-    ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies).register(api.router)
+    referrers = ReferrersAPI(ReferrerStore(root / "referrers"), svc.metrics, referrer_copies)
+    referrers.register(api.router)
+    if collector is not None:
+        collector.referrers = referrers  # a live manifest keeps its referrers; dead ones leave the index
+    if rules.retention and index.retention_interval > 0:
+        retention = TimerService(index.retention_interval, _run_retention, api, svc.reactor)
+        retention.clock = svc.reactor
+        retention.setServiceParent(svc)
     site = make_site(
         api.router, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kraken.core import certs
+from kraken.registry.accounts import ensure_dev_accounts
 
 # Start order: what others depend on first.
 ORDER = (
@@ -106,6 +107,14 @@ def _stop(members: list[Member]) -> None:
                 m.proc.kill()
 
 
+def _shown(path: Path) -> str:
+    """*path* relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _up(args: argparse.Namespace) -> int:
     etc = Path(args.etc)
     # The example configs name their certificates and data as ../run/... beside etc/.
@@ -118,6 +127,7 @@ def _up(args: argparse.Namespace) -> int:
         print("kraken cluster: no kraken servers are built yet", file=sys.stderr)
         return 1
     certs.ensure_dev_pki(run_dir / "pki", {role: role for role in certs.ROLES})
+    ensure_dev_accounts(run_dir / "registry")  # the proxy asks for a login (etc/proxy.yaml auth:)
     twistd = str(Path(sys.executable).with_name("twistd"))
     members = []
     for name in names:
@@ -143,6 +153,10 @@ def _up(args: argparse.Namespace) -> int:
             return 0
         print("all started; Ctrl-C stops the cluster", flush=True)
         print("check it from another terminal: . .venv/bin/activate && kraken doctor", flush=True)
+        if any(m.tapname == "kraken-proxy" for m in members):
+            password = _shown(run_dir / "registry" / "password")
+            print(f"push to the proxy after: skopeo login --tls-verify=false -u dev --password-stdin "
+                  f"127.0.0.1:15000 < {password}", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             for m in members:

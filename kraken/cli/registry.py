@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kraken.cli import registry_admin
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -47,7 +49,8 @@ class Descriptor:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "registry",
-        help="registry tools: build a demo OCI image, containerd mirror config",
+        help="registry tools: demo image, containerd mirror config, account password hashes, garbage "
+             "collection",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,6 +78,7 @@ def add_parser(sub: Any) -> None:
     mirror.add_argument("--dir", help="write DIR/<host>/hosts.toml (containerd's config_path, e.g. "
                                       "/etc/containerd/certs.d) instead of printing them")
     mirror.set_defaults(func=_mirror_config)
+    registry_admin.add_subcommands(rsub)
 
 
 def _mirror_config(args: argparse.Namespace) -> int:

@@ -255,6 +255,21 @@ class DurableQueue:
             log.info("queue {queue}: resumed {n} pending tasks", queue=self.name, n=started)
         return started
 
+    def remove(self, key: str) -> bool:
+        """Forget a pending task whose work is no longer wanted (committed on return); a running
+        attempt's result is then ignored. ``False`` when there was none."""
+        task = self.tasks.pop(key, None)
+        if task is None:
+            return False
+        with _Transaction(self.db):
+            self.db.execute("DELETE FROM tasks WHERE queue = ? AND key = ?", (self.name, key))
+        if task.call is not None and task.call.active():
+            task.call.cancel()
+        task.call = None
+        self.queued.discard(key)
+        self._ungroup(task)
+        return True
+
     def stop(self) -> None:
         """Stop starting attempts (rows stay for the next start; running attempts end unrecorded)."""
         self.stopped = True

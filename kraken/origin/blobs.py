@@ -251,6 +251,28 @@ class OriginBlobs:
             for ctl in self.scheduler.controls_of(d):
                 self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} evicted"))
 
+    @inlineCallbacks
+    def delete(self, namespace: str, d: Digest) -> Any:
+        """Remove *d* from this store and from the namespace's backend; ``True`` if it was anywhere.
+
+        Seeding stops and a pending write-back is dropped first, so neither brings it back.
+        """
+        self.writebacks.cancel(namespace, d)
+        if self.scheduler is not None:
+            for ctl in self.scheduler.controls_of(d):
+                self.scheduler.remove(ctl.info_hash, RuntimeError(f"{d} was deleted"))
+        found = yield self._thread(self.cas.delete, d)
+        self.damaged.discard(d.hex)
+        self.failed.pop(d.hex, None)
+        backend = self.backends.for_namespace(namespace)
+        if backend is not None:
+            try:
+                yield backend.delete(namespace, d.hex)
+                found = True
+            except BlobNotFound:
+                pass
+        return found
+
     def write_back(self, namespace: str, d: Digest) -> None:
         """Have the backend of *namespace* receive *d*; recorded on disk before this returns."""
         self.writebacks.add(namespace, d)

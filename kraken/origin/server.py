@@ -13,11 +13,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 from kraken.backends.base import BlobNotFound
 from kraken.core.cas import DigestMismatch, UnknownUpload
 from kraken.core.digest import Digest
-from kraken.core.http import HTTPError, Response, Router, digest_param
+from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
 from kraken.core.sendfile import serve_file
 from kraken.core.streaming import BodySink
 from kraken.core.tls import request_identity
 from kraken.origin.blobs import FetchFailed, OriginBlobs, State
+from kraken.origin.gc import HEX, GCBusy, OriginSweeper
 from kraken.origin.uploads import PatchSink, RefusedBody, UploadSessions, parse_range
 
 log = Logger(namespace="kraken.origin.server")
@@ -35,7 +36,9 @@ class OriginAPI:
         write_roles: set[str],
         replicate: Callable[[Digest], object] | None = None,
         max_upload_size: int = DEFAULT_MAX_UPLOAD,
+        sweeper: OriginSweeper | None = None,
     ) -> None:
+        self.sweeper = sweeper
         self.blobs = blobs
         self.uploads = UploadSessions(blobs.cas, max_upload_size)
         self.owners = locations
@@ -60,11 +63,14 @@ class OriginAPI:
         r.route("PATCH", "/internal/blobs/{digest}/uploads/{uid}", self.patch_upload)
         r.route("PUT", "/internal/blobs/{digest}/uploads/{uid}", self.commit_upload)
         r.route("GET", blob, self.get_blob)
+        r.route("DELETE", blob, self.delete_blob)
         r.route("GET", blob + "/metainfo", self.get_metainfo)
         r.route("POST", blob + "/prefetch", self.prefetch)
         r.route("HEAD", "/internal/namespace/{ns}/blobs/{digest}", self.stat)
         r.route("GET", "/internal/peercontext", lambda req: self.peer_context())
         r.route("GET", "/x/swarm", self.swarm)
+        r.route("GET", "/internal/cluster", self.cluster)
+        r.route("POST", "/internal/gc", self.collect_garbage)
         return r
 
     def swarm(self, request: Request) -> Any:
@@ -96,6 +102,12 @@ class OriginAPI:
             raise HTTPError(502, "BACKEND_ERROR", f"backend error: {e}") from None
         return state
 
+    def _asked_for(self, d: Digest) -> None:
+        if self.sweeper is not None:
+            self.sweeper.asked_for(d)
+        else:
+            self.blobs.cas.touch(d)
+
     # -- routes -----------------------------------------------------------------------------------
     def locations(self, request: Request, digest: str) -> Response:
         d = digest_param(digest)
@@ -108,6 +120,7 @@ class OriginAPI:
         d = digest_param(digest)
         present = yield self.blobs.verifier.check(d)  # a corrupt copy is replaced by the upload
         if present:
+            self._asked_for(d)  # the client will rely on this copy instead of uploading
             if ns is not None:
                 self.blobs.write_back(unquote(ns), d)
             raise HTTPError(409, "BLOB_EXISTS", f"{d} is already stored")
@@ -191,6 +204,22 @@ class OriginAPI:
         return NOT_DONE_YET
 
     @inlineCallbacks
+    def delete_blob(self, request: Request, ns: str, digest: str) -> Any:
+        """``202`` once the blob is gone from this origin and the namespace's backend; ``404`` if absent."""
+        self._check_writer(request)
+        d = digest_param(digest)
+        try:
+            found = yield self.blobs.delete(unquote(ns), d)
+        except BlobNotFound:
+            found = False
+        except Exception as e:
+            log.warn("delete of {d} failed: {e}", d=d, e=e)
+            raise HTTPError(502, "BACKEND_ERROR", f"backend error: {e}") from None
+        if not found:
+            raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
+        return Response(202, {"deleted": str(d)})
+
+    @inlineCallbacks
     def get_metainfo(self, request: Request, ns: str, digest: str) -> Any:
         d = digest_param(digest)
         state = yield self._ensure(ns, d)
@@ -221,11 +250,41 @@ class OriginAPI:
                     size = None
         if size is None:
             raise HTTPError(404, "BLOB_UNKNOWN", f"no blob {d}")
+        self._asked_for(d)  # a push about to skip this upload, or a tag about to reference it
         request.setResponseCode(200)
         request.setHeader(b"kraken-blob-size", str(size).encode())
         request.setHeader(b"content-length", str(size).encode())
         request.finish()
         return NOT_DONE_YET
+
+
+    def cluster(self, request: Request) -> Any:
+        """``{"members": [host:port, ...]}``: every origin of this one's cluster."""
+        members = self.sweeper.members() if self.sweeper is not None else [self.self_address()]
+        return {"members": members}
+
+    @inlineCallbacks
+    def collect_garbage(self, request: Request) -> Any:
+        """``POST /internal/gc`` ``{"live": [hex, ...], "grace": s, "dry_run": bool}`` from a build-index."""
+        who = request_identity(request)
+        if who is None or who.role != "build-index":
+            raise HTTPError(403, "FORBIDDEN", "only a build-index runs garbage collection")
+        if self.sweeper is None:
+            raise HTTPError(404, "NOT_FOUND", "garbage collection is not set up here")
+        body = read_json(request)
+        live, grace, dry_run = body.get("live") if isinstance(body, dict) else None, 0.0, True
+        if not isinstance(live, list) or not all(isinstance(h, str) and HEX.fullmatch(h) for h in live):
+            raise HTTPError(400, "BAD_REQUEST", "live must be a list of sha256 hex digests")
+        grace, dry_run = body.get("grace"), body.get("dry_run")
+        if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
+            raise HTTPError(400, "BAD_REQUEST", "grace must be a non-negative number of seconds")
+        if not isinstance(dry_run, bool):
+            raise HTTPError(400, "BAD_REQUEST", "dry_run must be true or false")
+        try:
+            report = yield self.sweeper.sweep(set(live), float(grace), dry_run)
+        except GCBusy as e:
+            raise HTTPError(409, "GC_RUNNING", str(e)) from None
+        return report.to_dict()
 
 
 def _fetching(d: Digest) -> Response:

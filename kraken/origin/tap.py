@@ -19,6 +19,7 @@ from kraken.core.config import (
     section,
     setting,
 )
+from kraken.core.digest import Digest
 from kraken.core.eviction import EvictionPolicy, Evictor
 from kraken.core.health import healthy_first
 from kraken.core.http import make_site
@@ -28,6 +29,7 @@ from kraken.core.reactor import IServerReactor
 from kraken.core.service import KrakenService
 from kraken.mirror.wiring import origin_routes
 from kraken.origin.blobs import OriginBlobs
+from kraken.origin.gc import OriginSweeper
 from kraken.origin.membership import ClusterHealth, Membership, changed
 from kraken.origin.replication import OriginPlacement, ReplicationService, Replicator
 from kraken.origin.server import OriginAPI
@@ -159,9 +161,16 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         for a in healthy_first(placement.other_owners(d), placement.is_healthy)
     ]
     writers = set(origin.write_roles)
+
+    def first_owner(d: Digest) -> bool:
+        """Where proxies and the build-index ask about *d* (``/locations``' first): it decides GC."""
+        return placement.locations(d)[0] == placement.self_address()
+
+    sweeper = OriginSweeper(blobs, first_owner, lambda: placement.cluster or [placement.self_address()],
+                            reactor, svc.metrics)
     api = OriginAPI(
         blobs, placement.locations, placement.self_address, placement.peer_context, writers,
-        replicator.replicate, origin.max_upload_size,
+        replicator.replicate, origin.max_upload_size, sweeper,
     )
     site = make_site(
         api.router(), svc.metrics, {"scheduler": scheduler.probe}, body_router=api, http=config.http,

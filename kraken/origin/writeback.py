@@ -68,6 +68,10 @@ class WriteBackQueue:
             return
         self.queue.add(task_key(namespace, d), {"namespace": namespace, "digest": str(d)})
 
+    def cancel(self, namespace: str, d: Digest) -> None:
+        """Forget a pending write-back of *d* (the blob is being deleted), in the journal too."""
+        self.queue.remove(task_key(namespace, d))
+
     def resume(self) -> int:
         """Start every write-back the journal holds (and the marker files of earlier versions)."""
         if self.legacy_markers is not None:

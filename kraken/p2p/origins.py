@@ -6,6 +6,7 @@ origin which ring members own a digest and uploads to the first of them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -101,6 +102,35 @@ class OriginClient:
         """Chunked upload of the file at *path*; an origin that already has it counts as success.
         *progress* is called with the byte count of each piece read for sending."""
         return self._upload(self._blob_url(namespace, digest, "/uploads"), path, progress)
+
+    @inlineCallbacks
+    def delete(self, namespace: str, digest: Digest) -> Any:
+        """Remove *digest* from this origin and its backend; ``False`` when it had none."""
+        url = self._blob_url(namespace, digest)
+        response = yield self._call("DELETE", url, (200, 202, 204, 404))
+        yield response.content()
+        return response.code != 404
+
+    @inlineCallbacks
+    def cluster_members(self) -> Any:
+        """Every origin of this one's cluster (``host:port``)."""
+        url = f"{self.base}/internal/cluster"
+        response = yield self._call("GET", url, (200,))
+        body = yield json_body(response, url)
+        members = body.get("members") if isinstance(body, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise BadJSONResponse(f"{url} sent no member list")
+        return members
+
+    @inlineCallbacks
+    def collect_garbage(self, live: list[str], grace: float, dry_run: bool) -> Any:
+        """Have this origin sweep what *live* (digest hexes) does not name; its report."""
+        url = f"{self.base}/internal/gc"
+        response = yield self._call("POST", url, (200,), data=json.dumps(
+            {"live": live, "grace": grace, "dry_run": dry_run}).encode(),
+            headers={"Content-Type": ["application/json"]})
+        report = yield json_body(response, url)
+        return report
 
     def transfer(self, digest: Digest, path: str) -> Any:
         """Origin-to-origin copy (no write-back, no further replication)."""
@@ -321,6 +351,29 @@ class OriginCluster:
 
         base = yield self._each_owner(digest, attempt)
         return base
+
+    @inlineCallbacks
+    def cluster_members(self) -> Any:
+        """Every origin of the cluster, as the first reachable configured member knows it."""
+        last: Exception | None = None
+        for address in healthy_first(self.members, self.health.healthy):
+            try:
+                members = yield self.client(address).cluster_members()
+            except Exception as e:
+                last = e
+                continue
+            return members
+        raise last or RuntimeError("no origin answered the cluster request")
+
+    @inlineCallbacks
+    def delete(self, namespace: str, digest: Digest) -> Any:
+        """Remove *digest* from every owner (and their backends); ``True`` if any held it."""
+        owners = yield self.owners(digest)
+        found = False
+        for client in owners:
+            deleted = yield client.delete(namespace, digest)
+            found = found or deleted
+        return found
 
     @inlineCallbacks
     def stat(self, namespace: str, digest: Digest) -> Any:

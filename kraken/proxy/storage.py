@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -27,6 +27,8 @@ from kraken.core.verify import BlobVerifier
 from kraken.p2p.origins import OriginCluster
 from kraken.registry.coalesce import FreshCoalescer
 from kraken.registry.errors import RegistryError, blob_unknown
+from kraken.registry.policy import TagImmutable, TagRules
+from kraken.registry.retention import apply_retention
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
 
@@ -38,18 +40,24 @@ class Tags(Protocol):
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]: ...
     def tags(self, repo: str) -> Deferred[list[str] | None]: ...
     def repositories(self) -> Deferred[list[str]]: ...
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]: ...
 
 
 class LocalTags:
-    """Tags in a directory of this proxy (no build-index configured)."""
+    """Tags in a directory of this proxy (no build-index configured), under the proxy's tag rules."""
 
-    def __init__(self, store: TagStore) -> None:
+    def __init__(self, store: TagStore, rules: TagRules | None = None) -> None:
         self.store = store
+        self.rules = rules or TagRules()
 
     def get(self, repo: str, tag: str) -> Deferred[str | None]:
         return succeed(self.store.get(repo, tag))
 
     def put(self, repo: str, tag: str, digest: str) -> Deferred[Any]:
+        try:
+            self.rules.check_put(repo, tag, self.store.get(repo, tag), digest)
+        except TagImmutable as e:
+            return fail(immutable_error(str(e)))
         self.store.put(repo, tag, digest)
         return succeed(None)
 
@@ -58,6 +66,18 @@ class LocalTags:
 
     def repositories(self) -> Deferred[list[str]]:
         return succeed(self.store.repositories())
+
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
+        current = self.store.get(repo, tag)
+        if current is not None:
+            try:
+                self.rules.check_delete(repo, tag, current)
+            except TagImmutable as e:
+                return fail(immutable_error(str(e)))
+        return succeed(self.store.delete(repo, tag, expected) is not None)
+
+    def apply_retention(self, now: float, dry_run: bool = False) -> Deferred[list[str]]:
+        return apply_retention(self.store, self.rules, now, self.delete, dry_run)
 
 
 class BuildIndexTags:
@@ -76,7 +96,7 @@ class BuildIndexTags:
                 detail = _error_detail(f.value.body)
                 message = "the build-index found blobs missing on the origins"
                 raise RegistryError("MANIFEST_BLOB_UNKNOWN", message, detail=detail)
-            return f
+            return _immutable(f)
 
         return _unavailable(self.client.put(repo, tag, digest).addErrback(refused), "build-index")
 
@@ -90,12 +110,49 @@ class BuildIndexTags:
         entries = yield _unavailable(self.client.list(""), "build-index")
         return sorted({e.rpartition(":")[0] for e in entries})
 
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Deferred[bool]:
+        return _unavailable(self.client.delete(repo, tag, expected).addErrback(_immutable), "build-index")
 
-def _error_detail(body: bytes) -> Any:
+
+def immutable_error(message: str) -> RegistryError:
+    return RegistryError("DENIED", message)
+
+
+def _immutable(f: Any) -> Any:
+    """The build-index's ``403 TAG_IMMUTABLE`` is the registry's ``403 DENIED``."""
+    if f.check(HTTPStatusError) and f.value.status == 403 and _error_code(f.value.body) == "TAG_IMMUTABLE":
+        raise immutable_error(_error_message(f.value.body) or "the tag is immutable")
+    return f
+
+
+def _error_field(body: bytes, name: str) -> Any:
     try:
-        return jsonlimits.loads(body, strict=True)["error"].get("detail")
+        return jsonlimits.loads(body, strict=True)["error"].get(name)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _error_code(body: bytes) -> Any:
+    return _error_field(body, "code")
+
+
+def _error_message(body: bytes) -> Any:
+    return _error_field(body, "message")
+
+
+def _missing(error: RegistryError) -> list[Digest]:
+    detail = error.detail.get("missing") if isinstance(error.detail, dict) else None
+    out = []
+    for text in detail if isinstance(detail, list) else []:
+        try:
+            out.append(Digest.parse(text))
+        except (TypeError, ValueError):
+            return []
+    return out
+
+
+def _error_detail(body: bytes) -> Any:
+    return _error_field(body, "detail")
 
 
 def _unavailable(d: Deferred[Any], what: str) -> Deferred[Any]:
@@ -252,11 +309,61 @@ class ProxyStorage:
     def resolve_tag(self, name: str, tag: str) -> Deferred[str | None]:
         return self.tags.get(name, tag)
 
-    def put_tag(self, name: str, tag: str, digest: Digest) -> Deferred[Any]:
-        return self.tags.put(name, tag, str(digest))
+    @inlineCallbacks
+    def put_tag(self, name: str, tag: str, digest: Digest) -> Any:
+        try:
+            yield self.tags.put(name, tag, str(digest))
+            return
+        except RegistryError as e:
+            missing = _missing(e) if e.code == "MANIFEST_BLOB_UNKNOWN" and self.origins is not None else []
+            restorable = [d for d in missing if self.cache.has(d)]
+            if not missing or len(restorable) != len(missing):
+                raise
+        # the origins lost blobs this cache still holds (garbage-collected between the client's
+        # HEAD and its manifest): give them back, then ask once more
+        log.info("restoring {n} blobs of {name}:{tag} the origins no longer hold", n=len(restorable),
+                 name=name, tag=tag)
+        for d in restorable:
+            ok = yield self.verifier.check(d)
+            if not ok:
+                raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob",
+                                    detail={"digest": str(d)})
+            yield self._push(name, d, self.cache.blob_path(d))
+        yield self.tags.put(name, tag, str(digest))
 
     def list_tags(self, name: str) -> Deferred[list[str] | None]:
         return self.tags.tags(name)
 
     def list_repositories(self) -> Deferred[list[str]]:
         return self.tags.repositories()
+
+    # -- deletes ---------------------------------------------------------------------------------
+
+    def delete_tag(self, name: str, tag: str) -> Deferred[bool]:
+        return self.tags.delete(name, tag)
+
+    @inlineCallbacks
+    def delete_manifest(self, name: str, digest: Digest) -> Any:
+        tags = (yield self.tags.tags(name)) or []
+        untagged = False
+        for tag in tags:
+            current = yield self.tags.get(name, tag)
+            if current == str(digest):
+                removed = yield self.tags.delete(name, tag, str(digest))
+                untagged = untagged or removed
+        had_bytes = yield self.delete_blob(name, digest)
+        return untagged or had_bytes
+
+    @inlineCallbacks
+    def delete_blob(self, name: str, digest: Digest) -> Any:
+        cached = yield deferToThread(self.cache.delete, digest)
+        if self.origins is None:
+            return cached
+        try:
+            on_origins = yield self.origins.delete(name, digest)
+        except Exception as e:
+            log.error("delete of {digest} ({name}) on the origins failed: {error}", digest=str(digest),
+                      name=name, error=str(e))
+            raise RegistryError("UNAVAILABLE", f"deleting the blob on the origins failed: {str(e)[:300]}",
+                                status=503) from None
+        return cached or on_origins

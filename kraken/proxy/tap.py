@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kraken.core.cas import CAStore
 from kraken.core.config import ConfigPath, KrakenOptions, ServerConfig, listen_setting, section, setting
@@ -21,6 +27,8 @@ from kraken.mirror.wiring import checked_mirrors
 from kraken.p2p.origins import OriginCluster
 from kraken.proxy.storage import BuildIndexTags, LocalTags, ProxyStorage
 from kraken.registry.api import RegistryResource
+from kraken.registry.auth import AuthSection, make_authenticator
+from kraken.registry.policy import PolicyConfigError, TagRules
 from kraken.registry.referrerclient import ReferrerClient
 from kraken.registry.referrers import ReferrerIndex
 from kraken.registry.referrerstore import LocalReferrers, ReferrerStore
@@ -28,6 +36,8 @@ from kraken.registry.site import make_registry_site
 from kraken.registry.tagclient import TagClient
 from kraken.registry.tagstore import TagStore
 from kraken.registry.uploads import UploadManager
+
+log = Logger(namespace="kraken.proxy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,12 +59,21 @@ class ProxySection:
     prefetch_min_blob_size: int = setting(0, "prefetch skips blobs smaller than this, bytes", minimum=0)
     prefetch_max_blob_size: int = setting(50 * 1024**3, "prefetch skips blobs larger than this, bytes",
                                           minimum=0)
+    read_only: bool = setting(False, "refuse pushes and deletes (405 UNSUPPORTED): a pull-only mirror")
+    immutable_tags: list[dict[str, Any]] = setting(
+        [], "without a build-index: [{repository: REGEX, tags: REGEX}], tags that cannot move"
+    )
+    retention: list[dict[str, Any]] = setting(
+        [], "without a build-index: [{repository: REGEX, keep_last: N, keep_newer_than: 7d, keep_tags: RE}]"
+    )
+    retention_interval: float = setting(3600.0, "seconds between retention runs (0: never)", minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProxyConfig(ServerConfig):
     listen: list[str] = listen_setting(["tcp:15000:interface=127.0.0.1"])
     proxy: ProxySection = section(ProxySection)
+    auth: AuthSection = section(AuthSection)
 
 
 class Options(KrakenOptions[ProxyConfig]):
@@ -74,6 +93,27 @@ class _Expiry(Service):
         return super().stopService()
 
 
+def _run_retention(tags: LocalTags, clock: IReactorTime, count: Callable[[int], None]) -> Deferred[Any]:
+    def done(expired: list[str]) -> None:
+        count(len(expired))
+        if expired:
+            log.info("retention removed {n} tags: {tags}", n=len(expired), tags=", ".join(expired[:20]))
+
+    def failed(f: Failure) -> None:
+        log.failure("retention run failed", f)
+
+    return tags.apply_retention(clock.seconds()).addCallbacks(done, failed)
+
+
+def _open_to_the_network(endpoint: str) -> bool:
+    """A plain TCP listener reachable beyond this machine (no loopback ``interface=``)."""
+    if not endpoint.startswith(("tcp:", "tcp6:")):
+        return False
+    found = re.search(r"interface=((?:\\.|[^:])*)", endpoint)
+    interface = found.group(1).replace("\\:", ":") if found else ""
+    return interface not in ("127.0.0.1", "localhost", "::1") and not interface.startswith("127.")
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> KrakenService:
     config = options.config
     svc = KrakenService("proxy", config, reactor)
@@ -84,13 +124,22 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         proxy.max_uploads_per_client, metrics=svc.metrics, sync=proxy.upload_sync,
         run_blocking=lambda work: deferToThreadPool(svc.reactor, svc.reactor.getThreadPool(), work),
     )
+    try:
+        rules = TagRules.from_config(proxy.immutable_tags, proxy.retention, "proxy")
+    except PolicyConfigError as e:
+        raise SystemExit(f"kraken-proxy: config error: {e}") from None
+    local: LocalTags | None = None
     referrers: ReferrerIndex
     if proxy.build_index:
+        if rules.immutable or rules.retention:
+            raise SystemExit("kraken-proxy: config error: proxy.immutable_tags and proxy.retention apply "
+                             "to tags kept by the proxy; with proxy.build_index set, configure them in "
+                             "the build-index (buildindex.immutable_tags, buildindex.retention)")
         client = TagClient(svc.reactor, proxy.build_index, svc.tls)
         tags: Any = BuildIndexTags(client)
         referrers = ReferrerClient(svc.reactor, proxy.build_index, svc.tls, client.http)
     else:
-        tags = LocalTags(TagStore(root / "tags", svc.metrics))
+        tags = local = LocalTags(TagStore(root / "tags", svc.metrics), rules)
         referrers = LocalReferrers(ReferrerStore(root / "referrers"))
     origins = OriginCluster(svc.reactor, proxy.origins, svc.tls) if proxy.origins else None
     if origins is not None:  # SIGHUP: a new proxy.origins list
@@ -99,8 +148,10 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
     storage = ProxyStorage(cache, tags, origins, verifier)
-    api = RegistryResource(storage, uploads, svc.metrics, reactor=svc.reactor,
-                           sendfile_workers=proxy.sendfile_workers, referrers=referrers)
+    api = RegistryResource(storage, None if proxy.read_only else uploads, svc.metrics,
+                           read_only_hint="this proxy is configured read-only (proxy.read_only)",
+                           reactor=svc.reactor, sendfile_workers=proxy.sendfile_workers, referrers=referrers,
+                           auth=make_authenticator(config.auth, svc.reactor, svc.metrics, "kraken-proxy"))
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     warmer = Warmer(origins, svc.reactor, root / "tmp") if origins is not None else None
     preheat = PreheatAPI(warmer, tags, checked_mirrors(proxy.mirrors, "proxy.mirrors"), svc.metrics,
@@ -110,7 +161,16 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         routes=preheat_router(preheat),
     )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
+    if config.auth.mode == "none":
+        for endpoint in filter(_open_to_the_network, config.listen):
+            log.warn("{endpoint}: anyone who can reach this port may push, move and delete images "
+                     "(auth.mode is none); see docs/registry.md, \"Login and rights\"", endpoint=endpoint)
     _Expiry(uploads).setServiceParent(svc)
+    if local is not None and rules.retention and proxy.retention_interval > 0:
+        expired = svc.metrics.counter("tags_expired", "tags removed by retention rules")
+        retention = TimerService(proxy.retention_interval, _run_retention, local, svc.reactor, expired.inc)
+        retention.clock = svc.reactor
+        retention.setServiceParent(svc)
     if origins is not None and proxy.cache_tti > 0:
         idle = proxy.cache_tti
         cleanup = TimerService(proxy.cleanup_interval, lambda: cache.cleanup(tti=idle))

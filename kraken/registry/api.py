@@ -31,6 +31,7 @@ from kraken.core.sendfile import SendfileSender, send_body
 from kraken.core.streaming import BodyRefused, BodySink, BufferedBody
 from kraken.registry import manifests as mf
 from kraken.registry import referrers as rf
+from kraken.registry.auth import TOKEN_PATH, Authenticator
 from kraken.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from kraken.registry.names import check_name, check_tag, is_digest, parse_digest
 from kraken.registry.paths import METHODS, WRITES, Route, parse_v2_path
@@ -110,14 +111,19 @@ class RegistryResource(Resource):
         sendfile_workers: int = 4,
         referrers: rf.ReferrerIndex | None = None,
         name_for: Callable[[Request, str], str] | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         super().__init__()
+        self.auth = auth
         self.name_for = name_for  # maps a client's repository name (a mirror's ?ns=) to ours
         self.storage = storage
         self.referrers = referrers
         self.uploads = uploads
         self.read_only_hint = read_only_hint
         self.sender = SendfileSender(reactor, sendfile_workers) if reactor and sendfile_workers > 0 else None
+        # called (repository, digest) after a manifest is deleted by digest (its referrers entry
+        # is already gone); each may return a Deferred, which the 202 waits for
+        self.on_manifest_deleted: list[Callable[[str, Digest], object]] = []
         self.networks = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs] if allow_cidrs else None
         self.requests = metrics.counter("registry_requests", "registry API requests", ["endpoint", "method",
                                                                                         "status"])
@@ -150,6 +156,12 @@ class RegistryResource(Resource):
             check_name(route.name)
         except RegistryError as e:
             return ChunkSink(self.uploads, None, e)
+        if self.auth is not None and not self.auth.may_upload(request, route):
+            # the body is discarded; the handler's check answers 401/403 (or, for a password not
+            # checked yet, asks for the chunk again)
+            retry = RegistryError("UNAUTHORIZED", "credentials were not verified before the body; "
+                                  "send it again")
+            return ChunkSink(self.uploads, None, retry)
         if route.kind == "upload":
             assert route.ref is not None
             session = self.uploads.sessions.get(route.ref)
@@ -202,9 +214,18 @@ class RegistryResource(Resource):
         request.setHeader(API_VERSION[0], API_VERSION[1])
         endpoint = "other"
         try:
-            route = self._route(request)
-            endpoint = route.kind
-            d = maybeDeferred(self._handle, request, route)
+            if self.auth is not None and request.path == TOKEN_PATH:
+                endpoint = "token"
+                d = self._token(request)
+            else:
+                route = self._route(request)
+                endpoint = route.kind
+                if self.auth is not None:
+                    method = request.method.decode("ascii")
+                    d = self.auth.authorize(request, route, method).addCallback(
+                        lambda _: self._handle(request, route))
+                else:
+                    d = maybeDeferred(self._handle, request, route)
         except RegistryError as e:
             d = Deferred()
             d.errback(Failure(e))
@@ -215,6 +236,14 @@ class RegistryResource(Resource):
         d.addBoth(lambda _: self.requests.labels(endpoint, method, str(request.code)).inc())
         request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET
+
+    def _token(self, request: Request) -> Deferred[Any]:
+        assert self.auth is not None
+        if request.method not in (b"GET", b"HEAD"):
+            raise RegistryError("UNSUPPORTED", "the token endpoint answers GET",
+                                headers={"Allow": "GET, HEAD"})
+        return self.auth.token(request).addCallback(
+            lambda body: Response(200, body, {"Cache-Control": "no-store"}))
 
     def _route(self, request: Request) -> Route:
         content = request.content
@@ -395,7 +424,20 @@ class RegistryResource(Resource):
         return rf.forget_manifest(self.referrers, name, digest, body)
 
     async def _manifest_delete(self, request: Request, route: Route) -> Response:
-        raise RegistryError("UNSUPPORTED", "deleting manifests is not supported by kraken")
+        """By digest: the manifest and every tag of the repository on it; by tag: the tag alone."""
+        assert route.name is not None and route.ref is not None
+        if not is_digest(route.ref):
+            if not await self.storage.delete_tag(route.name, check_tag(route.ref)):
+                raise manifest_unknown(route.ref)
+            return Response(202, b"", {})
+        digest = parse_digest(route.ref)
+        body, _ = await self._read_manifest(route.name, digest, route.ref)  # MANIFEST_UNKNOWN: 404
+        await self.forget_referrer(route.name, digest, body)
+        if not await self.storage.delete_manifest(route.name, digest):
+            raise manifest_unknown(route.ref)
+        for forget in self.on_manifest_deleted:
+            await maybeDeferred(forget, route.name, digest)
+        return Response(202, b"", {})
 
     # -- referrers (OCI 1.1) ---------------------------------------------------------------------
 
@@ -460,7 +502,11 @@ class RegistryResource(Resource):
         return NOT_DONE_YET
 
     async def _blob_delete(self, request: Request, route: Route) -> Response:
-        raise RegistryError("UNSUPPORTED", "deleting blobs is not supported by kraken")
+        assert route.name is not None
+        digest = parse_digest(route.ref)
+        if not await self.storage.delete_blob(route.name, digest):
+            raise blob_unknown(str(digest))
+        return Response(202, b"", {})
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -480,7 +526,8 @@ class RegistryResource(Resource):
             source = _arg(request, "from")
             if source is not None:
                 check_name(source)
-            if await self.storage.mount_blob(source, name, digest):
+            readable = self.auth is None or self.auth.permits(request, source or name, "pull")
+            if readable and await self.storage.mount_blob(source, name, digest):
                 return Response(201, b"", {"Location": f"/v2/{name}/blobs/{digest}",
                                            "Docker-Content-Digest": str(digest)})
         if isinstance(request.content, ChunkSink):
@@ -572,5 +619,7 @@ class RegistryResource(Resource):
 
     async def _catalog_get(self, request: Request, route: Route) -> Any:
         repos = await self.storage.list_repositories()
+        if self.auth is not None:
+            repos = self.auth.visible(request, repos)
         page, headers = _page(request, repos, "/v2/_catalog")
         return Response(200, {"repositories": page}, headers)

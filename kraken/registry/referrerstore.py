@@ -75,6 +75,27 @@ class ReferrerStore:
             pass
         return True
 
+    def subjects(self) -> list[tuple[str, Digest]]:
+        """``(repository, subject)`` of every subject that has referrers recorded."""
+        out = []
+        for dirpath, dirnames, _ in os.walk(self.root):
+            if SUBJECTS_DIR in dirnames:
+                repo = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+                for name in sorted(os.listdir(os.path.join(dirpath, SUBJECTS_DIR))):
+                    try:
+                        out.append((repo, Digest.parse(name)))
+                    except ValueError:  # not a subject directory
+                        continue
+            dirnames[:] = [d for d in dirnames if d != SUBJECTS_DIR]
+        return sorted(out, key=lambda pair: (pair[0], str(pair[1])))
+
+    def recorded_at(self, repo: str, subject: Digest, digest: Digest) -> float | None:
+        """When the entry was written (seconds since the epoch), or ``None`` without one."""
+        try:
+            return (self._dir(repo, subject) / str(digest)).stat().st_mtime
+        except OSError:
+            return None
+
     def entries(self, repo: str, subject: Digest) -> list[dict[str, Any]]:
         directory = self._dir(repo, subject)
         try:

@@ -41,3 +41,12 @@ class RegistryStorage(Protocol):
         """Every tag of *name*, or ``None`` when the repository is unknown."""
 
     def list_repositories(self) -> Deferred[list[str]]: ...
+
+    def delete_blob(self, name: str, digest: Digest) -> Deferred[bool]:
+        """Remove the blob's bytes wherever this registry keeps them; ``False`` when it had none."""
+
+    def delete_manifest(self, name: str, digest: Digest) -> Deferred[bool]:
+        """Remove every tag of *name* on *digest*, then the manifest's bytes; ``False`` if neither."""
+
+    def delete_tag(self, name: str, tag: str) -> Deferred[bool]:
+        """Remove *name*:*tag* (not the manifest); ``False`` when there is no such tag."""

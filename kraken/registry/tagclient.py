@@ -46,6 +46,20 @@ class TagClient:
             raise HTTPStatusError("PUT", url, response.code, body)
 
     @inlineCallbacks
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> Any:
+        """Remove the tag (only while it points at *expected*, when given); ``True`` if it was removed."""
+        url = self._tag_url(repo, tag)
+        if expected is not None:
+            url += f"?digest={quote(expected, safe='')}"
+        response = yield self.http.delete(url)
+        body = yield response.content()
+        if response.code == 404:
+            return False
+        if response.code not in (200, 202, 204):
+            raise HTTPStatusError("DELETE", url, response.code, body)
+        return True
+
+    @inlineCallbacks
     def list(self, prefix: str) -> Any:
         """Every ``repo:tag`` starting with *prefix* (follows the pagination)."""
         out: list[str] = []

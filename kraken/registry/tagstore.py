@@ -44,6 +44,24 @@ class TagStore:
             sync_path(directory.parent)
         self.reported.discard(path)
 
+    def delete(self, repo: str, tag: str, expected: str | None = None) -> str | None:
+        """Remove the tag (only while it points at *expected*, when given); the digest it had, or ``None``.
+
+        The removal is synced; a repository left without tags disappears from the listings.
+        """
+        digest = self.get(repo, tag)
+        if digest is None or (expected is not None and digest != expected):
+            return None
+        path = self._file(repo, tag)
+        path.unlink(missing_ok=True)
+        sync_path(path.parent)
+        self.reported.discard(path)
+        try:
+            path.parent.rmdir()
+        except OSError:  # other tags remain
+            pass
+        return digest
+
     def get(self, repo: str, tag: str) -> str | None:
         path = self._file(repo, tag)
         try:
@@ -65,6 +83,16 @@ class TagStore:
         if not directory.is_dir():
             return None
         return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+    def pushed(self, repo: str) -> list[tuple[str, float]]:
+        """``(tag, time it was last put)`` of every tag of *repo*."""
+        out = []
+        for tag in self.tags(repo) or ():
+            try:
+                out.append((tag, self._file(repo, tag).stat().st_mtime))
+            except OSError:  # removed meanwhile
+                continue
+        return out
 
     def repositories(self) -> list[str]:
         repos = []

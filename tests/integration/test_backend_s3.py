@@ -94,6 +94,25 @@ def test_upload_stat_download_list(s3: dict[str, str], tmp_path: Path) -> Any:
     assert names == ["ab12", "repo/name:tag"]
     names = yield b.list("repo/")
     assert names == ["repo/name:tag"]
+    entries = yield b.entries("ab")
+    assert [(e.name, e.size) for e in entries] == [("ab12", 300_000)]
+    assert abs(entries[0].modified - time.time()) < 60
+    yield b.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_delete(s3: dict[str, str], tmp_path: Path) -> Any:
+    b = backend(s3)
+    src = tmp_path / "blob"
+    src.write_bytes(b"to be deleted")
+    yield b.upload("ns", "cd34", str(src))
+    yield b.delete("ns", "cd34")
+    with pytest.raises(BlobNotFound):
+        yield b.stat("ns", "cd34")
+    with pytest.raises(BlobNotFound):  # S3 itself answers 204 for a missing key
+        yield b.delete("ns", "cd34")
+    names = yield b.list("cd")
+    assert names == []
     yield b.close()
 
 

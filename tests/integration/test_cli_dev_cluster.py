@@ -99,7 +99,9 @@ def test_demo_image_through_proxy_and_agent_keeps_its_digests(dev_cluster: DevCl
             ["skopeo", *args], cwd=dev_cluster.root, check=True, capture_output=True, text=True
         ).stdout
 
-    skopeo("copy", "--all", "--dest-tls-verify=false", "oci:image:t1", "docker://127.0.0.1:15000/first/ten:t1")
+    login = "dev:" + (dev_cluster.root / "run" / "registry" / "password").read_text().strip()
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"--dest-creds={login}", "oci:image:t1",
+           "docker://127.0.0.1:15000/first/ten:t1")
     raw = skopeo("inspect", "--raw", "--tls-verify=false", "docker://127.0.0.1:5055/first/ten:t1")
     assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == index_digest
     skopeo("copy", "--all", "--src-tls-verify=false", "docker://127.0.0.1:5055/first/ten:t1", "dir:image-out")

@@ -59,9 +59,17 @@ def test_local_cluster_pushes_pulls_and_publishes(cluster: Path) -> None:
     assert (cluster / "run" / "pki" / "ca.pem").exists()
 
     image = build_oci_layout(cluster / "oci", "v1")
-    pushed = skopeo(
-        "copy", "--dest-tls-verify=false", f"oci:{image.layout}:v1", "docker://127.0.0.1:15000/demo/hello:v1"
+    # the proxy's plain port asks for a login (etc/proxy.yaml auth:); cluster up made the account
+    (cluster / "empty-auth.json").write_text("{}")
+    anonymous = subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+         f"--authfile={cluster / 'empty-auth.json'}", f"oci:{image.layout}:v1",
+         "docker://127.0.0.1:15000/demo/hello:v1"], capture_output=True, text=True, timeout=120,
     )
+    assert anonymous.returncode != 0 and "unauthorized" in anonymous.stderr.lower(), anonymous.stderr
+    login = "dev:" + (cluster / "run" / "registry" / "password").read_text().strip()
+    pushed = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={login}", f"oci:{image.layout}:v1",
+                    "docker://127.0.0.1:15000/demo/hello:v1")
     assert pushed.returncode == 0, pushed.stderr
     pulled = skopeo(
         "copy", "--src-tls-verify=false", "docker://127.0.0.1:5055/demo/hello:v1", f"dir:{cluster / 'pulled'}"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from kraken.registry.accounts import hash_password
 from tests.integration.p2p_fixtures import agent_config, origin_config, tracker_config
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import (
@@ -59,6 +63,11 @@ def test_pull_from_agent_through_p2p(servers: Any, pki: Path, tmp_path: Path) ->
     put = reg.request("PUT", "/v2/test/p2p/manifests/v2", image.manifest,
                       {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert put.status == 405
+    # the agent's port is the pull side: deletes go to the proxy
+    for path in (f"/v2/test/p2p/manifests/{image.manifest_digest}", "/v2/test/p2p/manifests/v1",
+                 f"/v2/test/p2p/blobs/{sha256(image.layers[0])}"):
+        refused = reg.request("DELETE", path)
+        assert refused.status == 405 and refused.error_codes() == ["UNSUPPORTED"], path
     missing = reg.request("GET", "/v2/test/p2p/manifests/nope")
     assert missing.status == 404 and missing.error_codes() == ["MANIFEST_UNKNOWN"]
     missing = reg.request("GET", f"/v2/test/p2p/blobs/{sha256(b'never pushed')}")
@@ -71,3 +80,19 @@ def test_pull_from_agent_through_p2p(servers: Any, pki: Path, tmp_path: Path) ->
     fenced = _agent(servers, pki, tmp_path / "a2", tracker, index, "agent-2", allow_cidrs=["10.0.0.0/8"])
     denied = Registry("127.0.0.1", fenced.port("registry")).request("GET", "/v2/test/p2p/manifests/v1")
     assert denied.status == 403 and denied.error_codes() == ["DENIED"]
+
+    # an agent may ask pullers to log in (its own token endpoint, the same accounts file format)
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text(yaml.safe_dump({
+        "robots": {"puller": hash_password("pull-pw")},
+        "grants": [{"repository": "test/.*", "actions": ["pull"], "robots": ["puller"]}],
+    }))
+    guarded = _agent(servers, pki, tmp_path / "a3", tracker, index, "agent-3",
+                     auth={"mode": "token", "accounts": str(accounts)})
+    guarded_address = f"127.0.0.1:{guarded.port('registry')}"
+    anonymous = subprocess.run(["skopeo", "--insecure-policy", "inspect", "--tls-verify=false",
+                                f"docker://{guarded_address}/test/p2p:v1"], capture_output=True, text=True)
+    assert anonymous.returncode != 0 and "unauthorized" in anonymous.stderr.lower(), anonymous.stderr
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds=robot$puller:pull-pw",
+                                  f"docker://{guarded_address}/test/p2p:v1").stdout)
+    assert inspected["Digest"] == image.manifest_digest

@@ -323,14 +323,87 @@ def test_catalog_pagination(target: tuple[str, Registry]) -> None:
 # -- content management ----------------------------------------------------------------------
 
 
-def test_delete_is_unsupported_on_kraken(target: tuple[str, Registry]) -> None:
+def test_delete_manifest_by_digest(target: tuple[str, Registry]) -> None:
+    _, reg = target
+    _, layer, manifest = _push(reg, "test/delete", "v1", "delete")
+    assert reg.put_manifest("test/delete", "v2", manifest, OCI_MANIFEST).status == 201
+    _push(reg, "test/delete", "other", "delete-other")
+    digest = sha256(manifest)
+    reply = reg.request("DELETE", f"/v2/test/delete/manifests/{digest}")
+    assert reply.status == 202, reply.body
+    for ref in (digest, "v1", "v2"):
+        gone = reg.request("GET", f"/v2/test/delete/manifests/{ref}", headers={"Accept": OCI_MANIFEST})
+        assert gone.status == 404 and gone.error_codes() == ["MANIFEST_UNKNOWN"], ref
+    # every tag on the manifest went with it; other tags stay, and so do the blobs
+    assert reg.request("GET", "/v2/test/delete/tags/list").json()["tags"] == ["other"]
+    assert reg.request("HEAD", f"/v2/test/delete/blobs/{sha256(layer)}").status == 200
+    again = reg.request("DELETE", f"/v2/test/delete/manifests/{digest}")
+    assert again.status == 404 and again.error_codes() == ["MANIFEST_UNKNOWN"]
+    unknown = reg.request("DELETE", f"/v2/test/delete/manifests/{sha256(b'never pushed')}")
+    assert unknown.status == 404 and unknown.error_codes() == ["MANIFEST_UNKNOWN"]
+
+
+def test_delete_tag(target: tuple[str, Registry]) -> None:
     kind, reg = target
-    _, _, manifest = _push(reg, "test/delete", "v1", "delete")
-    reply = reg.request("DELETE", f"/v2/test/delete/manifests/{sha256(manifest)}")
+    _, _, manifest = _push(reg, "test/deltag", "v1", "deltag")
+    assert reg.put_manifest("test/deltag", "v2", manifest, OCI_MANIFEST).status == 201
+    reply = reg.request("DELETE", "/v2/test/deltag/manifests/v1")
     if kind == "docker-registry":
-        assert reply.status == 202
+        # distribution 2.8 predates OCI 1.1's tag deletion: it reads the tag as a digest
+        assert reply.status == 400 and reply.error_codes() == ["DIGEST_INVALID"]
         return
-    assert reply.status == 405 and reply.error_codes() == ["UNSUPPORTED"]
+    assert reply.status == 202, reply.body
+    gone = reg.request("GET", "/v2/test/deltag/manifests/v1")
+    assert gone.status == 404 and gone.error_codes() == ["MANIFEST_UNKNOWN"]
+    # the manifest and its other tags stay
+    assert reg.request("GET", f"/v2/test/deltag/manifests/{sha256(manifest)}").body == manifest
+    assert reg.request("GET", "/v2/test/deltag/manifests/v2").body == manifest
+    assert reg.request("GET", "/v2/test/deltag/tags/list").json()["tags"] == ["v2"]
+    again = reg.request("DELETE", "/v2/test/deltag/manifests/v1")
+    assert again.status == 404 and again.error_codes() == ["MANIFEST_UNKNOWN"]
+    # the last tag's removal removes the repository from the listings
+    assert reg.request("DELETE", "/v2/test/deltag/manifests/v2").status == 202
+    assert reg.request("GET", "/v2/test/deltag/tags/list").status == 404
+    assert "test/deltag" not in reg.request("GET", "/v2/_catalog").json()["repositories"]
+
+
+def test_delete_blob(target: tuple[str, Registry]) -> None:
+    _, reg = target
+    data = b"a blob to delete " * 100
+    digest = sha256(data)
+    assert reg.upload("test/delblob", data, digest).status == 201
+    reply = reg.request("DELETE", f"/v2/test/delblob/blobs/{digest}")
+    assert reply.status == 202, reply.body
+    for method in ("GET", "HEAD"):
+        assert reg.request(method, f"/v2/test/delblob/blobs/{digest}").status == 404
+    gone = reg.request("GET", f"/v2/test/delblob/blobs/{digest}")
+    assert gone.error_codes() == ["BLOB_UNKNOWN"]
+    again = reg.request("DELETE", f"/v2/test/delblob/blobs/{digest}")
+    assert again.status == 404 and again.error_codes() == ["BLOB_UNKNOWN"]
+    bad = reg.request("DELETE", "/v2/test/delblob/blobs/sha256:zz")
+    assert bad.status == 400 and bad.error_codes() == ["DIGEST_INVALID"]
+    # the blob can be pushed again
+    assert reg.upload("test/delblob", data, digest).status == 201
+    assert reg.request("GET", f"/v2/test/delblob/blobs/{digest}").body == data
+
+
+def test_read_only_proxy_refuses_writes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("read-only")
+    proc = ServerProcess("kraken-proxy", {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "proxy": {"storage": str(workdir / "data"), "read_only": True},
+    }, workdir, []).start()
+    try:
+        reg = Registry("127.0.0.1", proc.port("registry"))
+        digest = sha256(b"x")
+        writes = (("DELETE", f"/v2/test/ro/manifests/{digest}"), ("DELETE", "/v2/test/ro/manifests/v1"),
+                  ("DELETE", f"/v2/test/ro/blobs/{digest}"), ("POST", "/v2/test/ro/blobs/uploads/"))
+        for method, path in writes:
+            reply = reg.request(method, path)
+            assert reply.status == 405 and reply.error_codes() == ["UNSUPPORTED"], (method, path)
+        assert reg.request("GET", "/v2/test/ro/manifests/v1").status == 404
+    finally:
+        proc.stop()
 
 
 # -- limits (kraken only) --------------------------------------------------------------------

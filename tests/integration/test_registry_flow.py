@@ -109,7 +109,14 @@ def test_build_index_copies_tags_to_neighbours(servers: Any, pki: Path, tmp_path
     # only build-indexes may send copies
     status, _ = second.request("PUT", f"/internal/duplicate/tags/test%2Fdup:v1/digest/{sha256(b'x')}")
     assert status == 403
+    assert second.request("DELETE", "/internal/duplicate/tags/test%2Fdup:v1")[0] == 403
     assert second.request("GET", "/tags/test%2Fdup:v1") == (200, digest.encode())
+    # a removal travels too
+    assert first.request("DELETE", "/tags/test%2Fdup:v1")[0] == 200
+    deadline = time.monotonic() + 10
+    while second.request("GET", "/tags/test%2Fdup:v1")[0] != 404 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.request("GET", "/tags/test%2Fdup:v1")[0] == 404
 
 
 def test_tag_refused_by_build_index_is_a_registry_error(cluster: dict[str, Any], servers: Any, pki: Path,
@@ -125,3 +132,56 @@ def test_tag_refused_by_build_index_is_a_registry_error(cluster: dict[str, Any],
     reply = reg.put_manifest("test/local", "v1", image.manifest, "application/vnd.oci.image.manifest.v1+json")
     assert reply.status == 400 and reply.error_codes() == ["MANIFEST_BLOB_UNKNOWN"]
     assert image.manifest_digest in reply.json()["errors"][0]["detail"]["missing"]
+
+
+def test_deletes_reach_build_index_origins_and_backend(cluster: dict[str, Any], pki: Path,
+                                                      tmp_path: Path) -> None:
+    origin, index, proxy = cluster["origin"], cluster["index"], cluster["proxy"]
+    image = build_oci_layout(tmp_path / "layout", "v1", [{"a.txt": b"delete me" * 500}])
+    address = f"127.0.0.1:{proxy.port('registry')}"
+    for tag in ("v1", "v2"):
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{image.layout}:v1", f"docker://{address}/test/del:{tag}")
+    reg = Registry("127.0.0.1", proxy.port("registry"))
+    tags = TLSClient(pki, index.port("http"))
+    origin_http = TLSClient(pki, origin.port("http"))
+    backend = tmp_path / "backend"
+
+    def on_origin(blob: bytes) -> int:
+        path = f"/internal/namespace/test%2Fdel/blobs/{sha256(blob)}?local=true"
+        return origin_http.request("HEAD", path)[0]
+
+    def wait_for_backend(blob: bytes) -> None:
+        deadline = time.monotonic() + 10  # written back asynchronously
+        while not (backend / sha256(blob).split(":")[1]).is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    wait_for_backend(image.manifest)
+
+    # a tag: only the build-index entry goes
+    assert reg.request("DELETE", "/v2/test/del/manifests/v2").status == 202
+    assert tags.request("GET", "/tags/test%2Fdel:v2")[0] == 404
+    assert tags.request("GET", "/tags/test%2Fdel:v1")[0] == 200
+    assert on_origin(image.manifest) == 200
+
+    # a manifest by digest: its tags, its bytes on the origin and in the backend
+    assert reg.request("DELETE", f"/v2/test/del/manifests/{image.manifest_digest}").status == 202
+    assert tags.request("GET", "/tags/test%2Fdel:v1")[0] == 404
+    assert on_origin(image.manifest) == 404
+    assert not (backend / image.manifest_digest.split(":")[1]).exists()
+    assert reg.request("GET", f"/v2/test/del/manifests/{image.manifest_digest}").status == 404
+
+    # a blob: from the proxy's cache, the origin and the backend
+    layer = image.layers[0]
+    wait_for_backend(layer)
+    assert reg.request("DELETE", f"/v2/test/del/blobs/{sha256(layer)}").status == 202
+    assert on_origin(layer) == 404
+    assert not (backend / sha256(layer).split(":")[1]).exists()
+    gone = reg.request("GET", f"/v2/test/del/blobs/{sha256(layer)}")
+    assert gone.status == 404 and gone.error_codes() == ["BLOB_UNKNOWN"]
+    assert reg.request("DELETE", f"/v2/test/del/blobs/{sha256(layer)}").status == 404
+
+    # only writer roles delete on an origin
+    agent = TLSClient(pki, origin.port("http"), role="agent")
+    status, _ = agent.request("DELETE", f"/namespace/test%2Fdel/blobs/{sha256(image.config)}")
+    assert status == 403
+    assert on_origin(image.config) == 200

@@ -51,6 +51,9 @@ class SyncDirectoryBackend:
     def list(self, prefix: str) -> Deferred[list[str]]:
         raise NotImplementedError
 
+    def delete(self, namespace: str, name: str) -> Deferred[None]:
+        raise NotImplementedError
+
 
 Setup = tuple[Clock, CAStore, SyncDirectoryBackend, Metrics, Digest]
 
@@ -157,3 +160,15 @@ def test_cleanup_keeps_blobs_awaiting_write_back(tmp_path: Path) -> None:
     queue.queue.retry_now()
     assert backend.uploads == [d.hex]
     assert cas.cleanup(tti=10, now=later, keep=queue.holds) == [d]
+
+
+def test_a_deleted_blob_s_write_back_is_forgotten(tmp_path: Path) -> None:
+    clock, cas, backend, metrics, d = _setup(tmp_path, failures=100, name="wb-cancel")
+    queue = _queue(clock, cas, backend, metrics)
+    queue.add("team/ns", d)
+    assert _rows(cas) != [] and queue.holds(d)
+    queue.cancel("team/ns", d)
+    assert _rows(cas) == [] and not queue.holds(d) and queue.pending() == set()
+    clock.advance(60)  # no retry is left to run
+    assert backend.uploads == []
+    queue.cancel("team/ns", d)  # nothing pending: a no-op

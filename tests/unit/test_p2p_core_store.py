@@ -162,10 +162,20 @@ def test_fs_backend_roundtrip(tmp_path: Path) -> Any:
     assert (tmp_path / "out").read_bytes() == b"payload"
     names = yield backend.list("repo/")
     assert names == ["repo/x:latest"]
+    entries = yield backend.entries("")
+    assert [(e.name, e.size) for e in entries] == [(HEX, 7), ("repo/x:latest", 7)]
+    assert entries[0].modified == (tmp_path / "remote" / HEX).stat().st_mtime
     with pytest.raises(BlobNotFound):
         yield backend.stat("ns", "b" * 64)
     with pytest.raises(BackendError):
         yield backend.stat("ns", "../etc/passwd")
+    yield backend.delete("tags", "repo/x:latest")
+    names = yield backend.list("repo/")
+    assert names == []
+    with pytest.raises(BlobNotFound):
+        yield backend.delete("tags", "repo/x:latest")
+    with pytest.raises(BackendError):
+        yield backend.delete("ns", "../etc/passwd")
 
 
 def test_backend_config_errors_name_the_problem(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from kraken.buildindex.duplicate import Duplicator
+from kraken.buildindex.duplicate import DELETED, Duplicator
 from kraken.core.journal import Journal, read_rows
 
 
@@ -110,3 +110,14 @@ def test_pending_copies_are_journaled_and_resumed(tmp_path: Path) -> None:
     assert up.stored == {("a:1", "test/x", "v1"): "sha256:2", ("a:1", "r", "t"): "sha256:9"}
     assert [r.key for r in read_rows(path)] == ["b:2/test/x:v1"]
     assert sorted(p.name for p in legacy.iterdir()) == ["garbled.bad"] and len(corrupt) == 1
+
+
+def test_a_removal_replaces_a_pending_copy() -> None:
+    clock = Clock()
+    n = Neighbours(failures=1)
+    dup = Duplicator(["a:1"], n.send, _mem(clock), first_delay=1.0)
+    dup.tag_stored("r", "t", "sha256:1")
+    dup.tag_deleted("r", "t")
+    clock.advance(10)
+    assert n.calls[-1] == ("a:1", "r", "t", DELETED)
+    assert n.stored == {("a:1", "r", "t"): DELETED} and not dup.pending
