@@ -27,7 +27,7 @@ from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 from kraken.core.health import PassiveFilter, healthy_first
 from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, read_body
-from kraken.core.tls import TLSSettings
+from kraken.core.tls import RoleRefused, TLSSettings
 from kraken.p2p.metainfo import MAX_METAINFO_BYTES, MetaInfo, MetaInfoError
 from kraken.p2p.peer import PeerInfo
 from kraken.p2p.scheduler import TorrentControl
@@ -40,8 +40,16 @@ def tracker_failed(error: BaseException) -> bool:
     return not isinstance(error, (BlobNotFound, BadJSONResponse, ValueError))
 
 
+def _role_refused(error: BaseException) -> bool:
+    causes = [getattr(reason, "value", None) for reason in getattr(error, "reasons", None) or []]
+    return any(isinstance(cause, RoleRefused) for cause in [error, *causes])
+
+
 def _unavailable(error: BaseException) -> bool:
-    """No tracker answered, or the tracker reached no origin (``503``): worth asking again later."""
+    """No tracker answered, or the tracker reached no origin (``503``): worth asking again later.
+    A tracker presenting another role is a configuration error, not an outage: no waiting."""
+    if _role_refused(error):
+        return False
     if isinstance(error, HTTPStatusError):
         return error.status == 503
     return tracker_failed(error)

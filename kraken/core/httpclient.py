@@ -29,6 +29,15 @@ class HTTPStatusError(Exception):
         self.body = body
 
 
+def error_text(error: BaseException) -> str:
+    """What went wrong, for people: Twisted's wrapped client errors (``ResponseFailed``,
+    ``ResponseNeverReceived``) name their causes, not a list of ``Failure`` reprs."""
+    reasons = getattr(error, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(r.getErrorMessage() if hasattr(r, "getErrorMessage") else str(r) for r in reasons)
+    return str(error) or type(error).__name__
+
+
 class BadJSONResponse(ValueError):
     """A response body that is not JSON, or over the limits of :mod:`kraken.core.jsonlimits`."""
 

@@ -24,7 +24,7 @@ from twisted.web.server import Request
 
 from kraken.core.digest import Digest
 from kraken.core.http import HTTPError, Response, Router, digest_param, read_json
-from kraken.core.httpclient import BadJSONResponse, HTTPStatusError
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, error_text
 from kraken.core.metrics import Metrics
 from kraken.core.offenders import OncePerOffender
 from kraken.core.tls import request_identity
@@ -305,7 +305,8 @@ class TrackerAPI:
         except HTTPStatusError as e:
             raise HTTPError(502, "ORIGIN_ERROR", f"origin answered {e}") from None
         except Exception as e:
-            raise HTTPError(503, "ORIGINS_UNAVAILABLE", f"no owning origin reachable: {e}") from None
+            why = error_text(e)
+            raise HTTPError(503, "ORIGINS_UNAVAILABLE", f"no owning origin reachable: {why}") from None
         if status in (200, 202, 404):
             return Response(status, body, {"Content-Type": "application/json"})
         text = body[:200].decode("utf-8", "replace")

@@ -362,7 +362,9 @@ def test_tracker_refuses_an_origin_presenting_a_client_certificate(servers: Any,
     })
     url = f"https://127.0.0.1:{proc.port('http')}/namespace/ns/blobs/{DIGEST}/metainfo"
     status, body = get(url, tls_context(pki, "agent"))
-    assert status == 502, body  # before: the impostor's 404 was taken as the origin's answer
+    assert status == 503, body  # before: the impostor's 404 was taken as the origin's answer
+    assert b"ORIGINS_UNAVAILABLE" in body and b"peer role 'client' is not one of: origin" in body
+    assert b"Failure" not in body
     assert "presents role 'client', expected origin" in proc.log()
 
 
