@@ -6,7 +6,8 @@
 # turns the tree into a one-layer image. Every server is a command of the one image:
 #     podman run ... kraken:TAG twistd --nodaemon --pidfile= kraken-agent --config /etc/kraken/agent.yaml
 # It runs as user kraken (10001) and writes only to /var/lib/kraken and /tmp, so it works with
-# a read-only root filesystem; configs and certificates come in as mounted files.
+# a read-only root filesystem. /etc/kraken/<server>.yaml are deploy/config's single-host configs
+# (servers of one pod on 127.0.0.1); mount your own configs and certificates (/etc/kraken/pki).
 #
 # Usage (as root): scripts/build-image.sh [OUT]      OUT: the OCI layout directory [build/image]
 #   then: skopeo copy oci:build/image:0.1.0 containers-storage:localhost/kraken:0.1.0
@@ -37,7 +38,7 @@ git archive --format=tar HEAD | tar -x -C "$work" --one-top-level=src
 
 echo "build-image: root filesystem (Debian bookworm, python3)"
 # Hooks run as root on the host with the new tree in $1; chroot runs inside it.
-mmdebstrap --quiet --mode=root --variant=essential --format=tar \
+mmdebstrap --quiet --mode=root --variant=essential --format=directory \
     --include=python3,python3-venv,ca-certificates,curl \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
@@ -51,7 +52,14 @@ mmdebstrap --quiet --mode=root --variant=essential --format=tar \
     --customize-hook='echo "kraken:x:10001:10001:kraken:/var/lib/kraken:/usr/sbin/nologin" >> "$1/etc/passwd"' \
     --customize-hook='echo "kraken:x:10001:" >> "$1/etc/group"' \
     --customize-hook='mkdir -p "$1/etc/kraken/pki" "$1/var/lib/kraken" && chown 10001:10001 "$1/var/lib/kraken"' \
-    bookworm "$work/rootfs.tar"
+    --customize-hook="copy-in $work/src/deploy/config/. /etc/kraken" \
+    bookworm "$work/rootfs"
+# mmdebstrap's own tarball keeps the build time on files the build made; this one is sorted,
+# owned by numbers and clamped to SOURCE_DATE_EPOCH, so equal trees give equal bytes.
+tar --create --file "$work/rootfs.tar" --directory "$work/rootfs" --sort=name --numeric-owner \
+    --mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+    --exclude='./run/*' --exclude='./tmp/*' --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime .
+rm -rf "$work/rootfs"
 
 echo "build-image: OCI image $out:$tag"
 rm -rf "$out"
