@@ -51,7 +51,7 @@ mmdebstrap --quiet --mode=root --variant=essential --format=directory \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1/var/cache/apt"/*.bin "$1/var/lib/apt/lists"/* "$1/var/log"/*' \
     --customize-hook='echo "kraken:x:10001:10001:kraken:/var/lib/kraken:/usr/sbin/nologin" >> "$1/etc/passwd"' \
     --customize-hook='echo "kraken:x:10001:" >> "$1/etc/group"' \
-    --customize-hook='mkdir -p "$1/etc/kraken/pki" "$1/var/lib/kraken" && chown 10001:10001 "$1/var/lib/kraken"' \
+    --customize-hook='mkdir -p "$1/etc/kraken/pki" "$1/var/lib/kraken" && chown 10001:10001 "$1/etc/kraken/pki" "$1/var/lib/kraken"' \
     --customize-hook="copy-in $work/src/deploy/config/. /etc/kraken" \
     bookworm "$work/rootfs"
 # mmdebstrap's own tarball keeps the build time on files the build made; this one is sorted,

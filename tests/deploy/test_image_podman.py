@@ -1,0 +1,220 @@
+"""The container image (scripts/build-image.sh) as a kraken cluster under podman
+(scripts/podman-cluster.sh: one pod, a container per server), checked end to end: kraken doctor
+inside the pod, skopeo pushing to its proxy and pulling from its agent, containerd pulling
+through the agent as a registry mirror, and the image distributing itself: pushed into the
+cluster, pulled back by containerd and by podman through the agent, and run.
+
+Slow (the build takes minutes) and root-only. KRAKEN_TEST_IMAGE_LAYOUT=DIR reuses a layout
+scripts/build-image.sh made instead of building one. The host reaches the pod only on
+127.0.0.1 ports published at random.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry_support import build_oci_layout, skopeo
+from tests.support import REPO, free_ports
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman and containerd need root"),
+    pytest.mark.skipif(
+        any(shutil.which(t) is None for t in ("podman", "mmdebstrap", "umoci", "skopeo", "containerd")),
+        reason="needs podman, mmdebstrap, umoci, skopeo and containerd (bash scripts/setup.sh)",
+    ),
+]
+
+MIRRORED = "kraken.test"
+
+
+@dataclass(frozen=True)
+class Layout:
+    path: Path
+    tag: str
+
+    @property
+    def manifest_digest(self) -> str:
+        index = json.loads((self.path / "index.json").read_text())
+        return str(index["manifests"][0]["digest"])
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    proxy: str
+    registry: str
+    env: dict[str, str]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[
+    str
+]:
+    result = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[Path]:
+    # Short: containerd's socket path must fit in 108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="kdeploy-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def podman_env(work: Path) -> dict[str, str]:
+    """podman's defaults raise the containers' open-files and process limits above ours, which
+    fails where we lack CAP_SYS_RESOURCE (as in this sandbox), and crun refuses hybrid cgroups:
+    keep our own limits and use runc."""
+    nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)
+    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 4096)
+    conf = work / "containers.conf"
+    conf.write_text(
+        f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        '[engine]\nruntime = "runc"\n'
+    )
+    return dict(os.environ, CONTAINERS_CONF=str(conf))
+
+
+@pytest.fixture(scope="module")
+def layout(work: Path) -> Layout:
+    given = os.environ.get("KRAKEN_TEST_IMAGE_LAYOUT")
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    tag = setup["metadata"]["version"]
+    if given:
+        return Layout(Path(given), tag)
+    out = work / "image"
+    run("bash", str(REPO / "scripts" / "build-image.sh"), str(out), timeout=900)
+    return Layout(out, tag)
+
+
+@pytest.fixture(scope="module")
+def image(layout: Layout, podman_env: dict[str, str]) -> Iterator[str]:
+    name = f"localhost/kraken-test-{secrets.token_hex(4)}:{layout.tag}"
+    skopeo("copy", f"oci:{layout.path}:{layout.tag}", f"containers-storage:{name}")
+    yield name
+    subprocess.run(["podman", "rmi", "-f", name], env=podman_env, capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def pod(image: str, podman_env: dict[str, str]) -> Iterator[Pod]:
+    proxy_port, registry_port = free_ports(2)
+    name = f"kraken-test-{secrets.token_hex(4)}"
+    env = dict(podman_env, KRAKEN_POD=name, KRAKEN_PROXY_PORT=str(proxy_port),
+               KRAKEN_REGISTRY_PORT=str(registry_port))
+    script = str(REPO / "scripts" / "podman-cluster.sh")
+    try:
+        run("bash", script, "up", image, env=env, timeout=300)
+        yield Pod(name, f"127.0.0.1:{proxy_port}", f"127.0.0.1:{registry_port}", env)
+    finally:
+        subprocess.run(["bash", script, "purge"], env=env, capture_output=True, check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def containerd(work: Path) -> Iterator[Path]:
+    """A private containerd (no CRI) whose socket is returned."""
+    root = work / "containerd"
+    root.mkdir()
+    socket = root / "c.sock"
+    config = root / "config.toml"
+    config.write_text(
+        f'version = 2\nroot = "{root}/root"\nstate = "{root}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{socket}"\n[ttrpc]\n  address = "{root}/t.sock"\n'
+    )
+    with open(root / "log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["ctr", "-a", str(socket), "version"], capture_output=True).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "log").read_text()
+            time.sleep(0.2)
+        yield socket
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def hosts_dir(work: Path, pod: Pod) -> Path:
+    directory = work / "certs.d"
+    run(str(Path(sys.executable).with_name("kraken")), "containerd", "hosts", str(directory),
+        "--mirror", f"http://{pod.registry}", "--registry", MIRRORED)
+    return directory
+
+
+def test_doctor_passes_inside_the_pod(pod: Pod) -> None:
+    result = run("bash", str(REPO / "scripts" / "podman-cluster.sh"), "check", env=pod.env, timeout=120)
+    assert "FAIL" not in result.stdout, result.stdout
+
+
+def test_every_server_runs_read_only_as_the_kraken_user(pod: Pod) -> None:
+    for server in ("tracker", "origin", "build-index", "agent", "proxy", "pubsub", "state", "pipeline"):
+        container = f"{pod.name}-{server}"
+        inspect = json.loads(run("podman", "inspect", container, env=pod.env).stdout)[0]
+        assert inspect["State"]["Running"], server
+        assert inspect["HostConfig"]["ReadonlyRootfs"] is True, server
+        assert run("podman", "exec", container, "id", "-u", env=pod.env).stdout.strip() == "10001"
+
+
+def test_skopeo_push_to_proxy_and_pull_from_agent(pod: Pod, work: Path) -> None:
+    image = build_oci_layout(work / "hello", "v1", [{"hello.txt": secrets.token_bytes(4096)}])
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{image.layout}:v1", f"docker://{pod.proxy}/demo/hello:v1")
+    out = work / "hello-pulled"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{pod.registry}/demo/hello:v1", f"dir:{out}")
+    assert (out / "manifest.json").read_bytes() == image.manifest
+    assert [p.read_bytes() for p in out.iterdir() if p.read_bytes() == image.layers[0]]
+
+
+def test_containerd_pulls_through_the_agent_mirror(
+    pod: Pod, containerd: Path, hosts_dir: Path, work: Path
+) -> None:
+    image = build_oci_layout(work / "mirrored", "v2", [{"data.bin": secrets.token_bytes(8192)}])
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{image.layout}:v2", f"docker://{pod.proxy}/demo/mirrored:v2")
+    ref = f"{MIRRORED}/demo/mirrored:v2"
+    # The hosts.toml's fallback server (https://kraken.test) does not exist: only the agent can answer.
+    run("ctr", "-a", str(containerd), "image", "pull", "--hosts-dir", str(hosts_dir), ref, timeout=120)
+    listed = run("ctr", "-a", str(containerd), "image", "ls", env=None).stdout
+    assert ref in listed and image.manifest_digest in listed, listed
+
+
+def test_the_image_distributes_itself(
+    pod: Pod, layout: Layout, containerd: Path, hosts_dir: Path
+) -> None:
+    """Pushed into its own cluster, the kraken image comes back through the agent to containerd
+    (same manifest digest) and to podman, and the pulled copy runs a kraken server's --help."""
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout.path}:{layout.tag}",
+           f"docker://{pod.proxy}/kraken/kraken:{layout.tag}", timeout=600)
+    ref = f"{MIRRORED}/kraken/kraken:{layout.tag}"
+    run("ctr", "-a", str(containerd), "image", "pull", "--hosts-dir", str(hosts_dir), ref, timeout=600)
+    listed = run("ctr", "-a", str(containerd), "image", "ls").stdout
+    assert layout.manifest_digest in listed, listed
+
+    pulled = f"{pod.registry}/kraken/kraken:{layout.tag}"
+    run("podman", "pull", "--tls-verify=false", pulled, env=pod.env, timeout=600)
+    try:
+        inspect = run("podman", "image", "inspect", "--format", "{{.Digest}}", pulled, env=pod.env)
+        digest = inspect.stdout.strip()
+        assert digest == layout.manifest_digest
+        result = run("podman", "run", "--rm", "--read-only", pulled, "twistd", "--help", env=pod.env)
+        assert "kraken-agent" in result.stdout
+    finally:
+        subprocess.run(["podman", "rmi", "-f", pulled], env=pod.env, capture_output=True, check=False)
