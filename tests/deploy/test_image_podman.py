@@ -41,6 +41,7 @@ pytestmark = [
 ]
 
 MIRRORED = "kraken.test"
+Result = subprocess.CompletedProcess[str]
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,7 @@ class Pod:
     env: dict[str, str]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[
-    str
-]:
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
     result = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout, check=False)
     assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
