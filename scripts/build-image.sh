@@ -53,6 +53,8 @@ mmdebstrap --quiet --mode=root --variant=essential --format=directory \
     --customize-hook='echo "kraken:x:10001:" >> "$1/etc/group"' \
     --customize-hook='mkdir -p "$1/etc/kraken/pki" "$1/var/lib/kraken" && chown 10001:10001 "$1/etc/kraken/pki" "$1/var/lib/kraken"' \
     --customize-hook="copy-in $work/src/deploy/config/. /etc/kraken" \
+    --customize-hook='mkdir -p "$1/usr/share/kraken"' \
+    --customize-hook="copy-in $work/src/etc/pipeline-project /usr/share/kraken" \
     bookworm "$work/rootfs"
 # mmdebstrap's own tarball keeps the build time on files the build made; this one is sorted,
 # owned by numbers and clamped to SOURCE_DATE_EPOCH, so equal trees give equal bytes.

@@ -41,6 +41,8 @@ up() {
             --set port_file=/tmp/ports.json >/dev/null
         wait_listening "$server"
     done
+    # The example pipelines of the dev cluster (etc/pipeline-project), for kraken doctor's call.
+    podman exec "$pod-pipeline" kraken pipeline apply /usr/share/kraken/pipeline-project >/dev/null
     echo "podman-cluster: pod $pod is up: push to $bind:${KRAKEN_PROXY_PORT:-15000}," \
         "pull from $bind:${KRAKEN_REGISTRY_PORT:-5055}"
 }
