@@ -217,3 +217,11 @@ def test_the_image_distributes_itself(
         assert "kraken-agent" in result.stdout
     finally:
         subprocess.run(["podman", "rmi", "-f", pulled], env=pod.env, capture_output=True, check=False)
+
+
+def test_a_second_build_gives_the_same_image(layout: Layout, work: Path) -> None:
+    """Reproducible: the same commit (and SOURCE_DATE_EPOCH) builds the same manifest digest.
+    With KRAKEN_TEST_IMAGE_LAYOUT, that layout must have been built from this commit."""
+    again = Layout(work / "image-again", layout.tag)
+    run("bash", str(REPO / "scripts" / "build-image.sh"), str(again.path), timeout=900)
+    assert again.manifest_digest == layout.manifest_digest
