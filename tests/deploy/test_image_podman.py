@@ -11,15 +11,12 @@ scripts/build-image.sh made instead of building one. The host reaches the pod on
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
-import resource
 import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.image_support import Layout, run
 from tests.integration.registry_support import build_oci_layout, skopeo
 from tests.support import REPO, free_ports
 
@@ -41,18 +39,6 @@ pytestmark = [
 ]
 
 MIRRORED = "kraken.test"
-Result = subprocess.CompletedProcess[str]
-
-
-@dataclass(frozen=True)
-class Layout:
-    path: Path
-    tag: str
-
-    @property
-    def manifest_digest(self) -> str:
-        index = json.loads((self.path / "index.json").read_text())
-        return str(index["manifests"][0]["digest"])
 
 
 @dataclass(frozen=True)
@@ -61,56 +47,6 @@ class Pod:
     proxy: str
     registry: str
     env: dict[str, str]
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
-    result = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def work() -> Iterator[Path]:
-    # Short: containerd's socket path must fit in 108 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="kdeploy-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def podman_env(work: Path) -> dict[str, str]:
-    """podman's defaults raise the containers' open-files and process limits above ours, which
-    fails where we lack CAP_SYS_RESOURCE (as in this sandbox), and crun refuses hybrid cgroups:
-    keep our own limits and use runc."""
-    nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)
-    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 4096)
-    conf = work / "containers.conf"
-    conf.write_text(
-        f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
-        '[engine]\nruntime = "runc"\n'
-    )
-    return dict(os.environ, CONTAINERS_CONF=str(conf))
-
-
-@pytest.fixture(scope="module")
-def layout(work: Path) -> Layout:
-    given = os.environ.get("KRAKEN_TEST_IMAGE_LAYOUT")
-    setup = configparser.ConfigParser()
-    setup.read(REPO / "setup.cfg")
-    tag = setup["metadata"]["version"]
-    if given:
-        return Layout(Path(given), tag)
-    out = work / "image"
-    run("bash", str(REPO / "scripts" / "build-image.sh"), str(out), timeout=900)
-    return Layout(out, tag)
-
-
-@pytest.fixture(scope="module")
-def image(layout: Layout, podman_env: dict[str, str]) -> Iterator[str]:
-    name = f"localhost/kraken-test-{secrets.token_hex(4)}:{layout.tag}"
-    skopeo("copy", f"oci:{layout.path}:{layout.tag}", f"containers-storage:{name}")
-    yield name
-    subprocess.run(["podman", "rmi", "-f", name], env=podman_env, capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ server on the installed configs of deploy/config/.
 ``systemd-analyze verify`` needs no running systemd: it loads the unit into a private manager
 in test mode. It does need the units the instance depends on (sysinit.target...) and the
 ExecStart binary, so each check runs against a small root directory holding the unit, a
-stand-in ``/opt/kraken/.venv/bin/twistd`` and a copy of this machine's own unit files.
+stand-in ``/opt/kraken/bin/twistd`` and a copy of this machine's own unit files.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system")
-    twistd = root / "opt/kraken/.venv/bin/twistd"
+    twistd = root / "opt/kraken/bin/twistd"
     twistd.parent.mkdir(parents=True)
     twistd.write_text("#!/bin/sh\n")
     twistd.chmod(0o755)
@@ -143,7 +143,7 @@ def test_exec_start_builds_the_server_on_its_installed_config(
     command = exec_start.replace("%i", server).replace("%d", str(credentials))
     command = command.replace("/etc/kraken/", f"{etc}/")
     argv = shlex.split(command)
-    assert argv[0] == "/opt/kraken/.venv/bin/twistd"
+    assert argv[0] == "/opt/kraken/bin/twistd"
     assert argv[1:4] == ["--nodaemon", "--pidfile=", f"kraken-{server}"]
 
     monkeypatch.chdir(tmp_path)
