@@ -93,19 +93,22 @@ def exec_in(container: str, env: dict[str, str], *args: str, timeout: float = 12
 def test_every_server_runs_under_the_hardened_unit(booted: str, podman_env: dict[str, str]) -> None:
     units = [f"kraken@{server}.service" for server in SERVERS]
     exec_in(booted, podman_env, "systemctl", "start", *units)
-    exec_in(booted, podman_env, "/opt/kraken/bin/kraken", "pipeline", "apply",
-            "/kraken-image/usr/share/kraken/pipeline-project")
-    deadline = time.monotonic() + 60
-    doctor_command = ["podman", "exec", "-w", "/tmp", booted, "/opt/kraken/bin/kraken", "doctor"]
-    while True:
-        doctor = subprocess.run(
-            [*doctor_command, "--pki", "/etc/kraken/pki"],
-            capture_output=True, text=True, env=podman_env, check=False, timeout=120,
-        )
-        if doctor.returncode == 0:
-            break
-        assert time.monotonic() < deadline, doctor.stdout + doctor.stderr
-        time.sleep(1)
+    kraken = ["podman", "exec", "-w", "/tmp", booted, "/opt/kraken/bin/kraken"]
+    # Type=simple: started is not yet listening. The example pipelines go in once the pipeline
+    # server answers (kraken doctor calls one), then every check must pass.
+    for command in (
+        ["pipeline", "apply", "/kraken-image/usr/share/kraken/pipeline-project"],
+        ["doctor", "--pki", "/etc/kraken/pki"],
+    ):
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(
+                [*kraken, *command], capture_output=True, text=True, env=podman_env, check=False, timeout=120
+            )
+            if result.returncode == 0:
+                break
+            assert time.monotonic() < deadline, result.stdout + result.stderr
+            time.sleep(1)
 
     uids = set()
     for unit in units:
