@@ -150,3 +150,19 @@ def test_kubectl_kustomize_renders_every_resource() -> None:
     kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered.stdout)]
     assert kinds.count("ConfigMap") == 1
     assert len(kinds) == len(_resources()) + 1
+
+
+def test_every_pod_but_the_agents_meets_the_restricted_pod_security_basics() -> None:
+    """The namespace only warns below "restricted" (the agents need hostPath and hostPort)."""
+    for name, workload in _workloads().items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        if name == "agent":
+            continue
+        assert not [v for v in pod["volumes"] if "hostPath" in v], name
+        for container in pod["initContainers"] + pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert security["capabilities"] == {"drop": ["ALL"]}, (name, container["name"])
+            assert security.get("runAsUser", 10001) != 0, (name, container["name"])
+            assert not [p for p in container.get("ports", []) if "hostPort" in p], name
