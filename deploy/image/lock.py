@@ -1,5 +1,5 @@
-"""Pin the container image's Python packages: the closure of kraken's install_requires, at the
-versions installed in the running environment, one ``name==version`` a line.
+"""Pin the container image's Python packages: the closure of setup.cfg's install_requires, at
+the versions installed in the running environment, one ``name==version`` a line.
 
     .venv/bin/python deploy/image/lock.py > deploy/image/requirements.txt
 
@@ -9,17 +9,27 @@ one commit holds the same packages whatever PyPI has published since.
 
 from __future__ import annotations
 
+import configparser
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
 
-def closure(root: str) -> dict[str, str]:
-    """Every distribution *root* needs (with the extras it asks for), name -> installed version."""
+
+def install_requires(setup_cfg: Path = SETUP_CFG) -> list[Requirement]:
+    setup = configparser.ConfigParser()
+    setup.read(setup_cfg)
+    return [Requirement(line) for line in setup["options"]["install_requires"].strip().splitlines()]
+
+
+def closure(roots: list[Requirement]) -> dict[str, str]:
+    """Every distribution *roots* need (with the extras asked for), name -> installed version."""
     pinned: dict[str, str] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    todo = [(req.name, frozenset(req.extras)) for req in roots]
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()
@@ -27,9 +37,7 @@ def closure(root: str) -> dict[str, str]:
             continue
         seen.add((name, extras))
         dist = metadata.distribution(name)
-        key = canonicalize_name(dist.metadata["Name"])
-        if key != canonicalize_name(root):
-            pinned[key] = dist.version
+        pinned[canonicalize_name(dist.metadata["Name"])] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
             wanted = [{"extra": extra} for extra in extras] or [{"extra": ""}]
@@ -39,8 +47,8 @@ def closure(root: str) -> dict[str, str]:
 
 
 def main() -> int:
-    print("# written by deploy/image/lock.py: kraken's runtime dependencies, pinned for the image")
-    for name, version in sorted(closure("kraken").items()):
+    print("# written by deploy/image/lock.py: setup.cfg's install_requires and theirs, pinned for the image")
+    for name, version in sorted(closure(install_requires()).items()):
         print(f"{name}=={version}")
     return 0
 

@@ -38,5 +38,6 @@ def test_every_install_requirement_is_pinned_at_an_allowed_version() -> None:
 
 def test_the_pins_are_the_installed_closure() -> None:
     """The same packages lock.py finds for this environment (versions may lag an upgrade)."""
-    closure = _lock_module().closure("kraken")  # type: ignore[attr-defined]
+    lock = _lock_module()
+    closure = lock.closure(lock.install_requires())  # type: ignore[attr-defined]
     assert sorted(closure) == sorted(_pins())
