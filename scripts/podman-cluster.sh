@@ -13,10 +13,12 @@
 #   KRAKEN_BIND           host address the two public ports are published on [127.0.0.1]
 #   KRAKEN_PROXY_PORT     host port of the proxy, where images are pushed [15000]
 #   KRAKEN_REGISTRY_PORT  host port of the agent's read-only registry, where they are pulled [5055]
+#   KRAKEN_DASHBOARD_PORT publish the dashboard's pages on this host port, and its WebSocket on
+#                         KRAKEN_DASHBOARD_WS_PORT [PORT+1] (the page asks for that port); unset: not published
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS=(tracker origin build-index agent proxy pubsub state pipeline)
+SERVERS=(tracker origin build-index agent proxy pubsub state pipeline dashboard)
 pod=${KRAKEN_POD:-kraken}
 bind=${KRAKEN_BIND:-127.0.0.1}
 version=$(sed -n 's/^version = //p' setup.cfg)
@@ -32,13 +34,21 @@ up() {
         podman run --rm --read-only -v "$pod-pki:/etc/kraken/pki" "$image" kraken certs dev /etc/kraken/pki
     fi
     podman volume exists "$pod-data" || podman volume create "$pod-data" >/dev/null
-    podman pod create --name "$pod" \
-        -p "$bind:${KRAKEN_PROXY_PORT:-15000}:15000" -p "$bind:${KRAKEN_REGISTRY_PORT:-5055}:5055" >/dev/null
+    local publish=(-p "$bind:${KRAKEN_PROXY_PORT:-15000}:15000" -p "$bind:${KRAKEN_REGISTRY_PORT:-5055}:5055")
+    local dashboard=()
+    if [ -n "${KRAKEN_DASHBOARD_PORT:-}" ]; then
+        local ws=${KRAKEN_DASHBOARD_WS_PORT:-$((KRAKEN_DASHBOARD_PORT + 1))}
+        publish+=(-p "$bind:$KRAKEN_DASHBOARD_PORT:8470" -p "$bind:$ws:$ws")
+        dashboard=(--listen tcp:8470 --dashboard-ws-listen "tcp:$ws")
+    fi
+    podman pod create --name "$pod" "${publish[@]}" >/dev/null
     for server in "${SERVERS[@]}"; do
+        local extra=()
+        [ "$server" = dashboard ] && extra=("${dashboard[@]}")
         podman run -d --pod "$pod" --name "$pod-$server" --read-only --tmpfs /tmp \
             -v "$pod-pki:/etc/kraken/pki:ro" -v "$pod-data:/var/lib/kraken" "$image" \
             twistd --nodaemon --pidfile= "kraken-$server" --config "/etc/kraken/$server.yaml" \
-            --set port_file=/tmp/ports.json >/dev/null
+            --set port_file=/tmp/ports.json "${extra[@]}" >/dev/null
         wait_listening "$server"
     done
     # The example pipelines of the dev cluster (etc/pipeline-project), for kraken doctor's call.
@@ -74,5 +84,5 @@ case ${1:-} in
         podman volume rm -f "$pod-pki" "$pod-data" >/dev/null
         echo "podman-cluster: pod $pod and its volumes removed"
         ;;
-    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

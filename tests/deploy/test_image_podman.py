@@ -15,15 +15,18 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kraken.cli.cluster import built_servers
 from tests.deploy.image_support import Layout, run
 from tests.integration.registry_support import build_oci_layout, skopeo
 from tests.support import REPO, free_ports
@@ -39,6 +42,7 @@ pytestmark = [
 ]
 
 MIRRORED = "kraken.test"
+SERVERS = [name.removeprefix("kraken-") for name in built_servers()]
 
 
 @dataclass(frozen=True)
@@ -47,18 +51,22 @@ class Pod:
     proxy: str
     registry: str
     env: dict[str, str]
+    dashboard: str
+    dashboard_ws_port: int
 
 
 @pytest.fixture(scope="module")
 def pod(image: str, podman_env: dict[str, str]) -> Iterator[Pod]:
-    proxy_port, registry_port = free_ports(2)
+    proxy_port, registry_port, dashboard_port, dashboard_ws_port = free_ports(4)
     name = f"kraken-test-{secrets.token_hex(4)}"
     env = dict(podman_env, KRAKEN_POD=name, KRAKEN_PROXY_PORT=str(proxy_port),
-               KRAKEN_REGISTRY_PORT=str(registry_port))
+               KRAKEN_REGISTRY_PORT=str(registry_port), KRAKEN_DASHBOARD_PORT=str(dashboard_port),
+               KRAKEN_DASHBOARD_WS_PORT=str(dashboard_ws_port))
     script = str(REPO / "scripts" / "podman-cluster.sh")
     try:
         run("bash", script, "up", image, env=env, timeout=300)
-        yield Pod(name, f"127.0.0.1:{proxy_port}", f"127.0.0.1:{registry_port}", env)
+        yield Pod(name, f"127.0.0.1:{proxy_port}", f"127.0.0.1:{registry_port}", env,
+                  f"127.0.0.1:{dashboard_port}", dashboard_ws_port)
     finally:
         subprocess.run(["bash", script, "purge"], env=env, capture_output=True, check=False, timeout=120)
 
@@ -102,12 +110,20 @@ def test_doctor_passes_inside_the_pod(pod: Pod) -> None:
 
 
 def test_every_server_runs_read_only_as_the_kraken_user(pod: Pod) -> None:
-    for server in ("tracker", "origin", "build-index", "agent", "proxy", "pubsub", "state", "pipeline"):
+    for server in SERVERS:
         container = f"{pod.name}-{server}"
         inspect = json.loads(run("podman", "inspect", container, env=pod.env).stdout)[0]
         assert inspect["State"]["Running"], server
         assert inspect["HostConfig"]["ReadonlyRootfs"] is True, server
         assert run("podman", "exec", container, "id", "-u", env=pod.env).stdout.strip() == "10001"
+
+
+def test_the_dashboard_is_published_with_its_websocket_port(pod: Pod) -> None:
+    with urllib.request.urlopen(f"http://{pod.dashboard}/config.json", timeout=10) as answer:
+        config = json.load(answer)
+    assert config["ws_port"] == pod.dashboard_ws_port
+    with socket.create_connection(("127.0.0.1", pod.dashboard_ws_port), timeout=10):
+        pass
 
 
 def test_skopeo_push_to_proxy_and_pull_from_agent(pod: Pod, work: Path) -> None:

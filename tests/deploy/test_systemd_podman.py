@@ -61,6 +61,8 @@ def booted(systemd_image: str, image: str, work: Path, podman_env: dict[str, str
     shutil.copytree(REPO / "deploy" / "config", etc)
     run(str(Path(sys.executable).with_name("kraken")), "certs", "dev", str(etc / "pki"))
     assert (etc / "pki" / "origin.key").stat().st_mode & 0o077 == 0
+    for suffix in ("pem", "key"):  # the dashboard's certificate has role client
+        shutil.copy(etc / "pki" / f"client.{suffix}", etc / "pki" / f"dashboard.{suffix}")
     name = f"kraken-test-systemd-{secrets.token_hex(4)}"
     run(
         "podman", "run", "-d", "--name", name, "--systemd=always", "--network=none",
