@@ -1,7 +1,7 @@
 """deploy/systemd/kraken@.service running for real: systemd as PID 1 in a podman container
 (Debian bookworm with systemd and python3), kraken mounted from the built image at
 /opt/kraken, deploy/config as /etc/kraken and a dev PKI whose keys only root may read. All
-eight instances start under the unit's hardening and `kraken doctor` passes against them.
+instances (one per server) start under the unit's hardening and `kraken doctor` passes against them.
 
 Slow and root-only, like test_image_podman.py (same image fixture).
 """
