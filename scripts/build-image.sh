@@ -46,7 +46,7 @@ mmdebstrap --quiet --mode=root --variant=essential --format=directory \
     --customize-hook="copy-in $work/wheels/. /tmp/wheels" \
     --customize-hook='chroot "$1" python3 -m venv /opt/kraken' \
     --customize-hook='chroot "$1" sh -c "/opt/kraken/bin/pip install -q --no-index --no-deps /tmp/wheels/*.whl"' \
-    --customize-hook='chroot "$1" /opt/kraken/bin/pip uninstall -q -y pip setuptools' \
+    --customize-hook='chroot "$1" /opt/kraken/bin/pip uninstall -q -y pip' \
     --customize-hook='chroot "$1" /opt/kraken/bin/python -c "from twisted.application.service import IServiceMaker; from twisted.plugin import getPlugins; assert any(p.tapname == \"kraken-agent\" for p in getPlugins(IServiceMaker))"' \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1/var/cache/apt"/*.bin "$1/var/lib/apt/lists"/* "$1/var/log"/*' \
     --customize-hook='echo "kraken:x:10001:10001:kraken:/var/lib/kraken:/usr/sbin/nologin" >> "$1/etc/passwd"' \
