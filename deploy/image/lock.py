@@ -18,6 +18,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
+# Markers are evaluated for the image's interpreter (Debian bookworm's python3), which may be
+# older than the one running this script: redis needs async-timeout below 3.11.3, for one.
+IMAGE_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.2"}
 
 
 def install_requires(setup_cfg: Path = SETUP_CFG) -> list[Requirement]:
@@ -36,11 +39,14 @@ def closure(roots: list[Requirement]) -> dict[str, str]:
         if (name, extras) in seen:
             continue
         seen.add((name, extras))
-        dist = metadata.distribution(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise SystemExit(f"lock.py: the image needs {name}: pip install it here to pin it") from None
         pinned[canonicalize_name(dist.metadata["Name"])] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
-            wanted = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+            wanted = [IMAGE_PYTHON | {"extra": extra} for extra in extras] or [IMAGE_PYTHON | {"extra": ""}]
             if req.marker is None or any(req.marker.evaluate(env) for env in wanted):
                 todo.append((req.name, frozenset(req.extras)))
     return pinned
