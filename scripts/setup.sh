@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker-registry skopeo containerd openipmi ipmitool redis-server iproute2 openssl curl busybox-static tftp-hpa ipxe chromium)
+# deploy/: systemd-analyze checks the units; the image and its podman cluster test
+APT_PACKAGES+=(systemd mmdebstrap umoci podman runc netavark aardvark-dns catatonit iptables)
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3

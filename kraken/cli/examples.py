@@ -43,6 +43,10 @@ EXAMPLES: dict[str, str] = {
     "kraken cluster up": "kraken cluster up --only pubsub --only state",
     "kraken doctor": "kraken doctor",
     "kraken queues": "kraken queues run/origin/store/journal.sqlite",
+    "kraken containerd": "kraken containerd hosts /etc/containerd/certs.d --mirror http://127.0.0.1:5055",
+    "kraken containerd hosts": (
+        "kraken containerd hosts /etc/containerd/certs.d --mirror http://127.0.0.1:5055 --registry docker.io"
+    ),
 }
 
 

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from kraken.cli.examples import ExampleParser
 
 # Sub-command modules; each has ``add_parser(subparsers)`` that sets ``func(args) -> int``.
-COMMANDS = ("certs", "pubsub", "blob", "registry", "state", "pipeline", "cluster", "doctor", "queues")
+COMMANDS = (
+    "certs", "pubsub", "blob", "registry", "state", "pipeline", "cluster", "doctor", "queues", "containerd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
