@@ -517,6 +517,49 @@ class Router:
             self.upstream.forward(record, publisher)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
+    def publish_encoded_many(self, publisher: Subscriber, records: list[tuple[bytes, bytes, bytes]]) -> None:
+        """:meth:`publish_encoded` for each ``(topic, payload, record)`` in order (the
+        pipelined publishes of one read; they share one timestamp, as a multi-record publish
+        does), with the per-record work inlined: this is the publish hot path."""
+        if self.upstream is not None:
+            for topic, payload, record in records:
+                self.publish_encoded(publisher, topic, payload, record)
+            return
+        stats = self.stats
+        stats.publishes += len(records)
+        stats.published += len(records)
+        now = self.now()
+        pub_id = publisher.id
+        shard_cache = self._shard_cache
+        retained = self.retained
+        subscribers = self.subscribers
+        patterns = self.patterns
+        run_records, run_limit = self.RUN_RECORDS, self.RUN_BYTES
+        seq = self.seq
+        run, run_bytes = self._run, self._run_bytes
+        run_topic = self._run_topic if self._run_publisher is publisher else None
+        for topic, payload, record in records:
+            seq += 1
+            shard = shard_cache.get(topic)
+            if shard is None:
+                shard = self.shard(topic)
+            retained[shard].add(Entry((seq, now, shard, (topic,), payload, pub_id, True)))
+            if topic not in subscribers and not (patterns.holders and patterns.match(topic)):
+                continue
+            if topic != run_topic:
+                self.seq, self._run_bytes = seq, run_bytes
+                self.flush()
+                self._run_topic = run_topic = topic
+                self._run_publisher = publisher
+                run, run_bytes = self._run, 0
+            run.append(record)
+            run_bytes += len(record)
+            if len(run) >= run_records or run_bytes >= run_limit:
+                self.seq, self._run_bytes = seq, run_bytes
+                self.flush()
+                run, run_bytes, run_topic = self._run, 0, None
+        self.seq, self._run_bytes = seq, run_bytes
+
     def shard(self, topic: bytes) -> int:
         shard = self._shard_cache.get(topic)
         if shard is None:
