@@ -55,6 +55,18 @@ class RetainedShard:
             self._forget(entries[0])  # the append below evicts it
         entries.append(entry)
 
+    def extend(self, new: list[Entry]) -> None:
+        """:meth:`add` each of *new* (newer than every entry here), in one go."""
+        entries = self.entries
+        if self.capacity <= 0:
+            for entry in new:
+                self._forget(entry)
+            return
+        evicted = len(entries) + len(new) - self.capacity
+        if evicted > 0:  # the last one evicted marks where the shard is complete from
+            self._forget(entries[evicted - 1] if evicted <= len(entries) else new[evicted - len(entries) - 1])
+        entries.extend(new)
+
     def _forget(self, entry: Entry) -> None:
         self.complete_after_seq = entry[0]
         if entry[1] > self.complete_after_time:

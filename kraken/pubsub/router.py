@@ -538,12 +538,13 @@ class Router:
         seq = self.seq
         run, run_bytes = self._run, self._run_bytes
         run_topic = self._run_topic if self._run_publisher is publisher else None
+        kept: list[list[Entry]] = [[] for _ in retained]
         for topic, payload, record in records:
             seq += 1
             shard = shard_cache.get(topic)
             if shard is None:
                 shard = self.shard(topic)
-            retained[shard].add(Entry((seq, now, shard, (topic,), payload, pub_id, True)))
+            kept[shard].append(Entry((seq, now, shard, (topic,), payload, pub_id, True)))
             if topic not in subscribers and not (patterns.holders and patterns.match(topic)):
                 continue
             if topic != run_topic:
@@ -559,6 +560,9 @@ class Router:
                 self.flush()
                 run, run_bytes, run_topic = self._run, 0, None
         self.seq, self._run_bytes = seq, run_bytes
+        for shard_entries, new in zip(retained, kept):
+            if new:
+                shard_entries.extend(new)
 
     def shard(self, topic: bytes) -> int:
         shard = self._shard_cache.get(topic)

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kraken.pubsub import wire
+from kraken.pubsub.retro import Entry, RetainedShard
 from kraken.pubsub.testing import Conn, Harness
 
 
@@ -138,3 +139,23 @@ def test_a_publisher_does_not_receive_its_own_batch_and_runs_stay_in_order() -> 
     assert a.send(b"get messages\r\n") == b"END\r\n"
     records = wire.ReplyParser().feed(b.send(b"get messages\r\n"))[0].records()
     assert records == [([t], b"%d" % i) for i, t in enumerate(topics)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(min_value=0, max_value=5),
+    batches=st.lists(st.integers(min_value=0, max_value=8), max_size=6),
+)
+def test_retained_extend_is_add_one_by_one(capacity: int, batches: list[int]) -> None:
+    one_by_one, extended = RetainedShard(capacity, 10.0), RetainedShard(capacity, 10.0)
+    seq = 0
+    for size in batches:
+        new = [Entry((seq + i + 1, 10.0 + seq + i, 0, (b"t",), b"", 1, True)) for i in range(size)]
+        seq += size
+        for entry in new:
+            one_by_one.add(entry)
+        extended.extend(new)
+        assert list(extended.entries) == list(one_by_one.entries)
+        assert (extended.complete_after_seq, extended.complete_after_time) == (
+            one_by_one.complete_after_seq, one_by_one.complete_after_time
+        )
