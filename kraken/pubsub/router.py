@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from kraken.pubsub import wire
 from kraken.pubsub.patterns import BadPattern, PatternIndex, check_pattern, compile_pattern, matches
 from kraken.pubsub.phash2 import shard_of
-from kraken.pubsub.retro import Entry, RetainedShard
+from kraken.pubsub.retro import PAYLOAD, PUBLISHER, SEQ, SHARD, SHARED, TOPICS, Entry, RetainedShard
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.router")
@@ -544,7 +544,7 @@ class Router:
             shard = shard_cache.get(topic)
             if shard is None:
                 shard = self.shard(topic)
-            kept[shard].append(Entry((seq, now, shard, (topic,), payload, pub_id, True)))
+            kept[shard].append((seq, now, shard, (topic,), payload, pub_id, True))
             if topic not in subscribers and not (patterns.holders and patterns.match(topic)):
                 continue
             if topic != run_topic:
@@ -587,7 +587,7 @@ class Router:
             if shard is None:
                 shard = self.shard(topic)
             shared = self.upstream is None or self._to_peers(publisher, shard)
-            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id, shared)))
+            self.retained[shard].add((self.seq, now, shard, (topic,), payload, pub_id, shared))
         if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
@@ -655,7 +655,7 @@ class Router:
             group = groups[shard]
             if retain:
                 entry = (self.seq, now, shard, tuple(group), payload, pub_id, not skip_peers)
-                self.retained[shard].add(Entry(entry))
+                self.retained[shard].add(entry)
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.targets(topic):
@@ -777,13 +777,13 @@ class Router:
             else:
                 assert time is not None
                 found.extend(kept.newer_than_time(wanted, time))
-        for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
-            if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
+        for entry in sorted(found, key=lambda e: (e[SEQ], e[SHARD])):
+            if entry[PUBLISHER] == client.id or client.got_live(entry[TOPICS], entry[SEQ]):
                 continue
-            if client.peer and not entry.shared:
+            if client.peer and not entry[SHARED]:
                 continue  # the peer has it from the node that shared it
-            names = [t for t in entry.topics if wanted(t)]
-            client.deliver(wire.record(names, entry.payload))
+            names = [t for t in entry[TOPICS] if wanted(t)]
+            client.deliver(wire.record(names, entry[PAYLOAD]))
             self.stats.replayed += 1
         return True
 

@@ -150,7 +150,7 @@ def test_retained_extend_is_add_one_by_one(capacity: int, batches: list[int]) ->
     one_by_one, extended = RetainedShard(capacity, 10.0), RetainedShard(capacity, 10.0)
     seq = 0
     for size in batches:
-        new = [Entry((seq + i + 1, 10.0 + seq + i, 0, (b"t",), b"", 1, True)) for i in range(size)]
+        new: list[Entry] = [(seq + i + 1, 10.0 + seq + i, 0, (b"t",), b"", 1, True) for i in range(size)]
         seq += size
         for entry in new:
             one_by_one.add(entry)
