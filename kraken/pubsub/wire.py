@@ -1,7 +1,8 @@
 """The memcached-text-protocol codec of kraken-pubsub, without any I/O.
 
 :class:`CommandParser` turns the bytes a client sends into :class:`Get`, :class:`Set` and
-:class:`Quit` events; the helpers below parse the data blocks of
+:class:`Quit` events (and, for the server, runs of pipelined one-record publishes into one
+:class:`Publishes` event); the helpers below parse the data blocks of
 ``set publish|subscribe|retro_subscribe`` and serialise ``MESSAGE`` records and replies.
 :class:`ReplyParser` is the client side: server bytes to replies.
 
