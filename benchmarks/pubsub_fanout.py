@@ -9,6 +9,11 @@ delivered messages per second and the p99 publish→receive latency (each receiv
 weighted by its size, timed by its oldest message). Both servers start here on 127.0.0.1
 and are stopped at the end.
 
+On a shared machine a server's rate follows the CPU share the scheduler gives it, so each
+row also shows the server processes' CPU time per delivered message (from /proc, all
+processes of the mode) and how busy the load generator itself was (its CPU time over the
+run's wall time: near 100 % would mean the generator, not the server, set the rate).
+
     .venv/bin/python benchmarks/pubsub_fanout.py [--seconds 3] [--subscribers 1,10,100] [--repeat 3]
 
 Modes: ``redis`` (baseline), ``kraken`` (memcached polling, one record per ``set publish``),
@@ -329,8 +334,30 @@ class KrakenBatchPub(KrakenPub):
 # --- one run ---------------------------------------------------------------------------------
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of *pids* and their descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += int(stats[pid][11]) + int(stats[pid][12])
+        todo += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> dict[str, float]:
     sel = selectors.DefaultSelector()
+    server_pids = ports["pids"][mode]
     topology = ports.get("topologies", {}).get(mode, {})
     sub_class, port = {
         "redis": (RedisSub, ports.get("redis")),
@@ -371,6 +398,8 @@ def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> d
                 sub.count = 0
                 sub.samples.clear()
             started = now
+            server_cpu = cpu_seconds(server_pids)
+            generator_cpu = time.process_time()
         if now >= end:
             break
         pub.pump()
@@ -383,6 +412,8 @@ def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> d
             for sub in subs:
                 sub.poll_due(now)
     elapsed = time.monotonic() - started
+    server_cpu = cpu_seconds(server_pids) - server_cpu
+    generator_cpu = time.process_time() - generator_cpu
     delivered = sum(s.count for s in subs)
     samples = sorted(x for s in subs for x in s.samples)
     total = sum(n for _, n in samples)
@@ -396,7 +427,12 @@ def run(mode: str, ports: dict[str, Any], subscribers: int, seconds: float) -> d
     for key in list(sel.get_map().values()):
         key.fileobj.close()
     sel.close()
-    return {"rate": delivered / elapsed, "p99_ms": p99 * 1000}
+    return {
+        "rate": delivered / elapsed,
+        "p99_ms": p99 * 1000,
+        "cpu_us": server_cpu / delivered * 1e6 if delivered else float("nan"),
+        "generator": generator_cpu / elapsed,
+    }
 
 
 def median(values: list[float]) -> float:
@@ -428,11 +464,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         procs: list[subprocess.Popen[bytes]] = []
-        ports: dict[str, Any] = {}
+        ports: dict[str, Any] = {"pids": {}}
         if args.vs == "redis":
             redis_proc, redis_ports = start_redis(work)
             procs.append(redis_proc)
             ports.update(redis_ports)
+            ports["pids"]["redis"] = [redis_proc.pid]
         if any(m in ("kraken-proxy3", "kraken-cluster3", "kraken-workers2") for m in modes):
             sys.path.insert(0, str(REPO))
             from kraken.core.certs import ensure_dev_pki
@@ -441,37 +478,45 @@ def main() -> int:
         kraken_proc, kraken_ports = start_kraken(work)
         procs.append(kraken_proc)
         ports.update(kraken_ports)
+        for mode in ("kraken", "kraken-batch", "kraken-ws"):
+            ports["pids"][mode] = [kraken_proc.pid]
         if "kraken-proxy3" in modes:
             tree, ports.setdefault("topologies", {})["kraken-proxy3"] = start_proxy_tree(work)
             procs += tree
+            ports["pids"]["kraken-proxy3"] = [p.pid for p in tree]
         if "kraken-workers2" in modes:
             workers, ports.setdefault("topologies", {})["kraken-workers2"] = start_workers(work)
             procs += workers
+            ports["pids"]["kraken-workers2"] = [p.pid for p in workers]
         if "kraken-cluster3" in modes:
             cluster, ports.setdefault("topologies", {})["kraken-cluster3"] = start_cluster(work)
             procs += cluster
+            ports["pids"]["kraken-cluster3"] = [p.pid for p in cluster]
         base_mode = "redis" if args.vs == "redis" else "kraken"
         try:
             print(f"{PAYLOAD_SIZE}-byte messages, 1 publisher, {args.seconds:g} s per run, "
                   f"median of {args.repeat}\n")
             print(f"{'subs':>5} {'mode':<15} {'msgs/s':>11} {'p99 ms':>8} {'rate vs ' + base_mode:>15} "
-                  f"{'p99 vs ' + base_mode:>14}")
+                  f"{'p99 vs ' + base_mode:>14} {'srv us/msg':>10} {'cpu vs ' + base_mode:>14} "
+                  f"{'gen cpu':>7}")
             for n in counts:
                 results: dict[str, list[dict[str, float]]] = {m: [] for m in [base_mode, *modes]}
                 for _ in range(args.repeat):
                     base = run(base_mode, ports, n, args.seconds)
-                    results[base_mode].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0})
+                    results[base_mode].append({**base, "rate_ratio": 1.0, "p99_ratio": 1.0, "cpu_ratio": 1.0})
                     for mode in modes:
                         r = run(mode, ports, n, args.seconds)
                         r["rate_ratio"] = r["rate"] / base["rate"] if base["rate"] else float("inf")
                         r["p99_ratio"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
+                        r["cpu_ratio"] = r["cpu_us"] / base["cpu_us"] if base["cpu_us"] else float("nan")
                         results[mode].append(r)
                 for mode, rows in results.items():
                     def m(key: str, rows: list[dict[str, float]] = rows) -> float:
                         return median([row[key] for row in rows])
 
                     print(f"{n:>5} {mode:<15} {m('rate'):>11,.0f} {m('p99_ms'):>8.2f} "
-                          f"{m('rate_ratio'):>15.2f} {m('p99_ratio'):>14.2f}")
+                          f"{m('rate_ratio'):>15.2f} {m('p99_ratio'):>14.2f} {m('cpu_us'):>10.2f} "
+                          f"{m('cpu_ratio'):>14.2f} {m('generator'):>7.0%}")
                 sys.stdout.flush()
         finally:
             for proc in procs:

@@ -10,26 +10,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from operator import itemgetter
+from typing import Final
 
-
-class Entry(tuple):
-    """One published record as one shard saw it: its topics in that shard, in publish order.
-
-    Built as ``Entry((seq, time, shard, topics, payload, publisher, shared))``: a tuple, because
-    one is made for every published record and a tuple is the cheapest object to build.
-    ``shared``: this node delivered it to its cluster's peers (always true outside a cluster),
-    so it may replay it to them.
-    """
-
-    __slots__ = ()
-    seq: int = property(itemgetter(0))  # type: ignore[assignment]
-    time: float = property(itemgetter(1))  # type: ignore[assignment]
-    shard: int = property(itemgetter(2))  # type: ignore[assignment]
-    topics: tuple[bytes, ...] = property(itemgetter(3))  # type: ignore[assignment]
-    payload: bytes = property(itemgetter(4))  # type: ignore[assignment]
-    publisher: int = property(itemgetter(5))  # type: ignore[assignment]
-    shared: bool = property(itemgetter(6))  # type: ignore[assignment]
+# One published record as one shard saw it: ``(seq, time, shard, topics, payload, publisher,
+# shared)`` — its topics in that shard in publish order; ``shared``: this node delivered it to
+# its cluster's peers (always true outside a cluster), so it may replay it to them. A plain
+# tuple, read by the indexes below: one is made for every published record, and a tuple is
+# the cheapest object to build.
+Entry = tuple[int, float, int, tuple[bytes, ...], bytes, int, bool]
+SEQ: Final = 0
+TIME: Final = 1
+SHARD: Final = 2
+TOPICS: Final = 3
+PAYLOAD: Final = 4
+PUBLISHER: Final = 5
+SHARED: Final = 6
 
 
 class RetainedShard:
@@ -55,25 +50,37 @@ class RetainedShard:
             self._forget(entries[0])  # the append below evicts it
         entries.append(entry)
 
+    def extend(self, new: list[Entry]) -> None:
+        """:meth:`add` each of *new* (newer than every entry here), in one go."""
+        entries = self.entries
+        if self.capacity <= 0:
+            for entry in new:
+                self._forget(entry)
+            return
+        evicted = len(entries) + len(new) - self.capacity
+        if evicted > 0:  # the last one evicted marks where the shard is complete from
+            self._forget(entries[evicted - 1] if evicted <= len(entries) else new[evicted - len(entries) - 1])
+        entries.extend(new)
+
     def _forget(self, entry: Entry) -> None:
-        self.complete_after_seq = entry[0]
-        if entry[1] > self.complete_after_time:
-            self.complete_after_time = entry[1]
+        self.complete_after_seq = entry[SEQ]
+        if entry[TIME] > self.complete_after_time:
+            self.complete_after_time = entry[TIME]
 
     def newer_than_seq(self, wanted: Callable[[bytes], bool], seq: int) -> Iterator[Entry]:
         """Entries naming a *wanted* topic published after position *seq*, newest first."""
         for entry in reversed(self.entries):
-            if entry[0] <= seq:
+            if entry[SEQ] <= seq:
                 return
-            if any(map(wanted, entry[3])):
+            if any(map(wanted, entry[TOPICS])):
                 yield entry
 
     def newer_than_time(self, wanted: Callable[[bytes], bool], horizon: float) -> Iterator[Entry]:
         """Entries naming a *wanted* topic published after Unix time *horizon*, newest first."""
         for entry in reversed(self.entries):
-            if entry[1] <= horizon:
+            if entry[TIME] <= horizon:
                 return
-            if any(map(wanted, entry[3])):
+            if any(map(wanted, entry[TOPICS])):
                 yield entry
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from kraken.pubsub import wire
 from kraken.pubsub.patterns import BadPattern, PatternIndex, check_pattern, compile_pattern, matches
 from kraken.pubsub.phash2 import shard_of
-from kraken.pubsub.retro import Entry, RetainedShard
+from kraken.pubsub.retro import PAYLOAD, PUBLISHER, SEQ, SHARD, SHARED, TOPICS, Entry, RetainedShard
 from kraken.pubsub.subscriber import Subscriber
 
 log = Logger(namespace="kraken.pubsub.router")
@@ -517,6 +517,53 @@ class Router:
             self.upstream.forward(record, publisher)
         self._publish_one(publisher, publisher.id, self.now(), topic, payload, record)
 
+    def publish_encoded_many(self, publisher: Subscriber, records: list[tuple[bytes, bytes, bytes]]) -> None:
+        """:meth:`publish_encoded` for each ``(topic, payload, record)`` in order (the
+        pipelined publishes of one read; they share one timestamp, as a multi-record publish
+        does), with the per-record work inlined: this is the publish hot path."""
+        if self.upstream is not None:
+            for topic, payload, record in records:
+                self.publish_encoded(publisher, topic, payload, record)
+            return
+        stats = self.stats
+        stats.publishes += len(records)
+        stats.published += len(records)
+        now = self.now()
+        pub_id = publisher.id
+        shard_cache = self._shard_cache
+        retained = self.retained
+        subscribers = self.subscribers
+        patterns = self.patterns
+        run_records, run_limit = self.RUN_RECORDS, self.RUN_BYTES
+        seq = self.seq
+        run, run_bytes = self._run, self._run_bytes
+        run_topic = self._run_topic if self._run_publisher is publisher else None
+        kept: list[list[Entry]] = [[] for _ in retained]
+        for topic, payload, record in records:
+            seq += 1
+            shard = shard_cache.get(topic)
+            if shard is None:
+                shard = self.shard(topic)
+            kept[shard].append((seq, now, shard, (topic,), payload, pub_id, True))
+            if topic not in subscribers and not (patterns.holders and patterns.match(topic)):
+                continue
+            if topic != run_topic:
+                self.seq, self._run_bytes = seq, run_bytes
+                self.flush()
+                self._run_topic = run_topic = topic
+                self._run_publisher = publisher
+                run, run_bytes = self._run, 0
+            run.append(record)
+            run_bytes += len(record)
+            if len(run) >= run_records or run_bytes >= run_limit:
+                self.seq, self._run_bytes = seq, run_bytes
+                self.flush()
+                run, run_bytes, run_topic = self._run, 0, None
+        self.seq, self._run_bytes = seq, run_bytes
+        for shard_entries, new in zip(retained, kept):
+            if new:
+                shard_entries.extend(new)
+
     def shard(self, topic: bytes) -> int:
         shard = self._shard_cache.get(topic)
         if shard is None:
@@ -540,7 +587,7 @@ class Router:
             if shard is None:
                 shard = self.shard(topic)
             shared = self.upstream is None or self._to_peers(publisher, shard)
-            self.retained[shard].add(Entry((self.seq, now, shard, (topic,), payload, pub_id, shared)))
+            self.retained[shard].add((self.seq, now, shard, (topic,), payload, pub_id, shared))
         if topic not in self.subscribers and not (self.patterns.holders and self.patterns.match(topic)):
             return
         if topic != self._run_topic or publisher is not self._run_publisher:
@@ -608,7 +655,7 @@ class Router:
             group = groups[shard]
             if retain:
                 entry = (self.seq, now, shard, tuple(group), payload, pub_id, not skip_peers)
-                self.retained[shard].add(Entry(entry))
+                self.retained[shard].add(entry)
             matched: dict[Subscriber, list[bytes]] = {}
             for topic in group:
                 for sub in self.targets(topic):
@@ -730,13 +777,13 @@ class Router:
             else:
                 assert time is not None
                 found.extend(kept.newer_than_time(wanted, time))
-        for entry in sorted(found, key=lambda e: (e.seq, e.shard)):
-            if entry.publisher == client.id or client.got_live(entry.topics, entry.seq):
+        for entry in sorted(found, key=lambda e: (e[SEQ], e[SHARD])):
+            if entry[PUBLISHER] == client.id or client.got_live(entry[TOPICS], entry[SEQ]):
                 continue
-            if client.peer and not entry.shared:
+            if client.peer and not entry[SHARED]:
                 continue  # the peer has it from the node that shared it
-            names = [t for t in entry.topics if wanted(t)]
-            client.deliver(wire.record(names, entry.payload))
+            names = [t for t in entry[TOPICS] if wanted(t)]
+            client.deliver(wire.record(names, entry[PAYLOAD]))
             self.stats.replayed += 1
         return True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
@@ -83,6 +83,10 @@ class MemcachedProtocol(Protocol, TimeoutMixin):
         timeouts = [t for t in (limits.idle_timeout, limits.first_command_timeout) if t > 0]
         if timeouts:
             self.setTimeout(min(timeouts))
+        if ITCPTransport.providedBy(self.transport):
+            # replies go out whole at once (as memcached and Redis do): no Nagle wait on the
+            # last partial segment of a large get messages reply
+            self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
 
     def evict(self) -> None:

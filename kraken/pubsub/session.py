@@ -42,7 +42,7 @@ class Session:
     ) -> None:
         self.router = router
         self.client = client
-        self.parser = wire.CommandParser(max_line, max_value)
+        self.parser = wire.CommandParser(max_line, max_value, batch_publishes=True)
         self.closing = False
         self.error: str | None = None
         self.waiting = False
@@ -71,6 +71,10 @@ class Session:
         out: list[bytes] = []
         try:
             for event in events:
+                if isinstance(event, wire.Publishes):
+                    self.router.publish_encoded_many(self.client, event.records)
+                    out.append(wire.STORED * len(event.records))
+                    continue
                 if isinstance(event, wire.Set):
                     reply = self._set(event)
                 elif isinstance(event, wire.Get):
