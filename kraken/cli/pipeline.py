@@ -257,6 +257,11 @@ def _diff(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     """Define and start a project folder: services/*.json, pipelines/*.json, routes.json."""
     c, root, code = _client(args), Path(args.dir), 0
+    parts = [root / "services", root / "pipelines", root / "routes.json"]
+    if not any(part.exists() for part in parts):
+        print(f"kraken pipeline apply: {root} is not a project folder "
+              "(it has none of services/, pipelines/, routes.json)", file=sys.stderr)  # fmt: skip
+        return 1
     for kind in ("services", "pipelines"):
         for definition in _files([str(root / kind)]) if (root / kind).is_dir() else []:
             name = quote(definition.get("name", ""))

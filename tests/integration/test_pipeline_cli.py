@@ -26,6 +26,8 @@ def test_cli_apply_call_stream_and_errors(servers: ServerProcess.Pool, tmp_path:
     port = servers.start("kraken-pipeline", {"listen": ["tcp:0:interface=127.0.0.1"]}).port("http")
     applied = kraken(port, "apply", "etc/pipeline-project")
     assert applied.returncode == 0, applied.stderr
+    nowhere = kraken(port, "apply", str(tmp_path / "nonexistent"))
+    assert nowhere.returncode == 1 and "is not a project folder" in nowhere.stderr
     listed = kraken(port, "services", "list")
     assert json.loads(listed.stdout) == ["greeter", "kv-store", "simple-math"]
     called = kraken(port, "call", '{"type": "math", "x": 1, "y": 2}')
