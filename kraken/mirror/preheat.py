@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -33,6 +34,8 @@ from kraken.core.http import HTTPError, Response, Router, read_json
 from kraken.core.metrics import Metrics
 from kraken.mirror.config import Upstream, mirrored_name
 from kraken.mirror.warm import MANIFEST_RETRIES, Blob, NotAManifest, Warmer
+from kraken.registry.accounts import ANONYMOUS
+from kraken.registry.auth import Authenticator
 from kraken.registry.errors import RegistryError
 from kraken.registry.names import check_name, check_tag
 
@@ -137,10 +140,16 @@ class PreheatAPI:
         self.m_events = metrics.counter("preheat_events", "manifest push events received", ["outcome"])
         self.m_blobs = metrics.counter("prefetch_blobs", "blobs the origins were asked to fetch", ["outcome"])
 
-    def register(self, router: Router) -> None:
-        router.route("POST", "/registry/notifications", self.notifications)
-        router.route("POST", "/proxy/v1/registry/prefetch", lambda r: self.prefetch(r, wait=False))
-        router.route("POST", "/proxy/v2/registry/prefetch", lambda r: self.prefetch(r, wait=True))
+    def register(self, router: Router, auth: Authenticator | None = None) -> None:
+        """The preheat and prefetch routes; with *auth*, only a caller who logged in (a password,
+        a token or a client certificate) may make the origins fetch."""
+        routes: list[tuple[str, Callable[[Request], Any]]] = [
+            ("/registry/notifications", self.notifications),
+            ("/proxy/v1/registry/prefetch", lambda r: self.prefetch(r, wait=False)),
+            ("/proxy/v2/registry/prefetch", lambda r: self.prefetch(r, wait=True)),
+        ]
+        for path, handler in routes:
+            router.route("POST", path, handler if auth is None else _logged_in(auth, handler))
 
     def _namespace(self, host: str | None, repo: str) -> str:
         if host is not None and host in self.mirrors:
@@ -254,8 +263,26 @@ class PreheatAPI:
         return blobs
 
 
-def preheat_router(api: PreheatAPI) -> Router:
+def _logged_in(auth: Authenticator, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def refused(error: RegistryError) -> HTTPError:
+        return HTTPError(error.status, error.code, error.message, error.headers)
+
+    @inlineCallbacks
+    def guarded(request: Request) -> Any:
+        try:
+            identity = yield auth.identify(request)
+        except RegistryError as e:
+            raise refused(e) from None
+        if identity.principal == ANONYMOUS:
+            raise refused(auth.unauthorized("log in to preheat or prefetch", request=request))
+        result = yield handler(request)
+        return result
+
+    return guarded
+
+
+def preheat_router(api: PreheatAPI, auth: Authenticator | None = None) -> Router:
     router = Router()
-    api.register(router)
+    api.register(router, auth)
     return router
 

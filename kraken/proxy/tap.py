@@ -148,17 +148,18 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
     cache = CAStore(root / "blobs")
     verifier = BlobVerifier(svc.reactor, cache, svc.metrics, proxy.verify_on_serve)
     storage = ProxyStorage(cache, tags, origins, verifier)
+    auth = make_authenticator(config.auth, svc.reactor, svc.metrics, "kraken-proxy")
     api = RegistryResource(storage, None if proxy.read_only else uploads, svc.metrics,
                            read_only_hint="this proxy is configured read-only (proxy.read_only)",
                            reactor=svc.reactor, sendfile_workers=proxy.sendfile_workers, referrers=referrers,
-                           auth=make_authenticator(config.auth, svc.reactor, svc.metrics, "kraken-proxy"))
+                           auth=auth)
     svc.metrics.gauge("upload_sessions", "open upload sessions").set_function(lambda: len(uploads.sessions))
     warmer = Warmer(origins, svc.reactor, root / "tmp") if origins is not None else None
     preheat = PreheatAPI(warmer, tags, checked_mirrors(proxy.mirrors, "proxy.mirrors"), svc.metrics,
                          proxy.prefetch_min_blob_size, proxy.prefetch_max_blob_size)
     site = make_registry_site(
         api, svc.metrics, {"storage": lambda: root.is_dir()}, http=config.http, reactor=svc.reactor,
-        routes=preheat_router(preheat),
+        routes=preheat_router(preheat, auth),
     )
     svc.listen_all("registry", config.listen, site, allowed_roles=proxy.allowed_roles)
     if config.auth.mode == "none":

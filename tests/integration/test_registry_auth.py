@@ -232,3 +232,19 @@ def test_certificate_roles_get_their_grants(pki: Path, tmp_path: Path) -> None:
         assert proxy_cert.request("GET", "/v2/team/tls/manifests/v1")[0] == 403
     finally:
         proc.stop()
+
+
+def test_preheat_and_prefetch_need_a_login(proxy: Any) -> None:
+    """Warming asks the origins to fetch: an anonymous caller may not make them work."""
+    proc, _image, _workdir = proxy
+    reg = Registry("127.0.0.1", proc.port("registry"))
+    envelope = json.dumps({"events": []}).encode()
+    kind = {"Content-Type": "application/json"}
+    for path in ("/registry/notifications", "/proxy/v1/registry/prefetch", "/proxy/v2/registry/prefetch"):
+        anonymous = reg.request("POST", path, envelope, kind)
+        assert anonymous.status == 401, (path, anonymous.body)
+        assert (anonymous.header("WWW-Authenticate") or "").startswith("Bearer realm="), path
+        wrong = reg.request("POST", path, envelope, {**kind, **_basic(("alice", "x"))})
+        assert wrong.status == 401, path
+        logged_in = reg.request("POST", path, envelope, {**kind, **_basic(ALICE)})
+        assert logged_in.status not in (401, 403), (path, logged_in.status, logged_in.body)
