@@ -3,7 +3,8 @@
 An image is two kraken blobs and a kernel command line. ``push`` uploads both files to the
 origins (namespace ``boot`` by default, the one the ``pxe`` module's scripts fetch from) and,
 with ``--node``, writes the image into each node's Cfg (``PXE.Client`` Image, Kernel, Initrd,
-Cmdline), keeping the node's other boot settings. ``list`` reads every node's Cfg and shows
+Cmdline), keeping the node's other boot settings; with ``--group``, into the group's values,
+which its members inherit. ``list`` reads every node's Cfg and shows
 each image with the nodes assigned to it: the Cfg is the one place an assignment lives.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote
 
 from kraken.core.digest import Digest
 from kraken.core.tls import TLSConfigError
@@ -35,6 +37,8 @@ def add_parser(ssub: Any, run: Any, resolve: Any) -> None:
     push.add_argument("--initrd", required=True, help="initrd file")
     push.add_argument("--cmdline", default="", help="kernel command line")
     push.add_argument("--node", action="append", default=[], help="node id or name to boot it (repeatable)")
+    push.add_argument("--group", action="append", default=[],
+                      help="group whose members (and its sub-groups' members) boot it (repeatable)")
     push.add_argument("--origin", default="127.0.0.1:15002", help="any origin's host:port [%(default)s]")
     push.add_argument("--namespace", default="boot", help="blob namespace [%(default)s]")
     push.set_defaults(func=lambda args: _push(args, run, resolve))
@@ -71,6 +75,10 @@ def _push(args: argparse.Namespace, run: Any, resolve: Any) -> int:
              "cmdline": args.cmdline}  # fmt: skip
 
     def assign(api: Any) -> None:
+        for group in args.group:
+            values = {f"{PXE_TYPE}/{key.capitalize()}": value for key, value in image.items()}
+            api.post(f"/group/{quote(group, safe='')}/set", {"values": values})
+            print(f"assigned {args.name} to group {group}")
         for name in args.node:
             node_id = resolve(api, name)
             node = api.get(f"/cfg/node/{node_id}")
@@ -83,7 +91,7 @@ def _push(args: argparse.Namespace, run: Any, resolve: Any) -> int:
             api.put(f"/cfg/node/{node_id}", node)
             print(f"assigned {args.name} to {node.get('nodename') or node_id}")
 
-    return int(run(args, assign)) if args.node else 0
+    return int(run(args, assign)) if args.node or args.group else 0
 
 
 def images_of(nodes: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[str]]:

@@ -174,16 +174,17 @@ def test_a_node_boots_through_dhcp_tftp_and_the_swarm(
 
     wait_for(lambda: pxe_state(NODE) == "WAIT", what="the node armed for boot")
 
+    api.put("/group/rack1", {"nodes": [NODE]})  # the image is assigned to the group, n1 inherits it
     (tmp_path / "vmlinuz").write_bytes(kernel)
     (tmp_path / "initrd.img").write_bytes(initrd)
     state_cli = ["state", "--url", f"https://127.0.0.1:{state.port('http')}", "--pki", str(pki), "image"]
     pushed = yield deferToThread(
         cli, *state_cli, "push", "tiny", "--kernel", str(tmp_path / "vmlinuz"), "--initrd",
-        str(tmp_path / "initrd.img"), "--cmdline", "console=ttyS0 quiet", "--node", "n1",
+        str(tmp_path / "initrd.img"), "--cmdline", "console=ttyS0 quiet", "--group", "rack1",
         "--origin", f"127.0.0.1:{origin.port('http')}",
     )  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
-    assert f"kernel {kd}" in pushed.stdout and "assigned tiny to n1" in pushed.stdout
+    assert f"kernel {kd}" in pushed.stdout and "assigned tiny to group rack1" in pushed.stdout
     listed = yield deferToThread(cli, *state_cli, "list")
     assert "tiny  kernel sha256:" in listed.stdout and "1 node(s): n1" in listed.stdout
 
