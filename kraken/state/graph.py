@@ -65,6 +65,8 @@ class MutationGraph:
         self.fixed_urls: tuple[str, ...] = tuple(sorted(others))
         self.root = dict(root if root is not None else {"/PhysState": PhysState.PHYS_UNKNOWN})
         self.deps = self._dependencies()
+        self._state_values = model.values_getter(self.mutators)
+        self._fixed_values = model.values_getter(self.fixed_urls)
         self._graphs: dict[tuple[Any, ...] | None, nx.MultiDiGraph] = {}
         self._paths: dict[tuple[Any, ...], list[Edge] | None] = {}
 
@@ -105,19 +107,16 @@ class MutationGraph:
 
     # -- node views ----------------------------------------------------------------------------
     def state_of(self, node: Node) -> tuple[Any, ...]:
-        return tuple(model.get_value(node, u) for u in self.mutators)
+        return self._state_values(node)
 
     def fixed_of(self, node: Node) -> tuple[Any, ...]:
-        return tuple(model.get_value(node, u) for u in self.fixed_urls)
+        return self._fixed_values(node)
 
     def target_of(self, cfg: Node) -> tuple[tuple[int, Any], ...]:
         """Non-zero Cfg mutator values: what the node must reach (zero means don't care)."""
-        out = []
-        for i, url in enumerate(self.mutators):
-            value = model.get_value(cfg, url)
-            if value is not None and value != self.zero[i]:
-                out.append((i, value))
-        return tuple(out)
+        zero = self.zero
+        values = self._state_values(cfg)
+        return tuple((i, v) for i, v in enumerate(values) if v is not None and v != zero[i])
 
     @staticmethod
     def satisfies(values: tuple[Any, ...], target: tuple[tuple[int, Any], ...]) -> bool:
