@@ -29,6 +29,8 @@ from kraken.state import model
 from kraken.state.model import Node, PhysState
 from kraken.state.modules.base import Mutation
 
+_MEMO = 4096  # remembered forget() results (nodes share a handful of states)
+
 Constraint = tuple[str, bool, Any]  # (url, must_equal, value)
 
 
@@ -69,6 +71,7 @@ class MutationGraph:
         self._fixed_values = model.values_getter(self.fixed_urls)
         self._graphs: dict[tuple[Any, ...] | None, nx.MultiDiGraph] = {}
         self._paths: dict[tuple[Any, ...], list[Edge] | None] = {}
+        self._forgets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # the few states nodes are in
 
     # -- discovery dependencies and forgetting ------------------------------------------------
     def _dependencies(self) -> dict[int, tuple[tuple[int, Any], ...]]:
@@ -89,6 +92,18 @@ class MutationGraph:
 
     def forget(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """*values* with every value whose dependencies do not hold reset to zero."""
+        try:
+            return self._forgets[values]
+        except KeyError:
+            kept = self._forget(values)
+            if len(self._forgets) >= _MEMO:
+                self._forgets.clear()
+            self._forgets[values] = kept
+            return kept
+        except TypeError:  # an unhashable value: work it out each time
+            return self._forget(values)
+
+    def _forget(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         current = list(values)
         changed = True
         while changed:

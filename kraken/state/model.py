@@ -166,6 +166,9 @@ FIELDS: dict[str, tuple[str, type[IntEnum] | None, str]] = {
 _JSON_FIELDS = {json_name: (attr, enum) for attr, enum, json_name in FIELDS.values()}
 _FIELD_URLS = {f"/{go_name}": attr for go_name, (attr, _enum, _json) in FIELDS.items()}
 _FIELD_ENUMS = {f"/{go_name}": enum for go_name, (_attr, enum, _json) in FIELDS.items()}
+_BY_NAME: dict[type[IntEnum] | None, dict[str, IntEnum]] = {
+    enum: {m.name: m for m in enum} for enum in _FIELD_ENUMS.values() if enum is not None
+}
 E = TypeVar("E", bound=IntEnum)
 _SERVICE_FIELDS = {"Module": "module", "State": "state", "Config": "config", "ErrorMsg": "error_msg"}
 
@@ -214,7 +217,8 @@ def from_json(data: Any) -> Node:
         if key in _JSON_FIELDS:
             attr, enum = _JSON_FIELDS[key]
             if enum is not None:
-                setattr(node, attr, _enum_value(enum, value, f"node.{key}"))
+                member = _BY_NAME[enum].get(value) if isinstance(value, str) else None
+                setattr(node, attr, member if member is not None else _enum_value(enum, value, f"node.{key}"))
             elif key == "parentId" and value:
                 node.parent_id = canonical_id(value)
             elif not isinstance(value, str):
