@@ -163,7 +163,8 @@ def run_flat(pki: Path, tmp: Path, n: int) -> dict[str, float]:
         _bulk(one.api, {"physState": "POWER_OFF"})
         cpu0 = one.cpu()
         op = _bulk(one.api, {"physState": "POWER_ON", "runState": "SYNC"})
-        return {"seconds": float(op["seconds"]), "rss_per_node": (one.rss() - rss0) / n, "cpu": one.cpu() - cpu0}
+        return {"seconds": float(op["seconds"]), "rss_per_node": (one.rss() - rss0) / n,
+                "cpu": one.cpu() - cpu0}
     finally:
         one.stop()
 
