@@ -314,7 +314,7 @@ class Groups:
             if op is None or op.finished is not None:
                 ops.discard(op_id)
                 continue
-            relevant = path == "/PhysState" or any(u.startswith(path) for u in op.values)
+            relevant = path in op.values or path == "/PhysState" or any(u.startswith(path) for u in op.values)
             if kind is ChangeKind.DELETE or relevant:
                 self._check(op, node_id)
 

@@ -139,11 +139,17 @@ class Node:
         self.extensions: dict[str, dict[str, Any]] = {}
 
     def copy(self) -> Node:
-        other = Node(self.id)
-        for name in ("nodename", "run_state", "phys_state", "arch", "platform", "parent_id", "busy"):
-            setattr(other, name, getattr(self, name))
-        other.services = {k: copy.deepcopy(v) for k, v in self.services.items()}
-        other.extensions = copy.deepcopy(self.extensions)
+        other = Node.__new__(Node)
+        other.id = self.id
+        other.nodename = self.nodename
+        other.run_state = self.run_state
+        other.phys_state = self.phys_state
+        other.arch = self.arch
+        other.platform = self.platform
+        other.parent_id = self.parent_id
+        other.busy = self.busy
+        other.services = {k: copy.deepcopy(v) for k, v in self.services.items()} if self.services else {}
+        other.extensions = copy.deepcopy(self.extensions) if self.extensions else {}
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -354,6 +360,9 @@ def values_getter(paths: tuple[str, ...]) -> Callable[[Node], tuple[Any, ...]]:
     attrs = [_FIELD_URLS.get(p) for p in paths]
     if len(attrs) > 1 and all(attrs):
         return cast(Callable[[Node], tuple[Any, ...]], operator.attrgetter(*cast(list[str], attrs)))
+    if len(attrs) == 1 and attrs[0]:
+        attr = attrs[0]
+        return lambda node: (getattr(node, attr),)
     return lambda node: tuple(get_value(node, p) for p in paths)
 
 

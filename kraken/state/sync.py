@@ -335,12 +335,18 @@ class SyncServerFactory(Factory[ChildLink]):
 
     def route(self, node_id: str) -> ChildLink | None:
         """The connected link nearest to *node_id* (itself, or the nearest kraken above it)."""
-        if not self.children:
+        children = self.children
+        if not children:
             return None
-        for above in self._ancestors(node_id):
-            link = self.children.get(above)
+        cfg, me, depth = self.state.store.cfg, self.state.self_id, 0
+        while node_id and node_id != me and depth < MAX_DEPTH:  # as _ancestors, stopping at the first
+            link = children.get(node_id)
             if link is not None:
                 return link
+            node = cfg.get(node_id)
+            if node is None:
+                return None
+            node_id, depth = node.parent_id, depth + 1
         return None
 
     def descendants(self, node_id: str) -> list[str]:
@@ -556,7 +562,7 @@ class SyncClientService(Service):
             elif item.id == me:
                 continue
             elif item.id in store.cfg:
-                store.update(item)
+                store.take(item)
             else:
                 store.create(item)
 
