@@ -113,7 +113,7 @@ def _bulk(api: StateClient, values: dict[str, str], timeout: float = 1800) -> di
     while not op["complete"]:
         if time.monotonic() > deadline:
             raise RuntimeError(f"operation not complete after {timeout} s: {op}")
-        time.sleep(0.2)
+        time.sleep(1.0)  # each poll is a TLS handshake at the top: poll gently, it times itself
         try:
             op = api.get(f"/operation/{op['id']}")
         except ClientError as e:  # a server busy for seconds may cut a waiting poll: poll again
