@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kraken.state import model
+from kraken.state.deadlines import Deadline, Deadlines
 from kraken.state.events import (
     ChangeKind,
     DiscoveryData,
@@ -45,7 +46,7 @@ class ActivePath:
     chain: list[Edge]
     cur: int = 0
     seen: set[str] = field(default_factory=set)
-    timer: IDelayedCall | None = None
+    timer: Deadline | None = None
     complete: bool = False
     fired: bool = False
 
@@ -92,6 +93,7 @@ class Engine:
         self.store = store
         self.bus = bus
         self.clock = clock
+        self.deadlines = Deadlines(clock)  # the steps' timeouts
         self.reactor = reactor if reactor is not None else clock
         self.self_id = self_id
         self.full_state = full_state
@@ -344,7 +346,7 @@ class Engine:
 
     def _arm(self, node_id: str, ap: ActivePath, m: Mutation) -> None:
         if m.timeout > 0:
-            ap.timer = self.clock.callLater(m.timeout, self._timeout, node_id, ap)
+            ap.timer = self.deadlines.call_later(m.timeout, self._timeout, node_id, ap)
 
     def _timeout(self, node_id: str, ap: ActivePath) -> None:
         if self.paths.get(node_id) is not ap or ap.complete:
@@ -445,6 +447,7 @@ class Engine:
         self._started.clear()
         for ap in self.paths.values():
             ap.cancel()
+        self.deadlines.cancel_all()
         for call in self._retries.values():
             if call.active():
                 call.cancel()

@@ -29,6 +29,8 @@ from kraken.state import model
 from kraken.state.model import Node, PhysState
 from kraken.state.modules.base import Mutation
 
+_MEMO = 4096  # remembered forget() results (nodes share a handful of states)
+
 Constraint = tuple[str, bool, Any]  # (url, must_equal, value)
 
 
@@ -65,8 +67,11 @@ class MutationGraph:
         self.fixed_urls: tuple[str, ...] = tuple(sorted(others))
         self.root = dict(root if root is not None else {"/PhysState": PhysState.PHYS_UNKNOWN})
         self.deps = self._dependencies()
+        self._state_values = model.values_getter(self.mutators)
+        self._fixed_values = model.values_getter(self.fixed_urls)
         self._graphs: dict[tuple[Any, ...] | None, nx.MultiDiGraph] = {}
         self._paths: dict[tuple[Any, ...], list[Edge] | None] = {}
+        self._forgets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # the few states nodes are in
 
     # -- discovery dependencies and forgetting ------------------------------------------------
     def _dependencies(self) -> dict[int, tuple[tuple[int, Any], ...]]:
@@ -87,6 +92,18 @@ class MutationGraph:
 
     def forget(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """*values* with every value whose dependencies do not hold reset to zero."""
+        try:
+            return self._forgets[values]
+        except KeyError:
+            kept = self._forget(values)
+            if len(self._forgets) >= _MEMO:
+                self._forgets.clear()
+            self._forgets[values] = kept
+            return kept
+        except TypeError:  # an unhashable value: work it out each time
+            return self._forget(values)
+
+    def _forget(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         current = list(values)
         changed = True
         while changed:
@@ -105,19 +122,16 @@ class MutationGraph:
 
     # -- node views ----------------------------------------------------------------------------
     def state_of(self, node: Node) -> tuple[Any, ...]:
-        return tuple(model.get_value(node, u) for u in self.mutators)
+        return self._state_values(node)
 
     def fixed_of(self, node: Node) -> tuple[Any, ...]:
-        return tuple(model.get_value(node, u) for u in self.fixed_urls)
+        return self._fixed_values(node)
 
     def target_of(self, cfg: Node) -> tuple[tuple[int, Any], ...]:
         """Non-zero Cfg mutator values: what the node must reach (zero means don't care)."""
-        out = []
-        for i, url in enumerate(self.mutators):
-            value = model.get_value(cfg, url)
-            if value is not None and value != self.zero[i]:
-                out.append((i, value))
-        return tuple(out)
+        zero = self.zero
+        values = self._state_values(cfg)
+        return tuple((i, v) for i, v in enumerate(values) if v is not None and v != zero[i])
 
     @staticmethod
     def satisfies(values: tuple[Any, ...], target: tuple[tuple[int, Any], ...]) -> bool:

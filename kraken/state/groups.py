@@ -111,6 +111,7 @@ class Operation:
     done: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     finished: float | None = None
+    expected: list[tuple[str, Any]] = field(default_factory=list)  # the discoverable (url, value)s
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -255,6 +256,7 @@ class Groups:
         group.values.update(values)
         self._written(name)
         op = Operation(next(self._ids), name, dict(values), set(nodes), self.clock.seconds())
+        op.expected = [(url, value) for url, value in op.values.items() if self.discoverable(url)]
         self.operations[op.id] = op
         while len(self.operations) > self.keep:
             oldest = min(self.operations)
@@ -273,9 +275,7 @@ class Groups:
         dsc = self.store.dsc.get(node_id)
         if dsc is None:
             return False
-        return all(
-            model.get_value(dsc, url) == value for url, value in op.values.items() if self.discoverable(url)
-        )
+        return all(model.get_value(dsc, url) == value for url, value in op.expected)
 
     def _check(self, op: Operation, node_id: str) -> None:
         if op.finished is not None:
@@ -314,7 +314,7 @@ class Groups:
             if op is None or op.finished is not None:
                 ops.discard(op_id)
                 continue
-            relevant = path == "/PhysState" or any(u.startswith(path) for u in op.values)
+            relevant = path in op.values or path == "/PhysState" or any(u.startswith(path) for u in op.values)
             if kind is ChangeKind.DELETE or relevant:
                 self._check(op, node_id)
 

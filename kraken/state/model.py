@@ -8,10 +8,13 @@ A value inside a node is addressed by a slash path of CamelCase field names (``/
 from __future__ import annotations
 
 import copy
+import operator
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 DEFAULT_ID = "123e4567-e89b-12d3-a456-426655440000"
 TYPE_PREFIX = "type.googleapis.com/"
@@ -70,10 +73,15 @@ def register_extension(ext: ExtensionType) -> ExtensionType:
     return ext
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_id(text: Any) -> str:
     """A node id as its lowercase UUID string, or a :class:`ModelError`."""
     if not isinstance(text, str):
         raise ModelError(f"node id must be a UUID string, got {text!r}")
+    if _CANONICAL_ID.fullmatch(text):  # already canonical (every id on the sync wire): no parse
+        return text
     try:
         return str(uuid.UUID(text))
     except ValueError:
@@ -131,11 +139,17 @@ class Node:
         self.extensions: dict[str, dict[str, Any]] = {}
 
     def copy(self) -> Node:
-        other = Node(self.id)
-        for name in ("nodename", "run_state", "phys_state", "arch", "platform", "parent_id", "busy"):
-            setattr(other, name, getattr(self, name))
-        other.services = {k: copy.deepcopy(v) for k, v in self.services.items()}
-        other.extensions = copy.deepcopy(self.extensions)
+        other = Node.__new__(Node)
+        other.id = self.id
+        other.nodename = self.nodename
+        other.run_state = self.run_state
+        other.phys_state = self.phys_state
+        other.arch = self.arch
+        other.platform = self.platform
+        other.parent_id = self.parent_id
+        other.busy = self.busy
+        other.services = {k: copy.deepcopy(v) for k, v in self.services.items()} if self.services else {}
+        other.extensions = copy.deepcopy(self.extensions) if self.extensions else {}
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -156,6 +170,11 @@ FIELDS: dict[str, tuple[str, type[IntEnum] | None, str]] = {
     "Busy": ("busy", Busy, "busy"),
 }
 _JSON_FIELDS = {json_name: (attr, enum) for attr, enum, json_name in FIELDS.values()}
+_FIELD_URLS = {f"/{go_name}": attr for go_name, (attr, _enum, _json) in FIELDS.items()}
+_FIELD_ENUMS = {f"/{go_name}": enum for go_name, (_attr, enum, _json) in FIELDS.items()}
+_BY_NAME: dict[type[IntEnum] | None, dict[str, IntEnum]] = {
+    enum: {m.name: m for m in enum} for enum in _FIELD_ENUMS.values() if enum is not None
+}
 E = TypeVar("E", bound=IntEnum)
 _SERVICE_FIELDS = {"Module": "module", "State": "state", "Config": "config", "ErrorMsg": "error_msg"}
 
@@ -204,7 +223,8 @@ def from_json(data: Any) -> Node:
         if key in _JSON_FIELDS:
             attr, enum = _JSON_FIELDS[key]
             if enum is not None:
-                setattr(node, attr, _enum_value(enum, value, f"node.{key}"))
+                member = _BY_NAME[enum].get(value) if isinstance(value, str) else None
+                setattr(node, attr, member if member is not None else _enum_value(enum, value, f"node.{key}"))
             elif key == "parentId" and value:
                 node.parent_id = canonical_id(value)
             elif not isinstance(value, str):
@@ -313,6 +333,8 @@ def _extension_parts(path: str) -> tuple[str, list[str]]:
 
 def enum_for(path: str) -> type[IntEnum] | None:
     """The enum that typed values at *path* belong to (``None`` for plain values)."""
+    if path in _FIELD_ENUMS:
+        return _FIELD_ENUMS[path]
     parts = _split(path)
     if path.startswith("/"):
         if len(parts) == 1 and parts[0] in FIELDS:
@@ -333,8 +355,22 @@ def value_of(path: str, name: Any) -> Any:
     return _enum_value(enum, name, path) if enum is not None else name
 
 
+def values_getter(paths: tuple[str, ...]) -> Callable[[Node], tuple[Any, ...]]:
+    """A function giving a node's values at *paths* as a tuple (as :func:`get_value` each)."""
+    attrs = [_FIELD_URLS.get(p) for p in paths]
+    if len(attrs) > 1 and all(attrs):
+        return cast(Callable[[Node], tuple[Any, ...]], operator.attrgetter(*cast(list[str], attrs)))
+    if len(attrs) == 1 and attrs[0]:
+        attr = attrs[0]
+        return lambda node: (getattr(node, attr),)
+    return lambda node: tuple(get_value(node, p) for p in paths)
+
+
 def get_value(node: Node, path: str) -> Any:
     """The value at *path* (``None`` where the node has nothing there)."""
+    attr = _FIELD_URLS.get(path)
+    if attr is not None:
+        return getattr(node, attr)
     if path.startswith("/"):
         parts = _split(path)
         if len(parts) == 1 and parts[0] in FIELDS:

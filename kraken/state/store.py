@@ -83,6 +83,10 @@ class StateStore:
     def update_dsc(self, node: Node) -> Node:
         return self._replace(self.dsc, node, ChangeKind.UPDATE)
 
+    def take(self, node: Node) -> None:
+        """:meth:`update` keeping *node* itself (the caller gives it up: no copies)."""
+        self._replace(self.cfg, node, ChangeKind.CFG_UPDATE, owned=True)
+
     def take_dsc(self, node: Node) -> None:
         """Replace a Dsc node with *node* itself (the caller gives it up: no copies), as
         :meth:`update_dsc` otherwise; for batches of nodes parsed from the sync wire."""
@@ -113,13 +117,13 @@ class StateStore:
         self.bus.emit_one(_change(kind, node_id, path, model.get_value(node, path)))
         return True
 
-    def set_values(self, node_id: str, values: Iterable[tuple[str, Any]], dsc: bool = False) -> Node:
+    def set_values(self, node_id: str, values: Iterable[tuple[str, Any]], dsc: bool = False) -> None:
         """Set several values at once: they are validated first, then applied as one diff."""
         where = self.dsc if dsc else self.cfg
         node = self._get(where, node_id).copy()
         for path, value in values:
             model.set_value(node, path, model.value_of(path, value))
-        return self._replace(where, node, ChangeKind.UPDATE if dsc else ChangeKind.CFG_UPDATE)
+        self._replace(where, node, ChangeKind.UPDATE if dsc else ChangeKind.CFG_UPDATE, owned=True)
 
     def delete(self, node_id: str) -> Node:
         node = self._get(self.cfg, node_id)

@@ -38,6 +38,7 @@ from kraken.state.sync_wire import Decoder, Kind, Message, WireError, encode, en
 log = Logger(namespace="kraken.state.sync")
 MAX_DEPTH = 64
 CHUNK = 500  # nodes of a batch applied per reactor turn
+WAVE = 1000  # a sub-master that reported this many nodes at once gathers its next report longer
 _CFG_KINDS = (ChangeKind.CFG_UPDATE, ChangeKind.CREATE, ChangeKind.DELETE)
 
 
@@ -335,12 +336,18 @@ class SyncServerFactory(Factory[ChildLink]):
 
     def route(self, node_id: str) -> ChildLink | None:
         """The connected link nearest to *node_id* (itself, or the nearest kraken above it)."""
-        if not self.children:
+        children = self.children
+        if not children:
             return None
-        for above in self._ancestors(node_id):
-            link = self.children.get(above)
+        cfg, me, depth = self.state.store.cfg, self.state.self_id, 0
+        while node_id and node_id != me and depth < MAX_DEPTH:  # as _ancestors, stopping at the first
+            link = children.get(node_id)
             if link is not None:
                 return link
+            node = cfg.get(node_id)
+            if node is None:
+                return None
+            node_id, depth = node.parent_id, depth + 1
         return None
 
     def descendants(self, node_id: str) -> list[str]:
@@ -440,6 +447,7 @@ class ParentLink(SyncProtocol):
         self.send(Kind.DSC, {"node": model.to_json(state.store.dsc[state.self_id])})
         dirty, self.owner.dirty = self.owner.dirty, set()
         dsc = state.store.dsc
+        self.owner.last_report = len(dirty)
         self.send_nodes(Kind.DSC_NODES, [dsc[n] for n in sorted(dirty) if n in dsc])
 
     def went_dead(self) -> None:
@@ -463,6 +471,7 @@ class SyncClientService(Service):
         dead: float = 40.0,
         fallbacks: list[tuple[str, int]] | None = None,
         batch_delay: float = 0.1,
+        wave_delay: float = 0.5,
     ) -> None:
         self.state = state
         self.clock = clock
@@ -473,6 +482,8 @@ class SyncClientService(Service):
         self.tls = tls
         self.dirty: set[str] = set()  # nodes below us whose Dsc changed
         self.batch_delay = batch_delay
+        self.wave_delay = wave_delay  # while thousands of nodes change, wait longer: fewer reports
+        self.last_report = 0  # nodes in the last DSC_NODES report
         self.hello = hello
         self.dead = dead
         self.link: ParentLink | None = None
@@ -556,7 +567,7 @@ class SyncClientService(Service):
             elif item.id == me:
                 continue
             elif item.id in store.cfg:
-                store.update(item)
+                store.take(item)
             else:
                 store.create(item)
 
@@ -579,4 +590,4 @@ class SyncClientService(Service):
             self.link.push_soon()
         else:  # nodes below us: a short wait gathers a node's successive changes into one report
             self.dirty.add(node_id)
-            self.link.push_soon(self.batch_delay)
+            self.link.push_soon(self.batch_delay if self.last_report < WAVE else self.wave_delay)

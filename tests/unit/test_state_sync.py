@@ -238,3 +238,35 @@ def test_a_big_batch_is_applied_a_chunk_per_turn() -> None:
     assert svc.chunks == [500, 500, 201]  # 1,200 nodes and one deletion
     assert len(state.store.cfg) == 1 + 1200 - 1  # the deletion comes after the batch it rode with
     assert transport.producerState == "producing"
+
+
+def test_a_sub_master_gathers_its_reports_longer_while_a_wave_of_nodes_changes() -> None:
+    clock = Clock()
+    state = StateService([FreeBusy()], clock, self_id=KID, full_state=False)
+    tls: Any = None
+    svc = SyncClientService(state, clock, "10.0.0.1", 1, tls, batch_delay=0.1, wave_delay=0.5)
+    link = ParentLink(svc)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    svc.link = link
+    link.dataReceived(encode(Kind.WELCOME, {"parent": PARENT, "cfg": {"id": KID}, "dsc": {"id": KID}}))
+    ids = [f"dddddddd-0000-0000-0000-{i:012d}" for i in range(1200)]
+    link.dataReceived(encode_batches(Kind.CFG_NODES, [{"id": i, "parentId": KID} for i in ids]))
+    clock.advance(0)
+    received(transport)
+
+    def reported() -> list[str]:
+        return [n["id"] for m in received(transport) if m.kind is Kind.DSC_NODES for n in m.body["nodes"]]
+
+    for node_id in ids:  # a wave: every node below changes within one window
+        state.store.set_value(node_id, "/Arch", "arm64", dsc=True)
+    clock.advance(0.1)
+    assert len(reported()) == 1200
+    state.store.set_value(ids[0], "/Arch", "x86_64", dsc=True)
+    clock.advance(0.1)
+    assert reported() == []  # still in a wave: gathered for longer
+    clock.advance(0.4)
+    assert reported() == [ids[0]]
+    state.store.set_value(ids[1], "/Arch", "x86_64", dsc=True)
+    clock.advance(0.1)
+    assert reported() == [ids[1]]  # the wave is over: a lone change goes up within 0.1 s
