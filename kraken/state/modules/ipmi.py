@@ -12,13 +12,11 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from kraken.state import model
 from kraken.state.model import ExtensionType, Node, register_extension
-from kraken.state.modules.base import ActionError, Module, ModuleAPI, Mutation
-from kraken.state.modules.blocking import BlockingCalls
+from kraken.state.modules.base import ActionError, Mutation
+from kraken.state.modules.polled import PolledPower
 from kraken.state.modules.power import power_mutations
 
 log = Logger(namespace="kraken.state.ipmi")
@@ -89,18 +87,15 @@ class CommandCache:
                 raise
 
 
-class IpmiPower(Module):
+class IpmiPower(PolledPower):
     si = "ipmi"
     module_url = "kraken.state.modules.ipmi"
     platform = PLATFORM
+    pool_name = "kraken-ipmi"
     actions = ("restart", "identify")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.poll_interval = float(self.config.get("poll", 30.0))
-        self.calls = BlockingCalls("kraken-ipmi", int(self.config.get("threads", 4)))
-        self._poller: LoopingCall | None = None
-        self._generation: dict[str, int] = {}
         self.commands = CommandCache()
 
     def declare_mutations(self) -> list[Mutation]:
@@ -108,20 +103,6 @@ class IpmiPower(Module):
         return power_mutations(
             self.si, PLATFORM, timeout, float(self.config.get("hang_timeout", timeout * 2))
         )
-
-    def start(self, api: ModuleAPI) -> None:
-        super().start(api)
-        self.calls.start(api.reactor, self.stop)
-        if self.poll_interval > 0:
-            self._poller = LoopingCall(self.poll)
-            self._poller.clock = api.clock
-            self._poller.start(self.poll_interval, now=False)
-
-    def stop(self) -> None:
-        if self._poller is not None and self._poller.running:
-            self._poller.stop()
-        self._poller = None
-        self.calls.stop()
 
     def _call(self, settings: dict[str, Any], action: str | None) -> Any:
         return self.calls.call(self.commands.power, settings, action)
@@ -135,16 +116,16 @@ class IpmiPower(Module):
             api.fail(self.si, cfg.id, mutation.id, str(e))
             return
         action = {"OFFtoON": "on", "ONtoOFF": "off", "HANGtoOFF": "off"}.get(mutation.id)
-        generation = self._generation.get(cfg.id, 0)
+        generation = self.generation(cfg.id)
         d = self._call(settings, action)
 
         def done(state: str) -> None:
-            if self._generation.get(cfg.id, 0) != generation:
+            if self.generation(cfg.id) != generation:
                 return  # interrupted meanwhile
             api.discover(self.si, cfg.id, "/PhysState", "POWER_ON" if state == "on" else "POWER_OFF")
 
         def failed(failure: Any) -> None:
-            if self._generation.get(cfg.id, 0) == generation:
+            if self.generation(cfg.id) == generation:
                 api.fail(
                     self.si,
                     cfg.id,
@@ -184,22 +165,10 @@ class IpmiPower(Module):
 
         return self.calls.call(self.commands.run, settings, work).addErrback(failed)
 
-    def interrupt(self, node_id: str) -> None:
-        self._generation[node_id] = self._generation.get(node_id, 0) + 1
-
     def poll(self) -> None:
         assert self.api is not None
         api = self.api
-        for cfg in api.cfg_nodes():
-            if cfg.platform != PLATFORM:
-                continue
-            dsc = api.dsc_node(cfg.id)
-            if dsc is None or dsc.phys_state is model.PhysState.PHYS_HANG:
-                continue
-            try:
-                settings = bmc_of(cfg)
-            except BMCConfigError:
-                continue
+        for cfg, settings in self.pollable(bmc_of, BMCConfigError):
             node_id = cfg.id
 
             def seen(state: str, node_id: str = node_id) -> None:

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kraken.state.model import ExtensionType, Node, PhysState, register_extension
-from kraken.state.modules.base import ActionError, Module, ModuleAPI, Mutation
-from kraken.state.modules.blocking import BlockingCalls
+from kraken.state.model import ExtensionType, Node, register_extension
+from kraken.state.modules.base import ActionError, Mutation
+from kraken.state.modules.polled import PolledPower
 from kraken.state.modules.power import power_mutations
 
 log = Logger(namespace="kraken.state.redfish")
@@ -186,45 +185,29 @@ def read_inventory(system: Any) -> dict[str, Any]:
     }
 
 
-class RedfishPower(Module):
+class RedfishPower(PolledPower):
     si = "redfish"
     module_url = "kraken.state.modules.redfish"
     platform = PLATFORM
+    pool_name = "kraken-redfish"
+    default_threads = 8
     reports = (INVENTORY.url,)
     actions = ("restart", "shutdown", "identify", "inventory")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.poll_interval = float(self.config.get("poll", 30.0))
         self.settle = float(self.config.get("settle", 1.0))
         self.off_action = str(self.config.get("off", "ForceOff"))
         if self.off_action not in OFF_ACTIONS:
             raise ValueError(f"redfish: off must be one of {', '.join(OFF_ACTIONS)}")
-        self.calls = BlockingCalls("kraken-redfish", int(self.config.get("threads", 8)))
         self.bmcs = Bmcs(
             float(self.config.get("read_timeout", 10.0)), float(self.config.get("connect_timeout", 5.0))
         )
-        self._poller: LoopingCall | None = None
-        self._generation: dict[str, int] = {}
         self._inventoried: set[str] = set()
 
     def declare_mutations(self) -> list[Mutation]:
         timeout = float(self.config.get("timeout", 60.0))
         return power_mutations(self.si, PLATFORM, timeout, float(self.config.get("hang_timeout", timeout)))
-
-    def start(self, api: ModuleAPI) -> None:
-        super().start(api)
-        self.calls.start(api.reactor, self.stop)
-        if self.poll_interval > 0:
-            self._poller = LoopingCall(self.poll)
-            self._poller.clock = api.clock
-            self._poller.start(self.poll_interval, now=False)
-
-    def stop(self) -> None:
-        if self._poller is not None and self._poller.running:
-            self._poller.stop()
-        self._poller = None
-        self.calls.stop()
 
     def _run(self, settings: dict[str, Any], fn: Any, *args: Any) -> Deferred[Any]:
         return self.calls.call(self.bmcs.run, settings, fn, *args)
@@ -241,10 +224,10 @@ class RedfishPower(Module):
             return
         reset_type = {"OFFtoON": "On", "ONtoOFF": self.off_action, "HANGtoOFF": "ForceOff"}.get(mutation.id)
         want = "on" if mutation.id == "OFFtoON" else "off"
-        generation = self._generation.get(cfg.id, 0)
+        generation = self.generation(cfg.id)
 
         def current() -> bool:
-            return self._generation.get(cfg.id, 0) == generation
+            return self.generation(cfg.id) == generation
 
         def failed(failure: Failure) -> None:
             if current():
@@ -275,9 +258,6 @@ class RedfishPower(Module):
                 check()
 
         self._run(settings, reset, reset_type).addCallbacks(sent, failed)
-
-    def interrupt(self, node_id: str) -> None:
-        self._generation[node_id] = self._generation.get(node_id, 0) + 1
 
     def _seen(self, node_id: str, state: str) -> None:
         assert self.api is not None
@@ -314,18 +294,7 @@ class RedfishPower(Module):
         return self._run(settings, read_inventory).addCallbacks(read, failed)
 
     def poll(self) -> None:
-        assert self.api is not None
-        api = self.api
-        for cfg in api.cfg_nodes():
-            if cfg.platform != PLATFORM:
-                continue
-            dsc = api.dsc_node(cfg.id)
-            if dsc is None or dsc.phys_state is PhysState.PHYS_HANG:
-                continue
-            try:
-                settings = bmc_of(cfg)
-            except BMCConfigError:
-                continue
+        for cfg, settings in self.pollable(bmc_of, BMCConfigError):
             node_id = cfg.id
 
             def unreachable(failure: Failure, node_id: str = node_id) -> None:
