@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from kraken.core import jsonlimits
+from kraken.core.producer import FlushWhenResumed
 from kraken.core.tls import SeesTLSLayer
 from kraken.dashboard.auth import OPERATOR, Access, LoginRefused
 from kraken.dashboard.hub import Hub
@@ -32,23 +32,6 @@ MAX_MESSAGE = 4096  # from a browser (frames and whole messages)
 MAX_SNAPSHOT = 64 * 1024 * 1024  # to a browser
 
 Action = Callable[[dict[str, Any]], Deferred[Any]]
-
-
-@implementer(IPushProducer)
-class _Flow:
-    def __init__(self, socket: DashboardSocket) -> None:
-        self.socket = socket
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.socket.flush()
-
-    def stopProducing(self) -> None:
-        self.paused = True
 
 
 class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
@@ -69,7 +52,7 @@ class DashboardSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[mi
                 raise ConnectionDeny(403, "cross-origin WebSocket refused")
 
     def onOpen(self) -> None:
-        self.flow = _Flow(self)
+        self.flow = FlushWhenResumed(self)
         self.registerProducer(self.flow, True)
         self.held: bytes | None = None  # the newest snapshot, while the socket is full
         self.factory.open.add(self)

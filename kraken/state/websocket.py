@@ -8,11 +8,10 @@ from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from kraken.core import jsonlimits
+from kraken.core.producer import FlushWhenResumed
 from kraken.core.tls import SeesTLSLayer
 from kraken.state import model
 from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData, OperationData
@@ -68,25 +67,6 @@ def event_message(event: Event) -> dict[str, Any]:
     return {"type": int(event.type), "url": path, "data": event.describe(), "nodeid": node_id, "value": value}
 
 
-@implementer(IPushProducer)
-class _Flow:
-    """Tells an :class:`EventSocket` when the transport wants it to stop writing."""
-
-    def __init__(self, socket: EventSocket) -> None:
-        self.socket = socket
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.socket.flush()
-
-    def stopProducing(self) -> None:
-        self.paused = True
-
-
 # autobahn's own bases disagree on the types of ``peer`` and its private transport details;
 # mypy reports that on every class that mixes another base in.
 class EventSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
@@ -96,7 +76,7 @@ class EventSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
         self.sub_name = f"ws-{next(_ids)}"
         self.types: set[EventType] = set()
         self.pending: deque[bytes] = deque()
-        self.flow = _Flow(self)
+        self.flow = FlushWhenResumed(self)
         self.registerProducer(self.flow, True)
         who = self.tls_peer.name if self.tls_peer is not None else self.peer
         log.info("websocket client {who} connected", who=who)
