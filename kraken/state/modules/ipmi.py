@@ -9,24 +9,19 @@ blocks the engine. Every ``poll`` seconds the power of every IPMI node is read a
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.logger import Logger
 
 from kraken.state.model import ExtensionType, Node, register_extension
 from kraken.state.modules.base import ActionError, Mutation
-from kraken.state.modules.polled import PolledPower
+from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
 from kraken.state.modules.power import power_mutations
 
 log = Logger(namespace="kraken.state.ipmi")
 
 BMC = register_extension(ExtensionType("IPMI.BMC"))
 PLATFORM = "ipmi"
-
-
-class BMCConfigError(Exception):
-    pass
 
 
 def bmc_of(node: Node) -> dict[str, Any]:
@@ -40,13 +35,8 @@ def bmc_of(node: Node) -> dict[str, Any]:
     port = ext.get("port", 623)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise BMCConfigError(f"node {node.id}: {BMC.url}/Port must be a port number")
-    password = ext.get("password")
-    if password is None and ext.get("passwordFile"):
-        try:
-            password = Path(ext["passwordFile"]).read_text().strip()
-        except OSError as e:
-            raise BMCConfigError(f"node {node.id}: cannot read passwordFile: {e.strerror}") from None
-    return {"bmc": host, "port": port, "userid": str(ext.get("user", "")), "password": str(password or "")}
+    password = bmc_password(node, ext)
+    return {"bmc": host, "port": port, "userid": str(ext.get("user", "")), "password": password}
 
 
 class CommandCache:
@@ -168,7 +158,7 @@ class IpmiPower(PolledPower):
     def poll(self) -> None:
         assert self.api is not None
         api = self.api
-        for cfg, settings in self.pollable(bmc_of, BMCConfigError):
+        for cfg, settings in self.pollable(bmc_of):
             node_id = cfg.id
 
             def seen(state: str, node_id: str = node_id) -> None:

@@ -5,6 +5,7 @@ that was interrupted meanwhile is dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.internet.task import LoopingCall
@@ -12,6 +13,23 @@ from twisted.internet.task import LoopingCall
 from kraken.state.model import Node, PhysState
 from kraken.state.modules.base import Module, ModuleAPI
 from kraken.state.modules.blocking import BlockingCalls
+
+BMCSettings = Callable[[Node], dict[str, Any]]
+
+
+class BMCConfigError(Exception):
+    """A node's BMC settings that cannot be used; the message names the node and the field."""
+
+
+def bmc_password(node: Node, ext: dict[str, Any]) -> str:
+    """The BMC password of *ext* (a node's BMC extension): ``password``, else ``passwordFile``."""
+    password = ext.get("password")
+    if password is None and ext.get("passwordFile"):
+        try:
+            password = Path(ext["passwordFile"]).read_text().strip()
+        except OSError as e:
+            raise BMCConfigError(f"node {node.id}: cannot read passwordFile: {e.strerror}") from None
+    return str(password or "")
 
 
 class PolledPower(Module):
@@ -51,11 +69,9 @@ class PolledPower(Module):
     def interrupt(self, node_id: str) -> None:
         self._generation[node_id] = self.generation(node_id) + 1
 
-    def pollable(
-        self, settings_of: Callable[[Node], dict[str, Any]], unusable: type[Exception]
-    ) -> Iterator[tuple[Node, dict[str, Any]]]:
+    def pollable(self, settings_of: BMCSettings) -> Iterator[tuple[Node, dict[str, Any]]]:
         """Each node of this platform worth polling (not hung) with its BMC settings; nodes whose
-        settings raise *unusable* are left out."""
+        settings are unusable are left out."""
         assert self.api is not None
         for cfg in self.api.cfg_nodes():
             if cfg.platform != self.platform:
@@ -65,5 +81,5 @@ class PolledPower(Module):
                 continue
             try:
                 yield cfg, settings_of(cfg)
-            except unusable:
+            except BMCConfigError:
                 continue

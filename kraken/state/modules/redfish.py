@@ -19,7 +19,6 @@ and ``inventory`` (read it again now).
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
@@ -28,7 +27,7 @@ from twisted.python.failure import Failure
 
 from kraken.state.model import ExtensionType, Node, register_extension
 from kraken.state.modules.base import ActionError, Mutation
-from kraken.state.modules.polled import PolledPower
+from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
 from kraken.state.modules.power import power_mutations
 
 log = Logger(namespace="kraken.state.redfish")
@@ -40,10 +39,6 @@ OFF_ACTIONS = ("ForceOff", "GracefulShutdown")
 LED_STATES = ("Lit", "Blinking", "Off")
 
 
-class BMCConfigError(Exception):
-    pass
-
-
 def bmc_of(node: Node) -> dict[str, Any]:
     """Connection settings of a node's Redfish BMC, or a :class:`BMCConfigError`."""
     ext = node.extensions.get(BMC.url)
@@ -52,12 +47,7 @@ def bmc_of(node: Node) -> dict[str, Any]:
     url = ext.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise BMCConfigError(f"node {node.id}: {BMC.url}/Url must be an http(s) URL")
-    password = ext.get("password")
-    if password is None and ext.get("passwordFile"):
-        try:
-            password = Path(ext["passwordFile"]).read_text().strip()
-        except OSError as e:
-            raise BMCConfigError(f"node {node.id}: cannot read passwordFile: {e.strerror}") from None
+    password = bmc_password(node, ext)
     verify = ext.get("verify", True)
     if not isinstance(verify, (bool, str)):
         raise BMCConfigError(f"node {node.id}: {BMC.url}/Verify must be true, false or a CA file")
@@ -66,7 +56,7 @@ def bmc_of(node: Node) -> dict[str, Any]:
         "url": base_url(url),
         "system": str(system or ""),
         "user": str(ext.get("user", "")),
-        "password": str(password or ""),
+        "password": password,
         "verify": verify,
     }
 
@@ -294,7 +284,7 @@ class RedfishPower(PolledPower):
         return self._run(settings, read_inventory).addCallbacks(read, failed)
 
     def poll(self) -> None:
-        for cfg, settings in self.pollable(bmc_of, BMCConfigError):
+        for cfg, settings in self.pollable(bmc_of):
             node_id = cfg.id
 
             def unreachable(failure: Failure, node_id: str = node_id) -> None:
