@@ -90,15 +90,20 @@ def _error_response(e: BaseException, struct: str = "RuntimeError") -> Response:
     raise e
 
 
-def body(request: Request, default: Any = None, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def raw_body(request: Request) -> bytes:
+    """The request's bytes, or ``BadRequest`` over ``MAX_BODY``."""
     content = request.content
-    raw = b""
-    if content is not None:
-        content.seek(0, 2)
-        if content.tell() > MAX_BODY:
-            raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
-        content.seek(0)
-        raw = content.read()
+    if content is None:
+        return b""
+    content.seek(0, 2)
+    if content.tell() > MAX_BODY:
+        raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
+    content.seek(0)
+    return bytes(content.read())
+
+
+def body(request: Request, default: Any = None, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    raw = raw_body(request)
     if not raw.strip():
         if default is not None:
             return default
@@ -646,14 +651,7 @@ class Api:
 
     def webhook(self, request: Request, name: str) -> Any:
         hook, active = self.triggers.webhook(name)
-        content = request.content
-        raw = b""
-        if content is not None:
-            content.seek(0, 2)
-            if content.tell() > MAX_BODY:
-                raise BadRequest(f"request body over {MAX_BODY} bytes", limit="body_bytes")
-            content.seek(0)
-            raw = content.read()
+        raw = raw_body(request)
         if not hook.verify(raw, request.getHeader(hook.header.encode())):
             return Response(401, {"error": ":bad_signature", "details": {"header": hook.header}})
         data = self.body(request)
