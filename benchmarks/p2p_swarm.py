@@ -353,7 +353,7 @@ def run_round(n: int, size: int, rate: int, root: Path, blob: Path, digest: Dige
         url = f"/namespace/bench/blobs/{digest}"
         c = pki / "client"
         http = float("nan") if not HTTP[0] else timed_parallel([
-            in_ns(ns, "curl", "-sf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
+            in_ns(ns, "curl", "-sSf", "--cacert", str(pki / "ca.pem"), "--cert", f"{c}.pem",
                   "--key", f"{c}.key", "-o", "/dev/null", f"https://{ORIGIN_IP}:15002{url}")
             for ns in agent_ns
         ])
