@@ -360,6 +360,20 @@ def test_build_index_refuses_a_pathological_manifest_on_the_origins(
 
 # -- the proxy and the agent's registry port: tag lists of the build-index -----------------------
 
+def registry_ports_on(
+    servers: ServerProcess.Pool, pki: Path, tmp_path: Path, build_index: str
+) -> tuple[ServerProcess, ServerProcess]:
+    """A kraken-proxy and a kraken-agent whose registry ports ask *build_index* for tags and referrers."""
+    proxy = servers.start("kraken-proxy", {
+        "listen": ["tcp:0:interface=127.0.0.1"],
+        "tls": tls_section(pki, "proxy"),
+        "proxy": {"storage": str(tmp_path / "proxy"), "build_index": build_index},
+    }, name="proxy")
+    agent_cfg = agent_config(pki, tmp_path / "agent", 1)
+    agent_cfg["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"], "build_index": build_index}
+    return proxy, servers.start("kraken-agent", agent_cfg, name="agent")
+
+
 def test_registry_ports_refuse_pathological_tag_lists(
     pki: Path, tmp_path: Path, servers: ServerProcess.Pool, fakes: Callable[..., FakePeer]
 ) -> None:
@@ -372,14 +386,7 @@ def test_registry_ports_refuse_pathological_tag_lists(
         return 200, {}, b'{"result": ["hostile/good:v1"], "next_offset": null}'
 
     fake = fakes(pki, "build-index", index)
-    proxy = servers.start("kraken-proxy", {
-        "listen": ["tcp:0:interface=127.0.0.1"],
-        "tls": tls_section(pki, "proxy"),
-        "proxy": {"storage": str(tmp_path / "proxy"), "build_index": fake.address},
-    }, name="proxy")
-    agent_cfg = agent_config(pki, tmp_path / "agent", 1)
-    agent_cfg["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"], "build_index": fake.address}
-    agent = servers.start("kraken-agent", agent_cfg, name="agent")
+    proxy, agent = registry_ports_on(servers, pki, tmp_path, fake.address)
     for reg in (Registry("127.0.0.1", proxy.port("registry")), Registry("127.0.0.1", agent.port("registry"))):
         for i, raw in enumerate(answers):
             reply = reg.request("GET", f"/v2/hostile/a{i}/tags/list")

@@ -13,8 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.hostile.rig import call, huge_int, nested
-from tests.hostile.test_json_everywhere import ANSWERS, FakePeer, assert_no_traceback, fakes  # noqa: F401
-from tests.integration.p2p_fixtures import agent_config
+from tests.hostile.test_json_everywhere import (  # noqa: F401
+    ANSWERS,
+    FakePeer,
+    assert_no_traceback,
+    fakes,
+    registry_ports_on,
+)
 from tests.integration.registry_http import Registry
 from tests.support import ServerProcess, tls_section
 
@@ -47,14 +52,7 @@ def test_registry_ports_refuse_pathological_referrer_pages(
         return 200, {}, b'{"referrers": [' + GOOD.encode() + b'], "next": null}'
 
     fake = fakes(pki, "build-index", index)
-    proxy = servers.start("kraken-proxy", {
-        "listen": ["tcp:0:interface=127.0.0.1"],
-        "tls": tls_section(pki, "proxy"),
-        "proxy": {"storage": str(tmp_path / "proxy"), "build_index": fake.address},
-    }, name="proxy")
-    agent_cfg = agent_config(pki, tmp_path / "agent", 1)
-    agent_cfg["registry"] = {"listen": ["tcp:0:interface=127.0.0.1"], "build_index": fake.address}
-    agent = servers.start("kraken-agent", agent_cfg, name="agent")
+    proxy, agent = registry_ports_on(servers, pki, tmp_path, fake.address)
     for reg in (Registry("127.0.0.1", proxy.port("registry")), Registry("127.0.0.1", agent.port("registry"))):
         for i, raw in enumerate(pages):
             reply = reg.request("GET", f"/v2/hostile/a{i}/referrers/{SUBJECT}")
