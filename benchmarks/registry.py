@@ -138,18 +138,21 @@ def blob_throughput(port: int, digest: str, size: int, clients: int, rounds: int
     return clients * rounds * size / elapsed / 1e6
 
 
-def manifest_rate(port: int, threads: int, seconds: float) -> float:
+def get_rate(port: int, path: str, headers: dict[str, str], threads: int, seconds: float) -> float:
+    """GET *path* from *threads* keep-alive connections for *seconds*; requests per second."""
     counts = [0] * threads
     stop = time.perf_counter() + seconds
+    errors: list[str] = []
 
     def worker(i: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.perf_counter() < stop:
-            conn.request("GET", f"/v2/{REPOSITORY}/manifests/v1", headers={"Accept": OCI_MANIFEST})
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             response.read()
             if response.status != 200:
-                raise RuntimeError(f"manifest GET answered {response.status}")
+                errors.append(f"{path} answered {response.status}")
+                return
             counts[i] += 1
         conn.close()
 
@@ -159,7 +162,13 @@ def manifest_rate(port: int, threads: int, seconds: float) -> float:
         t.start()
     for t in pool:
         t.join()
+    if errors:
+        raise RuntimeError(errors[0])
     return sum(counts) / (time.perf_counter() - started)
+
+
+def manifest_rate(port: int, threads: int, seconds: float) -> float:
+    return get_rate(port, f"/v2/{REPOSITORY}/manifests/v1", {"Accept": OCI_MANIFEST}, threads, seconds)
 
 
 def main() -> None:

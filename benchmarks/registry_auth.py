@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
+from benchmarks.registry import get_rate
 from kraken.registry.accounts import hash_password
 from tests.integration.registry_http import Registry
 from tests.integration.registry_support import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256
@@ -58,34 +56,6 @@ def push(reg: Registry, headers: dict[str, str]) -> None:
     put = reg.request("PUT", f"/v2/{REPOSITORY}/manifests/v1", manifest,
                       {"Content-Type": OCI_MANIFEST, **headers})
     assert put.status == 201, put.status
-
-
-def rate(port: int, path: str, headers: dict[str, str], threads: int, seconds: float) -> float:
-    counts = [0] * threads
-    stop = time.perf_counter() + seconds
-    errors: list[str] = []
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while time.perf_counter() < stop:
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
-                errors.append(f"{path} answered {response.status}")
-                return
-            counts[i] += 1
-        conn.close()
-
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise RuntimeError(errors[0])
-    return sum(counts) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -128,7 +98,7 @@ def main() -> None:
             ]
             for _ in range(args.rounds):
                 for label, port, path, headers in cases:
-                    figure = rate(port, path, headers, args.threads, args.seconds)
+                    figure = get_rate(port, path, headers, args.threads, args.seconds)
                     best[label] = max(best.get(label, 0.0), figure)
         finally:
             for p in procs:
