@@ -26,7 +26,7 @@ from kraken.backends.base import BlobNotFound
 from kraken.core.digest import Digest
 from kraken.core.hashring import Ring
 from kraken.core.health import PassiveFilter, healthy_first
-from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, json_body, read_body
+from kraken.core.httpclient import BadJSONResponse, HTTPStatusError, base_url, causes, json_body, read_body
 from kraken.core.tls import RoleRefused, TLSSettings
 from kraken.p2p.metainfo import MAX_METAINFO_BYTES, MetaInfo, MetaInfoError
 from kraken.p2p.peer import PeerInfo
@@ -41,8 +41,7 @@ def tracker_failed(error: BaseException) -> bool:
 
 
 def _role_refused(error: BaseException) -> bool:
-    causes = [getattr(reason, "value", None) for reason in getattr(error, "reasons", None) or []]
-    return any(isinstance(cause, RoleRefused) for cause in [error, *causes])
+    return any(isinstance(cause, RoleRefused) for cause in [error, *causes(error)])
 
 
 def _unavailable(error: BaseException) -> bool:

@@ -29,13 +29,19 @@ class HTTPStatusError(Exception):
         self.body = body
 
 
-def error_text(error: BaseException) -> str:
-    """What went wrong, for people: Twisted's wrapped client errors (``ResponseFailed``,
-    ``ResponseNeverReceived``) name their causes, not a list of ``Failure`` reprs."""
+def causes(error: BaseException) -> list[BaseException]:
+    """What Twisted's wrapped client errors (``ResponseFailed``, ``ResponseNeverReceived``) wrap;
+    any other error is its own cause."""
     reasons = getattr(error, "reasons", None)
-    if isinstance(reasons, list) and reasons:
-        return "; ".join(r.getErrorMessage() if hasattr(r, "getErrorMessage") else str(r) for r in reasons)
-    return str(error) or type(error).__name__
+    if not isinstance(reasons, list) or not reasons:
+        return [error]
+    values = [getattr(reason, "value", reason) for reason in reasons]
+    return [value for value in values if isinstance(value, BaseException)] or [error]
+
+
+def error_text(error: BaseException) -> str:
+    """What went wrong, for people: the causes' messages, not a list of ``Failure`` reprs."""
+    return "; ".join(str(cause) or type(cause).__name__ for cause in causes(error))
 
 
 class BadJSONResponse(ValueError):
