@@ -303,10 +303,16 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=1000, help="acknowledged writes with --db (0: skip)")
     parser.add_argument("--tree", type=int, choices=[3], help="3: a tree of real processes (state_tree.py)")
     parser.add_argument("--submasters", type=int, default=4, help="sub-masters in the --tree run")
+    parser.add_argument("--profile", type=Path, help="--tree: py-spy profiles of the top and one sub-master "
+                        "while timed, written to this directory (speedscope)")
     args = parser.parse_args()
     if args.tree:
         from benchmarks.state_tree import main as tree_main
 
-        task.react(lambda reactor: defer.ensureDeferred(tree_main(reactor, args.nodes, args.submasters)))
+        task.react(
+            lambda reactor: defer.ensureDeferred(
+                tree_main(reactor, args.nodes, args.submasters, args.profile)
+            )
+        )
     else:
         task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -121,7 +121,15 @@ def _bulk(api: StateClient, values: dict[str, str], timeout: float = 1800) -> di
     return dict(op)
 
 
-def run_tree(pki: Path, tmp: Path, n: int, subs: int) -> dict[str, float]:
+def py_spy(proc: Kraken, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling one server until stopped (SIGINT), written as a speedscope profile."""
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--nonblocking", "--idle", "--format", "speedscope", "-o", str(out),
+               "-p", str(proc.proc.pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_tree(pki: Path, tmp: Path, n: int, subs: int, profile: Path | None = None) -> dict[str, float]:
     sim = {"sim": {"latency": 0.01, "timeout": 120}}
     top = Kraken(tmp / "top", pki, "state", {"id": TOP, "modules": ["sim"], "module_config": sim})
     procs = [top]
@@ -142,9 +150,14 @@ def run_tree(pki: Path, tmp: Path, n: int, subs: int) -> dict[str, float]:
                 "modules": ["sim"], "module_config": sim, "hello": 10, "dead": 120,
             }))
         _bulk(top.api, {"physState": "POWER_OFF"})  # every node known and off (not timed)
+        spies = [py_spy(p, profile / f"{name}.speedscope.json")
+                 for p, name in ((top, "top"), (procs[1], "sub0"))] if profile else []
         cpu0 = [p.cpu() for p in procs]
         op = _bulk(top.api, {"physState": "POWER_ON", "runState": "SYNC"})
         cpu = [p.cpu() - c for p, c in zip(procs, cpu0)]
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         return {"seconds": float(op["seconds"]), "rss_per_node": (top.rss() - rss0) / n,
                 "top_cpu": cpu[0], "subs_cpu": sum(cpu[1:])}
     finally:
@@ -228,14 +241,14 @@ def make_pki(directory: Path, subs: int) -> None:
             certs.issue(directory, f"sub{s}", "state")
 
 
-async def main(reactor: Any, n: int, subs: int) -> None:
+async def main(reactor: Any, n: int, subs: int, profile: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         pki = tmp / "pki"
         make_pki(pki, subs)
         print(f"== {n} simulated nodes: one bulk Cfg change at the top until every Dsc is back there ==")
         bare = await bare_round_trips(reactor, pki, n)
-        tree = await task.deferLater(reactor, 0, run_tree, pki, tmp, n, subs)
+        tree = await task.deferLater(reactor, 0, run_tree, pki, tmp, n, subs, profile)
         flat = await task.deferLater(reactor, 0, run_flat, pki, tmp, n)
     print(f"3-level tree            {tree['seconds']:.2f} s (top, {subs} sub-masters, {n} nodes below them)")
     print(f"  CPU while timed       top {tree['top_cpu']:.1f} s, sub-masters {tree['subs_cpu']:.1f} s in all "

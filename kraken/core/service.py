@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from kraken.core.config import ConfigError, ServerConfig
 from kraken.core.endpoints import server_endpoint
+from kraken.core.heap import tune_gc
 from kraken.core.logging import LogControl, open_log_file
 from kraken.core.metrics import Metrics
 from kraken.core.reactor import IServerReactor, default_reactor
@@ -180,6 +181,7 @@ class KrakenService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        tune_gc()
         reloads = self.tls is not None or self.reload_hooks
         if reloads and threading.current_thread() is threading.main_thread():
             self._previous_sighup = [signal.signal(signal.SIGHUP, self._on_sighup)]

@@ -97,7 +97,8 @@ class StateAPI:
             failure.trap(StoreWriteError)
             raise HTTPError(503, "STORE_WRITE_FAILED", str(failure.value))
 
-        return self.durable().addCallbacks(lambda _: answer, failed)
+        written = self.groups.written().addCallback(lambda _: self.durable())
+        return written.addCallbacks(lambda _: answer, failed)
 
     def router(self) -> Router:
         r = Router()

@@ -12,11 +12,9 @@ from the failed state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -87,7 +85,6 @@ class Engine:
         full_state: bool = True,
         reactor: IReactorTime | None = None,
         retry_delay: float = 10.0,
-        metrics: Mapping[str, Counter] | None = None,
         sse_mutations: list[Mutation] | None = None,
     ) -> None:
         self.store = store
@@ -109,8 +106,9 @@ class Engine:
         self._parked: dict[str, set[str]] = {}
         self._retries: dict[str, IDelayedCall] = {}
         self._stuck: dict[str, Any] = {}  # node -> the (state, target) already logged as unreachable
-        self.mutations_fired = 0
-        self.metrics = metrics
+        self.mutations_fired = 0  # counts for /metrics (plain ints: this is the hot path)
+        self.discoveries_accepted = 0
+        self.mutation_failures = 0
         bus.subscribe("engine", [EventType.STATE_CHANGE], self._on_change)
 
     # -- module API -------------------------------------------------------------------------------
@@ -141,8 +139,7 @@ class Engine:
         if not self.store.set_value(node_id, url, value, dsc=True) and not self.frozen:
             # Nothing changed, but it still confirms a step that expects this value (a replay).
             self._discovered(node_id, url, model.value_of(url, value))
-        if self.metrics is not None:
-            self.metrics["discoveries"].inc()
+        self.discoveries_accepted += 1
         return True
 
     def fail(self, si: str, node_id: str, mutation_id: str, reason: str) -> None:
@@ -332,8 +329,6 @@ class Engine:
             return
         ap.fired = True
         self.mutations_fired += 1
-        if self.metrics is not None:
-            self.metrics["mutations"].inc()
         self.bus.emit_one(
             Event(EventType.STATE_MUTATION, f"{node_id}:", MutationData(MutationKind.MUTATE, m.si, m.id))
         )
@@ -353,8 +348,7 @@ class Engine:
             return
         ap.cancel()
         m = ap.step.mutation
-        if self.metrics is not None:
-            self.metrics["failures"].inc()
+        self.mutation_failures += 1
         if m.fail_to is None:
             log.warn("{mut} timed out on {node}; no fail-to declared", mut=m.name, node=node_id)
             ap.complete = True

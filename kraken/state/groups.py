@@ -7,22 +7,27 @@ inherited values are written into the members' Cfg when a group is stored or cha
 engine, sync and persistence see an ordinary Cfg); a node's own later change stands until a
 group value it inherits changes again.
 
-A bulk ``set`` on a group merges values into the group and writes them into every member in
-one turn: an :class:`Operation` then counts members whose Dsc reached the values, and those
-that failed (PHYS_HANG or PHYS_ERROR), and reports its progress as OPERATION events.
+A bulk ``set`` on a group merges values into the group and writes them into every member (a
+slice of members per reactor turn, see :meth:`Groups.apply`): an :class:`Operation` then counts
+members whose Dsc reached the values, and those that failed (PHYS_HANG or PHYS_ERROR), and
+reports its progress as OPERATION events.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from kraken.core.turns import in_turns
 from kraken.state import model
 from kraken.state.events import ChangeKind, Event, EventBus, EventType, OperationData
 from kraken.state.model import FIELDS, ModelError, Node, PhysState
@@ -33,6 +38,9 @@ MAX_GROUPS = 10_000
 MAX_DEPTH = 16
 _JSON_TO_URL = {json_name: f"/{go}" for go, (_a, _e, json_name) in FIELDS.items()}
 FAILED = (PhysState.PHYS_HANG, PhysState.PHYS_ERROR)
+APPLY_PER_TURN = 10_000  # members whose inherited values are written per reactor turn
+
+log = Logger(namespace="kraken.state.groups")
 
 
 def json_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +159,8 @@ class Groups:
         self._ids = itertools.count(1)
         self._watch: dict[str, set[int]] = {}  # node -> running operations
         self._report: dict[int, IDelayedCall] = {}
+        self._applying = 0
+        self._written_waiters: list[Deferred[None]] = []
         bus.subscribe("groups", [EventType.STATE_CHANGE], self._changed)
 
     # -- groups ------------------------------------------------------------------------------------
@@ -240,11 +250,39 @@ class Groups:
     def groups_of(self, node_id: str) -> list[str]:
         return sorted(self._member_of.get(node_id, ()))
 
-    def apply(self, nodes: Iterable[str]) -> None:
-        for node_id in sorted(nodes):
-            values = self.inherited(node_id)
-            if values and node_id in self.store.cfg:
-                self.store.set_values(node_id, list(values.items()))
+    def apply(self, nodes: Iterable[str], then: Callable[[Sequence[str]], None] | None = None) -> None:
+        """Write what each of *nodes* inherits into its Cfg, :data:`APPLY_PER_TURN` nodes per reactor
+        turn (the first ones at once; *then* is called on each slice once it is written): sync
+        links send the first nodes down while the rest are written, and the API stays served.
+        :meth:`written` tells when every apply started so far is done."""
+
+        def write(chunk: Sequence[str]) -> None:
+            for node_id in chunk:
+                values = self.inherited(node_id)
+                if values and node_id in self.store.cfg:
+                    self.store.set_values(node_id, list(values.items()))
+            if then is not None:
+                then(chunk)
+
+        self._applying += 1
+        in_turns(self.clock, sorted(nodes), write, APPLY_PER_TURN).addBoth(self._applied)
+
+    def _applied(self, result: Failure | None) -> None:
+        self._applying -= 1
+        if isinstance(result, Failure):
+            log.failure("writing a group's values failed", result)
+        if not self._applying:
+            waiting, self._written_waiters = self._written_waiters, []
+            for d in waiting:
+                d.callback(None)
+
+    def written(self) -> Deferred[None]:
+        """Fires once every group apply started so far has written all its nodes."""
+        if not self._applying:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._written_waiters.append(d)
+        return d
 
     # -- bulk operations ---------------------------------------------------------------------------
     def set(self, name: str, values: dict[str, Any]) -> Operation:
@@ -265,10 +303,15 @@ class Groups:
             del self.operations[oldest]
         for node_id in nodes:
             self._watch.setdefault(node_id, set()).add(op.id)
-        self.apply(nodes)
-        for node_id in sorted(nodes):
-            self._check(op, node_id)
-        self._progress(op, now=True)
+        last = max(nodes)
+
+        def check(chunk: Sequence[str]) -> None:
+            for node_id in chunk:
+                self._check(op, node_id)
+            if chunk[-1] == last and op.finished is None:
+                self._progress(op, now=True)
+
+        self.apply(nodes, check)
         return op
 
     def _reached(self, op: Operation, node_id: str) -> bool:

@@ -96,7 +96,6 @@ class StateService(Service):
             self.self_id,
             full_state=full_state,
             retry_delay=retry_delay,
-            metrics=metrics,
             sse_mutations=sse_mutations(sse_timeout),
         )
         self.engine.allow_discoveries(SSE, SSE_DISCOVERABLES)

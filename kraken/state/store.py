@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kraken.core.jsontext import compact
 from kraken.core.sqlitedb import open_durable
 from kraken.state import model
 from kraken.state.events import ChangeKind, Event, EventBus, EventType, StateChange
@@ -273,11 +274,11 @@ class SqliteCfg:
         rows: Rows = []
         for node_id in sorted(dirty):  # the nodes as they are now, serialised in the reactor thread
             node = self.store.cfg.get(node_id)
-            text = json.dumps(model.to_json(node), separators=(",", ":")) if node is not None else None
+            text = compact(model.to_json(node)) if node is not None else None
             rows.append(("cfg", node_id, text))
         for name in sorted(dirty_groups):
             body = self.group_source(name) if self.group_source is not None else None
-            text = json.dumps(body, separators=(",", ":")) if body is not None else None
+            text = compact(body) if body is not None else None
             rows.append(("groups", name, text))
         self._in_flight = waiting
         if IReactorThreads.providedBy(self.clock):
@@ -296,12 +297,10 @@ class SqliteCfg:
             ),
         }
         with self.db:
-            for table, key, text in rows:
-                delete, upsert = sql[table]
-                if text is None:
-                    self.db.execute(delete, (key,))
-                else:
-                    self.db.execute(upsert, (key, text))
+            for table, (delete, upsert) in sql.items():
+                mine = [(key, text) for t, key, text in rows if t == table]
+                self.db.executemany(delete, [(key,) for key, text in mine if text is None])
+                self.db.executemany(upsert, [(key, text) for key, text in mine if text is not None])
 
     def _committed(
         self,

@@ -13,7 +13,6 @@ split by :func:`encode_batches` into frames of at most :data:`BATCH` nodes.
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from typing import Any, NoReturn
 
 from kraken.core import jsonlimits, wire
 from kraken.core.jsonlimits import JSONLimitError
+from kraken.core.jsontext import compact
 
 MAX_FRAME = 1 << 20
 MAX_INFLATED = 16 << 20
@@ -53,7 +53,7 @@ class WireError(wire.WireError):
 
 
 def encode(kind: Kind, body: dict[str, Any], compress_over: int = COMPRESS_OVER) -> bytes:
-    text = json.dumps(body, separators=(",", ":")).encode()
+    text = compact(body).encode()
     if len(text) >= compress_over:
         payload = bytes([kind | COMPRESSED]) + zlib.compress(text, 1)
     else:

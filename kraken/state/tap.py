@@ -101,11 +101,6 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Krak
         if fallbacks and parent is None:
             raise ValueError("fallback_parents needs a parent")
         metrics = {
-            "mutations": svc.metrics.counter(
-                "mutations_total", "mutations the engine asked a module to perform"
-            ),
-            "discoveries": svc.metrics.counter("discoveries_total", "discoveries accepted"),
-            "failures": svc.metrics.counter("mutation_failures_total", "mutations that timed out or failed"),
             "corrupt_entries": svc.metrics.counter(
                 "corrupt_entries", "unreadable entries found on disk, by store", ["store"]
             ),
@@ -140,6 +135,11 @@ def _listen(
     fallbacks: list[tuple[str, int]],
 ) -> None:
     st = config.state
+    engine = state.engine
+    counted = svc.metrics.counted
+    counted("mutations", "mutations the engine asked a module to perform", lambda: engine.mutations_fired)
+    counted("discoveries", "discoveries accepted", lambda: engine.discoveries_accepted)
+    counted("mutation_failures", "mutations that timed out or failed", lambda: engine.mutation_failures)
     svc.metrics.gauge("nodes", "nodes in the Cfg store").set_function(lambda: len(state.store.cfg))
     svc.metrics.gauge("active_paths", "nodes with a mutation path in progress").set_function(
         state.engine.active_paths
