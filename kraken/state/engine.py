@@ -106,6 +106,7 @@ class Engine:
         self._parked: dict[str, set[str]] = {}
         self._retries: dict[str, IDelayedCall] = {}
         self._stuck: dict[str, Any] = {}  # node -> the (state, target) already logged as unreachable
+        self._any_node = any(m.context is Context.ALL for m in self.mutations.values())
         self.mutations_fired = 0  # counts for /metrics (plain ints: this is the hot path)
         self.discoveries_accepted = 0
         self.mutation_failures = 0
@@ -269,10 +270,25 @@ class Engine:
         self._start_step(node_id, ap)
 
     # -- path computation -----------------------------------------------------------------------
+    def drives(self, cfg: Node) -> bool:
+        """Whether a step of *cfg*'s path can be ours to perform. A node below one of our children
+        is driven by that child (a sub-master): we see its Dsc arrive by sync and keep no path for
+        it (:meth:`path_json` works its path out when asked)."""
+        return (
+            self._any_node
+            or cfg.parent_id == self.self_id
+            or cfg.id == self.self_id
+            or (not cfg.parent_id and self.full_state)
+        )
+
     def recompute(self, node_id: str) -> None:
         cfg = self.store.cfg.get(node_id)
         dsc = self.store.dsc.get(node_id)
         if cfg is None or dsc is None or self.frozen:
+            return
+        if not self.drives(cfg):
+            if node_id in self.paths:
+                self._drop(node_id)
             return
         g = self.graph
         chain = g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
@@ -450,7 +466,14 @@ class Engine:
     # -- queries ------------------------------------------------------------------------------------
     def path_json(self, node_id: str) -> dict[str, Any] | None:
         ap = self.paths.get(node_id)
-        return ap.to_json() if ap is not None else None
+        if ap is not None:
+            return ap.to_json()
+        cfg, dsc = self.store.cfg.get(node_id), self.store.dsc.get(node_id)
+        if cfg is None or dsc is None or self.drives(cfg):
+            return None
+        g = self.graph  # a node a sub-master drives: the path from what we last heard of it
+        chain = g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
+        return ActivePath(list(chain), complete=not chain).to_json() if chain is not None else None
 
     def active_paths(self) -> int:
         return sum(1 for ap in self.paths.values() if not ap.complete)

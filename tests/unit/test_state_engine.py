@@ -128,8 +128,12 @@ def test_out_of_context_steps_are_awaited_not_performed() -> None:
     assert rig.sim.performed == []
     assert rig.engine.path_json(N1)["chain"][0]["id"] == "sim/UKtoOFF"
     rig.engine.discover("sim", N1, "/PhysState", "POWER_OFF")  # arrives by sync from the real parent
-    assert rig.engine.path_json(N1)["cur"] == 1
+    assert rig.engine.path_json(N1)["chain"][0]["id"] == "sim/OFFtoON"  # worked out from what we heard
     assert rig.sim.performed == []
+    assert N1 not in rig.engine.paths  # its parent drives it: no path, no timer kept here
+    assert rig.engine.active_paths() == 0
+    rig.engine.discover("sim", N1, "/PhysState", "POWER_ON")
+    assert rig.engine.path_json(N1) == {"cur": 0, "cmplt": True, "chain": []}
 
 
 def test_discoveries_outside_the_whitelist_are_rejected() -> None:
