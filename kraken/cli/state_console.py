@@ -150,7 +150,8 @@ class Terminal:
         if not isinstance(msg, dict):
             return
         if isinstance(msg.get("error"), dict):
-            self.error = str(msg["error"].get("message", msg["error"]))
+            error = msg["error"]
+            self.error = f"{error.get('code', 'ERROR')}: {error.get('message', '')}"
         elif msg.get("event") == "connected":
             self.say("[console connected; ~. at line start quits]")
         elif msg.get("event") == "dropped":

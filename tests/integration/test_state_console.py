@@ -3,20 +3,24 @@ line, kraken-state's console websocket, and ``kraken state console`` driven thro
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, reactor
 
-from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
+from kraken.core.endpoints import connect
+from kraken.core.tls import SeesTLSLayer
+from tests.integration.state_rig import PARENT_ID, ConsoleCli, client, state_config, wait_for
 from tests.integration.test_state_ipmi import NODE, Bmc, ipmi_node
-from tests.support import REPO, ServerProcess, _env
+from tests.support import ServerProcess, tls_settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ipmi_sim") is None, reason="needs ipmi_sim (apt package openipmi)"
@@ -49,40 +53,6 @@ class SerialLine:
         self.server.close()
 
 
-class Cli:
-    """``kraken state console`` with its stdin, stdout and stderr as pipes, read in threads."""
-
-    def __init__(self, pki: Path, port: int, node: str, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kraken.cli", "state", "--url", f"https://127.0.0.1:{port}",
-             "--pki", str(pki), "console", node, *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=_env(),
-        )  # fmt: skip
-        self.out = bytearray()
-        self.err = bytearray()
-        for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
-
-    @staticmethod
-    def _read(stream: IO[bytes] | None, into: bytearray) -> None:
-        assert stream is not None
-        while data := stream.read1(4096):  # type: ignore[attr-defined]
-            into += data
-
-    def type(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def end(self, timeout: float = 15) -> int:
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 @pytest.fixture
 def serial() -> Iterator[SerialLine]:
     line = SerialLine()
@@ -111,7 +81,7 @@ def engine(pki: Path, tmp_path: Path, servers: ServerProcess.Pool) -> Any:
     return proc, client(pki, proc)
 
 
-def connected(cli: Cli) -> bool:
+def connected(cli: ConsoleCli) -> bool:
     if cli.proc.poll() is not None:
         raise AssertionError(f"the CLI ended early: {cli.err.decode(errors='replace')}")
     return b"console connected" in cli.err
@@ -123,7 +93,7 @@ def test_console_carries_bytes_both_ways_and_one_session_per_node(
     proc, api = engine
     port = proc.port("http")
     api.post("/cfg/node", ipmi_node(sol_bmc.port, "secret"))
-    first = Cli(pki, port, NODE)
+    first = ConsoleCli(pki, port, NODE)
     try:
         wait_for(lambda: connected(first), what="the console to connect")
         wait_for(lambda: serial.conn is not None, what="ipmi_sim to connect the serial line")
@@ -135,7 +105,7 @@ def test_console_carries_bytes_both_ways_and_one_session_per_node(
         assert where["url"] == f"/node/{NODE}/console" and len(where["sessions"]) == 1
         assert where["sessions"][0]["holder"].startswith("client")
 
-        second = Cli(pki, port, NODE)
+        second = ConsoleCli(pki, port, NODE)
         assert second.end() == 1
         assert b"in use by client" in second.err, second.err
 
@@ -145,7 +115,7 @@ def test_console_carries_bytes_both_ways_and_one_session_per_node(
         first.kill()
     # The slot is free again and the BMC's SOL was deactivated: a new session works.
     wait_for(lambda: not api.get("/consoles")["sessions"], what="the session to be forgotten")
-    third = Cli(pki, port, NODE, "--linger", "1")
+    third = ConsoleCli(pki, port, NODE, "--linger", "1")
     try:
         wait_for(lambda: connected(third), what="a second console after the first quit")
         serial.send(b"again\r\n")
@@ -163,23 +133,50 @@ def test_wrong_password_unknown_node_and_no_bmc_are_clear_errors(
     proc, api = engine
     port = proc.port("http")
     api.post("/cfg/node", ipmi_node(sol_bmc.port, "wrong"))
-    bad = Cli(pki, port, NODE)
+    bad = ConsoleCli(pki, port, NODE)
     assert bad.end() == 1
     assert b"Incorrect password" in bad.err, bad.err
 
-    unknown = Cli(pki, port, "eeeeeeee-0000-0000-0000-00000000ffff")
+    unknown = ConsoleCli(pki, port, "eeeeeeee-0000-0000-0000-00000000ffff")
     assert unknown.end() == 1
     assert b"NODE_NOT_FOUND" in unknown.err, unknown.err
 
     sim = "eeeeeeee-0000-0000-0000-000000000002"
     api.post("/cfg/node", {"id": sim, "platform": "sim", "parentId": PARENT_ID})
-    none = Cli(pki, port, sim)
+    none = ConsoleCli(pki, port, sim)
     assert none.end() == 1
     assert b"NO_CONSOLE" in none.err and b"offers no serial console" in none.err, none.err
 
     bare = "eeeeeeee-0000-0000-0000-000000000003"
     api.post("/cfg/node", {"id": bare, "platform": "ipmi", "parentId": PARENT_ID})
-    no_bmc = Cli(pki, port, bare)
+    no_bmc = ConsoleCli(pki, port, bare)
     assert no_bmc.end() == 1
     assert b"NO_BMC" in no_bmc.err and b"IPMI.BMC extension" in no_bmc.err, no_bmc.err
     assert api.get("/health")["status"] == "ok"
+
+
+class ConsoleWatcher(SeesTLSLayer, WebSocketClientProtocol):  # type: ignore[misc]
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.messages.append(payload if isBinary else json.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closed.callback(code)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_websocket_itself_refuses_unknown_nodes_with_a_message_and_a_close_code(
+    pki: Path, engine: Any
+) -> Any:
+    proc, _ = engine
+    port = proc.port("ws")
+    for path, code, status in (
+        ("/node/eeeeeeee-0000-0000-0000-00000000ffff/console", "NODE_NOT_FOUND", 4404),
+        ("/node/not-a-node/console", "BAD_NODE_ID", 4400),
+    ):
+        factory = WebSocketClientFactory(f"wss://127.0.0.1:{port}{path}")
+        factory.protocol = ConsoleWatcher
+        factory.messages, factory.closed = [], defer.Deferred()
+        yield connect(reactor, "127.0.0.1", port, factory, tls_settings(pki, "client"), ["state"])
+        closed = yield factory.closed
+        assert closed == status
+        assert [m["error"]["code"] for m in factory.messages] == [code]
