@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,17 @@ def engine(pki: Path, tmp_path: Path, servers: ServerProcess.Pool) -> Any:
     return proc, client(pki, proc)
 
 
+def sol_active(bmc: Bmc) -> bool | None:
+    """Whether the BMC has SOL payload instance 1 active (Get Payload Activation Status)."""
+    out = subprocess.run(
+        ["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(bmc.port), "-U", "admin", "-P", "secret",
+         "-R", "1", "-N", "1", "raw", "0x06", "0x4a", "0x01"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    fields = out.stdout.split()
+    return None if len(fields) < 2 else int(fields[1], 16) & 1 == 1
+
+
 def connected(cli: ConsoleCli) -> bool:
     if cli.proc.poll() is not None:
         raise AssertionError(f"the CLI ended early: {cli.err.decode(errors='replace')}")
@@ -115,6 +127,7 @@ def test_console_carries_bytes_both_ways_and_one_session_per_node(
         first.kill()
     # The slot is free again and the BMC's SOL was deactivated: a new session works.
     wait_for(lambda: not api.get("/consoles")["sessions"], what="the session to be forgotten")
+    wait_for(lambda: sol_active(sol_bmc) is False, what="ipmitool to see SOL deactivated")
     third = ConsoleCli(pki, port, NODE, "--linger", "1")
     try:
         wait_for(lambda: connected(third), what="a second console after the first quit")
@@ -180,3 +193,37 @@ def test_the_websocket_itself_refuses_unknown_nodes_with_a_message_and_a_close_c
         closed = yield factory.closed
         assert closed == status
         assert [m["error"]["code"] for m in factory.messages] == [code]
+
+
+class Leaver(SeesTLSLayer, WebSocketClientProtocol):  # type: ignore[misc]
+    def onOpen(self) -> None:
+        self.sendClose(1000, "changed my mind")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closed.callback(code)
+
+
+@pytest_twisted.inlineCallbacks
+def test_clients_that_leave_while_the_bmc_logs_in_do_not_block_the_next_session(
+    pki: Path, engine: Any, serial: SerialLine, sol_bmc: Bmc
+) -> Any:
+    from twisted.internet.threads import deferToThread
+
+    proc, api = engine
+    yield deferToThread(api.post, "/cfg/node", ipmi_node(sol_bmc.port, "secret"))
+    port = proc.port("ws")
+    for _ in range(3):
+        factory = WebSocketClientFactory(f"wss://127.0.0.1:{port}/node/{NODE}/console")
+        factory.protocol = Leaver
+        factory.closed = defer.Deferred()
+        yield connect(reactor, "127.0.0.1", port, factory, tls_settings(pki, "client"), ["state"])
+        yield factory.closed
+    # ipmitool, an independent client, sees the BMC's SOL payload deactivated again.
+    yield deferToThread(wait_for, lambda: sol_active(sol_bmc) is False, 10.0, "SOL to be deactivated")
+    cli = ConsoleCli(pki, proc.port("http"), NODE)
+    try:
+        yield deferToThread(wait_for, lambda: connected(cli), 20.0, "a console after three quick leavers")
+        cli.type(b"~.")
+        assert (yield deferToThread(cli.end)) == 0
+    finally:
+        cli.kill()

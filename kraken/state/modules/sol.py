@@ -10,6 +10,10 @@ So:
 - opening (``Console(...)``), typed input (``send_data``, which blocks until the BMC
   acknowledges) and closing (``close``, which deactivates the payload) run in a thread pool.
 
+A client that leaves while the BMC is still logging in must not leave the SOL payload active
+(the BMC would then refuse the next session): the pump keeps such a link until pyghmi activates
+or gives up, and closes it then.
+
 pyghmi shares one RMCP+ session per (BMC, user, password); it finds an existing one only when
 the credentials are given as bytes (as str, a second ``Console`` for the same BMC waits forever
 on a session it believes is still logging in), so they are passed encoded.
@@ -18,6 +22,7 @@ on a session it believes is still logging in), so they are passed encoded.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -32,6 +37,7 @@ from kraken.state.modules.blocking import BlockingCalls
 log = Logger(namespace="kraken.state.sol")
 
 PUMP_WAIT = 0.5  # seconds one turn of pyghmi's loop may wait for a packet
+LATE_CLOSE = 15.0  # seconds a console closed while logging in may take to activate (then closed)
 
 
 class SolPump:
@@ -49,10 +55,6 @@ class SolPump:
                 self._thread = threading.Thread(target=self._run, name="kraken-sol-pump", daemon=True)
                 self._thread.start()
 
-    def release(self, link: SolLink) -> None:
-        with self._lock:
-            self._links.discard(link)
-
     def _run(self) -> None:
         from pyghmi.ipmi.private.session import Session
 
@@ -62,8 +64,10 @@ class SolPump:
                 if not links:
                     self._thread = None
                     return
-            for link in links:
-                link.watch()
+            done = [link for link in links if not link.watch()]
+            if done:
+                with self._lock:
+                    self._links.difference_update(done)
             try:
                 Session.wait_for_rsp(timeout=PUMP_WAIT)
             except Exception:  # pyghmi's loop must keep turning for the other consoles
@@ -89,7 +93,10 @@ class SolLink:
         self.pump = pump
         self._lock = threading.Lock()
         self.console: Any = None
+        self.opening = True
         self.closed = False
+        self.closed_at = 0.0
+        self.close_sent = False
         self._told_connected = False
         pump.hold(self)
         calls.call(self._open).addErrback(self._open_failed)
@@ -99,34 +106,42 @@ class SolLink:
         from pyghmi.ipmi.console import Console
 
         s = self.settings
-        console = Console(
-            bmc=s["bmc"],
-            userid=s["userid"].encode(),
-            password=s["password"].encode(),
-            iohandler=self._from_bmc,
-            port=s["port"],
-        )
+        try:
+            console = Console(
+                bmc=s["bmc"],
+                userid=s["userid"].encode(),
+                password=s["password"].encode(),
+                iohandler=self._from_bmc,
+                port=s["port"],
+            )
+        finally:
+            with self._lock:
+                self.opening = False
         with self._lock:
             self.console = console
-            closed = self.closed
-        if closed:
-            console.close()
-
-    def _close(self, console: Any) -> None:
-        if console is not None:
-            console.close()
 
     # -- pyghmi's threads -----------------------------------------------------------------------------
     def _from_bmc(self, data: Any) -> None:
         self.reactor.callFromThread(self._deliver, data)
 
-    def watch(self) -> None:
-        """Called by the pump between turns of pyghmi's loop."""
+    def watch(self) -> bool:
+        """Called by the pump between turns of pyghmi's loop; false once the pump may forget us."""
         with self._lock:
-            console = self.console
-        if console is not None and not self._told_connected and console.connected and not console.broken:
-            self._told_connected = True
-            self.reactor.callFromThread(self._connected)
+            console, closed, opening = self.console, self.closed, self.opening
+        if not closed:
+            if console is not None and not self._told_connected and console.connected and not console.broken:
+                self._told_connected = True
+                self.reactor.callFromThread(self._connected)
+            return True
+        if self.close_sent or (console is None and not opening) or (console is not None and console.broken):
+            return False
+        if console is None:
+            return True
+        if console.connected or time.monotonic() - self.closed_at > LATE_CLOSE:
+            log.info("console at {where} activated after its client left: closing it", where=self.where)
+            self.reactor.callFromThread(self._close_now, console)
+            return False
+        return True
 
     # -- the reactor thread -------------------------------------------------------------------------
     def _connected(self) -> None:
@@ -155,14 +170,23 @@ class SolLink:
         return self.calls.call(console.send_data, data)
 
     def close(self) -> None:
-        if self.closed:
-            return
         with self._lock:
+            if self.closed:
+                return
             self.closed = True
+            self.closed_at = time.monotonic()
             console = self.console
-        self.pump.release(self)
-        if console is not None:
-            self.calls.call(self._close, console).addErrback(
-                lambda f: log.info("closing the console at {where}: {why}", where=self.where,
-                                   why=f.getErrorMessage())
-            )
+        if console is not None and console.connected:
+            self._close_now(console)
+            return
+        log.info("console at {where} left before the BMC activated it; closed once it does", where=self.where)
+
+    def _close_now(self, console: Any) -> None:
+        if self.close_sent:
+            return
+        self.close_sent = True
+
+        def failed(failure: Failure) -> None:
+            log.info("closing the console at {where}: {why}", where=self.where, why=failure.getErrorMessage())
+
+        self.calls.call(console.close).addErrback(failed)
