@@ -65,11 +65,11 @@ def issue_node_cert(pki: Path, name: str) -> None:
 class ConsoleCli:
     """``kraken state console`` with its stdin, stdout and stderr as pipes, read in threads."""
 
-    def __init__(self, pki: Path, port: int, node: str, *extra: str) -> None:
+    def __init__(self, pki: Path, port: int, node: str, *extra: str, stdin: int = subprocess.PIPE) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kraken.cli", "state", "--url", f"https://127.0.0.1:{port}",
              "--pki", str(pki), "console", node, *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=_env(),
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=_env(),
         )  # fmt: skip
         self.out = bytearray()
         self.err = bytearray()

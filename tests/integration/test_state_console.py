@@ -4,9 +4,12 @@ line, kraken-state's console websocket, and ``kraken state console`` driven thro
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shutil
 import socket
 import subprocess
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +141,27 @@ def test_console_carries_bytes_both_ways_and_one_session_per_node(
         assert third.end() == 0, third.err
     finally:
         third.kill()
+    on_a_terminal(pki, port, serial)
+
+
+def on_a_terminal(pki: Path, port: int, serial: SerialLine) -> None:
+    """With stdin a terminal the CLI goes raw (keys go out unbuffered, no line editing), quits on
+    ``~.`` and leaves the terminal as it found it."""
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    tty = ConsoleCli(pki, port, NODE, stdin=slave)
+    try:
+        wait_for(lambda: connected(tty), what="the console on a terminal")
+        os.write(master, b"abc\x03")  # no newline: a cooked terminal would hold it; Ctrl-C is a byte
+        wait_for(lambda: b"abc\x03" in serial.received, what="raw keys on the serial line")
+        assert termios.tcgetattr(slave)[3] & termios.ICANON == 0
+        os.write(master, b"\r~.")
+        assert tty.end() == 0, tty.err
+        assert termios.tcgetattr(slave) == before
+    finally:
+        tty.kill()
+        os.close(master)
+        os.close(slave)
 
 
 def test_wrong_password_unknown_node_and_no_bmc_are_clear_errors(

@@ -97,6 +97,7 @@ class SolLink:
         self.closed = False
         self.closed_at = 0.0
         self.close_sent = False
+        self.primed = False
         self._told_connected = False
         pump.hold(self)
         calls.call(self._open).addErrback(self._open_failed)
@@ -167,7 +168,16 @@ class SolLink:
         with self._lock:
             console = self.console
         assert console is not None, "send only once connected"
-        return self.calls.call(console.send_data, data)
+        return self.calls.call(self._send, console, data)
+
+    def _send(self, console: Any, data: bytes) -> None:
+        if not self.primed:
+            # A BMC may take the first packet of a new activation for a retry of the previous
+            # session's last one when their sequence numbers match (ipmi_sim does; pyghmi
+            # starts every console at 1) and drop it. An empty packet spends that number.
+            self.primed = True
+            console.send_data(b"")
+        console.send_data(data)
 
     def close(self) -> None:
         with self._lock:
