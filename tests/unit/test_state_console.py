@@ -200,3 +200,42 @@ def test_input_without_the_escape_character_passes_unchanged(chunks: list[bytes]
     f = EscapeFilter()
     out = b"".join(f.feed(c)[0] for c in chunks)
     assert out == b"".join(chunks)
+
+
+def test_the_websocket_port_hands_console_paths_to_a_console_stream_with_back_pressure() -> None:
+    from types import SimpleNamespace
+
+    from twisted.internet.testing import StringTransport
+
+    from kraken.state.events import EventBus
+    from kraken.state.websocket import EventSocket, EventSocketFactory
+
+    rig = Rig(output_buffer=8)
+    sock: EventSocket = EventSocketFactory(EventBus(), rig.manager).buildProtocol(None)
+    sock.transport = StringTransport()
+    sock.state = EventSocket.STATE_OPEN
+    sent: list[tuple[bytes, bool]] = []
+    closes: list[tuple[int, str]] = []
+    sock.sendMessage = lambda payload, isBinary=False, **k: sent.append((payload, isBinary))  # type: ignore[method-assign]
+    sock.sendClose = lambda code=None, reason=None: closes.append((code, reason))  # type: ignore[method-assign]
+    sock.onConnect(SimpleNamespace(path=f"/node/{NODE}/console"))  # type: ignore[arg-type]
+    sock.onOpen()
+    assert sock.console is not None and sock.maxMessagePayloadSize == 64 * 1024
+    link = rig.links[0]
+    link.sink.connected()
+    sock.onMessage(b"ls\r", True)
+    assert [d for d, _ in link.sends] == [b"ls\r"]
+    link.sink.output(b"hello")
+    assert sent[-1] == (b"hello", True)
+    assert sock.console is not None
+    sock.console.flow.pauseProducing()  # the client's socket is full
+    link.sink.output(b"0123456789abcdef")
+    assert sent[-1] == (b"hello", True)
+    sock.console.flow.resumeProducing()
+    assert sent[-2:] == [(b'{"event": "dropped", "bytes": 8}', False), (b"89abcdef", True)]
+    sock.onClose(True, 1000, None)
+    assert link.closed and rig.manager.count() == 0 and not closes
+
+    other: EventSocket = EventSocketFactory(EventBus(), rig.manager).buildProtocol(None)
+    other.onConnect(SimpleNamespace(path="/ws"))  # type: ignore[arg-type]
+    assert other.console is None  # the event stream, as before
