@@ -88,7 +88,9 @@ def test_advertised_serial_consoles_are_read_from_the_system_and_its_managers() 
 
     bare = SimpleNamespace(json={"Id": "1"}, managers=[SimpleNamespace(json={"Id": "BMC"})])
     assert advertised_consoles(bare) == []
-    ssh = {"SerialConsole": {"SSH": {"ServiceEnabled": True, "Port": 2200}, "IPMI": {"ServiceEnabled": False}}}
+    ssh = {
+        "SerialConsole": {"SSH": {"ServiceEnabled": True, "Port": 2200}, "IPMI": {"ServiceEnabled": False}}
+    }
     system = SimpleNamespace(json=ssh, managers=[])
     assert advertised_consoles(system) == ["SSH (port 2200)"]
     old_style = {"SerialConsole": {"ServiceEnabled": True, "ConnectTypesSupported": ["Telnet", "IPMI"]}}
