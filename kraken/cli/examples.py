@@ -31,6 +31,7 @@ EXAMPLES: dict[str, str] = {
     "kraken state graph": "kraken state graph --dot | dot -Tsvg > graph.svg",
     "kraken state freeze": "kraken state freeze",
     "kraken state thaw": "kraken state thaw",
+    "kraken state console": "kraken state console node17    # ~. at line start quits",
     "kraken pipeline": "kraken pipeline call '{\"type\": \"hello\", \"name\": \"Anton\"}'",
     "kraken pipeline services": "kraken pipeline services call simple-math add '{\"a\": 1, \"b\": 2}'",
     "kraken pipeline pipelines": "kraken pipeline pipelines list",

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kraken.cli import state_image
+from kraken.cli import state_console, state_image
 from kraken.cli.hints import missing_certificate, unreachable
 from kraken.cli.progress import CountProgress
 from kraken.state import model
@@ -75,6 +75,18 @@ def add_parser(sub: Any) -> None:
     for name, text in (("freeze", "stop the mutation engine"), ("thaw", "restart the mutation engine")):
         action = ssub.add_parser(name, help=text)
         action.set_defaults(func=_sme, action=name)
+
+    console = ssub.add_parser(
+        "console", help="join this terminal to a node's serial console (~. at line start quits)",
+        epilog=state_console.EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    console.add_argument("node", help="node id or nodename")
+    console.add_argument("--escape", default="~", help="escape character (default ~): ~. quits, ~~ sends ~")
+    console.add_argument("--no-raw", action="store_true", help="leave the terminal in line mode")
+    console.add_argument(
+        "--linger", type=float, default=1.0, help="seconds to wait for output after stdin ends (1)"
+    )
+    console.set_defaults(func=_console)
 
     state_image.add_parser(ssub, _run, _resolve)
 
@@ -276,6 +288,19 @@ def _graph(args: argparse.Namespace) -> int:
             print(json.dumps(api.get(f"{base}/json"), indent=2))
 
     return _run(args, show)
+
+
+def _console(args: argparse.Namespace) -> int:
+    if len(args.escape.encode()) != 1:
+        print("kraken state: --escape must be one character", file=sys.stderr)
+        return 2
+    where: dict[str, Any] = {}
+
+    def find(api: StateClient) -> None:
+        where.update(api.get(f"/node/{_resolve(api, args.node)}/console"))
+
+    code = _run(args, find)
+    return code or state_console.run(args, where)
 
 
 def _sme(args: argparse.Namespace) -> int:

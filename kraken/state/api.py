@@ -15,6 +15,7 @@ from twisted.web.server import Request
 
 from kraken.core.http import HTTPError, Response, Router, query_arg, read_json
 from kraken.state import model
+from kraken.state.console import ConsoleManager
 from kraken.state.discovery import Discovery
 from kraken.state.engine import Engine
 from kraken.state.groups import Groups, group_from_json, typed_values
@@ -81,7 +82,9 @@ class StateAPI:
         groups: Groups | None = None,
         sync: SyncServerFactory | None = None,
         discovery: Discovery | None = None,
+        consoles: ConsoleManager | None = None,
     ) -> None:
+        self.consoles = consoles
         self.sync = sync
         self.discovery = discovery
         self.store = store
@@ -123,6 +126,8 @@ class StateAPI:
         r.route("GET", "/graph/node/{node_id}/dot", self.node_graph_dot)
         r.route("GET", "/enumerables", self.enumerables)
         r.route("GET", "/ws", self.ws)
+        r.route("GET", "/node/{node_id}/console", self.console)
+        r.route("GET", "/consoles", self.list_consoles)
         r.route(["GET", "POST"], "/sme/freeze", self.freeze)
         r.route(["GET", "POST"], "/sme/thaw", self.thaw)
         r.route("GET", "/sme/frozen", lambda req: {"frozen": self.engine.frozen})
@@ -337,6 +342,30 @@ class StateAPI:
             raise HTTPError(503, "NO_WEBSOCKET", "the websocket listener is not running")
         host = (request.getHeader("host") or "127.0.0.1").rsplit(":", 1)[0]
         return {"host": host, "port": str(port), "url": "/ws"}
+
+    def console(self, request: Request, node_id: str) -> dict[str, Any]:
+        """Where the node's console websocket is, once the node is known to have one (the
+        websocket checks again, and then asks the BMC)."""
+        nid = _id(node_id)
+        if self.consoles is None:
+            raise HTTPError(404, "NO_CONSOLES", "this server serves no consoles")
+        try:
+            self.consoles.check(nid)
+        except ActionError as e:
+            raise HTTPError(e.status, e.code, str(e)) from None
+        where = self.ws(request)
+        where["url"] = f"/node/{nid}/console"
+        where["sessions"] = [s.to_json() for s in self.consoles.by_node.get(nid, [])]
+        return where
+
+    def list_consoles(self, request: Request) -> dict[str, Any]:
+        sessions = self.consoles.by_node.values() if self.consoles is not None else []
+        limits = self.consoles.limits if self.consoles is not None else None
+        return {
+            "sessions": [s.to_json() for group in sessions for s in group],
+            "perNode": limits.per_node if limits else 0,
+            "max": limits.sessions if limits else 0,
+        }
 
     def freeze(self, request: Request) -> dict[str, Any]:
         self.engine.freeze()

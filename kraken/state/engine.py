@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kraken.state import model
+from kraken.state.console import Starter
 from kraken.state.deadlines import Deadline, Deadlines
 from kraken.state.events import (
     ChangeKind,
@@ -166,12 +167,7 @@ class Engine:
 
     def act(self, node_id: str, action: str, args: dict[str, Any]) -> Deferred[Any]:
         """Ask the module that drives *node_id*'s platform to perform a one-shot *action*."""
-        cfg = self.store.cfg.get(node_id)
-        if cfg is None:
-            raise ActionError(404, "NODE_NOT_FOUND", f"no node {node_id}")
-        offered = [m for m in self.modules.values() if m.platform and m.platform == cfg.platform]
-        if not offered:
-            raise ActionError(409, "NO_ACTION", f"no loaded module drives platform {cfg.platform!r}")
+        cfg, offered = self._platform_modules(node_id, "NO_ACTION")
         module = next((m for m in offered if action in m.actions), None)
         if module is None:
             names = sorted({a for m in offered for a in m.actions})
@@ -179,13 +175,32 @@ class Engine:
                 409, "NO_ACTION", f"platform {cfg.platform!r} offers no action {action!r} (it has: "
                 f"{', '.join(names) or 'none'})"
             )
+        self._check_drives(cfg, module)
+        return maybeDeferred(module.act, action, cfg, args)
+
+    def console(self, node_id: str) -> Starter:
+        """How to open *node_id*'s serial console, from the module that drives its platform."""
+        cfg, offered = self._platform_modules(node_id, "NO_CONSOLE")
+        module = offered[0]
+        self._check_drives(cfg, module)
+        return module.console(cfg)
+
+    def _platform_modules(self, node_id: str, code: str) -> tuple[Node, list[Module]]:
+        cfg = self.store.cfg.get(node_id)
+        if cfg is None:
+            raise ActionError(404, "NODE_NOT_FOUND", f"no node {node_id}")
+        offered = [m for m in self.modules.values() if m.platform and m.platform == cfg.platform]
+        if not offered:
+            raise ActionError(409, code, f"no loaded module drives platform {cfg.platform!r}")
+        return cfg, offered
+
+    def _check_drives(self, cfg: Node, module: Module) -> None:
         if not (cfg.parent_id == self.self_id or (not cfg.parent_id and self.full_state)):
             raise ActionError(
-                409, "NOT_PARENT", f"node {node_id} is driven by its parent {cfg.parent_id}, not by us"
+                409, "NOT_PARENT", f"node {cfg.id} is driven by its parent {cfg.parent_id}, not by us"
             )
         if self._started.get(module.si) != "running":
             raise ActionError(503, "MODULE_NOT_RUNNING", f"module {module.si} is not running")
-        return maybeDeferred(module.act, action, cfg, args)
 
     def cfg_nodes(self) -> list[Node]:
         return list(self.store.cfg.values())

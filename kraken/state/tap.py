@@ -12,6 +12,7 @@ from kraken.core.service import KrakenService
 from kraken.core.sqlitedb import DamagedDatabase
 from kraken.core.tls import TLSConfigError
 from kraken.state.api import StateAPI
+from kraken.state.console import ConsoleLimits, ConsoleManager
 from kraken.state.discovery import Discovery, RangeError
 from kraken.state.model import DEFAULT_ID, ModelError
 from kraken.state.modules.loader import ModuleLoadError, load_modules
@@ -23,6 +24,20 @@ from kraken.state.websocket import EventSocketFactory
 
 LOOPBACK = "interface=127.0.0.1"
 DEFAULT_DB = "kraken-state.sqlite"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleSection:
+    per_node: int = setting(1, "console sessions one node may have; one more is refused", minimum=1)
+    sessions: int = setting(16, "console sessions this server holds at most", minimum=0)
+    idle: float = setting(900.0, "seconds without a byte either way before a console closes", minimum=0.01)
+    connect: float = setting(30.0, "seconds the BMC has to open the console", minimum=0.01)
+    output_buffer: int = setting(
+        256 * 1024, "console output bytes held for a slow client; beyond, the oldest are dropped", minimum=1
+    )
+    input_buffer: int = setting(
+        64 * 1024, "typed bytes waiting for the BMC; beyond, the session closes", minimum=1
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +72,7 @@ class StateSection:
     discovery: dict[str, Any] = setting(
         {}, "BMC ranges to scan: redfish: [http://HOSTS:PORTS], ipmi: [HOSTS:PORTS], user, password..."
     )
+    console: ConsoleSection = section(ConsoleSection)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,9 +177,17 @@ def _listen(
         except RangeError as e:
             raise SystemExit(f"kraken-state: {e}") from None
         discovery.setServiceParent(svc)
+    c = st.console
+    consoles = ConsoleManager(
+        state.engine.console,
+        svc.reactor,
+        ConsoleLimits(c.per_node, c.sessions, c.idle, c.connect, c.output_buffer, c.input_buffer),
+    )
+    consoles.setServiceParent(svc)
+    svc.metrics.gauge("console_sessions", "open serial console sessions").set_function(consoles.count)
     api = StateAPI(
         state.store, state.engine, lambda: svc.ports.get("ws"), state.durable, state.groups, sync_server,
-        discovery,
+        discovery, consoles,
     )
     site = make_site(
         api.router(), svc.metrics, health_checks={"engine": lambda: bool(state.running)}, http=config.http,
@@ -171,7 +195,7 @@ def _listen(
     )
     roles = list(st.api_roles)
     svc.listen_all("http", config.listen, site, allowed_roles=roles)
-    svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus), allowed_roles=roles)
+    svc.listen_all("ws", st.ws_listen, EventSocketFactory(state.bus, consoles), allowed_roles=roles)
     OwnServices(state, ["restapi", "websocket"] + (["sse"] if sync_server else [])).setServiceParent(svc)
     if sync_server is not None:
         svc.listen_all("sync", st.sync_listen, sync_server, ["state"])

@@ -1,4 +1,9 @@
-"""The event websocket (spec §4.2) with autobahn: subscribe by event type, one JSON object per event."""
+"""The event websocket (spec §4.2) with autobahn: subscribe by event type, one JSON object per event.
+
+The same port serves node consoles at ``/node/{id}/console`` (:mod:`kraken.state.console_socket`):
+a connection to that path is handed to a :class:`ConsoleStream`; any other path is the event
+stream, as in the original.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,15 @@ from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
 from kraken.core import jsonlimits
 from kraken.core.producer import FlushWhenResumed
 from kraken.core.tls import SeesTLSLayer
 from kraken.state import model
+from kraken.state.console import ConsoleManager
+from kraken.state.console_socket import MAX_INPUT_MESSAGE, ConsoleStream, console_node
 from kraken.state.events import DiscoveryData, Event, EventBus, EventType, MutationData, OperationData
 
 log = Logger(namespace="kraken.state.websocket")
@@ -71,8 +79,20 @@ def event_message(event: Event) -> dict[str, Any]:
 # mypy reports that on every class that mixes another base in.
 class EventSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
     factory: EventSocketFactory
+    console: ConsoleStream | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        node = console_node(request.path)
+        if node is None or self.factory.consoles is None:
+            return
+        who = self.tls_peer.name if self.tls_peer is not None else "anonymous"
+        self.console = ConsoleStream(self, self.factory.consoles, node, f"{who} at {self.peer}")
+        self.maxMessagePayloadSize = self.maxFramePayloadSize = MAX_INPUT_MESSAGE
 
     def onOpen(self) -> None:
+        if self.console is not None:
+            self.console.opened()
+            return
         self.sub_name = f"ws-{next(_ids)}"
         self.types: set[EventType] = set()
         self.pending: deque[bytes] = deque()
@@ -82,6 +102,9 @@ class EventSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
         log.info("websocket client {who} connected", who=who)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803 - autobahn names
+        if self.console is not None:
+            self.console.message(payload)
+            return
         try:
             command, kind = parse_command(payload)
         except CommandError as e:
@@ -117,6 +140,8 @@ class EventSocket(SeesTLSLayer, WebSocketServerProtocol):  # type: ignore[misc]
             self.sendMessage(self.pending.popleft())
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N803
+        if self.console is not None:
+            self.console.closed()
         if hasattr(self, "sub_name"):
             self.factory.bus.unsubscribe(self.sub_name)
 
@@ -126,7 +151,8 @@ class EventSocketFactory(WebSocketServerFactory):
     # see that EventSocket's factory is this class.
     protocol = EventSocket  # type: ignore[assignment]
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, consoles: ConsoleManager | None = None) -> None:
         super().__init__()
         self.bus = bus
+        self.consoles = consoles
         self.setProtocolOptions(maxMessagePayloadSize=512, autoPingInterval=54, autoPingTimeout=6)

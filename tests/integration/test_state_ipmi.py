@@ -47,7 +47,7 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "{dir}/chassis.sh krbmc1"
-  user 1 true  ""      "test"   user  10 none md2 md5 straight
+{sol}  user 1 true  ""      "test"   user  10 none md2 md5 straight
   user 2 true  "admin" "secret" admin 10 none md2 md5 straight
 """
 
@@ -60,9 +60,12 @@ mc_enable 0x20
 
 
 class Bmc:
-    def __init__(self, directory: Path) -> None:
+    """ipmi_sim as one BMC; with *sol_port* its SOL console is the TCP server on that port."""
+
+    def __init__(self, directory: Path, sol_port: int | None = None) -> None:
         self.dir = directory
         self.port = free_port(socket.SOCK_DGRAM)
+        self.sol = f'  sol "tcp:127.0.0.1:{sol_port}" 115200\n' if sol_port else ""
         self.power_file = directory / "power.krbmc1"
 
     def start(self) -> None:
@@ -70,7 +73,7 @@ class Bmc:
         hook = self.dir / "chassis.sh"
         hook.write_text(CHASSIS)
         hook.chmod(0o755)
-        (self.dir / "lan.conf").write_text(LAN_CONF.format(port=self.port, dir=self.dir))
+        (self.dir / "lan.conf").write_text(LAN_CONF.format(port=self.port, dir=self.dir, sol=self.sol))
         (self.dir / "krbmc1.emu").write_text(EMU)
         self.power_file.write_text("0\n")
         self.proc = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 from kraken.state.client import ClientError, StateClient
 from kraken.state.modules.redfish import BMC, INVENTORY
 from tests.integration.redfish_bmc import PASSWORD, USER, RedfishBmc, fake_system, have_emulator
-from tests.integration.state_rig import PARENT_ID, client, state_config, wait_for
+from tests.integration.state_rig import PARENT_ID, ConsoleCli, client, state_config, wait_for
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.skipif(not have_emulator(), reason="needs sushy-tools (pip, test extra)")
@@ -110,3 +110,18 @@ def test_wrong_password_hangs_the_node_with_a_clear_error(
     api.post("/cfg/node", {"id": other, "platform": "sim", "parentId": PARENT_ID, "physState": "POWER_ON"})
     wait_for(lambda: api.get(f"/dsc/node/{other}")["physState"] == "POWER_ON", what="the engine to go on")
     assert api.get("/health")["status"] == "ok"
+
+
+def test_console_of_a_bmc_without_serial_console_is_a_clear_error(
+    pki: Path, tmp_path: Path, servers: ServerProcess.Pool, bmc: RedfishBmc
+) -> None:
+    system = bmc.get(f"/redfish/v1/Systems/{SYSTEM}")
+    assert "SerialConsole" not in system  # what sushy-tools offers, read without sushy
+    config = state_config(pki, tmp_path, modules=["redfish"], module_config={"redfish": {"poll": 0}})
+    proc = servers.start("kraken-state", config, name="engine")
+    api = client(pki, proc)
+    api.post("/cfg/node", redfish_node(bmc.url, PASSWORD))
+    assert api.get(f"/node/{NODE}/console")["url"] == f"/node/{NODE}/console"
+    cli = ConsoleCli(pki, proc.port("http"), NODE)
+    assert cli.end() == 1
+    assert b"NO_SERIAL_CONSOLE: this BMC offers no serial console" in cli.err, cli.err

@@ -79,3 +79,27 @@ def test_actions_are_gated_by_node_platform_parent_and_module_state() -> None:
     assert code(N1, "warp") == "NO_ACTION"
     assert code(N2, "restart") == "NOT_PARENT"
     assert code(N1, "restart") == "MODULE_NOT_RUNNING"
+
+
+def test_advertised_serial_consoles_are_read_from_the_system_and_its_managers() -> None:
+    from types import SimpleNamespace
+
+    from kraken.state.modules.redfish import advertised_consoles
+
+    bare = SimpleNamespace(json={"Id": "1"}, managers=[SimpleNamespace(json={"Id": "BMC"})])
+    assert advertised_consoles(bare) == []
+    ssh = {
+        "SerialConsole": {"SSH": {"ServiceEnabled": True, "Port": 2200}, "IPMI": {"ServiceEnabled": False}}
+    }
+    system = SimpleNamespace(json=ssh, managers=[])
+    assert advertised_consoles(system) == ["SSH (port 2200)"]
+    old_style = {"SerialConsole": {"ServiceEnabled": True, "ConnectTypesSupported": ["Telnet", "IPMI"]}}
+
+    class NoManagers:
+        json = old_style
+
+        @property
+        def managers(self) -> list[object]:
+            raise AttributeError("no Links/ManagedBy")
+
+    assert advertised_consoles(NoManagers()) == ["IPMI", "Telnet"]

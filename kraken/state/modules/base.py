@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 from kraken.state import model
 from kraken.state.model import Node
+
+if TYPE_CHECKING:
+    from kraken.state.console import Starter
 
 
 class Context(Enum):
@@ -141,3 +144,7 @@ class Module:
         """Perform *action* on the node; returns (a Deferred of) a JSON-able result or raises
         :class:`ActionError`."""
         raise ActionError(409, "NO_ACTION", f"module {self.si} has no action {action!r}")
+
+    def console(self, cfg: Node) -> Starter:
+        """How to open the node's serial console, or :class:`ActionError` saying why there is none."""
+        raise ActionError(409, "NO_CONSOLE", f"module {self.si} offers no serial console")

@@ -3,7 +3,9 @@
 Nodes with ``platform: ipmi`` carry the extension ``type.googleapis.com/IPMI.BMC``
 ``{host, port, user, password | passwordFile}``. Mutations: UKtoOFF (read the power state),
 OFFtoON, ONtoOFF, HANGtoOFF. Any BMC error fails the mutation at once (→ PHYS_HANG), it never
-blocks the engine. Every ``poll`` seconds the power of every IPMI node is read again.
+blocks the engine. Every ``poll`` seconds the power of every IPMI node is read again. The node's
+serial console is the BMC's SOL (:mod:`kraken.state.modules.sol`), in a pool of its own
+(``console_threads``) so a slow console never delays power control.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from __future__ import annotations
 import threading
 from typing import Any, NoReturn
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
+from kraken.state.console import ConsoleSink, Starter
 from kraken.state.model import ExtensionType, Node, register_extension
-from kraken.state.modules.base import ActionError, Mutation
+from kraken.state.modules.base import ActionError, ModuleAPI, Mutation
+from kraken.state.modules.blocking import BlockingCalls
 from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
 from kraken.state.modules.power import power_mutations
+from kraken.state.modules.sol import SolLink, SolPump
 
 log = Logger(namespace="kraken.state.ipmi")
 
@@ -87,6 +93,31 @@ class IpmiPower(PolledPower):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self.commands = CommandCache()
+        self.sol_calls = BlockingCalls("kraken-sol", int(self.config.get("console_threads", 8)))
+        self.sol_pump = SolPump()
+
+    def start(self, api: ModuleAPI) -> None:
+        super().start(api)
+        self.sol_calls.start(api.reactor, self.sol_calls.stop)
+
+    def stop(self) -> None:
+        super().stop()
+        self.sol_calls.stop()
+
+    def console(self, cfg: Node) -> Starter:
+        """The BMC's serial-over-LAN console."""
+        try:
+            settings = bmc_of(cfg)
+        except BMCConfigError as e:
+            raise ActionError(409, "NO_BMC", str(e)) from None
+        assert self.api is not None
+        reactor = self.api.reactor
+        assert IReactorFromThreads.providedBy(reactor)
+
+        def start(sink: ConsoleSink) -> SolLink:
+            return SolLink(settings, sink, reactor, self.sol_calls, self.sol_pump)
+
+        return start
 
     def declare_mutations(self) -> list[Mutation]:
         timeout = float(self.config.get("timeout", 20.0))

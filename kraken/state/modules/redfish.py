@@ -14,6 +14,11 @@ fails the step at once (→ PHYS_HANG) and is written, with the inventory, into 
 extension ``type.googleapis.com/Redfish.Inventory`` (``error``). Actions: ``restart``
 (ForceRestart), ``shutdown`` (GracefulShutdown), ``identify`` (``{"led": "Lit"|"Blinking"|"Off"}``)
 and ``inventory`` (read it again now).
+
+Serial console: the BMC's System and Managers are read for a ``SerialConsole`` (Redfish's
+``IPMI``/``SSH``/``Telnet`` services). kraken bridges no SSH or Telnet consoles, so the answer is
+a clear error naming what the BMC advertises, or that it offers none (sushy-tools' emulator
+offers none); a BMC that serves IPMI SOL is reached as an ``ipmi`` node.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kraken.state.console import ConsoleSink, Starter
 from kraken.state.model import ExtensionType, Node, register_extension
 from kraken.state.modules.base import ActionError, Mutation
 from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
@@ -175,6 +181,61 @@ def read_inventory(system: Any) -> dict[str, Any]:
     }
 
 
+def advertised_consoles(system: Any) -> list[str]:
+    """The serial consoles the BMC advertises for *system*, as ``SSH (port 22)`` and the like."""
+    found: list[str] = []
+    documents = [system.json or {}]
+    try:
+        documents += [m.json or {} for m in system.managers]
+    except Exception:  # a System without managers, or one the BMC will not show: nothing advertised
+        pass
+    for doc in documents:
+        console = doc.get("SerialConsole")
+        if not isinstance(console, dict):
+            continue
+        for kind in ("IPMI", "SSH", "Telnet"):
+            service = console.get(kind)
+            if isinstance(service, dict) and service.get("ServiceEnabled"):
+                port = service.get("Port")
+                found.append(f"{kind} (port {port})" if isinstance(port, int) else kind)
+        if console.get("ServiceEnabled") and console.get("ConnectTypesSupported"):
+            found += [str(t) for t in console["ConnectTypesSupported"] if isinstance(t, str)]
+    return sorted(set(found))
+
+
+class NoSerialConsole:
+    """The "link" of a Redfish node's console: it reads what the BMC advertises, then ends with
+    the error that says so (kraken bridges no Redfish console)."""
+
+    def __init__(self, sink: ConsoleSink, found: Deferred[list[str]], where: str) -> None:
+        self.sink = sink
+        self.closed = False
+
+        def tell(kinds: list[str]) -> None:
+            if self.closed:
+                return
+            if not kinds:
+                why = f"this BMC offers no serial console ({where} advertises no SerialConsole)"
+            else:
+                why = (
+                    f"{where} offers its serial console over {', '.join(kinds)} only; kraken bridges "
+                    "IPMI serial-over-LAN: give the node platform ipmi and an IPMI.BMC extension"
+                )
+            self.sink.ended(ActionError(409, "NO_SERIAL_CONSOLE", why))
+
+        def failed(failure: Failure) -> None:
+            if not self.closed:
+                self.sink.ended(ActionError(502, "BMC_ERROR", f"{where}: {failure.getErrorMessage()}"))
+
+        found.addCallbacks(tell, failed)
+
+    def send(self, data: bytes) -> Deferred[None]:
+        raise AssertionError("never connected")
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class RedfishPower(PolledPower):
     si = "redfish"
     module_url = "kraken.state.modules.redfish"
@@ -296,6 +357,18 @@ class RedfishPower(PolledPower):
                     self.refresh_inventory(cfg).addErrback(lambda _: None)  # recorded in Dsc
 
             self._run(settings, read_power).addCallbacks(seen, unreachable)
+
+    def console(self, cfg: Node) -> Starter:
+        try:
+            settings = bmc_of(cfg)
+        except BMCConfigError as e:
+            raise ActionError(409, "NO_BMC", str(e)) from None
+
+        def start(sink: ConsoleSink) -> NoSerialConsole:
+            where = f"Redfish BMC {settings['url']}"
+            return NoSerialConsole(sink, self._run(settings, advertised_consoles), where)
+
+        return start
 
     def act(self, action: str, cfg: Node, args: dict[str, Any]) -> Deferred[dict[str, Any]]:
         try:
