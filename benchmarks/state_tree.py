@@ -27,6 +27,7 @@ from twisted.internet import defer, protocol, task
 
 from kraken.core import certs
 from kraken.core.endpoints import connect, server_endpoint
+from kraken.core.jsontext import compact
 from kraken.core.pending import PendingLimits
 from kraken.core.tls import TLSSettings
 from kraken.state.client import ClientError, StateClient
@@ -223,10 +224,10 @@ async def bare_round_trips(reactor: Any, pki: Path, n: int) -> dict[str, float]:
     nodes = [{"id": leaf_id(i), "nodename": "", "runState": "SYNC", "physState": "POWER_ON", "arch": "",
               "platform": "sim", "parentId": sub_id(0), "busy": "FREE"} for i in range(n)]
     raw = len(json.dumps(nodes[:BATCH], separators=(",", ":")))
-    wire = len(encode_batches(Kind.CFG_NODES, nodes[:BATCH]))
+    wire = len(encode_batches(Kind.CFG_NODES, [compact(node) for node in nodes[:BATCH]]))
     t0 = time.perf_counter()
     sender.expected = n
-    sender.transport.write(encode_batches(Kind.CFG_NODES, nodes))
+    sender.transport.write(encode_batches(Kind.CFG_NODES, [compact(node) for node in nodes]))
     await sender.done
     elapsed = time.perf_counter() - t0
     sender.transport.loseConnection()

@@ -48,8 +48,10 @@ class StateStore:
         self.cfg: dict[str, Node] = {}
         self.dsc: dict[str, Node] = {}
         self.cfg_writers: list[Any] = []
+        self._cfg_text: dict[str, str] = {}
 
     def _cfg_written(self, node_id: str) -> None:
+        self._cfg_text.pop(node_id, None)
         for writer in self.cfg_writers:
             writer(node_id)
 
@@ -61,6 +63,14 @@ class StateStore:
         self._cfg_written(node.id)
         self.bus.emit_one(_change(ChangeKind.CREATE, node.id, "", node))
         return self.cfg[node.id].copy()
+
+    def cfg_text(self, node_id: str) -> str:
+        """The node's Cfg as compact JSON, kept until the node is next written: the Cfg database
+        and the sync link to every sub-master above the node write the same text."""
+        text = self._cfg_text.get(node_id)
+        if text is None:
+            text = self._cfg_text[node_id] = compact(model.to_json(self._get(self.cfg, node_id)))
+        return text
 
     def read(self, node_id: str) -> Node:
         return self._get(self.cfg, node_id).copy()
@@ -273,8 +283,7 @@ class SqliteCfg:
             return
         rows: Rows = []
         for node_id in sorted(dirty):  # the nodes as they are now, serialised in the reactor thread
-            node = self.store.cfg.get(node_id)
-            text = compact(model.to_json(node)) if node is not None else None
+            text = self.store.cfg_text(node_id) if node_id in self.store.cfg else None
             rows.append(("cfg", node_id, text))
         for name in sorted(dirty_groups):
             body = self.group_source(name) if self.group_source is not None else None

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kraken.core.endpoints import connect
+from kraken.core.jsontext import compact
 from kraken.core.tls import TLSSettings
 from kraken.core.transport import IStreamTransport
 from kraken.state import model
@@ -98,9 +99,10 @@ class SyncProtocol(Protocol):
         chunk = [self.backlog.popleft() for _ in range(min(CHUNK, len(self.backlog)))]
         return chunk
 
-    def send_nodes(self, kind: Kind, nodes: list[Node], deleted: Sequence[str] = ()) -> None:
+    def send_nodes(self, kind: Kind, nodes: list[str], deleted: Sequence[str] = ()) -> None:
+        """*nodes* as JSON text (:meth:`StateStore.cfg_text`, or :func:`compact` of a Dsc)."""
         if not self.closed and (nodes or deleted):
-            self.transport.write(encode_batches(kind, [model.to_json(n) for n in nodes], deleted))
+            self.transport.write(encode_batches(kind, nodes, deleted))
 
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
@@ -262,18 +264,18 @@ class ChildLink(SyncProtocol):
                 "dead": self.dead,
             },
         )
-        cfg_store = state.store.cfg
-        self.send_nodes(Kind.CFG_NODES, [cfg_store[n] for n in self.factory.descendants(node_id)])
+        self.send_nodes(Kind.CFG_NODES, [state.store.cfg_text(n) for n in self.factory.descendants(node_id)])
         self.start_hello()
 
     def push(self) -> None:
-        store = self.factory.state.store.cfg
-        if self.node_id is not None and self.node_id in store:
-            self.send(Kind.CFG, {"node": model.to_json(store[self.node_id])})
+        store = self.factory.state.store
+        if self.node_id is not None and self.node_id in store.cfg:
+            self.send(Kind.CFG, {"node": model.to_json(store.cfg[self.node_id])})
         if self.dirty or self.deleted:
             dirty, self.dirty = self.dirty, set()
             deleted, self.deleted = self.deleted, set()
-            self.send_nodes(Kind.CFG_NODES, [store[n] for n in sorted(dirty) if n in store], sorted(deleted))
+            nodes = [store.cfg_text(n) for n in sorted(dirty) if n in store.cfg]
+            self.send_nodes(Kind.CFG_NODES, nodes, sorted(deleted))
 
     def went_dead(self) -> None:
         self.factory.detach(self)
@@ -448,7 +450,7 @@ class ParentLink(SyncProtocol):
         dirty, self.owner.dirty = self.owner.dirty, set()
         dsc = state.store.dsc
         self.owner.last_report = len(dirty)
-        self.send_nodes(Kind.DSC_NODES, [dsc[n] for n in sorted(dirty) if n in dsc])
+        self.send_nodes(Kind.DSC_NODES, [compact(model.to_json(dsc[n])) for n in sorted(dirty) if n in dsc])
 
     def went_dead(self) -> None:
         self.owner.parent_lost(self)

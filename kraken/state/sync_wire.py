@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
@@ -53,7 +53,10 @@ class WireError(wire.WireError):
 
 
 def encode(kind: Kind, body: dict[str, Any], compress_over: int = COMPRESS_OVER) -> bytes:
-    text = compact(body).encode()
+    return _frame(kind, compact(body).encode(), compress_over)
+
+
+def _frame(kind: Kind, text: bytes, compress_over: int = COMPRESS_OVER) -> bytes:
     if len(text) >= compress_over:
         payload = bytes([kind | COMPRESSED]) + zlib.compress(text, 1)
     else:
@@ -64,17 +67,18 @@ def encode(kind: Kind, body: dict[str, Any], compress_over: int = COMPRESS_OVER)
 
 
 def encode_batches(
-    kind: Kind, nodes: Iterable[dict[str, Any]], deleted: Iterable[str] = (), size: int = BATCH
+    kind: Kind, nodes: Sequence[str], deleted: Iterable[str] = (), size: int = BATCH
 ) -> bytes:
-    """Frames of *kind* carrying *nodes* (and *deleted* ids) at most *size* nodes each."""
-    items, gone = list(nodes), list(deleted)
+    """Frames of *kind* carrying *nodes*, each already a JSON object's text (a store keeps its
+    nodes' text), and *deleted* ids, at most *size* nodes a frame."""
+    gone = list(deleted)
     frames = []
-    for start in range(0, max(len(items), 1), size):
-        body: dict[str, Any] = {"nodes": items[start : start + size]}
-        if start == 0 and gone:
-            body["deleted"] = gone
-        if body["nodes"] or gone:
-            frames.append(encode(kind, body))
+    for start in range(0, max(len(nodes), 1), size):
+        batch = nodes[start : start + size]
+        if not batch and not gone:
+            continue
+        extra = f',"deleted":{compact(gone)}' if start == 0 and gone else ""
+        frames.append(_frame(kind, f'{{"nodes":[{",".join(batch)}]{extra}}}'.encode()))
     return b"".join(frames)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -179,3 +180,18 @@ def test_untrusted_node_json_never_crashes(data: dict[str, Any]) -> None:
     except ModelError:
         return
     assert model.from_json(model.to_json(node)) == node
+
+
+def test_the_cfg_text_a_store_keeps_follows_every_kind_of_write() -> None:
+    store = StateStore(EventBus())
+    store.create(model.from_json({"id": NID, "nodename": "a"}))
+    assert json.loads(store.cfg_text(NID))["nodename"] == "a"
+    store.update(model.from_json({"id": NID, "nodename": "b"}))
+    assert json.loads(store.cfg_text(NID))["nodename"] == "b"
+    store.set_value(NID, "/Nodename", "c")  # written in place: the kept text must not survive it
+    assert json.loads(store.cfg_text(NID))["nodename"] == "c"
+    store.set_values(NID, [("/PhysState", "POWER_ON")])
+    assert json.loads(store.cfg_text(NID)) == model.to_json(store.cfg[NID])
+    store.delete(NID)
+    with pytest.raises(StoreError):
+        store.cfg_text(NID)

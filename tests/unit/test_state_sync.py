@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from kraken.core.jsontext import compact
 from kraken.core.tls import PeerIdentity
 from kraken.state.model import Busy, Node, RunState
 from kraken.state.modules.freebusy import FreeBusy
@@ -232,7 +233,8 @@ def test_a_big_batch_is_applied_a_chunk_per_turn() -> None:
     link.makeConnection(transport)
     link.dataReceived(encode(Kind.WELCOME, {"parent": PARENT, "cfg": {"id": KID}, "dsc": {"id": KID}}))
     nodes = [{"id": f"dddddddd-0000-0000-0000-{i:012d}", "parentId": KID} for i in range(1200)]
-    link.dataReceived(encode_batches(Kind.CFG_NODES, nodes, ["dddddddd-0000-0000-0000-000000000000"]))
+    texts = [compact(n) for n in nodes]
+    link.dataReceived(encode_batches(Kind.CFG_NODES, texts, ["dddddddd-0000-0000-0000-000000000000"]))
     assert len(state.store.cfg) == 1 and transport.producerState == "paused"
     clock.advance(0)  # a Clock runs the follow-up turns at once; a reactor, one per iteration
     assert svc.chunks == [500, 500, 201]  # 1,200 nodes and one deletion
@@ -251,7 +253,7 @@ def test_a_sub_master_gathers_its_reports_longer_while_a_wave_of_nodes_changes()
     svc.link = link
     link.dataReceived(encode(Kind.WELCOME, {"parent": PARENT, "cfg": {"id": KID}, "dsc": {"id": KID}}))
     ids = [f"dddddddd-0000-0000-0000-{i:012d}" for i in range(1200)]
-    link.dataReceived(encode_batches(Kind.CFG_NODES, [{"id": i, "parentId": KID} for i in ids]))
+    link.dataReceived(encode_batches(Kind.CFG_NODES, [compact({"id": i, "parentId": KID}) for i in ids]))
     clock.advance(0)
     received(transport)
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kraken.core import wire
+from kraken.core.jsontext import compact
 from kraken.state.sync_wire import (
     COMPRESSED,
     MAX_FRAME,
@@ -114,7 +115,7 @@ def test_fuzzed_input_after_valid_frames_never_loses_them(
 
 def test_large_bodies_are_compressed_and_batches_split() -> None:
     nodes = [{"id": f"00000000-0000-0000-0000-{i:012d}", "physState": "POWER_ON"} for i in range(4500)]
-    data = encode_batches(Kind.DSC_NODES, nodes, ["gone"], size=2000)
+    data = encode_batches(Kind.DSC_NODES, [compact(n) for n in nodes], ["gone"], size=2000)
     raw = sum(len(json.dumps(n)) for n in nodes)
     assert len(data) < raw / 5  # compressed
     out = list(Decoder().feed(data))
