@@ -19,6 +19,7 @@ from kraken.core.http import HTTPError, Response
 from kraken.state import model
 from kraken.state.api import StateAPI
 from kraken.state.events import EventBus
+from kraken.state.groups import APPLY_PER_TURN, Group
 from kraken.state.service import StateService
 from kraken.state.store import SqliteCfg, StateStore, StoreWriteError
 
@@ -134,6 +135,35 @@ def test_rest_writes_are_answered_only_after_their_commit(tmp_path: Path) -> Non
     assert all(isinstance(a[0], Response) and a[0].status == 201 for a in answers)
     assert state.persist is not None and state.persist.commits == commits + 1
     assert stored_ids(tmp_path / "cfg.sqlite") == {ME} | {node_id(i) for i in range(3)}
+
+
+def test_a_bulk_set_is_answered_once_every_member_is_written_and_committed(tmp_path: Path) -> None:
+    clock = Clock()
+    db = tmp_path / "cfg.sqlite"
+    state = StateService([], clock, self_id=ME, db=str(db))
+    members = [node_id(i) for i in range(APPLY_PER_TURN + 5)]  # more than one turn's slice
+    for member in members:
+        state.store.create(model.Node(member))
+    state.groups.put(Group("hall", members))
+    clock.advance(0)
+    api = StateAPI(state.store, state.engine, lambda: None, state.durable, groups=state.groups)
+    request = DummyRequest([b"group", b"hall", b"set"])
+    request.method = b"POST"
+    request.content = io.BytesIO(json.dumps({"values": {"arch": "aarch64"}}).encode())
+    answered = api.group_set(request, "hall")
+    committed_then: list[set[str]] = []
+
+    def read_the_database(answer: Response) -> Response:
+        with sqlite3.connect(str(db)) as other:
+            rows = other.execute("SELECT node FROM cfg WHERE id != ?", (ME,))
+            committed_then.append({json.loads(text)["arch"] for (text,) in rows})
+        return answer
+
+    answer = fired(answered.addCallback(read_the_database))
+    assert not answer
+    clock.advance(0)  # the last slice, then its commit
+    assert isinstance(answer[0], Response) and answer[0].status == 202
+    assert committed_then == [{"aarch64"}]  # when the 202 went out, every member was committed
 
 
 def test_a_failed_commit_is_answered_503(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from kraken.state import model
 from kraken.state.events import Event, EventType
-from kraken.state.groups import Group, group_from_json, typed_values
+from kraken.state.groups import APPLY_PER_TURN, Group, group_from_json, typed_values
 from kraken.state.model import ModelError, Node, PhysState
 from kraken.state.modules.sim import SimPower
 from kraken.state.service import StateService
@@ -113,3 +113,21 @@ def test_groups_survive_a_restart_and_deleted_nodes_leave_them(tmp_path: Path) -
     assert again.groups.get("rack").nodes == [nid(0)]
     assert again.groups.get("rack").values == {"/Arch": "amd64"}
     assert model.get_value(again.store.cfg[nid(0)], "/Arch") == "amd64"
+
+
+def test_a_bulk_set_on_a_large_group_writes_its_members_a_slice_per_turn() -> None:
+    n = APPLY_PER_TURN * 2 + 10
+    svc = service(nodes=n)
+    clock = svc.clock
+    assert isinstance(clock, Clock)
+    svc.groups.put(Group("hall", [nid(i) for i in range(n)]))
+    clock.advance(0)
+    cfg = svc.store.cfg
+    written = svc.groups.written()
+    assert written.called  # nothing in progress
+    svc.groups.set("hall", typed_values({"busy": "BUSY"}))
+    done = svc.groups.written()
+    busy = sum(1 for i in range(n) if cfg[nid(i)].busy.name == "BUSY")
+    assert busy == APPLY_PER_TURN and not done.called  # the first slice at once, in member order
+    clock.advance(0)  # the rest in later turns (all at once on a Clock)
+    assert done.called and all(cfg[nid(i)].busy.name == "BUSY" for i in range(n))
