@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kraken.state.modules.base import ActionError
+from kraken.state.modules.base import ActionError, ConsoleLink, Starter
 
 log = Logger(namespace="kraken.state.console")
 
@@ -51,27 +50,6 @@ class ConsoleLimits:
     input_buffer: int = 64 * 1024
 
 
-class ConsoleSink(Protocol):
-    """What a BMC link reports to, in the reactor thread."""
-
-    def connected(self) -> None: ...
-
-    def output(self, data: bytes) -> None: ...
-
-    def info(self, message: str) -> None: ...
-
-    def ended(self, error: ActionError | None) -> None: ...
-
-
-class ConsoleLink(Protocol):
-    """One open console at a BMC; :meth:`send` is called again only once its Deferred fired."""
-
-    def send(self, data: bytes) -> Deferred[None]: ...
-
-    def close(self) -> None: ...
-
-
-Starter = Callable[[ConsoleSink], ConsoleLink]
 Resolver = Callable[[str], Starter]  # node id -> how to open its console; raises ActionError
 
 

@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kraken.state import model
-from kraken.state.console import Starter
 from kraken.state.deadlines import Deadline, Deadlines
 from kraken.state.events import (
     ChangeKind,
@@ -34,7 +33,7 @@ from kraken.state.events import (
 )
 from kraken.state.graph import Edge, MutationGraph
 from kraken.state.model import Node, RunState, ServiceState
-from kraken.state.modules.base import ActionError, Context, Module, Mutation
+from kraken.state.modules.base import ActionError, Context, Module, Mutation, Starter
 from kraken.state.store import StateStore
 
 log = Logger(namespace="kraken.state.engine")

@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from kraken.cli.state_console import EscapeFilter
-from kraken.state.console import ConsoleLimits, ConsoleManager, ConsoleSession, ConsoleSink
-from kraken.state.modules.base import ActionError
+from kraken.state.console import ConsoleLimits, ConsoleManager, ConsoleSession
+from kraken.state.modules.base import ActionError, ConsoleSink
 
 NODE = "cccccccc-0000-0000-0000-000000000001"
 OTHER = "cccccccc-0000-0000-0000-000000000002"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from kraken.state import model
 from kraken.state.model import Node
-
-if TYPE_CHECKING:
-    from kraken.state.console import Starter
 
 
 class Context(Enum):
@@ -90,6 +89,29 @@ class ActionError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class ConsoleSink(Protocol):
+    """What a BMC link reports to, in the reactor thread."""
+
+    def connected(self) -> None: ...
+
+    def output(self, data: bytes) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def ended(self, error: ActionError | None) -> None: ...
+
+
+class ConsoleLink(Protocol):
+    """One open console at a BMC; :meth:`send` is called again only once its Deferred fired."""
+
+    def send(self, data: bytes) -> Deferred[None]: ...
+
+    def close(self) -> None: ...
+
+
+Starter = Callable[[ConsoleSink], ConsoleLink]
 
 
 class Module:

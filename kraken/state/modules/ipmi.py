@@ -16,9 +16,8 @@ from typing import Any, NoReturn
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-from kraken.state.console import ConsoleSink, Starter
 from kraken.state.model import ExtensionType, Node, register_extension
-from kraken.state.modules.base import ActionError, ModuleAPI, Mutation
+from kraken.state.modules.base import ActionError, ConsoleSink, ModuleAPI, Mutation, Starter
 from kraken.state.modules.blocking import BlockingCalls
 from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
 from kraken.state.modules.power import power_mutations

@@ -30,9 +30,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kraken.state.console import ConsoleSink, Starter
 from kraken.state.model import ExtensionType, Node, register_extension
-from kraken.state.modules.base import ActionError, Mutation
+from kraken.state.modules.base import ActionError, ConsoleSink, Mutation, Starter
 from kraken.state.modules.polled import BMCConfigError, PolledPower, bmc_password
 from kraken.state.modules.power import power_mutations
 

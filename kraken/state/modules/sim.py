@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from kraken.state.deadlines import Deadline, Deadlines
 from kraken.state.model import Node, PhysState
-from kraken.state.modules.base import Context, Module, Mutation, declare
+from kraken.state.modules.base import Context, Module, ModuleAPI, Mutation, declare
 from kraken.state.modules.power import HANG, power_mutations
 
 
@@ -27,8 +28,13 @@ class SimPower(Module):
         self.random = random.Random(self.config.get("seed", 0))
         self.power: dict[str, bool] = {}
         self.hung: set[str] = set()
-        self.pending: dict[str, Any] = {}
+        self.pending: dict[str, Deadline] = {}
         self.performed: list[tuple[str, str]] = []
+        self.timers: Deadlines | None = None
+
+    def start(self, api: ModuleAPI) -> Any:
+        super().start(api)
+        self.timers = Deadlines(api.clock)  # thousands of machines switching: one reactor timer
 
     def declare_mutations(self) -> list[Mutation]:
         timeout = float(self.config.get("timeout", 10.0))
@@ -51,8 +57,8 @@ class SimPower(Module):
             return
         if failed:
             return  # the engine's timeout turns this into the fail-to value
-        assert self.api is not None
-        self.pending[cfg.id] = self.api.clock.callLater(self.latency, self._finish, cfg.id, mutation.id)
+        assert self.timers is not None
+        self.pending[cfg.id] = self.timers.call_later(self.latency, self._finish, cfg.id, mutation.id)
 
     def _finish(self, node_id: str, mutation_id: str) -> None:
         self.pending.pop(node_id, None)

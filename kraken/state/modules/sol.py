@@ -30,8 +30,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kraken.state.console import ConsoleSink
-from kraken.state.modules.base import ActionError
+from kraken.state.modules.base import ActionError, ConsoleSink
 from kraken.state.modules.blocking import BlockingCalls
 
 log = Logger(namespace="kraken.state.sol")
