@@ -349,8 +349,32 @@ class KrakenHTTPChannel(LimitedChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.send_watch is not None:
             self.send_watch.stop()
+        self.log_cut_responses(reason)
         self.headers_in()
         super().connectionLost(reason)
+
+    def log_cut_responses(self, reason: Failure) -> None:
+        """Log a response the connection's loss cut short (once per address a minute), whoever
+        closed it: a client's failed download then has its line in our log."""
+        site = self.kraken_site()
+        if site is None or self.transport is None:
+            return
+        for request in self.requests:
+            if request.finished or not request.startedWriting:
+                continue
+            source = source_of(self.transport.getPeer())
+            unlogged = site.offenders.should_log(("cut", source))
+            if unlogged is None:
+                continue
+            declared = request.responseHeaders.getRawHeaders(b"content-length") or [b"?"]
+            log.info(
+                "the connection from {source} was lost {sent} bytes into a {length}-byte response "
+                "body ({method} {uri}): {reason}; {unlogged} more from it were not logged in the last "
+                "interval",
+                source=source, sent=request.sentLength, length=declared[0].decode("latin-1"),
+                method=request.method.decode("ascii", "replace"), uri=request.uri.decode("utf-8", "replace"),
+                reason=reason.getErrorMessage(), unlogged=unlogged,
+            )
 
     def send_stalled(self) -> None:
         """The client took no byte we owe it for ``send_timeout``: abort, count and log (once per

@@ -8,8 +8,12 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
 
 from kraken.core.config import HTTPSection
 from kraken.core.http import Router, make_site
@@ -26,6 +30,13 @@ def serve(held: list[Deferred[Any]]) -> tuple[Clock, Any, StringTransport, Metri
         return d
 
     router.route("GET", "/slow", hold)
+
+    def stream(request: Any) -> Any:
+        request.setHeader(b"content-length", b"100")
+        request.write(b"x" * 10)
+        return NOT_DONE_YET
+
+    router.route("GET", "/stream", stream)
     clock, metrics = Clock(), Metrics("t")
     limits = HTTPSection(header_timeout=5, idle_timeout=60, send_timeout=10)
     site = make_site(router, metrics, http=limits, reactor=clock)
@@ -108,3 +119,15 @@ def test_a_response_the_client_keeps_taking_is_not_cut_one_it_stops_taking_is() 
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting and stalled(metrics) == 1 and aborted(metrics) == 0
+
+
+def test_a_response_cut_by_the_connection_loss_is_logged() -> None:
+    _, channel, _, _ = serve([])
+    channel.dataReceived(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    with capturedLogs() as events:
+        channel.connectionLost(Failure(ConnectionLost("gone")))
+    lines = [e["log_format"].format(**e) for e in events if e.get("log_namespace") == "kraken.http"]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "the connection from 10.0.0.9 was lost 10 bytes into a 100-byte response body (GET /stream)"
+    )
