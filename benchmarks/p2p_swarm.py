@@ -1,7 +1,12 @@
 """P2P swarm benchmark: one origin and N agents, each in its own network namespace with capped links.
 
 Needs root (ip netns, tc). Every host gets a veth into a shared bridge namespace; ``tc tbf`` caps
-its upload (its own interface) and its download (its bridge port) to the same rate B. We time
+its upload and its download to the same rate B, both in the bridge namespace (the download on its
+bridge port, the upload on an IFB device its bridge port's ingress is redirected to), as a
+network would: a tbf on the host's own interface drops the host's packets locally, and Linux
+aborts a connection whose window probes are all dropped locally 15 times in a row (every 0.5 s,
+with no backoff and no RST to the peer: TCPAbortOnTimeout), which cut one origin download now
+and then (the client only noticed at its keep-alive probe, 60 s later). We time
 
   * ideal          S / B (one host's download link full the whole time),
   * http           all N agents fetching the blob straight from the origin over HTTPS,
@@ -137,8 +142,14 @@ def add_host(index: int, ip: str, rate_mbit: int | None) -> str:
     sh(*in_ns(BRIDGE_NS, "ip", "link", "set", br_if, "up"))
     if rate_mbit:
         tbf = ["tbf", "rate", f"{rate_mbit}mbit", "burst", f"{BURST_KB[0]}kb", "latency", "50ms"]
-        sh(*in_ns(ns, "tc", "qdisc", "add", "dev", "eth0", "root", *tbf))  # upload
         sh(*in_ns(BRIDGE_NS, "tc", "qdisc", "add", "dev", br_if, "root", *tbf))  # download
+        upload = f"i{TAG}{index}"
+        sh(*in_ns(BRIDGE_NS, "ip", "link", "add", upload, "mtu", mtu, "type", "ifb"))
+        sh(*in_ns(BRIDGE_NS, "ip", "link", "set", upload, "up"))
+        sh(*in_ns(BRIDGE_NS, "tc", "qdisc", "add", "dev", upload, "root", *tbf))
+        sh(*in_ns(BRIDGE_NS, "tc", "qdisc", "add", "dev", br_if, "handle", "ffff:", "ingress"))
+        sh(*in_ns(BRIDGE_NS, "tc", "filter", "add", "dev", br_if, "parent", "ffff:", "protocol", "all",
+                  "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", upload))
     return ns
 
 

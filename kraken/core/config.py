@@ -146,6 +146,10 @@ class HTTPSection:
     idle_timeout: float = setting(
         60.0, "seconds without a byte from the client while it sends a request body", minimum=0.1
     )
+    send_timeout: float = setting(
+        60.0, "seconds a response may wait without the client taking (acknowledging) a byte of it; "
+        "slower connections are aborted (a slow reader that makes progress is not)", minimum=0.1
+    )
     max_pending: int = setting(
         1024, "connections awaiting request headers per site; beyond it the oldest stalled ones are "
         "aborted (0: no cap)", minimum=0,

@@ -16,8 +16,10 @@ traceback and answered ``500`` without one. ``HEAD`` falls back to the ``GET`` h
 
 :func:`make_site` mounts ``/health`` and ``/metrics`` beside a router, and serves it with
 :class:`KrakenHTTPChannel`: request headers must be complete within ``http.header_timeout`` of
-the connection's start or of the previous response (slowloris), and the connections waiting
-for headers are capped per site and per client address (:mod:`kraken.core.pending`).
+the connection's start or of the client having the previous response (slowloris), and the
+connections waiting for headers are capped per site and per client address
+(:mod:`kraken.core.pending`). A response the client takes no byte of for ``http.send_timeout``
+is aborted; one it reads slowly is not (:mod:`kraken.core.sendwatch`).
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ from kraken.core.digest import Digest
 from kraken.core.httplimits import LimitedChannel, RefusalCounter
 from kraken.core.jsonlimits import MAX_DEPTH, JSONLimitError
 from kraken.core.metrics import Metrics
+from kraken.core.offenders import OffenderLog
 from kraken.core.pending import PendingConnections, PendingLimits, socket_of, source_of, unread_bytes
 from kraken.core.reactor import default_reactor
+from kraken.core.sendwatch import SendWatch, send_state
 from kraken.core.streaming import BodyRouter, streaming_requests
 
 log = Logger(namespace="kraken.http")
@@ -294,17 +298,30 @@ class _Root(Resource):
 
 
 class KrakenHTTPChannel(LimitedChannel):
-    """An HTTP/1.1 channel whose request headers have a deadline that trickled bytes do not move
-    (and, as :class:`~kraken.core.httplimits.LimitedChannel`, answers 414/431 for heads over the limits).
+    """An HTTP/1.1 channel whose request headers have a deadline that trickled bytes do not move,
+    and whose responses must keep moving (and, as :class:`~kraken.core.httplimits.LimitedChannel`,
+    answers 414/431 for heads over the limits).
 
-    From the connection's start, and again from the end of each response on a persistent
-    connection, the connection is pending in its site's :class:`PendingConnections` until a
-    request's headers are all in; past the deadline, or pushed out by the caps, it is aborted.
-    (twisted.web's own ``timeOut`` is an idle timeout that every byte resets.)
+    From the connection's start, and again once the client has each response on a persistent
+    connection (every byte acknowledged, not merely handed to our buffers), the connection is
+    pending in its site's :class:`PendingConnections` until a request's headers are all in; past
+    the deadline, or pushed out by the caps, it is aborted. While bytes of a response wait for
+    the client, a :class:`SendWatch` aborts the connection when the client takes none of them
+    for the site's ``send_timeout``; what it takes also counts as activity for twisted.web's
+    own ``timeOut`` (an idle timeout that every byte received resets).
     """
+
+    send_watch: SendWatch | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        site = self.kraken_site()
+        if site is not None and site.send_timeout is not None and self.transport is not None:
+            sock = socket_of(self.transport)
+            self.send_watch = SendWatch(
+                site.reactor, lambda: send_state(sock), site.send_timeout, self.send_stalled,
+                on_progress=self.resetTimeout,
+            )
         self.await_headers()
 
     def allHeadersReceived(self) -> None:
@@ -312,13 +329,75 @@ class KrakenHTTPChannel(LimitedChannel):
         super().allHeadersReceived()
 
     def requestDone(self, request: HTTPRequest) -> None:
-        if self.persistent:
-            self.await_headers()  # before twisted.web replays a pipelined request's bytes
+        if self.persistent:  # before twisted.web replays a pipelined request's bytes
+            if self.send_watch is not None:
+                self.send_watch.when_delivered(self.await_headers)
+            else:
+                self.await_headers()
         super().requestDone(request)
 
+    def pauseProducing(self) -> None:
+        if self.send_watch is not None:
+            self.send_watch.blocked()
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.send_watch is not None:
+            self.send_watch.unblocked()
+        super().resumeProducing()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.send_watch is not None:
+            self.send_watch.stop()
+        self.log_cut_responses(reason)
         self.headers_in()
         super().connectionLost(reason)
+
+    def log_cut_responses(self, reason: Failure) -> None:
+        """Log a response the connection's loss cut short (once per address a minute), whoever
+        closed it: a client's failed download then has its line in our log."""
+        site = self.kraken_site()
+        if site is None or self.transport is None:
+            return
+        for request in self.requests:
+            if request.finished or not request.startedWriting:
+                continue
+            source = source_of(self.transport.getPeer())
+            unlogged = site.offenders.should_log(("cut", source))
+            if unlogged is None:
+                continue
+            declared = request.responseHeaders.getRawHeaders(b"content-length") or [b"?"]
+            log.info(
+                "the connection from {source} was lost {sent} bytes into a {length}-byte response "
+                "body ({method} {uri}): {reason}; {unlogged} more from it were not logged in the last "
+                "interval",
+                source=source, sent=request.sentLength, length=declared[0].decode("latin-1"),
+                method=request.method.decode("ascii", "replace"), uri=request.uri.decode("utf-8", "replace"),
+                reason=reason.getErrorMessage(), unlogged=unlogged,
+            )
+
+    def send_stalled(self) -> None:
+        """The client took no byte we owe it for ``send_timeout``: abort, count and log (once per
+        address and interval)."""
+        site = self.kraken_site()
+        transport = self.transport
+        if site is None or transport is None:
+            return
+        source = source_of(transport.getPeer())
+        if site.aborted is not None:
+            site.aborted.labels("http_send_stalled").inc()
+        unlogged = site.offenders.should_log(("send_stalled", source))
+        if unlogged is not None:
+            log.warn(
+                "aborted a connection from {source}: it took no byte of a response for {timeout:g}s; "
+                "{unlogged} more from it were not logged in the last interval",
+                source=source, timeout=site.send_timeout, unlogged=unlogged,
+            )
+        tcp = ITCPTransport(transport, None)
+        if tcp is not None:
+            tcp.abortConnection()
+        else:
+            transport.loseConnection()
 
     def await_headers(self) -> None:
         pending = self.pending()
@@ -330,13 +409,19 @@ class KrakenHTTPChannel(LimitedChannel):
             pending.admit(self, source_of(transport.getPeer()), abort, lambda: unread_bytes(sock) == 0)
 
     def headers_in(self) -> None:
+        if self.send_watch is not None:
+            self.send_watch.forget_delivered()
         pending = self.pending()
         if pending is not None:
             pending.done(self)
 
     def pending(self) -> PendingConnections | None:
+        site = self.kraken_site()
+        return site.pending if site is not None else None
+
+    def kraken_site(self) -> QuietSite | None:
         site = getattr(self, "site", None)
-        return site.pending if isinstance(site, QuietSite) else None
+        return site if isinstance(site, QuietSite) else None
 
 
 class QuietSite(Site):
@@ -344,15 +429,26 @@ class QuietSite(Site):
 
     Its channels answer over-long request lines and headers with ``414``/``431``, counted in
     ``refusals``, and give request headers a deadline; *pending* (when given) holds the
-    connections still awaiting headers.
+    connections still awaiting headers. With *send_timeout*, a connection whose client takes
+    no byte of a response for that long is aborted, counted in *aborted* (by reason).
     """
 
     protocol = KrakenHTTPChannel  # type: ignore[assignment]  # HTTP/1.1 (no h2 installed), limits answered
     refusals: RefusalCounter | None = None
 
-    def __init__(self, resource: Resource, pending: PendingConnections | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        pending: PendingConnections | None = None,
+        send_timeout: float | None = None,
+        aborted: RefusalCounter | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(resource, **kwargs)
         self.pending = pending
+        self.send_timeout = send_timeout
+        self.aborted = aborted
+        self.offenders = OffenderLog(self.reactor)
 
     def log(self, request: HTTPRequest) -> None:
         log.debug(
@@ -380,8 +476,9 @@ def make_site(
 
     With *body_router*, request bodies stream to the sinks it opens (:mod:`kraken.core.streaming`).
     *http* (the server's ``http`` section; its defaults when ``None``) sets the header deadline,
-    the caps on connections awaiting headers (aborts counted in ``connections_aborted_total``)
-    and the idle timeout; timers run on *reactor*. Connections are served by *channel*.
+    the caps on connections awaiting headers, the send timeout (aborts counted in
+    ``connections_aborted_total``) and the idle timeout; timers run on *reactor*. Connections are
+    served by *channel*.
     """
     limits = http if http is not None else HTTPSection()
     clock = reactor if reactor is not None else default_reactor()
@@ -399,13 +496,16 @@ def make_site(
         metrics.connections_aborted,
     )
     root = _Root(app, mounts)
+    aborted = metrics.connections_aborted
     if body_router is not None:
         site = QuietSite(
-            root, pending, requestFactory=streaming_requests(body_router), timeout=limits.idle_timeout,
-            reactor=clock,
+            root, pending, limits.send_timeout, aborted, requestFactory=streaming_requests(body_router),
+            timeout=limits.idle_timeout, reactor=clock,
         )
     else:
-        site = QuietSite(root, pending, timeout=limits.idle_timeout, reactor=clock)
+        site = QuietSite(
+            root, pending, limits.send_timeout, aborted, timeout=limits.idle_timeout, reactor=clock
+        )
     site.protocol = channel
     site.noisy = False
     site.refusals = metrics.counter("http_refused", "requests refused at their head (414, 431)", ["status"])

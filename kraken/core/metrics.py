@@ -32,7 +32,8 @@ class Metrics:
     """A server's metric family factory; names get the ``kraken_<server>_`` prefix.
 
     Every server has ``connections_aborted_total{reason}``: connections the core closed
-    because they did not prove themselves in time or crowded a cap (:mod:`kraken.core.pending`).
+    because they did not prove themselves in time or crowded a cap (:mod:`kraken.core.pending`),
+    or took no byte of a response for ``http.send_timeout`` (:mod:`kraken.core.sendwatch`).
     """
 
     def __init__(self, server: str) -> None:
@@ -41,7 +42,8 @@ class Metrics:
         self._counters: dict[str, Counter] = {}
         self.connections_aborted = self.counter(
             "connections_aborted",
-            "connections aborted before they proved themselves (TLS handshake, HTTP headers), by reason",
+            "connections aborted before they proved themselves (TLS handshake, HTTP headers) or that "
+            "stopped taking a response, by reason",
             ["reason"],
         )
 
