@@ -295,6 +295,11 @@ class Engine:
             or (not cfg.parent_id and self.full_state)
         )
 
+    def _plan(self, cfg: Node, dsc: Node) -> list[Edge] | None:
+        """The cheapest chain from *dsc* to *cfg* (``[]`` if there, ``None`` if unreachable)."""
+        g = self.graph
+        return g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
+
     def recompute(self, node_id: str) -> None:
         cfg = self.store.cfg.get(node_id)
         dsc = self.store.dsc.get(node_id)
@@ -305,7 +310,7 @@ class Engine:
                 self._drop(node_id)
             return
         g = self.graph
-        chain = g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
+        chain = self._plan(cfg, dsc)
         old = self.paths.get(node_id)
         if not chain:
             stuck = (g.state_of(dsc), g.target_of(cfg)) if chain is None else None
@@ -485,8 +490,7 @@ class Engine:
         cfg, dsc = self.store.cfg.get(node_id), self.store.dsc.get(node_id)
         if cfg is None or dsc is None or self.drives(cfg):
             return None
-        g = self.graph  # a node a sub-master drives: the path from what we last heard of it
-        chain = g.path(g.state_of(dsc), g.target_of(cfg), g.fixed_of(cfg))
+        chain = self._plan(cfg, dsc)  # a node a sub-master drives: from what we last heard of it
         return ActivePath(list(chain), complete=not chain).to_json() if chain is not None else None
 
     def active_paths(self) -> int:

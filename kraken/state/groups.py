@@ -31,7 +31,7 @@ from kraken.core.turns import in_turns
 from kraken.state import model
 from kraken.state.events import ChangeKind, Event, EventBus, EventType, OperationData
 from kraken.state.model import FIELDS, ModelError, Node, PhysState
-from kraken.state.store import StateStore, StoreError
+from kraken.state.store import StateStore, StoreError, fire_waiting
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_GROUPS = 10_000
@@ -273,8 +273,7 @@ class Groups:
             log.failure("writing a group's values failed", result)
         if not self._applying:
             waiting, self._written_waiters = self._written_waiters, []
-            for d in waiting:
-                d.callback(None)
+            fire_waiting(waiting)
 
     def written(self) -> Deferred[None]:
         """Fires once every group apply started so far has written all its nodes."""

@@ -152,7 +152,8 @@ class StoreWriteError(Exception):
 Rows = list[tuple[str, str, str | None]]  # (table, key, JSON or None to delete)
 
 
-def _fire(waiting: list[Deferred[None]], error: Exception | None = None) -> None:
+def fire_waiting(waiting: list[Deferred[None]], error: Exception | None = None) -> None:
+    """Fire every wait in *waiting* (with *error*, if given), skipping those already cancelled."""
     for d in waiting:
         if d.called:  # a cancelled wait (the client went away)
             continue
@@ -279,7 +280,7 @@ class SqliteCfg:
         dirty_groups, self._dirty_groups = self._dirty_groups, set()
         waiting, self._waiting = self._waiting, []
         if not dirty and not dirty_groups:
-            _fire(waiting)
+            fire_waiting(waiting)
             return
         rows: Rows = []
         for node_id in sorted(dirty):  # the nodes as they are now, serialised in the reactor thread
@@ -326,10 +327,11 @@ class SqliteCfg:
             self._dirty |= dirty
             self._dirty_groups |= dirty_groups or set()
             self._schedule(self.retry_delay)
-            _fire(waiting, StoreWriteError(f"cannot commit Cfg to {self.path}: {result.getErrorMessage()}"))
+            error = StoreWriteError(f"cannot commit Cfg to {self.path}: {result.getErrorMessage()}")
+            fire_waiting(waiting, error)
             return
         self.commits += 1
-        _fire(waiting)
+        fire_waiting(waiting)
         if self._dirty or self._dirty_groups:
             self._schedule(self.delay)
 
