@@ -125,6 +125,8 @@ def _bulk(api: StateClient, values: dict[str, str], timeout: float = 1800) -> di
 def py_spy(proc: Kraken, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling one server until stopped (SIGINT), written as a speedscope profile."""
     spy = str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit(f"--profile needs py-spy beside {sys.executable}: pip install py-spy")
     command = [spy, "record", "--nonblocking", "--idle", "--format", "speedscope", "-o", str(out),
                "-p", str(proc.proc.pid)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
